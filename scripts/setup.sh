@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Everything a fresh Debian bookworm machine needs to build, run and test tocfs.
+# Idempotent: packages already present are skipped. Run as root (or with sudo available).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  fuse libfuse2            # fuse-native's prebuilt addon links libfuse.so.2; fusermount
+  zstd                     # reference decoder for tests
+  docker-registry          # a real OCI registry on loopback for tests and the demo
+  podman skopeo runc       # end-to-end tests: podman pulls/runs through tocfs
+  apache2-utils            # htpasswd for registry auth tests
+  openssl ca-certificates  # TLS tests
+  iproute2                 # network namespaces for the WAN benchmark
+  systemd                  # systemd-analyze verify of the unit files
+  python3 make g++         # node-gyp fallback builds
+)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  echo "setup: installing ${missing[*]}" >&2
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund
+fi
+npm run -s build

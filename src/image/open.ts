@@ -1,0 +1,21 @@
+import { OciLayoutSource } from '../source/oci-layout.js';
+import type { ImageSource, Platform } from '../source/types.js';
+import { parseReference, type ImageReference } from '../reference.js';
+import { TocfsError } from '../errors.js';
+
+export interface SourceOptions {
+  /** false: allow plain HTTP and unverified TLS for registries (Podman's --tls-verify=false). */
+  tlsVerify?: boolean;
+  platform?: Platform;
+}
+
+/** The ImageSource for a reference string: `oci:DIR[:tag]` or `[docker://]host/repo[:tag][@digest]`. */
+export async function openImageSource(reference: string | ImageReference, options: SourceOptions = {}): Promise<ImageSource> {
+  const ref = typeof reference === 'string' ? parseReference(reference) : reference;
+  if (ref.transport === 'oci') return new OciLayoutSource(ref);
+  // The registry client lives in src/registry (loaded lazily: oci: users need none of it).
+  const mod = await import('../registry/source.js').catch((e: unknown) => {
+    throw new TocfsError(`registry support is not available: ${(e as Error).message}`);
+  });
+  return mod.createRegistrySource(ref, options);
+}

@@ -1,0 +1,116 @@
+import { createReadStream } from 'node:fs';
+import { open, readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { digestHex, isDigest, verifyDigest } from '../digest.js';
+import { SourceError } from '../errors.js';
+import { hostPlatform, parseConfig, parseManifestDocument, selectPlatform } from '../image/manifest.js';
+import type { OciLayoutReference } from '../reference.js';
+import { formatReference } from '../reference.js';
+import type { BlobReader, Descriptor, ImageSource, ResolvedImage, ResolveOptions } from './types.js';
+
+const REF_NAME = 'org.opencontainers.image.ref.name';
+
+/** An OCI image layout directory (`oci-layout`, `index.json`, `blobs/sha256/…`). */
+export class OciLayoutSource implements ImageSource {
+  constructor(readonly ref: OciLayoutReference) {}
+
+  private blobPath(digest: string): string {
+    if (!isDigest(digest)) throw new SourceError(`oci layout ${this.ref.dir}: bad digest ${JSON.stringify(digest)}`);
+    return join(this.ref.dir, 'blobs', 'sha256', digestHex(digest));
+  }
+
+  private async readVerified(desc: Descriptor, what: string): Promise<Buffer> {
+    let bytes: Buffer;
+    try {
+      bytes = await readFile(this.blobPath(desc.digest));
+    } catch (e) {
+      throw new SourceError(`${what}: cannot read blob ${desc.digest} in ${this.ref.dir}: ${(e as Error).message}`, undefined, { cause: e });
+    }
+    verifyDigest(bytes, desc.digest, `${what} ${desc.digest}`);
+    return bytes;
+  }
+
+  async resolve(options: ResolveOptions = {}): Promise<ResolvedImage> {
+    const what = formatReference(this.ref);
+    let indexBytes: Buffer;
+    try {
+      indexBytes = await readFile(join(this.ref.dir, 'index.json'));
+    } catch (e) {
+      throw new SourceError(`${what}: not an OCI image layout (no index.json in ${this.ref.dir})`, undefined, { cause: e });
+    }
+    const top = parseManifestDocument(indexBytes, undefined, `${what} index.json`);
+    if (top.kind !== 'index') throw new SourceError(`${what}: index.json is not an image index`);
+    let entries = top.manifests;
+    if (this.ref.tag !== undefined) {
+      entries = entries.filter((m) => m.annotations?.[REF_NAME] === this.ref.tag);
+      if (entries.length === 0) throw new SourceError(`${what}: no image tagged ${JSON.stringify(this.ref.tag)} in ${this.ref.dir}/index.json`);
+    } else if (entries.length !== 1) {
+      const tags = top.manifests.map((m) => m.annotations?.[REF_NAME]).filter(Boolean);
+      throw new SourceError(`${what}: the layout holds ${entries.length} images; name one as oci:DIR:TAG (tags: ${tags.join(', ') || 'none'})`);
+    }
+    const platform = options.platform ?? hostPlatform();
+    let desc = entries.length === 1 ? entries[0]! : selectPlatform({ kind: 'index', mediaType: top.mediaType, manifests: entries }, platform, what);
+    let indexDigest: string | undefined;
+    let bytes = await this.readVerified(desc, `${what} manifest`);
+    let doc = parseManifestDocument(bytes, desc.mediaType, `${what} ${desc.digest}`);
+    if (doc.kind === 'index') {
+      indexDigest = desc.digest;
+      desc = selectPlatform(doc, platform, what);
+      bytes = await this.readVerified(desc, `${what} manifest`);
+      doc = parseManifestDocument(bytes, desc.mediaType, `${what} ${desc.digest}`);
+      if (doc.kind !== 'manifest') throw new SourceError(`${what}: nested index at ${desc.digest} is not supported`);
+    }
+    const configBytes = await this.readVerified(doc.config, `${what} config`);
+    const config = parseConfig(configBytes, what);
+    return {
+      reference: what,
+      ...(indexDigest ? { indexDigest } : {}),
+      manifestDigest: desc.digest,
+      manifestMediaType: doc.mediaType,
+      manifestBytes: bytes,
+      configDigest: doc.config.digest,
+      configBytes,
+      config,
+      layers: doc.layers,
+      platform: desc.platform ?? {
+        os: config.os ?? platform.os,
+        architecture: config.architecture ?? platform.architecture,
+        ...(config.variant ? { variant: config.variant } : {}),
+      },
+    };
+  }
+
+  blob(descriptor: Descriptor): BlobReader {
+    const path = this.blobPath(descriptor.digest);
+    const size = descriptor.size;
+    return {
+      digest: descriptor.digest,
+      size,
+      async read(offset, length) {
+        if (offset < 0 || length < 0 || offset + length > size)
+          throw new SourceError(`read [${offset}, ${offset + length}) is outside blob ${descriptor.digest} of ${size} bytes`);
+        const fh = await open(path, 'r');
+        try {
+          const st = await fh.stat();
+          if (st.size !== size) throw new SourceError(`blob ${descriptor.digest} in the layout has ${st.size} bytes, the descriptor says ${size}`);
+          const buf = Buffer.allocUnsafe(length);
+          let done = 0;
+          while (done < length) {
+            const { bytesRead } = await fh.read(buf, done, length - done, offset + done);
+            if (bytesRead === 0) throw new SourceError(`short read of blob ${descriptor.digest} at ${offset + done}`);
+            done += bytesRead;
+          }
+          return buf;
+        } finally {
+          await fh.close();
+        }
+      },
+      async stream() {
+        await stat(path);
+        return createReadStream(path);
+      },
+    };
+  }
+
+  async close(): Promise<void> {}
+}
