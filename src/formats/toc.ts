@@ -122,3 +122,12 @@ export const DEFAULT_TOC_LIMITS: TocLimits = {
   maxUncompressedTocBytes: 150 * 1024 * 1024,
   maxEntries: 2_000_000,
 };
+
+/**
+ * Where verified raw TOC bytes are kept between runs, keyed by the digest that vouched
+ * for them, so a second open of the same layer needs no TOC fetch. Implemented by cache/.
+ */
+export interface TocStore {
+  get(key: string): Promise<Buffer | undefined>;
+  put(key: string, raw: Buffer): Promise<void>;
+}
