@@ -1,0 +1,339 @@
+/**
+ * Turns TOC JSON entries (c/storage and stargz schemas, which overlap: formats.md §2.7, §3.3)
+ * into checked TocEntry records with their chunk lists. Everything here treats the JSON as
+ * hostile: every number, name, link and range is checked, and each error names the layer
+ * and the entry.
+ */
+import { EMPTY_SHA256, isDigest } from '../digest.js';
+import { FormatError } from '../errors.js';
+import { normaliseName } from './path.js';
+import { parseRfc3339 } from './time.js';
+import type { Chunk, EntryType, Timestamp, TocEntry, TocLimits } from './toc.js';
+
+export interface EntryContext {
+  /** Layer digest, for errors. */
+  layer: string;
+  /** Where the TOC region starts: every chunk's compressed range must end at or before it. */
+  dataEnd: number;
+  /** Whether landmark files are tool metadata (stargz-snapshotter writers) to hide. */
+  hideLandmarks: boolean;
+  limits: TocLimits;
+}
+
+export interface NormalisedEntries {
+  entries: TocEntry[];
+  prefetchEnd?: number;
+  noPrefetch?: boolean;
+}
+
+const PREFETCH_LANDMARK = '.prefetch.landmark';
+const NO_PREFETCH_LANDMARK = '.no.prefetch.landmark';
+const ENTRY_TYPES = new Set<string>(['reg', 'dir', 'symlink', 'hardlink', 'char', 'block', 'fifo']);
+const MAX_ID = 0xffffffff;
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+const EPOCH: Timestamp = { sec: 0, nsec: 0 };
+
+/** One piece of a regular file as the TOC states it, before its compressed range is known. */
+interface Piece {
+  offset: number;
+  chunkOffset: number;
+  chunkSize: number;
+  innerOffset: number;
+  digest: string | undefined;
+  zeros: boolean;
+  /** Index of the TOC entry that stated it (for errors). */
+  at: number;
+}
+
+interface PendingFile {
+  entry: TocEntry;
+  rawName: string;
+  at: number;
+  endOffset: number | undefined;
+  pieces: Piece[];
+}
+
+type Raw = Record<string, unknown>;
+
+class EntryErrors {
+  constructor(private readonly layer: string) {}
+  fail(at: number, name: unknown, msg: string): never {
+    const n = typeof name === 'string' ? JSON.stringify(name.length > 200 ? name.slice(0, 200) + '…' : name) : `#${at}`;
+    throw new FormatError(`layer ${this.layer}: TOC entry ${n}: ${msg}`);
+  }
+}
+
+export function normaliseEntries(rawEntries: unknown, ctx: EntryContext): NormalisedEntries {
+  const err: EntryErrors = new EntryErrors(ctx.layer);
+  if (!Array.isArray(rawEntries)) throw new FormatError(`layer ${ctx.layer}: TOC has no "entries" array`);
+  if (rawEntries.length > ctx.limits.maxEntries)
+    throw new FormatError(`layer ${ctx.layer}: TOC has ${rawEntries.length} entries, more than the limit of ${ctx.limits.maxEntries}`);
+
+  const entries: TocEntry[] = [];
+  const index = new Map<string, number>();
+  const files: PendingFile[] = [];
+  const hardLinks: Array<{ pos: number; at: number }> = [];
+  const userNames = new Map<number, string>();
+  const groupNames = new Map<number, string>();
+  /** Every compressed start that ends the previous payload's range (stargz rule). */
+  const starts: number[] = [];
+  let current: PendingFile | undefined;
+  let prefetchEnd: number | undefined;
+  let noPrefetch = false;
+
+  const uint = (r: Raw, field: string, at: number, max = Number.MAX_SAFE_INTEGER): number => {
+    const v = r[field];
+    if (v === undefined || v === null) return 0;
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0 || v > max)
+      err.fail(at, r.name, `${field} is not an integer in [0, ${max}]: ${JSON.stringify(v)?.slice(0, 40)}`);
+    return v;
+  };
+  const str = (r: Raw, field: string, at: number): string | undefined => {
+    const v = r[field];
+    if (v === undefined || v === null) return undefined;
+    if (typeof v !== 'string') err.fail(at, r.name, `${field} is not a string`);
+    return v;
+  };
+  const digestField = (r: Raw, field: string, at: number): string | undefined => {
+    const v = str(r, field, at);
+    if (v === undefined || v === '') return undefined;
+    if (!isDigest(v)) err.fail(at, r.name, `${field} is not a sha256 digest: ${JSON.stringify(String(v).slice(0, 80))}`);
+    return v;
+  };
+  const time = (r: Raw, field: string, at: number): Timestamp | undefined => {
+    const v = str(r, field, at);
+    if (v === undefined || v === '') return undefined;
+    const t = parseRfc3339(v);
+    if (t === null) err.fail(at, r.name, `${field} is not an RFC 3339 time: ${JSON.stringify(v.slice(0, 60))}`);
+    return t;
+  };
+  const piece = (r: Raw, at: number): Piece => {
+    const chunkType = str(r, 'chunkType', at);
+    if (chunkType !== undefined && chunkType !== '' && chunkType !== 'zeros') err.fail(at, r.name, `unknown chunkType ${JSON.stringify(chunkType.slice(0, 40))}`);
+    const p: Piece = {
+      offset: uint(r, 'offset', at),
+      chunkOffset: uint(r, 'chunkOffset', at),
+      chunkSize: uint(r, 'chunkSize', at),
+      innerOffset: uint(r, 'innerOffset', at),
+      digest: digestField(r, 'chunkDigest', at),
+      zeros: chunkType === 'zeros',
+      at,
+    };
+    if (p.innerOffset === 0) starts.push(p.offset);
+    return p;
+  };
+
+  for (let at = 0; at < rawEntries.length; at++) {
+    const raw = rawEntries[at] as unknown;
+    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) err.fail(at, undefined, 'not a JSON object');
+    const r = raw as Raw;
+    const type = r.type;
+    const name = r.name;
+    if (typeof name !== 'string') err.fail(at, undefined, 'has no name');
+    if (typeof type !== 'string') err.fail(at, name, 'has no type');
+
+    if (type === 'chunk') {
+      if (!current || (name !== current.rawName && pathOf(name) !== current.entry.path))
+        err.fail(at, name, 'chunk entry does not follow the regular file it belongs to');
+      current.pieces.push(piece(r, at));
+      continue;
+    }
+    current = undefined;
+    if (!ENTRY_TYPES.has(type)) err.fail(at, name, `unknown entry type ${JSON.stringify(type.slice(0, 40))}`);
+
+    const norm = normaliseName(name);
+    if ('error' in norm) err.fail(at, name, norm.error);
+    const path = norm.path;
+
+    if (ctx.hideLandmarks && type === 'reg' && (path === PREFETCH_LANDMARK || path === NO_PREFETCH_LANDMARK)) {
+      const p = piece(r, at);
+      if (path === PREFETCH_LANDMARK) prefetchEnd = p.offset;
+      else noPrefetch = true;
+      continue;
+    }
+
+    const uid = uint(r, 'uid', at, MAX_ID);
+    const gid = uint(r, 'gid', at, MAX_ID);
+    const entry: TocEntry = {
+      path,
+      type: type as EntryType,
+      mode: uint(r, 'mode', at) & 0o7777,
+      uid,
+      gid,
+      size: 0,
+      mtime: time(r, 'modtime', at) ?? EPOCH,
+      chunks: [],
+    };
+    const userName = str(r, 'userName', at);
+    if (userName) userNames.set(uid, userName);
+    const groupName = str(r, 'groupName', at);
+    if (groupName) groupNames.set(gid, groupName);
+    const un = userName || userNames.get(uid);
+    if (un) entry.userName = un;
+    const gn = groupName || groupNames.get(gid);
+    if (gn) entry.groupName = gn;
+    const atime = time(r, 'accesstime', at);
+    if (atime) entry.atime = atime;
+    const ctime = time(r, 'changetime', at);
+    if (ctime) entry.ctime = ctime;
+    if (r.xattrs !== undefined && r.xattrs !== null) entry.xattrs = xattrsOf(r, at, err);
+
+    switch (type) {
+      case 'reg': {
+        entry.size = uint(r, 'size', at);
+        const digest = digestField(r, 'digest', at);
+        if (entry.size === 0) {
+          if (digest !== undefined && digest !== EMPTY_SHA256) err.fail(at, name, `empty file with digest ${digest}`);
+          entry.digest = EMPTY_SHA256;
+        } else {
+          if (digest !== undefined) entry.digest = digest;
+          if (r.offset === undefined) err.fail(at, name, 'regular file with data has no offset');
+          current = {
+            entry,
+            rawName: name,
+            at,
+            endOffset: r.endOffset === undefined || r.endOffset === null ? undefined : uint(r, 'endOffset', at),
+            pieces: [piece(r, at)],
+          };
+          files.push(current);
+        }
+        break;
+      }
+      case 'symlink':
+      case 'hardlink': {
+        const link = str(r, 'linkName', at);
+        if (!link) err.fail(at, name, `${type} without linkName`);
+        if (link.indexOf('\0') >= 0) err.fail(at, name, 'linkName contains a NUL byte');
+        if (type === 'hardlink') {
+          const target = normaliseName(link);
+          if ('error' in target) err.fail(at, name, `hard link target ${JSON.stringify(link.slice(0, 200))}: ${target.error}`);
+          entry.linkName = target.path;
+          hardLinks.push({ pos: -1, at });
+        } else entry.linkName = link;
+        break;
+      }
+      case 'char':
+      case 'block':
+        entry.devMajor = uint(r, 'devMajor', at, MAX_ID);
+        entry.devMinor = uint(r, 'devMinor', at, MAX_ID);
+        break;
+      case 'dir':
+        break;
+      case 'fifo':
+        break;
+    }
+    if (path === '' && type !== 'dir') err.fail(at, name, `the root is a ${type}, not a directory`);
+
+    const prev = index.get(path);
+    if (prev !== undefined) {
+      const old = entries[prev]!;
+      // A directory stated twice is merged the tar way (the later metadata wins). Anything
+      // else is rejected like containers/storage ≥ 1.55 does: two different files under one
+      // name is what an attack that shows different content to different readers looks like.
+      if (old.type === 'dir' && type === 'dir') {
+        entries[prev] = entry;
+        continue;
+      }
+      const what = old.type === 'reg' && type === 'reg' && old.digest !== entry.digest ? 'duplicate regular file with different content' : 'duplicate path';
+      err.fail(at, name, `${what} (first stated as a ${old.type})`);
+    }
+    index.set(path, entries.length);
+    if (type === 'hardlink') hardLinks[hardLinks.length - 1]!.pos = entries.length;
+    entries.push(entry);
+  }
+
+  if (files.some((f) => f.endOffset === undefined)) starts.sort((a, b) => a - b);
+  for (const f of files) f.entry.chunks = chunksOf(f, starts, ctx, err);
+  checkHardLinks(entries, index, hardLinks, err);
+
+  const out: NormalisedEntries = { entries };
+  if (prefetchEnd !== undefined) out.prefetchEnd = prefetchEnd;
+  if (noPrefetch) out.noPrefetch = true;
+  return out;
+}
+
+function pathOf(name: string): string | undefined {
+  const n = normaliseName(name);
+  return 'path' in n ? n.path : undefined;
+}
+
+function xattrsOf(r: Raw, at: number, err: EntryErrors): Record<string, Buffer> {
+  const x = r.xattrs;
+  if (typeof x !== 'object' || x === null || Array.isArray(x)) err.fail(at, r.name, 'xattrs is not an object');
+  const out: Record<string, Buffer> = Object.create(null);
+  for (const [k, v] of Object.entries(x as Raw)) {
+    if (k === '' || k.indexOf('\0') >= 0) err.fail(at, r.name, `bad xattr name ${JSON.stringify(k.slice(0, 80))}`);
+    if (typeof v !== 'string' || !BASE64.test(v)) err.fail(at, r.name, `xattr ${JSON.stringify(k.slice(0, 80))} is not base64`);
+    out[k] = Buffer.from(v, 'base64');
+  }
+  return out;
+}
+
+/** The smallest start greater than `offset`, or `end` (binary search over sorted `starts`). */
+function nextStart(starts: number[], offset: number, end: number): number {
+  let lo = 0;
+  let hi = starts.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (starts[mid]! <= offset) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo < starts.length ? starts[lo]! : end;
+}
+
+/**
+ * formats.md §2.8 (c/storage: a piece ends where the next piece of the file starts, the last
+ * at `endOffset`) and §3.3/§4 (stargz: a payload ends at the next payload start anywhere in
+ * the blob, the last at the TOC).
+ */
+function chunksOf(f: PendingFile, starts: number[], ctx: EntryContext, err: EntryErrors): Chunk[] {
+  const { entry, pieces } = f;
+  const size = entry.size;
+  const chunks: Chunk[] = [];
+  let covered = 0;
+  for (let i = 0; i < pieces.length; i++) {
+    const p = pieces[i]!;
+    const fail: (msg: string) => never = (msg) => err.fail(p.at, f.rawName, msg);
+    if (p.chunkOffset !== covered) fail(`chunks do not cover the file contiguously: chunk ${i} starts at ${p.chunkOffset}, expected ${covered}`);
+    if (covered >= size) fail(`chunk ${i} starts at ${p.chunkOffset}, at or past the end of the ${size}-byte file`);
+    const rest = size - covered;
+    const chunkSize = p.chunkSize > 0 && p.chunkSize < rest ? p.chunkSize : rest;
+    let end: number;
+    if (f.endOffset !== undefined) {
+      end = i + 1 < pieces.length ? pieces[i + 1]!.offset : f.endOffset;
+    } else end = nextStart(starts, p.offset, ctx.dataEnd);
+    if (!(p.offset < end)) fail(`chunk ${i} has an empty or reversed compressed range [${p.offset}, ${end})`);
+    if (end > ctx.dataEnd) fail(`chunk ${i} compressed range [${p.offset}, ${end}) reaches into the TOC region at ${ctx.dataEnd}`);
+    let digest = p.digest;
+    if (pieces.length === 1) {
+      if (digest === undefined) digest = entry.digest;
+      else if (entry.digest !== undefined && digest !== entry.digest) fail(`single chunk digest ${digest} differs from file digest ${entry.digest}`);
+    }
+    if (digest === undefined) fail(`chunk ${i} (file offset ${covered}) has no digest`);
+    chunks.push({ offset: covered, size: chunkSize, compressedOffset: p.offset, compressedEnd: end, innerOffset: p.innerOffset, digest, zeros: p.zeros });
+    covered += chunkSize;
+  }
+  if (covered !== size) err.fail(f.at, f.rawName, `chunks cover ${covered} of ${size} bytes`);
+  return chunks;
+}
+
+function checkHardLinks(entries: TocEntry[], index: Map<string, number>, links: Array<{ pos: number; at: number }>, err: EntryErrors): void {
+  for (const { pos, at } of links) {
+    if (pos < 0) continue;
+    const e = entries[pos]!;
+    const target = index.get(e.linkName!);
+    const fail: (msg: string) => never = (msg) => err.fail(at, e.path, `hard link to ${JSON.stringify(e.linkName)}: ${msg}`);
+    if (target === undefined) fail('target does not exist in the layer');
+    if (target === pos) fail('links to itself');
+    if (target > pos) {
+      // Follow the chain from the later target: coming back here is a cycle.
+      let t: number | undefined = target;
+      for (let hops = 0; t !== undefined && entries[t]!.type === 'hardlink' && hops < links.length; hops++) {
+        t = index.get(entries[t]!.linkName!);
+        if (t === pos) fail('hard link cycle');
+      }
+      fail('target comes later in the archive');
+    }
+    if (entries[target]!.type === 'dir') fail('target is a directory');
+  }
+}

@@ -1,0 +1,6 @@
+/** Layer formats: TOC readers, detection and chunk extraction. */
+export { readLayerToc, NoTocError, type ReadTocOptions } from './read.js';
+export { probeLayer, sniffCodec, type Codec, type LayerProbe } from './detect.js';
+export { extractChunk, decompressRange } from './chunk.js';
+export { parseFooter, describeFooter, type Footer } from './footer.js';
+export * from './toc.js';

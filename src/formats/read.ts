@@ -1,0 +1,199 @@
+/**
+ * readLayerToc: find, fetch, verify and normalise the TOC of a lazily pullable layer.
+ */
+import { sha256 } from '../digest.js';
+import { DigestMismatchError, FormatError } from '../errors.js';
+import type { BlobReader, Descriptor } from '../source/types.js';
+import { parseLayerAnnotations, type LayerAnnotations, type ZstdPosition } from './annotations.js';
+import { readTail } from './blob-range.js';
+import { fetchEstargzToc } from './estargz.js';
+import { describeFooter, MAX_FOOTER_LENGTH, parseFooter, type Footer } from './footer.js';
+import { normaliseEntries } from './entries.js';
+import { looksLikeCStorageSchema, parseTocDocument, type TocDocument } from './toc-json.js';
+import { DEFAULT_TOC_LIMITS, type LayerToc, type TarSplitInfo, type TocLimits, type TocStore } from './toc.js';
+import { fetchZstdToc, type ZstdTocBytes } from './zstd-chunked.js';
+import { decompressZstdBounded } from './zstd-frames.js';
+
+export interface ReadTocOptions {
+  limits?: Partial<TocLimits>;
+  tocStore?: TocStore;
+  /** Accept a TOC found by footer probing alone (verified=false); the caller must verify the blob. */
+  allowUnverified?: boolean;
+}
+
+/** The layer has no TOC (plain tar/gzip/zstd): it can only be fetched whole. */
+export class NoTocError extends FormatError {
+  constructor(layer: string) {
+    super(`layer ${layer}: no TOC (not zstd:chunked or eStargz): it cannot be read lazily`);
+    this.name = 'NoTocError';
+  }
+}
+
+/** eStargz: fetch this much of the tail at once so a small TOC needs no second request. */
+const TAIL_PROBE = 32 * 1024;
+const SKIPPABLE_HEADER_LENGTH = 8;
+
+/** Everything about a TOC except its entries; with the JSON it rebuilds the LayerToc. */
+interface TocHeader extends Omit<LayerToc, 'entries' | 'prefetchEnd' | 'noPrefetch'> {
+  /** Chunks must end at or before this offset (start of the TOC frame / member). */
+  dataEnd: number;
+  hideLandmarks: boolean;
+}
+
+/** Builds the LayerToc from a verified header and TOC document. */
+function assemble(layer: string, header: TocHeader, doc: TocDocument, limits: TocLimits): LayerToc {
+  const { dataEnd, hideLandmarks, ...rest } = header;
+  const norm = normaliseEntries(doc.entries, { layer, dataEnd, hideLandmarks, limits });
+  return { ...rest, ...norm };
+}
+
+function annotationsOf(desc: Descriptor): LayerAnnotations {
+  try {
+    return parseLayerAnnotations(desc);
+  } catch (e) {
+    throw new FormatError(`layer ${desc.digest}: ${(e as Error).message}`);
+  }
+}
+
+function zstdHeader(layer: string, ann: LayerAnnotations, pos: ZstdPosition, bytes: ZstdTocBytes, doc: TocDocument, verified: boolean): TocHeader {
+  const stargz = ann.stargzTocDigest !== undefined || !looksLikeCStorageSchema(doc.entries);
+  const footer = bytes.footer ? describeFooter(bytes.footer) : ann.zstdPrefix ? `${ann.zstdPrefix} annotations` : 'footer';
+  const header: TocHeader = {
+    format: stargz ? 'stargz-zstd' : 'zstd:chunked',
+    formatVersion: stargz ? `stargz-snapshotter zstd, ${footer}` : `c/storage ${footer}`,
+    compression: 'zstd',
+    tocOffset: pos.offset,
+    tocCompressedLength: pos.compressedLength,
+    tocUncompressedLength: pos.uncompressedLength,
+    verified,
+    dataEnd: pos.offset - SKIPPABLE_HEADER_LENGTH,
+    hideLandmarks: stargz,
+  };
+  const tocDigest = ann.zstdChecksum ?? ann.stargzTocDigest;
+  if (tocDigest && verified) header.tocDigest = tocDigest;
+  if (ann.uncompressedSize !== undefined) header.uncompressedSize = ann.uncompressedSize;
+  const tsDigest = doc.tarSplitDigest ?? ann.tarSplitChecksum;
+  const tsPos = bytes.tarSplitPosition;
+  if (doc.tarSplitDigest && !tsPos) throw new FormatError(`layer ${layer}: the TOC names tar-split ${doc.tarSplitDigest} but the layer has no tar-split position`);
+  if (tsPos) {
+    const ts: TarSplitInfo = { offset: tsPos.offset, compressedLength: tsPos.compressedLength, uncompressedLength: tsPos.uncompressedLength };
+    if (tsDigest) {
+      if (bytes.tarSplit) {
+        const actual = sha256(bytes.tarSplit);
+        if (actual !== tsDigest) throw new DigestMismatchError(`layer ${layer}: tar-split`, tsDigest, actual);
+      }
+      ts.digest = tsDigest;
+    }
+    header.tarSplit = ts;
+  }
+  return header;
+}
+
+function checkJsonDigest(layer: string, json: Buffer, expected: string | undefined): void {
+  if (expected === undefined) return;
+  const actual = sha256(json);
+  if (actual !== expected) throw new DigestMismatchError(`layer ${layer}: TOC JSON`, expected, actual);
+}
+
+interface FreshToc {
+  header: TocHeader;
+  doc: TocDocument;
+  /** What the store keeps: the bytes the vouching digest covers. */
+  raw: Buffer;
+  rawIsZstd: boolean;
+}
+
+async function readFresh(desc: Descriptor, blob: BlobReader, ann: LayerAnnotations, limits: TocLimits, allowUnverified: boolean): Promise<FreshToc> {
+  const layer = desc.digest;
+  if (ann.zstdPosition) {
+    const pos = ann.zstdPosition;
+    const req = { position: pos, ...(ann.zstdChecksum ? { compressedDigest: ann.zstdChecksum } : {}), ...(ann.stargzTocDigest ? { jsonDigest: ann.stargzTocDigest } : {}), ...(ann.tarSplitPosition ? { tarSplitPosition: ann.tarSplitPosition } : {}) };
+    const bytes = await fetchZstdToc(blob, layer, req, limits);
+    const doc = parseTocDocument(bytes.json, layer);
+    return { header: zstdHeader(layer, ann, pos, bytes, doc, true), doc, raw: bytes.compressed, rawIsZstd: true };
+  }
+  const tail = await readTail(blob, TAIL_PROBE);
+  const footer: Footer | undefined = parseFooter(tail.bytes.subarray(Math.max(0, tail.bytes.length - MAX_FOOTER_LENGTH)));
+  if (!footer) {
+    if (ann.stargzTocDigest) throw new FormatError(`layer ${layer}: annotated with a stargz toc.digest but has no eStargz or zstd footer`);
+    throw new NoTocError(layer);
+  }
+  const verified = ann.stargzTocDigest !== undefined;
+  if (footer.kind === 'legacy-stargz') throw new FormatError(`layer ${layer}: legacy stargz TOC carries no chunk digests; it cannot be served lazily`);
+  if (footer.kind === 'external-toc') throw new FormatError(`layer ${layer}: eStargz with an external TOC (kept in a separate TOC image): not lazily mountable`);
+  if (!verified && !allowUnverified)
+    throw new FormatError(`layer ${layer}: TOC found by footer probing only (${describeFooter(footer)}); no layer annotation vouches for it, so it is not used unless the whole blob is verified first`);
+  if (footer.kind === 'zstd') {
+    const pos: ZstdPosition = { offset: footer.tocOffset, compressedLength: footer.tocCompressedLength, uncompressedLength: footer.tocUncompressedLength, manifestType: footer.manifestType };
+    const bytes = await fetchZstdToc(blob, layer, { position: pos, ...(ann.stargzTocDigest ? { jsonDigest: ann.stargzTocDigest } : {}), have: tail }, limits);
+    const doc = parseTocDocument(bytes.json, layer);
+    return verified
+      ? { header: zstdHeader(layer, ann, pos, bytes, doc, true), doc, raw: bytes.json, rawIsZstd: false }
+      : { header: zstdHeader(layer, ann, pos, bytes, doc, false), doc, raw: bytes.compressed, rawIsZstd: true };
+  }
+  const { member, json } = await fetchEstargzToc(blob, layer, footer.tocOffset, footer.length, limits, tail);
+  checkJsonDigest(layer, json, ann.stargzTocDigest);
+  const doc = parseTocDocument(json, layer);
+  const header: TocHeader = {
+    format: 'estargz',
+    formatVersion: `eStargz, ${describeFooter(footer)}`,
+    compression: 'gzip',
+    tocOffset: footer.tocOffset,
+    tocCompressedLength: member.length,
+    tocUncompressedLength: json.length,
+    verified,
+    dataEnd: footer.tocOffset,
+    hideLandmarks: true,
+  };
+  if (verified) header.tocDigest = ann.stargzTocDigest!;
+  if (ann.uncompressedSize !== undefined) header.uncompressedSize = ann.uncompressedSize;
+  return { header, doc, raw: json, rawIsZstd: false };
+}
+
+// TocStore entries: a line of magic, a line of JSON (the TocHeader and the layer digest:
+// offsets are per blob), then the raw bytes the key digest covers.
+const STORE_MAGIC = 'tocfs-toc-v1\n';
+
+function encodeStored(layer: string, fresh: FreshToc): Buffer {
+  const meta = JSON.stringify({ layer, rawIsZstd: fresh.rawIsZstd, header: fresh.header });
+  return Buffer.concat([Buffer.from(STORE_MAGIC + meta + '\n'), fresh.raw]);
+}
+
+async function loadStored(store: TocStore, key: string, layer: string, limits: TocLimits): Promise<LayerToc | undefined> {
+  const data = await store.get(key);
+  if (!data || !data.subarray(0, STORE_MAGIC.length).equals(Buffer.from(STORE_MAGIC))) return undefined;
+  const nl = data.indexOf(0x0a, STORE_MAGIC.length);
+  if (nl < 0) return undefined;
+  let meta: { layer: string; rawIsZstd: boolean; header: TocHeader };
+  try {
+    meta = JSON.parse(data.toString('utf8', STORE_MAGIC.length, nl));
+  } catch {
+    return undefined;
+  }
+  if (meta.layer !== layer) return undefined;
+  const raw = data.subarray(nl + 1);
+  // The store is outside the chain of trust: check the bytes again.
+  if (sha256(raw) !== key) return undefined;
+  const json = meta.rawIsZstd ? await decompressZstdBounded(raw, limits.maxUncompressedTocBytes) : raw;
+  return assemble(layer, meta.header, parseTocDocument(json, layer), limits);
+}
+
+/**
+ * Reads the TOC of a zstd:chunked, stargz-zstd or eStargz layer: detection by annotations
+ * then bytes (formats.md §5), verification against the annotation digest, normalisation
+ * and every hostile-input check. Throws NoTocError for plain layers (see probeLayer),
+ * FormatError / DigestMismatchError for anything malformed.
+ */
+export async function readLayerToc(desc: Descriptor, blob: BlobReader, opts: ReadTocOptions = {}): Promise<LayerToc> {
+  const limits: TocLimits = { ...DEFAULT_TOC_LIMITS, ...opts.limits };
+  const ann = annotationsOf(desc);
+  const key = ann.zstdPosition ? ann.zstdChecksum : ann.stargzTocDigest;
+  if (key && opts.tocStore) {
+    const hit = await loadStored(opts.tocStore, key, desc.digest, limits);
+    if (hit) return hit;
+  }
+  const fresh = await readFresh(desc, blob, ann, limits, opts.allowUnverified === true);
+  const toc = assemble(desc.digest, fresh.header, fresh.doc, limits);
+  if (key && opts.tocStore && toc.verified) await opts.tocStore.put(key, encodeStored(desc.digest, fresh));
+  return toc;
+}
