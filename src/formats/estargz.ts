@@ -60,6 +60,8 @@ export async function fetchEstargzToc(blob: BlobReader, layer: string, tocOffset
     // The member holds the tar header, the JSON, padding and the end-of-archive blocks.
     tar = await gunzip(member, { maxOutputLength: limits.maxUncompressedTocBytes + 4 * BLOCK + 2 * BLOCK });
   } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE')
+      throw new FormatError(`layer ${layer}: TOC member at ${tocOffset} decompresses to more than the limit of ${limits.maxUncompressedTocBytes} bytes`, { cause: e });
     throw new FormatError(`layer ${layer}: cannot decompress TOC member at ${tocOffset}: ${(e as Error).message}`, { cause: e });
   }
   return { member, json: tocJsonFromTar(tar, layer, limits) };

@@ -48,6 +48,15 @@ export function checkZstdPosition(layer: string, pos: ZstdPosition, blobSize: nu
   if (pos.offset < SKIPPABLE_HEADER_LENGTH || pos.offset + pos.compressedLength > blobSize) bad(`outside the ${blobSize}-byte blob`);
 }
 
+/**
+ * How far the walk-derived output bound of a TOC frame may exceed its declared length before
+ * it is refused undecompressed: each compressed block counts as a full 128 KiB in the bound.
+ */
+function decompressionAllowance(declared: number, limits: TocLimits): number {
+  return Math.min(limits.maxUncompressedTocBytes + BLOCK_SLACK, Math.max(2 * declared, declared + BLOCK_SLACK));
+}
+const BLOCK_SLACK = 128 * 1024;
+
 export async function fetchZstdToc(blob: BlobReader, layer: string, req: ZstdTocRequest, limits: TocLimits): Promise<ZstdTocBytes> {
   const pos = req.position;
   checkZstdPosition(layer, pos, blob.size, limits);
@@ -62,7 +71,7 @@ export async function fetchZstdToc(blob: BlobReader, layer: string, req: ZstdToc
   }
   let json: Buffer;
   try {
-    json = await decompressZstdBounded(compressed, Math.min(limits.maxUncompressedTocBytes, Math.max(pos.uncompressedLength, 0)) + 128 * 1024);
+    json = await decompressZstdBounded(compressed, decompressionAllowance(pos.uncompressedLength, limits));
   } catch (e) {
     throw new FormatError(`layer ${layer}: cannot decompress TOC: ${(e as Error).message}`, { cause: e });
   }
