@@ -81,41 +81,48 @@ export function normaliseEntries(rawEntries: unknown, ctx: EntryContext): Normal
   let prefetchEnd: number | undefined;
   let noPrefetch = false;
 
-  const uint = (r: Raw, field: string, at: number, max = Number.MAX_SAFE_INTEGER): number => {
-    const v = r[field];
+  // The helpers take the field's value (named property loads at the call sites are much
+  // cheaper than keyed loads here) and the field name only for the error.
+  const uint = (v: unknown, field: string, r: Raw, at: number, max = Number.MAX_SAFE_INTEGER): number => {
     if (v === undefined || v === null) return 0;
     if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0 || v > max)
       err.fail(at, r.name, `${field} is not an integer in [0, ${max}]: ${JSON.stringify(v)?.slice(0, 40)}`);
     return v;
   };
-  const str = (r: Raw, field: string, at: number): string | undefined => {
-    const v = r[field];
+  const str = (v: unknown, field: string, r: Raw, at: number): string | undefined => {
     if (v === undefined || v === null) return undefined;
     if (typeof v !== 'string') err.fail(at, r.name, `${field} is not a string`);
     return v;
   };
-  const digestField = (r: Raw, field: string, at: number): string | undefined => {
-    const v = str(r, field, at);
-    if (v === undefined || v === '') return undefined;
-    if (!isDigest(v)) err.fail(at, r.name, `${field} is not a sha256 digest: ${JSON.stringify(String(v).slice(0, 80))}`);
-    return v;
+  const digestField = (v: unknown, field: string, r: Raw, at: number): string | undefined => {
+    const d = str(v, field, r, at);
+    if (d === undefined || d === '') return undefined;
+    if (!isDigest(d)) err.fail(at, r.name, `${field} is not a sha256 digest: ${JSON.stringify(String(d).slice(0, 80))}`);
+    return d;
   };
-  const time = (r: Raw, field: string, at: number): Timestamp | undefined => {
-    const v = str(r, field, at);
-    if (v === undefined || v === '') return undefined;
-    const t = parseRfc3339(v);
-    if (t === null) err.fail(at, r.name, `${field} is not an RFC 3339 time: ${JSON.stringify(v.slice(0, 60))}`);
-    return t;
+  let lastTimeText = '';
+  let lastTime: Timestamp | undefined;
+  const time = (v: unknown, field: string, r: Raw, at: number): Timestamp | undefined => {
+    const text = str(v, field, r, at);
+    if (text === undefined || text === '') return undefined;
+    // Most entries of a layer share a time: parse each distinct string once.
+    if (text !== lastTimeText) {
+      const t = parseRfc3339(text);
+      if (t === null) err.fail(at, r.name, `${field} is not an RFC 3339 time: ${JSON.stringify(text.slice(0, 60))}`);
+      lastTimeText = text;
+      lastTime = t;
+    }
+    return lastTime && { sec: lastTime.sec, nsec: lastTime.nsec };
   };
   const piece = (r: Raw, at: number): Piece => {
-    const chunkType = str(r, 'chunkType', at);
+    const chunkType = str(r.chunkType, 'chunkType', r, at);
     if (chunkType !== undefined && chunkType !== '' && chunkType !== 'zeros') err.fail(at, r.name, `unknown chunkType ${JSON.stringify(chunkType.slice(0, 40))}`);
     const p: Piece = {
-      offset: uint(r, 'offset', at),
-      chunkOffset: uint(r, 'chunkOffset', at),
-      chunkSize: uint(r, 'chunkSize', at),
-      innerOffset: uint(r, 'innerOffset', at),
-      digest: digestField(r, 'chunkDigest', at),
+      offset: uint(r.offset, 'offset', r, at),
+      chunkOffset: uint(r.chunkOffset, 'chunkOffset', r, at),
+      chunkSize: uint(r.chunkSize, 'chunkSize', r, at),
+      innerOffset: uint(r.innerOffset, 'innerOffset', r, at),
+      digest: digestField(r.chunkDigest, 'chunkDigest', r, at),
       zeros: chunkType === 'zeros',
       at,
     };
@@ -152,36 +159,36 @@ export function normaliseEntries(rawEntries: unknown, ctx: EntryContext): Normal
       continue;
     }
 
-    const uid = uint(r, 'uid', at, MAX_ID);
-    const gid = uint(r, 'gid', at, MAX_ID);
+    const uid = uint(r.uid, 'uid', r, at, MAX_ID);
+    const gid = uint(r.gid, 'gid', r, at, MAX_ID);
     const entry: TocEntry = {
       path,
       type: type as EntryType,
-      mode: uint(r, 'mode', at) & 0o7777,
+      mode: uint(r.mode, 'mode', r, at) & 0o7777,
       uid,
       gid,
       size: 0,
-      mtime: time(r, 'modtime', at) ?? EPOCH,
+      mtime: time(r.modtime, 'modtime', r, at) ?? EPOCH,
       chunks: [],
     };
-    const userName = str(r, 'userName', at);
+    const userName = str(r.userName, 'userName', r, at);
     if (userName) userNames.set(uid, userName);
-    const groupName = str(r, 'groupName', at);
+    const groupName = str(r.groupName, 'groupName', r, at);
     if (groupName) groupNames.set(gid, groupName);
     const un = userName || userNames.get(uid);
     if (un) entry.userName = un;
     const gn = groupName || groupNames.get(gid);
     if (gn) entry.groupName = gn;
-    const atime = time(r, 'accesstime', at);
+    const atime = time(r.accesstime, 'accesstime', r, at);
     if (atime) entry.atime = atime;
-    const ctime = time(r, 'changetime', at);
+    const ctime = time(r.changetime, 'changetime', r, at);
     if (ctime) entry.ctime = ctime;
     if (r.xattrs !== undefined && r.xattrs !== null) entry.xattrs = xattrsOf(r, at, err);
 
     switch (type) {
       case 'reg': {
-        entry.size = uint(r, 'size', at);
-        const digest = digestField(r, 'digest', at);
+        entry.size = uint(r.size, 'size', r, at);
+        const digest = digestField(r.digest, 'digest', r, at);
         if (entry.size === 0) {
           if (digest !== undefined && digest !== EMPTY_SHA256) err.fail(at, name, `empty file with digest ${digest}`);
           entry.digest = EMPTY_SHA256;
@@ -192,7 +199,7 @@ export function normaliseEntries(rawEntries: unknown, ctx: EntryContext): Normal
             entry,
             rawName: name,
             at,
-            endOffset: r.endOffset === undefined || r.endOffset === null ? undefined : uint(r, 'endOffset', at),
+            endOffset: r.endOffset === undefined || r.endOffset === null ? undefined : uint(r.endOffset, 'endOffset', r, at),
             pieces: [piece(r, at)],
           };
           files.push(current);
@@ -201,7 +208,7 @@ export function normaliseEntries(rawEntries: unknown, ctx: EntryContext): Normal
       }
       case 'symlink':
       case 'hardlink': {
-        const link = str(r, 'linkName', at);
+        const link = str(r.linkName, 'linkName', r, at);
         if (!link) err.fail(at, name, `${type} without linkName`);
         if (link.indexOf('\0') >= 0) err.fail(at, name, 'linkName contains a NUL byte');
         if (type === 'hardlink') {
@@ -214,8 +221,8 @@ export function normaliseEntries(rawEntries: unknown, ctx: EntryContext): Normal
       }
       case 'char':
       case 'block':
-        entry.devMajor = uint(r, 'devMajor', at, MAX_ID);
-        entry.devMinor = uint(r, 'devMinor', at, MAX_ID);
+        entry.devMajor = uint(r.devMajor, 'devMajor', r, at, MAX_ID);
+        entry.devMinor = uint(r.devMinor, 'devMinor', r, at, MAX_ID);
         break;
       case 'dir':
         break;
@@ -291,9 +298,10 @@ function chunksOf(f: PendingFile, starts: number[], ctx: EntryContext, err: Entr
   const size = entry.size;
   const chunks: Chunk[] = [];
   let covered = 0;
+  let p: Piece = pieces[0]!;
+  const fail: (msg: string) => never = (msg) => err.fail(p.at, f.rawName, msg);
   for (let i = 0; i < pieces.length; i++) {
-    const p = pieces[i]!;
-    const fail: (msg: string) => never = (msg) => err.fail(p.at, f.rawName, msg);
+    p = pieces[i]!;
     if (p.chunkOffset !== covered) fail(`chunks do not cover the file contiguously: chunk ${i} starts at ${p.chunkOffset}, expected ${covered}`);
     if (covered >= size) fail(`chunk ${i} starts at ${p.chunkOffset}, at or past the end of the ${size}-byte file`);
     const rest = size - covered;
