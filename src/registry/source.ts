@@ -1,9 +1,186 @@
-import type { DockerReference } from '../reference.js';
+/**
+ * `docker://` images as an ImageSource: pull sources from registries.conf (mirrors first),
+ * manifests with platform choice and digest checks, blobs read by range from whichever
+ * source answers.
+ */
+import { Readable } from 'node:stream';
+import { sha256, verifyDigest } from '../digest.js';
+import { DigestMismatchError, SourceError } from '../errors.js';
 import type { SourceOptions } from '../image/open.js';
-import type { ImageSource } from '../source/types.js';
-import { TocfsError } from '../errors.js';
+import { hostPlatform, MANIFEST_ACCEPT, parseConfig, parseManifestDocument, selectPlatform } from '../image/manifest.js';
+import { logger } from '../log.js';
+import { formatReference, type DockerReference } from '../reference.js';
+import type { BlobReader, Descriptor, ImageSource, ResolvedImage, ResolveOptions } from '../source/types.js';
+import { authFilePaths } from './auth-file.js';
+import { RegistryEndpoint, type EndpointContext } from './endpoint.js';
+import { DEFAULT_CERTS_DIR, DEFAULT_CONNECTIONS, DEFAULT_RETRY, DEFAULT_TIMEOUTS } from './options.js';
+import { loadRegistriesConf, pullSources, registriesConfPaths } from './registries-conf.js';
+import { Transports } from './transport.js';
 
-// Replaced by the registry client (issue #3).
-export function createRegistrySource(_ref: DockerReference, _options: SourceOptions): ImageSource {
-  throw new TocfsError('docker:// references are not supported yet');
+const MAX_CONFIG = 16 * 1024 * 1024;
+
+export function createRegistrySource(ref: DockerReference, options: SourceOptions): ImageSource {
+  return new RegistrySource(ref, options);
+}
+
+async function collect(chunks: AsyncIterable<Buffer>, length: number): Promise<Buffer> {
+  const out = Buffer.allocUnsafe(length);
+  let n = 0;
+  for await (const c of chunks) {
+    c.copy(out, n);
+    n += c.length;
+  }
+  if (n !== length) throw new SourceError(`internal: collected ${n} of ${length} bytes`);
+  return out;
+}
+
+export class RegistrySource implements ImageSource {
+  private readonly transports: Transports;
+  private readonly ctx: EndpointContext;
+  private endpointList?: Promise<RegistryEndpoint[]>;
+  /** Index of the endpoint that served the manifest: blobs are read from it first. */
+  private preferred = 0;
+
+  constructor(
+    readonly ref: DockerReference,
+    private readonly options: SourceOptions = {},
+  ) {
+    const r = options.registry ?? {};
+    const timeouts = { ...DEFAULT_TIMEOUTS, ...r.timeouts };
+    this.transports = new Transports({
+      certsDir: r.certsDir ?? process.env.TOCFS_CERTS_DIR ?? DEFAULT_CERTS_DIR,
+      connections: r.connections ?? DEFAULT_CONNECTIONS,
+      timeouts,
+    });
+    this.ctx = {
+      transports: this.transports,
+      retry: { ...DEFAULT_RETRY, ...r.retry },
+      timeouts,
+      tlsVerify: (options.tlsVerify ?? r.tlsVerify) !== false,
+      authFiles: authFilePaths(r.authFile),
+    };
+  }
+
+  /** Mirrors first, then the registry itself (registries.conf). */
+  endpoints(): Promise<RegistryEndpoint[]> {
+    this.endpointList ??= (async () => {
+      const conf = await loadRegistriesConf(registriesConfPaths(this.options.registry ?? {}));
+      return pullSources(conf, this.ref).map((s) => new RegistryEndpoint(s, this.ctx));
+    })();
+    return this.endpointList;
+  }
+
+  private async ordered(): Promise<RegistryEndpoint[]> {
+    const eps = await this.endpoints();
+    return [eps[this.preferred]!, ...eps.filter((_, i) => i !== this.preferred)];
+  }
+
+  async resolve(options: ResolveOptions = {}): Promise<ResolvedImage> {
+    const eps = await this.endpoints();
+    const failures: string[] = [];
+    for (let i = 0; i < eps.length; i++) {
+      const ep = eps[i]!;
+      try {
+        const resolved = await this.resolveFrom(ep, options);
+        this.preferred = i;
+        return resolved;
+      } catch (e) {
+        if (options.signal?.aborted || i === eps.length - 1) {
+          if (failures.length && e instanceof Error) e.message += ` (mirrors tried first: ${failures.join('; ')})`;
+          throw e;
+        }
+        logger().warn({ mirror: ep.name, err: (e as Error).message }, 'mirror failed; trying the next source');
+        failures.push(`${ep.registry}: ${(e as Error).message}`);
+      }
+    }
+    throw new SourceError(`${formatReference(this.ref)}: no registry to pull from`);
+  }
+
+  private async fetchManifest(ep: RegistryEndpoint, reference: string, expected: Descriptor | undefined, signal?: AbortSignal) {
+    const m = await ep.manifest(reference, MANIFEST_ACCEPT, signal);
+    const digest = sha256(m.bytes);
+    const pinned = expected?.digest ?? (reference.startsWith('sha256:') ? reference : undefined);
+    if (pinned && digest !== pinned) throw new DigestMismatchError(`${formatReference(this.ref)}: manifest from ${ep.registry}`, pinned, digest);
+    if (expected && m.bytes.length !== expected.size)
+      throw new SourceError(`${formatReference(this.ref)}: manifest ${expected.digest} from ${ep.registry} has ${m.bytes.length} bytes, the index says ${expected.size}`);
+    return { ...m, digest };
+  }
+
+  private async resolveFrom(ep: RegistryEndpoint, options: ResolveOptions): Promise<ResolvedImage> {
+    const what = formatReference(this.ref);
+    const signal = options.signal;
+    const platform = options.platform ?? this.options.platform ?? hostPlatform();
+    let m = await this.fetchManifest(ep, this.ref.digest ?? this.ref.tag ?? 'latest', undefined, signal);
+    let doc = parseManifestDocument(m.bytes, m.mediaType, `${what} ${m.digest}`);
+    let indexDigest: string | undefined;
+    let chosen: Descriptor | undefined;
+    if (doc.kind === 'index') {
+      indexDigest = m.digest;
+      chosen = selectPlatform(doc, platform, what);
+      m = await this.fetchManifest(ep, chosen.digest, chosen, signal);
+      doc = parseManifestDocument(m.bytes, m.mediaType ?? chosen.mediaType, `${what} ${m.digest}`);
+      if (doc.kind !== 'manifest') throw new SourceError(`${what}: nested index at ${chosen.digest} is not supported`);
+    }
+    const cfg = doc.config;
+    if (cfg.size > MAX_CONFIG) throw new SourceError(`${what}: config ${cfg.digest} of ${cfg.size} bytes is larger than the ${MAX_CONFIG} allowed`);
+    const configBytes = await collect(ep.blobRange(cfg, 0, cfg.size, signal), cfg.size);
+    verifyDigest(configBytes, cfg.digest, `${what} config`);
+    const config = parseConfig(configBytes, what);
+    return {
+      reference: what,
+      ...(indexDigest ? { indexDigest } : {}),
+      manifestDigest: m.digest,
+      manifestMediaType: doc.mediaType,
+      manifestBytes: m.bytes,
+      configDigest: cfg.digest,
+      configBytes,
+      config,
+      layers: doc.layers,
+      platform: chosen?.platform ?? {
+        os: config.os ?? platform.os,
+        architecture: config.architecture ?? platform.architecture,
+        ...(config.variant ? { variant: config.variant } : {}),
+      },
+    };
+  }
+
+  /** Bytes of `desc` from the preferred source, continuing from the next one if it fails. */
+  private async *range(desc: Descriptor, offset: number, length: number, signal?: AbortSignal): AsyncGenerator<Buffer> {
+    const eps = await this.ordered();
+    let pos = offset;
+    for (let i = 0; i < eps.length; i++) {
+      try {
+        for await (const c of eps[i]!.blobRange(desc, pos, offset + length - pos, signal)) {
+          pos += c.length;
+          yield c;
+        }
+        return;
+      } catch (e) {
+        if (signal?.aborted || i === eps.length - 1) throw e;
+        logger().warn({ source: eps[i]!.name, blob: desc.digest, err: (e as Error).message }, 'blob read failed; trying the next source');
+      }
+    }
+  }
+
+  blob(descriptor: Descriptor): BlobReader {
+    const size = descriptor.size;
+    const source = this;
+    return {
+      digest: descriptor.digest,
+      size,
+      async read(offset, length, signal) {
+        if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > size)
+          throw new SourceError(`read [${offset}, ${offset + length}) is outside blob ${descriptor.digest} of ${size} bytes`);
+        if (length === 0) return Buffer.alloc(0);
+        return collect(source.range(descriptor, offset, length, signal), length);
+      },
+      async stream(signal) {
+        return Readable.from(source.range(descriptor, 0, size, signal), { objectMode: false });
+      },
+    };
+  }
+
+  async close(): Promise<void> {
+    await this.transports.close();
+  }
 }

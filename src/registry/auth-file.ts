@@ -1,0 +1,109 @@
+/**
+ * Credentials as containers-auth.json(5) describes them: `auths` keyed by registry,
+ * registry/namespace or (Docker's legacy form) a URL; `auth` is base64 `user:password`,
+ * `identitytoken` an OAuth2 refresh token.
+ */
+import { readFile } from 'node:fs/promises';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { SourceError } from '../errors.js';
+import { DOCKER_HUB } from '../reference.js';
+
+export interface Credentials {
+  username: string;
+  password: string;
+  identityToken?: string;
+  /** The file and key they came from (for messages; never the secret). */
+  source: string;
+}
+
+/**
+ * The files Podman reads, in order: an explicit file (`--authfile`, $REGISTRY_AUTH_FILE)
+ * alone; otherwise ${XDG_RUNTIME_DIR}/containers/auth.json (/run/containers/UID/auth.json),
+ * $XDG_CONFIG_HOME/containers/auth.json, $DOCKER_CONFIG/config.json or ~/.docker/config.json.
+ */
+export function authFilePaths(explicit: string | undefined, env = process.env, home = homedir()): string[] {
+  const chosen = explicit ?? env.REGISTRY_AUTH_FILE;
+  if (chosen) return [chosen];
+  const uid = process.getuid?.() ?? 0;
+  return [
+    env.XDG_RUNTIME_DIR ? join(env.XDG_RUNTIME_DIR, 'containers', 'auth.json') : `/run/containers/${uid}/auth.json`,
+    join(env.XDG_CONFIG_HOME || join(home, '.config'), 'containers', 'auth.json'),
+    env.DOCKER_CONFIG ? join(env.DOCKER_CONFIG, 'config.json') : join(home, '.docker', 'config.json'),
+  ];
+}
+
+/** A legacy key (`https://index.docker.io/v1/`, `http://host:5000`) reduced to the registry it names. */
+function normaliseLegacyKey(key: string): string {
+  const host = key.replace(/^https?:\/\//, '').split('/')[0]!;
+  return host === 'index.docker.io' || host === 'registry-1.docker.io' ? DOCKER_HUB : host;
+}
+
+/** Keys to try, most specific first: host/ns/repo, host/ns, host. */
+function candidateKeys(registry: string, repository: string): string[] {
+  const parts = repository.split('/');
+  const keys: string[] = [];
+  for (let i = parts.length; i > 0; i--) keys.push(`${registry}/${parts.slice(0, i).join('/')}`);
+  keys.push(registry);
+  return keys;
+}
+
+function decodeEntry(entry: Record<string, unknown>, source: string): Credentials | undefined {
+  const identityToken = typeof entry.identitytoken === 'string' && entry.identitytoken ? entry.identitytoken : undefined;
+  let username = '';
+  let password = '';
+  if (typeof entry.auth === 'string' && entry.auth) {
+    const decoded = Buffer.from(entry.auth, 'base64').toString('utf8');
+    const colon = decoded.indexOf(':');
+    if (colon < 0) throw new SourceError(`${source}: "auth" is not base64 of user:password`);
+    username = decoded.slice(0, colon);
+    password = decoded.slice(colon + 1);
+  } else if (typeof entry.username === 'string' && typeof entry.password === 'string') {
+    username = entry.username;
+    password = entry.password;
+  }
+  if (!username && !identityToken) return undefined;
+  return { username, password, ...(identityToken ? { identityToken } : {}), source };
+}
+
+async function readAuths(path: string): Promise<Record<string, Record<string, unknown>> | undefined> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
+    throw new SourceError(`cannot read auth file ${path}: ${(e as Error).message}`);
+  }
+  let doc: unknown;
+  try {
+    doc = JSON.parse(text);
+  } catch (e) {
+    // The parser's message may quote file content; say only where.
+    throw new SourceError(`auth file ${path} is not valid JSON`);
+  }
+  const auths = (doc as { auths?: unknown } | null)?.auths;
+  return auths && typeof auths === 'object' ? (auths as Record<string, Record<string, unknown>>) : {};
+}
+
+/** Credentials for `registry`/`repository` from the first file that has any (containers/image's order). */
+export async function findCredentials(paths: string[], registry: string, repository: string): Promise<Credentials | undefined> {
+  for (const path of paths) {
+    const auths = await readAuths(path);
+    if (!auths) continue;
+    for (const key of candidateKeys(registry, repository)) {
+      const entry = auths[key];
+      if (entry && typeof entry === 'object') {
+        const c = decodeEntry(entry, `${path} (${key})`);
+        if (c) return c;
+      }
+    }
+    for (const [key, entry] of Object.entries(auths)) {
+      if (entry && typeof entry === 'object' && (/^https?:\/\//.test(key) || registry === DOCKER_HUB) && normaliseLegacyKey(key) === registry) {
+        const c = decodeEntry(entry, `${path} (${key})`);
+        if (c) return c;
+      }
+    }
+  }
+  return undefined;
+}

@@ -1,0 +1,179 @@
+/**
+ * Registry authentication: answers a 401's challenge with Basic credentials or a bearer
+ * token from the challenge's realm (anonymous, Basic to the realm, or an identity token),
+ * caches tokens per scope until they expire, and refreshes them when rejected.
+ * Secrets stay in headers: messages name the registry, the user and the files, never a secret.
+ */
+import { SourceError } from '../errors.js';
+import { logger } from '../log.js';
+import { findCredentials, type Credentials } from './auth-file.js';
+import { parseChallenges, type Challenge } from './challenge.js';
+import type { Transports } from './transport.js';
+
+interface CachedToken {
+  header: string;
+  expiresAt: number;
+}
+
+const DEFAULT_TOKEN_LIFETIME_S = 60;
+const MAX_TOKEN_RESPONSE = 1024 * 1024;
+
+export class AuthError extends SourceError {
+  constructor(message: string, status?: number) {
+    super(message, status);
+    this.name = 'AuthError';
+  }
+}
+
+export interface AuthContext {
+  /** Registry name for credentials (`docker.io`, `127.0.0.1:5000`). */
+  registry: string;
+  repository: string;
+  authFiles: string[];
+  transports: Transports;
+  /** Whether the realm may be reached with verification off (insecure registry). */
+  insecure: boolean;
+}
+
+function basicHeader(c: Credentials): string {
+  return 'Basic ' + Buffer.from(`${c.username}:${c.password}`).toString('base64');
+}
+
+export class Authenticator {
+  private challenge?: Challenge;
+  private credentials?: Promise<Credentials | undefined>;
+  private readonly tokens = new Map<string, CachedToken>();
+  private readonly pending = new Map<string, Promise<CachedToken>>();
+  /** Token requests made (tests count them). */
+  tokenRequests = 0;
+
+  constructor(private readonly ctx: AuthContext) {}
+
+  /** `repository:NAME:pull` — all tocfs ever does. */
+  get scope(): string {
+    return `repository:${this.ctx.repository}:pull`;
+  }
+
+  private creds(): Promise<Credentials | undefined> {
+    this.credentials ??= findCredentials(this.ctx.authFiles, this.ctx.registry, this.ctx.repository);
+    return this.credentials;
+  }
+
+  /** The Authorization header for the next request, if the registry has asked for one. */
+  async authorization(signal?: AbortSignal): Promise<string | undefined> {
+    if (!this.challenge) return undefined;
+    if (this.challenge.scheme === 'basic') {
+      const c = await this.creds();
+      return c ? basicHeader(c) : undefined;
+    }
+    const cached = this.tokens.get(this.scope);
+    if (cached && cached.expiresAt > Date.now()) return cached.header;
+    return (await this.fetchToken(signal)).header;
+  }
+
+  /**
+   * After a 401: learns the challenge and returns the header to retry with. `rejected` is
+   * the header the 401 answered (a token that is no longer good is dropped).
+   */
+  async unauthorized(wwwAuthenticate: string | string[] | undefined, rejected: string | undefined, signal?: AbortSignal): Promise<string> {
+    const challenges = parseChallenges(wwwAuthenticate);
+    const ch = challenges.find((c) => c.scheme === 'bearer') ?? challenges.find((c) => c.scheme === 'basic');
+    if (!ch) throw new AuthError(`${this.ctx.registry}: answered 401 without a Basic or Bearer challenge (WWW-Authenticate: ${JSON.stringify(challenges.map((c) => c.scheme))})`, 401);
+    this.challenge = ch;
+    if (ch.scheme === 'basic') {
+      const c = await this.creds();
+      if (!c) throw await this.deniedError(401);
+      const header = basicHeader(c);
+      if (header === rejected) throw await this.deniedError(401);
+      return header;
+    }
+    const cached = this.tokens.get(this.scope);
+    if (cached && cached.header !== rejected && cached.expiresAt > Date.now()) return cached.header;
+    if (rejected !== undefined && rejected.startsWith('Bearer ')) this.tokens.delete(this.scope);
+    return (await this.fetchToken(signal)).header;
+  }
+
+  /** The error for a request the registry still refuses after authenticating. */
+  async deniedError(status: number, detail?: string): Promise<AuthError> {
+    const c = await this.creds();
+    const r = this.ctx.registry;
+    const why = detail ? ` (${detail})` : '';
+    if (!c)
+      return new AuthError(
+        `${r}: authentication required to pull ${this.ctx.repository}${why}, and no credentials for ${r} were found in ${this.ctx.authFiles.join(', ')}; log in with "podman login ${r}" or point REGISTRY_AUTH_FILE at an auth.json`,
+        status,
+      );
+    const who = c.username ? `user ${JSON.stringify(c.username)}` : 'the identity token';
+    return new AuthError(`${r}: access to ${this.ctx.repository} denied for ${who} from ${c.source}${why}; check the credentials (podman login ${r})`, status);
+  }
+
+  private fetchToken(signal?: AbortSignal): Promise<CachedToken> {
+    const scope = this.scope;
+    let p = this.pending.get(scope);
+    if (!p) {
+      p = this.requestToken(scope, signal).finally(() => this.pending.delete(scope));
+      this.pending.set(scope, p);
+    }
+    return p;
+  }
+
+  private async requestToken(scope: string, signal?: AbortSignal): Promise<CachedToken> {
+    const params = this.challenge!.params;
+    if (!params.realm) throw new AuthError(`${this.ctx.registry}: bearer challenge without a realm`, 401);
+    let realm: URL;
+    try {
+      realm = new URL(params.realm);
+    } catch {
+      throw new AuthError(`${this.ctx.registry}: bearer realm ${JSON.stringify(params.realm)} is not a URL`, 401);
+    }
+    const scopes = [scope, ...(params.scope && params.scope !== scope ? [params.scope] : [])];
+    const c = await this.creds();
+    const form = new URLSearchParams();
+    let req: Parameters<Transports['request']>[1];
+    if (c?.identityToken) {
+      form.set('grant_type', 'refresh_token');
+      form.set('refresh_token', c.identityToken);
+      form.set('client_id', 'tocfs');
+      if (params.service) form.set('service', params.service);
+      form.set('scope', scopes.join(' '));
+      req = { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: form.toString() };
+    } else {
+      if (params.service) realm.searchParams.set('service', params.service);
+      for (const s of scopes) realm.searchParams.append('scope', s);
+      req = { headers: c ? { authorization: basicHeader(c) } : {} };
+    }
+    this.tokenRequests++;
+    logger().debug({ registry: this.ctx.registry, realm: realm.origin + realm.pathname, scope, user: c?.username }, 'requesting registry token');
+    const res = await this.ctx.transports.request(realm, { ...req, ...(signal ? { signal } : {}), insecure: this.ctx.insecure });
+    const text = await readLimited(res.body, MAX_TOKEN_RESPONSE);
+    if (res.status === 401 || res.status === 403) throw await this.deniedError(res.status, `token server ${realm.host} answered ${res.status}`);
+    if (res.status !== 200) throw new AuthError(`${this.ctx.registry}: token server ${realm.host} answered ${res.status}`, res.status);
+    let body: { token?: unknown; access_token?: unknown; expires_in?: unknown };
+    try {
+      body = JSON.parse(text);
+    } catch {
+      throw new AuthError(`${this.ctx.registry}: token server ${realm.host} sent a response that is not JSON`);
+    }
+    const token = typeof body.token === 'string' && body.token ? body.token : body.access_token;
+    if (typeof token !== 'string' || !token) throw new AuthError(`${this.ctx.registry}: token server ${realm.host} sent no token`);
+    const lifetime = typeof body.expires_in === 'number' && body.expires_in > 0 ? body.expires_in : DEFAULT_TOKEN_LIFETIME_S;
+    // Renew a little early so a token does not expire between the check and its use.
+    const cached = { header: `Bearer ${token}`, expiresAt: Date.now() + lifetime * 1000 - Math.min(10_000, lifetime * 100) };
+    this.tokens.set(scope, cached);
+    return cached;
+  }
+}
+
+export async function readLimited(body: AsyncIterable<Buffer> & { destroy(): unknown }, limit: number): Promise<string> {
+  const parts: Buffer[] = [];
+  let n = 0;
+  for await (const chunk of body) {
+    n += chunk.length;
+    if (n > limit) {
+      body.destroy();
+      throw new SourceError(`response larger than ${limit} bytes`);
+    }
+    parts.push(chunk);
+  }
+  return Buffer.concat(parts).toString('utf8');
+}

@@ -1,0 +1,262 @@
+/**
+ * One place an image can be pulled from (a mirror or the registry): scheme discovery for
+ * insecure registries, authentication, redirects, manifests, and blob bytes with retries.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import { SourceError } from '../errors.js';
+import { logger } from '../log.js';
+import { DOCKER_HUB } from '../reference.js';
+import type { Descriptor } from '../source/types.js';
+import { AuthError, Authenticator, readLimited } from './auth.js';
+import { bodyDeadlineMs, type RetryPolicy, type Timeouts } from './options.js';
+import type { PullSource } from './registries-conf.js';
+import { backoffMs, parseRetryAfter, TransientError, withRetries } from './retry.js';
+import type { HttpResponse, Transports } from './transport.js';
+
+export interface EndpointContext {
+  transports: Transports;
+  retry: RetryPolicy;
+  timeouts: Timeouts;
+  /** false: every registry may be plain HTTP or have an unverified certificate. */
+  tlsVerify: boolean;
+  authFiles: string[];
+}
+
+export interface FetchedManifest {
+  bytes: Buffer;
+  mediaType?: string;
+}
+
+const MAX_MANIFEST = 4 * 1024 * 1024;
+const MAX_ERROR_BODY = 64 * 1024;
+const MAX_REDIRECTS = 5;
+
+function header(h: HttpResponse['headers'], name: string): string | undefined {
+  const v = h[name];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+/** `bytes START-END/TOTAL` (TOTAL may be `*`). */
+export function parseContentRange(v: string | undefined): { start: number; end: number; total?: number } | undefined {
+  const m = v ? /^\s*bytes\s+(\d+)-(\d+)\/(\d+|\*)\s*$/i.exec(v) : null;
+  if (!m) return undefined;
+  return { start: Number(m[1]), end: Number(m[2]), ...(m[3] !== '*' ? { total: Number(m[3]) } : {}) };
+}
+
+export class RegistryEndpoint {
+  readonly registry: string;
+  readonly repository: string;
+  readonly mirror: boolean;
+  readonly auth: Authenticator;
+  private readonly insecure: boolean;
+  private base?: Promise<URL>;
+  private warnedRangeIgnored = false;
+
+  constructor(
+    source: PullSource,
+    private readonly ctx: EndpointContext,
+  ) {
+    this.registry = source.registry;
+    this.repository = source.repository;
+    this.mirror = source.mirror;
+    this.insecure = source.insecure || !ctx.tlsVerify;
+    this.auth = new Authenticator({ registry: this.registry, repository: this.repository, authFiles: ctx.authFiles, transports: ctx.transports, insecure: this.insecure });
+  }
+
+  /** `host[/repo]` for messages. */
+  get name(): string {
+    return `${this.registry}/${this.repository}`;
+  }
+
+  private apiHost(): string {
+    return this.registry === DOCKER_HUB ? 'registry-1.docker.io' : this.registry;
+  }
+
+  /** https, or for an insecure registry whichever of https (unverified) and http answers. */
+  private baseUrl(signal?: AbortSignal): Promise<URL> {
+    if (!this.base) {
+      const https = new URL(`https://${this.apiHost()}/`);
+      this.base = this.insecure ? this.probe(https, signal) : Promise.resolve(https);
+      this.base.catch(() => (this.base = undefined));
+    }
+    return this.base;
+  }
+
+  private async probe(https: URL, signal?: AbortSignal): Promise<URL> {
+    const ping = async (base: URL): Promise<void> => {
+      const deadline = AbortSignal.timeout(this.ctx.timeouts.headersMs);
+      const res = await this.ctx.transports.request(new URL('/v2/', base), { signal: signal ? AbortSignal.any([signal, deadline]) : deadline, insecure: true, certsName: this.registry });
+      await res.body.dump();
+    };
+    try {
+      await ping(https);
+      return https;
+    } catch (httpsError) {
+      if (signal?.aborted) throw httpsError;
+      const http = new URL(`http://${this.apiHost()}/`);
+      try {
+        await ping(http);
+        logger().debug({ registry: this.registry }, 'insecure registry answers plain HTTP');
+        return http;
+      } catch {
+        throw httpsError;
+      }
+    }
+  }
+
+  /**
+   * One request with its authentication handshake and redirects. The registry's
+   * Authorization goes only to the registry's own origin.
+   */
+  private async send(path: string, headers: Record<string, string>, signal: AbortSignal): Promise<HttpResponse> {
+    const base = await this.baseUrl(signal);
+    let url = new URL(path, base);
+    let authorization = await this.auth.authorization(signal);
+    let authenticated = false;
+    for (let hops = 0; ; ) {
+      const own = url.origin === base.origin;
+      const res = await this.ctx.transports.request(url, {
+        headers: { ...headers, ...(own && authorization ? { authorization } : {}) },
+        signal,
+        insecure: own ? this.insecure : false,
+        certsName: own ? this.registry : url.host,
+      });
+      if (res.status === 401 && own && !authenticated) {
+        await res.body.dump();
+        authorization = await this.auth.unauthorized(res.headers['www-authenticate'], authorization, signal);
+        authenticated = true;
+        continue;
+      }
+      const location = header(res.headers, 'location');
+      if ([301, 302, 303, 307, 308].includes(res.status) && location) {
+        await res.body.dump();
+        if (++hops > MAX_REDIRECTS) throw new SourceError(`${this.registry}: more than ${MAX_REDIRECTS} redirects for ${path}`);
+        url = new URL(location, url);
+        continue;
+      }
+      return res;
+    }
+  }
+
+  /** Throws the error a non-success response means (and releases its body). */
+  private async fail(res: HttpResponse, what: string): Promise<never> {
+    const status = res.status;
+    if (status === 416) {
+      // The registry's 416 carries a Content-Length that does not match its body: never read it.
+      res.body.destroy();
+      throw new SourceError(`${what}: ${this.registry} answered 416 Range Not Satisfiable`, status);
+    }
+    let detail = '';
+    try {
+      const text = await readLimited(res.body, MAX_ERROR_BODY);
+      const errs = (JSON.parse(text) as { errors?: Array<{ code?: string; message?: string }> }).errors;
+      if (Array.isArray(errs)) detail = errs.map((e) => [e.code, e.message].filter(Boolean).join(': ')).join('; ');
+    } catch {
+      // No registry error document; the status says enough.
+    }
+    const suffix = `${status}${detail ? ` ${detail}` : ''}`;
+    if (status === 401) throw await this.auth.deniedError(status, detail || undefined);
+    if (status === 408 || status === 429 || status >= 500)
+      throw new TransientError(`${what}: ${this.registry} answered ${suffix}`, status, parseRetryAfter(res.headers['retry-after']));
+    if (status === 403) throw new AuthError(`${what}: ${this.registry} denied access (${suffix})`, status);
+    if (status === 404) throw new SourceError(`${what}: not found on ${this.registry} (${suffix})`, status);
+    throw new SourceError(`${what}: ${this.registry} answered ${suffix}`, status);
+  }
+
+  private deadline(bytes: number, signal?: AbortSignal): { signal: AbortSignal; timeout: AbortSignal } {
+    const timeout = AbortSignal.timeout(this.ctx.timeouts.headersMs + bodyDeadlineMs(this.ctx.timeouts, bytes));
+    return { signal: signal ? AbortSignal.any([signal, timeout]) : timeout, timeout };
+  }
+
+  /** A manifest or index by tag or digest, with its Content-Type. The caller verifies digests. */
+  async manifest(reference: string, accept: string, signal?: AbortSignal): Promise<FetchedManifest> {
+    const what = `manifest ${this.name}:${reference}`;
+    return withRetries(this.ctx.retry, what, signal, async () => {
+      const d = this.deadline(MAX_MANIFEST, signal);
+      let res: HttpResponse | undefined;
+      try {
+        res = await this.send(`/v2/${this.repository}/manifests/${reference}`, { accept }, d.signal);
+        if (res.status !== 200) await this.fail(res, what);
+        const length = Number(header(res.headers, 'content-length') ?? 0);
+        if (length > MAX_MANIFEST) {
+          res.body.destroy();
+          throw new SourceError(`${what}: manifest of ${length} bytes is larger than the ${MAX_MANIFEST} allowed`);
+        }
+        const bytes = Buffer.from(await readLimited(res.body, MAX_MANIFEST), 'utf8');
+        const ct = header(res.headers, 'content-type');
+        return { bytes, ...(ct ? { mediaType: ct.split(';')[0]!.trim() } : {}) };
+      } catch (e) {
+        if (res && !res.body.readableEnded) res.body.destroy();
+        throw this.ctx.transports.describe(e, new URL(`https://${this.registry}/`), this.registry, d.signal);
+      }
+    });
+  }
+
+  /**
+   * Bytes [offset, offset+length) of a blob, yielded as they arrive. A cut or timed-out
+   * transfer resumes where it stopped; `206` must carry the Content-Range asked for; a `200`
+   * (the registry ignored Range) is the whole blob and is cut to the range here.
+   */
+  async *blobRange(desc: Descriptor, offset: number, length: number, signal?: AbortSignal): AsyncGenerator<Buffer> {
+    const what = `blob ${desc.digest} of ${this.name}`;
+    const end = offset + length;
+    let pos = offset;
+    let failures = 0;
+    while (pos < end) {
+      const d = this.deadline(end - pos, signal);
+      const wantRange = !(pos === 0 && end === desc.size);
+      let res: HttpResponse | undefined;
+      try {
+        res = await this.send(`/v2/${this.repository}/blobs/${desc.digest}`, wantRange ? { range: `bytes=${pos}-${end - 1}` } : {}, d.signal);
+        let skip = 0;
+        const declaredLength = header(res.headers, 'content-length');
+        if (res.status === 206) {
+          const cr = parseContentRange(header(res.headers, 'content-range'));
+          if (!cr || cr.start !== pos || cr.end !== end - 1 || (cr.total !== undefined && cr.total !== desc.size))
+            throw new TransientError(`${what}: asked for bytes ${pos}-${end - 1}/${desc.size}, got Content-Range ${JSON.stringify(header(res.headers, 'content-range') ?? null)}`, 206);
+          if (declaredLength !== undefined && Number(declaredLength) !== end - pos)
+            throw new TransientError(`${what}: Content-Length ${declaredLength} does not match the range ${pos}-${end - 1}`, 206);
+        } else if (res.status === 200) {
+          if (declaredLength !== undefined && Number(declaredLength) !== desc.size)
+            throw new TransientError(`${what}: Content-Length ${declaredLength}, but the blob has ${desc.size} bytes`, 200);
+          if (wantRange && !this.warnedRangeIgnored) {
+            this.warnedRangeIgnored = true;
+            logger().warn({ registry: this.registry }, 'registry ignored a Range request and sent the whole blob; reading through it');
+          }
+          skip = pos;
+        } else {
+          await this.fail(res, what);
+        }
+        // Reading a 206 to its end keeps the connection reusable; a whole blob sent for a
+        // range is cut off as soon as the range is in.
+        const stopEarly = res.status === 200 && wantRange;
+        for await (const raw of res.body as AsyncIterable<Buffer>) {
+          let chunk = raw;
+          if (skip > 0) {
+            const n = Math.min(skip, chunk.length);
+            skip -= n;
+            chunk = chunk.subarray(n);
+          }
+          const overflow = chunk.length > end - pos;
+          if (overflow) chunk = chunk.subarray(0, end - pos);
+          if (chunk.length > 0) {
+            pos += chunk.length;
+            failures = 0;
+            yield chunk;
+          }
+          if (overflow || (stopEarly && pos === end)) break;
+        }
+        if (pos < end) throw new TransientError(`${what}: connection closed at byte ${pos} of ${offset}-${end - 1}`, res.status);
+      } catch (e) {
+        const err = this.ctx.transports.describe(e, new URL(`https://${this.registry}/`), this.registry, d.signal);
+        if (!(err instanceof TransientError) || signal?.aborted) throw err;
+        if (++failures >= this.ctx.retry.attempts) throw new SourceError(`${err.message} (gave up after ${failures} attempts)`, err.status, { cause: err });
+        const delay = backoffMs(this.ctx.retry, failures - 1, err.retryAfterMs);
+        logger().warn({ what, at: pos, attempt: failures, delayMs: Math.round(delay), err: err.message }, 'blob transfer failed; retrying');
+        await sleep(delay, undefined, signal ? { signal } : undefined);
+      } finally {
+        if (res && !res.body.readableEnded) res.body.destroy();
+      }
+    }
+  }
+}

@@ -1,0 +1,47 @@
+/** Settings of the registry client. Every field has a default; tests shorten the delays. */
+
+export interface RetryPolicy {
+  /** Attempts per request, the first included. */
+  attempts: number;
+  /** Backoff before retry n is a random delay in [0, min(maxDelayMs, baseDelayMs * 2^n)] (full jitter). */
+  baseDelayMs: number;
+  maxDelayMs: number;
+  /** A `Retry-After` longer than this is cut to it. */
+  maxRetryAfterMs: number;
+}
+
+export interface Timeouts {
+  connectMs: number;
+  /** From sending a request to its response headers. */
+  headersMs: number;
+  /** Time allowed for a body: at least `bodyMinMs`, more for large bodies at `minBytesPerSecond`. */
+  bodyMinMs: number;
+  minBytesPerSecond: number;
+}
+
+export interface RegistryClientOptions {
+  /** false: allow plain HTTP and unverified TLS for every registry (Podman's --tls-verify=false). */
+  tlsVerify?: boolean;
+  /** registries.conf to read instead of $CONTAINERS_REGISTRIES_CONF / ~/.config/containers/registries.conf / /etc/containers/registries.conf. */
+  registriesConf?: string;
+  /** Drop-in directory instead of /etc/containers/registries.conf.d (+ ~/.config/containers/registries.conf.d). */
+  registriesConfDir?: string;
+  /** The only auth file to read (like `podman --authfile`); default $REGISTRY_AUTH_FILE, else the standard list. */
+  authFile?: string;
+  /** Per-registry TLS trust (`HOST[:PORT]/*.crt`, `*.cert`, `*.key`); default $TOCFS_CERTS_DIR or /etc/containers/certs.d. */
+  certsDir?: string;
+  /** Connections per registry host. */
+  connections?: number;
+  retry?: Partial<RetryPolicy>;
+  timeouts?: Partial<Timeouts>;
+}
+
+export const DEFAULT_RETRY: RetryPolicy = { attempts: 5, baseDelayMs: 200, maxDelayMs: 10_000, maxRetryAfterMs: 60_000 };
+export const DEFAULT_TIMEOUTS: Timeouts = { connectMs: 15_000, headersMs: 30_000, bodyMinMs: 30_000, minBytesPerSecond: 256 * 1024 };
+export const DEFAULT_CONNECTIONS = 16;
+export const DEFAULT_CERTS_DIR = '/etc/containers/certs.d';
+
+/** How long a body of `bytes` may take to arrive. */
+export function bodyDeadlineMs(t: Timeouts, bytes: number): number {
+  return Math.max(t.bodyMinMs, Math.ceil((bytes / t.minBytesPerSecond) * 1000));
+}

@@ -1,0 +1,150 @@
+/**
+ * HTTP for the registry client: one keep-alive undici Pool per origin (bounded connections,
+ * no pipelining), TLS settings per registry from certs.d, and network errors turned into
+ * messages that say what to do.
+ */
+import type { IncomingHttpHeaders } from 'node:http';
+import { Pool, type Dispatcher } from 'undici';
+import { SourceError } from '../errors.js';
+import type { Timeouts } from './options.js';
+import { TransientError } from './retry.js';
+import { loadTlsSettings, type TlsSettings } from './tls.js';
+
+export interface HttpResponse {
+  status: number;
+  headers: IncomingHttpHeaders;
+  body: Dispatcher.ResponseData['body'];
+  url: URL;
+}
+
+export interface HttpRequest {
+  method?: 'GET' | 'POST' | 'HEAD';
+  headers?: Record<string, string>;
+  body?: string;
+  signal?: AbortSignal;
+  /** Skip certificate verification (insecure registry / --tls-verify=false). */
+  insecure?: boolean;
+  /** The registry name whose certs.d directory applies (defaults to the URL's host). */
+  certsName?: string;
+}
+
+const TLS_TRUST_CODES = new Set([
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'CERT_UNTRUSTED',
+]);
+const RETRYABLE_CODES = new Set([
+  'ECONNRESET',
+  'ECONNREFUSED',
+  'EPIPE',
+  'ETIMEDOUT',
+  'EAI_AGAIN',
+  'ENETUNREACH',
+  'EHOSTUNREACH',
+  'UND_ERR_SOCKET',
+  'UND_ERR_CONNECT_TIMEOUT',
+  'UND_ERR_HEADERS_TIMEOUT',
+  'UND_ERR_BODY_TIMEOUT',
+  'UND_ERR_CLOSED',
+  'UND_ERR_RES_CONTENT_LENGTH_MISMATCH',
+]);
+
+/** The first `code` along an error's cause chain. */
+export function errorCode(e: unknown): string | undefined {
+  for (let x = e as { code?: unknown; cause?: unknown } | undefined, depth = 0; x && depth < 5; x = x.cause as typeof x, depth++) {
+    if (typeof x.code === 'string') return x.code;
+  }
+  return undefined;
+}
+
+function innermostMessage(e: unknown): string {
+  let x = e as { message?: string; cause?: unknown };
+  while (x.cause && typeof x.cause === 'object') x = x.cause as typeof x;
+  return x.message ?? String(e);
+}
+
+export class Transports {
+  private readonly pools = new Map<string, Promise<Pool>>();
+
+  constructor(
+    private readonly opts: { certsDir: string; connections: number; timeouts: Timeouts },
+  ) {}
+
+  private pool(url: URL, insecure: boolean, certsName: string): Promise<Pool> {
+    const key = `${url.origin}|${insecure}|${certsName}`;
+    let p = this.pools.get(key);
+    if (!p) {
+      p = (async () => {
+        const tls: TlsSettings | undefined = url.protocol === 'https:' ? await loadTlsSettings(this.opts.certsDir, certsName) : undefined;
+        return new Pool(url.origin, {
+          connections: this.opts.connections,
+          pipelining: 1,
+          headersTimeout: this.opts.timeouts.headersMs,
+          bodyTimeout: this.opts.timeouts.bodyMinMs,
+          connect: {
+            timeout: this.opts.timeouts.connectMs,
+            rejectUnauthorized: !insecure,
+            ...(tls?.ca ? { ca: tls.ca } : {}),
+            ...(tls?.cert ? { cert: tls.cert, key: tls.key } : {}),
+          },
+        });
+      })();
+      this.pools.set(key, p);
+      p.catch(() => this.pools.delete(key));
+    }
+    return p;
+  }
+
+  async request(url: URL, req: HttpRequest = {}): Promise<HttpResponse> {
+    const certsName = req.certsName ?? url.host;
+    const pool = await this.pool(url, req.insecure ?? false, certsName);
+    try {
+      const res = await pool.request({
+        path: url.pathname + url.search,
+        method: req.method ?? 'GET',
+        headers: { 'user-agent': 'tocfs', ...req.headers },
+        ...(req.body !== undefined ? { body: req.body } : {}),
+        signal: req.signal ?? null,
+      });
+      return { status: res.statusCode, headers: res.headers, body: res.body, url };
+    } catch (e) {
+      throw this.describe(e, url, certsName, req.signal);
+    }
+  }
+
+  /** A network error as a SourceError: transient ones retried, TLS trust problems with the fix. */
+  describe(e: unknown, url: URL, certsName: string, signal?: AbortSignal): Error {
+    if (signal?.aborted && (signal.reason as Error | undefined)?.name !== 'TimeoutError') return e as Error;
+    if (e instanceof SourceError) return e;
+    const code = errorCode(e);
+    const host = url.host;
+    if (signal?.aborted) return new TransientError(`${host}: request for ${url.pathname} timed out`, undefined, undefined, { cause: e });
+    if (code && TLS_TRUST_CODES.has(code))
+      return new SourceError(
+        `${host}: certificate signed by unknown authority (${code}): add the CA to ${this.opts.certsDir}/${certsName}/ca.crt or use --tls-verify=false`,
+        undefined,
+        { cause: e },
+      );
+    if (code === 'ERR_TLS_CERT_ALTNAME_INVALID' || code === 'CERT_HAS_EXPIRED' || code === 'CERT_NOT_YET_VALID')
+      return new SourceError(`${host}: TLS certificate rejected (${code}: ${innermostMessage(e)}); fix the registry's certificate or use --tls-verify=false`, undefined, { cause: e });
+    if (code === 'ERR_SSL_WRONG_VERSION_NUMBER' || code === 'EPROTO')
+      return new SourceError(
+        `${host}: TLS handshake failed (${innermostMessage(e)}); if the registry serves plain HTTP, use --tls-verify=false or mark it insecure in registries.conf`,
+        undefined,
+        { cause: e },
+      );
+    if (code === 'ENOTFOUND') return new SourceError(`${host}: host not found`, undefined, { cause: e });
+    const msg = `${host}: ${innermostMessage(e)}${code ? ` (${code})` : ''}`;
+    if (!code || RETRYABLE_CODES.has(code) || code.startsWith('UND_ERR')) return new TransientError(msg, undefined, undefined, { cause: e });
+    return new SourceError(msg, undefined, { cause: e });
+  }
+
+  async close(): Promise<void> {
+    const pools = await Promise.allSettled([...this.pools.values()]);
+    this.pools.clear();
+    await Promise.all(pools.map((p) => (p.status === 'fulfilled' ? p.value.destroy() : undefined)));
+  }
+}

@@ -1,0 +1,32 @@
+/**
+ * Registry client options that read only files under a test's temp dir (so the machine's
+ * /etc/containers and ~/.docker cannot change a result) and retry quickly.
+ */
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { RegistryClientOptions } from '../../src/registry/options.js';
+
+export const FAST_RETRY = { attempts: 4, baseDelayMs: 5, maxDelayMs: 50, maxRetryAfterMs: 5000 };
+
+export async function isolatedRegistryOptions(dir: string, overrides: Partial<RegistryClientOptions> = {}): Promise<RegistryClientOptions> {
+  await mkdir(join(dir, 'registries.conf.d'), { recursive: true });
+  await mkdir(join(dir, 'certs.d'), { recursive: true });
+  await writeFile(join(dir, 'registries.conf'), '', { flag: 'a' });
+  return {
+    registriesConf: join(dir, 'registries.conf'),
+    registriesConfDir: join(dir, 'registries.conf.d'),
+    authFile: join(dir, 'auth.json'),
+    certsDir: join(dir, 'certs.d'),
+    retry: FAST_RETRY,
+    ...overrides,
+  };
+}
+
+/** An auth.json (containers-auth.json(5)) with `user:password` for each key. */
+export async function writeAuthFile(path: string, entries: Record<string, { username: string; password: string } | { identitytoken: string }>): Promise<void> {
+  const auths: Record<string, Record<string, string>> = {};
+  for (const [key, e] of Object.entries(entries)) {
+    auths[key] = 'identitytoken' in e ? { identitytoken: e.identitytoken } : { auth: Buffer.from(`${e.username}:${e.password}`).toString('base64') };
+  }
+  await writeFile(path, JSON.stringify({ auths }, null, 2), { mode: 0o600 });
+}

@@ -1,0 +1,209 @@
+/**
+ * Every corpus image served by a real docker-registry resolves and reads exactly as the
+ * same image read from its OCI layout.
+ */
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { copyFile, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { sha256 } from '../src/digest.js';
+import { openImageSource, type SourceOptions } from '../src/image/open.js';
+import type { ImageSource, Platform, ResolvedImage } from '../src/source/types.js';
+import { CORPUS_DIR, corpusImages, HAVE_CORPUS, loadExpected } from './helpers/corpus.js';
+import { startRegistry, type TestRegistry } from './helpers/registry.js';
+import { isolatedRegistryOptions } from './helpers/registry-env.js';
+
+const ARM64: Platform = { os: 'linux', architecture: 'arm64', variant: 'v8' };
+const AMD64: Platform = { os: 'linux', architecture: 'amd64' };
+
+/** Deterministic pseudo-random numbers (mulberry32) so a failure can be reproduced. */
+function prng(seed: number): () => number {
+  return () => {
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function comparable(r: ResolvedImage): Omit<ResolvedImage, 'reference'> {
+  const { reference: _reference, ...rest } = r;
+  return rest;
+}
+
+describe('registry source over the corpus', { skip: HAVE_CORPUS ? false : `no corpus at ${CORPUS_DIR}` }, () => {
+  let reg: TestRegistry;
+  let tmp: string;
+  let opts: SourceOptions;
+  const sources: ImageSource[] = [];
+  const open = async (ref: string, extra: SourceOptions = {}): Promise<ImageSource> => {
+    const s = await openImageSource(ref, { ...opts, ...extra });
+    sources.push(s);
+    return s;
+  };
+
+  before(async () => {
+    tmp = await mkdtemp(join(tmpdir(), 'tocfs-regcorpus-'));
+    opts = { tlsVerify: false, registry: await isolatedRegistryOptions(tmp) };
+    reg = await startRegistry();
+    for (const image of corpusImages()) await reg.load(join(CORPUS_DIR, image));
+  });
+  after(async () => {
+    await Promise.all(sources.map((s) => s.close()));
+    await reg?.stop();
+    if (tmp) await rm(tmp, { recursive: true, force: true });
+  });
+
+  for (const image of corpusImages()) {
+    test(`${image}: resolve and byte ranges equal the oci: layout`, async () => {
+      const local = await open(`oci:${join(CORPUS_DIR, image)}`);
+      const remote = await open(`docker://${reg.host}/${image}:latest`);
+      const want = await local.resolve({ platform: AMD64 });
+      const got = await remote.resolve({ platform: AMD64 });
+      assert.equal(got.reference, `docker://${reg.host}/${image}:latest`);
+      assert.deepEqual(comparable(got), comparable(want));
+      const expected = loadExpected(image);
+      assert.equal(got.manifestDigest, expected.images.find((i) => i.platform.architecture === 'amd64')!.manifest_digest);
+
+      const rand = prng(image.length * 7919);
+      for (const layer of got.layers) {
+        const a = local.blob(layer);
+        const b = remote.blob(layer);
+        const ranges: Array<[number, number]> = [
+          [0, Math.min(layer.size, 512)],
+          [Math.max(0, layer.size - 300), Math.min(layer.size, 300)],
+          [0, layer.size],
+        ];
+        for (let i = 0; i < 6; i++) {
+          const off = Math.floor(rand() * layer.size);
+          ranges.push([off, Math.floor(rand() * Math.min(layer.size - off, 256 * 1024))]);
+        }
+        for (const [off, len] of ranges) {
+          const bytes = await b.read(off, len);
+          assert.equal(bytes.length, len);
+          assert.ok(bytes.equals(await a.read(off, len)), `${layer.digest} [${off}, +${len})`);
+        }
+        const h = createHash('sha256');
+        for await (const chunk of await b.stream()) h.update(chunk as Buffer);
+        assert.equal('sha256:' + h.digest('hex'), layer.digest, 'stream() of the whole layer');
+      }
+    });
+  }
+
+  for (const image of corpusImages().filter((i) => i.includes('multiarch'))) {
+    test(`${image}: --platform linux/arm64/v8, the host default, and pinned digests`, async () => {
+      const expected = loadExpected(image);
+      const remote = await open(`docker://${reg.host}/${image}:latest`, { platform: ARM64 });
+      const arm = await remote.resolve();
+      const armWant = expected.images.find((i) => i.platform.architecture === 'arm64')!;
+      assert.equal(arm.manifestDigest, armWant.manifest_digest);
+      assert.equal(arm.configDigest, armWant.config_digest);
+      assert.deepEqual(arm.layers.map((l) => l.digest), armWant.layers);
+      assert.deepEqual(arm.platform, ARM64);
+      const local = await open(`oci:${join(CORPUS_DIR, image)}`);
+      assert.deepEqual(comparable(arm), comparable(await local.resolve({ platform: ARM64 })));
+
+      const def = await (await open(`docker://${reg.host}/${image}`)).resolve();
+      const hostArch = { x64: 'amd64', arm64: 'arm64' }[process.arch as 'x64' | 'arm64'];
+      assert.equal(def.manifestDigest, expected.images.find((i) => i.platform.architecture === hostArch)!.manifest_digest);
+      assert.equal(def.indexDigest, (expected as unknown as { top_digest: string }).top_digest);
+
+      // The index pinned by digest gives the same image; so does the platform manifest pinned directly.
+      const byIndex = await (await open(`docker://${reg.host}/${image}@${def.indexDigest}`)).resolve();
+      assert.deepEqual(comparable(byIndex), comparable(def));
+      const byManifest = await (await open(`docker://${reg.host}/${image}@${arm.manifestDigest}`)).resolve();
+      assert.equal(byManifest.manifestDigest, arm.manifestDigest);
+      assert.equal(byManifest.indexDigest, undefined);
+      assert.equal(byManifest.configDigest, arm.configDigest);
+      // tag and digest together: the digest decides.
+      const both = await (await open(`docker://${reg.host}/${image}:latest@${arm.manifestDigest}`)).resolve();
+      assert.equal(both.manifestDigest, arm.manifestDigest);
+    });
+  }
+
+  test('a tag and the same image pinned by digest resolve alike', async () => {
+    const image = 'zstdchunked-skopeo118-basic';
+    const byTag = await (await open(`docker://${reg.host}/${image}:latest`)).resolve();
+    const byDigest = await (await open(`docker://${reg.host}/${image}@${byTag.manifestDigest}`)).resolve();
+    assert.deepEqual(comparable(byDigest), comparable(byTag));
+    assert.equal(byTag.manifestDigest, sha256(byTag.manifestBytes));
+  });
+
+  test('a pinned digest the registry does not have: a clear error', async () => {
+    const image = 'zstdchunked-skopeo118-basic';
+    const missing = 'sha256:' + '0'.repeat(64);
+    await assert.rejects((await open(`docker://${reg.host}/${image}@${missing}`)).resolve(), (e: Error) => {
+      assert.match(e.message, new RegExp(`manifest ${reg.host}/${image}:${missing}: not found on ${reg.host} \\(404 MANIFEST_UNKNOWN`));
+      return true;
+    });
+  });
+
+  test('a registry that answers a pinned digest with other bytes is caught', async () => {
+    // Serve image A's manifest bytes under image B's manifest digest, in a repository of its own.
+    const a = loadExpected('gzip-plain-basic').images[0]!.manifest_digest;
+    const b = loadExpected('zstd-plain-basic').images[0]!.manifest_digest;
+    await reg.load(join(CORPUS_DIR, 'gzip-plain-basic'), 'liar');
+    const v2 = join(reg.root, 'docker', 'registry', 'v2');
+    const hb = b.split(':')[1]!;
+    const rev = join(v2, 'repositories', 'liar', '_manifests', 'revisions', 'sha256', hb);
+    await mkdir(rev, { recursive: true });
+    await writeFile(join(rev, 'link'), b);
+    await mkdir(join(v2, 'blobs', 'sha256', hb.slice(0, 2), hb), { recursive: true });
+    await copyFile(join(v2, 'blobs', 'sha256', a.split(':')[1]!.slice(0, 2), a.split(':')[1]!, 'data'), join(v2, 'blobs', 'sha256', hb.slice(0, 2), hb, 'data'));
+    await assert.rejects((await open(`docker://${reg.host}/liar@${b}`)).resolve(), (e: Error) => {
+      assert.equal(e.name, 'DigestMismatchError');
+      assert.match(e.message, new RegExp(`manifest from ${reg.host}: digest mismatch: expected ${b}, got ${a}`));
+      return true;
+    });
+  });
+
+  test('Docker schema2 manifests and manifest lists', async () => {
+    // The same blobs as an OCI image, described with Docker's media types.
+    const src = join(CORPUS_DIR, 'gzip-plain-basic');
+    const layout = join(tmp, 'docker-schema2');
+    await mkdir(join(layout, 'blobs', 'sha256'), { recursive: true });
+    for (const f of await readdir(join(src, 'blobs', 'sha256'))) await copyFile(join(src, 'blobs', 'sha256', f), join(layout, 'blobs', 'sha256', f));
+    const oci = JSON.parse(await readFile(join(src, 'blobs', 'sha256', loadExpected('gzip-plain-basic').images[0]!.manifest_digest.split(':')[1]!), 'utf8'));
+    const manifest = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: 'application/vnd.docker.distribution.manifest.v2+json',
+        config: { ...oci.config, mediaType: 'application/vnd.docker.container.image.v1+json' },
+        layers: oci.layers.map((l: { digest: string; size: number }) => ({ mediaType: 'application/vnd.docker.image.rootfs.diff.tar.gzip', digest: l.digest, size: l.size })),
+      }),
+    );
+    const md = sha256(manifest);
+    const list = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: 'application/vnd.docker.distribution.manifest.list.v2+json',
+        manifests: [{ mediaType: 'application/vnd.docker.distribution.manifest.v2+json', digest: md, size: manifest.length, platform: { os: 'linux', architecture: 'amd64' } }],
+      }),
+    );
+    const ld = sha256(list);
+    await writeFile(join(layout, 'blobs', 'sha256', md.split(':')[1]!), manifest);
+    await writeFile(join(layout, 'blobs', 'sha256', ld.split(':')[1]!), list);
+    await writeFile(join(layout, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
+    await writeFile(
+      join(layout, 'index.json'),
+      JSON.stringify({
+        schemaVersion: 2,
+        manifests: [
+          { mediaType: 'application/vnd.docker.distribution.manifest.list.v2+json', digest: ld, size: list.length, annotations: { 'org.opencontainers.image.ref.name': 'list' } },
+          { mediaType: 'application/vnd.docker.distribution.manifest.v2+json', digest: md, size: manifest.length, annotations: { 'org.opencontainers.image.ref.name': 'single' } },
+        ],
+      }),
+    );
+    await reg.load(layout, 'docker-schema2');
+    const single = await (await open(`docker://${reg.host}/docker-schema2:single`)).resolve({ platform: AMD64 });
+    assert.equal(single.manifestMediaType, 'application/vnd.docker.distribution.manifest.v2+json');
+    assert.equal(single.manifestDigest, md);
+    assert.deepEqual(single.layers.map((l) => l.mediaType), oci.layers.map(() => 'application/vnd.docker.image.rootfs.diff.tar.gzip'));
+    const viaList = await (await open(`docker://${reg.host}/docker-schema2:list`)).resolve({ platform: AMD64 });
+    assert.equal(viaList.indexDigest, ld);
+    assert.equal(viaList.manifestDigest, md);
+    assert.equal(viaList.configDigest, oci.config.digest);
+  });
+});
