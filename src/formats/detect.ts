@@ -5,7 +5,7 @@
 import type { BlobReader, Descriptor } from '../source/types.js';
 import { parseLayerAnnotations, type LayerAnnotations } from './annotations.js';
 import { readTail } from './blob-range.js';
-import { describeFooter, MAX_FOOTER_LENGTH, parseFooter, type Footer } from './footer.js';
+import { describeFooter, MAX_FOOTER_LENGTH, parseFooter, zstdFormatVersion, type Footer } from './footer.js';
 import type { Compression, LayerFormat } from './toc.js';
 
 /** The codec of the layer stream, sniffed from its first bytes; `tar` = uncompressed. */
@@ -56,8 +56,8 @@ export async function probeLayer(desc: Descriptor, blob: BlobReader): Promise<La
   const unverifiedReason = verifiable ? {} : { reason: 'TOC found by footer only: no layer annotation vouches for it (verify the whole blob first)' };
   if (ann.zstdPosition) {
     const stargz = ann.stargzTocDigest !== undefined;
-    const fv = footerDesc ?? (ann.zstdPrefix === 'io.github' ? 'io.github annotations' : 'io.containers annotations');
-    return { ...base, format: stargz ? 'stargz-zstd' : 'zstd:chunked', formatVersion: stargz ? `stargz-snapshotter zstd, ${fv}` : `c/storage ${fv}`, lazy: true };
+    const where = footerDesc ?? `(${ann.zstdPrefix} annotations)`;
+    return { ...base, format: stargz ? 'stargz-zstd' : 'zstd:chunked', formatVersion: zstdFormatVersion(stargz, where), lazy: true };
   }
   if (!footer) {
     if (verifiable) return { ...base, format: 'none', formatVersion: `plain ${codec}`, lazy: false, reason: 'toc.digest annotation but no stargz footer' };
@@ -67,13 +67,13 @@ export async function probeLayer(desc: Descriptor, blob: BlobReader): Promise<La
     case 'zstd': {
       // Without annotations the schema tells c/storage and stargz-snapshotter apart; only readLayerToc sees it.
       const stargz = ann.stargzTocDigest !== undefined;
-      return { ...base, format: stargz ? 'stargz-zstd' : 'zstd:chunked', formatVersion: `${stargz ? 'stargz-snapshotter zstd' : 'c/storage'}, ${footerDesc}`, lazy: true, ...unverifiedReason };
+      return { ...base, format: stargz ? 'stargz-zstd' : 'zstd:chunked', formatVersion: zstdFormatVersion(stargz, footerDesc!), lazy: true, ...unverifiedReason };
     }
     case 'estargz':
-      return { ...base, format: 'estargz', formatVersion: `eStargz, ${footerDesc}`, lazy: true, ...unverifiedReason };
+      return { ...base, format: 'estargz', formatVersion: footerDesc!, lazy: true, ...unverifiedReason };
     case 'legacy-stargz':
-      return { ...base, format: 'estargz', formatVersion: `legacy stargz, ${footerDesc}`, lazy: false, reason: 'legacy stargz TOCs carry no chunk digests: nothing can verify a lazily read chunk' };
+      return { ...base, format: 'estargz', formatVersion: footerDesc!, lazy: false, reason: 'legacy stargz TOCs carry no chunk digests: nothing can verify a lazily read chunk' };
     case 'external-toc':
-      return { ...base, format: 'estargz', formatVersion: `eStargz with external TOC, ${footerDesc}`, lazy: false, reason: 'the TOC lives in a separate TOC image, which tocfs does not fetch: not lazily mountable' };
+      return { ...base, format: 'estargz', formatVersion: footerDesc!, lazy: false, reason: 'the TOC lives in a separate TOC image, which tocfs does not fetch: not lazily mountable' };
   }
 }

@@ -91,15 +91,21 @@ export function parseFooter(tail: Buffer): Footer | undefined {
   return zstdFooter(tail) ?? gzipFooter(tail);
 }
 
+/** `v3 footer (64 B)` for zstd footers (the caller names the producer); the whole format name for gzip ones. */
 export function describeFooter(f: Footer): string {
   switch (f.kind) {
     case 'zstd':
-      return f.version === 3 ? 'c/storage v3 footer (64 B)' : f.version === 2 ? 'c/storage v2 footer (56 B)' : 'v1 footer (40 B, GnUlInUx)';
+      return `v${f.version} footer (${f.length - 8} B)`;
     case 'estargz':
-      return 'eStargz footer (51 B)';
+      return 'eStargz (51 B footer)';
     case 'legacy-stargz':
-      return 'legacy stargz footer (47 B)';
+      return 'legacy stargz (47 B footer)';
     case 'external-toc':
-      return 'external-TOC eStargz footer (46 B)';
+      return 'eStargz with external TOC (46 B footer)';
   }
+}
+
+/** formatVersion of a zstd-framed TOC layer. */
+export function zstdFormatVersion(stargz: boolean, where: string): string {
+  return stargz ? `stargz-snapshotter zstd, ${where}` : `c/storage ${where}`;
 }

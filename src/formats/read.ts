@@ -7,7 +7,7 @@ import type { BlobReader, Descriptor } from '../source/types.js';
 import { parseLayerAnnotations, type LayerAnnotations, type ZstdPosition } from './annotations.js';
 import { readTail } from './blob-range.js';
 import { fetchEstargzToc } from './estargz.js';
-import { describeFooter, MAX_FOOTER_LENGTH, parseFooter, type Footer } from './footer.js';
+import { describeFooter, MAX_FOOTER_LENGTH, parseFooter, zstdFormatVersion, type Footer } from './footer.js';
 import { normaliseEntries } from './entries.js';
 import { looksLikeCStorageSchema, parseTocDocument, type TocDocument } from './toc-json.js';
 import { DEFAULT_TOC_LIMITS, type LayerToc, type TarSplitInfo, type TocLimits, type TocStore } from './toc.js';
@@ -57,10 +57,10 @@ function annotationsOf(desc: Descriptor): LayerAnnotations {
 
 function zstdHeader(layer: string, ann: LayerAnnotations, pos: ZstdPosition, bytes: ZstdTocBytes, doc: TocDocument, verified: boolean): TocHeader {
   const stargz = ann.stargzTocDigest !== undefined || !looksLikeCStorageSchema(doc.entries);
-  const footer = bytes.footer ? describeFooter(bytes.footer) : ann.zstdPrefix ? `${ann.zstdPrefix} annotations` : 'footer';
+  const where = bytes.footer ? describeFooter(bytes.footer) : `(${ann.zstdPrefix ?? 'no'} annotations)`;
   const header: TocHeader = {
     format: stargz ? 'stargz-zstd' : 'zstd:chunked',
-    formatVersion: stargz ? `stargz-snapshotter zstd, ${footer}` : `c/storage ${footer}`,
+    formatVersion: zstdFormatVersion(stargz, where),
     compression: 'zstd',
     tocOffset: pos.offset,
     tocCompressedLength: pos.compressedLength,
@@ -136,7 +136,7 @@ async function readFresh(desc: Descriptor, blob: BlobReader, ann: LayerAnnotatio
   const doc = parseTocDocument(json, layer);
   const header: TocHeader = {
     format: 'estargz',
-    formatVersion: `eStargz, ${describeFooter(footer)}`,
+    formatVersion: describeFooter(footer),
     compression: 'gzip',
     tocOffset: footer.tocOffset,
     tocCompressedLength: member.length,

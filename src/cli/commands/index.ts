@@ -1,5 +1,6 @@
 import type { CommandModule } from 'yargs';
+import { inspectCommand } from './inspect.js';
 
 /** Every CLI command; each lives in its own module next to this file. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export const commands: CommandModule<any, any>[] = [];
+export const commands: CommandModule<any, any>[] = [inspectCommand];
