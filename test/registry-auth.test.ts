@@ -1,0 +1,212 @@
+/** Registry authentication against a real docker-registry: htpasswd (Basic) and token (Bearer) modes. */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { after, before, describe, test } from 'node:test';
+import { promisify } from 'node:util';
+import pino from 'pino';
+import { openImageSource, type SourceOptions } from '../src/image/open.js';
+import { logger, REDACT_PATHS, setLogger } from '../src/log.js';
+import type { ImageSource } from '../src/source/types.js';
+import { CORPUS_DIR, HAVE_CORPUS } from './helpers/corpus.js';
+import { selfSigned, type CertPair } from './helpers/registry-certs.js';
+import { isolatedRegistryOptions, writeAuthFile } from './helpers/registry-env.js';
+import { startTokenIssuer, type TokenIssuer } from './helpers/registry-token-issuer.js';
+import { freePort, startRegistry, type TestRegistry } from './helpers/registry.js';
+
+const IMAGE = join(CORPUS_DIR, 'zstdchunked-skopeo118-layers');
+const skip = HAVE_CORPUS ? false : `no corpus at ${CORPUS_DIR}`;
+
+/** Resolves and reads a byte range of every layer, comparing with the oci: layout. */
+async function pullAndCompare(remote: ImageSource): Promise<void> {
+  const local = await openImageSource(`oci:${IMAGE}`);
+  const want = await local.resolve({ platform: { os: 'linux', architecture: 'amd64' } });
+  const got = await remote.resolve({ platform: { os: 'linux', architecture: 'amd64' } });
+  assert.equal(got.manifestDigest, want.manifestDigest);
+  assert.ok(got.configBytes.equals(want.configBytes));
+  await Promise.all(
+    got.layers.map(async (l) => {
+      const len = Math.min(l.size, 4096);
+      assert.ok((await remote.blob(l).read(l.size - len, len)).equals(await local.blob(l).read(l.size - len, len)));
+    }),
+  );
+  await local.close();
+}
+
+/** Collects every log line the client writes at debug level. */
+function captureLogs(): { lines: string[]; restore(): void } {
+  const lines: string[] = [];
+  const previous = logger();
+  const sink = new Writable({
+    write(chunk, _enc, cb) {
+      lines.push(chunk.toString());
+      cb();
+    },
+  });
+  setLogger(pino({ level: 'debug', redact: { paths: REDACT_PATHS, censor: '[redacted]' } }, sink));
+  return { lines, restore: () => setLogger(previous) };
+}
+
+describe('htpasswd (Basic) authentication', { skip }, () => {
+  const USER = 'alice';
+  const PASSWORD = 'Pa55-w0rd-not-in-logs';
+  let tmp: string;
+  let reg: TestRegistry;
+  const sources: ImageSource[] = [];
+  const open = async (opts: SourceOptions): Promise<ImageSource> => {
+    const s = await openImageSource(`docker://${reg.host}/private/app:latest`, opts);
+    sources.push(s);
+    return s;
+  };
+
+  before(async () => {
+    tmp = await mkdtemp(join(tmpdir(), 'tocfs-regauth-'));
+    const { stdout } = await promisify(execFile)('htpasswd', ['-Bbn', USER, PASSWORD]);
+    await writeFile(join(tmp, 'htpasswd'), stdout);
+    reg = await startRegistry({ extraConfig: `auth:\n  htpasswd:\n    realm: tocfs-test\n    path: ${join(tmp, 'htpasswd')}\n` });
+    await reg.load(IMAGE, 'private/app');
+  });
+  after(async () => {
+    await Promise.all(sources.map((s) => s.close()));
+    await reg?.stop();
+    await rm(tmp, { recursive: true, force: true });
+  });
+
+  test('credentials from the auth.json named by REGISTRY_AUTH_FILE', async () => {
+    const authFile = join(tmp, 'env-auth.json');
+    await writeAuthFile(authFile, { [reg.host]: { username: USER, password: PASSWORD } });
+    const { authFile: _none, ...base } = await isolatedRegistryOptions(join(tmp, 'env'));
+    const logs = captureLogs();
+    const saved = process.env.REGISTRY_AUTH_FILE;
+    process.env.REGISTRY_AUTH_FILE = authFile;
+    try {
+      await pullAndCompare(await open({ tlsVerify: false, registry: base }));
+    } finally {
+      if (saved === undefined) delete process.env.REGISTRY_AUTH_FILE;
+      else process.env.REGISTRY_AUTH_FILE = saved;
+      logs.restore();
+    }
+    const all = logs.lines.join('');
+    assert.ok(!all.includes(PASSWORD) && !all.includes(Buffer.from(`${USER}:${PASSWORD}`).toString('base64')), 'no secret in the logs');
+    // The registry challenged, then served ranges to the authenticated client.
+    assert.ok(reg.log.some((l) => /"GET \/v2\/private\/app\/manifests\/latest HTTP\/1.1" 401 /.test(l)));
+    assert.ok(reg.log.some((l) => /"GET \/v2\/private\/app\/blobs\/sha256:[0-9a-f]{64} HTTP\/1.1" 206 4096 /.test(l)));
+  });
+
+  test('auth.json keys: host/namespace and Docker\'s URL form', async () => {
+    for (const key of [`${reg.host}/private`, `${reg.host}/private/app`, `http://${reg.host}/v1/`]) {
+      const opts = await isolatedRegistryOptions(join(tmp, 'keys'));
+      await writeAuthFile(opts.authFile!, { [key]: { username: USER, password: PASSWORD }, [`${reg.host}/other`]: { username: 'nobody', password: 'x' } });
+      const s = await open({ tlsVerify: false, registry: opts });
+      assert.equal((await s.resolve({ platform: { os: 'linux', architecture: 'amd64' } })).layers.length > 0, true, key);
+    }
+  });
+
+  test('no credentials: the error names the registry and the files looked at', async () => {
+    const opts = await isolatedRegistryOptions(join(tmp, 'none'));
+    await assert.rejects((await open({ tlsVerify: false, registry: opts })).resolve(), (e: Error) => {
+      assert.match(e.message, new RegExp(`^${reg.host}: authentication required to pull private/app`));
+      assert.ok(e.message.includes(opts.authFile!), e.message);
+      assert.match(e.message, /podman login/);
+      return true;
+    });
+  });
+
+  test('a wrong password: denied, naming the user and the file but not the secret', async () => {
+    const opts = await isolatedRegistryOptions(join(tmp, 'wrong'));
+    const wrong = 'wrong-secret-123';
+    await writeAuthFile(opts.authFile!, { [reg.host]: { username: USER, password: wrong } });
+    await assert.rejects((await open({ tlsVerify: false, registry: opts })).resolve(), (e: Error) => {
+      assert.match(e.message, new RegExp(`${reg.host}: .*denied for user "${USER}" from ${opts.authFile}`));
+      assert.ok(!e.message.includes(wrong) && !e.message.includes(Buffer.from(`${USER}:${wrong}`).toString('base64')), e.message);
+      return true;
+    });
+  });
+});
+
+describe('token (Bearer) authentication', { skip }, () => {
+  const SERVICE = 'tocfs-test-registry';
+  const ISSUER = 'tocfs-test-issuer';
+  let tmp: string;
+  let keyA: CertPair;
+  let keyB: CertPair;
+  const stops: Array<() => Promise<void>> = [];
+
+  async function tokenRegistry(issuer: TokenIssuer, bundle: CertPair, root: string, port?: number): Promise<TestRegistry> {
+    await mkdir(root, { recursive: true });
+    const reg = await startRegistry({
+      root,
+      ...(port ? { port } : {}),
+      extraConfig: `auth:\n  token:\n    realm: ${issuer.realm}\n    service: ${SERVICE}\n    issuer: ${ISSUER}\n    rootcertbundle: ${bundle.cert}\n`,
+    });
+    stops.push(() => reg.stop());
+    return reg;
+  }
+
+  before(async () => {
+    tmp = await mkdtemp(join(tmpdir(), 'tocfs-regtoken-'));
+    keyA = await selfSigned(tmp, 'signing-a');
+    keyB = await selfSigned(tmp, 'signing-b');
+  });
+  after(async () => {
+    for (const s of stops.reverse()) await s();
+    await rm(tmp, { recursive: true, force: true });
+  });
+
+  test('anonymous token from the challenge, fetched once and reused; refreshed after a 401', async () => {
+    const issuer = await startTokenIssuer({ signing: keyA, issuer: ISSUER, service: SERVICE });
+    stops.push(() => issuer.close());
+    const root = join(tmp, 'anon-root');
+    const port = await freePort();
+    let reg = await tokenRegistry(issuer, keyA, root, port);
+    await reg.load(IMAGE, 'app');
+    const source = await openImageSource(`docker://${reg.host}/app:latest`, { tlsVerify: false, registry: await isolatedRegistryOptions(join(tmp, 'anon')) });
+    stops.push(() => source.close());
+    await pullAndCompare(source);
+    const image = await source.resolve({ platform: { os: 'linux', architecture: 'amd64' } });
+    await Promise.all(image.layers.flatMap((l) => [0, 1, 2, 3].map((i) => source.blob(l).read(Math.floor((l.size * i) / 5), 100))));
+    assert.equal(issuer.requests.length, 1, 'one token for every request');
+    assert.deepEqual(issuer.requests[0], { method: 'GET', scope: ['repository:app:pull'], service: SERVICE });
+
+    // The registry restarts trusting another key: the cached token is refused (401) and replaced.
+    await reg.stop();
+    await issuer.useKey(keyB);
+    reg = await tokenRegistry(issuer, keyB, root, port);
+    const l = image.layers[0]!;
+    assert.equal((await source.blob(l).read(0, 64)).length, 64);
+    assert.equal(issuer.requests.length, 2);
+  });
+
+  test('credentials to the realm (Basic) and identity tokens (OAuth2 refresh)', async () => {
+    const issuer = await startTokenIssuer({ signing: keyA, issuer: ISSUER, service: SERVICE, users: { bob: 'b0b-secret' }, refreshTokens: ['refresh-abc'] });
+    stops.push(() => issuer.close());
+    const reg = await tokenRegistry(issuer, keyA, join(tmp, 'creds-root'));
+    await reg.load(IMAGE, 'team/app');
+    const ref = `docker://${reg.host}/team/app:latest`;
+
+    const withPassword = await isolatedRegistryOptions(join(tmp, 'pw'));
+    await writeAuthFile(withPassword.authFile!, { [reg.host]: { username: 'bob', password: 'b0b-secret' } });
+    const s1 = await openImageSource(ref, { tlsVerify: false, registry: withPassword });
+    stops.push(() => s1.close());
+    await pullAndCompare(s1);
+    assert.equal(issuer.requests.at(-1)!.user, 'bob');
+
+    const withToken = await isolatedRegistryOptions(join(tmp, 'idtoken'));
+    await writeAuthFile(withToken.authFile!, { [reg.host]: { identitytoken: 'refresh-abc' } });
+    const s2 = await openImageSource(ref, { tlsVerify: false, registry: withToken });
+    stops.push(() => s2.close());
+    await pullAndCompare(s2);
+    assert.deepEqual(issuer.requests.at(-1), { method: 'POST', scope: ['repository:team/app:pull'], service: SERVICE, grantType: 'refresh_token', user: 'refresh-token-user' });
+
+    const anonymous = await isolatedRegistryOptions(join(tmp, 'anon2'));
+    const s3 = await openImageSource(ref, { tlsVerify: false, registry: anonymous });
+    stops.push(() => s3.close());
+    await assert.rejects(s3.resolve(), (e: Error) => {
+      assert.match(e.message, new RegExp(`^${reg.host}: authentication required to pull team/app \\(token server 127.0.0.1:\\d+ answered 401\\).*${anonymous.authFile}`));
+      return true;
+    });
+  });
+});
