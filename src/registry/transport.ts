@@ -60,10 +60,12 @@ export function errorCode(e: unknown): string | undefined {
   return undefined;
 }
 
+/** The root cause's message; for OpenSSL errors just the reason ("wrong version number"). */
 function innermostMessage(e: unknown): string {
-  let x = e as { message?: string; cause?: unknown };
+  let x = e as { message?: string; reason?: unknown; cause?: unknown };
   while (x.cause && typeof x.cause === 'object') x = x.cause as typeof x;
-  return x.message ?? String(e);
+  if (typeof x.reason === 'string' && x.reason) return x.reason;
+  return (x.message ?? String(e)).trim();
 }
 
 export class Transports {
