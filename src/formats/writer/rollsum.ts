@@ -1,0 +1,111 @@
+/**
+ * containers/storage's content-defined chunking (formats.md §2.8): a bup-style rolling sum
+ * over a 64-byte window ends a chunk after a byte when its low 16 bits are all ones; a run of
+ * at least 1024 zero bytes becomes a chunk of its own (`zeros`). State is per file.
+ */
+
+const WINDOW = 64;
+const CHAR_OFFSET = 31;
+const SPLIT_MASK = 0xffff;
+export const HOLE_THRESHOLD = 1024;
+
+export class RollSum {
+  private s1 = (WINDOW * CHAR_OFFSET) >>> 0;
+  private s2 = (WINDOW * (WINDOW - 1) * CHAR_OFFSET) >>> 0;
+  private window = new Uint8Array(WINDOW);
+  private wofs = 0;
+
+  /** Rolls one byte in; returns true when a chunk ends after it. */
+  roll(c: number): boolean {
+    const d = this.window[this.wofs]!;
+    this.s1 = (this.s1 + c - d) >>> 0;
+    this.s2 = (this.s2 + this.s1 - WINDOW * (d + CHAR_OFFSET)) >>> 0;
+    this.window[this.wofs] = c;
+    this.wofs = (this.wofs + 1) % WINDOW;
+    return (this.s2 & SPLIT_MASK) === SPLIT_MASK;
+  }
+
+  /** Rolls `n` zeros in without split checks (a hole). After a full window of zeros the state no longer changes. */
+  rollZeros(n: number): void {
+    for (let i = 0; i < Math.min(n, WINDOW); i++) this.roll(0);
+  }
+}
+
+export type ChunkPiece = { kind: 'data'; parts: Buffer[]; size: number } | { kind: 'zeros'; size: number };
+
+/**
+ * Feeds file content in pieces and calls `onChunk` for every finished chunk, in order.
+ * Zero runs shorter than the threshold are ordinary data.
+ */
+export class Chunker {
+  private sum = new RollSum();
+  private parts: Buffer[] = [];
+  private size = 0;
+  private zeroRun = 0;
+
+  constructor(private onChunk: (c: ChunkPiece) => Promise<void>) {}
+
+  private async endData(): Promise<void> {
+    if (this.size === 0) return;
+    const parts = this.parts;
+    const size = this.size;
+    this.parts = [];
+    this.size = 0;
+    await this.onChunk({ kind: 'data', parts, size });
+  }
+
+  /** Emits the pending zero run: a hole, or ordinary bytes. */
+  private async flushZeros(): Promise<void> {
+    const n = this.zeroRun;
+    if (n === 0) return;
+    this.zeroRun = 0;
+    if (n >= HOLE_THRESHOLD) {
+      await this.endData();
+      this.sum.rollZeros(n);
+      await this.onChunk({ kind: 'zeros', size: n });
+      return;
+    }
+    let start = 0;
+    for (let i = 0; i < n; i++) {
+      if (this.sum.roll(0)) {
+        this.push(Buffer.alloc(i + 1 - start));
+        start = i + 1;
+        await this.endData();
+      }
+    }
+    if (n > start) this.push(Buffer.alloc(n - start));
+  }
+
+  private push(b: Buffer): void {
+    if (b.length === 0) return;
+    this.parts.push(b);
+    this.size += b.length;
+  }
+
+  async write(piece: Buffer): Promise<void> {
+    let start = 0; // first byte of `piece` not yet in a chunk or zero run
+    for (let i = 0; i < piece.length; i++) {
+      const c = piece[i]!;
+      if (c === 0) {
+        if (this.zeroRun === 0) {
+          this.push(piece.subarray(start, i));
+        }
+        this.zeroRun++;
+        start = i + 1;
+        continue;
+      }
+      if (this.zeroRun > 0) await this.flushZeros();
+      if (this.sum.roll(c)) {
+        this.push(piece.subarray(start, i + 1));
+        start = i + 1;
+        await this.endData();
+      }
+    }
+    if (this.zeroRun === 0) this.push(piece.subarray(start));
+  }
+
+  async end(): Promise<void> {
+    await this.flushZeros();
+    await this.endData();
+  }
+}

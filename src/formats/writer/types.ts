@@ -1,0 +1,30 @@
+/** What every layer writer takes and returns. */
+
+/** The uncompressed source tar, as a fresh stream each call (eStargz prioritisation reads it twice). */
+export type TarInput = () => AsyncIterable<Buffer>;
+
+export interface WrittenLayer {
+  mediaType: string;
+  digest: string;
+  size: number;
+  /** sha256 of the decompressed blob: the image config's DiffID. */
+  diffId: string;
+  /** Length of the decompressed blob. */
+  uncompressedSize: number;
+  annotations: Record<string, string>;
+}
+
+export interface LayerWriterOptions {
+  /** eStargz: fixed chunk size in bytes (default 4 MiB). */
+  chunkSize?: number;
+  /** eStargz: paths moved to the front of the layer, followed by `.prefetch.landmark`. */
+  prioritize?: string[];
+  /** Called with the number of source bytes consumed so far. */
+  onProgress?: (sourceBytes: number) => void;
+}
+
+export const LayerMediaTypes = {
+  tar: 'application/vnd.oci.image.layer.v1.tar',
+  gzip: 'application/vnd.oci.image.layer.v1.tar+gzip',
+  zstd: 'application/vnd.oci.image.layer.v1.tar+zstd',
+} as const;

@@ -1,0 +1,159 @@
+/**
+ * zstd:chunked writer in the newest containers/storage form (formats.md §2, §7): one zstd
+ * frame per chunk, one header frame between files, rolling-checksum chunking, compact TOC,
+ * tar-split, v3 footer, `io.github.containers.zstd-chunked.*` annotations. The decompressed
+ * blob equals the source tar byte for byte, so the DiffID is the source tar's sha256.
+ */
+import { createHash } from 'node:crypto';
+import { compress as zstdCompress } from '@mongodb-js/zstd';
+import { Annotations } from '../annotations.js';
+import { scanTar, type TarHeader } from '../tar.js';
+import { checkWritable, formatRfc3339, skippableFrame, u64le, xattrsBase64 } from './common.js';
+import { Chunker, type ChunkPiece } from './rollsum.js';
+import { BlobSink } from './sink.js';
+import { Crc64, TarSplitBuilder } from './tarsplit.js';
+import { LayerMediaTypes, type LayerWriterOptions, type TarInput, type WrittenLayer } from './types.js';
+
+const LEVEL = 3;
+const FOOTER_MAGIC_V3 = Buffer.from('GNUlInUx', 'latin1');
+
+/** One TOC entry, fields in c/storage's order, zero values omitted. */
+type TocJsonEntry = Record<string, string | number | Record<string, string>>;
+
+interface FileChunk {
+  chunkOffset: number;
+  offset: number;
+  size: number;
+  digest: string;
+  zeros: boolean;
+}
+
+function metadataEntry(h: TarHeader & { type: Exclude<TarHeader['type'], 'other'> }): TocJsonEntry {
+  const e: TocJsonEntry = { type: h.type, name: h.name };
+  if (h.linkName) e.linkName = h.linkName;
+  if (h.mode) e.mode = h.mode;
+  if (h.size) e.size = h.size;
+  if (h.uid) e.uid = h.uid;
+  if (h.gid) e.gid = h.gid;
+  e.modtime = formatRfc3339(h.mtime);
+  if (h.atime) e.accesstime = formatRfc3339(h.atime);
+  if (h.ctime) e.changetime = formatRfc3339(h.ctime);
+  if (h.devMajor) e.devMajor = h.devMajor;
+  if (h.devMinor) e.devMinor = h.devMinor;
+  const x = xattrsBase64(h.xattrs);
+  if (x) e.xattrs = x;
+  return e;
+}
+
+/** Adds the offsets and chunk fields of a file with data; returns the entries (reg + chunk entries). */
+function fileEntries(main: TocJsonEntry, name: string, digest: string, chunks: FileChunk[], endOffset: number): TocJsonEntry[] {
+  main.digest = digest;
+  main.offset = chunks[0]!.offset;
+  main.endOffset = endOffset;
+  if (chunks.length === 1) return [main];
+  const out: TocJsonEntry[] = [main];
+  chunks.forEach((c, i) => {
+    const e = i === 0 ? main : ({ type: 'chunk', name } as TocJsonEntry);
+    if (i > 0) e.offset = c.offset;
+    e.chunkSize = c.size;
+    if (c.chunkOffset) e.chunkOffset = c.chunkOffset;
+    e.chunkDigest = c.digest;
+    if (c.zeros) e.chunkType = 'zeros';
+    if (i > 0) out.push(e);
+  });
+  return out;
+}
+
+export async function writeZstdChunkedLayer(tar: TarInput, outPath: string, opts: LayerWriterOptions = {}): Promise<WrittenLayer> {
+  const sink = await BlobSink.create(outPath);
+  try {
+    const diffHash = createHash('sha256');
+    let sourceBytes = 0;
+    const tarSplit = new TarSplitBuilder();
+    const entries: TocJsonEntry[] = [];
+    let header: Buffer[] = [];
+    const counted = (b: Buffer): void => {
+      diffHash.update(b);
+      sourceBytes += b.length;
+    };
+    const flushHeaderFrame = async (): Promise<void> => {
+      if (header.length === 0) return;
+      const data = Buffer.concat(header);
+      header = [];
+      if (data.length) await sink.write(await zstdCompress(data, LEVEL));
+    };
+
+    for await (const ev of scanTar(tar())) {
+      if (ev.kind === 'trailing') {
+        counted(ev.data);
+        header.push(ev.data);
+        tarSplit.segment(ev.data);
+        continue;
+      }
+      counted(ev.raw);
+      header.push(ev.raw);
+      tarSplit.segment(ev.raw);
+      if (ev.kind === 'end') continue;
+      const h = ev.header;
+      checkWritable(h);
+      const main = metadataEntry(h);
+      if (h.size === 0) {
+        tarSplit.file(h.name, 0, null);
+        entries.push(main);
+        continue;
+      }
+      const fileHash = createHash('sha256');
+      const crc = new Crc64();
+      const chunks: FileChunk[] = [];
+      let chunkOffset = 0;
+      await flushHeaderFrame();
+      const chunker = new Chunker(async (c: ChunkPiece) => {
+        const data = c.kind === 'zeros' ? Buffer.alloc(c.size) : c.parts.length === 1 ? c.parts[0]! : Buffer.concat(c.parts);
+        const offset = sink.offset;
+        await sink.write(await zstdCompress(data, LEVEL));
+        chunks.push({ chunkOffset, offset, size: data.length, digest: 'sha256:' + createHash('sha256').update(data).digest('hex'), zeros: c.kind === 'zeros' });
+        chunkOffset += data.length;
+      });
+      for await (const piece of ev.content) {
+        counted(piece);
+        fileHash.update(piece);
+        crc.update(piece);
+        await chunker.write(piece);
+        opts.onProgress?.(sourceBytes);
+      }
+      await chunker.end();
+      tarSplit.file(h.name, h.size, crc.digest());
+      entries.push(...fileEntries(main, h.name, 'sha256:' + fileHash.digest('hex'), chunks, sink.offset));
+    }
+    await flushHeaderFrame();
+    opts.onProgress?.(sourceBytes);
+
+    const tarSplitText = tarSplit.text();
+    const tarSplitCompressed = await zstdCompress(tarSplitText, LEVEL);
+    const tarSplitDigest = 'sha256:' + createHash('sha256').update(tarSplitCompressed).digest('hex');
+    const toc = Buffer.from(JSON.stringify({ version: 1, entries, tarSplitDigest }));
+    const tocCompressed = await zstdCompress(toc, LEVEL);
+    const tocOffset = sink.offset + 8;
+    const tarSplitOffset = tocOffset + tocCompressed.length + 8;
+    await sink.write(skippableFrame(tocCompressed));
+    await sink.write(skippableFrame(tarSplitCompressed));
+    const footer = Buffer.concat([u64le([tocOffset, tocCompressed.length, toc.length, 1, tarSplitOffset, tarSplitCompressed.length, tarSplitText.length]), FOOTER_MAGIC_V3]);
+    await sink.write(skippableFrame(footer));
+    const { digest, size } = await sink.finish();
+    return {
+      mediaType: LayerMediaTypes.zstd,
+      digest,
+      size,
+      diffId: 'sha256:' + diffHash.digest('hex'),
+      uncompressedSize: sourceBytes,
+      annotations: {
+        [Annotations.zstdChecksumNew]: 'sha256:' + createHash('sha256').update(tocCompressed).digest('hex'),
+        [Annotations.zstdPositionNew]: `${tocOffset}:${tocCompressed.length}:${toc.length}:1`,
+        [Annotations.tarSplitPosition]: `${tarSplitOffset}:${tarSplitCompressed.length}:${tarSplitText.length}`,
+      },
+    };
+  } catch (e) {
+    await sink.abort();
+    throw e;
+  }
+}
