@@ -63,8 +63,10 @@ describe('tocfs inspect', { skip: HAVE_CORPUS ? false : `no corpus at ${CORPUS_D
         } else {
           assert.deepEqual([l.toc!.offset, l.toc!.compressedLength, l.toc!.uncompressedLength], [footer.manifest_offset, footer.manifest_length_compressed, footer.manifest_length_uncompressed]);
           assert.match(l.formatVersion, new RegExp(`v${footer.skippable_payload_size === 64 ? 3 : 1} footer \\(${footer.skippable_payload_size} B\\)`));
-          if (footer.tarsplit_offset !== undefined) assert.deepEqual([l.tarSplit!.offset, l.tarSplit!.compressedLength], [footer.tarsplit_offset, footer.tarsplit_length_compressed]);
-          else assert.equal(l.tarSplit, null);
+          if (footer.tarsplit_offset !== undefined) {
+            assert.deepEqual([l.tarSplit!.offset, l.tarSplit!.compressedLength], [footer.tarsplit_offset, footer.tarsplit_length_compressed]);
+            assert.equal(l.uncompressedSize, x.uncompressed_size);
+          } else assert.equal(l.tarSplit, null);
         }
         assert.equal(l.toc!.entries, x.entries.filter((e) => !e.meta).length);
       }

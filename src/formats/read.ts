@@ -11,6 +11,7 @@ import { describeFooter, MAX_FOOTER_LENGTH, parseFooter, zstdFormatVersion, type
 import { normaliseEntries } from './entries.js';
 import { looksLikeCStorageSchema, parseTocDocument, type TocDocument } from './toc-json.js';
 import { DEFAULT_TOC_LIMITS, type LayerToc, type TarSplitInfo, type TocLimits, type TocStore } from './toc.js';
+import { tarSplitStreamLength } from './tar-split.js';
 import { fetchZstdToc, type ZstdTocBytes } from './zstd-chunked.js';
 import { decompressZstdBounded } from './zstd-frames.js';
 
@@ -89,6 +90,13 @@ function zstdHeader(layer: string, ann: LayerAnnotations, pos: ZstdPosition, byt
   return header;
 }
 
+/** With a verified tar-split at hand (fetched with the TOC), the layer's uncompressed length is known. */
+async function addStreamLength(layer: string, header: TocHeader, bytes: ZstdTocBytes, limits: TocLimits): Promise<void> {
+  const ts = header.tarSplit;
+  if (header.uncompressedSize !== undefined || !ts?.digest || !bytes.tarSplit) return;
+  header.uncompressedSize = await tarSplitStreamLength(layer, bytes.tarSplit, ts.uncompressedLength, limits.maxUncompressedTocBytes);
+}
+
 function checkJsonDigest(layer: string, json: Buffer, expected: string | undefined): void {
   if (expected === undefined) return;
   const actual = sha256(json);
@@ -110,7 +118,9 @@ async function readFresh(desc: Descriptor, blob: BlobReader, ann: LayerAnnotatio
     const req = { position: pos, ...(ann.zstdChecksum ? { compressedDigest: ann.zstdChecksum } : {}), ...(ann.stargzTocDigest ? { jsonDigest: ann.stargzTocDigest } : {}), ...(ann.tarSplitPosition ? { tarSplitPosition: ann.tarSplitPosition } : {}) };
     const bytes = await fetchZstdToc(blob, layer, req, limits);
     const doc = parseTocDocument(bytes.json, layer);
-    return { header: zstdHeader(layer, ann, pos, bytes, doc, true), doc, raw: bytes.compressed, rawIsZstd: true };
+    const header = zstdHeader(layer, ann, pos, bytes, doc, true);
+    await addStreamLength(layer, header, bytes, limits);
+    return { header, doc, raw: bytes.compressed, rawIsZstd: true };
   }
   const tail = await readTail(blob, TAIL_PROBE);
   const footer: Footer | undefined = parseFooter(tail.bytes.subarray(Math.max(0, tail.bytes.length - MAX_FOOTER_LENGTH)));

@@ -9,7 +9,7 @@ import type { ZstdPosition } from './annotations.js';
 import { readRange } from './blob-range.js';
 import { MAX_FOOTER_LENGTH, parseFooter, type Footer } from './footer.js';
 import type { TocLimits } from './toc.js';
-import { decompressZstdBounded } from './zstd-frames.js';
+import { decompressionAllowance, decompressZstdBounded, isSkippableMagic } from './zstd-frames.js';
 
 /** Up to this many bytes after the TOC (tar-split + footer) are fetched in the same request. */
 const SAME_REQUEST_SLACK = 1024 * 1024;
@@ -48,22 +48,17 @@ export function checkZstdPosition(layer: string, pos: ZstdPosition, blobSize: nu
   if (pos.offset < SKIPPABLE_HEADER_LENGTH || pos.offset + pos.compressedLength > blobSize) bad(`outside the ${blobSize}-byte blob`);
 }
 
-/**
- * How far the walk-derived output bound of a TOC frame may exceed its declared length before
- * it is refused undecompressed: each compressed block counts as a full 128 KiB in the bound.
- */
-function decompressionAllowance(declared: number, limits: TocLimits): number {
-  return Math.min(limits.maxUncompressedTocBytes + BLOCK_SLACK, Math.max(2 * declared, declared + BLOCK_SLACK));
-}
-const BLOCK_SLACK = 128 * 1024;
-
 export async function fetchZstdToc(blob: BlobReader, layer: string, req: ZstdTocRequest, limits: TocLimits): Promise<ZstdTocBytes> {
   const pos = req.position;
   checkZstdPosition(layer, pos, blob.size, limits);
   const tocEnd = pos.offset + pos.compressedLength;
   // One request (formats.md §6): the TOC, and the tar-split and footer that follow it when small.
   const end = blob.size - tocEnd <= SAME_REQUEST_SLACK ? blob.size : tocEnd;
-  const bytes = await readRange(blob, layer, pos.offset, end, 'TOC', req.have);
+  // From the skippable frame header on, so the frame is checked to be what the position says.
+  const framed = await readRange(blob, layer, pos.offset - SKIPPABLE_HEADER_LENGTH, end, 'TOC', req.have);
+  if (!isSkippableMagic(framed.readUInt32LE(0)) || framed.readUInt32LE(4) !== pos.compressedLength)
+    throw new FormatError(`layer ${layer}: no skippable frame of ${pos.compressedLength} bytes holds the TOC at ${pos.offset}`);
+  const bytes = framed.subarray(SKIPPABLE_HEADER_LENGTH);
   const compressed = bytes.subarray(0, pos.compressedLength);
   if (req.compressedDigest) {
     const actual = sha256(compressed);
@@ -71,7 +66,7 @@ export async function fetchZstdToc(blob: BlobReader, layer: string, req: ZstdToc
   }
   let json: Buffer;
   try {
-    json = await decompressZstdBounded(compressed, decompressionAllowance(pos.uncompressedLength, limits));
+    json = await decompressZstdBounded(compressed, decompressionAllowance(pos.uncompressedLength, limits.maxUncompressedTocBytes));
   } catch (e) {
     throw new FormatError(`layer ${layer}: cannot decompress TOC: ${(e as Error).message}`, { cause: e });
   }

@@ -70,3 +70,12 @@ export async function decompressZstdBounded(data: Buffer, maxOutput: number): Pr
   if (bound > maxOutput) throw new Error(`may decompress to up to ${bound} bytes, more than the limit of ${maxOutput}`);
   return zstdDecompress(data);
 }
+
+/**
+ * The output bound to allow for a frame sequence that declares `declared` bytes: the walk
+ * counts every compressed block as a full 128 KiB, so allow one block of slack (or double
+ * for large inputs), never more than `limit`.
+ */
+export function decompressionAllowance(declared: number, limit: number): number {
+  return Math.min(limit + BLOCK_MAX, Math.max(2 * declared, declared + BLOCK_MAX));
+}
