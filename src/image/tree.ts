@@ -1,0 +1,285 @@
+/**
+ * Inode trees built from layer TOCs: the merged root filesystem of an image (overlay
+ * rules) and the own tree of one layer.
+ *
+ * A node points at the TocEntry it came from instead of copying its fields, so a tree
+ * costs one small object per name plus a Map per directory.
+ */
+import { FormatError } from '../errors.js';
+import type { LayerToc, TocEntry } from '../formats/toc.js';
+
+export const WHITEOUT_PREFIX = '.wh.';
+export const OPAQUE_WHITEOUT = '.wh..wh..opq';
+export const OVERLAY_OPAQUE_XATTR = 'trusted.overlay.opaque';
+
+/**
+ * Directories that no layer states but a deeper path needs get this metadata: 0755,
+ * owned by root, mtime at the epoch — deterministic, independent of which child came
+ * first, and recognisably synthetic. (The `implicit` flag says so too.)
+ */
+const IMPLICIT_DIR_MODE = 0o755;
+
+export class FsNode {
+  /** Stable inode number: nodes are numbered in creation order (root = 1), so the same TOCs give the same numbers. */
+  readonly ino: number;
+  /** Metadata, and for regular files the content; for hard links the target's entry. */
+  entry: TocEntry;
+  /** Index (bottom = 0) of the layer that provided the entry, i.e. whose blob holds the content. */
+  layer: number;
+  /** Names that refer to this node (files); 2 + subdirectories (directories). Set by the builder's last pass. */
+  nlink = 1;
+  /** Children by name (directories only). */
+  children: Map<string, FsNode> | undefined;
+  /** A directory synthesised for a deeper path, with no entry of its own. */
+  implicit: boolean;
+
+  constructor(ino: number, entry: TocEntry, layer: number, implicit = false) {
+    this.ino = ino;
+    this.entry = entry;
+    this.layer = layer;
+    this.children = entry.type === 'dir' ? new Map() : undefined;
+    this.implicit = implicit;
+  }
+
+  get isDir(): boolean {
+    return this.children !== undefined;
+  }
+}
+
+export interface TreeEntry {
+  /** Normalised path ('' = root). */
+  path: string;
+  node: FsNode;
+}
+
+export class FsTree {
+  constructor(
+    readonly root: FsNode,
+    /** Number of distinct inodes (hard links counted once). */
+    readonly inodeCount: number,
+  ) {}
+
+  /** The node at a normalised path (`''` or `/` is the root; a leading `/` is accepted), following no symlinks. */
+  lookup(path: string): FsNode | undefined {
+    let node: FsNode | undefined = this.root;
+    let start = path.charCodeAt(0) === 0x2f ? 1 : 0;
+    const end = path.length > start && path.charCodeAt(path.length - 1) === 0x2f ? path.length - 1 : path.length;
+    while (start < end) {
+      let slash = path.indexOf('/', start);
+      if (slash < 0 || slash > end) slash = end;
+      const children: Map<string, FsNode> | undefined = node.children;
+      if (!children) return undefined;
+      node = children.get(path.slice(start, slash));
+      if (!node) return undefined;
+      start = slash + 1;
+    }
+    return node;
+  }
+
+  /** Every name in the tree, depth first, children in byte order of their names; the root first. */
+  *walk(from = ''): Generator<TreeEntry> {
+    const start = this.lookup(from);
+    if (!start) return;
+    const stack: TreeEntry[] = [{ path: from.replace(/^\/+|\/+$/g, ''), node: start }];
+    while (stack.length > 0) {
+      const item = stack.pop()!;
+      yield item;
+      const children = item.node.children;
+      if (!children) continue;
+      const names = sortedNames(children);
+      for (let i = names.length - 1; i >= 0; i--) {
+        const name = names[i]!;
+        stack.push({ path: item.path === '' ? name : `${item.path}/${name}`, node: children.get(name)! });
+      }
+    }
+  }
+}
+
+/** Names of a directory in byte order (what `ls` and readdir show, and what tests compare). */
+export function sortedNames(children: Map<string, FsNode>): string[] {
+  return [...children.keys()].sort(compareBytes);
+}
+
+function compareBytes(a: string, b: string): number {
+  return Buffer.compare(Buffer.from(a), Buffer.from(b));
+}
+
+/** How whiteouts (`.wh.NAME`, `.wh..wh..opq`) appear in a single layer's tree. */
+export type WhiteoutForm =
+  /** As the empty regular files they are in the tar (what `tocfs ls --layer` shows). */
+  | 'files'
+  /** Overlayfs-native: `.wh.NAME` becomes a char device 0:0 named NAME, `.wh..wh..opq` sets `trusted.overlay.opaque=y` on its directory. */
+  | 'overlay';
+
+export interface LayerTreeOptions {
+  whiteouts?: WhiteoutForm;
+}
+
+/** The tree of one layer on its own. */
+export function buildLayerTree(toc: LayerToc, layerIndex: number, options: LayerTreeOptions = {}): FsTree {
+  const b = new TreeBuilder();
+  if (options.whiteouts === 'overlay') b.addLayerOverlayForm(toc, layerIndex);
+  else b.addLayer(toc, layerIndex, false);
+  return b.finish();
+}
+
+/** The merged root filesystem of an image: layers bottom first, overlay rules, whiteouts hidden. */
+export function mergeLayers(tocs: readonly LayerToc[]): FsTree {
+  const b = new TreeBuilder();
+  tocs.forEach((toc, i) => b.addLayer(toc, i, true));
+  return b.finish();
+}
+
+function splitPath(path: string): { dir: string; name: string } {
+  const slash = path.lastIndexOf('/');
+  return slash < 0 ? { dir: '', name: path } : { dir: path.slice(0, slash), name: path.slice(slash + 1) };
+}
+
+function implicitDirEntry(path: string): TocEntry {
+  return { path, type: 'dir', mode: IMPLICIT_DIR_MODE, uid: 0, gid: 0, size: 0, mtime: { sec: 0, nsec: 0 }, chunks: [] };
+}
+
+class TreeBuilder {
+  private nextIno = 1;
+  readonly root: FsNode;
+
+  constructor() {
+    this.root = this.node(implicitDirEntry(''), 0, true);
+  }
+
+  private node(entry: TocEntry, layer: number, implicit = false): FsNode {
+    return new FsNode(this.nextIno++, entry, layer, implicit);
+  }
+
+  /** The directory at `path`, if the tree has one there now (no creation). */
+  private findDir(path: string): FsNode | undefined {
+    let node = this.root;
+    if (path === '') return node;
+    for (const part of path.split('/')) {
+      const child = node.children!.get(part);
+      if (!child || !child.isDir) return undefined;
+      node = child;
+    }
+    return node;
+  }
+
+  /** The directory at `path`, synthesising missing ones; a non-directory in the way is replaced (a directory replaces a non-directory). */
+  private ensureDir(path: string, layer: number): FsNode {
+    let node = this.root;
+    if (path === '') return node;
+    let at = 0;
+    for (;;) {
+      const slash = path.indexOf('/', at);
+      const end = slash < 0 ? path.length : slash;
+      const part = path.slice(at, end);
+      let child = node.children!.get(part);
+      if (!child || !child.isDir) {
+        child = this.node(implicitDirEntry(path.slice(0, end)), layer, true);
+        node.children!.set(part, child);
+      }
+      node = child;
+      if (slash < 0) return node;
+      at = slash + 1;
+    }
+  }
+
+  /** Applies a layer's whiteouts (when `merge`) to what is below, then adds its entries. */
+  addLayer(toc: LayerToc, layer: number, merge: boolean): void {
+    if (merge) {
+      for (const e of toc.entries) {
+        const { dir, name } = splitPath(e.path);
+        if (!name.startsWith(WHITEOUT_PREFIX)) continue;
+        const parent = this.findDir(dir);
+        if (!parent) continue;
+        if (name === OPAQUE_WHITEOUT) parent.children!.clear();
+        else parent.children!.delete(name.slice(WHITEOUT_PREFIX.length));
+      }
+    }
+    const inodes = new Map<string, FsNode>();
+    for (const e of toc.entries) {
+      if (merge && splitPath(e.path).name.startsWith(WHITEOUT_PREFIX)) continue;
+      this.add(e, layer, inodes);
+    }
+  }
+
+  /** A layer as overlayfs wants it on disk: whiteout devices first (the layer's own entries may replace them), opaque markers last. */
+  addLayerOverlayForm(toc: LayerToc, layer: number): void {
+    const opaque: string[] = [];
+    const rest: TocEntry[] = [];
+    const inodes = new Map<string, FsNode>();
+    for (const e of toc.entries) {
+      const { dir, name } = splitPath(e.path);
+      if (name === OPAQUE_WHITEOUT) opaque.push(dir);
+      else if (name.startsWith(WHITEOUT_PREFIX) && name.length > WHITEOUT_PREFIX.length) {
+        const target = dir === '' ? name.slice(WHITEOUT_PREFIX.length) : `${dir}/${name.slice(WHITEOUT_PREFIX.length)}`;
+        const device: TocEntry = { path: target, type: 'char', mode: e.mode, uid: e.uid, gid: e.gid, size: 0, mtime: e.mtime, devMajor: 0, devMinor: 0, chunks: [] };
+        this.add(device, layer, inodes);
+      } else rest.push(e);
+    }
+    for (const e of rest) this.add(e, layer, inodes);
+    for (const dir of opaque) {
+      const node = this.ensureDir(dir, layer);
+      node.entry = { ...node.entry, xattrs: { ...node.entry.xattrs, [OVERLAY_OPAQUE_XATTR]: Buffer.from('y') } };
+    }
+  }
+
+  /** Adds one entry; `inodes` maps this layer's non-directory paths to their nodes, for its hard links. */
+  private add(e: TocEntry, layer: number, inodes: Map<string, FsNode>): void {
+    if (e.path === '') {
+      if (e.type !== 'dir') throw new FormatError(`layer ${layer}: the root entry is a ${e.type}, not a directory`);
+      this.root.entry = e;
+      this.root.layer = layer;
+      this.root.implicit = false;
+      return;
+    }
+    const { dir, name } = splitPath(e.path);
+    const parent = this.ensureDir(dir, layer);
+    const existing = parent.children!.get(name);
+    if (e.type === 'dir') {
+      if (existing?.isDir) {
+        // Directories merge: the upper entry's metadata, the union of children.
+        existing.entry = e;
+        existing.layer = layer;
+        existing.implicit = false;
+      } else {
+        parent.children!.set(name, this.node(e, layer));
+      }
+      return;
+    }
+    let node: FsNode;
+    if (e.type === 'hardlink') {
+      const target = inodes.get(e.linkName ?? '');
+      if (!target) throw new FormatError(`layer ${layer}: hard link ${JSON.stringify(e.path)} to ${JSON.stringify(e.linkName)}: no earlier non-directory of that name in the layer`);
+      node = target;
+    } else {
+      node = this.node(e, layer);
+    }
+    inodes.set(e.path, node);
+    parent.children!.set(name, node);
+  }
+
+  /** Counts links (names per inode, 2 + subdirectories per directory) and inodes. */
+  finish(): FsTree {
+    const seen = new Set<FsNode>();
+    const stack: FsNode[] = [this.root];
+    this.root.nlink = 2;
+    seen.add(this.root);
+    while (stack.length > 0) {
+      const dir = stack.pop()!;
+      for (const child of dir.children!.values()) {
+        if (child.isDir) {
+          dir.nlink++;
+          child.nlink = 2;
+          seen.add(child);
+          stack.push(child);
+        } else if (seen.has(child)) {
+          child.nlink++;
+        } else {
+          child.nlink = 1;
+          seen.add(child);
+        }
+      }
+    }
+    return new FsTree(this.root, seen.size);
+  }
+}
