@@ -1,0 +1,354 @@
+/**
+ * Content-addressed store of verified chunk contents: a memory tier (LRU by bytes) over a
+ * disk tier of files `<dir>/chunks/sha256/ab/<hex>` named by the sha256 of their content.
+ *
+ * - Only verified bytes go in (the caller checked them); bytes read back from disk are
+ *   checked against their name again, so a corrupt or torn file is a miss, never wrong data.
+ * - Recency for eviction is the file's mtime, which tocfs sets itself (strictly increasing
+ *   within a process) on every put and disk hit, and on memory hits at most once a minute —
+ *   atime is useless under noatime/relatime.
+ * - A full or read-only disk turns the cache memory-only with one warning.
+ */
+import { chmod, mkdir, readdir, readFile, rm, stat, unlink, utimes } from 'node:fs/promises';
+import { join } from 'node:path';
+import { LRUCache } from 'lru-cache';
+import type { Logger } from 'pino';
+import { digestHex, isDigest, sha256 } from '../digest.js';
+import { logger as rootLogger } from '../log.js';
+import { cleanStaleTemps, DIR_MODE, isDiskUnusable, isNotFound, writeAtomic } from './files.js';
+
+export { defaultCacheDir } from './paths.js';
+
+export const DEFAULT_MAX_BYTES = 10 * 1024 ** 3;
+export const DEFAULT_MEMORY_BYTES = 128 * 1024 ** 2;
+/** Background eviction brings the disk tier down to this fraction of the budget. */
+const EVICT_TO = 0.9;
+const TOUCH_INTERVAL_MS = 60_000;
+
+export interface ChunkCacheOptions {
+  dir: string;
+  maxBytes?: number;
+  memoryBytes?: number;
+  logger?: Logger;
+}
+
+export interface CacheStats {
+  files: number;
+  bytes: number;
+  memoryBytes: number;
+  hits: { memory: number; disk: number };
+  misses: number;
+  /** false once the disk tier was given up (full or read-only). */
+  diskWritable: boolean;
+}
+
+export interface CacheProgress {
+  done: number;
+  total: number;
+}
+
+export interface GcResult {
+  removedFiles: number;
+  removedBytes: number;
+}
+
+export interface VerifyResult {
+  checked: number;
+  bad: string[];
+}
+
+interface MemoryEntry {
+  data: Buffer;
+  /** When the disk file's mtime was last set (ms). */
+  touched: number;
+}
+
+interface CachedFile {
+  digest: string;
+  path: string;
+  size: number;
+  mtimeMs: number;
+}
+
+export class ChunkCache {
+  readonly dir: string;
+  readonly maxBytes: number;
+  private readonly chunksDir: string;
+  readonly tmpDir: string;
+  private readonly log: Logger;
+  private readonly memory: LRUCache<string, MemoryEntry>;
+  private diskWritable = true;
+  private files = 0;
+  private bytes = 0;
+  private hits = { memory: 0, disk: 0 };
+  private misses = 0;
+  private lastStamp = 0;
+  private readonly writes = new Map<string, Promise<void>>();
+  private eviction: Promise<unknown> | undefined;
+  private scanned: Promise<void>;
+  /**
+   * Fetches in progress, by chunk digest, shared by every LayerReader over this cache so
+   * identical content in two layers or images is fetched once.
+   */
+  readonly inflight = new Map<string, Promise<Buffer>>();
+
+  private constructor(opts: ChunkCacheOptions) {
+    this.dir = opts.dir;
+    this.maxBytes = opts.maxBytes ?? DEFAULT_MAX_BYTES;
+    this.chunksDir = join(opts.dir, 'chunks', 'sha256');
+    this.tmpDir = join(opts.dir, 'tmp');
+    this.log = opts.logger ?? rootLogger();
+    this.memory = new LRUCache<string, MemoryEntry>({
+      maxSize: Math.max(1, opts.memoryBytes ?? DEFAULT_MEMORY_BYTES),
+      sizeCalculation: (e) => Math.max(1, e.data.length),
+    });
+    this.scanned = Promise.resolve();
+  }
+
+  static async open(opts: ChunkCacheOptions): Promise<ChunkCache> {
+    const cache = new ChunkCache(opts);
+    try {
+      for (const d of [opts.dir, cache.chunksDir, cache.tmpDir, join(opts.dir, 'tocs')]) {
+        await mkdir(d, { recursive: true, mode: DIR_MODE });
+      }
+      await chmod(opts.dir, DIR_MODE);
+      await cleanStaleTemps(cache.tmpDir);
+    } catch (e) {
+      if (!isDiskUnusable(e) && (e as NodeJS.ErrnoException).code !== 'EACCES') throw e;
+      cache.degrade(e);
+    }
+    // Counting what is on disk can take a while for a big cache: do not hold up the mount.
+    cache.scanned = cache.listFiles().then(
+      (list) => {
+        cache.files = list.length;
+        cache.bytes = list.reduce((n, f) => n + f.size, 0);
+      },
+      () => undefined,
+    );
+    return cache;
+  }
+
+  private path(digest: string): string {
+    const hex = digestHex(digest);
+    return join(this.chunksDir, hex.slice(0, 2), hex);
+  }
+
+  /** Strictly increasing mtimes (seconds), so recency order survives coarse clocks. */
+  private stamp(): number {
+    this.lastStamp = Math.max(Date.now(), this.lastStamp + 1);
+    return this.lastStamp / 1000;
+  }
+
+  private touch(digest: string, entry?: MemoryEntry): void {
+    if (entry) {
+      if (Date.now() - entry.touched < TOUCH_INTERVAL_MS) return;
+      entry.touched = Date.now();
+    }
+    const t = this.stamp();
+    utimes(this.path(digest), t, t).catch(() => undefined);
+  }
+
+  private degrade(e: unknown): void {
+    if (!this.diskWritable) return;
+    this.diskWritable = false;
+    this.log.warn({ dir: this.dir, code: (e as NodeJS.ErrnoException).code }, `cache directory ${this.dir} is not writable (${(e as Error).message}): continuing with the memory cache only`);
+  }
+
+  private remember(digest: string, data: Buffer): void {
+    // A chunk sliced out of a bigger decompressed buffer would pin all of it: keep a copy.
+    const owned = data.buffer.byteLength > 2 * data.length + 8192 ? Buffer.from(data) : data;
+    this.memory.set(digest, { data: owned, touched: Date.now() });
+  }
+
+  /** The chunk if it is in memory, without touching the disk. */
+  peek(digest: string): Buffer | undefined {
+    const e = this.memory.get(digest);
+    if (e) {
+      this.hits.memory++;
+      this.touch(digest, e);
+    }
+    return e?.data;
+  }
+
+  async get(digest: string): Promise<Buffer | undefined> {
+    const inMemory = this.peek(digest);
+    if (inMemory) return inMemory;
+    if (!isDigest(digest)) return undefined;
+    let data: Buffer;
+    try {
+      data = await readFile(this.path(digest));
+    } catch (e) {
+      if (!isNotFound(e)) this.log.warn({ err: e, digest }, 'cannot read cached chunk');
+      this.misses++;
+      return undefined;
+    }
+    if (sha256(data) !== digest) {
+      this.log.warn({ digest, path: this.path(digest) }, 'cached chunk is corrupt: removing it');
+      await this.removeFile(this.path(digest), data.length);
+      this.misses++;
+      return undefined;
+    }
+    this.hits.disk++;
+    this.touch(digest);
+    this.remember(digest, data);
+    return data;
+  }
+
+  async has(digest: string): Promise<boolean> {
+    if (this.memory.has(digest)) return true;
+    if (!isDigest(digest)) return false;
+    return stat(this.path(digest)).then(
+      () => true,
+      () => false,
+    );
+  }
+
+  /**
+   * Stores verified bytes. Never throws for disk trouble: a full or read-only disk makes
+   * the cache memory-only. Concurrent puts of one digest share one write.
+   */
+  async put(digest: string, data: Buffer): Promise<void> {
+    if (!isDigest(digest)) throw new TypeError(`not a sha256 digest: ${digest}`);
+    this.remember(digest, data);
+    if (!this.diskWritable) return;
+    const pending = this.writes.get(digest);
+    if (pending) return pending;
+    const write = this.writeFile(digest, data).finally(() => this.writes.delete(digest));
+    this.writes.set(digest, write);
+    return write;
+  }
+
+  private async writeFile(digest: string, data: Buffer): Promise<void> {
+    const path = this.path(digest);
+    if (await stat(path).then(() => true, () => false)) {
+      this.touch(digest);
+      return;
+    }
+    try {
+      await writeAtomic(this.tmpDir, path, data, this.stamp());
+    } catch (e) {
+      if (isDiskUnusable(e)) this.degrade(e);
+      else this.log.warn({ err: e, digest }, 'cannot write chunk to the cache');
+      return;
+    }
+    this.files++;
+    this.bytes += data.length;
+    if (this.bytes > this.maxBytes && !this.eviction) {
+      this.eviction = this.gc(Math.floor(this.maxBytes * EVICT_TO))
+        .catch((e) => this.log.warn({ err: e }, 'cache eviction failed'))
+        .finally(() => (this.eviction = undefined));
+    }
+  }
+
+  /** Waits for writes and eviction in progress (before exit, or to observe the disk tier). */
+  async flush(): Promise<void> {
+    while (this.writes.size > 0 || this.eviction) {
+      await Promise.all([...this.writes.values(), this.eviction]);
+    }
+  }
+
+  async stats(): Promise<CacheStats> {
+    await this.scanned;
+    return {
+      files: this.files,
+      bytes: this.bytes,
+      memoryBytes: this.memory.calculatedSize,
+      hits: { ...this.hits },
+      misses: this.misses,
+      diskWritable: this.diskWritable,
+    };
+  }
+
+  private async listFiles(): Promise<CachedFile[]> {
+    const out: CachedFile[] = [];
+    let prefixes: string[];
+    try {
+      prefixes = await readdir(this.chunksDir);
+    } catch {
+      return out;
+    }
+    for (const p of prefixes) {
+      if (!/^[0-9a-f]{2}$/.test(p)) continue;
+      const names = await readdir(join(this.chunksDir, p)).catch(() => [] as string[]);
+      for (const name of names) {
+        if (!/^[0-9a-f]{64}$/.test(name) || !name.startsWith(p)) continue;
+        const path = join(this.chunksDir, p, name);
+        const st = await stat(path).catch(() => undefined);
+        if (st?.isFile()) out.push({ digest: `sha256:${name}`, path, size: st.size, mtimeMs: st.mtimeMs });
+      }
+    }
+    return out;
+  }
+
+  private async removeFile(path: string, size: number): Promise<boolean> {
+    try {
+      await unlink(path);
+    } catch {
+      return false;
+    }
+    this.files = Math.max(0, this.files - 1);
+    this.bytes = Math.max(0, this.bytes - size);
+    return true;
+  }
+
+  /**
+   * Removes least recently used files until the disk tier holds at most `budgetBytes`
+   * (default: the cache's budget), and temp files left by crashed writers.
+   */
+  async gc(budgetBytes = this.maxBytes, onProgress?: (p: CacheProgress) => void): Promise<GcResult> {
+    await this.scanned;
+    await cleanStaleTemps(this.tmpDir);
+    const list = await this.listFiles();
+    this.files = list.length;
+    this.bytes = list.reduce((n, f) => n + f.size, 0);
+    const excess = this.bytes - budgetBytes;
+    const result: GcResult = { removedFiles: 0, removedBytes: 0 };
+    if (excess <= 0) return result;
+    list.sort((a, b) => a.mtimeMs - b.mtimeMs);
+    for (const f of list) {
+      if (result.removedBytes >= excess) break;
+      if (await this.removeFile(f.path, f.size)) {
+        result.removedFiles++;
+        result.removedBytes += f.size;
+      }
+      onProgress?.({ done: result.removedBytes, total: excess });
+    }
+    this.log.debug({ dir: this.dir, ...result }, 'cache gc');
+    return result;
+  }
+
+  /** Re-hashes every file on disk and removes those whose content does not match their name. */
+  async verify(onProgress?: (p: CacheProgress) => void): Promise<VerifyResult> {
+    await this.scanned;
+    const list = await this.listFiles();
+    const total = list.reduce((n, f) => n + f.size, 0);
+    const result: VerifyResult = { checked: 0, bad: [] };
+    let done = 0;
+    for (const f of list) {
+      const data = await readFile(f.path).catch(() => undefined);
+      if (data === undefined) continue;
+      result.checked++;
+      if (sha256(data) !== f.digest) {
+        result.bad.push(f.digest);
+        this.memory.delete(f.digest);
+        await this.removeFile(f.path, f.size);
+      }
+      done += f.size;
+      onProgress?.({ done, total });
+    }
+    return result;
+  }
+
+  /** Empties both tiers and the TOC store. */
+  async clear(): Promise<void> {
+    await this.flush();
+    this.memory.clear();
+    for (const d of [join(this.dir, 'chunks'), join(this.dir, 'tocs')]) {
+      await rm(d, { recursive: true, force: true });
+    }
+    await mkdir(this.chunksDir, { recursive: true, mode: DIR_MODE });
+    await mkdir(join(this.dir, 'tocs'), { recursive: true, mode: DIR_MODE });
+    this.files = 0;
+    this.bytes = 0;
+  }
+}
