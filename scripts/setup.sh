@@ -30,4 +30,6 @@ fi
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund
 fi
+# fuse-native's stat times: signed seconds + nanoseconds instead of unsigned milliseconds.
+bash scripts/patch-fuse-native.sh
 npm run -s build
