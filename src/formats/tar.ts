@@ -61,11 +61,13 @@ export type TarEvent =
       header: TarHeader;
       /** The raw bytes before the content: padding of the previous member + every header block of this one. */
       raw: Buffer;
+      /** How many leading bytes of `raw` are the previous member's padding. */
+      padding: number;
       /** The member's data (`header.size` bytes, in pieces). Read it or not: the scanner skips what is left. */
       content: AsyncIterable<Buffer>;
     }
   /** Padding of the last member + the end-of-archive blocks (empty when the archive just stops). */
-  | { kind: 'end'; raw: Buffer }
+  | { kind: 'end'; raw: Buffer; padding: number }
   /** Whatever follows the end-of-archive blocks (record padding), in pieces. */
   | { kind: 'trailing'; data: Buffer };
 
@@ -337,6 +339,7 @@ export async function* scanTar(src: AsyncIterable<Buffer | Uint8Array | string>)
   let global: Record<string, Buffer> = {};
   for (;;) {
     const raw = pending;
+    const padding = raw.reduce((n, b) => n + b.length, 0);
     pending = [];
     let pax: Record<string, Buffer> = {};
     let longName: string | undefined;
@@ -345,7 +348,7 @@ export async function* scanTar(src: AsyncIterable<Buffer | Uint8Array | string>)
     for (;;) {
       const at = r.position;
       if ((await r.fill(BLOCK)) === 0) {
-        yield { kind: 'end', raw: Buffer.concat(raw) };
+        yield { kind: 'end', raw: Buffer.concat(raw), padding };
         return;
       }
       block = await r.readExact(BLOCK, 'header');
@@ -357,7 +360,7 @@ export async function* scanTar(src: AsyncIterable<Buffer | Uint8Array | string>)
           if (!second.every((x) => x === 0)) throw new FormatError(`tar: zero block followed by a non-zero block at offset ${at}`);
           raw.push(second);
         }
-        yield { kind: 'end', raw: Buffer.concat(raw) };
+        yield { kind: 'end', raw: Buffer.concat(raw), padding };
         for await (const data of r.rest()) yield { kind: 'trailing', data };
         return;
       }
@@ -397,7 +400,7 @@ export async function* scanTar(src: AsyncIterable<Buffer | Uint8Array | string>)
         yield piece;
       }
     })();
-    yield { kind: 'entry', header, raw: Buffer.concat(raw), content };
+    yield { kind: 'entry', header, raw: Buffer.concat(raw), padding, content };
     // Skip whatever the consumer did not read.
     while (consumed < dataSize) {
       const piece = await r.readExact(Math.min(MAX_PIECE, dataSize - consumed), `data of ${header.name}`);

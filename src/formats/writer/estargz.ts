@@ -1,5 +1,306 @@
-import type { LayerWriterOptions, TarInput, WrittenLayer } from './types.js';
+/**
+ * eStargz writer (formats.md §3, §7): a concatenation of gzip members with a new member at
+ * every fixed-size chunk of every regular file, a landmark file, the TOC as tar entry
+ * `stargz.index.json` (with the end-of-archive blocks) in its own member, and the 51-byte
+ * footer. Source header blocks are kept as they are; the source's end-of-archive and record
+ * padding are replaced by the TOC entry, so the DiffID is the sha256 of the new stream.
+ */
+import { createHash, type Hash } from 'node:crypto';
+import { promisify } from 'node:util';
+import { gzip as gzipCb } from 'node:zlib';
+import { Annotations } from '../annotations.js';
+import { normaliseName } from '../path.js';
+import { encodeTarHeader, scanTar, tarPadding, TAR_EOA, type TarHeader } from '../tar.js';
+import { checkWritable, formatRfc3339, xattrsBase64 } from './common.js';
+import { BlobSink } from './sink.js';
+import { LayerMediaTypes, type LayerWriterOptions, type TarInput, type WrittenLayer } from './types.js';
 
-export async function writeEstargzLayer(_tar: TarInput, _outPath: string, _opts: LayerWriterOptions = {}): Promise<WrittenLayer> {
-  throw new Error('eStargz writer: not implemented yet');
+const gzip = promisify(gzipCb);
+
+export const DEFAULT_ESTARGZ_CHUNK_SIZE = 4 * 1024 * 1024;
+export const TOC_TAR_NAME = 'stargz.index.json';
+export const PREFETCH_LANDMARK = '.prefetch.landmark';
+export const NO_PREFETCH_LANDMARK = '.no.prefetch.landmark';
+const LANDMARK_CONTENT = Buffer.from([0x0f]);
+
+type TocJsonEntry = Record<string, string | number | Record<string, string>>;
+
+/** The uncompressed stream, cut into gzip members on demand. */
+class Members {
+  private parts: Buffer[] = [];
+  private length = 0;
+  readonly diffHash: Hash = createHash('sha256');
+  uncompressed = 0;
+
+  constructor(private sink: BlobSink) {}
+
+  add(b: Buffer): void {
+    if (b.length === 0) return;
+    this.parts.push(b);
+    this.length += b.length;
+    this.diffHash.update(b);
+    this.uncompressed += b.length;
+  }
+
+  /** Ends the current member; returns the blob offset where the next one starts. */
+  async close(): Promise<number> {
+    if (this.length > 0) {
+      const data = Buffer.concat(this.parts);
+      this.parts = [];
+      this.length = 0;
+      await this.sink.write(await gzip(data));
+    }
+    return this.sink.offset;
+  }
+}
+
+function footer(tocOffset: number): Buffer {
+  return Buffer.concat([
+    Buffer.from([0x1f, 0x8b, 0x08, 0x04, 0, 0, 0, 0, 0, 0xff, 0x1a, 0x00, 0x53, 0x47, 0x16, 0x00]),
+    Buffer.from(tocOffset.toString(16).padStart(16, '0') + 'STARGZ', 'latin1'),
+    Buffer.from([0x01, 0x00, 0x00, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0]),
+  ]);
+}
+
+/** Go's time.Round(time.Second) (halves up), then RFC 3339; omitted for Unix 0. */
+function stargzModtime(h: TarHeader): string | undefined {
+  const sec = h.mtime.sec + (h.mtime.nsec >= 500_000_000 ? 1 : 0);
+  return sec === 0 ? undefined : formatRfc3339({ sec, nsec: 0 });
+}
+
+/** One source member: its header blocks (without the previous member's padding) and content. */
+interface Member {
+  header: TarHeader;
+  headerBytes: Buffer;
+  content: AsyncIterable<Buffer>;
+}
+
+class EstargzWriter {
+  readonly entries: TocJsonEntry[] = [];
+  private names = new Map<number, string>();
+  private groups = new Map<number, string>();
+  readonly members: Members;
+
+  constructor(sink: BlobSink, private chunkSize: number, private onProgress?: (n: number) => void) {
+    this.members = new Members(sink);
+  }
+
+  private sourceBytes = 0;
+
+  /** userName/groupName only when they change for an id, as stargz-snapshotter writes them. */
+  private nameIfChanged(map: Map<number, string>, id: number, name: string): string | undefined {
+    if (!name || map.get(id) === name) return undefined;
+    map.set(id, name);
+    return name;
+  }
+
+  async add(m: Member): Promise<void> {
+    const h = m.header;
+    checkWritable(h);
+    this.members.add(m.headerBytes);
+    const e: TocJsonEntry = { name: h.name, type: h.type };
+    if (h.type === 'reg') e.size = h.size;
+    const mt = stargzModtime(h);
+    if (mt) e.modtime = mt;
+    if (h.linkName && (h.type === 'symlink' || h.type === 'hardlink')) e.linkName = h.linkName;
+    if (h.mode) e.mode = h.mode;
+    if (h.uid) e.uid = h.uid;
+    if (h.gid) e.gid = h.gid;
+    const un = this.nameIfChanged(this.names, h.uid, h.uname);
+    if (un) e.userName = un;
+    const gn = this.nameIfChanged(this.groups, h.gid, h.gname);
+    if (gn) e.groupName = gn;
+    if (h.type === 'char' || h.type === 'block') {
+      if (h.devMajor) e.devMajor = h.devMajor;
+      if (h.devMinor) e.devMinor = h.devMinor;
+    }
+    const x = xattrsBase64(h.xattrs);
+    if (x) e.xattrs = x;
+    if (h.type !== 'reg') {
+      this.entries.push(e);
+      for await (const _ of m.content) void _;
+      return;
+    }
+    const fileHash = createHash('sha256');
+    if (h.size === 0) {
+      e.digest = 'sha256:' + fileHash.digest('hex');
+      this.entries.push(e);
+      return;
+    }
+    const first = e;
+    let entry = e;
+    let written = 0;
+    let chunkHash: Hash | undefined;
+    let chunkLeft = 0;
+    const startChunk = async (): Promise<void> => {
+      const offset = await this.members.close();
+      const remain = h.size - written;
+      chunkLeft = Math.min(this.chunkSize, remain);
+      entry.offset = offset;
+      if (written) entry.chunkOffset = written;
+      if (remain >= this.chunkSize) entry.chunkSize = this.chunkSize;
+      chunkHash = createHash('sha256');
+    };
+    const endChunk = (): void => {
+      entry.chunkDigest = 'sha256:' + chunkHash!.digest('hex');
+      this.entries.push(entry);
+      entry = { name: h.name, type: 'chunk' };
+      chunkHash = undefined;
+    };
+    for await (let piece of m.content) {
+      this.sourceBytes += piece.length;
+      fileHash.update(piece);
+      while (piece.length > 0) {
+        if (!chunkHash) await startChunk();
+        const take = piece.subarray(0, chunkLeft);
+        piece = piece.subarray(take.length);
+        chunkHash!.update(take);
+        this.members.add(take);
+        written += take.length;
+        chunkLeft -= take.length;
+        if (chunkLeft === 0) endChunk();
+      }
+      this.onProgress?.(this.sourceBytes);
+    }
+    first.digest = 'sha256:' + fileHash.digest('hex');
+    // Digest goes before offset in the JSON, as stargz-snapshotter orders its fields.
+    reorderDigest(first);
+    this.members.add(Buffer.alloc(tarPadding(h.size)));
+  }
+
+  async addLandmark(name: string): Promise<void> {
+    const headerBytes = encodeTarHeader({ path: name, mode: 0, mtime: 0, size: LANDMARK_CONTENT.length });
+    const header: TarHeader = { name, type: 'reg', typeflag: '0', mode: 0, uid: 0, gid: 0, uname: '', gname: '', size: 1, mtime: { sec: 0, nsec: 0 }, linkName: '', devMajor: 0, devMinor: 0, xattrs: {}, pax: {} };
+    await this.add({ header, headerBytes, content: (async function* () { yield LANDMARK_CONTENT; })() });
+  }
+
+  countSource(n: number): void {
+    this.sourceBytes += n;
+  }
+}
+
+function reorderDigest(e: TocJsonEntry): void {
+  const tail: Array<[string, TocJsonEntry[string]]> = [];
+  for (const k of ['offset', 'chunkOffset', 'chunkSize', 'chunkDigest']) {
+    if (k in e) {
+      tail.push([k, e[k]!]);
+      delete e[k];
+    }
+  }
+  const digest = e.digest!;
+  delete e.digest;
+  e.digest = digest;
+  for (const [k, v] of tail) e[k] = v;
+}
+
+function norm(name: string): string | undefined {
+  const n = normaliseName(name);
+  return 'path' in n ? n.path : undefined;
+}
+
+function ancestors(path: string): string[] {
+  const parts = path.split('/');
+  const out = [''];
+  for (let i = 1; i < parts.length; i++) out.push(parts.slice(0, i).join('/'));
+  return out;
+}
+
+/**
+ * Which members go first for `prioritize` (stargz-snapshotter's rule): each listed file
+ * that exists, preceded by its parent directories and, for a hard link, by its target.
+ */
+async function frontOrder(tar: TarInput, prioritize: string[]): Promise<string[]> {
+  const kinds = new Map<string, { type: string; link?: string }>();
+  for await (const ev of scanTar(tar())) {
+    if (ev.kind !== 'entry') continue;
+    const p = norm(ev.header.name);
+    if (p === undefined) continue;
+    kinds.set(p, { type: ev.header.type, ...(ev.header.type === 'hardlink' ? { link: norm(ev.header.linkName) ?? '' } : {}) });
+  }
+  const order: string[] = [];
+  const added = new Set<string>();
+  const addWithParents = (p: string, depth: number): void => {
+    if (added.has(p) || !kinds.has(p) || depth > 64) return;
+    for (const a of ancestors(p)) {
+      if (a !== p && kinds.has(a) && !added.has(a)) {
+        added.add(a);
+        order.push(a);
+      }
+    }
+    const k = kinds.get(p)!;
+    if (k.link !== undefined) addWithParents(k.link, depth + 1);
+    added.add(p);
+    order.push(p);
+  };
+  for (const p of prioritize) {
+    const n = norm(p.replace(/^\/+/, ''));
+    if (n !== undefined && n !== '') addWithParents(n, 0);
+  }
+  return order;
+}
+
+async function* bufferOf(b: Buffer): AsyncGenerator<Buffer> {
+  if (b.length) yield b;
+}
+
+export async function writeEstargzLayer(tar: TarInput, outPath: string, opts: LayerWriterOptions = {}): Promise<WrittenLayer> {
+  const chunkSize = opts.chunkSize ?? DEFAULT_ESTARGZ_CHUNK_SIZE;
+  if (!Number.isSafeInteger(chunkSize) || chunkSize <= 0) throw new RangeError(`eStargz chunk size must be a positive integer, got ${chunkSize}`);
+  const sink = await BlobSink.create(outPath);
+  try {
+    const w = new EstargzWriter(sink, chunkSize, opts.onProgress);
+    const front = opts.prioritize?.length ? await frontOrder(tar, opts.prioritize) : [];
+    const frontSet = new Set(front);
+    if (front.length) {
+      // Prioritized files are held in memory between the passes (they are few and small).
+      const held = new Map<string, { header: TarHeader; headerBytes: Buffer; data: Buffer }>();
+      for await (const ev of scanTar(tar())) {
+        if (ev.kind !== 'entry') continue;
+        const p = norm(ev.header.name);
+        if (p === undefined || !frontSet.has(p)) continue;
+        const parts: Buffer[] = [];
+        for await (const b of ev.content) parts.push(b);
+        held.set(p, { header: ev.header, headerBytes: ev.raw.subarray(ev.padding), data: Buffer.concat(parts) });
+      }
+      for (const p of front) {
+        const m = held.get(p)!;
+        await w.add({ header: m.header, headerBytes: m.headerBytes, content: bufferOf(m.data) });
+      }
+      await w.addLandmark(PREFETCH_LANDMARK);
+    } else {
+      await w.addLandmark(NO_PREFETCH_LANDMARK);
+    }
+    for await (const ev of scanTar(tar())) {
+      if (ev.kind === 'entry') {
+        const p = norm(ev.header.name);
+        if (p !== undefined && frontSet.has(p)) continue;
+        await w.add({ header: ev.header, headerBytes: ev.raw.subarray(ev.padding), content: ev.content });
+      } else if (ev.kind === 'trailing') {
+        w.countSource(ev.data.length);
+      }
+    }
+    const toc = Buffer.from(JSON.stringify({ version: 1, entries: w.entries }, null, '\t'));
+    const tocOffset = await w.members.close();
+    w.members.add(encodeTarHeader({ path: TOC_TAR_NAME, mode: 0o644, mtime: 0, size: toc.length }));
+    w.members.add(toc);
+    w.members.add(Buffer.alloc(tarPadding(toc.length)));
+    w.members.add(TAR_EOA);
+    await w.members.close();
+    await sink.write(footer(tocOffset));
+    const { digest, size } = await sink.finish();
+    return {
+      mediaType: LayerMediaTypes.gzip,
+      digest,
+      size,
+      diffId: 'sha256:' + w.members.diffHash.digest('hex'),
+      uncompressedSize: w.members.uncompressed,
+      annotations: {
+        [Annotations.stargzTocDigest]: 'sha256:' + createHash('sha256').update(toc).digest('hex'),
+        [Annotations.uncompressedSize]: String(w.members.uncompressed),
+      },
+    };
+  } catch (e) {
+    await sink.abort();
+    throw e;
+  }
 }
