@@ -68,6 +68,7 @@ const cases: Case[] = [
   { name: 'position without checksum', make: editAnnotations(zc, (a) => delete a['io.containers.zstd-chunked.manifest-checksum']), error: /without .*manifest-checksum: nothing vouches for the TOC/ },
   { name: 'bad TOC digest (zstd:chunked, compressed TOC)', make: editAnnotations(zc, (a) => (a['io.containers.zstd-chunked.manifest-checksum'] = sha256(Buffer.from('other')))), error: /compressed TOC: digest mismatch: expected sha256:[0-9a-f]{64}, got sha256:/ },
   { name: 'bad TOC digest (eStargz, TOC JSON)', make: editAnnotations(esgz, (a) => (a['containerd.io/snapshot/stargz/toc.digest'] = sha256(Buffer.from('other')))), error: /TOC JSON: digest mismatch/ },
+  { name: 'stargz-zstd: right compressed-TOC checksum, wrong toc.digest', make: editAnnotations(() => corpusLayer('zstdchunked-ctrremote-basic', 0), (a) => (a['containerd.io/snapshot/stargz/toc.digest'] = sha256(Buffer.from('other')))), error: /TOC JSON: digest mismatch/ },
   { name: 'oversized compressed TOC (zstd)', make: async () => zc(), opts: { limits: { maxCompressedTocBytes: 100 } }, error: /compressed TOC of \d+ bytes exceeds the limit of 100/ },
   { name: 'oversized uncompressed TOC (zstd)', make: async () => zc(), opts: { limits: { maxUncompressedTocBytes: 1000 } }, error: /uncompressed TOC of \d+ bytes exceeds the limit of 1000/ },
   { name: 'oversized compressed TOC (eStargz)', make: async () => esgz(), opts: { limits: { maxCompressedTocBytes: 100 } }, error: /compressed TOC of \d+ bytes exceeds the limit of 100/ },

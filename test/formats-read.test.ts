@@ -58,6 +58,15 @@ describe('formats: detection and reading', { skip: HAVE_CORPUS ? false : `no cor
     });
   }
 
+  it('stargz-zstd with only its toc.digest annotation is found by the footer and verified by the JSON digest', async () => {
+    const full = szc();
+    const a = full.desc.annotations!;
+    const only: TestLayer = { ...full, desc: { ...full.desc, annotations: { 'containerd.io/snapshot/stargz/toc.digest': a['containerd.io/snapshot/stargz/toc.digest']! } } };
+    const toc = await readLayerToc(only.desc, memoryBlob(only));
+    assert.deepEqual([toc.format, toc.verified, toc.tocDigest], ['stargz-zstd', true, a['containerd.io/snapshot/stargz/toc.digest']]);
+    assert.deepEqual(toc.entries, (await readLayerToc(full.desc, memoryBlob(full))).entries);
+  });
+
   it('c/storage 1.47–1.49 v2 footer (56-byte payload, never readable by its own reader) is recognised', async () => {
     const l = zc();
     const p = l.bytes.subarray(l.bytes.length - 40);
