@@ -1,0 +1,72 @@
+/** Grouping chunks into range requests, and finding the chunks that cover a byte range. */
+import type { Chunk, TocEntry } from '../formats/toc.js';
+
+/** A chunk and the entry that holds it (for error messages). */
+export interface Located {
+  chunk: Chunk;
+  entry: TocEntry;
+}
+
+export interface PlannedRange<T extends Located> {
+  start: number;
+  end: number;
+  items: T[];
+}
+
+/**
+ * Groups chunks whose compressed extents touch or overlap into ranges of at most `cap`
+ * bytes (a single chunk bigger than the cap gets a range of its own).
+ */
+export function coalesce<T extends Located>(items: T[], cap: number): PlannedRange<T>[] {
+  const sorted = [...items].sort((a, b) => a.chunk.compressedOffset - b.chunk.compressedOffset);
+  const ranges: PlannedRange<T>[] = [];
+  let cur: PlannedRange<T> | undefined;
+  for (const it of sorted) {
+    const { compressedOffset: s, compressedEnd: e } = it.chunk;
+    if (cur && s <= cur.end && Math.max(cur.end, e) - cur.start <= cap) {
+      cur.end = Math.max(cur.end, e);
+      cur.items.push(it);
+    } else {
+      cur = { start: s, end: e, items: [it] };
+      ranges.push(cur);
+    }
+  }
+  return ranges;
+}
+
+/** Index of the first chunk of `chunks` (in file order) that ends after `offset`. */
+export function firstChunkAfter(chunks: readonly Chunk[], offset: number): number {
+  let lo = 0;
+  let hi = chunks.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    const c = chunks[mid]!;
+    if (c.offset + c.size <= offset) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/** The chunks of a regular file that cover [start, end). */
+export function chunksCovering(entry: TocEntry, start: number, end: number): Chunk[] {
+  const out: Chunk[] = [];
+  for (let i = firstChunkAfter(entry.chunks, start); i < entry.chunks.length; i++) {
+    const c = entry.chunks[i]!;
+    if (c.offset >= end) break;
+    out.push(c);
+  }
+  return out;
+}
+
+/** Total length of the union of the chunks' compressed extents. */
+export function extentBytes(items: readonly Located[]): number {
+  const sorted = [...items].sort((a, b) => a.chunk.compressedOffset - b.chunk.compressedOffset);
+  let total = 0;
+  let end = -Infinity;
+  for (const { chunk: c } of sorted) {
+    const s = Math.max(c.compressedOffset, end);
+    if (c.compressedEnd > s) total += c.compressedEnd - s;
+    end = Math.max(end, c.compressedEnd);
+  }
+  return total;
+}
