@@ -4,8 +4,12 @@
  * type, the TOC store, request counts, and the normalisation rules of toc.ts.
  */
 import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { gunzipSync } from 'node:zlib';
+import { DiskTocStore } from '../src/cache/toc-store.js';
 import { sha256 } from '../src/digest.js';
 import { extractChunk, probeLayer, readLayerToc, type TocStore } from '../src/formats/index.js';
 import { ReadCounter } from '../src/source/counting.js';
@@ -138,6 +142,22 @@ describe('formats: detection and reading', { skip: HAVE_CORPUS ? false : `no cor
       assert.notEqual(store.map.get(key)![stored.length - 3], stored[stored.length - 3], 'the good TOC was stored again');
     });
   }
+
+  it('with the disk TOC store, a second process-independent open reads nothing from the blob', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'tocfs-tocstore-'));
+    try {
+      for (const l of [zc(), szc(), esgz()]) {
+        const first = new ReadCounter();
+        const toc = await readLayerToc(l.desc, first.wrap(memoryBlob(l)), { tocStore: new DiskTocStore(dir) });
+        assert.ok(first.requests > 0);
+        const second = new ReadCounter();
+        assert.deepEqual(await readLayerToc(l.desc, second.wrap(memoryBlob(l)), { tocStore: new DiskTocStore(dir) }), toc);
+        assert.equal(second.requests, 0, l.desc.digest);
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
 
   it('normalises names, link targets, modes, times with zone offsets and unknown times', async () => {
     const l = await repack(zc(), (d) => {
