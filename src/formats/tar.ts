@@ -71,6 +71,9 @@ export type TarEvent =
   /** Whatever follows the end-of-archive blocks (record padding), in pieces. */
   | { kind: 'trailing'; data: Buffer };
 
+/** A tar stream: a Node stream, an async generator, or simply `[buffer]`. */
+export type ByteSource = AsyncIterable<Buffer | Uint8Array | string> | Iterable<Buffer | Uint8Array | string>;
+
 const MAX_PIECE = 1024 * 1024;
 /** PAX headers and GNU long names are untrusted: cap what is held in memory for them. */
 const MAX_META = 16 * 1024 * 1024;
@@ -80,12 +83,12 @@ class ByteReader {
   private bufs: Buffer[] = [];
   private len = 0;
   private done = false;
-  private it: AsyncIterator<Buffer | Uint8Array | string>;
+  private it: AsyncIterator<Buffer | Uint8Array | string> | Iterator<Buffer | Uint8Array | string>;
   /** Bytes consumed so far (offset in the stream). */
   position = 0;
 
-  constructor(src: AsyncIterable<Buffer | Uint8Array | string>) {
-    this.it = src[Symbol.asyncIterator]();
+  constructor(src: ByteSource) {
+    this.it = Symbol.asyncIterator in src ? src[Symbol.asyncIterator]() : src[Symbol.iterator]();
   }
 
   /** Buffers until `n` bytes are available or the stream ends; returns how many are. */
@@ -333,7 +336,7 @@ function headerOnly(type: EntryType | 'other'): boolean {
  * Scans a tar stream member by member, keeping raw header bytes. Each event must be handled
  * before the next is requested; unread content is skipped.
  */
-export async function* scanTar(src: AsyncIterable<Buffer | Uint8Array | string>): AsyncGenerator<TarEvent> {
+export async function* scanTar(src: ByteSource): AsyncGenerator<TarEvent> {
   const r = new ByteReader(src);
   let pending: Buffer[] = [];
   let global: Record<string, Buffer> = {};
@@ -463,11 +466,10 @@ const DEFAULT_MTIME = 1_700_000_000;
 
 export function toTimestamp(t: number | Timestamp): Timestamp {
   if (typeof t !== 'number') return t;
+  // A double near 1.7e9 s is exact only to ~0.2 µs: keep microseconds.
   const sec = Math.floor(t);
-  let nsec = Math.round((t - sec) * 1e9);
-  if (nsec >= 1e9) return { sec: sec + 1, nsec: 0 };
-  if (nsec < 0) nsec = 0;
-  return { sec, nsec };
+  const usec = Math.round((t - sec) * 1e6);
+  return usec >= 1e6 ? { sec: sec + 1, nsec: 0 } : { sec, nsec: usec * 1000 };
 }
 
 /** Go's formatPAXTime. */
