@@ -169,7 +169,22 @@ function encodeStored(layer: string, fresh: FreshToc): Buffer {
   return Buffer.concat([Buffer.from(STORE_MAGIC + meta + '\n'), fresh.raw]);
 }
 
-async function loadStored(store: TocStore, key: string, layer: string, limits: TocLimits): Promise<LayerToc | undefined> {
+/**
+ * The stored header is not covered by the key digest, so it must agree with what the
+ * descriptor says (positions from annotations, the blob size) before it is used.
+ */
+function storedHeaderFits(h: TocHeader, rawIsZstd: boolean, key: string, ann: LayerAnnotations, blobSize: number): boolean {
+  if (h.verified !== true || h.tocDigest !== key || h.uncompressedSize !== (ann.uncompressedSize ?? h.uncompressedSize)) return false;
+  if (ann.zstdPosition) {
+    const p = ann.zstdPosition;
+    return rawIsZstd && h.compression === 'zstd' && h.tocOffset === p.offset && h.tocCompressedLength === p.compressedLength && h.tocUncompressedLength === p.uncompressedLength && h.dataEnd === p.offset - SKIPPABLE_HEADER_LENGTH;
+  }
+  if (h.format === 'estargz') return h.compression === 'gzip' && h.dataEnd === h.tocOffset && h.tocOffset + h.tocCompressedLength === blobSize - 51;
+  return h.compression === 'zstd' && h.dataEnd === h.tocOffset - SKIPPABLE_HEADER_LENGTH && h.tocOffset + h.tocCompressedLength <= blobSize;
+}
+
+async function loadStored(store: TocStore, key: string, desc: Descriptor, ann: LayerAnnotations, blobSize: number, limits: TocLimits): Promise<LayerToc | undefined> {
+  const layer = desc.digest;
   const data = await store.get(key);
   if (!data || !data.subarray(0, STORE_MAGIC.length).equals(Buffer.from(STORE_MAGIC))) return undefined;
   const nl = data.indexOf(0x0a, STORE_MAGIC.length);
@@ -180,11 +195,12 @@ async function loadStored(store: TocStore, key: string, layer: string, limits: T
   } catch {
     return undefined;
   }
-  if (meta.layer !== layer) return undefined;
+  if (meta.layer !== layer || !storedHeaderFits(meta.header, meta.rawIsZstd, key, ann, blobSize)) return undefined;
   const raw = data.subarray(nl + 1);
   // The store is outside the chain of trust: check the bytes again.
   if (sha256(raw) !== key) return undefined;
   const json = meta.rawIsZstd ? await decompressZstdBounded(raw, limits.maxUncompressedTocBytes) : raw;
+  if (json.length !== meta.header.tocUncompressedLength) return undefined;
   return assemble(layer, meta.header, parseTocDocument(json, layer), limits);
 }
 
@@ -199,7 +215,7 @@ export async function readLayerToc(desc: Descriptor, blob: BlobReader, opts: Rea
   const ann = annotationsOf(desc);
   const key = ann.zstdPosition ? ann.zstdChecksum : ann.stargzTocDigest;
   if (key && opts.tocStore) {
-    const hit = await loadStored(opts.tocStore, key, desc.digest, limits);
+    const hit = await loadStored(opts.tocStore, key, desc, ann, blob.size, limits);
     if (hit) return hit;
   }
   const fresh = await readFresh(desc, blob, ann, limits, opts.allowUnverified === true);
