@@ -43,6 +43,38 @@ export function parseContentRange(v: string | undefined): { start: number; end: 
   return { start: Number(m[1]), end: Number(m[2]), ...(m[3] !== '*' ? { total: Number(m[3]) } : {}) };
 }
 
+/** Drops a response body we will not read, without an unhandled 'error' from the abort. */
+function discard(res: HttpResponse | undefined): void {
+  if (!res || res.body.readableEnded || res.body.destroyed) return;
+  res.body.on('error', () => {});
+  res.body.destroy();
+}
+
+/** Bytes a successful attempt must deliver before earlier failures stop counting against the retry budget. */
+const PROGRESS_RESETS_RETRIES = 1024 * 1024;
+
+/**
+ * Time limits of one attempt: undici bounds the wait for headers; this bounds the whole body
+ * from the moment the headers arrived, so a trickling body cannot hold a read forever.
+ */
+class Deadline {
+  private readonly ac = new AbortController();
+  private timer: NodeJS.Timeout | undefined;
+  readonly signal: AbortSignal;
+
+  constructor(user?: AbortSignal) {
+    this.signal = user ? AbortSignal.any([user, this.ac.signal]) : this.ac.signal;
+  }
+
+  startBody(ms: number): void {
+    this.timer = setTimeout(() => this.ac.abort(new DOMException(`body not received within ${ms} ms`, 'TimeoutError')), ms);
+  }
+
+  clear(): void {
+    clearTimeout(this.timer);
+  }
+}
+
 export class RegistryEndpoint {
   readonly registry: string;
   readonly repository: string;
@@ -143,7 +175,7 @@ export class RegistryEndpoint {
     const status = res.status;
     if (status === 416) {
       // The registry's 416 carries a Content-Length that does not match its body: never read it.
-      res.body.destroy();
+      discard(res);
       throw new SourceError(`${what}: ${this.registry} answered 416 Range Not Satisfiable`, status);
     }
     let detail = '';
@@ -163,31 +195,30 @@ export class RegistryEndpoint {
     throw new SourceError(`${what}: ${this.registry} answered ${suffix}`, status);
   }
 
-  private deadline(bytes: number, signal?: AbortSignal): { signal: AbortSignal; timeout: AbortSignal } {
-    const timeout = AbortSignal.timeout(this.ctx.timeouts.headersMs + bodyDeadlineMs(this.ctx.timeouts, bytes));
-    return { signal: signal ? AbortSignal.any([signal, timeout]) : timeout, timeout };
-  }
 
   /** A manifest or index by tag or digest, with its Content-Type. The caller verifies digests. */
   async manifest(reference: string, accept: string, signal?: AbortSignal): Promise<FetchedManifest> {
     const what = `manifest ${this.name}:${reference}`;
     return withRetries(this.ctx.retry, what, signal, async () => {
-      const d = this.deadline(MAX_MANIFEST, signal);
+      const d = new Deadline(signal);
       let res: HttpResponse | undefined;
       try {
         res = await this.send(`/v2/${this.repository}/manifests/${reference}`, { accept }, d.signal);
+        d.startBody(this.ctx.timeouts.bodyMinMs);
         if (res.status !== 200) await this.fail(res, what);
         const length = Number(header(res.headers, 'content-length') ?? 0);
         if (length > MAX_MANIFEST) {
-          res.body.destroy();
+          discard(res);
           throw new SourceError(`${what}: manifest of ${length} bytes is larger than the ${MAX_MANIFEST} allowed`);
         }
         const bytes = Buffer.from(await readLimited(res.body, MAX_MANIFEST), 'utf8');
         const ct = header(res.headers, 'content-type');
         return { bytes, ...(ct ? { mediaType: ct.split(';')[0]!.trim() } : {}) };
       } catch (e) {
-        if (res && !res.body.readableEnded) res.body.destroy();
+        discard(res);
         throw this.ctx.transports.describe(e, new URL(`https://${this.registry}/`), this.registry, d.signal);
+      } finally {
+        d.clear();
       }
     });
   }
@@ -203,11 +234,13 @@ export class RegistryEndpoint {
     let pos = offset;
     let failures = 0;
     while (pos < end) {
-      const d = this.deadline(end - pos, signal);
+      const d = new Deadline(signal);
+      const startedAt = pos;
       const wantRange = !(pos === 0 && end === desc.size);
       let res: HttpResponse | undefined;
       try {
         res = await this.send(`/v2/${this.repository}/blobs/${desc.digest}`, wantRange ? { range: `bytes=${pos}-${end - 1}` } : {}, d.signal);
+        d.startBody(bodyDeadlineMs(this.ctx.timeouts, res.status === 200 ? desc.size : end - pos));
         let skip = 0;
         const declaredLength = header(res.headers, 'content-length');
         if (res.status === 206) {
@@ -241,7 +274,7 @@ export class RegistryEndpoint {
           if (overflow) chunk = chunk.subarray(0, end - pos);
           if (chunk.length > 0) {
             pos += chunk.length;
-            failures = 0;
+            if (pos - startedAt >= PROGRESS_RESETS_RETRIES) failures = 0;
             yield chunk;
           }
           if (overflow || (stopEarly && pos === end)) break;
@@ -255,7 +288,8 @@ export class RegistryEndpoint {
         logger().warn({ what, at: pos, attempt: failures, delayMs: Math.round(delay), err: err.message }, 'blob transfer failed; retrying');
         await sleep(delay, undefined, signal ? { signal } : undefined);
       } finally {
-        if (res && !res.body.readableEnded) res.body.destroy();
+        d.clear();
+        discard(res);
       }
     }
   }

@@ -1,0 +1,189 @@
+/**
+ * A small HTTP proxy in front of a real registry that injects the faults a real registry
+ * cannot be made to produce: dropped connections, 5xx/429 bursts, wrong Content-Range,
+ * ignored Range, trickling bodies, redirects to blob storage. Tests queue faults with
+ * `inject()`; every request that reaches the proxy is recorded.
+ */
+import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { createServer, request as httpRequest, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { join } from 'node:path';
+
+export type Fault =
+  /** Answer with this status (and headers) without asking the registry. */
+  | { kind: 'status'; status: number; headers?: Record<string, string>; body?: string }
+  /** Close the connection without any response. */
+  | { kind: 'reset' }
+  /** Forward, send the headers and `afterBytes` of the body, then cut the connection. */
+  | { kind: 'cut'; afterBytes: number }
+  /** Ask the registry for the range moved by `by` bytes: the Content-Range no longer matches the request. */
+  | { kind: 'shift-range'; by: number }
+  /** Drop the Range header: the registry answers 200 with the whole blob. */
+  | { kind: 'ignore-range' }
+  /** Forward, but deliver the body at `bytesPerSecond`. */
+  | { kind: 'trickle'; bytesPerSecond: number }
+  /** Answer 307 to `${to}${path}${query}` (blob storage on another origin). */
+  | { kind: 'redirect'; to: string };
+
+export interface RecordedRequest {
+  method: string;
+  path: string;
+  headers: IncomingHttpHeaders;
+  /** The fault applied, if any. */
+  fault?: Fault['kind'];
+  /** Date.now() when it arrived. */
+  at: number;
+}
+
+interface Rule {
+  fault: Fault;
+  remaining: number;
+  match: RegExp;
+}
+
+export interface FaultProxy {
+  host: string;
+  port: number;
+  requests: RecordedRequest[];
+  /** Applies `fault` to the next `times` requests whose path matches `match` (default: blob GETs). */
+  inject(fault: Fault, opts?: { times?: number; match?: RegExp }): void;
+  clear(): void;
+  close(): Promise<void>;
+}
+
+export const BLOB_PATH = /\/blobs\/sha256:[0-9a-f]{64}/;
+export const MANIFEST_PATH = /\/manifests\//;
+
+function listen(server: Server): Promise<number> {
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve((server.address() as { port: number }).port)));
+}
+
+function closeServer(server: Server): Promise<void> {
+  server.closeAllConnections();
+  return new Promise((r) => server.close(() => r()));
+}
+
+function shiftRange(range: string | undefined, by: number): string | undefined {
+  const m = range && /^bytes=(\d+)-(\d+)$/.exec(range);
+  return m ? `bytes=${Number(m[1]) + by}-${Number(m[2]) + by}` : range;
+}
+
+async function trickle(from: IncomingMessage, to: ServerResponse, bytesPerSecond: number): Promise<void> {
+  const step = Math.max(1, Math.floor(bytesPerSecond / 10));
+  for await (const chunk of from as AsyncIterable<Buffer>) {
+    for (let i = 0; i < chunk.length; i += step) {
+      if (to.destroyed) return;
+      to.write(chunk.subarray(i, i + step));
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  to.end();
+}
+
+export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
+  const rules: Rule[] = [];
+  const requests: RecordedRequest[] = [];
+  const [upHost, upPort] = upstream.split(':') as [string, string];
+
+  const server = createServer((req, res) => {
+    const path = req.url ?? '/';
+    const rule = rules.find((r) => r.remaining > 0 && r.match.test(path));
+    if (rule) rule.remaining--;
+    const fault = rule?.fault;
+    requests.push({ method: req.method ?? 'GET', path, headers: req.headers, ...(fault ? { fault: fault.kind } : {}), at: Date.now() });
+    req.resume();
+    switch (fault?.kind) {
+      case 'status':
+        res.writeHead(fault.status, { 'content-type': 'application/json', ...fault.headers });
+        res.end(fault.body ?? '');
+        return;
+      case 'reset':
+        req.socket.destroy();
+        return;
+      case 'redirect':
+        res.writeHead(307, { location: `${fault.to}${path}` });
+        res.end();
+        return;
+    }
+    const headers: IncomingHttpHeaders = { ...req.headers, host: upstream };
+    if (fault?.kind === 'ignore-range') delete headers.range;
+    if (fault?.kind === 'shift-range') headers.range = shiftRange(req.headers.range, fault.by);
+    const up = httpRequest({ host: upHost, port: Number(upPort), method: req.method, path, headers }, (upRes) => {
+      res.writeHead(upRes.statusCode ?? 502, upRes.headers);
+      if (fault?.kind === 'cut') {
+        let sent = 0;
+        upRes.on('data', (chunk: Buffer) => {
+          const n = Math.min(chunk.length, fault.afterBytes - sent);
+          if (n > 0) res.write(chunk.subarray(0, n));
+          sent += n;
+          if (sent >= fault.afterBytes) {
+            upRes.destroy();
+            // Let the bytes already written go out before the connection drops.
+            res.socket?.end(() => res.socket?.destroy());
+          }
+        });
+        return;
+      }
+      if (fault?.kind === 'trickle') {
+        void trickle(upRes, res, fault.bytesPerSecond);
+        return;
+      }
+      upRes.pipe(res);
+    });
+    up.on('error', () => res.destroy());
+    res.on('close', () => up.destroy());
+    up.end();
+  });
+  const port = await listen(server);
+  return {
+    host: `127.0.0.1:${port}`,
+    port,
+    requests,
+    inject(fault, opts = {}) {
+      rules.push({ fault, remaining: opts.times ?? 1, match: opts.match ?? BLOB_PATH });
+    },
+    clear() {
+      rules.length = 0;
+    },
+    close: () => closeServer(server),
+  };
+}
+
+export interface BlobStorage {
+  /** `http://127.0.0.1:PORT` — give it to a `redirect` fault. */
+  url: string;
+  requests: RecordedRequest[];
+  close(): Promise<void>;
+}
+
+/**
+ * Blob storage on its own origin, serving a docker-registry's blobs from its filesystem root
+ * (`…/blobs/sha256:HEX` → `ROOT/docker/registry/v2/blobs/sha256/HE/HEX/data`), with Range.
+ */
+export async function startBlobStorage(registryRoot: string): Promise<BlobStorage> {
+  const requests: RecordedRequest[] = [];
+  const server = createServer(async (req, res) => {
+    requests.push({ method: req.method ?? 'GET', path: req.url ?? '/', headers: req.headers, at: Date.now() });
+    const m = /sha256:([0-9a-f]{64})/.exec(req.url ?? '');
+    if (!m) return void res.writeHead(404).end();
+    const file = join(registryRoot, 'docker', 'registry', 'v2', 'blobs', 'sha256', m[1]!.slice(0, 2), m[1]!, 'data');
+    let size: number;
+    try {
+      size = (await stat(file)).size;
+    } catch {
+      return void res.writeHead(404).end();
+    }
+    const r = /^bytes=(\d+)-(\d+)$/.exec(req.headers.range ?? '');
+    if (r) {
+      const start = Number(r[1]);
+      const end = Math.min(Number(r[2]), size - 1);
+      res.writeHead(206, { 'content-length': end - start + 1, 'content-range': `bytes ${start}-${end}/${size}` });
+      createReadStream(file, { start, end }).pipe(res);
+    } else {
+      res.writeHead(200, { 'content-length': size });
+      createReadStream(file).pipe(res);
+    }
+  });
+  const port = await listen(server);
+  return { url: `http://127.0.0.1:${port}`, requests, close: () => closeServer(server) };
+}
