@@ -1,0 +1,148 @@
+/**
+ * Mounting a FUSE filesystem with the options an immutable image wants (measured in
+ * docs/performance.md): read-only, st_ino passed through, kernel page cache kept across
+ * opens, long entry/attribute timeouts, more reads in flight and a larger read-ahead.
+ */
+import { readFile, stat, writeFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import type { Logger } from 'pino';
+import { TocfsError } from '../errors.js';
+import { Fuse, type FuseOperations } from './fuse-binding.js';
+
+export const FS_SUBTYPE = 'tocfs';
+/** `fuse.tocfs` in /proc/self/mountinfo. */
+export const FS_TYPE = `fuse.${FS_SUBTYPE}`;
+
+/** The image never changes under a mount: cache names and attributes for an hour. */
+const CACHE_TIMEOUT_S = 3600;
+/** The kernel's largest FUSE read without max_pages (which libfuse 2 cannot negotiate). */
+const MAX_READ = 128 * 1024;
+const DEFAULT_READ_AHEAD_KB = 4096;
+
+export interface MountOptions {
+  /** Shown as the mount's source (e.g. the image reference). */
+  label: string;
+  logger: Logger;
+  /** /sys/class/bdi/<dev>/read_ahead_kb after mounting (0: leave the kernel default). */
+  readAheadKb?: number;
+  /** Let other users in (with default_permissions the kernel still checks modes). Default: when root. */
+  allowOther?: boolean;
+  debug?: boolean;
+}
+
+export interface MountedFs {
+  readonly mountpoint: string;
+  /** Unmounts (lazily if busy) and stops serving. */
+  unmount(): Promise<void>;
+}
+
+/** libfuse splits options on commas: a label must not carry any (nor spaces). */
+function optionSafe(s: string): string {
+  return s.replace(/[,\s\\=]/g, '_').slice(0, 200);
+}
+
+/**
+ * Options fuse-native does not expose ride inside `fsname`, which it passes through
+ * unescaped: libfuse splits the whole string on commas.
+ */
+function fsnameWithOptions(label: string): string {
+  return [
+    optionSafe(label) || 'tocfs',
+    'ro',
+    'use_ino',
+    `negative_timeout=${CACHE_TIMEOUT_S}`,
+    'max_background=64',
+    'congestion_threshold=48',
+    `max_readahead=${DEFAULT_READ_AHEAD_KB * 1024}`,
+  ].join(',');
+}
+
+export async function mountFs(mountpoint: string, ops: FuseOperations, options: MountOptions): Promise<MountedFs> {
+  const mnt = resolve(mountpoint);
+  const log = options.logger;
+  const st = await stat(mnt).catch((e: NodeJS.ErrnoException) => {
+    if (e.code === 'ENOTCONN') return undefined; // a stale mount (its daemon died)
+    throw new TocfsError(`mountpoint ${mnt}: ${e.code === 'ENOENT' ? 'does not exist' : e.message}`);
+  });
+  if (st && !st.isDirectory()) throw new TocfsError(`mountpoint ${mnt} is not a directory`);
+  if (await isMounted(mnt)) {
+    if (st) throw new TocfsError(`mountpoint ${mnt} is already a tocfs mount; run tocfs unmount ${mnt} first`);
+    log.warn({ mountpoint: mnt }, 'cleaning up a stale mount (Transport endpoint is not connected)');
+    await Fuse.unmountLazy(mnt);
+  }
+
+  const fuse = new Fuse(
+    mnt,
+    ops,
+    {
+      fsname: fsnameWithOptions(options.label),
+      subtype: FS_SUBTYPE,
+      kernelCache: true,
+      entryTimeout: CACHE_TIMEOUT_S,
+      attrTimeout: CACHE_TIMEOUT_S,
+      maxRead: MAX_READ,
+      defaultPermissions: true,
+      allowOther: options.allowOther ?? process.getuid?.() === 0,
+      force: false,
+      mkdir: false,
+      timeout: false,
+      debug: options.debug ?? false,
+    },
+    log,
+  );
+  await new Promise<void>((res, rej) =>
+    fuse.mount((err) => (err ? rej(new TocfsError(`cannot mount at ${mnt}: ${err.message} (is /dev/fuse available and fusermount installed?)`, 'EMOUNT', { cause: err })) : res())),
+  );
+  await raiseReadAhead(mnt, options.readAheadKb ?? DEFAULT_READ_AHEAD_KB, log);
+
+  let unmounted: Promise<void> | undefined;
+  return {
+    mountpoint: mnt,
+    unmount() {
+      unmounted ??= new Promise<void>((res, rej) => fuse.unmount((err) => (err && !/not mounted|not found in|entry for .* not found/i.test(err.message) ? rej(err) : res())));
+      return unmounted;
+    },
+  };
+}
+
+/** Linux's major/minor of a dev_t. */
+function devName(dev: number): string {
+  const major = (dev >> 8) & 0xfff;
+  const minor = (dev & 0xff) | ((dev >> 12) & 0xfff00);
+  return `${major}:${minor}`;
+}
+
+async function raiseReadAhead(mnt: string, kb: number, log: Logger): Promise<void> {
+  if (kb <= 0) return;
+  const file = `/sys/class/bdi/${devName((await stat(mnt)).dev)}/read_ahead_kb`;
+  try {
+    await writeFile(file, `${kb}\n`);
+    log.debug({ file, kb }, 'raised read-ahead');
+  } catch (e) {
+    log.info({ file, err: (e as Error).message }, 'cannot raise read-ahead (needs root); sequential reads will be slower');
+  }
+}
+
+/** Octal escapes of /proc/self/mountinfo (`\040` for a space). */
+function unescapeMountPath(s: string): string {
+  return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+}
+
+/** Mounts at `mountpoint` with their filesystem types, innermost last. */
+export async function mountsAt(mountpoint: string): Promise<string[]> {
+  const mnt = resolve(mountpoint);
+  const text = await readFile('/proc/self/mountinfo', 'utf8');
+  const types: string[] = [];
+  for (const line of text.split('\n')) {
+    const fields = line.split(' ');
+    if (fields.length < 10 || unescapeMountPath(fields[4]!) !== mnt) continue;
+    const sep = fields.indexOf('-', 6);
+    if (sep > 0) types.push(fields[sep + 1]!);
+  }
+  return types;
+}
+
+/** Is there a tocfs mount at `mountpoint` (live or stale)? */
+export async function isMounted(mountpoint: string): Promise<boolean> {
+  return (await mountsAt(mountpoint)).includes(FS_TYPE);
+}

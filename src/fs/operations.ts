@@ -1,0 +1,183 @@
+/**
+ * The read-only filesystem over an inode tree: FUSE operations by path. Metadata comes from
+ * the tree (in memory); file content from `read`, which fetches lazily. Every handler answers
+ * through its callback without blocking: content reads are promises, the rest is lookups.
+ */
+import type { Logger } from 'pino';
+import type { FsNode, FsTree } from '../image/tree.js';
+import { sortedNames } from '../image/tree.js';
+import { Errno, type FuseOperations, type StatfsInfo, type StatInfo } from './fuse-binding.js';
+
+/** Reads `length` bytes at `offset` of a regular file (exactly, within the file's size). */
+export type ContentReader = (node: FsNode, offset: number, length: number) => Promise<Buffer>;
+
+export interface FsOptions {
+  tree: FsTree;
+  read: ContentReader;
+  logger: Logger;
+  /** What to say about a node in an error log (image, layer digest, …). */
+  describe?: (node: FsNode) => Record<string, unknown>;
+  /** Preferred I/O size reported in st_blksize. */
+  blockSize?: number;
+}
+
+const TYPE_BITS: Record<string, number> = {
+  reg: 0o100000,
+  dir: 0o040000,
+  symlink: 0o120000,
+  char: 0o020000,
+  block: 0o060000,
+  fifo: 0o010000,
+};
+
+const O_ACCMODE = 3;
+const W_OK = 2;
+const DIR_SIZE = 4096;
+
+/** Linux makedev(). */
+function makedev(major: number, minor: number): number {
+  return ((major & 0xfff) << 8) | (minor & 0xff) | ((minor & 0xfff00) << 12);
+}
+
+export function statOf(node: FsNode, blockSize = 4096): StatInfo {
+  const e = node.entry;
+  const size = e.type === 'reg' ? e.size : e.type === 'symlink' ? Buffer.byteLength(e.linkName ?? '') : e.type === 'dir' ? DIR_SIZE : 0;
+  return {
+    mode: (TYPE_BITS[e.type] ?? 0o100000) | (e.mode & 0o7777),
+    uid: e.uid,
+    gid: e.gid,
+    size,
+    nlink: node.nlink,
+    ino: node.ino,
+    rdev: e.type === 'char' || e.type === 'block' ? makedev(e.devMajor ?? 0, e.devMinor ?? 0) : 0,
+    blksize: blockSize,
+    blocks: Math.ceil(size / 512),
+    atime: e.atime ?? e.mtime,
+    mtime: e.mtime,
+    ctime: e.ctime ?? e.mtime,
+  };
+}
+
+function contentBytes(tree: FsTree): number {
+  let n = 0;
+  const seen = new Set<FsNode>();
+  const stack = [tree.root];
+  while (stack.length > 0) {
+    for (const child of stack.pop()!.children!.values()) {
+      if (child.children) stack.push(child);
+      else if (child.entry.type === 'reg' && !seen.has(child)) {
+        seen.add(child);
+        n += child.entry.size;
+      }
+    }
+  }
+  return n;
+}
+
+/** The FUSE operations of one mounted tree. */
+export function fsOperations(opts: FsOptions): FuseOperations {
+  const { tree, read, logger: log } = opts;
+  const blockSize = opts.blockSize ?? 128 * 1024;
+  const handles = new Map<number, FsNode>();
+  let nextHandle = 1;
+  let totalBytes: number | undefined;
+
+  const withNode = (path: string, fail: (errno: number) => void, then: (node: FsNode) => void): void => {
+    const node = tree.lookup(path);
+    if (!node) return fail(Errno.ENOENT);
+    then(node);
+  };
+  const readOnly = (...args: unknown[]): void => (args[args.length - 1] as (e: number) => void)(Errno.EROFS);
+
+  const ops: FuseOperations = {
+    getattr(path, cb) {
+      withNode(path, cb, (node) => cb(0, statOf(node, blockSize)));
+    },
+    fgetattr(path, _fd, cb) {
+      withNode(path, cb, (node) => cb(0, statOf(node, blockSize)));
+    },
+    readdir(path, cb) {
+      withNode(path, cb, (node) => {
+        if (!node.children) return cb(Errno.ENOTDIR);
+        const names = sortedNames(node.children);
+        const stats = names.map((n) => statOf(node.children!.get(n)!, blockSize));
+        const self = statOf(node, blockSize);
+        cb(0, ['.', '..', ...names], [self, self, ...stats]);
+      });
+    },
+    readlink(path, cb) {
+      withNode(path, cb, (node) => (node.entry.type === 'symlink' ? cb(0, node.entry.linkName ?? '') : cb(Errno.EINVAL)));
+    },
+    getxattr(path, name, cb) {
+      withNode(path, cb, (node) => {
+        const value = node.entry.xattrs?.[name];
+        if (value === undefined) return cb(Errno.ENODATA);
+        cb(0, value);
+      });
+    },
+    listxattr(path, cb) {
+      withNode(path, cb, (node) => cb(0, Object.keys(node.entry.xattrs ?? {})));
+    },
+    statfs(_path, cb) {
+      totalBytes ??= contentBytes(tree);
+      const info: StatfsInfo = {
+        bsize: 4096,
+        frsize: 4096,
+        blocks: Math.ceil(totalBytes / 4096),
+        bfree: 0,
+        bavail: 0,
+        files: tree.inodeCount,
+        ffree: 0,
+        favail: 0,
+        fsid: 0,
+        flag: 1, // ST_RDONLY
+        namemax: 255,
+      };
+      cb(0, info);
+    },
+    access(path, mode, cb) {
+      withNode(path, cb, () => cb(mode & W_OK ? Errno.EROFS : 0));
+    },
+    open(path, flags, cb) {
+      withNode(path, cb, (node) => {
+        if ((flags & O_ACCMODE) !== 0) return cb(Errno.EROFS);
+        if (node.children) return cb(Errno.EISDIR);
+        const fh = nextHandle++;
+        handles.set(fh, node);
+        cb(0, fh);
+      });
+    },
+    opendir(path, _flags, cb) {
+      withNode(path, cb, (node) => (node.children ? cb(0, 0) : cb(Errno.ENOTDIR)));
+    },
+    read(path, fd, buf, len, pos, cb) {
+      const node = handles.get(fd) ?? tree.lookup(path);
+      if (!node) return cb(Errno.EBADF);
+      const size = node.entry.type === 'reg' ? node.entry.size : 0;
+      if (pos >= size || len === 0) return cb(0);
+      const length = Math.min(len, size - pos);
+      read(node, pos, length).then(
+        (data) => {
+          data.copy(buf, 0, 0, length);
+          cb(Math.min(data.length, length));
+        },
+        (err: unknown) => {
+          log.error({ err, path, offset: pos, length, ...opts.describe?.(node) }, 'read failed: answering EIO');
+          cb(Errno.EIO);
+        },
+      );
+    },
+    release(_path, fd, cb) {
+      handles.delete(fd);
+      cb(0);
+    },
+    releasedir(_path, _fd, cb) {
+      cb(0);
+    },
+  };
+  // The mount is read-only (`ro`), so the kernel refuses these first; answer EROFS regardless.
+  for (const name of ['write', 'create', 'truncate', 'ftruncate', 'utimens', 'chown', 'chmod', 'mknod', 'setxattr', 'removexattr', 'unlink', 'rename', 'link', 'symlink', 'mkdir', 'rmdir']) {
+    ops[name] = readOnly;
+  }
+  return ops;
+}
