@@ -84,6 +84,10 @@ export class ChunkCache {
   private misses = 0;
   private lastStamp = 0;
   private readonly writes = new Map<string, Promise<void>>();
+  /** Writes past the gc gate (their files may be on disk but not counted yet). */
+  private readonly activeWrites = new Set<Promise<void>>();
+  /** A gc in progress: new writes wait for it, so the byte count stays exact. */
+  private gcGate: Promise<unknown> | undefined;
   private eviction: Promise<unknown> | undefined;
   private scanned: Promise<void>;
   /**
@@ -219,6 +223,14 @@ export class ChunkCache {
   }
 
   private async writeFile(digest: string, data: Buffer): Promise<void> {
+    while (this.gcGate) await this.gcGate;
+    const write = this.writeCounted(digest, data);
+    this.activeWrites.add(write);
+    await write.finally(() => this.activeWrites.delete(write));
+    this.evictIfOver();
+  }
+
+  private async writeCounted(digest: string, data: Buffer): Promise<void> {
     const path = this.path(digest);
     if (await stat(path).then(() => true, () => false)) {
       this.touch(digest);
@@ -233,11 +245,16 @@ export class ChunkCache {
     }
     this.files++;
     this.bytes += data.length;
-    if (this.bytes > this.maxBytes && !this.eviction) {
-      this.eviction = this.gc(Math.floor(this.maxBytes * EVICT_TO))
-        .catch((e) => this.log.warn({ err: e }, 'cache eviction failed'))
-        .finally(() => (this.eviction = undefined));
-    }
+  }
+
+  private evictIfOver(): void {
+    if (this.bytes <= this.maxBytes || this.eviction) return;
+    this.eviction = this.gc(Math.floor(this.maxBytes * EVICT_TO))
+      .catch((e) => this.log.warn({ err: e }, 'cache eviction failed'))
+      .finally(() => {
+        this.eviction = undefined;
+        this.evictIfOver();
+      });
   }
 
   /** Waits for writes and eviction in progress (before exit, or to observe the disk tier). */
@@ -296,7 +313,19 @@ export class ChunkCache {
    * (default: the cache's budget), and temp files left by crashed writers.
    */
   async gc(budgetBytes = this.maxBytes, onProgress?: (p: CacheProgress) => void): Promise<GcResult> {
+    while (this.gcGate) await this.gcGate;
+    const run = this.collect(budgetBytes, onProgress);
+    this.gcGate = run;
+    try {
+      return await run;
+    } finally {
+      this.gcGate = undefined;
+    }
+  }
+
+  private async collect(budgetBytes: number, onProgress?: (p: CacheProgress) => void): Promise<GcResult> {
     await this.scanned;
+    await Promise.all(this.activeWrites);
     await cleanStaleTemps(this.tmpDir);
     const list = await this.listFiles();
     this.files = list.length;
