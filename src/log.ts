@@ -1,21 +1,124 @@
-import pino, { type Logger } from 'pino';
-
 /**
- * One process-wide logger. JSON lines to stderr by default (stdout is for command output);
- * pretty when stderr is a terminal. Anything that may hold a credential is redacted.
+ * One process-wide pino logger.
+ *
+ * Logs go to stderr, never stdout: stdout carries command output (`inspect --json`, `cat`,
+ * `config show`) that scripts pipe and parse, and a log line mixed into it would corrupt it.
+ * Under systemd both streams reach the journal anyway.
+ *
+ * Forms: JSON lines by default; pretty (pino-pretty) when stderr is a terminal; under systemd
+ * (JOURNAL_STREAM names our stderr) JSON lines with a `<N>` syslog priority prefix that
+ * journald strips and keeps as the entry's PRIORITY, so `journalctl -p warning` works.
+ *
+ * Credentials never reach the output: values under credential-like keys are replaced at any
+ * depth, and every written line is scrubbed of URL userinfo and Authorization schemes.
  */
-let root: Logger | undefined;
+import { fstatSync } from 'node:fs';
+import pino, { type DestinationStream, type Logger } from 'pino';
+import PinoPretty from 'pino-pretty';
 
+export type LogFormat = 'auto' | 'json' | 'pretty';
+
+export interface LoggerOptions {
+  level?: string;
+  format?: LogFormat;
+  /** Where lines go; default stderr. Tests pass a collecting stream. */
+  destination?: DestinationStream;
+  env?: NodeJS.ProcessEnv;
+}
+
+/** Kept for callers that build their own pino: paths pino's own redaction should censor. */
 export const REDACT_PATHS = ['password', 'auth', 'token', 'authorization', 'headers.authorization', '*.password', '*.auth', '*.token', '*.authorization', '*.identitytoken', '*.registrytoken'];
 
-export function createLogger(level = process.env.TOCFS_LOG_LEVEL ?? 'info', destinationFd = 2): Logger {
-  const pretty = process.stderr.isTTY && destinationFd === 2 && !process.env.TOCFS_LOG_JSON;
-  const opts = { level, base: { name: 'tocfs' }, redact: { paths: REDACT_PATHS, censor: '[redacted]' } };
-  if (pretty) {
-    return pino(opts, pino.transport({ target: 'pino-pretty', options: { destination: destinationFd, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,name' } }));
-  }
-  return pino(opts, pino.destination({ fd: destinationFd, sync: false }));
+const REDACTED = '[redacted]';
+const SECRET_KEY = /^(password|passwd|pass|secret|client_secret|token|access_?token|refresh_?token|id_?token|identity_?token|registry_?token|bearer|auth|authorization|proxy-authorization|cookie|set-cookie|x-registry-auth|credentials?)$/i;
+const MAX_DEPTH = 8;
+
+/** A copy of `value` with credential-like keys censored at any depth (Errors and other class instances pass as-is). */
+export function redactSecrets(value: unknown, depth = 0): unknown {
+  if (value === null || typeof value !== 'object' || depth > MAX_DEPTH) return value;
+  if (Array.isArray(value)) return value.map((v) => redactSecrets(v, depth + 1));
+  const proto = Object.getPrototypeOf(value);
+  if (proto !== Object.prototype && proto !== null) return value;
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(value)) out[k] = SECRET_KEY.test(k) && v !== undefined && v !== null && v !== '' ? REDACTED : redactSecrets(v, depth + 1);
+  return out;
 }
+
+const URL_USERINFO = /([a-z][a-z0-9+.-]*:\/\/)[^/\s"'@]+@/gi;
+const AUTH_SCHEME = /\b(Bearer|Basic|Token)(\s+|%20)[A-Za-z0-9._~+/=-]{4,}/g;
+const HEADER_PAIR = /("(?:authorization|proxy-authorization|cookie|x-registry-auth)",\s*")[^"]*"/gi;
+
+/** Scrubs a serialized log line of credentials that hide inside strings (messages, error stacks, URLs, header arrays). */
+export function scrubLine(line: string): string {
+  return line.replace(URL_USERINFO, `$1${REDACTED}@`).replace(AUTH_SCHEME, `$1 ${REDACTED}`).replace(HEADER_PAIR, `$1${REDACTED}"`);
+}
+
+const JOURNAL_PRIORITY: Record<number, number> = { 10: 7, 20: 7, 30: 6, 40: 4, 50: 3, 60: 2 };
+
+/** Whether stderr is connected to the journal (systemd sets JOURNAL_STREAM=DEV:INODE of that stream). */
+export function stderrIsJournal(env: NodeJS.ProcessEnv = process.env): boolean {
+  const m = /^(\d+):(\d+)$/.exec(env.JOURNAL_STREAM ?? '');
+  if (!m) return false;
+  try {
+    const st = fstatSync(2, { bigint: true });
+    return st.dev === BigInt(m[1]!) && st.ino === BigInt(m[2]!);
+  } catch {
+    return false;
+  }
+}
+
+/** The stream pino writes to: scrubs each line, optionally prefixes its journald priority. */
+function scrubbing(inner: DestinationStream & { flush?: () => void }, journald: boolean): DestinationStream & { flush(): void } {
+  return {
+    write(line: string) {
+      const clean = scrubLine(line);
+      if (!journald) return inner.write(clean);
+      const level = Number(/^\{"level":(\d+)/.exec(clean)?.[1] ?? 30);
+      inner.write(`<${JOURNAL_PRIORITY[level] ?? 6}>${clean}`);
+    },
+    flush() {
+      inner.flush?.();
+    },
+  };
+}
+
+function chooseForm(format: LogFormat, env: NodeJS.ProcessEnv): 'json' | 'pretty' | 'journald' {
+  if (format === 'json' || env.TOCFS_LOG_JSON) return stderrIsJournal(env) ? 'journald' : 'json';
+  if (format === 'pretty') return 'pretty';
+  if (stderrIsJournal(env)) return 'journald';
+  return process.stderr.isTTY ? 'pretty' : 'json';
+}
+
+export function createLogger(opts: LoggerOptions = {}): Logger {
+  const env = opts.env ?? process.env;
+  const level = opts.level ?? env.TOCFS_LOG_LEVEL ?? 'info';
+  const form = opts.destination ? (opts.format === 'pretty' ? 'pretty' : 'json') : chooseForm(opts.format ?? 'auto', env);
+  let inner: DestinationStream;
+  if (form === 'pretty') {
+    inner = PinoPretty({
+      destination: opts.destination ?? 2,
+      sync: true,
+      colorize: !opts.destination && process.stderr.isTTY,
+      translateTime: 'SYS:HH:MM:ss.l',
+      ignore: 'pid,hostname,name',
+    });
+  } else {
+    inner = opts.destination ?? pino.destination({ fd: 2, sync: false });
+  }
+  return pino(
+    {
+      level,
+      base: { name: 'tocfs' },
+      formatters: {
+        log: (obj) => redactSecrets(obj) as Record<string, unknown>,
+        bindings: (b) => redactSecrets(b) as Record<string, unknown>,
+      },
+    },
+    scrubbing(inner, form === 'journald'),
+  );
+}
+
+let root: Logger | undefined;
 
 export function logger(): Logger {
   root ??= createLogger();
@@ -24,4 +127,25 @@ export function logger(): Logger {
 
 export function setLogger(l: Logger): void {
   root = l;
+}
+
+/** Sets up the process logger from the effective `log.level` and `log.format` settings. */
+export function configureLogging(settings: { level: string; format: LogFormat }): Logger {
+  root = createLogger(settings);
+  return root;
+}
+
+/** A logger whose every line names the image reference. */
+export function imageLogger(ref: string, parent: Logger = logger()): Logger {
+  return parent.child({ image: ref });
+}
+
+/** A logger whose every line names the layer digest (child of an image logger, so both show). */
+export function layerLogger(layer: string, parent: Logger = logger()): Logger {
+  return parent.child({ layer });
+}
+
+/** A logger whose every line names the path inside the image (child of a layer or image logger). */
+export function pathLogger(path: string, parent: Logger = logger()): Logger {
+  return parent.child({ path });
 }

@@ -1,15 +1,41 @@
 import yargs from 'yargs';
+import { defaultConfigPath, flagsFromArgs, loadConfig, setCurrentConfig, settingOption } from '../config/index.js';
 import { TocfsError } from '../errors.js';
-import { logger } from '../log.js';
+import { configureLogging, logger } from '../log.js';
 import { commands } from './commands/index.js';
+import { withExamples } from './help.js';
+
+const EPILOGUE = `Configuration:
+  Settings come from, highest precedence first: command-line flags, TOCFS_<SECTION>_<KEY>
+  environment variables, the config file, built-in defaults. 'tocfs config show' prints
+  every setting with where it came from; docs/guide.md lists them all.
+
+Files:
+  ${defaultConfigPath(true)}          config file when run as root
+  ~/.config/tocfs/config.toml     config file otherwise ($XDG_CONFIG_HOME/tocfs)
+
+Environment:
+  TOCFS_CONFIG             config file to read instead (like --config)
+  TOCFS_LOG_LEVEL          like --log-level; any setting has its TOCFS_* variable
+
+Output:
+  Command output goes to stdout; logs go to stderr (JSON lines, pretty on a terminal).
+
+Exit status:
+  0 success, 1 failure (the message says what and why), 2 bad usage.`;
 
 export async function main(args: string[]): Promise<void> {
   const cli = yargs(args)
     .scriptName('tocfs')
     .usage('tocfs — lazy-pulling container filesystem\n\nUsage: $0 <command> [options]')
-    .option('log-level', { type: 'string', default: 'info', choices: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], describe: 'Log level' })
+    .option('config', { type: 'string', describe: 'Config file to read (must exist) instead of the default one [env TOCFS_CONFIG]', defaultDescription: `${defaultConfigPath(true)} as root, else ~/.config/tocfs/config.toml`, global: true, requiresArg: true })
+    .option('log-level', { ...settingOption('log.level'), global: true })
     .middleware((argv) => {
-      if (argv['log-level']) process.env.TOCFS_LOG_LEVEL = String(argv['log-level']);
+      const config = loadConfig({ argv: flagsFromArgs(args), env: process.env });
+      setCurrentConfig(config);
+      configureLogging({ level: config.values['log.level'], format: config.values['log.format'] });
+      for (const warning of config.warnings) logger().warn(warning);
+      (argv as Record<string, unknown>).config = config;
     })
     .demandCommand(1, 'Name a command; see tocfs --help')
     .strict()
@@ -22,6 +48,15 @@ export async function main(args: string[]): Promise<void> {
       process.stderr.write(`tocfs: ${msg}\nRun tocfs --help for usage.\n`);
       process.exit(2);
     });
+  withExamples(
+    cli,
+    [
+      ['$0 inspect docker://quay.io/podman/hello', 'Which layers of an image can be pulled lazily'],
+      ['$0 config show', 'Print the effective settings and where each came from'],
+      ['$0 <command> --help', 'Options and examples of one command'],
+    ],
+    EPILOGUE,
+  );
   for (const c of commands) cli.command(c);
   try {
     await cli.parseAsync();

@@ -1,0 +1,40 @@
+/**
+ * tocfs configuration. Commands get the effective settings as `argv.config` (set by the CLI's
+ * middleware) or from `currentConfig()`; library code takes plain options and never reads
+ * this module's state itself.
+ */
+import type { Options } from 'yargs';
+import { type LoadedConfig, loadConfig } from './load.js';
+import { defaultText, envName, setting, type SettingKey } from './schema.js';
+
+export { ConfigError, defaultConfigPath, describeOrigin, flagsFromArgs, loadConfig, type LoadedConfig, type LoadOptions, type Origin } from './load.js';
+export { type ConfigValues, defaultText, envName, LOG_LEVELS, parseAddress, SETTING_KEYS, SETTINGS, setting, type SettingKey } from './schema.js';
+export { formatDuration, formatSize, humanBytes, parseDuration, parseSize } from './units.js';
+
+let current: LoadedConfig | undefined;
+
+/** The effective configuration of this process (loaded from process.argv-less defaults + env + file if the CLI did not set one). */
+export function currentConfig(): LoadedConfig {
+  current ??= loadConfig();
+  return current;
+}
+
+export function setCurrentConfig(c: LoadedConfig): void {
+  current = c;
+}
+
+/**
+ * A yargs option for a setting's flag: type, description with the config key, env variable
+ * and default, and no yargs default, so an absent flag leaves the config file or environment
+ * in charge. Use: `.option('cache-dir', settingOption('cache.dir'))`, then read
+ * `argv.config.values['cache.dir']`.
+ */
+export function settingOption(key: SettingKey): Options {
+  const s = setting(key);
+  return {
+    type: s.kind === 'boolean' ? 'boolean' : 'string',
+    ...(s.values ? { choices: [...s.values] } : {}),
+    describe: `${s.description} [config ${key}, env ${envName(key)}]`,
+    defaultDescription: defaultText(key),
+  };
+}

@@ -1,0 +1,204 @@
+/**
+ * Every setting tocfs has, in one place: type, default, allowed values, description, and the
+ * environment variable and flag that set it. Everything else (loading, validation, `config
+ * show`, the reference in docs/guide.md) is derived from this table.
+ */
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { formatDuration, formatSize, parseDuration, parseSize } from './units.js';
+
+/** What a default may depend on: who runs tocfs and their XDG directories. */
+export interface DefaultContext {
+  root: boolean;
+  env: NodeJS.ProcessEnv;
+}
+
+/** A value's check: the parsed value, or a reason naming what is allowed. */
+type Parsed<T> = { ok: true; value: T } | { ok: false; expected: string };
+
+export interface Setting<T> {
+  kind: 'path' | 'size' | 'duration' | 'integer' | 'boolean' | 'enum' | 'address';
+  description: string;
+  default: T | ((ctx: DefaultContext) => T);
+  /** How the default reads in docs when it depends on the user. */
+  defaultText?: string;
+  /** Allowed values, for enums. */
+  values?: readonly string[];
+  /** Long flag name (without `--`) that sets it on the command line, when there is one. */
+  flag?: string;
+  /** Reads a value from TOML (string, number, boolean) or from env/flag text (string). */
+  parse(raw: unknown): Parsed<T>;
+  /** The value as one would write it in the config file. */
+  format(value: T): string;
+}
+
+type Spec<T> = Pick<Setting<T>, 'description' | 'default' | 'defaultText' | 'flag'>;
+
+const ok = <T>(value: T): Parsed<T> => ({ ok: true, value });
+
+function path(spec: Spec<string>): Setting<string> {
+  return {
+    kind: 'path',
+    ...spec,
+    parse: (raw) => (typeof raw === 'string' && (raw === '' || raw.startsWith('/')) ? ok(raw) : { ok: false, expected: 'an absolute path (or "" for the built-in search list)' }),
+    format: (v) => v,
+  };
+}
+
+function size(spec: Spec<number>, min = 0): Setting<number> {
+  return {
+    kind: 'size',
+    ...spec,
+    parse: (raw) => {
+      const n = typeof raw === 'number' && Number.isInteger(raw) ? raw : typeof raw === 'string' ? parseSize(raw) : undefined;
+      return n !== undefined && n >= min ? ok(n) : { ok: false, expected: `a size of at least ${formatSize(min)}: bytes or a number with K, M, G or T (binary), e.g. 512M, 10G` };
+    },
+    format: formatSize,
+  };
+}
+
+function duration(spec: Spec<number>): Setting<number> {
+  return {
+    kind: 'duration',
+    ...spec,
+    parse: (raw) => {
+      const n = typeof raw === 'string' ? parseDuration(raw) : undefined;
+      return n !== undefined && n > 0 ? ok(n) : { ok: false, expected: 'a duration with a unit (ms, s, m, h, d), e.g. 30s, 500ms, 2m' };
+    },
+    format: formatDuration,
+  };
+}
+
+function integer(spec: Spec<number>, min: number, max: number): Setting<number> {
+  return {
+    kind: 'integer',
+    ...spec,
+    parse: (raw) => {
+      const n = typeof raw === 'number' ? raw : typeof raw === 'string' && /^\s*-?\d+\s*$/.test(raw) ? Number(raw) : NaN;
+      return Number.isInteger(n) && n >= min && n <= max ? ok(n) : { ok: false, expected: `an integer from ${min} to ${max}` };
+    },
+    format: String,
+  };
+}
+
+const TRUE = ['true', '1', 'yes', 'on'];
+const FALSE = ['false', '0', 'no', 'off'];
+
+function boolean(spec: Spec<boolean>): Setting<boolean> {
+  return {
+    kind: 'boolean',
+    ...spec,
+    parse: (raw) => {
+      if (typeof raw === 'boolean') return ok(raw);
+      const s = typeof raw === 'string' ? raw.trim().toLowerCase() : undefined;
+      if (s !== undefined && TRUE.includes(s)) return ok(true);
+      if (s !== undefined && FALSE.includes(s)) return ok(false);
+      return { ok: false, expected: 'true or false' };
+    },
+    format: String,
+  };
+}
+
+function oneOf<const V extends string>(values: readonly V[], spec: Spec<V>): Setting<V> {
+  return {
+    kind: 'enum',
+    values,
+    ...spec,
+    parse: (raw) => (typeof raw === 'string' && (values as readonly string[]).includes(raw) ? ok(raw as V) : { ok: false, expected: `one of ${values.join(', ')}` }),
+    format: (v) => v,
+  };
+}
+
+/** `HOST:PORT` (`[::1]:9100` for IPv6, port 0 for any free port) split into its parts. */
+export function parseAddress(text: string): { host: string; port: number } | undefined {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^\s:[\]]+)):(\d{1,5})$/.exec(text.trim());
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) return undefined;
+  return { host: (m[1] ?? m[2])!, port };
+}
+
+function address(spec: Spec<string>): Setting<string> {
+  return {
+    kind: 'address',
+    ...spec,
+    parse: (raw) => (typeof raw === 'string' && (raw === '' || parseAddress(raw)) ? ok(raw.trim()) : { ok: false, expected: 'HOST:PORT (e.g. 127.0.0.1:9464, [::1]:9464) or "" for off' }),
+    format: (v) => v,
+  };
+}
+
+function xdgDir(ctx: DefaultContext, variable: string, fallback: string): string {
+  const v = ctx.env[variable];
+  return v && v.startsWith('/') ? v : join(ctx.env.HOME || homedir(), fallback);
+}
+
+export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+
+export const SETTINGS = {
+  'cache.dir': path({
+    description: 'Where verified chunks and TOCs are kept on disk (content-addressed, shared by every image and layer).',
+    default: (ctx) => (ctx.root ? '/var/lib/tocfs' : join(xdgDir(ctx, 'XDG_CACHE_HOME', '.cache'), 'tocfs')),
+    defaultText: '/var/lib/tocfs as root, else $XDG_CACHE_HOME/tocfs (~/.cache/tocfs)',
+    flag: 'cache-dir',
+  }),
+  'cache.max_size': size({ description: 'Disk cache budget; least recently used chunks are evicted beyond it.', default: 10 * 1024 ** 3 }, 1024 ** 2),
+  'cache.memory_size': size({ description: 'Memory tier budget (decompressed chunks kept in RAM); 0 turns the memory tier off.', default: 512 * 1024 ** 2 }),
+  'fetch.max_request_bytes': size({ description: 'Largest single HTTP range request; neighbouring missing frames are grouped up to this size.', default: 1024 ** 2 }, 4096),
+  'fetch.concurrency': integer({ description: 'Range requests in flight per image.', default: 32 }, 1, 1024),
+  'fetch.read_ahead': size({ description: 'How far past a sequential read to fetch ahead of time; 0 turns read-ahead off.', default: 4 * 1024 ** 2 }),
+  'fetch.timeout': duration({ description: 'How long a read waits for its chunks before it fails with EIO (the mount keeps serving; a later read retries).', default: 60_000 }),
+  'registry.retries': integer({ description: 'Retries of a failed registry request (network error, 5xx, 429) with jittered backoff, after the first attempt.', default: 4 }, 0, 20),
+  'registry.tls_verify': boolean({ description: 'Require HTTPS and verify certificates (false allows plain HTTP and unverified TLS, like podman --tls-verify=false).', default: true, flag: 'tls-verify' }),
+  'registry.connections': integer({ description: 'Connections per registry host.', default: 16 }, 1, 256),
+  'registry.auth_file': path({
+    description: 'The only auth file to read for credentials (like podman --authfile); "" reads $REGISTRY_AUTH_FILE or the standard Podman/Docker list.',
+    default: '',
+  }),
+  'registry.registries_conf': path({ description: 'registries.conf to read instead of the standard containers-registries.conf(5) search list; "" for that list.', default: '' }),
+  'registry.certs_dir': path({ description: 'Per-registry TLS trust: HOST[:PORT]/*.crt, *.cert, *.key (as containers-certs.d(5)).', default: '/etc/containers/certs.d' }),
+  'prefetch.mode': oneOf(['landmark', 'all', 'none'], {
+    description: 'What to fetch without being asked: landmark = the files an eStargz layer marks for prefetch, at mount; all = every layer in the background at low priority; none = only what is read.',
+    default: 'landmark',
+    flag: 'prefetch',
+  }),
+  'log.level': oneOf(LOG_LEVELS, { description: 'Least severe log level written.', default: 'info', flag: 'log-level' }),
+  'log.format': oneOf(['auto', 'json', 'pretty'], { description: 'auto = pretty on a terminal, JSON lines otherwise (always JSON under systemd).', default: 'auto' }),
+  'metrics.address': address({
+    description: 'Where to serve Prometheus metrics (/metrics) and /healthz, as HOST:PORT; "" = off.',
+    default: '',
+    flag: 'metrics-address',
+  }),
+  'store.dir': path({
+    description: 'Mount point of the additional layer store that Podman and CRI-O read (tocfs store).',
+    default: (ctx) => (ctx.root ? '/var/lib/tocfs/store' : join(xdgDir(ctx, 'XDG_DATA_HOME', '.local/share'), 'tocfs', 'store')),
+    defaultText: '/var/lib/tocfs/store as root, else $XDG_DATA_HOME/tocfs/store',
+  }),
+};
+
+export type SettingKey = keyof typeof SETTINGS;
+export type ConfigValues = { [K in SettingKey]: (typeof SETTINGS)[K] extends Setting<infer T> ? T : never };
+
+export const SETTING_KEYS = Object.keys(SETTINGS) as SettingKey[];
+
+/** The setting's own definition (type-erased, for code that walks every setting). */
+export function setting(key: SettingKey): Setting<unknown> {
+  return SETTINGS[key] as unknown as Setting<unknown>;
+}
+
+/** `cache.max_size` → `TOCFS_CACHE_MAX_SIZE`. */
+export function envName(key: SettingKey): string {
+  return `TOCFS_${key.replace('.', '_').toUpperCase()}`;
+}
+
+export function defaultValue(key: SettingKey, ctx: DefaultContext): unknown {
+  const d = setting(key).default;
+  return typeof d === 'function' ? (d as (c: DefaultContext) => unknown)(ctx) : d;
+}
+
+/** The default as docs and help show it. */
+export function defaultText(key: SettingKey, ctx?: DefaultContext): string {
+  const s = setting(key);
+  if (s.defaultText && !ctx) return s.defaultText;
+  const v = ctx ? defaultValue(key, ctx) : s.default;
+  const text = s.format(v);
+  return text === '' ? '""' : text;
+}

@@ -1,0 +1,2 @@
+export { type CacheTier, metrics, registry } from './metrics.js';
+export { type MetricsServer, startMetricsServer } from './server.js';
