@@ -1,0 +1,53 @@
+/** `tocfs inspect` on a registry reference prints what it prints for the same image as oci:. */
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { runCli } from './helpers/cli.js';
+import { CORPUS_DIR, HAVE_CORPUS } from './helpers/corpus.js';
+import { startRegistry, type TestRegistry } from './helpers/registry.js';
+
+const IMAGES = ['zstdchunked-skopeo118-multiarch', 'estargz-ctrremote-basic', 'gzip-plain-layers'];
+
+describe('tocfs inspect through a registry', { skip: HAVE_CORPUS ? false : `no corpus at ${CORPUS_DIR}` }, () => {
+  let tmp: string;
+  let reg: TestRegistry;
+  let env: NodeJS.ProcessEnv;
+
+  before(async () => {
+    tmp = await mkdtemp(join(tmpdir(), 'tocfs-regcli-'));
+    reg = await startRegistry();
+    for (const image of IMAGES) {
+      await reg.load(join(CORPUS_DIR, image));
+      await reg.load(join(CORPUS_DIR, image), `hub/${image}`);
+    }
+    // Docker Hub's library namespace rewritten to the local registry: short names resolve there.
+    await writeFile(join(tmp, 'registries.conf'), `[[registry]]\nprefix = "docker.io/library"\nlocation = "${reg.host}/hub"\ninsecure = true\n`);
+    env = { CONTAINERS_REGISTRIES_CONF: join(tmp, 'registries.conf'), REGISTRY_AUTH_FILE: join(tmp, 'auth.json'), TOCFS_CERTS_DIR: join(tmp, 'certs.d') };
+  });
+  after(async () => {
+    await reg?.stop();
+    await rm(tmp, { recursive: true, force: true });
+  });
+
+  for (const image of IMAGES) {
+    test(`${image}: same report as oci:`, async () => {
+      const args = ['inspect', '--platform', 'linux/amd64'];
+      const local = await runCli([...args, '--json', '--stats', `oci:${join(CORPUS_DIR, image)}`], { env });
+      assert.equal(local.code, 0, local.stderr);
+      const remote = await runCli([...args, '--json', '--stats', '--tls-verify=false', `docker://${reg.host}/${image}`], { env });
+      assert.equal(remote.code, 0, remote.stderr);
+      const want = JSON.parse(local.stdout.toString());
+      const got = JSON.parse(remote.stdout.toString());
+      assert.equal(got.reference, `docker://${reg.host}/${image}:latest`);
+      assert.deepEqual({ ...got, reference: null }, { ...want, reference: null });
+
+      // A short name: Docker Hub normalisation, then the registries.conf rewrite.
+      const short = await runCli([...args, image], { env });
+      assert.equal(short.code, 0, short.stderr);
+      const text = (await runCli([...args, `oci:${join(CORPUS_DIR, image)}`], { env })).stdout.toString();
+      assert.equal(short.stdout.toString(), text.replace(/^Image: +.*$/m, `Image:     docker://docker.io/library/${image}:latest`));
+    });
+  }
+});
