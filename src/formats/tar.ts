@@ -420,14 +420,20 @@ export async function collect(src: AsyncIterable<Buffer>): Promise<Buffer> {
   return Buffer.concat(parts);
 }
 
-/** The PAX 1.0 sparse map text at the start of the data: count, then offset/length pairs, padded to a block. */
-export function parseSparseMapText(data: Buffer, name: string): { map: SparseInfo['map']; length: number } {
+/**
+ * The PAX 1.0 sparse map text at the start of the data: count, then offset/length pairs,
+ * padded to a block. Undefined while `data` does not yet hold all of it.
+ */
+export function parseSparseMapText(data: Buffer, name: string): { map: SparseInfo['map']; length: number } | undefined {
   const lines: number[] = [];
   let p = 0;
   let need = 1;
   while (lines.length < need) {
     const nl = data.indexOf(0x0a, p);
-    if (nl < 0) throw new FormatError(`tar: ${name}: truncated sparse map`);
+    if (nl < 0) {
+      if (data.length - p > 32) throw new FormatError(`tar: ${name}: bad sparse map`);
+      return undefined;
+    }
     const s = data.toString('latin1', p, nl);
     if (!/^[0-9]+$/.test(s)) throw new FormatError(`tar: ${name}: bad sparse map line ${JSON.stringify(s.slice(0, 40))}`);
     lines.push(Number(s));

@@ -1,0 +1,101 @@
+/**
+ * `tocfs convert`: re-encodes every layer of an image as zstd:chunked or eStargz into a new
+ * OCI layout, with a config whose DiffIDs match the new layers. Source layers of any codec
+ * are read whole (digest-checked) and decompressed by sniffing their bytes; stargz tool
+ * entries of eStargz sources are dropped.
+ */
+import { stat } from 'node:fs/promises';
+import { TocfsError } from '../errors.js';
+import { openLayerStream, withoutStargzMetadata } from '../formats/plain.js';
+import { writeEstargzLayer } from '../formats/writer/estargz.js';
+import type { LayerWriterOptions, TarInput, WrittenLayer } from '../formats/writer/types.js';
+import { writeZstdChunkedLayer } from '../formats/writer/zstd-chunked.js';
+import { openImageSource, type SourceOptions } from '../image/open.js';
+import { parseReference } from '../reference.js';
+import type { Descriptor } from '../source/types.js';
+import { OciLayoutWriter } from './layout.js';
+
+export type TargetFormat = 'zstd:chunked' | 'estargz';
+export const TARGET_FORMATS: readonly TargetFormat[] = ['zstd:chunked', 'estargz'];
+
+export interface LayerProgress {
+  index: number;
+  count: number;
+  source: Descriptor;
+  /** Uncompressed source bytes processed so far. */
+  bytes: number;
+  /** Set once the layer is written. */
+  written?: WrittenLayer;
+  seconds: number;
+}
+
+export interface ConvertOptions {
+  format: TargetFormat;
+  /** eStargz chunk size. */
+  chunkSize?: number;
+  /** eStargz prioritized files. */
+  prioritize?: string[];
+  source?: SourceOptions;
+  onProgress?: (p: LayerProgress) => void;
+}
+
+export interface ConvertResult {
+  destination: string;
+  manifestDigest: string;
+  configDigest: string;
+  layers: Array<{ source: Descriptor; written: WrittenLayer; seconds: number }>;
+}
+
+const WRITERS: Record<TargetFormat, (tar: TarInput, out: string, opts: LayerWriterOptions) => Promise<WrittenLayer>> = {
+  'zstd:chunked': writeZstdChunkedLayer,
+  estargz: writeEstargzLayer,
+};
+
+export async function convertImage(sourceRef: string, destinationRef: string, opts: ConvertOptions): Promise<ConvertResult> {
+  const dst = parseReference(destinationRef);
+  if (dst.transport !== 'oci') throw new TocfsError(`convert writes OCI layouts only: give the destination as oci:DIR[:tag], not ${JSON.stringify(destinationRef)}`);
+  if (await stat(dst.dir).then((s) => s.isDirectory() && true, () => false)) {
+    const exists = await stat(`${dst.dir}/index.json`).then(() => true, () => false);
+    if (exists) throw new TocfsError(`${dst.dir} already holds an OCI layout; convert writes a fresh one (remove it or choose another directory)`);
+  }
+  if (opts.prioritize?.length && opts.format !== 'estargz') throw new TocfsError('--prioritize applies to eStargz only');
+  const source = await openImageSource(sourceRef, opts.source);
+  try {
+    const image = await source.resolve(opts.source?.platform ? { platform: opts.source.platform } : {});
+    const layout = new OciLayoutWriter(dst.dir);
+    await layout.init();
+    const layers: ConvertResult['layers'] = [];
+    for (const [index, desc] of image.layers.entries()) {
+      const blob = source.blob(desc);
+      const started = Date.now();
+      const progress = (bytes: number, written?: WrittenLayer): void =>
+        opts.onProgress?.({ index, count: image.layers.length, source: desc, bytes, seconds: (Date.now() - started) / 1000, ...(written ? { written } : {}) });
+      const input: TarInput = () => (async function* () {
+        yield* withoutStargzMetadata((await openLayerStream(desc, blob)).tar);
+      })();
+      const tmp = layout.tempPath();
+      try {
+        const written = await WRITERS[opts.format](input, tmp, {
+          ...(opts.chunkSize ? { chunkSize: opts.chunkSize } : {}),
+          ...(opts.prioritize?.length ? { prioritize: opts.prioritize } : {}),
+          onProgress: (n) => progress(n),
+        });
+        await layout.adoptBlob(tmp, written.digest);
+        progress(written.uncompressedSize, written);
+        layers.push({ source: desc, written, seconds: (Date.now() - started) / 1000 });
+      } catch (e) {
+        await layout.discard(tmp);
+        throw e instanceof TocfsError ? e : new TocfsError(`layer ${index + 1} (${desc.digest}): ${(e as Error).message}`, 'ECONVERT', { cause: e });
+      }
+    }
+    const config = { ...image.config, rootfs: { type: 'layers', diff_ids: layers.map((l) => l.written.diffId) } };
+    const out = await layout.writeImage({
+      config,
+      layers: layers.map((l) => ({ mediaType: l.written.mediaType, digest: l.written.digest, size: l.written.size, annotations: l.written.annotations })),
+      ...(dst.tag ? { tag: dst.tag } : {}),
+    });
+    return { destination: destinationRef, manifestDigest: out.manifestDigest, configDigest: out.configDigest, layers };
+  } finally {
+    await source.close();
+  }
+}
