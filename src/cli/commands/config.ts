@@ -4,6 +4,7 @@
  */
 import type { Argv, CommandModule } from 'yargs';
 import { type ConfigValues, describeOrigin, envName, type LoadedConfig, type Origin, SETTING_KEYS, setting, settingOption, type SettingKey } from '../../config/index.js';
+import { renderConfigReference } from '../../config/reference.js';
 import { withExamples } from '../help.js';
 
 interface ShowArgs {
@@ -74,13 +75,23 @@ const showCommand: CommandModule<object, ShowArgs> = {
   },
 };
 
+const referenceCommand: CommandModule = {
+  command: 'reference',
+  describe: 'Print every setting (type, default, environment variable, flag) as Markdown',
+  builder: (y) => withExamples(y, [['$0 config reference > settings.md', 'The configuration reference of docs/guide.md']]),
+  handler: () => {
+    process.stdout.write(renderConfigReference());
+  },
+};
+
 export const configCommand: CommandModule = {
   command: 'config <command>',
-  describe: 'Show the effective configuration',
+  describe: 'Show the effective configuration and the settings reference',
   builder: (y) =>
-    withExamples(y.command(showCommand).demandCommand(1, 'Name a config command: show'), [
+    withExamples(y.command(showCommand).command(referenceCommand).demandCommand(1, 'Name a config command: show or reference'), [
       ['$0 config show', 'Effective settings and where each came from'],
       ['$0 config show --json', 'The same as JSON'],
+      ['$0 config reference', 'Every setting with its type, default, environment variable and flag'],
     ]),
   handler: () => {},
 };

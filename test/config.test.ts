@@ -1,0 +1,239 @@
+/**
+ * Configuration: defaults with no file, the precedence flags > TOCFS_* > file > defaults,
+ * the config file's location, and errors that name the key, where it came from and what is
+ * allowed. Then `tocfs config show` end to end.
+ */
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { parse as parseToml } from 'smol-toml';
+import type { ConfigShowJson } from '../src/cli/commands/config.js';
+import { ConfigError, flagsFromArgs, formatDuration, formatSize, loadConfig, parseDuration, parseSize, SETTING_KEYS } from '../src/config/index.js';
+import { runCli } from './helpers/cli.js';
+
+const tmp = mkdtempSync(join(tmpdir(), 'tocfs-config-'));
+after(() => rmSync(tmp, { recursive: true, force: true }));
+
+let n = 0;
+function configFile(text: string): string {
+  const file = join(tmp, `config-${n++}.toml`);
+  writeFileSync(file, text);
+  return file;
+}
+
+/** A user's environment with no config file of their own. */
+const home = join(tmp, 'home');
+const userEnv = { HOME: home };
+
+function configError(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (e) {
+    assert.ok(e instanceof ConfigError, `expected a ConfigError, got ${String(e)}`);
+    return e.message;
+  }
+  assert.fail('expected a ConfigError');
+}
+
+describe('units', () => {
+  it('reads sizes in binary units and writes them back', () => {
+    assert.equal(parseSize('10G'), 10 * 2 ** 30);
+    assert.equal(parseSize('512M'), 512 * 2 ** 20);
+    assert.equal(parseSize('64k'), 65536);
+    assert.equal(parseSize('1.5GiB'), 1.5 * 2 ** 30);
+    assert.equal(parseSize('4096'), 4096);
+    assert.equal(parseSize('10X'), undefined);
+    assert.equal(parseSize('-1G'), undefined);
+    assert.equal(formatSize(10 * 2 ** 30), '10G');
+    assert.equal(formatSize(1536 * 1024), '1536K');
+    assert.equal(formatSize(4097), '4097');
+  });
+  it('reads durations with a unit and writes them back', () => {
+    assert.equal(parseDuration('30s'), 30_000);
+    assert.equal(parseDuration('250ms'), 250);
+    assert.equal(parseDuration('2m'), 120_000);
+    assert.equal(parseDuration('1.5s'), 1500);
+    assert.equal(parseDuration('30'), undefined);
+    assert.equal(formatDuration(30_000), '30s');
+    assert.equal(formatDuration(1500), '1500ms');
+    assert.equal(formatDuration(7_200_000), '2h');
+  });
+});
+
+describe('loadConfig', () => {
+  it('works with no file at all: documented defaults, every origin "default"', () => {
+    const cfg = loadConfig({ env: userEnv, root: false });
+    assert.equal(cfg.file, null);
+    assert.equal(cfg.values['cache.dir'], join(home, '.cache', 'tocfs'));
+    assert.equal(cfg.values['cache.max_size'], 10 * 2 ** 30);
+    assert.equal(cfg.values['fetch.timeout'], 60_000);
+    assert.equal(cfg.values['registry.tls_verify'], true);
+    assert.equal(cfg.values['prefetch.mode'], 'landmark');
+    assert.equal(cfg.values['log.level'], 'info');
+    assert.equal(cfg.values['metrics.address'], '');
+    for (const key of SETTING_KEYS) assert.deepEqual(cfg.origins[key], { source: 'default' }, key);
+    assert.deepEqual(cfg.warnings, []);
+  });
+
+  it('uses root defaults and XDG directories', () => {
+    assert.equal(loadConfig({ env: { TOCFS_CONFIG: configFile('') }, root: true }).values['cache.dir'], '/var/lib/tocfs');
+    const xdg = loadConfig({ env: { ...userEnv, XDG_CACHE_HOME: '/xdg/cache', XDG_DATA_HOME: '/xdg/data' }, root: false });
+    assert.equal(xdg.values['cache.dir'], '/xdg/cache/tocfs');
+    assert.equal(xdg.values['store.dir'], '/xdg/data/tocfs/store');
+  });
+
+  it('finds the user config file in $XDG_CONFIG_HOME/tocfs/config.toml', () => {
+    const xdg = join(tmp, 'xdg-config');
+    mkdirSync(join(xdg, 'tocfs'), { recursive: true });
+    writeFileSync(join(xdg, 'tocfs', 'config.toml'), '[fetch]\nconcurrency = 3\n');
+    const cfg = loadConfig({ env: { ...userEnv, XDG_CONFIG_HOME: xdg }, root: false });
+    assert.equal(cfg.file, join(xdg, 'tocfs', 'config.toml'));
+    assert.equal(cfg.values['fetch.concurrency'], 3);
+    assert.deepEqual(cfg.origins['fetch.concurrency'], { source: 'file', file: cfg.file });
+  });
+
+  it('takes flags over TOCFS_* environment over the file over defaults', () => {
+    const file = configFile(`
+[cache]
+dir = "/from/file"
+max_size = "1G"
+memory_size = 1048576
+[fetch]
+concurrency = 8
+timeout = "45s"
+[registry]
+tls_verify = true
+[prefetch]
+mode = "all"
+`);
+    const env = { ...userEnv, TOCFS_CONFIG: file, TOCFS_CACHE_DIR: '/from/env', TOCFS_FETCH_CONCURRENCY: '4', TOCFS_REGISTRY_TLS_VERIFY: 'true' };
+    const argv = flagsFromArgs(['mount', 'docker://x/y', '/mnt', '--cache-dir', '/from/flag', '--tls-verify=false']);
+    const cfg = loadConfig({ argv, env, root: false });
+    assert.equal(cfg.file, file);
+    assert.equal(cfg.values['cache.dir'], '/from/flag');
+    assert.deepEqual(cfg.origins['cache.dir'], { source: 'flag', flag: 'cache-dir' });
+    assert.equal(cfg.values['registry.tls_verify'], false);
+    assert.deepEqual(cfg.origins['registry.tls_verify'], { source: 'flag', flag: 'tls-verify' });
+    assert.equal(cfg.values['fetch.concurrency'], 4);
+    assert.deepEqual(cfg.origins['fetch.concurrency'], { source: 'env', name: 'TOCFS_FETCH_CONCURRENCY' });
+    assert.equal(cfg.values['cache.max_size'], 2 ** 30);
+    assert.equal(cfg.values['cache.memory_size'], 1048576);
+    assert.equal(cfg.values['fetch.timeout'], 45_000);
+    assert.equal(cfg.values['prefetch.mode'], 'all');
+    assert.deepEqual(cfg.origins['prefetch.mode'], { source: 'file', file });
+    assert.equal(cfg.values['fetch.read_ahead'], 4 * 2 ** 20);
+    assert.deepEqual(cfg.origins['fetch.read_ahead'], { source: 'default' });
+  });
+
+  it('--config (and the file option) beat TOCFS_CONFIG', () => {
+    const a = configFile('[fetch]\nconcurrency = 11\n');
+    const b = configFile('[fetch]\nconcurrency = 22\n');
+    assert.equal(loadConfig({ argv: flagsFromArgs(['config', 'show', '--config', b]), env: { ...userEnv, TOCFS_CONFIG: a }, root: false }).values['fetch.concurrency'], 22);
+    assert.equal(loadConfig({ file: b, env: { ...userEnv, TOCFS_CONFIG: a }, root: false }).values['fetch.concurrency'], 22);
+  });
+
+  it('reads flags only when given, in every spelling yargs accepts', () => {
+    assert.deepEqual(flagsFromArgs(['inspect', 'oci:/x']), {});
+    assert.deepEqual(flagsFromArgs(['inspect', '--no-tls-verify']), { 'tls-verify': false });
+    assert.deepEqual(flagsFromArgs(['inspect', '--tls-verify', 'false', 'oci:/x']), { 'tls-verify': false });
+    assert.deepEqual(flagsFromArgs(['mount', '--prefetch=all', '--metrics-address', '127.0.0.1:9464']), { prefetch: 'all', 'metrics-address': '127.0.0.1:9464' });
+    assert.deepEqual(flagsFromArgs(['x', '--log-level', 'debug', '--log-level', 'warn']), { 'log-level': 'warn' });
+  });
+
+  it('names the key, the file and the suggestion for an unknown key', () => {
+    const file = configFile('[cache]\nmax_sise = "1G"\n');
+    const msg = configError(() => loadConfig({ env: { ...userEnv, TOCFS_CONFIG: file }, root: false }));
+    assert.match(msg, /unknown key cache\.max_sise/);
+    assert.ok(msg.includes(file), msg);
+    assert.match(msg, /did you mean cache\.max_size\?/);
+  });
+
+  it('names an unknown section and a key outside any section', () => {
+    const sec = configFile('[fecth]\nconcurrency = 2\n');
+    assert.match(configError(() => loadConfig({ env: { ...userEnv, TOCFS_CONFIG: sec }, root: false })), /unknown key fecth\.concurrency .*did you mean fetch\.concurrency\?/);
+    const bare = configFile('concurrency = 2\n');
+    assert.match(configError(() => loadConfig({ env: { ...userEnv, TOCFS_CONFIG: bare }, root: false })), /unknown key concurrency in .*sections such as \[cache\]/);
+  });
+
+  it('names the key, its source and the allowed values for a bad value', () => {
+    const file = configFile('[prefetch]\nmode = "everything"\n');
+    const fromFile = configError(() => loadConfig({ env: { ...userEnv, TOCFS_CONFIG: file }, root: false }));
+    assert.equal(fromFile, `invalid value "everything" for prefetch.mode (from file ${file}): expected one of landmark, all, none`);
+    const fromEnv = configError(() => loadConfig({ env: { ...userEnv, TOCFS_CACHE_MAX_SIZE: '10X' }, root: false }));
+    assert.match(fromEnv, /^invalid value "10X" for cache\.max_size \(from env TOCFS_CACHE_MAX_SIZE\): expected a size .* e\.g\. 512M, 10G$/);
+    const fromFlag = configError(() => loadConfig({ argv: { 'metrics-address': 'localhost' }, env: userEnv, root: false }));
+    assert.match(fromFlag, /^invalid value "localhost" for metrics\.address \(from flag --metrics-address\): expected HOST:PORT/);
+    const wrongType = configFile('[registry]\ntls_verify = "maybe"\nretries = 2\n');
+    assert.match(configError(() => loadConfig({ env: { ...userEnv, TOCFS_CONFIG: wrongType }, root: false })), /"maybe" for registry\.tls_verify .*expected true or false/);
+    const outOfRange = configFile('[fetch]\nconcurrency = 0\n');
+    assert.match(configError(() => loadConfig({ env: { ...userEnv, TOCFS_CONFIG: outOfRange }, root: false })), /invalid value 0 for fetch\.concurrency .*expected an integer from 1 to 1024/);
+    const noUnit = configFile('[fetch]\ntimeout = 30\n');
+    assert.match(configError(() => loadConfig({ env: { ...userEnv, TOCFS_CONFIG: noUnit }, root: false })), /fetch\.timeout .*a duration with a unit/);
+    const relative = configFile('[cache]\ndir = "cache"\n');
+    assert.match(configError(() => loadConfig({ env: { ...userEnv, TOCFS_CONFIG: relative }, root: false })), /cache\.dir .*an absolute path/);
+  });
+
+  it('names the file and line of a TOML syntax error, and a named file that is missing', () => {
+    const file = configFile('[cache]\nmax_size = 10G\n');
+    assert.match(configError(() => loadConfig({ env: { ...userEnv, TOCFS_CONFIG: file }, root: false })), new RegExp(`config file ${file} is not valid TOML \\(line 2,`));
+    const missing = join(tmp, 'nope.toml');
+    assert.match(configError(() => loadConfig({ file: missing, env: userEnv, root: false })), new RegExp(`cannot read config file ${missing}: ENOENT`));
+  });
+
+  it('warns about TOCFS_* variables that are no setting, with a suggestion', () => {
+    const cfg = loadConfig({ env: { ...userEnv, TOCFS_CACHE_MAXSIZE: '1G', TOCFS_LOG_JSON: '1' }, root: false });
+    assert.deepEqual(cfg.warnings, ['environment variable TOCFS_CACHE_MAXSIZE is not a tocfs setting; did you mean TOCFS_CACHE_MAX_SIZE?']);
+  });
+});
+
+describe('tocfs config show', () => {
+  const file = configFile('[cache]\nmax_size = "2G"\n[log]\nlevel = "warn"\n');
+  const env = { ...userEnv, TOCFS_CONFIG: file, TOCFS_FETCH_CONCURRENCY: '7' };
+
+  it('--json gives each value and where it came from', async () => {
+    const res = await runCli(['config', 'show', '--json', '--cache-dir', '/flag/cache', '--log-level', 'error'], { env });
+    assert.equal(res.code, 0, res.stderr);
+    const out = JSON.parse(res.stdout.toString()) as ConfigShowJson;
+    assert.equal(out.file, file);
+    assert.deepEqual(Object.keys(out.settings), SETTING_KEYS);
+    assert.deepEqual(out.settings['cache.max_size'], { value: 2 * 2 ** 30, text: '2G', origin: 'file', from: `file ${file}`, env: 'TOCFS_CACHE_MAX_SIZE', flag: null });
+    assert.equal(out.settings['fetch.concurrency'].value, 7);
+    assert.equal(out.settings['fetch.concurrency'].from, 'env TOCFS_FETCH_CONCURRENCY');
+    assert.equal(out.settings['cache.dir'].value, '/flag/cache');
+    assert.equal(out.settings['cache.dir'].from, 'flag --cache-dir');
+    assert.equal(out.settings['log.level'].value, 'error');
+    assert.equal(out.settings['log.level'].from, 'flag --log-level');
+    assert.equal(out.settings['prefetch.mode'].from, 'default');
+  });
+
+  it('prints a config file that reads back to the same settings', async () => {
+    const res = await runCli(['config', 'show'], { env });
+    assert.equal(res.code, 0, res.stderr);
+    const text = res.stdout.toString();
+    assert.match(text, /^max_size = "2G" +# file /m);
+    assert.match(text, /^concurrency = 7 +# env TOCFS_FETCH_CONCURRENCY$/m);
+    const again = configFile(text);
+    // The CLI ran as this user, so its defaults are this user's.
+    const root = process.getuid?.() === 0;
+    const reread = loadConfig({ env: { ...userEnv, TOCFS_CONFIG: again }, root });
+    const original = loadConfig({ env, root });
+    assert.deepEqual(reread.values, original.values);
+  });
+
+  it('fails with the validation message and exit status 1 on a bad setting', async () => {
+    const res = await runCli(['config', 'show'], { env: { ...env, TOCFS_PREFETCH_MODE: 'eager' } });
+    assert.equal(res.code, 1);
+    assert.match(res.stderr, /tocfs: invalid value "eager" for prefetch\.mode \(from env TOCFS_PREFETCH_MODE\): expected one of landmark, all, none/);
+    assert.equal(res.stdout.length, 0);
+  });
+
+  it('parses as TOML', async () => {
+    const res = await runCli(['config', 'show'], { env: { ...userEnv, TOCFS_CONFIG: configFile('') } });
+    assert.equal(res.code, 0, res.stderr);
+    const doc = parseToml(res.stdout.toString()) as Record<string, Record<string, unknown>>;
+    assert.equal(doc.fetch?.concurrency, 32);
+    assert.equal(doc.cache?.max_size, '10G');
+  });
+});
