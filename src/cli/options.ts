@@ -1,6 +1,8 @@
 import type { Argv } from 'yargs';
 import { parsePlatform } from '../image/manifest.js';
 import type { SourceOptions } from '../image/open.js';
+import type { OpenImageOptions } from '../image/image.js';
+import { currentConfig, settingOption } from '../config/index.js';
 
 /** Options shared by every command that reads images. */
 export function withImageOptions<T>(y: Argv<T>) {
@@ -13,5 +15,24 @@ export function sourceOptions(argv: { 'tls-verify'?: boolean; platform?: string 
   return {
     tlsVerify: argv['tls-verify'] !== false,
     ...(argv.platform ? { platform: parsePlatform(argv.platform) } : {}),
+  };
+}
+
+/** `--cache-dir`, for commands that read file contents (the chunk cache and stored TOCs). */
+export function withCacheOptions<T>(y: Argv<T>) {
+  return y.option('cache-dir', settingOption('cache.dir'));
+}
+
+/** openImage options from the flags and the effective configuration (flags > env > file > defaults). */
+export function openImageOptions(argv: { 'tls-verify'?: boolean; platform?: string }): OpenImageOptions {
+  const v = currentConfig().values;
+  const source = sourceOptions(argv);
+  return {
+    ...(source.tlsVerify !== undefined ? { tlsVerify: source.tlsVerify } : {}),
+    ...(source.platform ? { platform: source.platform } : {}),
+    cacheDir: v['cache.dir'],
+    cacheMaxBytes: v['cache.max_size'],
+    cacheMemoryBytes: v['cache.memory_size'],
+    fetch: { maxRequestBytes: v['fetch.max_request_bytes'], readAhead: v['fetch.read_ahead'], maxInFlight: v['fetch.concurrency'] },
   };
 }

@@ -76,6 +76,39 @@ export class FsTree {
     return node;
   }
 
+  /**
+   * The node a path names inside the image, following symlinks as the kernel would in a
+   * chroot (absolute targets start at the image root, `..` stops at it); the last component
+   * is followed only when `followLast`. Returns an errno-like reason when it cannot.
+   */
+  resolve(path: string, followLast = true): { node: FsNode; path: string } | { error: 'ENOENT' | 'ENOTDIR' | 'ELOOP' } {
+    const MAX_SYMLINKS = 40;
+    let hops = 0;
+    const stack: Array<{ name: string; node: FsNode }> = [];
+    const pending = path.split('/').filter((p) => p !== '' && p !== '.').reverse();
+    while (pending.length > 0) {
+      const part = pending.pop()!;
+      const dir = stack.length > 0 ? stack[stack.length - 1]!.node : this.root;
+      if (part === '..') {
+        stack.pop();
+        continue;
+      }
+      if (!dir.children) return { error: 'ENOTDIR' };
+      const child = dir.children.get(part);
+      if (!child) return { error: 'ENOENT' };
+      if (child.entry.type === 'symlink' && (pending.length > 0 || followLast)) {
+        if (++hops > MAX_SYMLINKS) return { error: 'ELOOP' };
+        const target = child.entry.linkName ?? '';
+        if (target.startsWith('/')) stack.length = 0;
+        pending.push(...target.split('/').filter((p) => p !== '' && p !== '.').reverse());
+        continue;
+      }
+      stack.push({ name: part, node: child });
+    }
+    const last = stack[stack.length - 1];
+    return { node: last ? last.node : this.root, path: stack.map((s) => s.name).join('/') };
+  }
+
   /** Every name in the tree, depth first, children in byte order of their names; the root first. */
   *walk(from = ''): Generator<TreeEntry> {
     const start = this.lookup(from);

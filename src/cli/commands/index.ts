@@ -2,7 +2,9 @@ import type { CommandModule } from 'yargs';
 import { convertCommand } from './convert.js';
 import { configCommand } from './config.js';
 import { inspectCommand } from './inspect.js';
+import { catCommand } from './cat.js';
+import { lsCommand } from './ls.js';
 
 /** Every CLI command; each lives in its own module next to this file. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export const commands: CommandModule<any, any>[] = [configCommand, convertCommand, inspectCommand];
+export const commands: CommandModule<any, any>[] = [configCommand, convertCommand, inspectCommand, lsCommand, catCommand];
