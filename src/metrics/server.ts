@@ -40,7 +40,8 @@ export async function startMetricsServer(address: string): Promise<MetricsServer
     server.listen(where.port, where.host, () => resolve());
   });
   const port = (server.address() as AddressInfo).port;
-  logger().info({ address: `${where.host}:${port}` }, 'serving metrics at /metrics');
+  const host = where.host.includes(':') ? `[${where.host}]` : where.host;
+  logger().info({ address: `${host}:${port}` }, 'serving metrics at /metrics');
   return {
     port,
     host: where.host,
