@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { readLayerToc, type LayerToc, type TocEntry } from '../src/formats/index.js';
+import { indexPlainLayer } from '../src/formats/plain.js';
 import { buildLayerTree, mergeLayers, OVERLAY_OPAQUE_XATTR } from '../src/image/tree.js';
 import { OciLayoutSource } from '../src/source/oci-layout.js';
 import type { Descriptor } from '../src/source/types.js';
@@ -17,6 +18,9 @@ async function corpusToc(image: string, expected: Expected, digest: string): Pro
   const layer = expected.layers[digest]!;
   const desc: Descriptor = { mediaType: layer.mediaType, digest, size: layer.size, ...(layer.annotations ? { annotations: layer.annotations } : {}) };
   const source = new OciLayoutSource({ transport: 'oci', dir: join(CORPUS_DIR, image) });
+  const format = String(layer.format.format);
+  // Plain layers have no TOC: H2's indexer reads the tar itself (contents are not kept here).
+  if (format === 'gzip' || format === 'zstd') return indexPlainLayer(desc, source.blob(desc), async () => undefined);
   return readLayerToc(desc, source.blob(desc));
 }
 
@@ -30,13 +34,8 @@ function xattrsOf(tree: ReturnType<typeof mergeLayers>) {
     Object.fromEntries(Object.entries(tree.lookup(path)?.entry.xattrs ?? {}).map(([k, v]) => [k, v.toString('base64')]));
 }
 
-const lazyImages = corpusImages().filter((image) => {
-  const formats = Object.values(loadExpected(image).layers).map((l) => String(l.format.format));
-  return formats.every((f) => f !== 'gzip' && f !== 'zstd');
-});
-
 describe('tree: corpus images', { skip: HAVE_CORPUS ? false : `no corpus at ${CORPUS_DIR}` }, () => {
-  for (const image of lazyImages) {
+  for (const image of corpusImages()) {
     const expected = loadExpected(image);
     expected.images.forEach((img, i) => {
       if (!img.merged) return; // zstdchunked-skopeo118-gnusparse: no tar reader can list it, so there is no ground truth

@@ -11,6 +11,7 @@ import { DiskTocStore } from '../cache/toc-store.js';
 import { TocfsError } from '../errors.js';
 import { LayerReader } from '../fetch/layer-reader.js';
 import { NoTocError, probeLayer, readLayerToc, type LayerToc, type TocStore } from '../formats/index.js';
+import { indexPlainLayer } from '../formats/plain.js';
 import { logger as rootLogger } from '../log.js';
 import type { ReadCounter } from '../source/counting.js';
 import type { BlobReader, Descriptor, ImageSource, Platform, ResolvedImage } from '../source/types.js';
@@ -73,8 +74,16 @@ async function layerToc(desc: Descriptor, blob: BlobReader, tocStore: TocStore, 
   }
 }
 
-async function indexWithoutToc(desc: Descriptor, _blob: BlobReader, _cache: ChunkCache, _log: Logger): Promise<LayerToc> {
-  throw new TocfsError(`layer ${desc.digest}: no TOC, and indexing plain layers is not available yet`);
+/** Fetches the whole blob once, verifies it and puts every file's pieces into the cache. */
+async function indexWithoutToc(desc: Descriptor, blob: BlobReader, cache: ChunkCache, log: Logger): Promise<LayerToc> {
+  let lastLog = Date.now();
+  const toc = await indexPlainLayer(desc, blob, (digest, data) => cache.put(digest, data), (bytes) => {
+    if (Date.now() - lastLog < 2000) return;
+    lastLog = Date.now();
+    log.info({ layer: desc.digest, bytes, total: desc.size }, 'indexing layer without TOC');
+  });
+  log.info({ layer: desc.digest, entries: toc.entries.length, bytes: desc.size }, 'indexed layer without TOC: served from the cache');
+  return toc;
 }
 
 function definedOnly<T extends object>(o: T): Partial<T> {
@@ -102,7 +111,9 @@ export async function openImage(reference: string, opts: OpenImageOptions = {}):
         const raw = source.blob(descriptor);
         const blob = opts.counter ? opts.counter.wrap(raw) : raw;
         const { toc, lazy } = await layerToc(descriptor, blob, tocStore, cache, log);
-        const reader = new LayerReader({ layerDigest: descriptor.digest, toc, blob, cache, logger: log, ...definedOnly(opts.fetch ?? {}) });
+        // A TOC-less layer's pieces live only in the cache: if some were evicted, index again.
+        const reindex = lazy ? {} : { reindex: () => indexWithoutToc(descriptor, blob, cache, log) };
+        const reader = new LayerReader({ layerDigest: descriptor.digest, toc, blob, cache, logger: log, ...reindex, ...definedOnly(opts.fetch ?? {}) });
         return { index, descriptor, blob, toc, reader, lazy };
       }),
     );
