@@ -30,7 +30,9 @@ export interface LoggerOptions {
 export const REDACT_PATHS = ['password', 'auth', 'token', 'authorization', 'headers.authorization', '*.password', '*.auth', '*.token', '*.authorization', '*.identitytoken', '*.registrytoken'];
 
 const REDACTED = '[redacted]';
-const SECRET_KEY = /^(password|passwd|pass|secret|client_secret|token|access_?token|refresh_?token|id_?token|identity_?token|registry_?token|bearer|auth|authorization|proxy-authorization|cookie|set-cookie|x-registry-auth|credentials?)$/i;
+/** Keys whose values are credentials wherever they appear (compared case-insensitively). */
+const SECRET_KEYS = ['password', 'passwd', 'secret', 'client_secret', 'token', 'access_token', 'accesstoken', 'refresh_token', 'refreshtoken', 'id_token', 'identitytoken', 'identity_token', 'registrytoken', 'registry_token', 'bearer', 'auth', 'authorization', 'proxy-authorization', 'cookie', 'set-cookie', 'x-registry-auth', 'credential', 'credentials'];
+const SECRET_KEY = new Set(SECRET_KEYS);
 const MAX_DEPTH = 8;
 
 /** A copy of `value` with credential-like keys censored at any depth (Errors and other class instances pass as-is). */
@@ -40,7 +42,7 @@ export function redactSecrets(value: unknown, depth = 0): unknown {
   const proto = Object.getPrototypeOf(value);
   if (proto !== Object.prototype && proto !== null) return value;
   const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(value)) out[k] = SECRET_KEY.test(k) && v !== undefined && v !== null && v !== '' ? REDACTED : redactSecrets(v, depth + 1);
+  for (const [k, v] of Object.entries(value)) out[k] = SECRET_KEY.has(k.toLowerCase()) && v !== undefined && v !== null && v !== '' ? REDACTED : redactSecrets(v, depth + 1);
   return out;
 }
 
@@ -109,10 +111,9 @@ export function createLogger(opts: LoggerOptions = {}): Logger {
     {
       level,
       base: { name: 'tocfs' },
-      formatters: {
-        log: (obj) => redactSecrets(obj) as Record<string, unknown>,
-        bindings: (b) => redactSecrets(b) as Record<string, unknown>,
-      },
+      // pino's own redaction covers child bindings (pino skips formatters for those).
+      redact: { paths: SECRET_KEYS.filter((k) => /^\w+$/.test(k)).flatMap((k) => [k, `*.${k}`]), censor: REDACTED },
+      formatters: { log: (obj) => redactSecrets(obj) as Record<string, unknown> },
     },
     scrubbing(inner, form === 'journald'),
   );
