@@ -77,7 +77,7 @@ const showCommand: CommandModule<object, ShowArgs> = {
 
 const referenceCommand: CommandModule = {
   command: 'reference',
-  describe: 'Print every setting (type, default, environment variable, flag) as Markdown',
+  describe: 'Print the settings reference (Markdown)',
   builder: (y) => withExamples(y, [['$0 config reference > settings.md', 'The configuration reference of docs/guide.md']]),
   handler: () => {
     process.stdout.write(renderConfigReference());
