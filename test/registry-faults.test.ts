@@ -167,7 +167,7 @@ describe('registry faults', { skip: HAVE_CORPUS ? false : `no corpus at ${CORPUS
     assert.equal(blobRequests().length, 1);
   });
 
-  test('a redirect to blob storage: Range is sent again, the registry credentials are not', async () => {
+  test('a redirect to blob storage: Range is sent again, the registry credentials are not; the target is reused until it fails', async () => {
     const s = await open();
     proxy.inject({ kind: 'redirect', to: storage.url }, { times: 2 });
     assert.ok((await s.blob(layer).read(12_345, 6789)).equals(await expected(12_345, 6789)));
@@ -177,5 +177,16 @@ describe('registry faults', { skip: HAVE_CORPUS ? false : `no corpus at ${CORPUS
     assert.equal(atStorage.path, `/v2/app/blobs/${layer.digest}`);
     assert.equal(atStorage.headers.range, 'bytes=12345-19133');
     assert.equal(atStorage.headers.authorization, undefined);
+
+    // The next range goes straight to storage...
+    const atStorageBefore = storage.requests.length;
+    assert.ok((await s.blob(layer).read(500, 100)).equals(await expected(500, 100)));
+    assert.equal(blobRequests().length, 1);
+    assert.equal(storage.requests.length, atStorageBefore + 1);
+    // ...until storage refuses it (an expired URL): then the registry is asked again and redirects anew.
+    storage.expire();
+    assert.ok((await s.blob(layer).read(900, 100)).equals(await expected(900, 100)));
+    assert.equal(blobRequests().length, 2);
+    assert.deepEqual(storage.requests.slice(atStorageBefore + 1).map((r) => r.headers.range), ['bytes=900-999', 'bytes=900-999']);
   });
 });

@@ -30,6 +30,12 @@ export interface FetchedManifest {
 const MAX_MANIFEST = 4 * 1024 * 1024;
 const MAX_ERROR_BODY = 64 * 1024;
 const MAX_REDIRECTS = 5;
+/**
+ * How long a blob's redirect target (typically a pre-signed storage URL) is reused for
+ * further ranges of that blob without asking the registry again. A target that stops
+ * answering 200/206 is dropped at once.
+ */
+const REDIRECT_REUSE_MS = 5 * 60 * 1000;
 
 function header(h: HttpResponse['headers'], name: string): string | undefined {
   const v = h[name];
@@ -83,6 +89,8 @@ export class RegistryEndpoint {
   private readonly insecure: boolean;
   private base?: Promise<URL>;
   private warnedRangeIgnored = false;
+  /** Blob digest → the storage URL the registry redirected it to. */
+  private readonly redirects = new Map<string, { url: URL; until: number }>();
 
   constructor(
     source: PullSource,
@@ -223,6 +231,26 @@ export class RegistryEndpoint {
     });
   }
 
+  /** A blob GET: to the storage URL the registry last redirected this blob to, else through the registry. */
+  private async blobResponse(digest: string, headers: Record<string, string>, signal: AbortSignal): Promise<HttpResponse> {
+    const cached = this.redirects.get(digest);
+    if (cached && cached.until > Date.now()) {
+      try {
+        const res = await this.ctx.transports.request(cached.url, { headers, signal });
+        if (res.status === 200 || res.status === 206) return res;
+        discard(res);
+      } catch (e) {
+        if (signal.aborted) throw e;
+      }
+      logger().debug({ registry: this.registry, blob: digest }, 'stored redirect target failed; asking the registry again');
+    }
+    this.redirects.delete(digest);
+    const res = await this.send(`/v2/${this.repository}/blobs/${digest}`, headers, signal);
+    const base = await this.baseUrl(signal);
+    if (res.url.origin !== base.origin && (res.status === 200 || res.status === 206)) this.redirects.set(digest, { url: res.url, until: Date.now() + REDIRECT_REUSE_MS });
+    return res;
+  }
+
   /**
    * Bytes [offset, offset+length) of a blob, yielded as they arrive. A cut or timed-out
    * transfer resumes where it stopped; `206` must carry the Content-Range asked for; a `200`
@@ -239,7 +267,7 @@ export class RegistryEndpoint {
       const wantRange = !(pos === 0 && end === desc.size);
       let res: HttpResponse | undefined;
       try {
-        res = await this.send(`/v2/${this.repository}/blobs/${desc.digest}`, wantRange ? { range: `bytes=${pos}-${end - 1}` } : {}, d.signal);
+        res = await this.blobResponse(desc.digest, wantRange ? { range: `bytes=${pos}-${end - 1}` } : {}, d.signal);
         d.startBody(bodyDeadlineMs(this.ctx.timeouts, res.status === 200 ? desc.size : end - pos));
         let skip = 0;
         const declaredLength = header(res.headers, 'content-length');

@@ -20,8 +20,6 @@ export interface Timeouts {
 }
 
 export interface RegistryClientOptions {
-  /** false: allow plain HTTP and unverified TLS for every registry (Podman's --tls-verify=false). */
-  tlsVerify?: boolean;
   /** registries.conf to read instead of $CONTAINERS_REGISTRIES_CONF / ~/.config/containers/registries.conf / /etc/containers/registries.conf. */
   registriesConf?: string;
   /** Drop-in directory instead of /etc/containers/registries.conf.d (+ ~/.config/containers/registries.conf.d). */

@@ -56,7 +56,7 @@ export class RegistrySource implements ImageSource {
       transports: this.transports,
       retry: { ...DEFAULT_RETRY, ...r.retry },
       timeouts,
-      tlsVerify: (options.tlsVerify ?? r.tlsVerify) !== false,
+      tlsVerify: options.tlsVerify !== false,
       authFiles: authFilePaths(r.authFile),
     };
   }
@@ -154,6 +154,8 @@ export class RegistrySource implements ImageSource {
           pos += c.length;
           yield c;
         }
+        // Later reads go straight to the source that works.
+        if (i > 0) this.preferred = (await this.endpoints()).indexOf(eps[i]!);
         return;
       } catch (e) {
         if (signal?.aborted || i === eps.length - 1) throw e;

@@ -153,6 +153,8 @@ export interface BlobStorage {
   /** `http://127.0.0.1:PORT` — give it to a `redirect` fault. */
   url: string;
   requests: RecordedRequest[];
+  /** Answer the next `n` requests 403, like an expired pre-signed URL. */
+  expire(n?: number): void;
   close(): Promise<void>;
 }
 
@@ -162,8 +164,13 @@ export interface BlobStorage {
  */
 export async function startBlobStorage(registryRoot: string): Promise<BlobStorage> {
   const requests: RecordedRequest[] = [];
+  let expired = 0;
   const server = createServer(async (req, res) => {
     requests.push({ method: req.method ?? 'GET', path: req.url ?? '/', headers: req.headers, at: Date.now() });
+    if (expired > 0) {
+      expired--;
+      return void res.writeHead(403).end('<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>');
+    }
     const m = /sha256:([0-9a-f]{64})/.exec(req.url ?? '');
     if (!m) return void res.writeHead(404).end();
     const file = join(registryRoot, 'docker', 'registry', 'v2', 'blobs', 'sha256', m[1]!.slice(0, 2), m[1]!, 'data');
@@ -185,5 +192,12 @@ export async function startBlobStorage(registryRoot: string): Promise<BlobStorag
     }
   });
   const port = await listen(server);
-  return { url: `http://127.0.0.1:${port}`, requests, close: () => closeServer(server) };
+  return {
+    url: `http://127.0.0.1:${port}`,
+    requests,
+    expire: (n = 1) => {
+      expired += n;
+    },
+    close: () => closeServer(server),
+  };
 }
