@@ -99,7 +99,10 @@ export async function mountFs(mountpoint: string, ops: FuseOperations, options: 
   return {
     mountpoint: mnt,
     unmount() {
-      unmounted ??= new Promise<void>((res, rej) => fuse.unmount((err) => (err && !/not mounted|not found in|entry for .* not found/i.test(err.message) ? rej(err) : res())));
+      unmounted ??= (async () => {
+        if (!(await isMounted(mnt))) return; // someone unmounted it already
+        await new Promise<void>((res, rej) => fuse.unmount((err) => (err ? rej(err) : res())));
+      })();
       return unmounted;
     },
   };

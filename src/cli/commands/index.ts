@@ -4,7 +4,9 @@ import { configCommand } from './config.js';
 import { inspectCommand } from './inspect.js';
 import { catCommand } from './cat.js';
 import { lsCommand } from './ls.js';
+import { mountCommand } from './mount.js';
+import { unmountCommand } from './unmount.js';
 
 /** Every CLI command; each lives in its own module next to this file. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export const commands: CommandModule<any, any>[] = [configCommand, convertCommand, inspectCommand, lsCommand, catCommand];
+export const commands: CommandModule<any, any>[] = [configCommand, convertCommand, inspectCommand, lsCommand, catCommand, mountCommand, unmountCommand];

@@ -1,0 +1,79 @@
+/**
+ * `tocfs mount IMAGE MOUNTPOINT`: the image's root filesystem, read-only and lazily fetched.
+ * Returns once the mount is ready, leaving a daemon serving it (`--foreground` stays
+ * attached instead, for systemd); `tocfs unmount MOUNTPOINT` ends it.
+ */
+import { resolve } from 'node:path';
+import type { Argv, CommandModule } from 'yargs';
+import { currentConfig, settingOption } from '../../config/index.js';
+import { hasReadyChannel, startDaemon } from '../../daemon/daemonize.js';
+import { serveMount, type PrefetchMode } from '../../daemon/serve.js';
+import { ensureRuntimeDir, mountFiles } from '../../daemon/state.js';
+import { formatReference, parseReference } from '../../reference.js';
+import { logger } from '../../log.js';
+import { withExamples } from '../help.js';
+import { openImageOptions, withCacheOptions, withImageOptions } from '../options.js';
+
+interface MountArgs {
+  image: string;
+  mountpoint: string;
+  layer?: string;
+  foreground: boolean;
+  prefetch?: PrefetchMode;
+  'cache-dir'?: string;
+  'tls-verify'?: boolean;
+  platform?: string;
+  'log-level'?: string;
+}
+
+/** The daemon's own command line: the same mount, absolute paths, effective settings spelled out. */
+function daemonArgs(argv: MountArgs, mountpoint: string): string[] {
+  const v = currentConfig().values;
+  const args = ['mount', formatReference(parseReference(argv.image)), mountpoint, '--foreground'];
+  args.push('--prefetch', String(v['prefetch.mode']), '--cache-dir', resolve(String(v['cache.dir'])), `--tls-verify=${v['registry.tls_verify'] !== false}`);
+  args.push('--log-level', String(v['log.level']));
+  if (argv.platform) args.push('--platform', argv.platform);
+  if (argv.layer) args.push('--layer', argv.layer);
+  return args;
+}
+
+export const mountCommand: CommandModule<object, MountArgs> = {
+  command: 'mount <image> <mountpoint>',
+  describe: 'Mount an image read-only, fetching file contents only when they are read',
+  builder: (y: Argv) =>
+    withExamples(
+      withCacheOptions(withImageOptions(y))
+        .positional('image', { type: 'string', demandOption: true, describe: 'oci:DIR[:TAG] or [docker://]HOST/REPO[:TAG][@DIGEST]' })
+        .positional('mountpoint', { type: 'string', demandOption: true, describe: 'An existing empty directory' })
+        .option('layer', { type: 'string', describe: 'Mount this layer\'s own tree (digest or unique prefix) instead of the merged image' })
+        .option('foreground', { type: 'boolean', default: false, describe: 'Stay attached and serve until SIGINT/SIGTERM (for systemd)' })
+        .option('prefetch', settingOption('prefetch.mode')) as unknown as Argv<MountArgs>,
+      [
+        ['$0 mount docker://quay.io/podman/hello /mnt/hello', 'Mount an image from a registry'],
+        ['$0 mount --prefetch all oci:./myimage /mnt/img', 'Mount, then fetch everything in the background'],
+        ['$0 unmount /mnt/hello', 'End the mount'],
+      ],
+      'The daemon logs to a file under the runtime directory (/run/tocfs/mounts as root); tocfs unmount names it when it fails.',
+    ),
+  handler: async (argv) => {
+    const mountpoint = resolve(argv.mountpoint);
+    if (!argv.foreground) {
+      await ensureRuntimeDir();
+      await startDaemon({ args: daemonArgs(argv, mountpoint), logFile: mountFiles(mountpoint).log });
+      return;
+    }
+    const v = currentConfig().values;
+    await serveMount({
+      image: argv.image,
+      mountpoint,
+      ...(argv.layer ? { layer: argv.layer } : {}),
+      prefetch: (argv.prefetch ?? v['prefetch.mode']) as PrefetchMode,
+      open: openImageOptions(argv),
+      logger: logger(),
+      ...(hasReadyChannel() ? { logFile: mountFiles(mountpoint).log } : {}),
+    });
+    logger().flush();
+    // fuse-native keeps a handle on the event loop after unmounting.
+    setTimeout(() => process.exit(process.exitCode ?? 0), 100).unref();
+  },
+};

@@ -1,0 +1,130 @@
+/**
+ * The life of one mount: open the image, build its tree, mount, report ready, prefetch in
+ * the background, serve until SIGINT/SIGTERM or until someone unmounts it, then unmount
+ * cleanly and exit.
+ */
+import { resolve } from 'node:path';
+import type { Logger } from 'pino';
+import { fetchAll, prefetchLandmark, type FetchProgress } from '../fetch/prefetch.js';
+import { fsOperations } from '../fs/operations.js';
+import { isMounted, mountFs, type MountedFs } from '../fs/mount.js';
+import { openImage, type ImageLayer, type OpenedImage, type OpenImageOptions } from '../image/image.js';
+import { notifyFailure, notifyReady } from './daemonize.js';
+import { removeMountState, writeMountState } from './state.js';
+
+export type PrefetchMode = 'landmark' | 'all' | 'none';
+
+export interface ServeOptions {
+  image: string;
+  mountpoint: string;
+  /** Mount this layer's own tree instead of the merged view. */
+  layer?: string;
+  prefetch: PrefetchMode;
+  open: OpenImageOptions;
+  logger: Logger;
+  /** Where the daemon's log goes, recorded for `tocfs unmount`. */
+  logFile?: string;
+}
+
+/** How often the daemon checks that its mount still exists (someone may run fusermount -u). */
+const WATCH_INTERVAL_MS = 1000;
+const PROGRESS_INTERVAL_MS = 2000;
+
+function progressLogger(log: Logger, layer: ImageLayer, what: string): (p: FetchProgress) => void {
+  let last = 0;
+  return (p) => {
+    const now = Date.now();
+    if (now - last < PROGRESS_INTERVAL_MS && p.done < p.total) return;
+    last = now;
+    log.info({ layer: layer.descriptor.digest, done: p.done, total: p.total, percent: p.total ? Math.round((100 * p.done) / p.total) : 100 }, what);
+  };
+}
+
+async function prefetch(image: OpenedImage, layers: ImageLayer[], mode: PrefetchMode, signal: AbortSignal, log: Logger): Promise<void> {
+  if (mode === 'none') return;
+  const started = Date.now();
+  for (const layer of layers) {
+    if (signal.aborted) return;
+    if (!layer.lazy) continue; // indexed from the whole blob: everything is cached already
+    if (mode === 'landmark') {
+      const bytes = await prefetchLandmark(layer.reader, progressLogger(log, layer, 'prefetching landmark files'));
+      if (bytes > 0) log.info({ layer: layer.descriptor.digest, bytes }, 'prefetched the files before the eStargz landmark');
+    } else {
+      await fetchAll(layer.reader, { signal, onProgress: progressLogger(log, layer, 'fetching the whole layer in the background') });
+    }
+  }
+  log.info({ mode, ms: Date.now() - started, image: image.reference }, 'prefetch done');
+}
+
+/** Resolves when a signal arrives or the mount disappears. */
+function untilStopped(mountpoint: string, log: Logger): Promise<string> {
+  return new Promise((resolveStop) => {
+    const stop = (why: string): void => {
+      clearInterval(timer);
+      process.off('SIGINT', onInt);
+      process.off('SIGTERM', onTerm);
+      resolveStop(why);
+    };
+    const onInt = (): void => stop('SIGINT');
+    const onTerm = (): void => stop('SIGTERM');
+    process.on('SIGINT', onInt);
+    process.on('SIGTERM', onTerm);
+    const timer = setInterval(() => {
+      isMounted(mountpoint).then(
+        (mounted) => {
+          if (!mounted) stop('unmounted');
+        },
+        (err: unknown) => log.debug({ err }, 'cannot read the mount table'),
+      );
+    }, WATCH_INTERVAL_MS);
+  });
+}
+
+/** Runs one mount to its end. Rejects (after telling a waiting parent) if it cannot mount. */
+export async function serveMount(opts: ServeOptions): Promise<void> {
+  const log = opts.logger;
+  const mountpoint = resolve(opts.mountpoint);
+  const started = Date.now();
+  let image: OpenedImage | undefined;
+  let mounted: MountedFs | undefined;
+  try {
+    image = await openImage(opts.image, { ...opts.open, logger: log });
+    const tree = image.tree(opts.layer);
+    const opened = image;
+    log.info({ image: image.reference, layers: image.layers.length, inodes: tree.inodeCount, ms: Date.now() - started }, 'image opened');
+    const ops = fsOperations({
+      tree,
+      read: (node, offset, length) => opened.readFile(node, offset, length),
+      logger: log,
+      describe: (node) => ({ image: opened.reference, layer: opened.layers[node.layer]?.descriptor.digest }),
+    });
+    mounted = await mountFs(mountpoint, ops, { label: image.reference, logger: log });
+    await writeMountState({ pid: process.pid, mountpoint, image: image.reference, ...(opts.layer ? { layer: opts.layer } : {}), ...(opts.logFile ? { log: opts.logFile } : {}), started: new Date().toISOString() });
+  } catch (e) {
+    await mounted?.unmount().catch(() => undefined);
+    await image?.close().catch(() => undefined);
+    notifyFailure((e as Error).message);
+    throw e;
+  }
+  log.info({ image: image.reference, mountpoint, layer: opts.layer, ms: Date.now() - started }, 'mounted');
+  notifyReady();
+
+  // The mount keeps serving whatever goes wrong elsewhere in the process.
+  process.on('uncaughtException', (err) => log.error({ err }, 'uncaught exception (still serving)'));
+  process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection (still serving)'));
+
+  const abort = new AbortController();
+  const layers = opts.layer ? [image.layer(opts.layer)] : image.layers;
+  const background = prefetch(image, layers, opts.prefetch, abort.signal, log).catch((err: unknown) => {
+    if (!abort.signal.aborted) log.warn({ err }, 'prefetch stopped (reads still fetch what they need)');
+  });
+
+  const why = await untilStopped(mountpoint, log);
+  log.info({ mountpoint, why }, 'stopping');
+  abort.abort();
+  await mounted.unmount().catch((err: unknown) => log.warn({ err }, 'unmount failed'));
+  await background;
+  await image.close().catch(() => undefined);
+  await removeMountState(mountpoint, process.pid);
+  log.info({ mountpoint }, 'unmounted');
+}
