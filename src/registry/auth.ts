@@ -8,7 +8,7 @@ import { SourceError } from '../errors.js';
 import { logger } from '../log.js';
 import { findCredentials, type Credentials } from './auth-file.js';
 import { parseChallenges, type Challenge } from './challenge.js';
-import type { Transports } from './transport.js';
+import { readLimited, type Transports } from './transport.js';
 
 interface CachedToken {
   header: string;
@@ -145,7 +145,7 @@ export class Authenticator {
     this.tokenRequests++;
     logger().debug({ registry: this.ctx.registry, realm: realm.origin + realm.pathname, scope, user: c?.username }, 'requesting registry token');
     const res = await this.ctx.transports.request(realm, { ...req, ...(signal ? { signal } : {}), insecure: this.ctx.insecure });
-    const text = await readLimited(res.body, MAX_TOKEN_RESPONSE);
+    const text = (await readLimited(res.body, MAX_TOKEN_RESPONSE)).toString('utf8');
     if (res.status === 401 || res.status === 403) throw await this.deniedError(res.status, `token server ${realm.host} answered ${res.status}`);
     if (res.status !== 200) throw new AuthError(`${this.ctx.registry}: token server ${realm.host} answered ${res.status}`, res.status);
     let body: { token?: unknown; access_token?: unknown; expires_in?: unknown };
@@ -162,18 +162,4 @@ export class Authenticator {
     this.tokens.set(scope, cached);
     return cached;
   }
-}
-
-export async function readLimited(body: AsyncIterable<Buffer> & { destroy(): unknown }, limit: number): Promise<string> {
-  const parts: Buffer[] = [];
-  let n = 0;
-  for await (const chunk of body) {
-    n += chunk.length;
-    if (n > limit) {
-      body.destroy();
-      throw new SourceError(`response larger than ${limit} bytes`);
-    }
-    parts.push(chunk);
-  }
-  return Buffer.concat(parts).toString('utf8');
 }

@@ -2,16 +2,15 @@
  * One place an image can be pulled from (a mirror or the registry): scheme discovery for
  * insecure registries, authentication, redirects, manifests, and blob bytes with retries.
  */
-import { setTimeout as sleep } from 'node:timers/promises';
 import { SourceError } from '../errors.js';
 import { logger } from '../log.js';
 import { DOCKER_HUB } from '../reference.js';
 import type { Descriptor } from '../source/types.js';
-import { AuthError, Authenticator, readLimited } from './auth.js';
+import { AuthError, Authenticator } from './auth.js';
 import { bodyDeadlineMs, type RetryPolicy, type Timeouts } from './options.js';
 import type { PullSource } from './registries-conf.js';
-import { backoffMs, parseRetryAfter, TransientError, withRetries } from './retry.js';
-import type { HttpResponse, Transports } from './transport.js';
+import { parseRetryAfter, RetryBudget, TransientError, withRetries } from './retry.js';
+import { readLimited, type HttpResponse, type Transports } from './transport.js';
 
 export interface EndpointContext {
   transports: Transports;
@@ -188,7 +187,7 @@ export class RegistryEndpoint {
     }
     let detail = '';
     try {
-      const text = await readLimited(res.body, MAX_ERROR_BODY);
+      const text = (await readLimited(res.body, MAX_ERROR_BODY)).toString('utf8');
       const errs = (JSON.parse(text) as { errors?: Array<{ code?: string; message?: string }> }).errors;
       if (Array.isArray(errs)) detail = errs.map((e) => [e.code, e.message].filter(Boolean).join(': ')).join('; ');
     } catch {
@@ -203,6 +202,9 @@ export class RegistryEndpoint {
     throw new SourceError(`${what}: ${this.registry} answered ${suffix}`, status);
   }
 
+  private describe(e: unknown, what: string, signal: AbortSignal): Error {
+    return this.ctx.transports.describe(e, { host: this.registry, certsName: this.registry, what }, signal);
+  }
 
   /** A manifest or index by tag or digest, with its Content-Type. The caller verifies digests. */
   async manifest(reference: string, accept: string, signal?: AbortSignal): Promise<FetchedManifest> {
@@ -219,12 +221,12 @@ export class RegistryEndpoint {
           discard(res);
           throw new SourceError(`${what}: manifest of ${length} bytes is larger than the ${MAX_MANIFEST} allowed`);
         }
-        const bytes = Buffer.from(await readLimited(res.body, MAX_MANIFEST), 'utf8');
+        const bytes = await readLimited(res.body, MAX_MANIFEST);
         const ct = header(res.headers, 'content-type');
         return { bytes, ...(ct ? { mediaType: ct.split(';')[0]!.trim() } : {}) };
       } catch (e) {
         discard(res);
-        throw this.ctx.transports.describe(e, new URL(`https://${this.registry}/`), this.registry, d.signal);
+        throw this.describe(e, what, d.signal);
       } finally {
         d.clear();
       }
@@ -260,7 +262,7 @@ export class RegistryEndpoint {
     const what = `blob ${desc.digest} of ${this.name}`;
     const end = offset + length;
     let pos = offset;
-    let failures = 0;
+    const budget = new RetryBudget(this.ctx.retry, what);
     while (pos < end) {
       const d = new Deadline(signal);
       const startedAt = pos;
@@ -302,19 +304,14 @@ export class RegistryEndpoint {
           if (overflow) chunk = chunk.subarray(0, end - pos);
           if (chunk.length > 0) {
             pos += chunk.length;
-            if (pos - startedAt >= PROGRESS_RESETS_RETRIES) failures = 0;
+            if (pos - startedAt >= PROGRESS_RESETS_RETRIES) budget.reset();
             yield chunk;
           }
           if (overflow || (stopEarly && pos === end)) break;
         }
         if (pos < end) throw new TransientError(`${what}: connection closed at byte ${pos} of ${offset}-${end - 1}`, res.status);
       } catch (e) {
-        const err = this.ctx.transports.describe(e, new URL(`https://${this.registry}/`), this.registry, d.signal);
-        if (!(err instanceof TransientError) || signal?.aborted) throw err;
-        if (++failures >= this.ctx.retry.attempts) throw new SourceError(`${err.message} (gave up after ${failures} attempts)`, err.status, { cause: err });
-        const delay = backoffMs(this.ctx.retry, failures - 1, err.retryAfterMs);
-        logger().warn({ what, at: pos, attempt: failures, delayMs: Math.round(delay), err: err.message }, 'blob transfer failed; retrying');
-        await sleep(delay, undefined, signal ? { signal } : undefined);
+        await budget.failed(this.describe(e, what, d.signal), signal, { at: pos });
       } finally {
         d.clear();
         discard(res);

@@ -32,22 +32,41 @@ export function backoffMs(policy: RetryPolicy, retry: number, retryAfterMs?: num
   return Math.max(jittered, Math.min(retryAfterMs, policy.maxRetryAfterMs));
 }
 
-/**
- * Runs `attempt` until it succeeds, fails with a non-transient error, or the policy's
- * attempts are spent. `attempt` gets the attempt number (0-based).
- */
-export async function withRetries<T>(policy: RetryPolicy, what: string, signal: AbortSignal | undefined, attempt: (n: number) => Promise<T>): Promise<T> {
-  for (let n = 0; ; n++) {
+/** The failures one request may have before it is given up, and the waits between them. */
+export class RetryBudget {
+  private failures = 0;
+
+  constructor(
+    private readonly policy: RetryPolicy,
+    private readonly what: string,
+  ) {}
+
+  /**
+   * After a failed attempt: rethrows `e` unless it is transient and attempts are left
+   * (then waits the backoff, or what Retry-After asked for).
+   */
+  async failed(e: unknown, signal?: AbortSignal, context: Record<string, unknown> = {}): Promise<void> {
+    if (!(e instanceof TransientError) || signal?.aborted) throw e;
+    if (++this.failures >= this.policy.attempts) throw new SourceError(`${e.message} (gave up after ${this.failures} attempts)`, e.status, { cause: e });
+    const delay = backoffMs(this.policy, this.failures - 1, e.retryAfterMs);
+    logger().warn({ what: this.what, ...context, attempt: this.failures, delayMs: Math.round(delay), err: e.message }, 'registry request failed; retrying');
+    await sleep(delay, undefined, signal ? { signal } : undefined);
+  }
+
+  /** Progress was made: earlier failures no longer count. */
+  reset(): void {
+    this.failures = 0;
+  }
+}
+
+/** Runs `attempt` until it succeeds or the retry budget says stop. */
+export async function withRetries<T>(policy: RetryPolicy, what: string, signal: AbortSignal | undefined, attempt: () => Promise<T>): Promise<T> {
+  const budget = new RetryBudget(policy, what);
+  for (;;) {
     try {
-      return await attempt(n);
+      return await attempt();
     } catch (e) {
-      if (!(e instanceof TransientError) || signal?.aborted) throw e;
-      if (n + 1 >= policy.attempts) {
-        throw new SourceError(`${e.message} (gave up after ${policy.attempts} attempts)`, e.status, { cause: e });
-      }
-      const delay = backoffMs(policy, n, e.retryAfterMs);
-      logger().warn({ what, attempt: n + 1, delayMs: Math.round(delay), err: e.message }, 'registry request failed; retrying');
-      await sleep(delay, undefined, signal ? { signal } : undefined);
+      await budget.failed(e, signal);
     }
   }
 }

@@ -113,17 +113,22 @@ export class Transports {
       });
       return { status: res.statusCode, headers: res.headers, body: res.body, url };
     } catch (e) {
-      throw this.describe(e, url, certsName, req.signal);
+      throw this.describe(e, { host: url.host, certsName }, req.signal);
     }
   }
 
-  /** A network error as a SourceError: transient ones retried, TLS trust problems with the fix. */
-  describe(e: unknown, url: URL, certsName: string, signal?: AbortSignal): Error {
-    if (signal?.aborted && (signal.reason as Error | undefined)?.name !== 'TimeoutError') return e as Error;
+  /**
+   * A network error as a SourceError: transient ones retried, TLS trust problems with the
+   * fix. `what` names the transfer for errors while reading a body.
+   */
+  describe(e: unknown, where: { host: string; certsName: string; what?: string }, signal?: AbortSignal): Error {
+    const timedOut = (signal?.reason as Error | undefined)?.name === 'TimeoutError';
+    if (signal?.aborted && !timedOut) return e as Error;
     if (e instanceof SourceError) return e;
+    const { host, certsName } = where;
+    const what = where.what ?? host;
     const code = errorCode(e);
-    const host = url.host;
-    if (signal?.aborted) return new TransientError(`${host}: request for ${url.pathname} timed out`, undefined, undefined, { cause: e });
+    if (timedOut) return new TransientError(`${what}: timed out (${(signal!.reason as Error).message})`, undefined, undefined, { cause: e });
     if (code && TLS_TRUST_CODES.has(code))
       return new SourceError(
         `${host}: certificate signed by unknown authority (${code}): add the CA to ${this.opts.certsDir}/${certsName}/ca.crt or use --tls-verify=false`,
@@ -139,7 +144,7 @@ export class Transports {
         { cause: e },
       );
     if (code === 'ENOTFOUND') return new SourceError(`${host}: host not found`, undefined, { cause: e });
-    const msg = `${host}: ${innermostMessage(e)}${code ? ` (${code})` : ''}`;
+    const msg = `${what}: ${innermostMessage(e)}${code ? ` (${code})` : ''}`;
     if (!code || RETRYABLE_CODES.has(code) || code.startsWith('UND_ERR')) return new TransientError(msg, undefined, undefined, { cause: e });
     return new SourceError(msg, undefined, { cause: e });
   }
@@ -149,4 +154,16 @@ export class Transports {
     this.pools.clear();
     await Promise.all(pools.map((p) => (p.status === 'fulfilled' ? p.value.destroy() : undefined)));
   }
+}
+
+/** A whole response body, refusing more than `limit` bytes. */
+export async function readLimited(body: HttpResponse['body'], limit: number): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  let n = 0;
+  for await (const chunk of body as AsyncIterable<Buffer>) {
+    n += chunk.length;
+    if (n > limit) throw new SourceError(`response larger than ${limit} bytes`);
+    parts.push(chunk);
+  }
+  return Buffer.concat(parts, n);
 }
