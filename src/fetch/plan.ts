@@ -14,16 +14,18 @@ export interface PlannedRange<T extends Located> {
 }
 
 /**
- * Groups chunks whose compressed extents touch or overlap into ranges of at most `cap`
- * bytes (a single chunk bigger than the cap gets a range of its own).
+ * Groups chunks whose compressed extents touch, overlap or lie at most `maxGap` bytes apart
+ * into ranges of at most `cap` bytes (a single chunk bigger than the cap gets a range of its
+ * own). zstd:chunked puts each tar header in a small frame of its own between two files'
+ * content, so neighbouring files are a few hundred bytes apart, not touching.
  */
-export function coalesce<T extends Located>(items: T[], cap: number): PlannedRange<T>[] {
+export function coalesce<T extends Located>(items: T[], cap: number, maxGap = 0): PlannedRange<T>[] {
   const sorted = [...items].sort((a, b) => a.chunk.compressedOffset - b.chunk.compressedOffset);
   const ranges: PlannedRange<T>[] = [];
   let cur: PlannedRange<T> | undefined;
   for (const it of sorted) {
     const { compressedOffset: s, compressedEnd: e } = it.chunk;
-    if (cur && s <= cur.end && Math.max(cur.end, e) - cur.start <= cap) {
+    if (cur && s <= cur.end + maxGap && Math.max(cur.end, e) - cur.start <= cap) {
       cur.end = Math.max(cur.end, e);
       cur.items.push(it);
     } else {
