@@ -1,0 +1,100 @@
+/**
+ * Podman (Debian's 4.3.1) with private storage per run: its own --root/--runroot/--tmpdir,
+ * storage.conf and registries.conf, so each measurement starts from an empty store and an
+ * empty blob-info cache (which lives under the root), and nothing is shared with other users
+ * of podman on this machine.
+ */
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { run, type RunResult } from './proc.js';
+
+const SYSTEM_BLOB_INFO_CACHE = '/var/lib/containers/cache';
+
+export interface PodmanMode {
+  /** Podman's partial pull of zstd:chunked (`enable_partial_images`). */
+  partial?: boolean;
+  /** An additional layer store (`DIR:ref`) such as `tocfs store`. */
+  additionalLayerStore?: string;
+}
+
+export class Podman {
+  private constructor(
+    readonly dir: string,
+    private readonly env: NodeJS.ProcessEnv,
+    private readonly ns: string,
+  ) {}
+
+  static async create(dir: string, ns: string, registryHost: string, mode: PodmanMode): Promise<Podman> {
+    await unmountUnder(dir);
+    await rm(dir, { recursive: true, force: true });
+    await mkdir(dir, { recursive: true });
+    const storageConf = join(dir, 'storage.conf');
+    const pullOptions = `pull_options = {enable_partial_images = "${mode.partial ? 'true' : 'false'}", use_hard_links = "false", ostree_repos = ""}`;
+    await writeFile(
+      storageConf,
+      `[storage]
+driver = "overlay"
+graphroot = "${join(dir, 'root')}"
+runroot = "${join(dir, 'run')}"
+
+[storage.options]
+${pullOptions}
+${mode.additionalLayerStore ? `additionallayerstores = ["${mode.additionalLayerStore}"]` : ''}
+`,
+    );
+    const registriesConf = join(dir, 'registries.conf');
+    await writeFile(registriesConf, `[[registry]]\nlocation = "${registryHost}"\ninsecure = true\n`);
+    const env = {
+      ...process.env,
+      CONTAINERS_STORAGE_CONF: storageConf,
+      CONTAINERS_REGISTRIES_CONF: registriesConf,
+      TMPDIR: join(dir, 'tmp'),
+    };
+    await mkdir(join(dir, 'tmp'), { recursive: true });
+    await mkdir(join(dir, 'blob-info-cache'), { recursive: true });
+    await mkdir(SYSTEM_BLOB_INFO_CACHE, { recursive: true });
+    return new Podman(dir, env, ns);
+  }
+
+  private argv(args: string[]): string[] {
+    return [
+      // A private mount namespace whose /var/lib/containers/cache (podman 4.3's blob-info
+      // cache, which ignores --root) is this run's own directory.
+      'unshare', '-m', '--propagation', 'slave', 'sh', '-c', `mount --bind "$0" ${SYSTEM_BLOB_INFO_CACHE} && exec "$@"`, join(this.dir, 'blob-info-cache'),
+      'podman',
+      '--root', join(this.dir, 'root'),
+      '--runroot', join(this.dir, 'run'),
+      '--tmpdir', join(this.dir, 'libpod'),
+      '--storage-driver', 'overlay',
+      '--runtime', 'runc',
+      '--cgroup-manager', 'cgroupfs',
+      '--events-backend', 'file',
+      ...args,
+    ];
+  }
+
+  exec(args: string[], timeoutMs = 600_000): Promise<RunResult> {
+    return run(this.argv(args), { ns: this.ns, env: this.env, timeoutMs });
+  }
+
+  pull(image: string): Promise<RunResult> {
+    return this.exec(['pull', '-q', '--tls-verify=false', image]);
+  }
+
+  /** `podman run --rm` of `cmd` (no network: the container needs none). */
+  runRm(image: string, cmd: string[]): Promise<RunResult> {
+    return this.exec(['run', '--rm', '--network', 'none', '--ulimit', 'nofile=4096:4096', '--ulimit', 'nproc=4096:4096', '--pull', 'never', image, ...cmd]);
+  }
+
+  /** Removes everything this podman stored (its overlay mounts first). */
+  async destroy(): Promise<void> {
+    await this.exec(['system', 'reset', '--force']).catch(() => undefined);
+    await unmountUnder(this.dir);
+    await rm(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** Lazily unmounts every mount at or below `dir` (leftovers of an interrupted run). */
+export async function unmountUnder(dir: string): Promise<void> {
+  await run(['sh', '-c', `awk '{print $5}' /proc/self/mountinfo | grep '^${dir}' | sort -ru | xargs -r -n1 umount -l`], { check: false });
+}

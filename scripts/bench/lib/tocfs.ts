@@ -1,0 +1,84 @@
+/**
+ * tocfs as a user runs it: the CLI built into a private directory (so the run measures
+ * compiled JavaScript, not tsx, and never touches the checkout's dist/), with the commands
+ * this checkout has detected up front so missing ones are reported, not failed.
+ */
+import { mkdir, readdir, readFile, rm, symlink, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { run, type RunResult } from './proc.js';
+
+const REPO = new URL('../../..', import.meta.url).pathname.replace(/\/$/, '');
+
+export class Tocfs {
+  private constructor(
+    readonly entry: string,
+    readonly commands: Set<string>,
+    readonly buildNote: string,
+  ) {}
+
+  /** Compiles the checkout into `dir` (type errors in work in progress do not stop the emit). */
+  static async build(dir: string): Promise<Tocfs> {
+    await rm(dir, { recursive: true, force: true });
+    await mkdir(dir, { recursive: true });
+    await symlink(join(REPO, 'node_modules'), join(dir, 'node_modules'));
+    await symlink(join(REPO, 'package.json'), join(dir, 'package.json'));
+    const tsc = await run(['npx', 'tsc', '-p', join(REPO, 'tsconfig.json'), '--outDir', join(dir, 'dist')], { cwd: REPO, check: false });
+    const entry = join(dir, 'dist', 'cli', 'entry.js');
+    const errors = (tsc.stdout.match(/error TS/g) ?? []).length;
+    const help = await run(['node', entry, '--help'], { check: false });
+    const commands = new Set<string>();
+    for (const m of help.stdout.matchAll(/^\s+tocfs (\w+)/gm)) commands.add(m[1]!);
+    return new Tocfs(entry, commands, errors ? `built with ${errors} type errors in work in progress` : 'built cleanly');
+  }
+
+  has(command: string): boolean {
+    return this.commands.has(command);
+  }
+
+  /** Why `command` cannot be measured, or undefined when it can. */
+  missing(command: string): string | undefined {
+    return this.has(command) ? undefined : `tocfs ${command} is not in this checkout yet`;
+  }
+
+  exec(args: string[], opts: { ns?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number; check?: boolean } = {}): Promise<RunResult> {
+    return run(['node', this.entry, '--log-level', 'warn', ...args], opts);
+  }
+
+  /** `tocfs mount`; returns when the mount is ready (the CLI's own contract). */
+  async mount(image: string, mountpoint: string, cacheDir: string, opts: { ns?: string; env?: NodeJS.ProcessEnv; prefetch?: string } = {}): Promise<RunResult> {
+    await mkdir(mountpoint, { recursive: true });
+    return this.exec(['mount', '--tls-verify=false', '--cache-dir', cacheDir, ...(opts.prefetch ? ['--prefetch', opts.prefetch] : []), image, mountpoint], opts);
+  }
+
+  async unmount(mountpoint: string): Promise<void> {
+    const r = await this.exec(['unmount', mountpoint], { check: false });
+    if (r.code !== 0) await run(['umount', '-l', mountpoint], { check: false });
+  }
+
+  async convert(src: string, dst: string, format: string): Promise<void> {
+    await this.exec(['convert', `oci:${src}:latest`, `oci:${dst}:latest`, '--format', format], { timeoutMs: 1_800_000 });
+  }
+}
+
+/** Processes whose command line names `needle` (the daemons serving a mountpoint or store). */
+export async function pidsMentioning(needle: string): Promise<number[]> {
+  const pids: number[] = [];
+  for (const d of await readdir('/proc')) {
+    if (!/^\d+$/.test(d) || Number(d) === process.pid) continue;
+    const cmd = await readFile(`/proc/${d}/cmdline`, 'utf8').catch(() => '');
+    const args = cmd.split('\0');
+    if (args.includes(needle) && args.some((a) => a.endsWith('entry.js'))) pids.push(Number(d));
+  }
+  return pids;
+}
+
+/** Resident set size of `pid` in bytes (VmRSS). */
+export async function rssBytes(pid: number): Promise<number> {
+  const s = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
+  const m = /VmRSS:\s+(\d+) kB/.exec(s);
+  return m ? Number(m[1]) * 1024 : 0;
+}
+
+export async function exists(p: string): Promise<boolean> {
+  return stat(p).then(() => true, () => false);
+}
