@@ -180,6 +180,21 @@ describe('token (Bearer) authentication', { skip }, () => {
     assert.equal(issuer.requests.length, 2);
   });
 
+  test('a token is fetched again once its expires_in has passed', async () => {
+    const issuer = await startTokenIssuer({ signing: keyA, issuer: ISSUER, service: SERVICE, expiresIn: 1 });
+    stops.push(() => issuer.close());
+    const reg = await tokenRegistry(issuer, keyA, join(tmp, 'expiry-root'));
+    await reg.load(IMAGE, 'app');
+    const source = await openImageSource(`docker://${reg.host}/app:latest`, { tlsVerify: false, registry: await isolatedRegistryOptions(join(tmp, 'expiry')) });
+    stops.push(() => source.close());
+    const image = await source.resolve({ platform: { os: 'linux', architecture: 'amd64' } });
+    await source.blob(image.layers[0]!).read(0, 10);
+    assert.equal(issuer.requests.length, 1);
+    await new Promise((r) => setTimeout(r, 1100));
+    await source.blob(image.layers[0]!).read(10, 10);
+    assert.equal(issuer.requests.length, 2);
+  });
+
   test('credentials to the realm (Basic) and identity tokens (OAuth2 refresh)', async () => {
     const issuer = await startTokenIssuer({ signing: keyA, issuer: ISSUER, service: SERVICE, users: { bob: 'b0b-secret' }, refreshTokens: ['refresh-abc'] });
     stops.push(() => issuer.close());

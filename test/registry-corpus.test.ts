@@ -123,6 +123,21 @@ describe('registry source over the corpus', { skip: HAVE_CORPUS ? false : `no co
     });
   }
 
+  test('many reads in flight share at most 16 keep-alive connections', async () => {
+    const image = 'zstdchunked-skopeo118-basic';
+    const remote = await open(`docker://${reg.host}/${image}:latest`);
+    const layer = (await remote.resolve({ platform: AMD64 })).layers[0]!;
+    const local = await open(`oci:${join(CORPUS_DIR, image)}`);
+    const logged = reg.log.length;
+    const offsets = Array.from({ length: 96 }, (_, i) => Math.floor((layer.size - 4096) * (i / 96)));
+    const got = await Promise.all(offsets.map((o) => remote.blob(layer).read(o, 4096)));
+    for (const [i, o] of offsets.entries()) assert.ok(got[i]!.equals(await local.blob(layer).read(o, 4096)));
+    // The registry's log names the client address and port of every request.
+    for (let i = 0; i < 100 && reg.log.slice(logged).filter((l) => l.includes('http.response.status=206')).length < 96; i++) await new Promise((r) => setTimeout(r, 50));
+    const ports = new Set(reg.log.slice(logged).flatMap((l) => /http.response.status=206/.test(l) ? [/http.request.remoteaddr="([^"]+)"/.exec(l)?.[1]] : []));
+    assert.ok(ports.size >= 2 && ports.size <= 16, `${ports.size} connections`);
+  });
+
   test('a tag and the same image pinned by digest resolve alike', async () => {
     const image = 'zstdchunked-skopeo118-basic';
     const byTag = await (await open(`docker://${reg.host}/${image}:latest`)).resolve();
