@@ -73,12 +73,15 @@ describe('loadConfig', () => {
     assert.equal(cfg.values['prefetch.mode'], 'landmark');
     assert.equal(cfg.values['log.level'], 'info');
     assert.equal(cfg.values['metrics.address'], '');
+    assert.equal(cfg.values['mount.allow_other'], false);
     for (const key of SETTING_KEYS) assert.deepEqual(cfg.origins[key], { source: 'default' }, key);
     assert.deepEqual(cfg.warnings, []);
   });
 
   it('uses root defaults and XDG directories', () => {
-    assert.equal(loadConfig({ env: { TOCFS_CONFIG: configFile('') }, root: true }).values['cache.dir'], '/var/lib/tocfs');
+    const asRoot = loadConfig({ env: { TOCFS_CONFIG: configFile('') }, root: true });
+    assert.equal(asRoot.values['cache.dir'], '/var/lib/tocfs');
+    assert.equal(asRoot.values['mount.allow_other'], true);
     const xdg = loadConfig({ env: { ...userEnv, XDG_CACHE_HOME: '/xdg/cache', XDG_DATA_HOME: '/xdg/data' }, root: false });
     assert.equal(xdg.values['cache.dir'], '/xdg/cache/tocfs');
     assert.equal(xdg.values['store.dir'], '/xdg/data/tocfs/store');
@@ -101,7 +104,7 @@ dir = "/from/file"
 max_size = "1G"
 memory_size = 1048576
 [fetch]
-concurrency = 8
+concurrency = 12
 timeout = "45s"
 [registry]
 tls_verify = true
@@ -123,7 +126,7 @@ mode = "all"
     assert.equal(cfg.values['fetch.timeout'], 45_000);
     assert.equal(cfg.values['prefetch.mode'], 'all');
     assert.deepEqual(cfg.origins['prefetch.mode'], { source: 'file', file });
-    assert.equal(cfg.values['fetch.read_ahead'], 4 * 2 ** 20);
+    assert.equal(cfg.values['fetch.read_ahead'], 8 * 2 ** 20);
     assert.deepEqual(cfg.origins['fetch.read_ahead'], { source: 'default' });
   });
 
@@ -233,7 +236,7 @@ describe('tocfs config show', () => {
     const res = await runCli(['config', 'show'], { env: { ...userEnv, TOCFS_CONFIG: configFile('') } });
     assert.equal(res.code, 0, res.stderr);
     const doc = parseToml(res.stdout.toString()) as Record<string, Record<string, unknown>>;
-    assert.equal(doc.fetch?.concurrency, 32);
+    assert.equal(doc.fetch?.concurrency, 8);
     assert.equal(doc.cache?.max_size, '10G');
   });
 });
