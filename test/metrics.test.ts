@@ -6,7 +6,8 @@
 import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { metrics, type MetricsServer, startMetricsServer } from '../src/metrics/index.js';
+import { loadConfig } from '../src/config/index.js';
+import { metrics, metricsAddressFor, type MetricsServer, startMetricsServer, STORE_METRICS_ADDRESS } from '../src/metrics/index.js';
 import { freePort } from './helpers/registry.js';
 
 /** `series as printed` (name plus labels) → value, from Prometheus text exposition. */
@@ -151,5 +152,16 @@ describe('startMetricsServer errors', () => {
     } finally {
       await s.close();
     }
+  });
+});
+
+describe('metricsAddressFor', () => {
+  const cfg = (env: NodeJS.ProcessEnv) => loadConfig({ env: { HOME: '/nonexistent', TOCFS_CONFIG: '/dev/null', ...env }, root: false });
+  it('is off for mounts and on for the store unless metrics.address is set', () => {
+    assert.equal(metricsAddressFor('mount', cfg({})), undefined);
+    assert.equal(metricsAddressFor('store', cfg({})), STORE_METRICS_ADDRESS);
+    assert.equal(metricsAddressFor('mount', cfg({ TOCFS_METRICS_ADDRESS: '127.0.0.1:9999' })), '127.0.0.1:9999');
+    assert.equal(metricsAddressFor('store', cfg({ TOCFS_METRICS_ADDRESS: '127.0.0.1:9999' })), '127.0.0.1:9999');
+    assert.equal(metricsAddressFor('store', cfg({ TOCFS_METRICS_ADDRESS: '' })), undefined);
   });
 });

@@ -170,7 +170,7 @@ export const SETTINGS = {
   'log.level': oneOf(LOG_LEVELS, { description: 'Least severe log level written.', default: 'info', flag: 'log-level' }),
   'log.format': oneOf(['auto', 'json', 'pretty'], { description: 'auto = pretty on a terminal, JSON lines otherwise (always JSON under systemd).', default: 'auto' }),
   'metrics.address': address({
-    description: 'Where to serve Prometheus metrics (/metrics) and /healthz, as HOST:PORT; "" = off.',
+    description: 'Where to serve Prometheus metrics (/metrics) and /healthz, as HOST:PORT; "" = off. When set nowhere: off for tocfs mount, 127.0.0.1:9464 for tocfs store.',
     default: '',
     flag: 'metrics-address',
   }),
