@@ -13,7 +13,7 @@ import { logger, REDACT_PATHS, setLogger } from '../src/log.js';
 import type { ImageSource } from '../src/source/types.js';
 import { CORPUS_DIR, HAVE_CORPUS } from './helpers/corpus.js';
 import { selfSigned, type CertPair } from './helpers/registry-certs.js';
-import { isolatedRegistryOptions, writeAuthFile } from './helpers/registry-env.js';
+import { isolatedRegistryOptions, withEnv, writeAuthFile } from './helpers/registry-env.js';
 import { startTokenIssuer, type TokenIssuer } from './helpers/registry-token-issuer.js';
 import { freePort, startRegistry, type TestRegistry } from './helpers/registry.js';
 
@@ -80,13 +80,9 @@ describe('htpasswd (Basic) authentication', { skip }, () => {
     await writeAuthFile(authFile, { [reg.host]: { username: USER, password: PASSWORD } });
     const { authFile: _none, ...base } = await isolatedRegistryOptions(join(tmp, 'env'));
     const logs = captureLogs();
-    const saved = process.env.REGISTRY_AUTH_FILE;
-    process.env.REGISTRY_AUTH_FILE = authFile;
     try {
-      await pullAndCompare(await open({ tlsVerify: false, registry: base }));
+      await withEnv('REGISTRY_AUTH_FILE', authFile, async () => pullAndCompare(await open({ tlsVerify: false, registry: base })));
     } finally {
-      if (saved === undefined) delete process.env.REGISTRY_AUTH_FILE;
-      else process.env.REGISTRY_AUTH_FILE = saved;
       logs.restore();
     }
     const all = logs.lines.join('');

@@ -11,7 +11,7 @@ import { openImageSource, type SourceOptions } from '../src/image/open.js';
 import type { RegistryClientOptions } from '../src/registry/options.js';
 import type { ImageSource } from '../src/source/types.js';
 import { CORPUS_DIR, HAVE_CORPUS } from './helpers/corpus.js';
-import { isolatedRegistryOptions } from './helpers/registry-env.js';
+import { isolatedRegistryOptions, withEnv } from './helpers/registry-env.js';
 import { startRegistry, type TestRegistry } from './helpers/registry.js';
 
 const IMAGE = join(CORPUS_DIR, 'zstdchunked-skopeo118-layers');
@@ -34,14 +34,7 @@ describe('registries.conf with real registries', { skip: HAVE_CORPUS ? false : `
     const { registriesConf: _none, ...opts } = await isolatedRegistryOptions(join(tmp, name));
     const file = join(tmp, name, 'env-registries.conf');
     await writeFile(file, conf);
-    const saved = process.env.CONTAINERS_REGISTRIES_CONF;
-    process.env.CONTAINERS_REGISTRIES_CONF = file;
-    try {
-      await fn(opts);
-    } finally {
-      if (saved === undefined) delete process.env.CONTAINERS_REGISTRIES_CONF;
-      else process.env.CONTAINERS_REGISTRIES_CONF = saved;
-    }
+    await withEnv('CONTAINERS_REGISTRIES_CONF', file, () => fn(opts));
   }
 
   before(async () => {

@@ -9,7 +9,7 @@ import { loadTlsSettings } from '../src/registry/tls.js';
 import type { ImageSource } from '../src/source/types.js';
 import { CORPUS_DIR, HAVE_CORPUS } from './helpers/corpus.js';
 import { selfSigned, serverCert } from './helpers/registry-certs.js';
-import { isolatedRegistryOptions } from './helpers/registry-env.js';
+import { isolatedRegistryOptions, withEnv } from './helpers/registry-env.js';
 import { startRegistry, type TestRegistry } from './helpers/registry.js';
 
 const IMAGE = join(CORPUS_DIR, 'gzip-plain-basic');
@@ -57,16 +57,11 @@ describe('registry TLS', { skip: HAVE_CORPUS ? false : `no corpus at ${CORPUS_DI
     await mkdir(join(dir, https.host), { recursive: true });
     await copyFile(caCert, join(dir, https.host, 'registry-ca.crt'));
     const { certsDir: _default, ...opts } = await isolatedRegistryOptions(join(tmp, 'env'));
-    const saved = process.env.TOCFS_CERTS_DIR;
-    process.env.TOCFS_CERTS_DIR = dir;
-    try {
+    await withEnv('TOCFS_CERTS_DIR', dir, async () => {
       const s = await open(`docker://${https.host}/app:latest`, { registry: opts });
       const image = await s.resolve({ platform: AMD64 });
       assert.equal((await s.blob(image.layers[0]!).read(0, 10)).length, 10);
-    } finally {
-      if (saved === undefined) delete process.env.TOCFS_CERTS_DIR;
-      else process.env.TOCFS_CERTS_DIR = saved;
-    }
+    });
   });
 
   test('an untrusted certificate is refused with the fix in the message', async () => {

@@ -30,3 +30,15 @@ export async function writeAuthFile(path: string, entries: Record<string, { user
   }
   await writeFile(path, JSON.stringify({ auths }, null, 2), { mode: 0o600 });
 }
+
+/** Runs `fn` with environment variable `name` set to `value`, restoring it afterwards. */
+export async function withEnv<T>(name: string, value: string, fn: () => Promise<T>): Promise<T> {
+  const saved = process.env[name];
+  process.env[name] = value;
+  try {
+    return await fn();
+  } finally {
+    if (saved === undefined) delete process.env[name];
+    else process.env[name] = saved;
+  }
+}
