@@ -34,5 +34,12 @@ export function openImageOptions(argv: { 'tls-verify'?: boolean; platform?: stri
     cacheMaxBytes: v['cache.max_size'],
     cacheMemoryBytes: v['cache.memory_size'],
     fetch: { maxRequestBytes: v['fetch.max_request_bytes'], readAhead: v['fetch.read_ahead'], maxInFlight: v['fetch.concurrency'] },
+    registry: {
+      ...(v['registry.registries_conf'] ? { registriesConf: v['registry.registries_conf'] } : {}),
+      ...(v['registry.auth_file'] ? { authFile: v['registry.auth_file'] } : {}),
+      certsDir: v['registry.certs_dir'],
+      connections: v['registry.connections'],
+      retry: { attempts: v['registry.retries'] + 1 },
+    },
   };
 }

@@ -15,6 +15,7 @@ import { indexPlainLayer } from '../formats/plain.js';
 import { logger as rootLogger } from '../log.js';
 import type { ReadCounter } from '../source/counting.js';
 import type { BlobReader, Descriptor, ImageSource, Platform, ResolvedImage } from '../source/types.js';
+import type { RegistryClientOptions } from '../registry/options.js';
 import { openImageSource } from './open.js';
 import { buildLayerTree, mergeLayers, type FsNode, type FsTree } from './tree.js';
 
@@ -28,6 +29,8 @@ export interface OpenImageOptions {
   fetch?: { maxRequestBytes?: number; readAhead?: number; maxInFlight?: number };
   tlsVerify?: boolean;
   platform?: Platform;
+  /** Registry client settings (config files, credentials, retries); its defaults otherwise. */
+  registry?: RegistryClientOptions;
   /** Counts every blob read (for --stats and tests). */
   counter?: ReadCounter;
   logger?: Logger;
@@ -96,6 +99,7 @@ export async function openImage(reference: string, opts: OpenImageOptions = {}):
   const source: ImageSource = await openImageSource(reference, {
     ...(opts.tlsVerify !== undefined ? { tlsVerify: opts.tlsVerify } : {}),
     ...(opts.platform ? { platform: opts.platform } : {}),
+    ...(opts.registry ? { registry: opts.registry } : {}),
   });
   try {
     const resolved = await source.resolve(opts.platform ? { platform: opts.platform } : {});
