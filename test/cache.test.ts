@@ -12,7 +12,6 @@ import { promisify } from 'node:util';
 import { after, before, describe, test } from 'node:test';
 import pino from 'pino';
 import { ChunkCache, defaultCacheDir } from '../src/cache/chunk-cache.js';
-import { parseSize } from '../src/cache/paths.js';
 import { DiskTocStore } from '../src/cache/toc-store.js';
 import { digestHex, sha256 } from '../src/digest.js';
 
@@ -274,14 +273,8 @@ describe('DiskTocStore', () => {
 });
 
 describe('cache settings', () => {
-  test('default directory and sizes', async () => {
-    const uid = process.getuid?.();
-    if (uid === 0) assert.equal(defaultCacheDir(), '/var/lib/tocfs');
+  test('default directory', () => {
+    if (process.getuid?.() === 0) assert.equal(defaultCacheDir(), '/var/lib/tocfs');
     else assert.match(defaultCacheDir(), /\/tocfs$/);
-    assert.equal(parseSize('10G'), 10 * 1024 ** 3);
-    assert.equal(parseSize('500M'), 500 * 1024 ** 2);
-    assert.equal(parseSize('1.5GiB'), 1.5 * 1024 ** 3);
-    assert.equal(parseSize('4096'), 4096);
-    assert.throws(() => parseSize('ten gigs'), /not a size/);
   });
 });

@@ -3,7 +3,7 @@
  * digest that vouched for them. The reader re-checks what it gets back, so this store is
  * outside the chain of trust; writes are atomic like the chunk files.
  */
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { digestHex, isDigest, sha256 } from '../digest.js';
@@ -28,6 +28,13 @@ export class DiskTocStore implements TocStore {
     // Keys are digests; anything else is hashed so it can never name a path outside the store.
     const hex = isDigest(key) ? digestHex(key) : digestHex(sha256(Buffer.from(key)));
     return join(this.tocDir, hex);
+  }
+
+  /** How many TOCs are stored and their bytes. */
+  async usage(): Promise<{ files: number; bytes: number }> {
+    const names = await readdir(this.tocDir).catch(() => [] as string[]);
+    const sizes = await Promise.all(names.map((n) => stat(join(this.tocDir, n)).then((s) => s.size, () => 0)));
+    return { files: names.length, bytes: sizes.reduce((a, b) => a + b, 0) };
   }
 
   async get(key: string): Promise<Buffer | undefined> {

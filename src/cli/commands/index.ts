@@ -1,4 +1,5 @@
 import type { CommandModule } from 'yargs';
+import { cacheCommand } from './cache.js';
 import { convertCommand } from './convert.js';
 import { configCommand } from './config.js';
 import { inspectCommand } from './inspect.js';
@@ -9,4 +10,4 @@ import { unmountCommand } from './unmount.js';
 
 /** Every CLI command; each lives in its own module next to this file. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export const commands: CommandModule<any, any>[] = [configCommand, convertCommand, inspectCommand, lsCommand, catCommand, mountCommand, unmountCommand];
+export const commands: CommandModule<any, any>[] = [cacheCommand, configCommand, convertCommand, inspectCommand, lsCommand, catCommand, mountCommand, unmountCommand];
