@@ -175,7 +175,9 @@ mode = "all"
     const noUnit = configFile('[fetch]\ntimeout = 30\n');
     assert.match(configError(() => loadConfig({ env: { ...userEnv, TOCFS_CONFIG: noUnit }, root: false })), /fetch\.timeout .*a duration with a unit/);
     const relative = configFile('[cache]\ndir = "cache"\n');
-    assert.match(configError(() => loadConfig({ env: { ...userEnv, TOCFS_CONFIG: relative }, root: false })), /cache\.dir .*an absolute path/);
+    assert.match(configError(() => loadConfig({ env: { ...userEnv, TOCFS_CONFIG: relative }, root: false })), /cache\.dir .*expected an absolute path$/);
+    assert.match(configError(() => loadConfig({ argv: { 'cache-dir': '' }, env: userEnv, root: false })), /^invalid value "" for cache\.dir \(from flag --cache-dir\): expected an absolute path$/);
+    assert.equal(loadConfig({ env: { ...userEnv, TOCFS_REGISTRY_AUTH_FILE: '' }, root: false }).values['registry.auth_file'], '');
   });
 
   it('names the file and line of a TOML syntax error, and a named file that is missing', () => {

@@ -13,7 +13,7 @@ export { formatDuration, formatSize, humanBytes, parseDuration, parseSize } from
 
 let current: LoadedConfig | undefined;
 
-/** The effective configuration of this process (loaded from process.argv-less defaults + env + file if the CLI did not set one). */
+/** The effective configuration of this process: what the CLI loaded, else environment + file + defaults (no flags). */
 export function currentConfig(): LoadedConfig {
   current ??= loadConfig();
   return current;

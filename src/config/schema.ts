@@ -36,11 +36,13 @@ type Spec<T> = Pick<Setting<T>, 'description' | 'default' | 'defaultText' | 'fla
 
 const ok = <T>(value: T): Parsed<T> => ({ ok: true, value });
 
-function path(spec: Spec<string>): Setting<string> {
+/** An absolute path; `emptyMeans` says what "" stands for when "" is allowed. */
+function path(spec: Spec<string>, emptyMeans?: string): Setting<string> {
   return {
     kind: 'path',
     ...spec,
-    parse: (raw) => (typeof raw === 'string' && (raw === '' || raw.startsWith('/')) ? ok(raw) : { ok: false, expected: 'an absolute path (or "" for the built-in search list)' }),
+    parse: (raw) =>
+      typeof raw === 'string' && (raw.startsWith('/') || (raw === '' && emptyMeans !== undefined)) ? ok(raw) : { ok: false, expected: emptyMeans ? `an absolute path, or "" for ${emptyMeans}` : 'an absolute path' },
     format: (v) => v,
   };
 }
@@ -153,8 +155,8 @@ export const SETTINGS = {
   'registry.auth_file': path({
     description: 'The only auth file to read for credentials (like podman --authfile); "" reads $REGISTRY_AUTH_FILE or the standard Podman/Docker list.',
     default: '',
-  }),
-  'registry.registries_conf': path({ description: 'registries.conf to read instead of the standard containers-registries.conf(5) search list; "" for that list.', default: '' }),
+  }, 'the standard list'),
+  'registry.registries_conf': path({ description: 'registries.conf to read instead of the standard containers-registries.conf(5) search list; "" for that list.', default: '' }, 'the standard list'),
   'registry.certs_dir': path({ description: 'Per-registry TLS trust: HOST[:PORT]/*.crt, *.cert, *.key (as containers-certs.d(5)).', default: '/etc/containers/certs.d' }),
   'prefetch.mode': oneOf(['landmark', 'all', 'none'], {
     description: 'What to fetch without being asked: landmark = the files an eStargz layer marks for prefetch, at mount; all = every layer in the background at low priority; none = only what is read.',
