@@ -113,9 +113,11 @@ export class RegistrySource implements ImageSource {
     let m = await this.fetchManifest(ep, this.ref.digest ?? this.ref.tag ?? 'latest', undefined, signal);
     let doc = parseManifestDocument(m.bytes, m.mediaType, `${what} ${m.digest}`);
     let indexDigest: string | undefined;
+    let indexManifests: Descriptor[] | undefined;
     let chosen: Descriptor | undefined;
     if (doc.kind === 'index') {
       indexDigest = m.digest;
+      indexManifests = doc.manifests;
       chosen = selectPlatform(doc, platform, what);
       m = await this.fetchManifest(ep, chosen.digest, chosen, signal);
       doc = parseManifestDocument(m.bytes, m.mediaType ?? chosen.mediaType, `${what} ${m.digest}`);
@@ -128,7 +130,7 @@ export class RegistrySource implements ImageSource {
     const config = parseConfig(configBytes, what);
     return {
       reference: what,
-      ...(indexDigest ? { indexDigest } : {}),
+      ...(indexDigest ? { indexDigest, indexManifests } : {}),
       manifestDigest: m.digest,
       manifestMediaType: doc.mediaType,
       manifestBytes: m.bytes,

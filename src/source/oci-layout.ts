@@ -51,10 +51,12 @@ export class OciLayoutSource implements ImageSource {
     const platform = options.platform ?? hostPlatform();
     let desc = entries.length === 1 ? entries[0]! : selectPlatform({ kind: 'index', mediaType: top.mediaType, manifests: entries }, platform, what);
     let indexDigest: string | undefined;
+    let indexManifests: Descriptor[] | undefined;
     let bytes = await this.readVerified(desc, `${what} manifest`);
     let doc = parseManifestDocument(bytes, desc.mediaType, `${what} ${desc.digest}`);
     if (doc.kind === 'index') {
       indexDigest = desc.digest;
+      indexManifests = doc.manifests;
       desc = selectPlatform(doc, platform, what);
       bytes = await this.readVerified(desc, `${what} manifest`);
       doc = parseManifestDocument(bytes, desc.mediaType, `${what} ${desc.digest}`);
@@ -64,7 +66,7 @@ export class OciLayoutSource implements ImageSource {
     const config = parseConfig(configBytes, what);
     return {
       reference: what,
-      ...(indexDigest ? { indexDigest } : {}),
+      ...(indexDigest ? { indexDigest, indexManifests } : {}),
       manifestDigest: desc.digest,
       manifestMediaType: doc.mediaType,
       manifestBytes: bytes,

@@ -43,6 +43,8 @@ export interface ResolvedImage {
   reference: string;
   /** Digest of the manifest list / index the reference named, if it named one. */
   indexDigest?: string;
+  /** That index's manifest descriptors (every platform), to resolve another platform of the same image. */
+  indexManifests?: Descriptor[];
   manifestDigest: string;
   manifestMediaType: string;
   manifestBytes: Buffer;
