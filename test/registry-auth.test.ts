@@ -14,6 +14,7 @@ import type { ImageSource } from '../src/source/types.js';
 import { CORPUS_DIR, HAVE_CORPUS } from './helpers/corpus.js';
 import { selfSigned, type CertPair } from './helpers/registry-certs.js';
 import { isolatedRegistryOptions, withEnv, writeAuthFile } from './helpers/registry-env.js';
+import { MANIFEST_PATH, startFaultProxy } from './helpers/registry-fault-proxy.js';
 import { startTokenIssuer, type TokenIssuer } from './helpers/registry-token-issuer.js';
 import { freePort, startRegistry, type TestRegistry } from './helpers/registry.js';
 
@@ -174,6 +175,27 @@ describe('token (Bearer) authentication', { skip }, () => {
     const l = image.layers[0]!;
     assert.equal((await source.blob(l).read(0, 64)).length, 64);
     assert.equal(issuer.requests.length, 2);
+  });
+
+  test('refused even with a token (Docker Hub\'s answer for a missing repository): the error says so', async () => {
+    const issuer = await startTokenIssuer({ signing: keyA, issuer: ISSUER, service: SERVICE });
+    stops.push(() => issuer.close());
+    const reg = await tokenRegistry(issuer, keyA, join(tmp, 'missing-root'));
+    const proxy = await startFaultProxy(reg.host);
+    stops.push(() => proxy.close());
+    const challenge = `Bearer realm="${issuer.realm}",service="${SERVICE}",scope="repository:nosuch/app:pull"`;
+    proxy.inject({ kind: 'status', status: 401, headers: { 'www-authenticate': challenge }, body: '{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}' }, { times: 2, match: MANIFEST_PATH });
+    const opts = await isolatedRegistryOptions(join(tmp, 'missing'));
+    const source = await openImageSource(`docker://${proxy.host}/nosuch/app:latest`, { tlsVerify: false, registry: opts });
+    stops.push(() => source.close());
+    await assert.rejects(source.resolve(), (e: Error) => {
+      assert.equal(
+        e.message,
+        `${proxy.host}: repository nosuch/app does not exist or needs authentication (UNAUTHORIZED: authentication required); no credentials for ${proxy.host} were found in ${opts.authFile} (log in with "podman login ${proxy.host}" if it is private)`,
+      );
+      return true;
+    });
+    assert.equal(issuer.requests.length, 1);
   });
 
   test('a token is fetched again once its expires_in has passed', async () => {

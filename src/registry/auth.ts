@@ -98,6 +98,14 @@ export class Authenticator {
     const c = await this.creds();
     const r = this.ctx.registry;
     const why = detail ? ` (${detail})` : '';
+    // Refused although the token server granted a token: registries such as Docker Hub answer
+    // so for a repository that does not exist.
+    const tokenGranted = this.challenge?.scheme === 'bearer' && this.tokens.has(this.scope);
+    if (tokenGranted && !c)
+      return new AuthError(
+        `${r}: repository ${this.ctx.repository} does not exist or needs authentication${why}; no credentials for ${r} were found in ${this.ctx.authFiles.join(', ')} (log in with "podman login ${r}" if it is private)`,
+        status,
+      );
     if (!c)
       return new AuthError(
         `${r}: authentication required to pull ${this.ctx.repository}${why}, and no credentials for ${r} were found in ${this.ctx.authFiles.join(', ')}; log in with "podman login ${r}" or point REGISTRY_AUTH_FILE at an auth.json`,
