@@ -11,6 +11,7 @@ import { after, describe, it } from 'node:test';
 import { parse as parseToml } from 'smol-toml';
 import type { ConfigShowJson } from '../src/cli/commands/config.js';
 import { ConfigError, flagsFromArgs, formatDuration, formatSize, loadConfig, parseDuration, parseSize, SETTING_KEYS } from '../src/config/index.js';
+import { renderExampleConfig } from '../src/config/reference.js';
 import { runCli } from './helpers/cli.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'tocfs-config-'));
@@ -190,6 +191,19 @@ mode = "all"
   it('warns about TOCFS_* variables that are no setting, with a suggestion', () => {
     const cfg = loadConfig({ env: { ...userEnv, TOCFS_CACHE_MAXSIZE: '1G', TOCFS_LOG_JSON: '1' }, root: false });
     assert.deepEqual(cfg.warnings, ['environment variable TOCFS_CACHE_MAXSIZE is not a tocfs setting; did you mean TOCFS_CACHE_MAX_SIZE?']);
+  });
+});
+
+describe('config example', () => {
+  it('is a valid config file as shipped, and with every line uncommented gives root\'s defaults', () => {
+    const text = renderExampleConfig();
+    const shipped = loadConfig({ env: { TOCFS_CONFIG: configFile(text) }, root: true });
+    for (const key of SETTING_KEYS) assert.equal(shipped.origins[key].source, 'default', key);
+    const uncommented = text.replace(/^#(\w+ = )/gm, '$1');
+    const file = configFile(uncommented);
+    const all = loadConfig({ env: { TOCFS_CONFIG: file }, root: true });
+    for (const key of SETTING_KEYS) assert.deepEqual(all.origins[key], { source: 'file', file }, key);
+    assert.deepEqual(all.values, shipped.values);
   });
 });
 

@@ -1,6 +1,8 @@
 /** The configuration reference in Markdown, generated from the schema (docs/guide.md embeds it). */
 import { defaultText, envName, SETTING_KEYS, setting } from './schema.js';
 
+const wrap = (text: string, width: number): string[] => text.match(new RegExp(`.{1,${width}}(\\s|$)`, 'g'))!.map((l) => l.trim());
+
 const KIND_TEXT: Record<string, string> = {
   path: 'absolute path',
   size: 'size (bytes, or K/M/G/T: 512M, 10G)',
@@ -30,5 +32,28 @@ export function renderConfigReference(): string {
     out.push('');
   }
   out.push(REFERENCE_END);
+  return `${out.join('\n')}\n`;
+}
+
+/**
+ * A config file with every setting commented out at its default, each with its description:
+ * what `scripts/install.sh` puts at /etc/tocfs/config.toml (uncomment a line to change it).
+ */
+export function renderExampleConfig(): string {
+  const out = ['# tocfs configuration. Every setting is shown commented out at its default;', '# uncomment a line to change it. Precedence: flags > TOCFS_* environment > this file.', '# `tocfs config show` prints the effective settings and where each came from.'];
+  let section = '';
+  for (const key of SETTING_KEYS) {
+    const s = setting(key);
+    const [sec, name] = key.split('.') as [string, string];
+    if (sec !== section) {
+      out.push('', `[${sec}]`);
+      section = sec;
+    }
+    out.push('', ...wrap(s.description, 88).map((l) => `# ${l}`));
+    out.push(`# Environment: ${envName(key)}${s.flag ? `; flag: --${s.flag}` : ''}${s.defaultText ? `; default: ${s.defaultText}` : ''}`);
+    const text = defaultText(key, { root: true, env: {} });
+    const value = s.kind === 'boolean' || s.kind === 'integer' ? text : JSON.stringify(text === '""' ? '' : text);
+    out.push(`#${name} = ${value}`);
+  }
   return `${out.join('\n')}\n`;
 }

@@ -4,7 +4,7 @@
  */
 import type { Argv, CommandModule } from 'yargs';
 import { type ConfigValues, describeOrigin, envName, type LoadedConfig, type Origin, SETTING_KEYS, setting, settingOption, type SettingKey } from '../../config/index.js';
-import { renderConfigReference } from '../../config/reference.js';
+import { renderConfigReference, renderExampleConfig } from '../../config/reference.js';
 import { withExamples } from '../help.js';
 
 interface ShowArgs {
@@ -84,14 +84,24 @@ const referenceCommand: CommandModule = {
   },
 };
 
+const exampleCommand: CommandModule = {
+  command: 'example',
+  describe: 'Print a config file with every setting commented out at its default',
+  builder: (y) => withExamples(y, [['$0 config example > /etc/tocfs/config.toml', 'Install a documented starting point']]),
+  handler: () => {
+    process.stdout.write(renderExampleConfig());
+  },
+};
+
 export const configCommand: CommandModule = {
   command: 'config <command>',
   describe: 'Show the effective configuration and the settings reference',
   builder: (y) =>
-    withExamples(y.command(showCommand).command(referenceCommand).demandCommand(1, 'Name a config command: show or reference'), [
+    withExamples(y.command(showCommand).command(referenceCommand).command(exampleCommand).demandCommand(1, 'Name a config command: show, reference or example'), [
       ['$0 config show', 'Effective settings and where each came from'],
       ['$0 config show --json', 'The same as JSON'],
       ['$0 config reference', 'Every setting with its type, default, environment variable and flag'],
+      ['$0 config example', 'A commented config file to start from'],
     ]),
   handler: () => {},
 };
