@@ -57,7 +57,7 @@ async function prefetch(image: OpenedImage, layers: ImageLayer[], mode: Prefetch
 }
 
 /** Resolves when a signal arrives or the mount disappears. */
-function untilStopped(mountpoint: string, log: Logger): Promise<string> {
+export function untilStopped(mountpoint: string, log: Logger): Promise<string> {
   return new Promise((resolveStop) => {
     const stop = (why: string): void => {
       clearInterval(timer);

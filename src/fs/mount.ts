@@ -28,6 +28,13 @@ export interface MountOptions {
   /** Let other users in (with default_permissions the kernel still checks modes). Default: when root. */
   allowOther?: boolean;
   debug?: boolean;
+  /**
+   * Writable mount (default false = `ro`). The layer store needs it: Podman's `use` (create)
+   * and release (rmdir) notifications must reach the daemon instead of failing with EROFS.
+   */
+  writable?: boolean;
+  /** Seconds the kernel remembers that a name does not exist (default: CACHE_TIMEOUT_S; the store wants 0 so a later success is seen). */
+  negativeTimeout?: number;
 }
 
 export interface MountedFs {
@@ -45,12 +52,12 @@ function optionSafe(s: string): string {
  * Options fuse-native does not expose ride inside `fsname`, which it passes through
  * unescaped: libfuse splits the whole string on commas.
  */
-function fsnameWithOptions(label: string): string {
+function fsnameWithOptions(label: string, options: MountOptions): string {
   return [
     optionSafe(label) || 'tocfs',
-    'ro',
+    ...(options.writable ? [] : ['ro']),
     'use_ino',
-    `negative_timeout=${CACHE_TIMEOUT_S}`,
+    `negative_timeout=${options.negativeTimeout ?? CACHE_TIMEOUT_S}`,
     'max_background=64',
     'congestion_threshold=48',
     `max_readahead=${DEFAULT_READ_AHEAD_KB * 1024}`,
@@ -75,7 +82,7 @@ export async function mountFs(mountpoint: string, ops: FuseOperations, options: 
     mnt,
     ops,
     {
-      fsname: fsnameWithOptions(options.label),
+      fsname: fsnameWithOptions(options.label, options),
       subtype: FS_SUBTYPE,
       kernelCache: true,
       entryTimeout: CACHE_TIMEOUT_S,
