@@ -1,4 +1,4 @@
-/** `tocfs inspect` on a registry reference prints what it prints for the same image as oci:. */
+/** `tocfs inspect`, `ls` and `cat` on a registry reference print what they print for the same image as oci:. */
 import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -50,4 +50,20 @@ describe('tocfs inspect through a registry', { skip: HAVE_CORPUS ? false : `no c
       assert.equal(short.stdout.toString(), text.replace(/^Image: +.*$/m, `Image:     docker://docker.io/library/${image}:latest`));
     });
   }
+
+  test('ls -l and cat: same output as oci:', async () => {
+    const image = 'estargz-ctrremote-basic';
+    const refs = [`oci:${join(CORPUS_DIR, image)}`, `docker://${reg.host}/${image}`];
+    const outputs: string[][] = [];
+    for (const [i, ref] of refs.entries()) {
+      const cache = ['--cache-dir', join(tmp, `cache-${i}`), '--tls-verify=false', '--platform', 'linux/amd64'];
+      const ls = await runCli(['ls', ...cache, '-l', ref, '/data'], { env });
+      assert.equal(ls.code, 0, ls.stderr);
+      const cat = await runCli(['cat', ...cache, ref, '/data/medium-random.bin'], { env });
+      assert.equal(cat.code, 0, cat.stderr);
+      assert.equal(cat.stdout.length, 120000);
+      outputs.push([ls.stdout.toString(), cat.stdout.toString('base64')]);
+    }
+    assert.deepEqual(outputs[1], outputs[0]);
+  });
 });
