@@ -1,0 +1,386 @@
+/**
+ * What the layer store knows: image references resolved on first lookup, the layers found
+ * in them by key (compressed blob digest or TOC digest), their verified TOCs and trees, and
+ * the use counts Podman sends. One LayerStore serves every image; layer content (TOC, tree,
+ * reader) is shared by blob digest, and every reader shares one chunk cache.
+ *
+ * A lookup either yields a layer whose `info`, `diff` and `blob` are complete, or a
+ * StoreMiss saying why not (Podman then pulls the layer itself). Misses are remembered for
+ * `negativeTtlMs`; a lookup never waits longer than `lookupTimeoutMs` (the resolution goes
+ * on in the background and a later lookup finds its result).
+ */
+import type { Logger } from 'pino';
+import type { ChunkCache } from '../cache/chunk-cache.js';
+import { isDigest } from '../digest.js';
+import { TocfsError } from '../errors.js';
+import { LayerReader } from '../fetch/layer-reader.js';
+import { readLayerToc, type LayerToc, type TocStore } from '../formats/index.js';
+import { formatPlatform } from '../image/manifest.js';
+import { openImageSource, type SourceOptions } from '../image/open.js';
+import { buildLayerTree, mergeLayers, type FsTree } from '../image/tree.js';
+import { metrics } from '../metrics/index.js';
+import type { BlobReader, Descriptor, ImageSource, ResolvedImage } from '../source/types.js';
+import { layerInfo, tocDigestsOf, type LayerInfo } from './info.js';
+
+export const DEFAULT_LOOKUP_TIMEOUT_MS = 30_000;
+export const DEFAULT_NEGATIVE_TTL_MS = 10_000;
+
+/** Inode numbers: each tree gets its own range so layers on the one store mount never share an st_ino (overlayfs sees them all on one device). */
+export const INODE_SLOT_BITS = 22;
+const MAX_SLOTS = 2 ** (32 - INODE_SLOT_BITS);
+
+/** The store cannot serve this (ref, key): the answer is ENOENT and Podman pulls normally. */
+export class StoreMiss extends TocfsError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, 'ENOENT', options);
+    this.name = 'StoreMiss';
+  }
+}
+
+export interface LayerStoreOptions {
+  cache: ChunkCache;
+  tocStore: TocStore;
+  source: SourceOptions;
+  logger: Logger;
+  fetch?: { maxRequestBytes?: number; readAhead?: number; maxInFlight?: number };
+  lookupTimeoutMs?: number;
+  negativeTtlMs?: number;
+}
+
+/** One layer blob's lazily readable content, shared by every reference that names it. */
+export class LayerContent {
+  /** Bytes read through `blob` files (exports). */
+  blobBytesRead = 0;
+  lastError: string | undefined;
+  /** First inode number of the layer's own tree (its nodes are numbered from 1). */
+  readonly inoBase: number;
+
+  constructor(
+    readonly descriptor: Descriptor,
+    readonly blob: BlobReader,
+    readonly toc: LayerToc,
+    readonly reader: LayerReader,
+    /** The layer's own tree in overlayfs form (0:0 whiteout devices, opaque xattrs). */
+    readonly diff: FsTree,
+    slot: number,
+  ) {
+    this.inoBase = slot * 2 ** INODE_SLOT_BITS;
+  }
+
+  /** Reads file content, remembering the last failure for `tocfs store status`. */
+  async read(entry: Parameters<LayerReader['readAt']>[0], offset: number, length: number): Promise<Buffer> {
+    try {
+      return await this.reader.readAt(entry, offset, length);
+    } catch (e) {
+      this.lastError = (e as Error).message;
+      throw e;
+    }
+  }
+}
+
+/** A (reference, key) the store serves: what the `<base64 ref>/<key>/` directory shows. */
+export class StoreLayer {
+  uses = 0;
+  readonly info: LayerInfo;
+  readonly infoBytes: Buffer;
+  chain: Promise<{ tree: FsTree; contents: LayerContent[]; inoBase: number }> | undefined;
+
+  constructor(
+    readonly ref: string,
+    readonly key: string,
+    readonly image: ResolvedImage,
+    readonly index: number,
+    readonly content: LayerContent,
+    diffId: string,
+  ) {
+    this.info = layerInfo(content.descriptor, diffId, content.toc, key);
+    this.infoBytes = Buffer.from(JSON.stringify(this.info));
+  }
+}
+
+/** A reference's source and the platform images resolved from it so far. */
+interface StoreImage {
+  ref: string;
+  source: ImageSource;
+  /** The default platform's image first, then others as keys ask for them. */
+  versions: ResolvedImage[];
+  /** Manifest digests of the index not resolved yet. */
+  unresolved: Descriptor[];
+  resolvedAt: number;
+}
+
+interface Miss {
+  error: StoreMiss;
+  until: number;
+}
+
+export interface LayerStatus {
+  ref: string;
+  key: string;
+  digest: string;
+  platform: string;
+  format: string;
+  uses: number;
+  size: number;
+  fetchedBytes: number;
+  fetchedPercent: number;
+  blobBytesRead: number;
+  lastError?: string;
+}
+
+export interface StoreStatus {
+  images: Array<{ ref: string; manifest: string; platform: string }>;
+  layers: LayerStatus[];
+  misses: Array<{ ref: string; key: string; reason: string }>;
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new StoreMiss(`${what}: not resolved within ${ms} ms (still trying in the background)`)), ms);
+  });
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+}
+
+function asMiss(e: unknown, what: string): StoreMiss {
+  if (e instanceof StoreMiss) return e;
+  return new StoreMiss(`${what}: ${(e as Error).message}`, { cause: e });
+}
+
+export class LayerStore {
+  private readonly log: Logger;
+  private readonly lookupTimeoutMs: number;
+  private readonly negativeTtlMs: number;
+  private readonly images = new Map<string, Promise<StoreImage>>();
+  private readonly layers = new Map<string, StoreLayer>();
+  private readonly pending = new Map<string, Promise<StoreLayer>>();
+  private readonly misses = new Map<string, Miss>();
+  private readonly contents = new Map<string, Promise<LayerContent>>();
+  private nextSlot = 1;
+
+  constructor(private readonly opts: LayerStoreOptions) {
+    this.log = opts.logger;
+    this.lookupTimeoutMs = opts.lookupTimeoutMs ?? DEFAULT_LOOKUP_TIMEOUT_MS;
+    this.negativeTtlMs = opts.negativeTtlMs ?? DEFAULT_NEGATIVE_TTL_MS;
+  }
+
+  /** A layer already resolved (no I/O). */
+  peek(ref: string, key: string): StoreLayer | undefined {
+    return this.layers.get(`${ref}\n${key}`);
+  }
+
+  /** Every layer served so far, for listings. */
+  known(): StoreLayer[] {
+    return [...this.layers.values()];
+  }
+
+  /** References looked up so far. */
+  refs(): string[] {
+    return [...this.images.keys()];
+  }
+
+  /** The layer `key` of image `ref`, resolving what it must (bounded); rejects with StoreMiss. */
+  lookup(ref: string, key: string): Promise<StoreLayer> {
+    const id = `${ref}\n${key}`;
+    const done = this.layers.get(id);
+    if (done) return Promise.resolve(done);
+    const miss = this.misses.get(id);
+    if (miss && miss.until > Date.now()) return Promise.reject(miss.error);
+    let p = this.pending.get(id);
+    if (!p) {
+      p = this.resolveLayer(ref, key).then(
+        (layer) => {
+          this.pending.delete(id);
+          this.misses.delete(id);
+          this.layers.set(id, layer);
+          this.log.info({ ref, key, layer: layer.content.descriptor.digest, format: layer.content.toc.format, platform: formatPlatform(layer.image.platform) }, 'serving layer');
+          return layer;
+        },
+        (e: unknown) => {
+          this.pending.delete(id);
+          const error = asMiss(e, `${ref} ${key}`);
+          this.misses.set(id, { error, until: Date.now() + this.negativeTtlMs });
+          this.log.info({ ref, key, reason: error.message }, 'not serving layer (Podman pulls it itself)');
+          throw error;
+        },
+      );
+      this.pending.set(id, p);
+    }
+    return withTimeout(p, this.lookupTimeoutMs, `${ref} ${key}`);
+  }
+
+  /** The image a reference names (default platform), for the `manifest` and `config` views. */
+  async image(ref: string): Promise<ResolvedImage> {
+    return (await withTimeout(this.imageFor(ref), this.lookupTimeoutMs, ref)).versions[0]!;
+  }
+
+  /** `use` notification: +1. Ignored for a layer that is not served. */
+  use(ref: string, key: string): void {
+    const layer = this.peek(ref, key);
+    if (!layer) return;
+    layer.uses++;
+    this.log.debug({ ref, key, uses: layer.uses }, 'use');
+  }
+
+  /** Release notification (rmdir): −1, never below 0 (counts are not persistent; a restarted store gets releases it never saw uses for). */
+  release(ref: string, key: string): void {
+    const layer = this.peek(ref, key);
+    if (!layer) {
+      this.log.debug({ ref, key }, 'release of a layer not tracked (e.g. from before a restart)');
+      return;
+    }
+    layer.uses = Math.max(0, layer.uses - 1);
+    this.log.debug({ ref, key, uses: layer.uses }, 'release');
+  }
+
+  /** The merged tree of layers bottom..`layer` of its image (debug view `chain/`). */
+  chainOf(layer: StoreLayer): Promise<{ tree: FsTree; contents: LayerContent[]; inoBase: number }> {
+    layer.chain ??= (async () => {
+      const img = await this.imageFor(layer.ref);
+      const contents = await Promise.all(layer.image.layers.slice(0, layer.index + 1).map((d, i) => this.contentFor(img.source, d, i)));
+      return { tree: mergeLayers(contents.map((c) => c.toc)), contents, inoBase: this.allocSlot() * 2 ** INODE_SLOT_BITS };
+    })();
+    layer.chain.catch(() => (layer.chain = undefined));
+    return withTimeout(layer.chain, this.lookupTimeoutMs, `${layer.ref} ${layer.key} chain`);
+  }
+
+  status(): StoreStatus {
+    const now = Date.now();
+    const layers = this.known().map((l): LayerStatus => {
+      const c = l.content;
+      const s = c.reader.stats;
+      return {
+        ref: l.ref,
+        key: l.key,
+        digest: c.descriptor.digest,
+        platform: formatPlatform(l.image.platform),
+        format: c.toc.format,
+        uses: l.uses,
+        size: c.descriptor.size,
+        fetchedBytes: s.fetchedBytes,
+        fetchedPercent: Math.round(s.fetchedPercent * 10) / 10,
+        blobBytesRead: c.blobBytesRead,
+        ...(c.lastError ? { lastError: c.lastError } : {}),
+      };
+    });
+    const misses = [...this.misses.entries()].filter(([, m]) => m.until > now).map(([id, m]) => {
+      const [ref, key] = id.split('\n') as [string, string];
+      return { ref, key, reason: m.error.message };
+    });
+    return { images: [], layers, misses };
+  }
+
+  /** The resolved images, for status (async: images resolve in the background). */
+  async imageSummaries(): Promise<StoreStatus['images']> {
+    const out: StoreStatus['images'] = [];
+    for (const p of this.images.values()) {
+      const img = await Promise.race([p, Promise.resolve(undefined)]).catch(() => undefined);
+      for (const v of img?.versions ?? []) out.push({ ref: img!.ref, manifest: v.manifestDigest, platform: formatPlatform(v.platform) });
+    }
+    return out;
+  }
+
+  async close(): Promise<void> {
+    for (const p of this.images.values()) {
+      const img = await p.catch(() => undefined);
+      await img?.source.close().catch(() => undefined);
+    }
+  }
+
+  private allocSlot(): number {
+    const slot = this.nextSlot;
+    this.nextSlot = this.nextSlot + 1 >= MAX_SLOTS ? 1 : this.nextSlot + 1;
+    return slot;
+  }
+
+  private imageFor(ref: string, refresh = false): Promise<StoreImage> {
+    let p = this.images.get(ref);
+    if (!p || refresh) {
+      // A replaced source stays open: layers resolved through it still read their blobs with it.
+      p = (async () => {
+        const source = await openImageSource(ref, this.opts.source);
+        try {
+          const first = await source.resolve(this.opts.source.platform ? { platform: this.opts.source.platform } : {});
+          const unresolved = (first.indexManifests ?? []).filter((m) => m.digest !== first.manifestDigest && m.platform && m.platform.os !== 'unknown');
+          return { ref, source, versions: [first], unresolved, resolvedAt: Date.now() };
+        } catch (e) {
+          await source.close().catch(() => undefined);
+          throw e;
+        }
+      })();
+      this.images.set(ref, p);
+      // A failed resolution is retried by the next lookup after the negative TTL (the miss is cached per key).
+      p.catch(() => {
+        if (this.images.get(ref) === p) this.images.delete(ref);
+      });
+    }
+    return p;
+  }
+
+  /** Finds the layer in the image's platforms: the default one first, then the index's others. */
+  private async locate(img: StoreImage, key: string): Promise<{ image: ResolvedImage; index: number } | undefined> {
+    const find = (image: ResolvedImage): number => image.layers.findIndex((d) => d.digest === key || tocDigestsOf(d).includes(key));
+    for (const image of img.versions) {
+      const index = find(image);
+      if (index >= 0) return { image, index };
+    }
+    while (img.unresolved.length > 0) {
+      const m = img.unresolved.shift()!;
+      if (img.versions.some((v) => v.manifestDigest === m.digest)) continue;
+      const image = await img.source.resolve({ platform: m.platform! });
+      img.versions.push(image);
+      const index = find(image);
+      if (index >= 0) return { image, index };
+    }
+    return undefined;
+  }
+
+  private async resolveLayer(ref: string, key: string): Promise<StoreLayer> {
+    let img = await this.imageFor(ref);
+    let found = await this.locate(img, key);
+    if (!found && Date.now() - img.resolvedAt > this.negativeTtlMs) {
+      // The tag may have moved since it was resolved.
+      img = await this.imageFor(ref, true);
+      found = await this.locate(img, key);
+    }
+    if (!found) throw new StoreMiss(`${ref}: no layer with blob or TOC digest ${key} in ${img.versions.map((v) => `${v.manifestDigest} (${formatPlatform(v.platform)})`).join(', ')}`);
+    const { image, index } = found;
+    const diffIds = image.config.rootfs?.diff_ids ?? [];
+    if (diffIds.length !== image.layers.length)
+      throw new StoreMiss(`${ref}: the config lists ${diffIds.length} diff_ids for ${image.layers.length} layers: cannot vouch for the layer's DiffID`);
+    const diffId = diffIds[index]!;
+    if (!isDigest(diffId)) throw new StoreMiss(`${ref}: config diff_ids[${index}] is not a sha256 digest: ${JSON.stringify(diffId).slice(0, 100)}`);
+    const content = await this.contentFor(img.source, image.layers[index]!, index);
+    return new StoreLayer(ref, key, image, index, content, diffId);
+  }
+
+  /** Reads (once per blob digest) a layer's verified TOC and builds its tree and reader. */
+  private contentFor(source: ImageSource, desc: Descriptor, index: number): Promise<LayerContent> {
+    let p = this.contents.get(desc.digest);
+    if (!p) {
+      p = (async () => {
+        if (tocDigestsOf(desc).length === 0)
+          throw new StoreMiss(`layer ${desc.digest} (${desc.mediaType}) has no TOC digest annotation: it cannot be served lazily and verified`);
+        const blob = source.blob(desc);
+        const toc = await readLayerToc(desc, blob, { tocStore: this.opts.tocStore });
+        if (!toc.verified || toc.format === 'none') throw new StoreMiss(`layer ${desc.digest}: its TOC is not vouched for by the layer's annotations`);
+        const reader = new LayerReader({ layerDigest: desc.digest, toc, blob, cache: this.opts.cache, logger: this.log, ...definedOnly(this.opts.fetch ?? {}) });
+        return new LayerContent(desc, blob, toc, reader, buildLayerTree(toc, index, { whiteouts: 'overlay' }), this.allocSlot());
+      })();
+      this.contents.set(desc.digest, p);
+      p.catch(() => {
+        if (this.contents.get(desc.digest) === p) this.contents.delete(desc.digest);
+      });
+    }
+    return p;
+  }
+
+  /** Drops metric series of every layer (at shutdown). */
+  forgetMetrics(): void {
+    for (const l of this.layers.values()) metrics.forgetLayer(l.content.descriptor.digest);
+  }
+}
+
+function definedOnly<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}

@@ -1,0 +1,117 @@
+/**
+ * The life of the layer store daemon: clear a stale mount, mount the store, tell whoever
+ * waits that it answers (the parent `tocfs store`, or systemd), serve until SIGINT/SIGTERM
+ * or an external unmount, then unmount cleanly and exit.
+ */
+import { mkdir, stat } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import type { Logger } from 'pino';
+import { ChunkCache } from '../cache/chunk-cache.js';
+import { DiskTocStore } from '../cache/toc-store.js';
+import { notifyFailure, notifyReady } from '../daemon/daemonize.js';
+import { untilStopped } from '../daemon/serve.js';
+import { removeMountState, writeMountState } from '../daemon/state.js';
+import { mountFs, type MountedFs } from '../fs/mount.js';
+import type { SourceOptions } from '../image/open.js';
+import { startMetricsServer, type MetricsServer } from '../metrics/index.js';
+import { storeOperations } from './fs.js';
+import { LayerStore } from './layers.js';
+import { sdNotify } from './notify.js';
+import { removeStatus, writeStatus } from './status.js';
+
+export interface StoreServeOptions {
+  storeDir: string;
+  cacheDir: string;
+  cacheMaxBytes?: number;
+  cacheMemoryBytes?: number;
+  fetch?: { maxRequestBytes?: number; readAhead?: number; maxInFlight?: number };
+  source: SourceOptions;
+  logger: Logger;
+  /** HOST:PORT for /metrics, or undefined for none. */
+  metricsAddress?: string;
+  lookupTimeoutMs?: number;
+  negativeTtlMs?: number;
+  allowOther?: boolean;
+  /** Where the daemon's log goes, recorded for `tocfs unmount`. */
+  logFile?: string;
+}
+
+const STATUS_INTERVAL_MS = 2000;
+
+/** The label the store's mount shows in /proc/mounts (`tocfs-store on /var/lib/tocfs/store type fuse.tocfs`). */
+export const STORE_LABEL = 'tocfs-store';
+
+export async function serveStore(opts: StoreServeOptions): Promise<void> {
+  const log = opts.logger;
+  const storeDir = resolve(opts.storeDir);
+  const started = new Date();
+  let store: LayerStore | undefined;
+  let mounted: MountedFs | undefined;
+  let metricsServer: MetricsServer | undefined;
+  try {
+    // A stale mount answers ENOTCONN here; mountFs clears it.
+    await mkdir(storeDir, { recursive: true, mode: 0o755 }).catch(() => undefined);
+    const cache = await ChunkCache.open({
+      dir: opts.cacheDir,
+      logger: log,
+      ...(opts.cacheMaxBytes !== undefined ? { maxBytes: opts.cacheMaxBytes } : {}),
+      ...(opts.cacheMemoryBytes !== undefined ? { memoryBytes: opts.cacheMemoryBytes } : {}),
+    });
+    store = new LayerStore({
+      cache,
+      tocStore: new DiskTocStore(opts.cacheDir, log),
+      source: opts.source,
+      logger: log,
+      ...(opts.fetch ? { fetch: opts.fetch } : {}),
+      ...(opts.lookupTimeoutMs !== undefined ? { lookupTimeoutMs: opts.lookupTimeoutMs } : {}),
+      ...(opts.negativeTtlMs !== undefined ? { negativeTtlMs: opts.negativeTtlMs } : {}),
+    });
+    mounted = await mountFs(storeDir, storeOperations({ store, logger: log, started }), {
+      label: STORE_LABEL,
+      logger: log,
+      writable: true,
+      negativeTimeout: 0,
+      readAheadKb: 0,
+      ...(opts.allowOther !== undefined ? { allowOther: opts.allowOther } : {}),
+    });
+    // Ready means the mount answers, not merely that mount(2) returned.
+    const root = await stat(storeDir);
+    if (!root.isDirectory()) throw new Error(`${storeDir} does not answer as a directory after mounting`);
+    if (opts.metricsAddress) metricsServer = await startMetricsServer(opts.metricsAddress);
+    await writeMountState({ pid: process.pid, mountpoint: storeDir, image: STORE_LABEL, ...(opts.logFile ? { log: opts.logFile } : {}), started: started.toISOString() });
+  } catch (e) {
+    await mounted?.unmount().catch(() => undefined);
+    await metricsServer?.close().catch(() => undefined);
+    await store?.close().catch(() => undefined);
+    notifyFailure((e as Error).message);
+    await sdNotify({ status: `failed: ${(e as Error).message}` }, log);
+    throw e;
+  }
+  const liveStore = store;
+  log.info({ storeDir, cacheDir: opts.cacheDir, ms: Date.now() - started.getTime() }, 'layer store mounted');
+  notifyReady();
+  await sdNotify({ ready: true, status: `serving ${storeDir}` }, log);
+
+  process.on('uncaughtException', (err) => log.error({ err }, 'uncaught exception (still serving)'));
+  process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection (still serving)'));
+
+  const publish = async (): Promise<void> => {
+    const s = liveStore.status();
+    s.images = await liveStore.imageSummaries();
+    await writeStatus({ ...s, pid: process.pid, storeDir, started: started.toISOString(), updated: new Date().toISOString() });
+  };
+  const timer = setInterval(() => publish().catch((err: unknown) => log.debug({ err }, 'cannot write the status file')), STATUS_INTERVAL_MS);
+  await publish().catch(() => undefined);
+
+  const why = await untilStopped(storeDir, log);
+  clearInterval(timer);
+  log.info({ storeDir, why }, 'stopping the layer store');
+  await sdNotify({ stopping: true }, log);
+  await mounted.unmount().catch((err: unknown) => log.warn({ err }, 'unmount failed'));
+  await metricsServer?.close().catch(() => undefined);
+  liveStore.forgetMetrics();
+  await liveStore.close();
+  await removeStatus(storeDir);
+  await removeMountState(storeDir, process.pid);
+  log.info({ storeDir }, 'layer store unmounted');
+}

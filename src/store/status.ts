@@ -1,0 +1,67 @@
+/**
+ * `tocfs store status STOREDIR`: the running store writes its per-layer state (fetched
+ * bytes and percent, uses, last error) to a JSON file in tocfs's runtime directory every
+ * few seconds; the status command reads it. (A file inside the FUSE mount would be cached
+ * by the kernel with a stale size.)
+ */
+import { createHash } from 'node:crypto';
+import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { humanBytes } from '../config/index.js';
+import { isAlive, runtimeDir } from '../daemon/state.js';
+import type { StoreStatus } from './layers.js';
+
+export interface StatusDocument extends StoreStatus {
+  pid: number;
+  storeDir: string;
+  started: string;
+  updated: string;
+}
+
+/** `<runtime dir>/stores/<hash of the store dir>.json` */
+export function statusFile(storeDir: string): string {
+  const key = createHash('sha256').update(resolve(storeDir)).digest('hex').slice(0, 16);
+  return join(runtimeDir(), 'stores', `${key}.json`);
+}
+
+export async function writeStatus(doc: StatusDocument): Promise<void> {
+  const file = statusFile(doc.storeDir);
+  await mkdir(join(runtimeDir(), 'stores'), { recursive: true, mode: 0o700 });
+  const tmp = `${file}.${process.pid}.tmp`;
+  await writeFile(tmp, JSON.stringify(doc, null, 2) + '\n', { mode: 0o600 });
+  await rename(tmp, file);
+}
+
+export async function removeStatus(storeDir: string): Promise<void> {
+  await rm(statusFile(storeDir), { force: true });
+}
+
+/** The status a live store wrote for `storeDir`, or undefined (none, or its process is gone). */
+export async function readStatus(storeDir: string): Promise<StatusDocument | undefined> {
+  try {
+    const doc = JSON.parse(await readFile(statusFile(storeDir), 'utf8')) as StatusDocument;
+    return isAlive(doc.pid) ? doc : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function short(digest: string): string {
+  return digest.replace(/^sha256:/, '').slice(0, 12);
+}
+
+/** A table for people; `--json` prints the document itself. */
+export function formatStatus(doc: StatusDocument): string {
+  const lines = [`store ${doc.storeDir} (pid ${doc.pid}, since ${doc.started}, updated ${doc.updated})`];
+  if (doc.layers.length === 0) lines.push('no layers served yet');
+  else {
+    lines.push('LAYER         FORMAT         USES  SIZE       FETCHED             BLOB READ  IMAGE');
+    for (const l of doc.layers) {
+      const fetched = `${humanBytes(l.fetchedBytes)} (${l.fetchedPercent}%)`;
+      lines.push(`${short(l.digest).padEnd(14)}${l.format.padEnd(15)}${String(l.uses).padEnd(6)}${humanBytes(l.size).padEnd(11)}${fetched.padEnd(20)}${humanBytes(l.blobBytesRead).padEnd(11)}${l.ref}`);
+      if (l.lastError) lines.push(`  last error: ${l.lastError}`);
+    }
+  }
+  for (const m of doc.misses) lines.push(`not served: ${m.ref} ${short(m.key)}: ${m.reason}`);
+  return lines.join('\n');
+}
