@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { promisify } from 'node:util';
-import { after, before, describe, test } from 'node:test';
+import { after, before, describe, test, type TestContext } from 'node:test';
 import pino from 'pino';
 import { ChunkCache, defaultCacheDir } from '../src/cache/chunk-cache.js';
 import { DiskTocStore } from '../src/cache/toc-store.js';
@@ -191,16 +191,25 @@ describe('ChunkCache', () => {
     assert.equal((await cache.stats()).files, 0);
   });
 
-  test('a put that does not fit on a full disk (real 1 MiB tmpfs) degrades to memory-only, with one warning', async (t) => {
-    const mnt = join(root, 'tiny');
+  /** Runs `fn` over a fresh tmpfs of `size`, or skips when this machine cannot mount one. */
+  async function withTmpfs(t: TestContext, name: string, size: string, fn: (mnt: string) => Promise<void>): Promise<void> {
+    const mnt = join(root, name);
     await mkdir(mnt);
     try {
-      await run('mount', ['-t', 'tmpfs', '-o', 'size=1m,mode=0700', 'tocfs-test', mnt]);
+      await run('mount', ['-t', 'tmpfs', '-o', `size=${size},mode=0700`, 'tocfs-test', mnt]);
     } catch (e) {
       t.skip(`cannot mount a tmpfs (needs root / CAP_SYS_ADMIN): ${(e as Error).message.split('\n')[0]}`);
       return;
     }
     try {
+      await fn(mnt);
+    } finally {
+      await run('umount', [mnt]);
+    }
+  }
+
+  test('a put that does not fit on a full disk (real 1 MiB tmpfs) degrades to memory-only, with one warning', (t) =>
+    withTmpfs(t, 'tiny', '1m', async (mnt) => {
       const { logger, records } = captureLogger();
       const cache = await ChunkCache.open({ dir: join(mnt, 'cache'), logger, memoryBytes: 64 * 1024 * 1024 });
       const chunks = Array.from({ length: 6 }, () => chunk(300 * 1024));
@@ -218,21 +227,10 @@ describe('ChunkCache', () => {
       // The disk tier still serves what it holds to a new instance.
       const again = await ChunkCache.open({ dir: join(mnt, 'cache'), logger });
       assert.deepEqual(await again.get(chunks[0]!.digest), chunks[0]!.data);
-    } finally {
-      await run('umount', [mnt]);
-    }
-  });
+    }));
 
-  test('a read-only cache directory serves what it holds and keeps new chunks in memory', async (t) => {
-    const mnt = join(root, 'ro');
-    await mkdir(mnt);
-    try {
-      await run('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tocfs-test', mnt]);
-    } catch (e) {
-      t.skip(`cannot mount a tmpfs (needs root / CAP_SYS_ADMIN): ${(e as Error).message.split('\n')[0]}`);
-      return;
-    }
-    try {
+  test('a read-only cache directory serves what it holds and keeps new chunks in memory', (t) =>
+    withTmpfs(t, 'ro', '4m', async (mnt) => {
       const dir = join(mnt, 'cache');
       const old = chunk(1000);
       await (await ChunkCache.open({ dir })).put(old.digest, old.data);
@@ -245,10 +243,7 @@ describe('ChunkCache', () => {
       assert.deepEqual(await cache.get(fresh.digest), fresh.data);
       assert.equal((await cache.stats()).diskWritable, false);
       assert.equal(records.filter((r) => r.level === 40).length, 1);
-    } finally {
-      await run('umount', [mnt]);
-    }
-  });
+    }));
 });
 
 describe('DiskTocStore', () => {

@@ -60,6 +60,11 @@ async function inParallel<T>(items: readonly T[], width: number, fn: (item: T) =
   );
 }
 
+/** `blob` with its range reads replaced (to inject faults a real registry cannot produce). */
+function withRead(blob: BlobReader, read: BlobReader['read']): BlobReader {
+  return { digest: blob.digest, size: blob.size, read, stream: (s) => blob.stream(s) };
+}
+
 /** Corpus images whose layers have no TOC (plain tar+gzip / tar+zstd). */
 const PLAIN = new Set(corpusImages().filter((i) => Object.values(loadExpected(i).layers).every((l) => ['gzip', 'zstd'].includes(String(l.format.format)))));
 
@@ -258,16 +263,11 @@ describe('LayerReader over real images', { skip: HAVE_CORPUS ? false : `no corpu
     const entry = regular(l!.toc).find((e) => e.size > 1000 && e.chunks.every((c) => !c.zeros))!;
     const target = entry.chunks[0]!;
     const flipAt = target.compressedOffset + Math.floor((target.compressedEnd - target.compressedOffset) / 2);
-    const corrupt: BlobReader = {
-      digest: l!.blob.digest,
-      size: l!.blob.size,
-      async read(offset, length, signal) {
-        const b = Buffer.from(await l!.blob.read(offset, length, signal));
-        if (flipAt >= offset && flipAt < offset + length) b[flipAt - offset]! ^= 0x40;
-        return b;
-      },
-      stream: (s) => l!.blob.stream(s),
-    };
+    const corrupt = withRead(l!.blob, async (offset, length, signal) => {
+      const b = Buffer.from(await l!.blob.read(offset, length, signal));
+      if (flipAt >= offset && flipAt < offset + length) b[flipAt - offset]! ^= 0x40;
+      return b;
+    });
     const cache = await newCache();
     const bad = readerFor(l!, cache, corrupt);
     await assert.rejects(bad.readAt(entry, 0, entry.size), (e: Error) => {
@@ -290,15 +290,10 @@ describe('LayerReader over real images', { skip: HAVE_CORPUS ? false : `no corpu
     const [l] = await corpusLayers('zstdchunked-podman4-basic');
     const entry = regular(l!.toc).find((e) => e.size > 0 && e.chunks.some((c) => !c.zeros))!;
     let failing = true;
-    const flaky: BlobReader = {
-      digest: l!.blob.digest,
-      size: l!.blob.size,
-      async read(offset, length, signal) {
-        if (failing) throw new Error('connection reset by test');
-        return l!.blob.read(offset, length, signal);
-      },
-      stream: (s) => l!.blob.stream(s),
-    };
+    const flaky = withRead(l!.blob, async (offset, length, signal) => {
+      if (failing) throw new Error('connection reset by test');
+      return l!.blob.read(offset, length, signal);
+    });
     const reader = readerFor(l!, await newCache(), flaky);
     await assert.rejects(reader.readAt(entry, 0, entry.size), (e: Error) => e instanceof LayerReadError && /connection reset by test/.test(e.message) && e.cause instanceof Error);
     failing = false;
