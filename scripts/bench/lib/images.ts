@@ -165,10 +165,24 @@ async function layerSize(layoutDir: string): Promise<number> {
 export type Converter = ((src: string, dst: string, format: 'estargz' | 'zstd:chunked') => Promise<void>) | undefined;
 
 /** Compresses the plain layout into each format. */
-export async function buildFormats(name: string, plain: string, outRoot: string, base: { tarBytes: number; files: number }, convert: Converter, unavailableReason: string): Promise<BuiltImage> {
+export async function buildFormats(
+  name: string,
+  plain: string,
+  outRoot: string,
+  base: { tarBytes: number; files: number },
+  convert: Converter,
+  unavailableReason: string,
+  formats: LayerFormat[] = LAYER_FORMATS,
+  previous?: BuiltImage,
+): Promise<BuiltImage> {
   const img: BuiltImage = { name, ...base, layouts: {}, layerBytes: {}, unavailable: {} };
   await mkdir(outRoot, { recursive: true });
-  for (const f of LAYER_FORMATS) {
+  for (const f of formats) {
+    if (previous?.layouts[f]) {
+      img.layouts[f] = previous.layouts[f];
+      img.layerBytes[f] = previous.layerBytes[f];
+      continue;
+    }
     const dst = join(outRoot, `${name}-${f.replace(':', '-')}`);
     await rm(dst, { recursive: true, force: true });
     try {

@@ -4,9 +4,9 @@
  * empty blob-info cache (which lives under the root), and nothing is shared with other users
  * of podman on this machine.
  */
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { run, type RunResult } from './proc.js';
+import { run, unmountUnder, type RunResult } from './proc.js';
 
 const SYSTEM_BLOB_INFO_CACHE = '/var/lib/containers/cache';
 
@@ -18,16 +18,22 @@ export interface PodmanMode {
 }
 
 export class Podman {
+  /** Podman's default rlimits exceed this machine's hard limits: ask for ones runc can set. */
+  static readonly ULIMITS = ['--ulimit', 'nofile=4096:4096', '--ulimit', 'nproc=4096:4096'];
+
   private constructor(
     readonly dir: string,
     private readonly env: NodeJS.ProcessEnv,
     private readonly ns: string,
+    /** Podman refuses a runroot path longer than 50 characters: this one lives under /tmp. */
+    private readonly runroot: string,
   ) {}
 
   static async create(dir: string, ns: string, registryHost: string, mode: PodmanMode): Promise<Podman> {
     await unmountUnder(dir);
     await rm(dir, { recursive: true, force: true });
     await mkdir(dir, { recursive: true });
+    const runroot = await mkdtemp('/tmp/tbp-');
     const storageConf = join(dir, 'storage.conf');
     const pullOptions = `pull_options = {enable_partial_images = "${mode.partial ? 'true' : 'false'}", use_hard_links = "false", ostree_repos = ""}`;
     await writeFile(
@@ -35,7 +41,7 @@ export class Podman {
       `[storage]
 driver = "overlay"
 graphroot = "${join(dir, 'root')}"
-runroot = "${join(dir, 'run')}"
+runroot = "${runroot}"
 
 [storage.options]
 ${pullOptions}
@@ -53,7 +59,7 @@ ${mode.additionalLayerStore ? `additionallayerstores = ["${mode.additionalLayerS
     await mkdir(join(dir, 'tmp'), { recursive: true });
     await mkdir(join(dir, 'blob-info-cache'), { recursive: true });
     await mkdir(SYSTEM_BLOB_INFO_CACHE, { recursive: true });
-    return new Podman(dir, env, ns);
+    return new Podman(dir, env, ns, runroot);
   }
 
   private argv(args: string[]): string[] {
@@ -63,7 +69,7 @@ ${mode.additionalLayerStore ? `additionallayerstores = ["${mode.additionalLayerS
       'unshare', '-m', '--propagation', 'slave', 'sh', '-c', `mount --bind "$0" ${SYSTEM_BLOB_INFO_CACHE} && exec "$@"`, join(this.dir, 'blob-info-cache'),
       'podman',
       '--root', join(this.dir, 'root'),
-      '--runroot', join(this.dir, 'run'),
+      '--runroot', this.runroot,
       '--tmpdir', join(this.dir, 'libpod'),
       '--storage-driver', 'overlay',
       '--runtime', 'runc',
@@ -74,7 +80,7 @@ ${mode.additionalLayerStore ? `additionallayerstores = ["${mode.additionalLayerS
   }
 
   exec(args: string[], timeoutMs = 600_000): Promise<RunResult> {
-    return run(this.argv(args), { ns: this.ns, env: this.env, timeoutMs });
+    return run(this.argv(args), { ns: this.ns, env: this.env, timeoutMs, label: `podman ${args[0]}` });
   }
 
   pull(image: string): Promise<RunResult> {
@@ -83,18 +89,16 @@ ${mode.additionalLayerStore ? `additionallayerstores = ["${mode.additionalLayerS
 
   /** `podman run --rm` of `cmd` (no network: the container needs none). */
   runRm(image: string, cmd: string[]): Promise<RunResult> {
-    return this.exec(['run', '--rm', '--network', 'none', '--ulimit', 'nofile=4096:4096', '--ulimit', 'nproc=4096:4096', '--pull', 'never', image, ...cmd]);
+    return this.exec(['run', '--rm', '--network', 'none', ...Podman.ULIMITS, '--pull', 'never', image, ...cmd]);
   }
 
   /** Removes everything this podman stored (its overlay mounts first). */
   async destroy(): Promise<void> {
     await this.exec(['system', 'reset', '--force']).catch(() => undefined);
     await unmountUnder(this.dir);
+    await unmountUnder(this.runroot);
     await rm(this.dir, { recursive: true, force: true });
+    await rm(this.runroot, { recursive: true, force: true });
   }
 }
 
-/** Lazily unmounts every mount at or below `dir` (leftovers of an interrupted run). */
-export async function unmountUnder(dir: string): Promise<void> {
-  await run(['sh', '-c', `awk '{print $5}' /proc/self/mountinfo | grep '^${dir}' | sort -ru | xargs -r -n1 umount -l`], { check: false });
-}

@@ -25,6 +25,8 @@ export interface RunOptions {
   input?: string;
   /** Throw on a non-zero exit (default true). */
   check?: boolean;
+  /** What to call the command in an error (default: its first words). */
+  label?: string;
 }
 
 export async function run(argv: string[], opts: RunOptions = {}): Promise<RunResult> {
@@ -51,7 +53,8 @@ export async function run(argv: string[], opts: RunOptions = {}): Promise<RunRes
   clearTimeout(timer);
   const ms = performance.now() - t0;
   if (code !== 0 && opts.check !== false) {
-    throw new Error(`${full.join(' ')} exited ${code}: ${(stderr || stdout).trim().split('\n').slice(-8).join('\n')}`);
+    const label = opts.label ?? argv.slice(0, 4).join(' ');
+    throw new Error(`${label} exited ${code}: ${(stderr || stdout).trim().split('\n').slice(-6).join('\n')}`);
   }
   return { code, stdout, stderr, ms };
 }
@@ -105,4 +108,9 @@ export async function waitFor(what: string, probe: () => Promise<boolean>, timeo
 export async function dropCaches(): Promise<void> {
   await run(['sync']);
   await run(['sh', '-c', 'echo 3 > /proc/sys/vm/drop_caches']);
+}
+
+/** Lazily unmounts every mount at or below `dir` (leftovers of an interrupted run). */
+export async function unmountUnder(dir: string): Promise<void> {
+  await run(['sh', '-c', `awk '{print $5}' /proc/self/mountinfo | grep '^${dir}' | sort -ru | xargs -r -n1 umount -l`], { check: false });
 }

@@ -1,0 +1,87 @@
+/** What every measurement gets: options, the link, tocfs, the images, a work directory and a log. */
+import { mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { BuiltImage, LayerFormat } from './images.js';
+import type { Summary } from './stats.js';
+import type { Link, LinkProfile } from './link.js';
+import type { Tocfs } from './tocfs.js';
+import { unmountUnder } from './proc.js';
+
+export interface Options {
+  quick: boolean;
+  reps: number;
+  profiles: LinkProfile[];
+  /** Measurement groups to run (all by default). */
+  only: Set<string>;
+  work: string;
+  out: string;
+}
+
+export interface BenchImages {
+  runtime: BuiltImage;
+  runtimeStage: string;
+  pairA: BuiltImage;
+  pairB: BuiltImage;
+  pairBStage: string;
+  pairChangedFiles: number;
+  /** TOC-size images by entry count. */
+  toc: Record<string, BuiltImage>;
+  /** Distinct images mounted together. */
+  many: BuiltImage[];
+  /** The big file read for throughput, as a path inside the runtime image. */
+  bigFile: string;
+  /** A small file for time-to-first-byte. */
+  smallFile: string;
+}
+
+export interface Ctx {
+  opts: Options;
+  link: Link;
+  tocfs: Tocfs;
+  images: BenchImages;
+  log(msg: string): void;
+  /** A fresh, empty directory under the work dir. */
+  scratch(name: string): Promise<string>;
+}
+
+export function repoOf(img: BuiltImage, f: LayerFormat): string {
+  return `bench/${img.name}-${f.replace(':', '-')}`;
+}
+
+export function refOf(host: string, img: BuiltImage, f: LayerFormat): string {
+  return `${host}/${repoOf(img, f)}:latest`;
+}
+
+/** A measurement's figures (each a summary of its repetitions). */
+export interface Measured {
+  status: 'ok';
+  figures: Record<string, Summary>;
+}
+
+/** A measurement that did not produce numbers, and why. */
+export interface NotMeasured {
+  status: 'unavailable' | 'failed';
+  reason: string;
+}
+
+export type Outcome = Measured | NotMeasured;
+
+export function measured(figures: Record<string, Summary>): Measured {
+  return { status: 'ok', figures };
+}
+
+export function unavailable(reason: string): NotMeasured {
+  return { status: 'unavailable', reason };
+}
+
+export function failed(e: unknown): NotMeasured {
+  return { status: 'failed', reason: ((e as Error).message ?? String(e)).split('\n').slice(0, 4).join(' | ') };
+}
+
+export async function freshDir(root: string, name: string): Promise<string> {
+  const d = join(root, name);
+  await unmountUnder(d);
+  await rm(d, { recursive: true, force: true });
+  await mkdir(d, { recursive: true });
+  return d;
+}

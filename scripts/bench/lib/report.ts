@@ -1,0 +1,243 @@
+/** The run's results as JSON, a Markdown report and an SVG chart of container-ready times. */
+import type { Outcome } from './context.js';
+import type { Summary } from './stats.js';
+import { ratio } from './stats.js';
+
+type Cell = Outcome;
+type Table = Record<string, Cell>;
+
+export interface ProfileResults {
+  label: string;
+  container_ready?: Table;
+  first_byte?: Table;
+  dedupe?: Table;
+  cold_read?: Cell;
+}
+
+export interface Target {
+  id: string;
+  goal: string;
+  value: number | null;
+  met: boolean | null;
+  note?: string;
+}
+
+export interface Results {
+  schema: 'tocfs-bench/1';
+  started: string;
+  finished?: string;
+  quick: boolean;
+  reps: number;
+  machine: Record<string, unknown>;
+  tocfs: Record<string, unknown>;
+  images: Record<string, unknown>;
+  ready_command: string[];
+  profiles: Record<string, ProfileResults>;
+  local_reads?: Cell;
+  toc_scaling?: Table;
+  many_mounted?: Cell;
+  lazy_floor?: Record<string, number> | { status: string; reason: string };
+  ratios: Record<string, number | null>;
+  targets: Target[];
+}
+
+export const LAZY_MODES = ['tocfs_store_zstd_chunked', 'tocfs_store_estargz', 'tocfs_mount_zstd_chunked', 'tocfs_mount_estargz'];
+
+function med(c: Cell | undefined, key: string): number | null {
+  if (!c || c.status !== 'ok') return null;
+  return c.figures[key]?.median ?? null;
+}
+
+/** The first lazy mode that produced figures (the store when it exists, else the mount). */
+export function headlineLazy(table: Table | undefined): string | undefined {
+  return LAZY_MODES.find((m) => table?.[m]?.status === 'ok');
+}
+
+/** Named ratios and where each target stands. */
+export function derive(r: Results): void {
+  const wan = r.profiles.wan100 ?? Object.values(r.profiles)[0];
+  const ready = wan?.container_ready;
+  const lazy = headlineLazy(ready);
+  const lazyReady = lazy ? med(ready![lazy], 'ready_ms') : null;
+  const R = r.ratios;
+  R.container_ready_speedup_vs_gzip = ratio(med(ready?.gzip_full, 'ready_ms'), lazyReady);
+  R.container_ready_speedup_vs_zstd = ratio(med(ready?.zstd_full, 'ready_ms'), lazyReady);
+  R.container_ready_speedup_vs_podman_partial = ratio(med(ready?.zstd_chunked_partial, 'ready_ms'), lazyReady);
+  R.podman_partial_speedup_vs_gzip = ratio(med(ready?.gzip_full, 'ready_ms'), med(ready?.zstd_chunked_partial, 'ready_ms'));
+  R.bytes_lazy_vs_gzip_pull = ratio(lazy ? med(ready![lazy], 'registry_bytes') : null, med(ready?.gzip_full, 'registry_bytes'));
+  const floor = r.lazy_floor && 'frameBytes' in r.lazy_floor ? r.lazy_floor.tocBytes + r.lazy_floor.frameBytes : null;
+  R.bytes_lazy_vs_toc_plus_frames = ratio(lazy ? med(ready![lazy], 'registry_bytes') : null, floor);
+  const fb = wan?.first_byte;
+  R.first_byte_speedup_vs_gzip_pull = ratio(med(fb?.podman_pull_gzip, 'first_byte_ms'), med(fb?.tocfs_mount_zstd_chunked, 'first_byte_ms'));
+  const dd = wan?.dedupe;
+  R.dedupe_second_image_bytes_tocfs_vs_gzip_pull = ratio(med(dd?.tocfs_mount_read_all_zstd_chunked, 'second_registry_bytes'), med(dd?.podman_pull_gzip, 'second_registry_bytes'));
+  R.dedupe_second_image_bytes_podman_partial_vs_gzip_pull = ratio(med(dd?.podman_partial_zstd_chunked, 'second_registry_bytes'), med(dd?.podman_pull_gzip, 'second_registry_bytes'));
+  R.cold_read_vs_link_wan100 = round(med(r.profiles.wan100?.cold_read, 'cold_vs_curl_zstd'));
+  R.cold_read_vs_link_wan1g = round(med(r.profiles.wan1g?.cold_read, 'cold_vs_curl_zstd'));
+  R.cold_read_loopback_MBps = round(med(r.profiles.loopback?.cold_read, 'cold_MBps'));
+  R.warm_vs_memfs = round(med(r.local_reads, 'warm_vs_memfs'));
+  R.kernel_cached_vs_page_cache = round(med(r.local_reads, 'kernel_cached_vs_page_cache'));
+  R.stat_vs_local = round(med(r.local_reads, 'stat_vs_local'));
+  const biggest = r.toc_scaling ? Object.keys(r.toc_scaling).sort((a, b) => Number(a) - Number(b)).pop() : undefined;
+  R.mount_ms_largest_toc = biggest ? round(med(r.toc_scaling![biggest], 'mount_ms')) : null;
+  R.rss_MB_many_mounted = round(med(r.many_mounted, 'rss_total_MB'));
+
+  const t = (id: string, goal: string, value: number | null, ok: (v: number) => boolean, note?: string): Target => ({
+    id, goal, value, met: value === null ? null : ok(value), ...(note ? { note } : {}),
+  });
+  r.targets = [
+    t('lazy_ready_10x_gzip', 'lazy container ready ≥ 10× faster than a full gzip pull (100 Mbit/s, 20 ms)', R.container_ready_speedup_vs_gzip, (v) => v >= 10, lazy ? `lazy mode: ${lazy}` : 'no lazy mode measured'),
+    t('lazy_bytes_1_2x_floor', 'bytes ≤ 1.2 × (TOC + frames of the files opened)', R.bytes_lazy_vs_toc_plus_frames, (v) => v <= 1.2),
+    t('cold_90pct_link', 'cold sequential ≥ 90 % of curl | zstd -d over the same link (100 Mbit/s)', R.cold_read_vs_link_wan100, (v) => v >= 0.9),
+    t('cold_150MBps_loopback', 'cold sequential ≥ 150 MB/s from a loopback registry', R.cold_read_loopback_MBps, (v) => v >= 150),
+    t('warm_90pct_memfs', 'warm read ≥ 90 % of the bare in-memory fuse-native ceiling', R.warm_vs_memfs, (v) => v >= 0.9),
+    t('kernel_90pct_page_cache', 'kernel-cached re-read ≥ 90 % of a page-cache read', R.kernel_cached_vs_page_cache, (v) => v >= 0.9),
+    t('stat_80pct_local', 'repeated stat of the tree ≥ 80 % of local', R.stat_vs_local, (v) => v >= 0.8),
+    t('mount_100k_1s', `largest TOC (${biggest ?? '?'} entries) mounts in ≤ 1 s`, R.mount_ms_largest_toc, (v) => v <= 1000, biggest !== '100000' ? 'the 100k image was not measured in this run' : undefined),
+    t('rss_150MB_10_images', 'daemon RSS ≤ 150 MB with 10 images mounted', R.rss_MB_many_mounted, (v) => v <= 150),
+  ];
+}
+
+function round(v: number | null): number | null {
+  return v === null ? null : Math.round(v * 100) / 100;
+}
+
+// ---- Markdown
+
+const fmt = (v: number, digits = 2): string => (Math.abs(v) >= 100 ? v.toFixed(0) : v.toFixed(digits));
+function cell(c: Cell | undefined, key: string, scale = 1, digits = 2): string {
+  if (!c) return '—';
+  if (c.status !== 'ok') return c.status;
+  const s = c.figures[key];
+  if (!s) return '—';
+  const m = fmt(s.median * scale, digits);
+  return s.n > 1 ? `${m} (${fmt(s.min * scale, digits)}–${fmt(s.max * scale, digits)})` : m;
+}
+
+function notes(table: Table | undefined): string[] {
+  return Object.entries(table ?? {})
+    .filter(([, c]) => c.status !== 'ok')
+    .map(([k, c]) => `- \`${k}\`: ${c.status} (${c.status === 'ok' ? '' : c.reason})`);
+}
+
+export function markdown(r: Results, chartFile: string): string {
+  const L: string[] = [];
+  L.push(`# tocfs benchmark — ${r.started}${r.quick ? ' (quick)' : ''}`, '');
+  L.push(`Medians of ${r.reps} runs, (min–max) beside them. ${String(r.machine.note ?? '')}`, '');
+  L.push(`Machine: ${r.machine.cpus} CPUs, kernel ${r.machine.kernel}, Node ${r.machine.node}, ${r.machine.podman}, ${r.machine.skopeo}. tocfs ${r.tocfs.commit} (${r.tocfs.build}).`, '');
+  const img = r.images.runtime as Record<string, unknown>;
+  L.push(`Runtime image: ${img.tar_MB} MB uncompressed, ${img.files} files; layer sizes: ${Object.entries(img.layer_MB as Record<string, number>).map(([f, v]) => `${f} ${v} MB`).join(', ')}.`);
+  L.push(`Container command: \`${r.ready_command.join(' ')}\``, '');
+  L.push(`![container ready](${chartFile})`, '');
+  L.push('## Targets', '', '| target | value | met |', '| --- | --- | --- |');
+  for (const t of r.targets) L.push(`| ${t.goal}${t.note ? ` (${t.note})` : ''} | ${t.value ?? '—'} | ${t.met === null ? 'not measured' : t.met ? 'yes' : 'no'} |`);
+  L.push('', '## Ratios', '', '| name | value |', '| --- | --- |');
+  for (const [k, v] of Object.entries(r.ratios)) L.push(`| \`${k}\` | ${v ?? '—'} |`);
+  for (const [name, p] of Object.entries(r.profiles)) {
+    L.push('', `## ${p.label}`);
+    if (p.container_ready) {
+      const gz = med(p.container_ready.gzip_full, 'ready_ms');
+      L.push('', '### Container ready (`podman run`), from nothing', '', '| mode | ready s | pull / mount s | run s | registry MB | veth MB | blob GETs | vs gzip pull |', '| --- | --- | --- | --- | --- | --- | --- | --- |');
+      for (const [k, c] of Object.entries(p.container_ready)) {
+        if (c.status !== 'ok') continue;
+        L.push(`| ${k} | ${cell(c, 'ready_ms', 1e-3)} | ${cell(c, 'pull_or_mount_ms', 1e-3)} | ${cell(c, 'run_ms', 1e-3)} | ${cell(c, 'registry_bytes', 1e-6, 1)} | ${name === 'loopback' ? '—' : cell(c, 'wire_bytes', 1e-6, 1)} | ${cell(c, 'blob_requests', 1, 0)} | ${ratio(gz, med(c, 'ready_ms')) ?? '—'}× |`);
+      }
+      L.push(...notes(p.container_ready));
+    }
+    if (p.first_byte) {
+      L.push('', '### Time to the first byte of one file', '', '| mode | first byte s | registry MB |', '| --- | --- | --- |');
+      for (const [k, c] of Object.entries(p.first_byte)) if (c.status === 'ok') L.push(`| ${k} | ${cell(c, 'first_byte_ms', 1e-3)} | ${cell(c, 'registry_bytes', 1e-6, 2)} |`);
+      L.push(...notes(p.first_byte));
+    }
+    if (p.dedupe) {
+      L.push('', '### Second image of the pair after the first (dedupe)', '', '| mode | first s | first MB | second s | second MB |', '| --- | --- | --- | --- | --- |');
+      for (const [k, c] of Object.entries(p.dedupe)) if (c.status === 'ok') L.push(`| ${k} | ${cell(c, 'first_ms', 1e-3)} | ${cell(c, 'first_registry_bytes', 1e-6, 1)} | ${cell(c, 'second_ms', 1e-3)} | ${cell(c, 'second_registry_bytes', 1e-6, 1)} |`);
+      L.push(...notes(p.dedupe));
+    }
+    if (p.cold_read) {
+      L.push('', '### Cold sequential read through the mount', '');
+      if (p.cold_read.status === 'ok') {
+        L.push('| tocfs cold MB/s | curl \\| zstd -d MB/s (link ceiling, uncompressed) | ratio | registry MB |', '| --- | --- | --- | --- |');
+        L.push(`| ${cell(p.cold_read, 'cold_MBps')} | ${cell(p.cold_read, 'curl_zstd_MBps')} | ${cell(p.cold_read, 'cold_vs_curl_zstd')} | ${cell(p.cold_read, 'cold_registry_bytes', 1e-6, 1)} |`);
+      } else L.push(`${p.cold_read.status}: ${p.cold_read.reason}`);
+    }
+  }
+  if (r.local_reads) {
+    L.push('', '## Reads once fetched (loopback registry)', '');
+    const c = r.local_reads;
+    if (c.status === 'ok') {
+      L.push('| | tocfs | bare memfs (same mount options) | local disk | page cache |', '| --- | --- | --- | --- | --- |');
+      L.push(`| sequential MB/s, page cache dropped | ${cell(c, 'warm_MBps')} | ${cell(c, 'memfs_MBps')} | ${cell(c, 'local_disk_MBps')} | |`);
+      L.push(`| sequential MB/s, kernel-cached re-read | ${cell(c, 'kernel_cached_MBps')} | | | ${cell(c, 'page_cache_MBps')} |`);
+      L.push(`| random 4 KiB reads/s | ${cell(c, 'random_4k_reads_per_s')} | ${cell(c, 'memfs_random_4k_reads_per_s')} | ${cell(c, 'local_random_4k_reads_per_s')} | |`);
+      L.push(`| \`find\` + stat of the tree, repeated, ms | ${cell(c, 'stat_tree_ms')} | | ${cell(c, 'local_stat_tree_ms')} | |`);
+    } else L.push(`${c.status}: ${c.reason}`);
+  }
+  if (r.toc_scaling) {
+    L.push('', '## Mount time and daemon RSS vs TOC size (loopback)', '', '| entries | mount s (TOC fetched) | mount s (TOC cached) | find walk s | RSS MB mounted | RSS MB after walk |', '| --- | --- | --- | --- | --- | --- |');
+    for (const [k, c] of Object.entries(r.toc_scaling)) if (c.status === 'ok') L.push(`| ${k} | ${cell(c, 'mount_ms', 1e-3)} | ${cell(c, 'mount_cached_toc_ms', 1e-3)} | ${cell(c, 'walk_ms', 1e-3)} | ${cell(c, 'rss_mounted_MB', 1, 0)} | ${cell(c, 'rss_after_walk_MB', 1, 0)} |`);
+    L.push(...notes(r.toc_scaling));
+  }
+  if (r.many_mounted) {
+    const c = r.many_mounted;
+    L.push('', '## Many images mounted', '');
+    L.push(c.status === 'ok' ? `${cell(c, 'images', 1, 0)} images, ${cell(c, 'daemons', 1, 0)} daemon process(es): RSS ${cell(c, 'rss_total_MB', 1, 0)} MB in total, ${cell(c, 'rss_max_per_daemon_MB', 1, 0)} MB the largest; mounting all took ${cell(c, 'mount_all_ms', 1e-3)} s.` : `${c.status}: ${c.reason}`);
+  }
+  L.push('');
+  return L.join('\n');
+}
+
+// ---- SVG chart: container-ready time per mode, one group per link profile
+
+const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;');
+const COLORS: Record<string, string> = { gzip_full: '#9e9e9e', zstd_full: '#757575', zstd_chunked_partial: '#f0a030' };
+
+export function chart(r: Results): string {
+  const rows: Array<{ group: string; label: string; s?: Summary; color: string }> = [];
+  for (const p of Object.values(r.profiles)) {
+    if (!p.container_ready) continue;
+    for (const [k, c] of Object.entries(p.container_ready)) {
+      if (c.status === 'ok' && c.figures.ready_ms) rows.push({ group: p.label, label: k, s: c.figures.ready_ms, color: COLORS[k] ?? '#2e7d32' });
+    }
+  }
+  const W = 900, left = 260, right = 80, rowH = 22, top = 40;
+  const max = Math.max(1, ...rows.map((x) => x.s!.max));
+  const scale = (W - left - right) / max;
+  const groups = [...new Set(rows.map((x) => x.group))];
+  const H = top + rows.length * rowH + groups.length * 26 + 40;
+  const out: string[] = [];
+  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="12">`);
+  out.push(`<rect width="100%" height="100%" fill="white"/>`);
+  out.push(`<text x="10" y="22" font-size="15" font-weight="bold">Container ready (podman run from nothing), seconds — median, min–max whiskers</text>`);
+  let y = top;
+  for (const g of groups) {
+    y += 20;
+    out.push(`<text x="10" y="${y - 4}" font-weight="bold">${esc(g)}</text>`);
+    for (const row of rows.filter((x) => x.group === g)) {
+      const s = row.s!;
+      const w = Math.max(1, s.median * scale);
+      out.push(`<text x="${left - 6}" y="${y + 14}" text-anchor="end">${esc(row.label)}</text>`);
+      out.push(`<rect x="${left}" y="${y + 3}" width="${w.toFixed(1)}" height="${rowH - 6}" fill="${row.color}"/>`);
+      const x1 = left + s.min * scale, x2 = left + s.max * scale, cy = y + rowH / 2;
+      out.push(`<line x1="${x1.toFixed(1)}" x2="${x2.toFixed(1)}" y1="${cy}" y2="${cy}" stroke="black"/>`);
+      out.push(`<text x="${(left + Math.max(w, s.max * scale) + 6).toFixed(1)}" y="${y + 14}">${(s.median / 1000).toFixed(2)} s</text>`);
+      y += rowH;
+    }
+    y += 6;
+  }
+  const axisY = y + 10;
+  out.push(`<line x1="${left}" x2="${W - right}" y1="${axisY}" y2="${axisY}" stroke="#444"/>`);
+  const step = niceStep(max / 1000 / 6);
+  for (let v = 0; v * 1000 <= max; v += step) {
+    const x = left + v * 1000 * scale;
+    out.push(`<line x1="${x.toFixed(1)}" x2="${x.toFixed(1)}" y1="${axisY}" y2="${axisY + 4}" stroke="#444"/><text x="${x.toFixed(1)}" y="${axisY + 16}" text-anchor="middle">${fmt(v, 1)}</text>`);
+  }
+  out.push('</svg>');
+  return out.join('\n');
+}
+
+function niceStep(raw: number): number {
+  const p = Math.pow(10, Math.floor(Math.log10(Math.max(raw, 1e-3))));
+  for (const m of [1, 2, 5, 10]) if (m * p >= raw) return m * p;
+  return 10 * p;
+}

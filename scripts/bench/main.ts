@@ -1,0 +1,242 @@
+/**
+ * The tocfs benchmark: how much sooner a container starts with lazy pulling, and what reads
+ * cost, on this machine, measured in one run. Started by scripts/bench/run.sh (root, network
+ * namespaces); see the README's "Benchmarks" section.
+ *
+ *   node --import tsx scripts/bench/main.ts [--quick] [--reps N] [--profiles wan100,wan1g,loopback]
+ *        [--only ready,firstbyte,dedupe,cold,local,toc,many] [--work DIR] [--out DIR] [--note TEXT]
+ */
+import { copyFile, cp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { cpus, loadavg, release } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { freshDir, repoOf, type BenchImages, type Ctx, type Options } from './lib/context.js';
+import { filesOpenedBy, lazyFloor } from './lib/frames.js';
+import {
+  buildFormats, changeEveryNth, plainLayout, READY_COMMAND, stageRuntime, stageSynthetic,
+  type BuiltImage, type Converter, type LayerFormat,
+} from './lib/images.js';
+import { Link, PROFILES } from './lib/link.js';
+import { containerReady, dedupe, firstByte } from './lib/measure-ready.js';
+import { coldRead, localReads } from './lib/measure-read.js';
+import { manyMounted, tocScaling } from './lib/measure-toc.js';
+import { run, unmountUnder } from './lib/proc.js';
+import { chart, derive, markdown, type Results } from './lib/report.js';
+import { Tocfs } from './lib/tocfs.js';
+
+const HERE = new URL('.', import.meta.url).pathname;
+const GROUPS = ['ready', 'firstbyte', 'dedupe', 'cold', 'local', 'toc', 'many'];
+
+function parseOptions(): Options & { note: string } {
+  const { values } = parseArgs({
+    options: {
+      quick: { type: 'boolean', default: false },
+      reps: { type: 'string' },
+      profiles: { type: 'string' },
+      only: { type: 'string' },
+      work: { type: 'string', default: '/var/tmp/tocfs-bench' },
+      out: { type: 'string', default: join(HERE, 'results') },
+      note: { type: 'string', default: '' },
+    },
+  });
+  const quick = values.quick!;
+  const names = (values.profiles ?? (quick ? 'wan100,loopback' : 'wan100,wan1g,loopback')).split(',');
+  for (const n of names) if (!PROFILES[n]) throw new Error(`unknown profile ${n} (${Object.keys(PROFILES).join(', ')})`);
+  const only = new Set((values.only ?? GROUPS.join(',')).split(','));
+  for (const g of only) if (!GROUPS.includes(g)) throw new Error(`unknown group ${g} (${GROUPS.join(', ')})`);
+  return {
+    quick,
+    reps: Number(values.reps ?? (quick ? 2 : 5)),
+    profiles: names.map((n) => PROFILES[n]!),
+    only,
+    work: values.work!,
+    out: values.out!,
+    note: values.note!,
+  };
+}
+
+const log = (msg: string): void => console.error(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}`);
+
+/** Built images survive between runs (keyed by name and definition); missing formats are retried. */
+class ImageCache {
+  private entries: Record<string, BuiltImage & { definition: string }> = {};
+  constructor(private readonly file: string) {}
+  async load(): Promise<void> {
+    this.entries = JSON.parse(await readFile(this.file, 'utf8').catch(() => '{}'));
+  }
+  get(name: string, definition: string): BuiltImage | undefined {
+    const e = this.entries[name];
+    return e && e.definition === definition ? e : undefined;
+  }
+  async put(img: BuiltImage, definition: string): Promise<void> {
+    this.entries[img.name] = { ...img, definition };
+    await writeFile(this.file, JSON.stringify(this.entries, null, 1));
+  }
+}
+
+async function buildImages(opts: Options, tocfs: Tocfs): Promise<BenchImages> {
+  const root = join(opts.work, 'images');
+  await mkdir(root, { recursive: true });
+  const cache = new ImageCache(join(root, 'built.json'));
+  await cache.load();
+  const convert: Converter = tocfs.has('convert') ? (src, dst, f) => tocfs.convert(src, dst, f) : undefined;
+  const noConvert = tocfs.missing('convert') ?? '';
+
+  const image = async (name: string, definition: string, stage: (dir: string) => Promise<void>, formats?: LayerFormat[]): Promise<BuiltImage> => {
+    const stageDir = join(root, 'stage', name);
+    const previous = cache.get(name, definition);
+    if (previous && formats?.every((f) => previous.layouts[f]) !== false && (formats || Object.keys(previous.unavailable).length === 0)) return previous;
+    log(`building image ${name}`);
+    const plain = join(root, `${name}-plain`);
+    let base = previous && { tarBytes: previous.tarBytes, files: previous.files };
+    if (!base) {
+      await stage(stageDir);
+      base = await plainLayout(stageDir, plain, join(root, 'tar', `${name}.tar`));
+    }
+    const img = await buildFormats(name, plain, join(root, 'oci'), base, convert, noConvert, formats, previous);
+    await cache.put(img, definition);
+    for (const [f, why] of Object.entries(img.unavailable)) log(`  ${name} ${f}: unavailable (${why})`);
+    return img;
+  };
+
+  const pairA = await image('py', 'python runtime v1', (d) => stageRuntime(d, false));
+  const pairBStage = join(root, 'stage', 'py2');
+  let changed = 0;
+  const pairB = await image('py2', 'python runtime, every 20th file changed', async (d) => {
+    await rm(d, { recursive: true, force: true });
+    await cp(join(root, 'stage', 'py'), d, { recursive: true, verbatimSymlinks: true });
+    changed = await changeEveryNth(d, 20);
+  });
+  const runtime = opts.quick ? pairA : await image('rt', 'python runtime + packages + JDK', (d) => stageRuntime(d, true));
+  const runtimeStage = join(root, 'stage', runtime.name);
+  const counts = opts.quick ? [1000, 10000] : [1000, 10000, 100000];
+  const toc: Record<string, BuiltImage> = {};
+  for (const n of counts) toc[String(n)] = await image(`toc${n}`, `synthetic ${n}`, (d) => stageSynthetic(d, n, 'toc'), ['zstd:chunked']);
+  const manyEntries = opts.quick ? 1000 : 10000;
+  const many: BuiltImage[] = [];
+  for (let i = 0; i < 10; i++) many.push(await image(`many${i}-${manyEntries}`, `synthetic ${manyEntries} salt ${i}`, (d) => stageSynthetic(d, manyEntries, `image ${i}`), ['zstd:chunked']));
+  const largest = await run(['sh', '-c', `cd '${runtimeStage}' && find . -type f -printf '%s %P\\n' | sort -n | tail -1`]);
+  return {
+    runtime, runtimeStage, pairA, pairB, pairBStage,
+    pairChangedFiles: changed || (pairB as BuiltImage & { changed?: number }).changed || 0,
+    toc, many,
+    bigFile: largest.stdout.trim().split(' ').slice(1).join(' '),
+    smallFile: 'usr/lib/python3.11/os.py',
+  };
+}
+
+async function loadAll(link: Link, images: BenchImages): Promise<void> {
+  const all = [images.runtime, images.pairA, images.pairB, ...Object.values(images.toc), ...images.many];
+  for (const img of new Set(all)) {
+    for (const [f, dir] of Object.entries(img.layouts)) await link.load(dir!, repoOf(img, f as LayerFormat));
+  }
+}
+
+async function machineInfo(note: string): Promise<Record<string, unknown>> {
+  const v = async (argv: string[]) => (await run(argv, { check: false })).stdout.trim().split('\n')[0];
+  return {
+    cpus: cpus().length,
+    kernel: release(),
+    node: process.version,
+    podman: await v(['podman', '--version']),
+    skopeo: await v(['skopeo', '--version']),
+    loadavg_start: loadavg().map((x) => Math.round(x * 100) / 100),
+    note,
+  };
+}
+
+async function main(): Promise<void> {
+  const opts = parseOptions();
+  if (process.getuid?.() !== 0) throw new Error('the benchmark needs root (network namespaces, FUSE, podman)');
+  const started = new Date().toISOString();
+  const scratchRoot = join(opts.work, 'run');
+  await unmountUnder(scratchRoot);
+  await rm(scratchRoot, { recursive: true, force: true });
+  await mkdir(opts.out, { recursive: true });
+
+  log('building tocfs into a private directory');
+  const tocfs = await Tocfs.build(join(opts.work, 'tocfs'));
+  log(`tocfs: ${tocfs.buildNote}; commands: ${[...tocfs.commands].join(' ')}`);
+  const images = await buildImages(opts, tocfs);
+  log(`runtime image ${images.runtime.name}: ${(images.runtime.tarBytes / 1e6).toFixed(0)} MB, ${images.runtime.files} files; big file ${images.bigFile}`);
+
+  const link = await Link.start(opts.work);
+  const commit = (await run(['git', 'rev-parse', '--short', 'HEAD'], { cwd: HERE, check: false })).stdout.trim();
+  const dirty = (await run(['git', 'status', '--porcelain', '--', 'src'], { cwd: HERE, check: false })).stdout.trim().split('\n').filter(Boolean).length;
+  const results: Results = {
+    schema: 'tocfs-bench/1',
+    started,
+    quick: opts.quick,
+    reps: opts.reps,
+    machine: await machineInfo(opts.note),
+    tocfs: { commit, uncommitted_src_files: dirty, build: tocfs.buildNote, commands: [...tocfs.commands] },
+    images: {
+      runtime: {
+        name: images.runtime.name,
+        tar_MB: Math.round(images.runtime.tarBytes / 1e5) / 10,
+        files: images.runtime.files,
+        layer_MB: Object.fromEntries(Object.entries(images.runtime.layerBytes).map(([f, b]) => [f, Math.round(b! / 1e5) / 10])),
+        unavailable: images.runtime.unavailable,
+        big_file: images.bigFile,
+        small_file: images.smallFile,
+      },
+      pair: { files: images.pairA.files, changed_files: images.pairChangedFiles, tar_MB: Math.round(images.pairA.tarBytes / 1e5) / 10 },
+      toc: Object.fromEntries(Object.entries(images.toc).map(([n, i]) => [n, { files: i.files, layer_MB: Math.round(i.layerBytes['zstd:chunked']! / 1e4) / 100 }])),
+      many: { images: images.many.length, files_each: images.many[0]?.files },
+    },
+    ready_command: READY_COMMAND,
+    profiles: {},
+    ratios: {},
+    targets: [],
+  };
+  const ctx: Ctx = { opts, link, tocfs, images, log, scratch: (name) => freshDir(scratchRoot, name) };
+  const stamp = started.replace(/[:]/g, '').replace(/\..*/, '') + (opts.quick ? '-quick' : '');
+  const save = async (): Promise<void> => {
+    results.finished = new Date().toISOString();
+    results.machine.loadavg_end = loadavg().map((x) => Math.round(x * 100) / 100);
+    derive(results);
+    const svgName = `${stamp}-ready.svg`;
+    await writeFile(join(opts.out, `${stamp}.json`), JSON.stringify(results, null, 1) + '\n');
+    await writeFile(join(opts.out, svgName), chart(results));
+    await writeFile(join(opts.out, `${stamp}.md`), markdown(results, svgName));
+  };
+  try {
+    await loadAll(link, images);
+    try {
+      const paths = await filesOpenedBy(images.runtimeStage, READY_COMMAND, join(opts.work, 'ready.strace'));
+      const floor = await lazyFloor(images.runtime.layouts['zstd:chunked']!, paths);
+      results.lazy_floor = { ...floor };
+    } catch (e) {
+      results.lazy_floor = { status: 'failed', reason: (e as Error).message.split('\n')[0]! };
+    }
+    for (const p of opts.profiles) {
+      const pr = (results.profiles[p.name] = { label: p.label });
+      if (opts.only.has('ready')) Object.assign(pr, { container_ready: await containerReady(ctx, p) });
+      await save();
+      if (opts.only.has('firstbyte')) Object.assign(pr, { first_byte: await firstByte(ctx, p) });
+      if (opts.only.has('dedupe') && p.name === opts.profiles[0]!.name) Object.assign(pr, { dedupe: await dedupe(ctx, p) });
+      if (opts.only.has('cold')) Object.assign(pr, { cold_read: await coldRead(ctx, p) });
+      await save();
+    }
+    const loop = PROFILES.loopback!;
+    if (opts.only.has('local')) results.local_reads = await localReads(ctx, loop);
+    if (opts.only.has('toc')) results.toc_scaling = await tocScaling(ctx, loop);
+    if (opts.only.has('many')) results.many_mounted = await manyMounted(ctx, loop);
+  } finally {
+    await save();
+    await link.stop();
+    await unmountUnder(scratchRoot);
+  }
+  if (!opts.quick || opts.out !== join(HERE, 'results')) {
+    for (const ext of ['.json', '.md', '-ready.svg']) await copyFile(join(opts.out, stamp + ext), join(opts.out, 'latest' + ext));
+    const md = await readFile(join(opts.out, 'latest.md'), 'utf8');
+    await writeFile(join(opts.out, 'latest.md'), md.replace(`${stamp}-ready.svg`, 'latest-ready.svg'));
+  }
+  log(`results: ${join(opts.out, stamp)}.{json,md} and ${stamp}-ready.svg`);
+  console.log(await readFile(join(opts.out, `${stamp}.md`), 'utf8'));
+}
+
+main().catch((e) => {
+  console.error(e instanceof Error ? e.stack : e);
+  process.exit(1);
+});
