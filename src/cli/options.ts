@@ -25,8 +25,10 @@ export function withCacheOptions<T>(y: Argv<T>) {
 
 /** openImage options from the flags and the effective configuration (flags > env > file > defaults). */
 export function openImageOptions(argv: { 'tls-verify'?: boolean; platform?: string }): OpenImageOptions {
-  const v = currentConfig().values;
+  const { values: v, origins } = currentConfig();
   const source = sourceOptions(argv);
+  // Left at their defaults, the registry client's own lookups (env, standard files) apply.
+  const given = (key: keyof typeof origins): boolean => origins[key].source !== 'default';
   return {
     ...(source.tlsVerify !== undefined ? { tlsVerify: source.tlsVerify } : {}),
     ...(source.platform ? { platform: source.platform } : {}),
@@ -37,7 +39,7 @@ export function openImageOptions(argv: { 'tls-verify'?: boolean; platform?: stri
     registry: {
       ...(v['registry.registries_conf'] ? { registriesConf: v['registry.registries_conf'] } : {}),
       ...(v['registry.auth_file'] ? { authFile: v['registry.auth_file'] } : {}),
-      certsDir: v['registry.certs_dir'],
+      ...(given('registry.certs_dir') ? { certsDir: v['registry.certs_dir'] } : {}),
       connections: v['registry.connections'],
       retry: { attempts: v['registry.retries'] + 1 },
     },

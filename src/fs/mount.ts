@@ -3,7 +3,7 @@
  * docs/performance.md): read-only, st_ino passed through, kernel page cache kept across
  * opens, long entry/attribute timeouts, more reads in flight and a larger read-ahead.
  */
-import { readFile, stat, writeFile } from 'node:fs/promises';
+import { readFile, stat, statfs, writeFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { TocfsError } from '../errors.js';
@@ -73,7 +73,12 @@ export async function mountFs(mountpoint: string, ops: FuseOperations, options: 
   });
   if (st && !st.isDirectory()) throw new TocfsError(`mountpoint ${mnt} is not a directory`);
   if (await isMounted(mnt)) {
-    if (st) throw new TocfsError(`mountpoint ${mnt} is already a tocfs mount; run tocfs unmount ${mnt} first`);
+    // statfs always reaches the daemon; stat may come from the kernel's attribute cache.
+    const alive = await statfs(mnt).then(
+      () => true,
+      (e: NodeJS.ErrnoException) => e.code !== 'ENOTCONN',
+    );
+    if (alive) throw new TocfsError(`mountpoint ${mnt} is already a tocfs mount; run tocfs unmount ${mnt} first`);
     log.warn({ mountpoint: mnt }, 'cleaning up a stale mount (Transport endpoint is not connected)');
     await Fuse.unmountLazy(mnt);
   }

@@ -3,7 +3,7 @@
  * stale mount (its daemon died: "Transport endpoint is not connected") is detached lazily.
  */
 import { execFile } from 'node:child_process';
-import { stat } from 'node:fs/promises';
+import { statfs } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { promisify } from 'node:util';
 import type { Argv, CommandModule } from 'yargs';
@@ -35,9 +35,10 @@ async function fusermount(mountpoint: string, lazy: boolean): Promise<void> {
   }
 }
 
+/** statfs always reaches the daemon (stat may be answered from the kernel's attribute cache). */
 async function isStale(mountpoint: string): Promise<boolean> {
   try {
-    await stat(mountpoint);
+    await statfs(mountpoint);
     return false;
   } catch (e) {
     return (e as NodeJS.ErrnoException).code === 'ENOTCONN';

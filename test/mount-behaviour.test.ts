@@ -1,0 +1,221 @@
+/**
+ * How a mount behaves beyond its contents: a corrupt chunk gives EIO for that file only,
+ * concurrent readers get exact bytes, a registry mount reads lazily and a remount over the
+ * same cache fetches nothing again, prefetch, stale mounts and --foreground.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { createHash, randomInt } from 'node:crypto';
+import { cp, mkdtemp, open, readFile, rm, stat, statfs, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { mountFiles, readMountState } from '../src/daemon/state.js';
+import { readLayerToc } from '../src/formats/index.js';
+import { OciLayoutSource } from '../src/source/oci-layout.js';
+import { runCli } from './helpers/cli.js';
+import { CORPUS_DIR, HAVE_CORPUS, loadExpected } from './helpers/corpus.js';
+import { compareView, mountView } from './helpers/fs-expected.js';
+import { isTocfsMount, Mounts } from './helpers/mounts.js';
+import { blobBytesServed, startRegistry, type TestRegistry } from './helpers/registry.js';
+
+const HAVE_FUSE = await stat('/dev/fuse').then(
+  () => true,
+  () => false,
+);
+const skip = !HAVE_CORPUS ? `no corpus at ${CORPUS_DIR}` : !HAVE_FUSE ? 'no /dev/fuse' : false;
+const BASIC = 'zstdchunked-skopeo118-basic';
+const ENTRY = fileURLToPath(new URL('../src/cli/entry.ts', import.meta.url));
+
+let tmp: string;
+let mounts: Mounts;
+
+before(async () => {
+  tmp = await mkdtemp(join(tmpdir(), 'tocfs-mountb-'));
+  mounts = new Mounts(tmp);
+});
+after(async () => {
+  await mounts?.cleanup();
+  await rm(tmp, { recursive: true, force: true });
+});
+
+const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+
+function expectedFile(image: string, path: string): { sha256: string; size: number } {
+  const x = loadExpected(image).images[0]!.merged.find((e) => e.path === path)!;
+  return { sha256: x.sha256!, size: x.size };
+}
+
+async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+describe('mount: faults and concurrency', { skip }, () => {
+  it('a corrupt chunk gives EIO for that file (logged with image, layer and path); other files and later reads still work', async () => {
+    const layout = join(tmp, 'corrupt-layout');
+    await cp(join(CORPUS_DIR, BASIC), layout, { recursive: true });
+    const expected = loadExpected(BASIC);
+    const digest = expected.images[0]!.layers[0]!;
+    const l = expected.layers[digest]!;
+    const desc = { mediaType: l.mediaType, digest, size: l.size, annotations: l.annotations! };
+    const toc = await readLayerToc(desc, new OciLayoutSource({ transport: 'oci', dir: layout }).blob(desc));
+    const victim = toc.entries.find((e) => e.path === 'big/large-7m.txt')!;
+    const chunk = victim.chunks[Math.floor(victim.chunks.length / 2)]!;
+    const blobPath = join(layout, 'blobs', 'sha256', digest.slice(7));
+    const bytes = await readFile(blobPath);
+    const at = chunk.compressedOffset + Math.floor((chunk.compressedEnd - chunk.compressedOffset) / 2);
+    bytes[at] = bytes[at]! ^ 0xff;
+    await writeFile(blobPath, bytes);
+
+    const mnt = await mounts.mount(`oci:${layout}`);
+    await assert.rejects(readFile(join(mnt, 'big/large-7m.txt')), { code: 'EIO' });
+    // The part before the bad chunk is fine.
+    const fh = await open(join(mnt, 'big/large-7m.txt'));
+    const head = Buffer.alloc(4096);
+    assert.equal((await fh.read(head, 0, 4096, 0)).bytesRead, 4096);
+    await assert.rejects(fh.read(Buffer.alloc(4096), 0, 4096, chunk.offset), { code: 'EIO' }, 'a later read retries, and fails again');
+    await fh.close();
+    const other = expectedFile(BASIC, 'data/medium-random.bin');
+    assert.equal(sha256(await readFile(join(mnt, 'data/medium-random.bin'))), other.sha256);
+    const log = await readFile(mountFiles(mnt).log, 'utf8');
+    const line = log.split('\n').find((s) => s.includes('read failed') && s.includes('big/large-7m.txt'));
+    assert.ok(line, `the daemon log names the failed read:\n${log.slice(-2000)}`);
+    assert.match(line, new RegExp(digest));
+    assert.match(line, /oci:/);
+    assert.equal((await mounts.unmount(mnt)).code, 0);
+  });
+
+  it('32 concurrent readers of random ranges of large files get exact bytes', async () => {
+    const files = ['big/large-7m.txt', 'sparse/zero-hole-16m.img', 'sparse/zero-hole-3m.bin'];
+    // Reference bytes through `tocfs cat`, checked against the corpus digests first.
+    const reference = new Map<string, Buffer>();
+    for (const f of files) {
+      const r = await runCli(['cat', `oci:${join(CORPUS_DIR, BASIC)}`, f, '--cache-dir', join(tmp, 'ref-cache')]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(sha256(r.stdout), expectedFile(BASIC, f).sha256, f);
+      reference.set(f, r.stdout);
+    }
+    const mnt = await mounts.mount(`oci:${join(CORPUS_DIR, BASIC)}`, ['--prefetch', 'none']);
+    const mismatches: string[] = [];
+    await Promise.all(
+      Array.from({ length: 32 }, async (_, worker) => {
+        const f = files[worker % files.length]!;
+        const want = reference.get(f)!;
+        const fh = await open(join(mnt, f));
+        try {
+          for (let i = 0; i < 12; i++) {
+            const offset = randomInt(0, want.length);
+            const length = Math.min(randomInt(1, 300 * 1024), want.length - offset);
+            const buf = Buffer.alloc(length);
+            const { bytesRead } = await fh.read(buf, 0, length, offset);
+            if (bytesRead !== length || !buf.equals(want.subarray(offset, offset + length))) mismatches.push(`${f} [${offset}, +${length}): ${bytesRead} bytes, ${buf.equals(want.subarray(offset, offset + length)) ? 'equal' : 'different'}`);
+          }
+        } finally {
+          await fh.close();
+        }
+      }),
+    );
+    assert.deepEqual(mismatches, []);
+    assert.equal((await mounts.unmount(mnt)).code, 0);
+  });
+
+  it('a stale mount (daemon killed) is cleaned by tocfs unmount, and a new mount may take its place', async () => {
+    const mnt = await mounts.mount(`oci:${join(CORPUS_DIR, BASIC)}`);
+    const state = await readMountState(mnt);
+    assert.ok(state, 'the daemon recorded its state');
+    process.kill(state.pid, 'SIGKILL');
+    await waitFor('the daemon to die', async () => statfs(mnt).then(() => false, (e: NodeJS.ErrnoException) => e.code === 'ENOTCONN'));
+    // Mounting over the stale mount cleans it first.
+    const r = await runCli(['mount', `oci:${join(CORPUS_DIR, BASIC)}`, mnt, '--cache-dir', join(tmp, 'stale-cache')]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(sha256(await readFile(join(mnt, 'data/medium-random.bin'))), expectedFile(BASIC, 'data/medium-random.bin').sha256);
+    const again = await readMountState(mnt);
+    process.kill(again!.pid, 'SIGKILL');
+    await waitFor('the second daemon to die', async () => statfs(mnt).then(() => false, (e: NodeJS.ErrnoException) => e.code === 'ENOTCONN'));
+    const u = await mounts.unmount(mnt);
+    assert.equal(u.code, 0, u.stderr);
+    assert.equal(await isTocfsMount(mnt), false);
+  });
+
+  it('--foreground serves until SIGTERM, then unmounts cleanly', async () => {
+    const mnt = await mkdtemp(join(tmp, 'fg-'));
+    const child = spawn(process.execPath, ['--import', 'tsx', ENTRY, 'mount', `oci:${join(CORPUS_DIR, BASIC)}`, mnt, '--foreground', '--cache-dir', join(tmp, 'fg-cache')], {
+      env: { ...process.env, TOCFS_LOG_JSON: '1' },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+    try {
+      await waitFor('the foreground mount', () => isTocfsMount(mnt));
+      const f = expectedFile(BASIC, 'data/medium-random.bin');
+      assert.equal(sha256(await readFile(join(mnt, 'data/medium-random.bin'))), f.sha256);
+      child.kill('SIGTERM');
+      assert.equal(await exited, 0, stderr);
+      assert.equal(await isTocfsMount(mnt), false);
+      assert.match(stderr, /"msg":"unmounted"/);
+    } finally {
+      if (child.exitCode === null) child.kill('SIGKILL');
+      mounts.forget(mnt);
+      if (await isTocfsMount(mnt)) await runCli(['unmount', '--lazy', mnt]);
+    }
+  });
+});
+
+describe('mount: from a real registry', { skip }, () => {
+  const IMAGES = ['zstdchunked-podman54-app-v1', 'estargz-ctrremote-basic'];
+  let reg: TestRegistry;
+  let regMounts: Mounts;
+
+  before(async () => {
+    reg = await startRegistry();
+    for (const image of IMAGES) await reg.load(join(CORPUS_DIR, image));
+    await writeFile(join(tmp, 'registries.conf'), '');
+    regMounts = new Mounts(tmp, { CONTAINERS_REGISTRIES_CONF: join(tmp, 'registries.conf'), REGISTRY_AUTH_FILE: join(tmp, 'auth.json'), TOCFS_CERTS_DIR: join(tmp, 'certs.d') });
+  });
+  after(async () => {
+    await regMounts?.cleanup();
+    await reg?.stop();
+  });
+
+  const layerBytes = (image: string): number => loadExpected(image).images[0]!.layers.reduce((n, d) => n + blobBytesServed(reg.log, d), 0);
+
+  it('a registry mount equals the merged view; a remount over the same cache fetches no layer byte again', async () => {
+    const image = 'zstdchunked-podman54-app-v1';
+    const expected = loadExpected(image);
+    const ref = `docker://${reg.host}/${image}:latest`;
+    const cache = await mkdtemp(join(tmp, 'reg-cache-'));
+    let mnt = await regMounts.mount(ref, ['--tls-verify=false', '--prefetch', 'none'], cache);
+    const before = layerBytes(image);
+    assert.deepEqual(await compareView(await mountView(mnt), expected.images[0]!.merged), []);
+    const files = expected.images[0]!.merged.filter((x) => x.type === 'reg');
+    for (const x of files) assert.equal(sha256(await readFile(join(mnt, x.path))), x.sha256, x.path);
+    const fetched = layerBytes(image) - before;
+    assert.ok(fetched > 0, 'reading the files fetched chunks from the registry');
+    assert.equal((await regMounts.unmount(mnt)).code, 0);
+
+    const beforeRemount = layerBytes(image);
+    mnt = await regMounts.mount(ref, ['--tls-verify=false', '--prefetch', 'none'], cache);
+    for (const x of files) assert.equal(sha256(await readFile(join(mnt, x.path))), x.sha256, x.path);
+    assert.equal(layerBytes(image) - beforeRemount, 0, 'TOCs from the TOC store, contents from the chunk cache');
+    assert.equal((await regMounts.unmount(mnt)).code, 0);
+  });
+
+  it('--prefetch all fetches every layer in the background (logged), after which reads fetch nothing', async () => {
+    const image = 'estargz-ctrremote-basic';
+    const expected = loadExpected(image);
+    const mnt = await regMounts.mount(`docker://${reg.host}/${image}:latest`, ['--tls-verify=false', '--prefetch', 'all']);
+    await waitFor('prefetch to finish', async () => (await readFile(mountFiles(mnt).log, 'utf8')).includes('"msg":"prefetch done"'), 60_000);
+    const log = await readFile(mountFiles(mnt).log, 'utf8');
+    assert.match(log, /"percent":100,"msg":"fetching the whole layer in the background"/);
+    const afterPrefetch = layerBytes(image);
+    for (const x of expected.images[0]!.merged.filter((e) => e.type === 'reg')) assert.equal(sha256(await readFile(join(mnt, x.path))), x.sha256, x.path);
+    assert.equal(layerBytes(image) - afterPrefetch, 0);
+    assert.equal((await regMounts.unmount(mnt)).code, 0);
+  });
+});
