@@ -35,6 +35,8 @@ export interface ConvertOptions {
   chunkSize?: number;
   /** eStargz prioritized files. */
   prioritize?: string[];
+  /** zstd:chunked: also write the annotation keys containers/storage ≤ 1.43 reads. */
+  legacyAnnotations?: boolean;
   source?: SourceOptions;
   onProgress?: (p: LayerProgress) => void;
 }
@@ -59,6 +61,8 @@ export async function convertImage(sourceRef: string, destinationRef: string, op
     if (exists) throw new TocfsError(`${dst.dir} already holds an OCI layout; convert writes a fresh one (remove it or choose another directory)`);
   }
   if (opts.prioritize?.length && opts.format !== 'estargz') throw new TocfsError('--prioritize applies to eStargz only');
+  if (opts.chunkSize && opts.format !== 'estargz') throw new TocfsError('--chunk-size applies to eStargz only (zstd:chunked chunks by content)');
+  if (opts.legacyAnnotations && opts.format !== 'zstd:chunked') throw new TocfsError('--legacy-annotations applies to zstd:chunked only');
   const source = await openImageSource(sourceRef, opts.source);
   try {
     const image = await source.resolve(opts.source?.platform ? { platform: opts.source.platform } : {});
@@ -78,6 +82,7 @@ export async function convertImage(sourceRef: string, destinationRef: string, op
         const written = await WRITERS[opts.format](input, tmp, {
           ...(opts.chunkSize ? { chunkSize: opts.chunkSize } : {}),
           ...(opts.prioritize?.length ? { prioritize: opts.prioritize } : {}),
+          ...(opts.legacyAnnotations ? { legacyAnnotations: true } : {}),
           onProgress: (n) => progress(n),
         });
         await layout.adoptBlob(tmp, written.digest);

@@ -12,6 +12,7 @@ interface ConvertArgs {
   format: TargetFormat;
   'chunk-size'?: number;
   prioritize?: string[];
+  'legacy-annotations'?: boolean;
   'tls-verify'?: boolean;
   platform?: string;
 }
@@ -35,13 +36,15 @@ export const convertCommand: CommandModule<object, ConvertArgs> = {
       .positional('destination', { type: 'string', demandOption: true, describe: 'New OCI layout: oci:DIR[:tag] (tag default latest)' })
       .option('format', { type: 'string', choices: TARGET_FORMATS as string[], demandOption: true, describe: 'Layer format to write' })
       .option('chunk-size', { type: 'number', describe: 'eStargz chunk size in bytes (default 4 MiB)' })
-      .option('prioritize', { type: 'array', string: true, describe: 'eStargz: files to place first, before .prefetch.landmark (prefetched at mount)' }) as unknown as Argv<ConvertArgs>,
+      .option('prioritize', { type: 'array', string: true, describe: 'eStargz: files to place first, before .prefetch.landmark (prefetched at mount)' })
+      .option('legacy-annotations', { type: 'boolean', default: false, describe: 'zstd:chunked: also write the io.containers.zstd-chunked.* keys, so podman 4.x / containers/storage <= 1.43 pulls partially too' }) as unknown as Argv<ConvertArgs>,
   handler: async (argv) => {
     let lastLine = 0;
     const result = await convertImage(argv.source, argv.destination, {
       format: argv.format,
       ...(argv['chunk-size'] ? { chunkSize: argv['chunk-size'] } : {}),
       ...(argv.prioritize?.length ? { prioritize: argv.prioritize } : {}),
+      ...(argv['legacy-annotations'] ? { legacyAnnotations: true } : {}),
       source: sourceOptions(argv),
       onProgress: (p) => {
         const now = Date.now();

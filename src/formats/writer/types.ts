@@ -19,6 +19,12 @@ export interface LayerWriterOptions {
   chunkSize?: number;
   /** eStargz: paths moved to the front of the layer, followed by `.prefetch.landmark`. */
   prioritize?: string[];
+  /**
+   * zstd:chunked: also write the `io.containers.zstd-chunked.*` position/checksum keys, so
+   * containers/storage ≤ 1.43 (podman 4.x, skopeo 1.9) pulls the layer partially too; newer
+   * versions read only the `io.github...` keys.
+   */
+  legacyAnnotations?: boolean;
   /** Called with the number of source bytes consumed so far. */
   onProgress?: (sourceBytes: number) => void;
 }

@@ -140,6 +140,8 @@ export async function writeZstdChunkedLayer(tar: TarInput, outPath: string, opts
     const footer = Buffer.concat([u64le([tocOffset, tocCompressed.length, toc.length, 1, tarSplitOffset, tarSplitCompressed.length, tarSplitText.length]), FOOTER_MAGIC_V3]);
     await sink.write(skippableFrame(footer));
     const { digest, size } = await sink.finish();
+    const checksum = 'sha256:' + createHash('sha256').update(tocCompressed).digest('hex');
+    const position = `${tocOffset}:${tocCompressed.length}:${toc.length}:1`;
     return {
       mediaType: LayerMediaTypes.zstd,
       digest,
@@ -147,9 +149,10 @@ export async function writeZstdChunkedLayer(tar: TarInput, outPath: string, opts
       diffId: 'sha256:' + diffHash.digest('hex'),
       uncompressedSize: sourceBytes,
       annotations: {
-        [Annotations.zstdChecksumNew]: 'sha256:' + createHash('sha256').update(tocCompressed).digest('hex'),
-        [Annotations.zstdPositionNew]: `${tocOffset}:${tocCompressed.length}:${toc.length}:1`,
+        [Annotations.zstdChecksumNew]: checksum,
+        [Annotations.zstdPositionNew]: position,
         [Annotations.tarSplitPosition]: `${tarSplitOffset}:${tarSplitCompressed.length}:${tarSplitText.length}`,
+        ...(opts.legacyAnnotations ? { [Annotations.zstdChecksumOld]: checksum, [Annotations.zstdPositionOld]: position } : {}),
       },
     };
   } catch (e) {
