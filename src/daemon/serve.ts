@@ -10,6 +10,7 @@ import { fsOperations } from '../fs/operations.js';
 import { isMounted, mountFs, type MountedFs } from '../fs/mount.js';
 import { openImage, type ImageLayer, type OpenedImage, type OpenImageOptions } from '../image/image.js';
 import { notifyFailure, notifyReady } from './daemonize.js';
+import { sdNotify } from './sd-notify.js';
 import { removeMountState, writeMountState } from './state.js';
 
 export type PrefetchMode = 'landmark' | 'all' | 'none';
@@ -108,6 +109,7 @@ export async function serveMount(opts: ServeOptions): Promise<void> {
   }
   log.info({ image: image.reference, mountpoint, layer: opts.layer, ms: Date.now() - started }, 'mounted');
   notifyReady();
+  await sdNotify({ ready: true, status: `serving ${image.reference} at ${mountpoint}` }, log);
 
   // The mount keeps serving whatever goes wrong elsewhere in the process.
   process.on('uncaughtException', (err) => log.error({ err }, 'uncaught exception (still serving)'));

@@ -16,7 +16,7 @@ import type { SourceOptions } from '../image/open.js';
 import { startMetricsServer, type MetricsServer } from '../metrics/index.js';
 import { storeOperations } from './fs.js';
 import { LayerStore } from './layers.js';
-import { sdNotify } from './notify.js';
+import { sdNotify } from '../daemon/sd-notify.js';
 import { removeStatus, writeStatus } from './status.js';
 
 export interface StoreServeOptions {
