@@ -4,8 +4,11 @@
  * from the tars; each layer's own tree must equal that layer's entries.
  */
 import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
+import { sha256 } from '../src/digest.js';
 import { readLayerToc, type LayerToc, type TocEntry } from '../src/formats/index.js';
 import { indexPlainLayer } from '../src/formats/plain.js';
 import { buildLayerTree, mergeLayers, OVERLAY_OPAQUE_XATTR } from '../src/image/tree.js';
@@ -13,6 +16,8 @@ import { OciLayoutSource } from '../src/source/oci-layout.js';
 import type { Descriptor } from '../src/source/types.js';
 import { CORPUS_DIR, corpusImages, HAVE_CORPUS, loadExpected, type Expected } from './helpers/corpus.js';
 import { compareView, treeView } from './helpers/fs-expected.js';
+import { buildImage } from './helpers/images.js';
+import { OVERLAY_LAYERS, OVERLAY_MERGED } from './helpers/overlay-image.js';
 
 async function corpusToc(image: string, expected: Expected, digest: string): Promise<LayerToc> {
   const layer = expected.layers[digest]!;
@@ -144,4 +149,46 @@ describe('tree: overlay rules', () => {
     assert.equal(tree.inodeCount, entries.length + 3); // + root, usr, usr/lib (implicit)
     assert.equal(tree.lookup('usr/lib/pkg499/file-199.so')!.entry.size, 10);
   });
+});
+
+describe('tree: images built with whiteouts, opaque dirs and replaced types', () => {
+  let tmp: string;
+  before(async () => {
+    tmp = await mkdtemp(join(tmpdir(), 'tocfs-tree-'));
+  });
+  after(async () => {
+    await rm(tmp, { recursive: true, force: true });
+  });
+
+  for (const format of ['zstd:chunked', 'estargz', 'gzip'] as const) {
+    it(`${format}: merged and per-layer trees`, async () => {
+      const img = await buildImage(join(tmp, format.replace(':', '-')), { format, layers: OVERLAY_LAYERS });
+      const source = new OciLayoutSource({ transport: 'oci', dir: img.dir });
+      const tocs = await Promise.all(img.layers.map((d) => (format === 'gzip' ? indexPlainLayer(d, source.blob(d), async () => undefined) : readLayerToc(d, source.blob(d)))));
+      const tree = mergeLayers(tocs);
+      const view = new Map([...tree.walk()].filter((e) => e.path !== '').map((e) => [e.path, e.node]));
+      assert.deepEqual([...view.keys()].sort(), Object.keys(OVERLAY_MERGED).sort());
+      for (const [path, want] of Object.entries(OVERLAY_MERGED)) {
+        const node = view.get(path)!;
+        if (want === 'dir') assert.equal(node.entry.type, 'dir', path);
+        else if (want.startsWith('-> ')) assert.deepEqual([node.entry.type, node.entry.linkName], ['symlink', want.slice(3)], path);
+        else assert.equal(node.entry.digest, sha256(Buffer.from(want)), `${path}: content digest`);
+      }
+      assert.deepEqual(['deep', 'deep/er'].map((p) => view.get(p)!.implicit), [true, true]);
+      assert.equal(view.get('a')!.implicit, false);
+      const keep = view.get('a/keep')!;
+      const hl = view.get('a/hl')!;
+      assert.notEqual(keep.ino, hl.ino, 'the replaced target and the old hard link are different inodes now');
+      assert.deepEqual([keep.nlink, hl.nlink, keep.layer, hl.layer], [1, 1, 1, 0]);
+      assert.deepEqual([keep.entry.mode, keep.entry.uid, keep.entry.gid], [0o600, 1000, 1000]);
+      assert.equal(view.get('a')!.entry.mode, 0o750);
+      if (format !== 'estargz') assert.deepEqual(keep.entry.mtime, { sec: -1, nsec: 250_000_000 });
+
+      const top = [...buildLayerTree(tocs[1]!, 1).walk()].map((e) => e.path);
+      assert.ok(top.includes('a/.wh.gone') && top.includes('d/.wh..wh..opq'), 'a layer on its own shows its whiteouts');
+      const overlay = buildLayerTree(tocs[1]!, 1, { whiteouts: 'overlay' });
+      assert.equal(overlay.lookup('a/gone')!.entry.type, 'char');
+      assert.equal(overlay.lookup('d')!.entry.xattrs?.[OVERLAY_OPAQUE_XATTR]?.toString(), 'y');
+    });
+  }
 });
