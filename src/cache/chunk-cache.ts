@@ -31,6 +31,8 @@ const TOUCH_INTERVAL_MS = 60_000;
  * decompression that reads wait for, and cut cold read throughput 2–5× (scripts/bench-fetch.ts).
  */
 const WRITE_CONCURRENCY = 2;
+/** Bytes waiting for the disk beyond which new chunks stay in memory only (bounds memory when the network outruns the disk). */
+const MAX_QUEUED_WRITE_BYTES = 256 * 1024 ** 2;
 
 export interface ChunkCacheOptions {
   dir: string;
@@ -92,6 +94,8 @@ export class ChunkCache {
   private lastStamp = 0;
   private readonly writes = new Map<string, Promise<void>>();
   private readonly writeSlots = new Sema(WRITE_CONCURRENCY);
+  private queuedWriteBytes = 0;
+  private writeWaiters: Array<() => void> = [];
   /** Writes past the gc gate (their files may be on disk but not counted yet). */
   private readonly activeWrites = new Set<Promise<void>>();
   /** A gc in progress: new writes wait for it, so the byte count stays exact. */
@@ -225,9 +229,25 @@ export class ChunkCache {
     if (!this.diskWritable) return;
     const pending = this.writes.get(digest);
     if (pending) return pending;
-    const write = this.writeFile(digest, data).finally(() => this.writes.delete(digest));
+    if (this.queuedWriteBytes + data.length > MAX_QUEUED_WRITE_BYTES) {
+      this.log.debug({ digest, queued: this.queuedWriteBytes }, 'disk writes backed up: chunk kept in memory only');
+      return;
+    }
+    this.queuedWriteBytes += data.length;
+    const write = this.writeFile(digest, data).finally(() => {
+      this.writes.delete(digest);
+      this.queuedWriteBytes -= data.length;
+      const waiters = this.writeWaiters;
+      this.writeWaiters = [];
+      for (const w of waiters) w();
+    });
     this.writes.set(digest, write);
     return write;
+  }
+
+  /** Resolves once at most `bytes` wait to be written (background fetches pace themselves on it). */
+  async writesBelow(bytes: number): Promise<void> {
+    while (this.queuedWriteBytes > bytes) await new Promise<void>((r) => this.writeWaiters.push(r));
   }
 
   private async writeFile(digest: string, data: Buffer): Promise<void> {

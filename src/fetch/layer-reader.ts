@@ -95,7 +95,7 @@ export class LayerReader {
   readonly layerDigest: string;
   readonly toc: LayerToc;
   private readonly blob: BlobReader;
-  private readonly cache: ChunkCache;
+  readonly cache: ChunkCache;
   private readonly log: Logger;
   private readonly maxRequestBytes: number;
   readonly maxGapBytes: number;

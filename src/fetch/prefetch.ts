@@ -13,6 +13,8 @@ export interface FetchProgress {
 
 export type ProgressCallback = (p: FetchProgress) => void;
 
+const BACKGROUND_WRITE_BACKLOG = 32 * 1024 * 1024;
+
 const chunkBytes = (l: Located): number => l.chunk.compressedEnd - l.chunk.compressedOffset;
 
 /**
@@ -57,7 +59,11 @@ export async function fetchAll(reader: LayerReader, opts: FetchAllOptions = {}):
       opts.signal?.throwIfAborted();
       const batch = batches[next++]!;
       const missing = await reader.uncached(batch);
-      if (missing.length > 0) await reader.obtain(missing, 'background');
+      if (missing.length > 0) {
+        await reader.obtain(missing, 'background');
+        // Do not outrun the disk: what is fetched in the background is only worth it once stored.
+        await reader.cache.writesBelow(BACKGROUND_WRITE_BACKLOG);
+      }
       done += batch.reduce((n, l) => n + chunkBytes(l), 0);
       opts.onProgress?.({ done, total });
     }
