@@ -1,0 +1,60 @@
+/** Runs `tocfs store --foreground` from source for tests, and waits until the store answers. */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+
+const ENTRY = fileURLToPath(new URL('../../src/cli/entry.ts', import.meta.url));
+
+export interface RunningStore {
+  dir: string;
+  child: ChildProcess;
+  /** stderr lines (JSON logs). */
+  log: string[];
+  /** Resolves with the exit code once the process is gone. */
+  exited: Promise<number | null>;
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+export async function isFuseMounted(dir: string): Promise<boolean> {
+  const mounts = await readFile('/proc/self/mounts', 'utf8');
+  return mounts.split('\n').some((l) => l.split(' ')[1] === dir && l.split(' ')[2] === 'fuse.tocfs');
+}
+
+export async function startStore(dir: string, cacheDir: string, extraArgs: string[] = []): Promise<RunningStore> {
+  const args = ['--import', 'tsx', ENTRY, 'store', '--foreground', '--tls-verify=false', '--cache-dir', cacheDir, '--metrics-address', '', '--log-level', 'debug', ...extraArgs, dir];
+  const child = spawn(process.execPath, args, { env: { ...process.env, TOCFS_LOG_JSON: '1', TOCFS_CONFIG: '' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const log: string[] = [];
+  let buf = '';
+  const onData = (d: Buffer): void => {
+    buf += d.toString();
+    let i: number;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      log.push(buf.slice(0, i));
+      buf = buf.slice(i + 1);
+    }
+  };
+  child.stdout!.on('data', onData);
+  child.stderr!.on('data', onData);
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const deadline = Date.now() + 30_000;
+  while (!log.some((l) => l.includes('layer store mounted'))) {
+    if (child.exitCode !== null || Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`tocfs store did not start:\n${log.join('\n')}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return {
+    dir,
+    child,
+    log,
+    exited,
+    async stop(signal = 'SIGTERM') {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+      const code = await exited;
+      clearTimeout(timer);
+      return code;
+    },
+  };
+}

@@ -1,0 +1,237 @@
+/**
+ * `tocfs store` driven through its mount the way containers/storage drives it: a real
+ * docker-registry holding corpus images, the store as a real FUSE mount, file operations
+ * only. The TOC-digest lookups are what containers/storage ≥ 1.55 (Podman ≥ 5.1) does
+ * (stat diff/info/blob, create use, read info and check toc-digest, rmdir); the blob-digest
+ * lookups are Podman 4.3.1's (test/store-podman.test.ts runs the real Podman).
+ */
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { lstat, mkdtemp, open, readdir, readFile, rm, rmdir, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { decodeRef, encodeRef, parseKey, parseStorePath } from '../src/store/names.js';
+import { CORPUS_DIR, HAVE_CORPUS, loadExpected, type Expected } from './helpers/corpus.js';
+import { runCli } from './helpers/cli.js';
+import { blobBytesServed, startRegistry, type TestRegistry } from './helpers/registry.js';
+import { isFuseMounted, startStore, type RunningStore } from './helpers/store.js';
+
+const sha256 = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+/** expected.json gives file content digests as bare hex. */
+const contentHash = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+
+/** errno code of a failing fs call ('' when it succeeds). */
+async function errnoOf(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+    return '';
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code ?? String(e);
+  }
+}
+
+/** getxattr through python (node has no xattr API); undefined when the attribute is absent. */
+function xattr(path: string, name: string): string | undefined {
+  const out = execFileSync('python3', ['-c', 'import os,sys\ntry: sys.stdout.write(os.getxattr(sys.argv[1], sys.argv[2]).decode())\nexcept OSError as e: sys.stdout.write("ERRNO:%d" % e.errno)', path, name]).toString();
+  return out.startsWith('ERRNO:') ? undefined : out;
+}
+
+describe('names', () => {
+  it('encodes references as Go StdEncoding and decodes only strict standard base64', () => {
+    assert.equal(encodeRef('localhost:5055/alstest:v1'), 'bG9jYWxob3N0OjUwNTUvYWxzdGVzdDp2MQ==');
+    assert.equal(decodeRef('bG9jYWxob3N0OjUwNTUvYWxzdGVzdDp2MQ=='), 'localhost:5055/alstest:v1');
+    assert.equal(decodeRef('bG9jYWxob3N0OjUwNTUvYWxzdGVzdDp2MQ'), undefined, 'padding is required');
+    assert.equal(decodeRef('bG9jYWxob3N0OjUwNTUvYWxzdGVzdDp2MQ=x'), undefined);
+    assert.equal(decodeRef('status'), undefined);
+    assert.equal(decodeRef('a-b_'), undefined, 'the URL-safe alphabet is not base64.StdEncoding');
+    for (const ref of ['docker.io/library/alpine:3.10', 'quay.io/a/b@sha256:' + 'a'.repeat(64), '127.0.0.1:5000/x-y_z.w:latest']) {
+      assert.ok(!encodeRef(ref).includes('/'), `${ref} encodes without '/'`);
+      assert.equal(decodeRef(encodeRef(ref)), ref);
+    }
+    assert.equal(parseKey('sha256:' + 'a'.repeat(64)), 'sha256:' + 'a'.repeat(64));
+    assert.equal(parseKey('sha256:' + 'A'.repeat(64)), undefined);
+    assert.equal(parseKey('use'), undefined);
+    const b = encodeRef('r:1');
+    const k = 'sha256:' + 'b'.repeat(64);
+    assert.deepEqual(parseStorePath(`/${b}/${k}/diff/etc/passwd`), { kind: 'tree', ref: 'r:1', name: b, key: k, tree: 'diff', sub: '/etc/passwd' });
+    assert.deepEqual(parseStorePath(`/${b}/${k}/use`), { kind: 'use', ref: 'r:1', name: b, key: k });
+    assert.equal(parseStorePath(`/${b}/${k}/info/x`).kind, 'invalid');
+    assert.equal(parseStorePath(`/${b}/manifest`).kind, 'imageFile');
+  });
+});
+
+describe('tocfs store over a real registry', { skip: HAVE_CORPUS ? false : `corpus not found at ${CORPUS_DIR}` }, () => {
+  let registry: TestRegistry;
+  let work: string;
+  let store: RunningStore;
+  const images = ['zstdchunked-skopeo118-layers', 'estargz-ctrremote-prefetch', 'gzip-plain-basic', 'zstdchunked-skopeo118-multiarch'];
+  const expected = new Map<string, Expected>();
+  const refOf = (image: string): string => `${registry.host}/${image}:latest`;
+  const layerDir = (image: string, key: string): string => join(store.dir, encodeRef(refOf(image)), key);
+
+  before(async () => {
+    work = await mkdtemp(join(tmpdir(), 'tocfs-store-test-'));
+    registry = await startRegistry();
+    for (const image of images) {
+      await registry.load(join(CORPUS_DIR, image));
+      expected.set(image, loadExpected(image));
+    }
+    store = await startStore(join(work, 'store'), join(work, 'cache'));
+  });
+
+  after(async () => {
+    await store?.stop().catch(() => undefined);
+    if (work && (await isFuseMounted(join(work, 'store')))) execFileSync('fusermount', ['-uz', join(work, 'store')]);
+    await registry?.stop();
+    if (work) await rm(work, { recursive: true, force: true });
+  });
+
+  it('TOC-digest keys (Podman ≥ 5.1): stat diff/info/blob, use, info with toc-digest and the DiffID flag, rmdir', async () => {
+    const exp = expected.get('zstdchunked-skopeo118-layers')!;
+    const img = exp.images[0]!;
+    for (const [i, digest] of img.layers.entries()) {
+      const layer = exp.layers[digest]!;
+      const tocDigest = layer.annotations!['io.github.containers.zstd-chunked.manifest-checksum']!;
+      const dir = layerDir('zstdchunked-skopeo118-layers', tocDigest);
+      for (const name of ['diff', 'info', 'blob']) assert.equal(await errnoOf(stat(join(dir, name))), '', `${name} of layer ${i} by TOC digest`);
+      assert.equal(await errnoOf(open(join(dir, 'use'), 'w+')), 'ENOENT', 'creating use answers ENOENT (use counted)');
+      const info = JSON.parse(await readFile(join(dir, 'info'), 'utf8'));
+      assert.equal(info['toc-digest'], tocDigest, 'toc-digest equals the lookup key');
+      assert.equal(info.flags['expected-layer-diffid'], img.diff_ids[i]);
+      assert.equal(info['diff-digest'], img.diff_ids[i]);
+      assert.equal(info['compressed-diff-digest'], digest);
+      assert.equal(info['compressed-size'], layer.size);
+      assert.equal(info['diff-size'], layer.uncompressed_size);
+      assert.equal(info.compression, 4, 'zstd');
+      assert.equal(await errnoOf(rmdir(dir)), 'ENOENT', 'rmdir answers ENOENT (release counted) and the directory stays');
+      assert.equal(await errnoOf(stat(join(dir, 'diff'))), '');
+    }
+  });
+
+  it('blob-digest keys (Podman 4.3.1) on eStargz with whiteouts: info, overlay-native diff tree, exact blob', async () => {
+    const exp = expected.get('estargz-ctrremote-prefetch')!;
+    const img = exp.images[0]!;
+    const digest = img.layers[1]!;
+    const layer = exp.layers[digest]!;
+    const dir = layerDir('estargz-ctrremote-prefetch', digest);
+    const info = JSON.parse(await readFile(join(dir, 'info'), 'utf8'));
+    assert.deepEqual(
+      { d: info['diff-digest'], c: info['compressed-diff-digest'], s: info['compressed-size'], z: info.compression, u: info['diff-size'], t: info['toc-digest'] },
+      { d: img.diff_ids[1], c: digest, s: layer.size, z: 2, u: layer.uncompressed_size, t: layer.annotations!['containerd.io/snapshot/stargz/toc.digest'] },
+    );
+    // Whiteouts: `.wh.NAME` is a 0:0 character device NAME; `.wh..wh..opq` is an opaque directory.
+    const diff = join(dir, 'diff');
+    for (const e of layer.entries.filter((x) => x.whiteout === 'file')) {
+      const target = e.path.replace(/\.wh\.([^/]+)$/, '$1');
+      const st = await stat(join(diff, target));
+      assert.ok(st.isCharacterDevice(), `${target} is a character device`);
+      assert.equal(st.rdev, 0, `${target} is 0:0`);
+      const parent = target.includes('/') ? target.slice(0, target.lastIndexOf('/')) : '';
+      assert.ok(!(await readdir(join(diff, parent))).some((n) => n.startsWith('.wh.')), `no .wh. names in ${parent}`);
+    }
+    const opaque = layer.entries.filter((x) => x.whiteout === 'opaque').map((x) => x.path.replace(/\/?\.wh\.\.wh\.\.opq$/, ''));
+    assert.ok(opaque.length > 0);
+    for (const d of opaque) {
+      assert.equal(xattr(join(diff, d), 'trusted.overlay.opaque'), 'y', `${d} trusted.overlay.opaque`);
+      assert.equal(xattr(join(diff, d), 'user.overlay.opaque'), 'y', `${d} user.overlay.opaque`);
+    }
+    assert.equal(xattr(join(diff, opaque[0]!), 'user.no-such'), undefined, 'missing xattr: ENODATA');
+    // A regular file's bytes.
+    const file = layer.entries.find((x) => x.type === 'reg' && x.size > 0 && !x.meta && !x.whiteout)!;
+    assert.equal(contentHash(await readFile(join(diff, file.path))), file.sha256);
+    // The blob is the exact compressed layer.
+    const before = blobBytesServed(registry.log, digest);
+    const blob = await readFile(join(dir, 'blob'));
+    assert.equal(blob.length, layer.size);
+    assert.equal(sha256(blob), digest);
+    assert.ok(blobBytesServed(registry.log, digest) - before >= layer.size * 0.9, 'blob bytes come from the registry on demand');
+  });
+
+  it('chain/, manifest and config views', async () => {
+    const exp = expected.get('zstdchunked-skopeo118-layers')!;
+    const img = exp.images[0]!;
+    const ref = encodeRef(refOf('zstdchunked-skopeo118-layers'));
+    assert.equal(sha256(await readFile(join(store.dir, ref, 'manifest'))), img.manifest_digest);
+    assert.equal(sha256(await readFile(join(store.dir, ref, 'config'))), img.config_digest);
+    const chain = join(layerDir('zstdchunked-skopeo118-layers', img.layers[2]!), 'chain');
+    const found: string[] = [];
+    const walk = async (rel: string): Promise<void> => {
+      for (const name of await readdir(join(chain, rel))) {
+        const p = rel ? `${rel}/${name}` : name;
+        found.push(p);
+        if ((await lstat(join(chain, p))).isDirectory()) await walk(p);
+      }
+    };
+    await walk('');
+    assert.deepEqual(found.sort(), img.merged.map((m) => m.path).filter((p) => p !== '').sort());
+    const file = img.merged.find((m) => m.type === 'reg' && m.size > 0)!;
+    assert.equal(contentHash(await readFile(join(chain, file.path))), file.sha256);
+  });
+
+  it('a multi-platform image: a blob digest of another platform is served with that platform\'s DiffID', async () => {
+    const exp = expected.get('zstdchunked-skopeo118-multiarch')!;
+    const arm = exp.images.find((i) => i.platform.architecture === 'arm64')!;
+    const dir = layerDir('zstdchunked-skopeo118-multiarch', arm.layers[0]!);
+    const info = JSON.parse(await readFile(join(dir, 'info'), 'utf8'));
+    assert.equal(info['diff-digest'], arm.diff_ids[0]);
+    const file = exp.layers[arm.layers[0]!]!.entries.find((e) => e.type === 'reg' && e.size > 0)!;
+    assert.equal(contentHash(await readFile(join(dir, 'diff', file.path))), file.sha256);
+  });
+
+  it('answers ENOENT for what it cannot serve: plain gzip layers, unknown keys, bad names, use', async () => {
+    const exp = expected.get('gzip-plain-basic')!;
+    const gz = layerDir('gzip-plain-basic', exp.images[0]!.layers[0]!);
+    for (const name of ['diff', 'info', 'blob']) assert.equal(await errnoOf(stat(join(gz, name))), 'ENOENT', `plain gzip ${name}`);
+    assert.ok(blobBytesServed(registry.log, exp.images[0]!.layers[0]!) === 0, 'not a byte of the gzip layer was fetched');
+    assert.equal(await errnoOf(stat(join(layerDir('zstdchunked-skopeo118-layers', 'sha256:' + '0'.repeat(64)), 'diff'))), 'ENOENT');
+    assert.equal(await errnoOf(stat(join(store.dir, 'not-base64!', 'sha256:' + '0'.repeat(64), 'diff'))), 'ENOENT');
+    assert.equal(await errnoOf(stat(join(store.dir, encodeRef(refOf('zstdchunked-skopeo118-layers')), 'not-a-digest', 'diff'))), 'ENOENT');
+    assert.equal(await errnoOf(stat(join(store.dir, encodeRef(`${registry.host}/no-such-repo:latest`), 'sha256:' + '0'.repeat(64), 'diff'))), 'ENOENT');
+    const key = expected.get('zstdchunked-skopeo118-layers')!.images[0]!.layers[0]!;
+    assert.equal(await errnoOf(stat(join(layerDir('zstdchunked-skopeo118-layers', key), 'use'))), 'ENOENT');
+  });
+
+  it('tocfs store status reports served layers, uses and misses', async () => {
+    const exp = expected.get('zstdchunked-skopeo118-layers')!;
+    const digest = exp.images[0]!.layers[0]!;
+    const dir = layerDir('zstdchunked-skopeo118-layers', digest);
+    await stat(join(dir, 'diff'));
+    await errnoOf(open(join(dir, 'use'), 'w+'));
+    await errnoOf(open(join(dir, 'use'), 'w+'));
+    let doc: { layers: Array<{ ref: string; key: string; uses: number; fetchedBytes: number }>; misses: Array<{ key: string }> } | undefined;
+    for (let i = 0; i < 100; i++) {
+      const res = await runCli(['store', 'status', '--json', store.dir]);
+      if (res.code === 0) {
+        doc = JSON.parse(res.stdout.toString());
+        if (doc!.layers.some((l) => l.key === digest && l.uses === 2)) break;
+      }
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    const entry = doc?.layers.find((l) => l.key === digest);
+    assert.ok(entry, 'the layer is listed');
+    assert.equal(entry.uses, 2);
+    assert.ok(doc!.misses.some((m) => m.key === expected.get('gzip-plain-basic')!.images[0]!.layers[0]), 'the plain gzip layer is listed as not served');
+    const table = await runCli(['store', 'status', store.dir]);
+    assert.equal(table.code, 0, table.stderr);
+    assert.match(table.stdout.toString(), new RegExp(digest.slice(7, 19)));
+  });
+
+  it('SIGTERM unmounts cleanly and exits 0; a stale mount left by kill -9 is cleared by the next start', async () => {
+    assert.equal(await store.stop('SIGTERM'), 0);
+    assert.equal(await isFuseMounted(store.dir), false, 'unmounted after SIGTERM');
+    store = await startStore(store.dir, join(work, 'cache'));
+    store.child.kill('SIGKILL');
+    await store.exited;
+    assert.equal(await isFuseMounted(store.dir), true, 'kill -9 leaves the mount behind');
+    assert.equal(await errnoOf(stat(join(store.dir, 'x'))), 'ENOTCONN');
+    store = await startStore(store.dir, join(work, 'cache'));
+    assert.ok(store.log.some((l) => l.includes('stale mount')), 'the stale mount was noticed');
+    const digest = expected.get('zstdchunked-skopeo118-layers')!.images[0]!.layers[0]!;
+    assert.equal(await errnoOf(stat(join(layerDir('zstdchunked-skopeo118-layers', digest), 'diff'))), '');
+    const cli = await runCli(['store', 'status', '--json', join(work, 'nowhere')]);
+    assert.equal(cli.code, 1);
+    assert.match(cli.stderr, /no tocfs store is running at/);
+  });
+});
