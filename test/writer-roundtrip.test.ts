@@ -25,7 +25,7 @@ import { writeZstdChunkedLayer } from '../src/formats/writer/zstd-chunked.js';
 import { OciLayoutSource } from '../src/source/oci-layout.js';
 import type { BlobReader, Descriptor } from '../src/source/types.js';
 import { CORPUS_DIR, HAVE_CORPUS, loadExpected } from './helpers/corpus.js';
-import { buildImage, concatContent, contentDigest, seededBytes, seededContent, zeroContent, type BuiltImage, type FileSpec } from './helpers/images.js';
+import { buildImage, concatContent, contentDigest, seededBytes, seededContent, zeroContent, type BuiltImage, type ContentSource, type FileSpec } from './helpers/images.js';
 
 const CAP = Buffer.from([0x01, 0x00, 0x00, 0x02, 0x20, 0x00, 0x00, 0x00, 0xff, 0x80, 0x00, 0x00]);
 const LONG = 'usr/share/' + 'very-long-directory-name-'.repeat(5) + '/file-with-a-long-name.txt';
@@ -320,6 +320,30 @@ describe('writers read their source as a stream', () => {
       assert.equal(zc.diffId, img.sourceTarDigests[0]);
       const es = await writeEstargzLayer(() => createReadStream(tarPath, { highWaterMark: 333 }), join(tmp, 'a.gz'), { chunkSize: 4096 });
       assert.equal(es.diffId, sha256(gunzipSync(readFileSync(join(tmp, 'a.gz')))));
+    } finally {
+      await rm(tmp, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('zstd:chunked writer on degenerate content', () => {
+  it('caps chunks the rolling sum never splits and writes a 64 MiB hole as one tiny zeros frame', async () => {
+    const tmp = await mkdtemp(join(tmpdir(), 'tocfs-writer-big-'));
+    try {
+      const ff: ContentSource = { size: 20 << 20, async *chunks() { for (let i = 0; i < 20; i++) yield Buffer.alloc(1 << 20, 0xff); } };
+      const spec: FileSpec[] = [{ path: 'ff.bin', content: ff }, { path: 'hole.img', content: concatContent(zeroContent(64 << 20), 'end') }];
+      const img = await buildImage(join(tmp, 'img'), { format: 'zstd:chunked', layers: [spec] });
+      const layer = await openLayer(img);
+      assert.ok(layer.desc.size < 64 * 1024, `84 MiB of trivial content compresses to ${layer.desc.size} bytes`);
+      const toc = await readLayerToc(layer.desc, layer.blob);
+      const ffEntry = toc.entries.find((e) => e.path === 'ff.bin')!;
+      assert.deepEqual(ffEntry.chunks.map((c) => c.size), [8 << 20, 8 << 20, 4 << 20]);
+      const hole = toc.entries.find((e) => e.path === 'hole.img')!;
+      assert.deepEqual(hole.chunks.map((c) => [c.size, c.zeros]), [[64 << 20, true], [3, false]]);
+      assert.ok(hole.chunks[0]!.compressedEnd - hole.chunks[0]!.compressedOffset < 4096, 'RLE frame for the hole');
+      await checkToc(toc, layer.blob, spec, false);
+      const out = sh(`zstd -dc '${layer.path}' | sha256sum`).split(' ')[0];
+      assert.equal('sha256:' + out, img.sourceTarDigests[0]);
     } finally {
       await rm(tmp, { recursive: true, force: true });
     }

@@ -8,6 +8,12 @@ const WINDOW = 64;
 const CHAR_OFFSET = 31;
 const SPLIT_MASK = 0xffff;
 export const HOLE_THRESHOLD = 1024;
+/**
+ * tocfs's own bound on one data chunk (c/storage has none): keeps the writer's memory bounded
+ * for data the rolling sum never splits (long runs of one non-zero byte). Real data splits
+ * long before it, so boundaries still match c/storage's.
+ */
+export const MAX_CHUNK = 8 * 1024 * 1024;
 
 export class RollSum {
   private s1 = (WINDOW * CHAR_OFFSET) >>> 0;
@@ -67,7 +73,7 @@ export class Chunker {
     }
     let start = 0;
     for (let i = 0; i < n; i++) {
-      if (this.sum.roll(0)) {
+      if (this.sum.roll(0) || this.size + i + 1 - start >= MAX_CHUNK) {
         this.push(Buffer.alloc(i + 1 - start));
         start = i + 1;
         await this.endData();
@@ -95,7 +101,7 @@ export class Chunker {
         continue;
       }
       if (this.zeroRun > 0) await this.flushZeros();
-      if (this.sum.roll(c)) {
+      if (this.sum.roll(c) || this.size + i + 1 - start >= MAX_CHUNK) {
         this.push(piece.subarray(start, i + 1));
         start = i + 1;
         await this.endData();

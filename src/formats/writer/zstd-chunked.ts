@@ -17,6 +17,44 @@ import { LayerMediaTypes, type LayerWriterOptions, type TarInput, type WrittenLa
 const LEVEL = 3;
 const FOOTER_MAGIC_V3 = Buffer.from('GNUlInUx', 'latin1');
 
+const RLE_BLOCK = 128 * 1024;
+
+/**
+ * A zstd frame of `size` zero bytes made of RLE blocks (4 bytes per 128 KiB), built directly
+ * so a hole of any size costs no memory to compress. Single-segment frame with its content
+ * size, no checksum.
+ */
+function zeroFrame(size: number): Buffer {
+  const blocks = Math.ceil(size / RLE_BLOCK);
+  const out = Buffer.alloc(4 + 1 + 8 + blocks * 4);
+  out.writeUInt32LE(0xfd2fb528, 0);
+  out[4] = 0xe0; // frame content size: 8 bytes; single segment
+  out.writeBigUInt64LE(BigInt(size), 5);
+  let p = 13;
+  for (let left = size; left > 0; left -= RLE_BLOCK, p += 4) {
+    const n = Math.min(left, RLE_BLOCK);
+    const header = (n << 3) | (1 << 1) | (left <= RLE_BLOCK ? 1 : 0);
+    out.writeUIntLE(header, p, 3);
+    out[p + 3] = 0;
+  }
+  return out;
+}
+
+const zeroDigests = new Map<number, string>();
+const ZEROS_1M = Buffer.alloc(1024 * 1024);
+
+function zerosDigest(size: number): string {
+  let d = zeroDigests.get(size);
+  if (!d) {
+    const h = createHash('sha256');
+    for (let left = size; left > 0; left -= ZEROS_1M.length) h.update(ZEROS_1M.subarray(0, Math.min(left, ZEROS_1M.length)));
+    d = 'sha256:' + h.digest('hex');
+    if (zeroDigests.size > 256) zeroDigests.clear();
+    zeroDigests.set(size, d);
+  }
+  return d;
+}
+
 /** One TOC entry, fields in c/storage's order, zero values omitted. */
 type TocJsonEntry = Record<string, string | number | Record<string, string>>;
 
@@ -108,11 +146,16 @@ export async function writeZstdChunkedLayer(tar: TarInput, outPath: string, opts
       let chunkOffset = 0;
       await flushHeaderFrame();
       const chunker = new Chunker(async (c: ChunkPiece) => {
-        const data = c.kind === 'zeros' ? Buffer.alloc(c.size) : c.parts.length === 1 ? c.parts[0]! : Buffer.concat(c.parts);
         const offset = sink.offset;
-        await sink.write(await zstdCompress(data, LEVEL));
-        chunks.push({ chunkOffset, offset, size: data.length, digest: 'sha256:' + createHash('sha256').update(data).digest('hex'), zeros: c.kind === 'zeros' });
-        chunkOffset += data.length;
+        if (c.kind === 'zeros') {
+          await sink.write(zeroFrame(c.size));
+          chunks.push({ chunkOffset, offset, size: c.size, digest: zerosDigest(c.size), zeros: true });
+        } else {
+          const data = c.parts.length === 1 ? c.parts[0]! : Buffer.concat(c.parts);
+          await sink.write(await zstdCompress(data, LEVEL));
+          chunks.push({ chunkOffset, offset, size: data.length, digest: 'sha256:' + createHash('sha256').update(data).digest('hex'), zeros: false });
+        }
+        chunkOffset += c.size;
       });
       for await (const piece of ev.content) {
         counted(piece);
