@@ -439,6 +439,30 @@ describe('LayerReader over real images', { skip: HAVE_CORPUS ? false : `no corpu
       });
     }
 
+    test('fetchAll yields to user reads: no background request starts while a read is in progress', async () => {
+      const [l] = images['zstd:chunked']!;
+      const user = regular(l!.toc).find((e) => e.path === 'big/b.bin')!;
+      const userExtent = { start: Math.min(...user.chunks.map((c) => c.compressedOffset)), end: Math.max(...user.chunks.map((c) => c.compressedEnd)) };
+      const started: Array<{ offset: number; end: number; duringUserRead: boolean }> = [];
+      let reader!: LayerReader;
+      const blob = withRead(l!.blob, (offset, length, signal) => {
+        started.push({ offset, end: offset + length, duringUserRead: reader.userReadsInFlight > 0 });
+        return l!.blob.read(offset, length, signal);
+      });
+      reader = readerFor(l!, await newCache(), blob);
+      const background = fetchAll(reader);
+      assert.equal(sha256(await readWhole(reader, user)), user.digest);
+      await background;
+      const duringUser = started.filter((r) => r.duringUserRead);
+      assert.ok(duringUser.length > 0 && started.length > duringUser.length);
+      for (const r of duringUser) assert.ok(r.offset < userExtent.end && r.end > userExtent.start, `request [${r.offset}, ${r.end}) during a user read is not for ${user.path}`);
+      // Everything is cached now.
+      const counter = new ReadCounter();
+      const after = readerFor(l!, reader.cache, counter.wrap(l!.blob));
+      for (const e of regular(l!.toc)) assert.equal(sha256(await after.readAt(e, 0, e.size)), e.digest);
+      assert.equal(counter.requests, 0);
+    });
+
     test('sequential read of a big file streams with read-ahead in requests of ~1 MiB', async () => {
       const [l] = images['zstd:chunked']!;
       const entry = regular(l!.toc).find((e) => e.path === 'big/a.bin')!;

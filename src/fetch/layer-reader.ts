@@ -277,6 +277,11 @@ export class LayerReader {
     for (const r of background) void this.fetchRange({ ...r, priority: 'background' });
   }
 
+  /** User reads (readAt calls) in progress. */
+  get userReadsInFlight(): number {
+    return this.userActive;
+  }
+
   private wakeBackground(): void {
     const waiters = this.idleWaiters;
     this.idleWaiters = [];
@@ -289,9 +294,14 @@ export class LayerReader {
   }
 
   /** Fetches one range, then verifies, caches and hands out each of its chunks. Never throws. */
-  async fetchRange(range: QueuedRange): Promise<void> {
-    if (range.priority === 'background') await this.whenIdle();
+  private async fetchRange(range: QueuedRange): Promise<void> {
     await this.sema.acquire();
+    // Checked with the slot in hand, so no background request starts while a user read is in progress.
+    while (range.priority === 'background' && this.userActive > 0) {
+      this.sema.release();
+      await this.whenIdle();
+      await this.sema.acquire();
+    }
     let bytes: Buffer;
     try {
       bytes = await this.blob.read(range.start, range.end - range.start);
