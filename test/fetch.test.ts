@@ -300,6 +300,26 @@ describe('LayerReader over real images', { skip: HAVE_CORPUS ? false : `no corpu
     assert.equal(sha256(await reader.readAt(entry, 0, entry.size)), entry.digest);
   });
 
+  test('an aborted read rejects at once; the fetch it started still completes and is cached', async () => {
+    const [l] = await corpusLayers('zstdchunked-podman4-basic');
+    const entry = regular(l!.toc).find((e) => e.size > 0 && e.chunks.some((c) => !c.zeros))!;
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const counter = new ReadCounter();
+    const slow = withRead(counter.wrap(l!.blob), async (offset, length, signal) => {
+      await gate;
+      return counter.wrap(l!.blob).read(offset, length, signal);
+    });
+    const reader = readerFor(l!, await newCache(), slow, { readAhead: 0 });
+    const ac = new AbortController();
+    const read = reader.readAt(entry, 0, entry.size, ac.signal);
+    ac.abort(new Error('interrupted by the test'));
+    await assert.rejects(read, /interrupted by the test/);
+    release();
+    assert.equal(sha256(await reader.readAt(entry, 0, entry.size)), entry.digest);
+    assert.equal(counter.requests, 1, 'the second read joined the first fetch');
+  });
+
   test('restart: a new cache over the same directory serves everything without fetching', async () => {
     const dir = join(tmp, 'restart');
     const layers = await registryLayers('estargz-ctrremote-app-v1');
