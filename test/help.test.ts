@@ -17,7 +17,10 @@ function commandName(c: { command?: string | readonly string[] }): string {
 function subcommands(help: string, path: string[]): string[] {
   const section = help.split(/^Commands:$/m)[1]?.split(/^\S/m)[0] ?? '';
   const prefix = ['tocfs', ...path].join(' ');
-  return [...section.matchAll(/^ {2}(\S.*?)(?: {2,}|$)/gm)].map((m) => m[1]!).filter((l) => l.startsWith(`${prefix} `)).map((l) => l.slice(prefix.length + 1).split(' ')[0]!)
+  return [...section.matchAll(/^ {2}(\S.*?)(?: {2,}|$)/gm)]
+    .map((m) => m[1]!)
+    .filter((l) => l.startsWith(`${prefix} `))
+    .map((l) => l.slice(prefix.length + 1).split(' ')[0]!)
     .filter((name) => /^[a-z][\w-]*$/.test(name)); // not a default command's [positional]
 }
 
