@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { execFile, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -71,6 +71,7 @@ describe('ChunkCache', () => {
     assert.deepEqual(await readFile(chunkPath(dir, c.digest)), c.data);
     assert.equal((await stat(chunkPath(dir, c.digest))).mode & 0o777, 0o600);
     assert.equal((await stat(dir)).mode & 0o777, 0o700);
+    assert.match(await readFile(join(dir, 'CACHEDIR.TAG'), 'utf8'), /^Signature: 8a477f597d28d172789f06886806bc55/);
 
     const again = await ChunkCache.open({ dir });
     assert.deepEqual(await again.get(c.digest), c.data);
@@ -207,6 +208,25 @@ describe('ChunkCache', () => {
       await run('umount', [mnt]);
     }
   }
+
+  test('an existing directory the user names: its mode and any file tocfs did not name are left alone', async () => {
+    const dir = freshDir();
+    await mkdir(join(dir, 'chunks'), { recursive: true, mode: 0o755 });
+    await mkdir(join(dir, 'tmp'), { mode: 0o755 });
+    await chmod(dir, 0o755);
+    const foreign = ['notes.txt', 'chunks/notes.txt', 'tmp/build.log', 'tmp/deadbeef.1.00000000'];
+    for (const f of foreign) await writeFile(join(dir, f), 'keep me');
+    const cache = await ChunkCache.open({ dir });
+    const c = chunk(100);
+    await cache.put(c.digest, c.data);
+    await cache.gc(0);
+    await cache.put(c.digest, c.data);
+    await cache.clear();
+    assert.equal(await cache.has(c.digest), false);
+    for (const f of foreign) assert.equal(await readFile(join(dir, f), 'utf8'), 'keep me', f);
+    assert.equal((await stat(dir)).mode & 0o777, 0o755);
+    await assert.rejects(stat(join(dir, 'CACHEDIR.TAG')), /ENOENT/);
+  });
 
   test('a put that does not fit on a full disk (real 1 MiB tmpfs) degrades to memory-only, with one warning', (t) =>
     withTmpfs(t, 'tiny', '1m', async (mnt) => {

@@ -9,14 +9,15 @@
  *   atime is useless under noatime/relatime.
  * - A full or read-only disk turns the cache memory-only with one warning.
  */
-import { chmod, mkdir, readdir, readFile, rm, stat, unlink, utimes } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rmdir, stat, unlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Sema } from 'async-sema';
 import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 import { digestHex, isDigest, sha256 } from '../digest.js';
 import { logger as rootLogger } from '../log.js';
-import { cleanStaleTemps, DIR_MODE, isDiskUnusable, isNotFound, writeAtomic } from './files.js';
+import { cleanStaleTemps, DIR_MODE, isDiskUnusable, isNotFound, OWN_FILE_NAME, writeAtomic } from './files.js';
+import { DiskTocStore } from './toc-store.js';
 
 export { defaultCacheDir } from './paths.js';
 
@@ -25,6 +26,8 @@ export const DEFAULT_MEMORY_BYTES = 128 * 1024 ** 2;
 /** Background eviction brings the disk tier down to this fraction of the budget. */
 const EVICT_TO = 0.9;
 const TOUCH_INTERVAL_MS = 60_000;
+/** https://bford.info/cachedir/: backup tools skip a directory holding this file. */
+const CACHEDIR_TAG = 'Signature: 8a477f597d28d172789f06886806bc55\n# This file is a cache directory tag created by tocfs.\n';
 /**
  * Disk writes at once. File I/O and zstd decompression share libuv's small thread pool
  * (4 threads): unbounded writes (6 file operations per chunk) queue in front of the
@@ -124,10 +127,9 @@ export class ChunkCache {
   static async open(opts: ChunkCacheOptions): Promise<ChunkCache> {
     const cache = new ChunkCache(opts);
     try {
-      for (const d of [opts.dir, cache.chunksDir, cache.tmpDir, join(opts.dir, 'tocs')]) {
-        await mkdir(d, { recursive: true, mode: DIR_MODE });
-      }
-      await chmod(opts.dir, DIR_MODE);
+      // An existing directory the user named keeps its mode; what tocfs creates is private.
+      if ((await mkdir(opts.dir, { recursive: true, mode: DIR_MODE })) !== undefined) await writeFile(join(opts.dir, 'CACHEDIR.TAG'), CACHEDIR_TAG, { mode: 0o644 });
+      for (const d of [cache.chunksDir, cache.tmpDir, join(opts.dir, 'tocs')]) await mkdir(d, { recursive: true, mode: DIR_MODE });
       await cleanStaleTemps(cache.tmpDir);
     } catch (e) {
       if (!isDiskUnusable(e) && (e as NodeJS.ErrnoException).code !== 'EACCES') throw e;
@@ -322,7 +324,7 @@ export class ChunkCache {
       if (!/^[0-9a-f]{2}$/.test(p)) continue;
       const names = await readdir(join(this.chunksDir, p)).catch(() => [] as string[]);
       for (const name of names) {
-        if (!/^[0-9a-f]{64}$/.test(name) || !name.startsWith(p)) continue;
+        if (!OWN_FILE_NAME.test(name) || !name.startsWith(p)) continue;
         const path = join(this.chunksDir, p, name);
         const st = await stat(path).catch(() => undefined);
         if (st?.isFile()) out.push({ digest: `sha256:${name}`, path, size: st.size, mtimeMs: st.mtimeMs });
@@ -402,15 +404,13 @@ export class ChunkCache {
     return result;
   }
 
-  /** Empties both tiers and the TOC store. */
+  /** Empties both tiers and the TOC store (removing only files tocfs named, never a whole tree). */
   async clear(): Promise<void> {
     await this.flush();
     this.memory.clear();
-    for (const d of [join(this.dir, 'chunks'), join(this.dir, 'tocs')]) {
-      await rm(d, { recursive: true, force: true });
-    }
-    await mkdir(this.chunksDir, { recursive: true, mode: DIR_MODE });
-    await mkdir(join(this.dir, 'tocs'), { recursive: true, mode: DIR_MODE });
+    for (const f of await this.listFiles()) await this.removeFile(f.path, f.size);
+    for (const p of await readdir(this.chunksDir).catch(() => [] as string[])) await rmdir(join(this.chunksDir, p)).catch(() => undefined);
+    await new DiskTocStore(this.dir, this.log).clear();
     this.files = 0;
     this.bytes = 0;
   }

@@ -12,6 +12,11 @@ import { dirname, join } from 'node:path';
 export const DIR_MODE = 0o700;
 export const FILE_MODE = 0o600;
 
+/** Names of the files tocfs keeps (a sha256 in hex); anything else in its directories is left alone. */
+export const OWN_FILE_NAME = /^[0-9a-f]{64}$/;
+/** `<hex>.<pid>.<random>` temp files written by writeAtomic. */
+const TEMP_NAME = /^[0-9a-f]{64}\.(\d+)\.[0-9a-f]{8}$/;
+
 /** Errors after which writing to the cache directory is pointless until restart. */
 const DISK_UNUSABLE = new Set(['ENOSPC', 'EROFS', 'EDQUOT']);
 
@@ -54,7 +59,7 @@ function pidAlive(pid: number): boolean {
 /** A temp file is stale when its writer is gone (or it is older than an hour, e.g. pid reuse). */
 const STALE_TEMP_MS = 3600_000;
 
-/** Removes temp files left by writers that crashed. Returns how many were removed. */
+/** Removes temp files left by writers that crashed (only names writeAtomic makes). Returns how many were removed. */
 export async function cleanStaleTemps(tmpDir: string): Promise<number> {
   let names: string[];
   try {
@@ -64,9 +69,11 @@ export async function cleanStaleTemps(tmpDir: string): Promise<number> {
   }
   let removed = 0;
   for (const name of names) {
-    const pid = Number(/\.(\d+)\.[0-9a-f]+$/.exec(name)?.[1]);
+    const m = TEMP_NAME.exec(name);
+    if (!m) continue;
+    const pid = Number(m[1]);
     const path = join(tmpDir, name);
-    let stale = !Number.isInteger(pid) || !pidAlive(pid);
+    let stale = !pidAlive(pid);
     if (!stale) {
       const st = await stat(path).catch(() => undefined);
       stale = st !== undefined && Date.now() - st.mtimeMs > STALE_TEMP_MS;

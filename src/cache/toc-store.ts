@@ -3,13 +3,13 @@
  * digest that vouched for them. The reader re-checks what it gets back, so this store is
  * outside the chain of trust; writes are atomic like the chunk files.
  */
-import { mkdir, readdir, readFile, stat } from 'node:fs/promises';
+import { mkdir, readdir, readFile, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { digestHex, isDigest, sha256 } from '../digest.js';
 import type { TocStore } from '../formats/toc.js';
 import { logger as rootLogger } from '../log.js';
-import { DIR_MODE, isDiskUnusable, isNotFound, writeAtomic } from './files.js';
+import { DIR_MODE, isDiskUnusable, isNotFound, OWN_FILE_NAME, writeAtomic } from './files.js';
 
 export class DiskTocStore implements TocStore {
   private readonly tocDir: string;
@@ -30,9 +30,18 @@ export class DiskTocStore implements TocStore {
     return join(this.tocDir, hex);
   }
 
+  private async names(): Promise<string[]> {
+    return (await readdir(this.tocDir).catch(() => [] as string[])).filter((n) => OWN_FILE_NAME.test(n));
+  }
+
+  /** Removes every stored TOC. */
+  async clear(): Promise<void> {
+    for (const n of await this.names()) await unlink(join(this.tocDir, n)).catch(() => undefined);
+  }
+
   /** How many TOCs are stored and their bytes. */
   async usage(): Promise<{ files: number; bytes: number }> {
-    const names = await readdir(this.tocDir).catch(() => [] as string[]);
+    const names = await this.names();
     const sizes = await Promise.all(names.map((n) => stat(join(this.tocDir, n)).then((s) => s.size, () => 0)));
     return { files: names.length, bytes: sizes.reduce((a, b) => a + b, 0) };
   }
