@@ -16,24 +16,56 @@ export const HOLE_THRESHOLD = 1024;
 export const MAX_CHUNK = 8 * 1024 * 1024;
 
 export class RollSum {
-  private s1 = (WINDOW * CHAR_OFFSET) >>> 0;
-  private s2 = (WINDOW * (WINDOW - 1) * CHAR_OFFSET) >>> 0;
-  private window = new Uint8Array(WINDOW);
-  private wofs = 0;
+  // int32 arithmetic (wraps like Go's uint32; only the low 16 bits are tested)
+  s1 = (WINDOW * CHAR_OFFSET) | 0;
+  s2 = (WINDOW * (WINDOW - 1) * CHAR_OFFSET) | 0;
+  readonly window = new Uint8Array(WINDOW);
+  wofs = 0;
 
   /** Rolls one byte in; returns true when a chunk ends after it. */
   roll(c: number): boolean {
     const d = this.window[this.wofs]!;
-    this.s1 = (this.s1 + c - d) >>> 0;
-    this.s2 = (this.s2 + this.s1 - WINDOW * (d + CHAR_OFFSET)) >>> 0;
+    this.s1 = (this.s1 + c - d) | 0;
+    this.s2 = (this.s2 + this.s1 - WINDOW * (d + CHAR_OFFSET)) | 0;
     this.window[this.wofs] = c;
-    this.wofs = (this.wofs + 1) % WINDOW;
+    this.wofs = (this.wofs + 1) & (WINDOW - 1);
     return (this.s2 & SPLIT_MASK) === SPLIT_MASK;
   }
 
   /** Rolls `n` zeros in without split checks (a hole). After a full window of zeros the state no longer changes. */
   rollZeros(n: number): void {
     for (let i = 0; i < Math.min(n, WINDOW); i++) this.roll(0);
+  }
+
+  /**
+   * Rolls non-zero bytes of `b` from `from` on; stops after a split (returns the index after
+   * the splitting byte), at a zero byte (returns its index, no roll), or at the end.
+   */
+  rollUntil(b: Uint8Array, from: number): { at: number; split: boolean } {
+    const w = this.window;
+    let s1 = this.s1;
+    let s2 = this.s2;
+    let wofs = this.wofs;
+    let i = from;
+    let split = false;
+    for (; i < b.length; i++) {
+      const c = b[i]!;
+      if (c === 0) break;
+      const d = w[wofs]!;
+      s1 = (s1 + c - d) | 0;
+      s2 = (s2 + s1 - WINDOW * (d + CHAR_OFFSET)) | 0;
+      w[wofs] = c;
+      wofs = (wofs + 1) & (WINDOW - 1);
+      if ((s2 & SPLIT_MASK) === SPLIT_MASK) {
+        i++;
+        split = true;
+        break;
+      }
+    }
+    this.s1 = s1;
+    this.s2 = s2;
+    this.wofs = wofs;
+    return { at: i, split };
   }
 }
 
@@ -90,20 +122,22 @@ export class Chunker {
 
   async write(piece: Buffer): Promise<void> {
     let start = 0; // first byte of `piece` not yet in a chunk or zero run
-    for (let i = 0; i < piece.length; i++) {
-      const c = piece[i]!;
-      if (c === 0) {
-        if (this.zeroRun === 0) {
-          this.push(piece.subarray(start, i));
-        }
+    let i = 0;
+    while (i < piece.length) {
+      if (piece[i] === 0) {
+        if (this.zeroRun === 0) this.push(piece.subarray(start, i));
         this.zeroRun++;
-        start = i + 1;
+        start = ++i;
         continue;
       }
       if (this.zeroRun > 0) await this.flushZeros();
-      if (this.sum.roll(c) || this.size + i + 1 - start >= MAX_CHUNK) {
-        this.push(piece.subarray(start, i + 1));
-        start = i + 1;
+      // Non-zero run: roll up to the next split or zero, at most up to the chunk cap.
+      const limit = Math.min(piece.length, i + Math.max(1, MAX_CHUNK - this.size - (i - start)));
+      const r = this.sum.rollUntil(limit === piece.length ? piece : piece.subarray(0, limit), i);
+      i = r.at;
+      if (r.split || this.size + (i - start) >= MAX_CHUNK) {
+        this.push(piece.subarray(start, i));
+        start = i;
         await this.endData();
       }
     }

@@ -9,6 +9,7 @@ import { compress as zstdCompress } from '@mongodb-js/zstd';
 import { Annotations } from '../annotations.js';
 import { scanTar, type TarHeader } from '../tar.js';
 import { checkWritable, formatRfc3339, skippableFrame, u64le, xattrsBase64 } from './common.js';
+import { OrderedFrames } from './ordered.js';
 import { Chunker, type ChunkPiece } from './rollsum.js';
 import { BlobSink } from './sink.js';
 import { Crc64, TarSplitBuilder } from './tarsplit.js';
@@ -60,7 +61,8 @@ type TocJsonEntry = Record<string, string | number | Record<string, string>>;
 
 interface FileChunk {
   chunkOffset: number;
-  offset: number;
+  /** Index of the chunk's frame (its offset is known once all frames are written). */
+  frame: number;
   size: number;
   digest: string;
   zeros: boolean;
@@ -84,15 +86,15 @@ function metadataEntry(h: TarHeader & { type: Exclude<TarHeader['type'], 'other'
 }
 
 /** Adds the offsets and chunk fields of a file with data; returns the entries (reg + chunk entries). */
-function fileEntries(main: TocJsonEntry, name: string, digest: string, chunks: FileChunk[], endOffset: number): TocJsonEntry[] {
+function fileEntries(main: TocJsonEntry, name: string, digest: string, chunks: FileChunk[], frames: OrderedFrames): TocJsonEntry[] {
   main.digest = digest;
-  main.offset = chunks[0]!.offset;
-  main.endOffset = endOffset;
+  main.offset = frames.start(chunks[0]!.frame);
+  main.endOffset = frames.end(chunks[chunks.length - 1]!.frame);
   if (chunks.length === 1) return [main];
   const out: TocJsonEntry[] = [main];
   chunks.forEach((c, i) => {
     const e = i === 0 ? main : ({ type: 'chunk', name } as TocJsonEntry);
-    if (i > 0) e.offset = c.offset;
+    if (i > 0) e.offset = frames.start(c.frame);
     e.chunkSize = c.size;
     if (c.chunkOffset) e.chunkOffset = c.chunkOffset;
     e.chunkDigest = c.digest;
@@ -108,7 +110,9 @@ export async function writeZstdChunkedLayer(tar: TarInput, outPath: string, opts
     const diffHash = createHash('sha256');
     let sourceBytes = 0;
     const tarSplit = new TarSplitBuilder();
-    const entries: TocJsonEntry[] = [];
+    const frames = new OrderedFrames(sink);
+    // Entries of files with data are completed once their frames' offsets are known.
+    const entries: Array<TocJsonEntry | (() => TocJsonEntry[])> = [];
     let header: Buffer[] = [];
     const counted = (b: Buffer): void => {
       diffHash.update(b);
@@ -118,7 +122,7 @@ export async function writeZstdChunkedLayer(tar: TarInput, outPath: string, opts
       if (header.length === 0) return;
       const data = Buffer.concat(header);
       header = [];
-      if (data.length) await sink.write(await zstdCompress(data, LEVEL));
+      if (data.length) await frames.add(zstdCompress(data, LEVEL));
     };
 
     for await (const ev of scanTar(tar())) {
@@ -146,14 +150,14 @@ export async function writeZstdChunkedLayer(tar: TarInput, outPath: string, opts
       let chunkOffset = 0;
       await flushHeaderFrame();
       const chunker = new Chunker(async (c: ChunkPiece) => {
-        const offset = sink.offset;
         if (c.kind === 'zeros') {
-          await sink.write(zeroFrame(c.size));
-          chunks.push({ chunkOffset, offset, size: c.size, digest: zerosDigest(c.size), zeros: true });
+          const frame = await frames.add(zeroFrame(c.size));
+          chunks.push({ chunkOffset, frame, size: c.size, digest: zerosDigest(c.size), zeros: true });
         } else {
           const data = c.parts.length === 1 ? c.parts[0]! : Buffer.concat(c.parts);
-          await sink.write(await zstdCompress(data, LEVEL));
-          chunks.push({ chunkOffset, offset, size: data.length, digest: 'sha256:' + createHash('sha256').update(data).digest('hex'), zeros: false });
+          const digest = 'sha256:' + createHash('sha256').update(data).digest('hex');
+          const frame = await frames.add(zstdCompress(data, LEVEL));
+          chunks.push({ chunkOffset, frame, size: data.length, digest, zeros: false });
         }
         chunkOffset += c.size;
       });
@@ -166,15 +170,18 @@ export async function writeZstdChunkedLayer(tar: TarInput, outPath: string, opts
       }
       await chunker.end();
       tarSplit.file(h.name, h.size, crc.digest());
-      entries.push(...fileEntries(main, h.name, 'sha256:' + fileHash.digest('hex'), chunks, sink.offset));
+      const digest = 'sha256:' + fileHash.digest('hex');
+      entries.push(() => fileEntries(main, h.name, digest, chunks, frames));
     }
     await flushHeaderFrame();
+    await frames.drain();
     opts.onProgress?.(sourceBytes);
 
     const tarSplitText = tarSplit.text();
     const tarSplitCompressed = await zstdCompress(tarSplitText, LEVEL);
     const tarSplitDigest = 'sha256:' + createHash('sha256').update(tarSplitCompressed).digest('hex');
-    const toc = Buffer.from(JSON.stringify({ version: 1, entries, tarSplitDigest }));
+    const tocEntries = entries.flatMap((e) => (typeof e === 'function' ? e() : [e]));
+    const toc = Buffer.from(JSON.stringify({ version: 1, entries: tocEntries, tarSplitDigest }));
     const tocCompressed = await zstdCompress(toc, LEVEL);
     const tocOffset = sink.offset + 8;
     const tarSplitOffset = tocOffset + tocCompressed.length + 8;
