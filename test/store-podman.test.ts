@@ -1,0 +1,227 @@
+/**
+ * End to end with Debian's Podman 4.3.1: a real docker-registry on 127.0.0.1 holding
+ * zstd:chunked and eStargz images (corpus and built here), `tocfs store` running, and
+ * Podman (runc, cgroupfs, overlay, its own root/runroot and a private storage.conf naming
+ * the store) pulling and running them. The registry's access log shows what was fetched.
+ *
+ * The corpus images hold no programs, so containers run the host's `cat`/`ls` through the
+ * host's dynamic loader from a read-only bind mount of / at /host: what they read is the
+ * container's root filesystem, i.e. overlayfs over the store's `diff` trees.
+ */
+import assert from 'node:assert/strict';
+import { execFile, execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, realpathSync } from 'node:fs';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { CORPUS_DIR, HAVE_CORPUS, loadExpected } from './helpers/corpus.js';
+import { buildImage, seededContent } from './helpers/images.js';
+import { blobBytesServed, startRegistry, type TestRegistry } from './helpers/registry.js';
+import { isFuseMounted, startStore, type RunningStore } from './helpers/store.js';
+
+function have(cmd: string): boolean {
+  try {
+    execFileSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const LOADER = existsSync('/lib64/ld-linux-x86-64.so.2') ? realpathSync('/lib64/ld-linux-x86-64.so.2') : undefined;
+const missing = !HAVE_CORPUS ? `corpus not found at ${CORPUS_DIR}` : !have('podman') || !have('runc') ? 'podman and runc are needed' : !LOADER ? 'needs an x86-64 host (the containers borrow its loader)' : process.getuid?.() !== 0 ? 'runs podman as root' : false;
+
+/** Files Podman itself puts into a container's /etc. */
+const PODMAN_ETC_FILES = ['hostname', 'hosts', 'mtab', 'resolv.conf'];
+
+const hex = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+
+interface Run {
+  code: number;
+  stdout: Buffer;
+  stderr: string;
+}
+
+class Podman {
+  constructor(
+    private readonly root: string,
+    private readonly runroot: string,
+    private readonly env: NodeJS.ProcessEnv,
+  ) {}
+
+  static async create(work: string, storeDir: string, registryHost: string): Promise<Podman> {
+    await mkdir(work, { recursive: true });
+    const root = join(work, 'podman-root');
+    // Podman refuses a runroot path longer than 50 characters.
+    const runroot = await mkdtemp('/tmp/tsp-');
+    const storageConf = join(work, 'storage.conf');
+    await writeFile(storageConf, `[storage]\ndriver = "overlay"\ngraphroot = "${root}"\nrunroot = "${runroot}"\n\n[storage.options]\nadditionallayerstores = ["${storeDir}:ref"]\n`);
+    const registriesConf = join(work, 'registries.conf');
+    await writeFile(registriesConf, `[[registry]]\nlocation = "${registryHost}"\ninsecure = true\n`);
+    await mkdir(join(work, 'podman-tmp'), { recursive: true });
+    return new Podman(root, runroot, { ...process.env, CONTAINERS_STORAGE_CONF: storageConf, CONTAINERS_REGISTRIES_CONF: registriesConf, TMPDIR: join(work, 'podman-tmp') });
+  }
+
+  run(args: string[]): Promise<Run> {
+    // Root and runroot come from the private storage.conf: with --root on the command line
+    // Podman 4.3 drops the file's storage options, additionallayerstores among them.
+    const argv = ['--runtime', 'runc', '--cgroup-manager', 'cgroupfs', '--events-backend', 'file', ...args];
+    return new Promise((resolve) => {
+      execFile('podman', argv, { env: this.env, encoding: 'buffer', maxBuffer: 64 * 1024 * 1024, timeout: 120_000 }, (err, stdout, stderr) => {
+        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr: stderr.toString() });
+      });
+    });
+  }
+
+  async ok(args: string[]): Promise<Buffer> {
+    const r = await this.run(args);
+    assert.equal(r.code, 0, `podman ${args.join(' ')} failed: ${r.stderr}`);
+    return r.stdout;
+  }
+
+  /** Runs a host program (through the host's loader) in a container of `image`. */
+  exec(image: string, program: string, ...args: string[]): Promise<Buffer> {
+    return this.ok([
+      'run', '--rm', '--net=none', '--ulimit', 'nofile=4096:4096', '--ulimit', 'nproc=4096:4096', '-v', '/:/host:ro', image,
+      `/host${LOADER}`, '--library-path', `/host${dirname(LOADER!)}`, `/host${program}`, ...args,
+    ]);
+  }
+
+  /** Layers of the graph root that point into an additional layer store. */
+  async storeLayers(): Promise<string[]> {
+    const dir = join(this.root, 'overlay');
+    const out: string[] = [];
+    for (const id of await readdir(dir).catch(() => [] as string[])) {
+      const link = await readFile(join(dir, id, 'additionallayer'), 'utf8').catch(() => undefined);
+      if (link) out.push(link);
+    }
+    return out;
+  }
+
+  async cleanup(): Promise<void> {
+    await this.run(['rm', '-a', '-f']);
+    await this.run(['rmi', '-a', '-f']);
+    await this.run(['system', 'reset', '-f']);
+    await rm(this.runroot, { recursive: true, force: true });
+  }
+}
+
+async function unmountUnder(dir: string): Promise<void> {
+  const mounts = (await readFile('/proc/self/mounts', 'utf8')).split('\n').map((l) => l.split(' ')[1] ?? '').filter((m) => m.startsWith(dir + '/')).sort().reverse();
+  for (const m of mounts) execFileSync('umount', ['-l', m], { stdio: 'ignore' });
+}
+
+describe('tocfs store with Podman 4.3.1', { skip: missing, timeout: 300_000 }, () => {
+  let registry: TestRegistry;
+  let store: RunningStore;
+  let podman: Podman;
+  let work: string;
+  let built: { digest: string; size: number };
+  const cleanups: Array<() => Promise<void>> = [];
+  const ref = (repo: string): string => `${registry.host}/${repo}:latest`;
+
+  before(async () => {
+    work = await mkdtemp(join(tmpdir(), 'tocfs-store-podman-'));
+    registry = await startRegistry();
+    for (const image of ['zstdchunked-skopeo118-basic', 'zstdchunked-skopeo118-layers', 'estargz-ctrremote-prefetch', 'gzip-plain-basic']) await registry.load(join(CORPUS_DIR, image));
+    // An eStargz image made by tocfs's own writer: a big incompressible file, a small one, and a whiteout in the upper layer.
+    const img = await buildImage(join(work, 'built'), {
+      format: 'estargz',
+      layers: [
+        [{ path: 'data', type: 'dir' }, { path: 'data/big.bin', content: seededContent('big', 8 * 1024 * 1024) }, { path: 'etc', type: 'dir' }, { path: 'etc/motd', content: 'old motd\n' }, { path: 'etc/gone', content: 'to be deleted\n' }],
+        [{ path: 'etc', type: 'dir' }, { path: 'etc/.wh.gone', content: '' }, { path: 'etc/motd', content: 'hello from a tocfs-built eStargz layer\n' }],
+      ],
+    });
+    built = { digest: img.layers[0]!.digest, size: img.layers[0]!.size };
+    await registry.load(img.dir, 'built-estargz');
+    store = await startStore(join(work, 'store'), join(work, 'cache'));
+    podman = await Podman.create(work, store.dir, registry.host);
+  });
+
+  after(async () => {
+    for (const c of cleanups) await c().catch(() => undefined);
+    await podman?.cleanup().catch(() => undefined);
+    const code = await store?.stop('SIGTERM');
+    if (store) assert.equal(code, 0, `tocfs store exited ${code} on SIGTERM:\n${store.log.slice(-20).join('\n')}`);
+    if (store) assert.equal(await isFuseMounted(store.dir), false, 'the store unmounted cleanly on SIGTERM');
+    if (work) {
+      await unmountUnder(work);
+      await rm(work, { recursive: true, force: true });
+    }
+    await registry?.stop();
+  });
+
+  it('pulls a zstd:chunked image without downloading its layer, and runs cat from it', async () => {
+    const exp = loadExpected('zstdchunked-skopeo118-basic');
+    const image = exp.images[0]!;
+    const digest = image.layers[0]!;
+    const layer = exp.layers[digest]!;
+    await podman.ok(['pull', '--tls-verify=false', ref('zstdchunked-skopeo118-basic')]);
+    const pulled = blobBytesServed(registry.log, digest);
+    const tocStart = Number((layer.format.footer as Record<string, number>).manifest_offset) - 8;
+    assert.ok(pulled <= layer.size - tocStart + 1024, `the pull fetched ${pulled} bytes of the ${layer.size}-byte layer: more than its TOC, tar-split and footer (${layer.size - tocStart})`);
+    assert.ok((await podman.storeLayers()).some((l) => l.endsWith(digest)), 'the layer is linked to the store');
+
+    const file = image.merged.filter((m) => m.type === 'reg' && m.size > 50_000 && m.size < 1_000_000).sort((a, b) => b.size - a.size)[0]!;
+    const before = blobBytesServed(registry.log, digest);
+    const out = await podman.exec(ref('zstdchunked-skopeo118-basic'), '/usr/bin/cat', `/${file.path}`);
+    assert.equal(hex(out), file.sha256, `cat /${file.path} prints the file`);
+    const ran = blobBytesServed(registry.log, digest) - before;
+    const total = pulled + ran;
+    process.stdout.write(`# zstd:chunked ${layer.size} B layer: pull fetched ${pulled} B, cat of a ${file.size} B file fetched ${ran} B; total ${total} B = ${((100 * total) / layer.size).toFixed(1)} % of the layer\n`);
+    assert.ok(total < layer.size / 4, `pull + run fetched ${total} of ${layer.size} bytes`);
+  });
+
+  for (const repo of ['zstdchunked-skopeo118-layers', 'estargz-ctrremote-prefetch']) {
+    it(`${repo}: whiteouts and opaque directories as Podman shows them`, async () => {
+      const exp = loadExpected(repo);
+      const image = exp.images[0]!;
+      await podman.ok(['pull', '--tls-verify=false', ref(repo)]);
+      for (const d of image.layers) assert.equal(blobBytesServed(registry.log, d) <= exp.layers[d]!.size, true);
+      assert.equal((await podman.storeLayers()).filter((l) => image.layers.some((d) => l.endsWith(d))).length, image.layers.length, 'every layer comes from the store');
+      // Directories touched by whiteouts: the listing is exactly the merged view of expected.json.
+      const dirs = new Set<string>();
+      for (const d of image.layers) for (const e of exp.layers[d]!.entries) if (e.whiteout) dirs.add(e.path.slice(0, e.path.lastIndexOf('/')));
+      for (const dir of dirs) {
+        const want = image.merged.filter((m) => m.path.startsWith(dir + '/') && !m.path.slice(dir.length + 1).includes('/')).map((m) => m.path.slice(dir.length + 1)).sort();
+        const got = (await podman.exec(ref(repo), '/usr/bin/ls', '-A1', `/${dir}`)).toString().split('\n').filter((n) => n && !(dir === 'etc' && PODMAN_ETC_FILES.includes(n))).sort();
+        assert.deepEqual(got, want, `ls /${dir}`);
+      }
+      const file = image.merged.find((m) => m.type === 'reg' && m.size > 0 && m.layer_index === image.layers.length - 1)!;
+      assert.equal(hex(await podman.exec(ref(repo), '/usr/bin/cat', `/${file.path}`)), file.sha256, `cat /${file.path}`);
+    });
+  }
+
+  it('an eStargz image built by tocfs: whiteout applied, small file read, the big one never fetched', async () => {
+    await podman.ok(['pull', '--tls-verify=false', ref('built-estargz')]);
+    assert.equal((await podman.exec(ref('built-estargz'), '/usr/bin/cat', '/etc/motd')).toString(), 'hello from a tocfs-built eStargz layer\n');
+    const etc = (await podman.exec(ref('built-estargz'), '/usr/bin/ls', '-A1', '/etc')).toString().split('\n');
+    assert.ok(etc.includes('motd') && !etc.includes('gone'), `/etc lists motd and not the whited-out file: ${etc.join(' ')}`);
+    const fetched = blobBytesServed(registry.log, built.digest);
+    process.stdout.write(`# tocfs-built eStargz ${built.size} B layer: ${fetched} B fetched for pull + 2 runs\n`);
+    assert.ok(fetched < built.size / 10, `fetched ${fetched} of ${built.size} bytes of the layer holding the 8 MiB file`);
+  });
+
+  it('an image of plain gzip layers still pulls and runs (Podman downloads it itself)', async () => {
+    const exp = loadExpected('gzip-plain-basic');
+    const image = exp.images[0]!;
+    // Its own Podman storage: the image has the same config and DiffIDs as zstdchunked-skopeo118-basic, which another storage would reuse.
+    const podman = await Podman.create(join(work, 'gzip'), store.dir, registry.host);
+    cleanups.push(() => podman.cleanup());
+    await podman.ok(['pull', '--tls-verify=false', ref('gzip-plain-basic')]);
+    assert.equal(blobBytesServed(registry.log, image.layers[0]!), exp.layers[image.layers[0]!]!.size, 'Podman fetched the whole layer once');
+    assert.ok(!(await podman.storeLayers()).some((l) => l.endsWith(image.layers[0]!)), 'the layer is not linked to the store');
+    const file = image.merged.find((m) => m.type === 'reg' && m.size > 1000 && m.size < 100_000)!;
+    assert.equal(hex(await podman.exec(ref('gzip-plain-basic'), '/usr/bin/cat', `/${file.path}`)), file.sha256);
+  });
+
+  it('podman rmi releases the store layers (rmdir) and the store keeps serving', async () => {
+    await podman.ok(['rmi', '-f', ref('built-estargz')]);
+    const released = store.log.some((l) => l.includes('"msg":"release"'));
+    assert.ok(released, 'the store saw a release');
+    await podman.ok(['pull', '--tls-verify=false', ref('built-estargz')]);
+    assert.equal((await podman.exec(ref('built-estargz'), '/usr/bin/cat', '/etc/motd')).toString(), 'hello from a tocfs-built eStargz layer\n');
+  });
+});
