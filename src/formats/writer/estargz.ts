@@ -12,6 +12,7 @@ import { Annotations } from '../annotations.js';
 import { normaliseName } from '../path.js';
 import { encodeTarHeader, scanTar, tarPadding, TAR_EOA, type TarHeader } from '../tar.js';
 import { checkWritable, formatRfc3339, xattrsBase64 } from './common.js';
+import { OrderedFrames } from './ordered.js';
 import { BlobSink } from './sink.js';
 import { LayerMediaTypes, type LayerWriterOptions, type TarInput, type WrittenLayer } from './types.js';
 
@@ -25,14 +26,17 @@ const LANDMARK_CONTENT = Buffer.from([0x0f]);
 
 type TocJsonEntry = Record<string, string | number | Record<string, string>>;
 
-/** The uncompressed stream, cut into gzip members on demand. */
+/** The uncompressed stream, cut into gzip members on demand (compressed concurrently, written in order). */
 class Members {
   private parts: Buffer[] = [];
   private length = 0;
   readonly diffHash: Hash = createHash('sha256');
+  readonly frames: OrderedFrames;
   uncompressed = 0;
 
-  constructor(private sink: BlobSink) {}
+  constructor(sink: BlobSink) {
+    this.frames = new OrderedFrames(sink, 4);
+  }
 
   add(b: Buffer): void {
     if (b.length === 0) return;
@@ -42,15 +46,15 @@ class Members {
     this.uncompressed += b.length;
   }
 
-  /** Ends the current member; returns the blob offset where the next one starts. */
+  /** Ends the current member; returns the index the next member will have. */
   async close(): Promise<number> {
     if (this.length > 0) {
       const data = Buffer.concat(this.parts);
       this.parts = [];
       this.length = 0;
-      await this.sink.write(await gzip(data));
+      await this.frames.add(gzip(data));
     }
-    return this.sink.offset;
+    return this.frames.count;
   }
 }
 
@@ -77,6 +81,8 @@ interface Member {
 
 class EstargzWriter {
   readonly entries: TocJsonEntry[] = [];
+  /** Entries whose `offset` is the start of member k, filled in by resolveOffsets(). */
+  private offsetFixups: Array<[TocJsonEntry, number]> = [];
   private names = new Map<number, string>();
   private groups = new Map<number, string>();
   readonly members: Members;
@@ -133,10 +139,11 @@ class EstargzWriter {
     let chunkHash: Hash | undefined;
     let chunkLeft = 0;
     const startChunk = async (): Promise<void> => {
-      const offset = await this.members.close();
+      const member = await this.members.close();
       const remain = h.size - written;
       chunkLeft = Math.min(this.chunkSize, remain);
-      entry.offset = offset;
+      entry.offset = -1;
+      this.offsetFixups.push([entry, member]);
       if (written) entry.chunkOffset = written;
       if (remain >= this.chunkSize) entry.chunkSize = this.chunkSize;
       chunkHash = createHash('sha256');
@@ -172,6 +179,11 @@ class EstargzWriter {
     const headerBytes = encodeTarHeader({ path: name, mode: 0, mtime: 0, size: LANDMARK_CONTENT.length });
     const header: TarHeader = { name, type: 'reg', typeflag: '0', mode: 0, uid: 0, gid: 0, uname: '', gname: '', size: 1, mtime: { sec: 0, nsec: 0 }, linkName: '', devMajor: 0, devMinor: 0, xattrs: {}, pax: {} };
     await this.add({ header, headerBytes, content: (async function* () { yield LANDMARK_CONTENT; })() });
+  }
+
+  /** After every member is written: the real offsets. */
+  resolveOffsets(): void {
+    for (const [e, k] of this.offsetFixups) e.offset = this.members.frames.start(k);
   }
 
   countSource(n: number): void {
@@ -279,13 +291,17 @@ export async function writeEstargzLayer(tar: TarInput, outPath: string, opts: La
         w.countSource(ev.data.length);
       }
     }
+    await w.members.close();
+    await w.members.frames.drain();
+    w.resolveOffsets();
     const toc = Buffer.from(JSON.stringify({ version: 1, entries: w.entries }, null, '\t'));
-    const tocOffset = await w.members.close();
+    const tocOffset = sink.offset;
     w.members.add(encodeTarHeader({ path: TOC_TAR_NAME, mode: 0o644, mtime: 0, size: toc.length }));
     w.members.add(toc);
     w.members.add(Buffer.alloc(tarPadding(toc.length)));
     w.members.add(TAR_EOA);
     await w.members.close();
+    await w.members.frames.drain();
     await sink.write(footer(tocOffset));
     const { digest, size } = await sink.finish();
     return {
