@@ -1,0 +1,174 @@
+/**
+ * The systemd side of the store: the units pass `systemd-analyze verify` as installed,
+ * scripts/install.sh installs them, a config file and the storage.conf line (idempotent,
+ * --dry-run changes nothing), and `tocfs store --foreground` tells $NOTIFY_SOCKET READY=1
+ * once the store answers and STOPPING=1 when it stops (received by a real datagram socket).
+ */
+import assert from 'node:assert/strict';
+import { execFile, spawn } from 'node:child_process';
+import { chmod, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { parse } from 'smol-toml';
+import { isFuseMounted, startStore } from './helpers/store.js';
+
+const REPO = fileURLToPath(new URL('..', import.meta.url));
+const INSTALL = join(REPO, 'scripts', 'install.sh');
+
+function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(cmd, args, { env, timeout: 60_000 }, (err, stdout, stderr) => resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout: String(stdout), stderr: String(stderr) }));
+  });
+}
+
+async function filesUnder(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const e of await readdir(dir, { withFileTypes: true, recursive: true })) if (e.isFile()) out.push(join(e.parentPath ?? (e as unknown as { path: string }).path, e.name).slice(dir.length + 1));
+  return out.sort();
+}
+
+/** [section] key = value lines of a unit file (repeated keys kept in order). */
+function unitValues(text: string, section: string, key: string): string[] {
+  let current = '';
+  const out: string[] = [];
+  for (const line of text.split('\n')) {
+    const s = /^\[(.+)\]$/.exec(line.trim());
+    if (s) current = s[1]!;
+    else if (current === section && line.startsWith(`${key}=`)) out.push(line.slice(key.length + 1));
+  }
+  return out;
+}
+
+function layerStores(toml: string): string[] {
+  const doc = parse(toml) as { storage?: { options?: { additionallayerstores?: string[] } } };
+  return doc.storage?.options?.additionallayerstores ?? [];
+}
+
+describe('systemd units and scripts/install.sh', () => {
+  let work: string;
+  let bin: string;
+
+  before(async () => {
+    work = await mkdtemp(join(tmpdir(), 'tocfs-systemd-test-'));
+    // systemd-analyze verify checks that ExecStart's program exists and is executable.
+    bin = join(work, 'bin', 'tocfs');
+    await mkdir(join(work, 'bin'));
+    await writeFile(bin, `#!/bin/sh\nexec ${process.execPath} --import tsx ${join(REPO, 'src/cli/entry.ts')} "$@"\n`);
+    await chmod(bin, 0o755);
+  });
+
+  after(async () => {
+    if (work) await rm(work, { recursive: true, force: true });
+  });
+
+  it('the units say what the store needs: Type=notify, before the engines, lazy umount after stop, restart on failure', async () => {
+    const store = await readFile(join(REPO, 'systemd', 'tocfs-store.service'), 'utf8');
+    assert.deepEqual(unitValues(store, 'Service', 'Type'), ['notify']);
+    assert.deepEqual(unitValues(store, 'Service', 'NotifyAccess'), ['all'], 'READY=1 comes from systemd-notify, a child process');
+    const beforeUnits = unitValues(store, 'Unit', 'Before').join(' ').split(/\s+/);
+    for (const engine of ['crio.service', 'podman.service']) assert.ok(beforeUnits.includes(engine), `Before=${engine}`);
+    assert.deepEqual(unitValues(store, 'Service', 'ExecStart'), ['/usr/local/bin/tocfs store --foreground /var/lib/tocfs/store']);
+    assert.deepEqual(unitValues(store, 'Service', 'ExecStopPost'), ['-/usr/bin/umount -l /var/lib/tocfs/store']);
+    assert.deepEqual(unitValues(store, 'Service', 'Restart'), ['on-failure']);
+    const snippet = await readFile(join(REPO, 'systemd', 'storage.conf'), 'utf8');
+    assert.deepEqual(layerStores(snippet), ['/var/lib/tocfs/store:ref']);
+    const mount = await readFile(join(REPO, 'systemd', 'tocfs-mount@.service'), 'utf8');
+    assert.match(unitValues(mount, 'Service', 'ExecStart')[0]!, /^\/usr\/local\/bin\/tocfs mount --foreground .*\$\{IMAGE\} \$\{MOUNTPOINT\}$/);
+    assert.deepEqual(unitValues(mount, 'Service', 'EnvironmentFile'), ['-/etc/tocfs/mounts/%i.env']);
+  });
+
+  it('install.sh --dry-run says what it would do and changes nothing', async () => {
+    const prefix = join(work, 'dry');
+    await mkdir(join(prefix, 'etc', 'containers'), { recursive: true });
+    const original = '[storage]\ndriver = "overlay"\n';
+    await writeFile(join(prefix, 'etc/containers/storage.conf'), original);
+    const res = await run('sh', [INSTALL, '--prefix', prefix, '--bin', bin, '--dry-run']);
+    assert.equal(res.code, 0, res.stderr);
+    assert.match(res.stdout, /would install .*tocfs-store\.service/);
+    assert.match(res.stdout, /would add \/var\/lib\/tocfs\/store:ref to additionallayerstores/);
+    assert.deepEqual(await filesUnder(prefix), ['etc/containers/storage.conf']);
+    assert.equal(await readFile(join(prefix, 'etc/containers/storage.conf'), 'utf8'), original);
+  });
+
+  it('install.sh installs units that systemd-analyze verify accepts, a config file and the storage.conf line; a second run changes nothing', async () => {
+    const prefix = join(work, 'real');
+    await mkdir(join(prefix, 'usr/share/containers'), { recursive: true });
+    // No /etc/containers/storage.conf yet: the packaged one is the starting point (an /etc file replaces it whole).
+    await writeFile(join(prefix, 'usr/share/containers/storage.conf'), '[storage]\ndriver = "overlay"\nrunroot = "/run/containers/storage"\ngraphroot = "/var/lib/containers/storage"\n\n[storage.options]\npull_options = {enable_partial_images = "false"}\n');
+    const first = await run('sh', [INSTALL, '--prefix', prefix, '--bin', bin]);
+    assert.equal(first.code, 0, first.stderr);
+    const units = join(prefix, 'etc/systemd/system');
+    const storeUnit = await readFile(join(units, 'tocfs-store.service'), 'utf8');
+    assert.deepEqual(unitValues(storeUnit, 'Service', 'ExecStart'), [`${bin} store --foreground /var/lib/tocfs/store`]);
+    const verify = await run('systemd-analyze', ['verify', '--man=no', join(units, 'tocfs-store.service'), join(units, 'tocfs-mount@hello.service')]);
+    assert.equal(verify.code, 0, verify.stderr);
+    assert.equal(verify.stderr.trim(), '', 'systemd-analyze verify has no complaints');
+    const conf = await readFile(join(prefix, 'etc/containers/storage.conf'), 'utf8');
+    assert.deepEqual(layerStores(conf), ['/var/lib/tocfs/store:ref']);
+    assert.match(conf, /graphroot = "\/var\/lib\/containers\/storage"/, 'the packaged settings are kept');
+    assert.match(conf, /pull_options/);
+    const config = await readFile(join(prefix, 'etc/tocfs/config.toml'), 'utf8');
+    assert.doesNotThrow(() => parse(config), 'the default config file is valid TOML');
+    assert.ok((await stat(join(prefix, 'etc/tocfs/mounts'))).isDirectory());
+    const before = await filesUnder(prefix);
+    const second = await run('sh', [INSTALL, '--prefix', prefix, '--bin', bin]);
+    assert.equal(second.code, 0, second.stderr);
+    assert.match(second.stdout, /nothing to do/);
+    assert.deepEqual(await filesUnder(prefix), before);
+    assert.equal(await readFile(join(prefix, 'etc/containers/storage.conf'), 'utf8'), conf);
+  });
+
+  it('install.sh merges into an existing storage.conf: another store kept after ours, or a new key under [storage.options]', async () => {
+    const cases: Array<[string, string[]]> = [
+      ['[storage]\ndriver = "overlay"\n\n[storage.options]\nadditionallayerstores = ["/other/store:ref"]\nmount_program = "/usr/bin/fuse-overlayfs"\n', ['/srv/als:ref', '/other/store:ref']],
+      ['[storage]\ndriver = "overlay"\n\n[storage.options]\nadditionallayerstores = []\n', ['/srv/als:ref']],
+      ['[storage]\ndriver = "overlay"\n\n[storage.options]\nmount_program = "/usr/bin/fuse-overlayfs"\n', ['/srv/als:ref']],
+      ['[storage]\ndriver = "overlay"\n', ['/srv/als:ref']],
+    ];
+    for (const [i, [text, want]] of cases.entries()) {
+      const prefix = join(work, `merge-${i}`);
+      await mkdir(join(prefix, 'etc/containers'), { recursive: true });
+      await writeFile(join(prefix, 'etc/containers/storage.conf'), text);
+      const res = await run('sh', [INSTALL, '--prefix', prefix, '--bin', bin, '--store-dir', '/srv/als']);
+      assert.equal(res.code, 0, res.stderr);
+      const conf = await readFile(join(prefix, 'etc/containers/storage.conf'), 'utf8');
+      assert.deepEqual(layerStores(conf), want, `case ${i}:\n${conf}`);
+      if (text.includes('mount_program')) assert.match(conf, /mount_program = "\/usr\/bin\/fuse-overlayfs"/);
+      assert.equal(await readFile(join(prefix, 'etc/containers/storage.conf.tocfs-backup'), 'utf8'), text, 'the previous file is kept as a backup');
+      assert.match(await readFile(join(prefix, 'etc/systemd/system/tocfs-store.service'), 'utf8'), /ExecStopPost=-\/usr\/bin\/umount -l \/srv\/als$/m);
+    }
+    const multi = join(work, 'merge-multiline');
+    await mkdir(join(multi, 'etc/containers'), { recursive: true });
+    await writeFile(join(multi, 'etc/containers/storage.conf'), '[storage.options]\nadditionallayerstores = [\n  "/other:ref",\n]\n');
+    const res = await run('sh', [INSTALL, '--prefix', multi, '--bin', bin]);
+    assert.equal(res.code, 1);
+    assert.match(res.stderr, /multi-line additionallayerstores array: add "\/var\/lib\/tocfs\/store:ref" to it by hand/);
+    const bad = await run('sh', [INSTALL, '--prefix', multi, '--bin', bin, '--store-dir', 'relative/dir']);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /must be absolute/);
+  });
+
+  it('tocfs store --foreground sends READY=1 once the store answers and STOPPING=1 on SIGTERM', async () => {
+    const socket = join(work, 'notify.sock');
+    const receiver = spawn('python3', ['-c', 'import socket,sys\ns=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM)\ns.bind(sys.argv[1])\nprint("listening",flush=True)\nwhile True:\n  d=s.recvmsg(4096)[0]\n  print(repr(d.decode()),flush=True)', socket], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let received = '';
+    receiver.stdout.on('data', (d: Buffer) => (received += d.toString()));
+    try {
+      for (let i = 0; i < 100 && !received.includes('listening'); i++) await new Promise((r) => setTimeout(r, 50));
+      assert.ok(received.includes('listening'), 'python3 datagram receiver started');
+      process.env.NOTIFY_SOCKET = socket;
+      const store = await startStore(join(work, 'store'), join(work, 'cache')).finally(() => delete process.env.NOTIFY_SOCKET);
+      for (let i = 0; i < 200 && !received.includes('READY=1'); i++) await new Promise((r) => setTimeout(r, 50));
+      assert.match(received, /READY=1\\nSTATUS=serving .*\\nMAINPID=(\d+)/);
+      assert.equal(Number(/MAINPID=(\d+)/.exec(received)![1]), store.child.pid, 'MAINPID names the store process');
+      assert.equal(await isFuseMounted(store.dir), true, 'mounted when READY=1 arrives');
+      assert.equal(await store.stop('SIGTERM'), 0);
+      assert.match(received, /STOPPING=1/);
+      assert.equal(await isFuseMounted(store.dir), false);
+    } finally {
+      receiver.kill();
+    }
+  });
+});
