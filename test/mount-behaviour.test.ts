@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash, randomInt } from 'node:crypto';
-import { cp, mkdtemp, open, readFile, rm, stat, statfs, writeFile } from 'node:fs/promises';
+import { cp, mkdtemp, open, readFile, rm, statfs, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -17,14 +17,10 @@ import { OciLayoutSource } from '../src/source/oci-layout.js';
 import { runCli } from './helpers/cli.js';
 import { CORPUS_DIR, HAVE_CORPUS, loadExpected } from './helpers/corpus.js';
 import { compareView, mountView } from './helpers/fs-expected.js';
-import { isTocfsMount, Mounts } from './helpers/mounts.js';
+import { fuseSkipReason, isTocfsMount, Mounts } from './helpers/mounts.js';
 import { blobBytesServed, startRegistry, type TestRegistry } from './helpers/registry.js';
 
-const HAVE_FUSE = await stat('/dev/fuse').then(
-  () => true,
-  () => false,
-);
-const skip = !HAVE_CORPUS ? `no corpus at ${CORPUS_DIR}` : !HAVE_FUSE ? 'no /dev/fuse' : false;
+const skip = !HAVE_CORPUS ? `no corpus at ${CORPUS_DIR}` : await fuseSkipReason();
 const BASIC = 'zstdchunked-skopeo118-basic';
 const ENTRY = fileURLToPath(new URL('../src/cli/entry.ts', import.meta.url));
 

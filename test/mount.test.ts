@@ -11,13 +11,9 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { CORPUS_DIR, corpusImages, HAVE_CORPUS, loadExpected, type Expected, type ExpectedEntry } from './helpers/corpus.js';
 import { compareView, mountView } from './helpers/fs-expected.js';
-import { isTocfsMount, Mounts, xattrsUnder } from './helpers/mounts.js';
+import { fuseSkipReason, isTocfsMount, Mounts, xattrsUnder } from './helpers/mounts.js';
 
-const HAVE_FUSE = await readFile('/dev/fuse').then(
-  () => true,
-  (e: NodeJS.ErrnoException) => e.code !== 'ENOENT' && e.code !== 'EACCES',
-);
-const skip = !HAVE_CORPUS ? `no corpus at ${CORPUS_DIR}` : !HAVE_FUSE ? 'no usable /dev/fuse' : false;
+const skip = !HAVE_CORPUS ? `no corpus at ${CORPUS_DIR}` : await fuseSkipReason();
 
 let tmp: string;
 let mounts: Mounts;

@@ -3,7 +3,7 @@
  * can always take them down, even when a test failed half-way.
  */
 import { execFile } from 'node:child_process';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { access, constants, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { runCli, type CliResult } from './cli.js';
@@ -73,4 +73,12 @@ print(json.dumps(out))
 
 export async function removeTree(dir: string): Promise<void> {
   await rm(dir, { recursive: true, force: true });
+}
+
+/** Why FUSE mount tests cannot run here, or false when they can. */
+export async function fuseSkipReason(): Promise<string | false> {
+  return access('/dev/fuse', constants.R_OK | constants.W_OK).then(
+    () => false,
+    (e: NodeJS.ErrnoException) => `no usable /dev/fuse (${e.code})`,
+  );
 }

@@ -9,6 +9,7 @@ import { openImage, type OpenedImage } from '../../image/image.js';
 import type { FsNode } from '../../image/tree.js';
 import { ReadCounter } from '../../source/counting.js';
 import { withExamples } from '../help.js';
+import { notFound, whereIn } from './ls.js';
 import { openImageOptions, withCacheOptions, withImageOptions } from '../options.js';
 
 interface CatArgs {
@@ -26,8 +27,8 @@ const STEP = 4 * 1024 * 1024;
 /** The regular file a path names (symlinks followed inside the image). */
 export function fileAt(image: OpenedImage, path: string, layer?: string): FsNode {
   const found = image.tree(layer).resolve(path, true);
-  const where = `${image.reference}${layer ? ` layer ${layer}` : ''}`;
-  if ('error' in found) throw new TocfsError(`${path}: ${found.error === 'ENOENT' ? 'no such file or directory' : found.error === 'ENOTDIR' ? 'not a directory' : 'too many levels of symbolic links'} in ${where}`);
+  if ('error' in found) throw notFound(image, path, found.error, layer);
+  const where = whereIn(image, layer);
   const type = found.node.entry.type;
   if (type === 'dir') throw new TocfsError(`${path}: is a directory in ${where}`);
   if (type !== 'reg') throw new TocfsError(`${path}: not a regular file (${type}) in ${where}`);

@@ -111,11 +111,23 @@ function longLines(entries: LsEntry[]): string {
     .join('');
 }
 
+const RESOLVE_ERRORS = { ENOENT: 'no such file or directory', ENOTDIR: 'not a directory', ELOOP: 'too many levels of symbolic links' } as const;
+
+/** Where in which image (and layer) a path was looked up, for error messages. */
+export function whereIn(image: OpenedImage, layer?: string): string {
+  return `${image.reference}${layer ? ` layer ${layer}` : ''}`;
+}
+
+/** The error for a path that does not resolve inside an image. */
+export function notFound(image: OpenedImage, path: string, error: keyof typeof RESOLVE_ERRORS, layer?: string): TocfsError {
+  return new TocfsError(`${path}: ${RESOLVE_ERRORS[error]} in ${whereIn(image, layer)}`);
+}
+
 /** The entries `ls` shows for a path: a directory's children, or the name itself. */
 export function listPath(image: OpenedImage, path: string, layer?: string): LsEntry[] {
   const tree = image.tree(layer);
   const found = tree.resolve(path, false);
-  if ('error' in found) throw new TocfsError(`${path}: ${found.error === 'ENOENT' ? 'no such file or directory' : found.error === 'ENOTDIR' ? 'not a directory' : 'too many levels of symbolic links'} in ${image.reference}${layer ? ` layer ${layer}` : ''}`);
+  if ('error' in found) throw notFound(image, path, found.error, layer);
   let { node } = found;
   let at = found.path;
   // Like ls: a symlink to a directory named as the argument is listed through.
