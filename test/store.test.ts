@@ -91,6 +91,7 @@ describe('tocfs store over a real registry', { skip: HAVE_CORPUS ? false : `corp
   it('TOC-digest keys (Podman ≥ 5.1): stat diff/info/blob, use, info with toc-digest and the DiffID flag, rmdir', async () => {
     const exp = expected.get('zstdchunked-skopeo118-layers')!;
     const img = exp.images[0]!;
+    const rootInodes = new Set<number>();
     for (const [i, digest] of img.layers.entries()) {
       const layer = exp.layers[digest]!;
       const tocDigest = layer.annotations!['io.github.containers.zstd-chunked.manifest-checksum']!;
@@ -107,7 +108,9 @@ describe('tocfs store over a real registry', { skip: HAVE_CORPUS ? false : `corp
       assert.equal(info.compression, 4, 'zstd');
       assert.equal(await errnoOf(rmdir(dir)), 'ENOENT', 'rmdir answers ENOENT (release counted) and the directory stays');
       assert.equal(await errnoOf(stat(join(dir, 'diff'))), '');
+      rootInodes.add((await stat(join(dir, 'diff'))).ino);
     }
+    assert.equal(rootInodes.size, img.layers.length, 'each layer tree has inode numbers of its own (overlayfs sees them on one device)');
   });
 
   it('blob-digest keys (Podman 4.3.1) on eStargz with whiteouts: info, overlay-native diff tree, exact blob', async () => {

@@ -1,6 +1,7 @@
 /** Runs `tocfs store --foreground` from source for tests, and waits until the store answers. */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
+import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
 const ENTRY = fileURLToPath(new URL('../../src/cli/entry.ts', import.meta.url));
@@ -24,17 +25,7 @@ export async function startStore(dir: string, cacheDir: string, extraArgs: strin
   const args = ['--import', 'tsx', ENTRY, 'store', '--foreground', '--tls-verify=false', '--cache-dir', cacheDir, '--metrics-address', '', '--log-level', 'debug', ...extraArgs, dir];
   const child = spawn(process.execPath, args, { env: { ...process.env, TOCFS_LOG_JSON: '1', TOCFS_CONFIG: '' }, stdio: ['ignore', 'pipe', 'pipe'] });
   const log: string[] = [];
-  let buf = '';
-  const onData = (d: Buffer): void => {
-    buf += d.toString();
-    let i: number;
-    while ((i = buf.indexOf('\n')) >= 0) {
-      log.push(buf.slice(0, i));
-      buf = buf.slice(i + 1);
-    }
-  };
-  child.stdout!.on('data', onData);
-  child.stderr!.on('data', onData);
+  for (const stream of [child.stdout!, child.stderr!]) createInterface({ input: stream }).on('line', (line) => log.push(line));
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   const deadline = Date.now() + 30_000;
   while (!log.some((l) => l.includes('layer store mounted'))) {
