@@ -102,7 +102,7 @@ async function buildImages(opts: Options, tocfs: Tocfs): Promise<BenchImages> {
   const pairA = await image('py', 'python runtime v1', (d) => stageRuntime(d, false));
   const pairBStage = join(root, 'stage', 'py2');
   let changed = 0;
-  const pairB = await image('py2', 'python runtime, every 20th file changed', async (d) => {
+  const pairB = await image('py2', 'python runtime, 1 file in 20 changed (.py only)', async (d) => {
     await rm(d, { recursive: true, force: true });
     await cp(join(root, 'stage', 'py'), d, { recursive: true, verbatimSymlinks: true });
     changed = await changeEveryNth(d, 20);
