@@ -166,6 +166,8 @@ const EMPTY_STAT = new Uint32Array(21);
 /** fuse-native with tocfs's stat/statfs/readdir/xattr handoffs (see the module comment). */
 export class Fuse extends FuseBase {
   private readonly log: Logger | undefined;
+  /** Converted readdir stats, kept as long as the operations keep the listing. */
+  private readonly statArrays = new WeakMap<StatInfo[], Uint32Array[]>();
 
   constructor(mountpoint: string, ops: FuseOperations, options: FuseOptions, log?: Logger) {
     super(mountpoint, ops, options);
@@ -195,7 +197,12 @@ export class Fuse extends FuseBase {
   _op_readdir(signal: Signal, path: string): void {
     this.tocfsOps.readdir(path, (err, names, stats) => {
       if (err || !names) return signal(err || Errno.EIO);
-      return signal(0, names, stats ? stats.map((s) => statArray(s, this.log)) : []);
+      let arrays = stats ? this.statArrays.get(stats) : [];
+      if (!arrays) {
+        arrays = stats!.map((s) => statArray(s, this.log));
+        this.statArrays.set(stats!, arrays);
+      }
+      return signal(0, names, arrays);
     });
   }
 

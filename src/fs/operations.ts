@@ -79,6 +79,7 @@ export function fsOperations(opts: FsOptions): FuseOperations {
   const { tree, read, logger: log } = opts;
   const blockSize = opts.blockSize ?? 128 * 1024;
   const handles = new Map<number, FsNode>();
+  const listings = new WeakMap<FsNode, { names: string[]; stats: StatInfo[] }>();
   let nextHandle = 1;
   let totalBytes: number | undefined;
 
@@ -99,10 +100,15 @@ export function fsOperations(opts: FsOptions): FuseOperations {
     readdir(path, cb) {
       withNode(path, cb, (node) => {
         if (!node.children) return cb(Errno.ENOTDIR);
-        const names = sortedNames(node.children);
-        const stats = names.map((n) => statOf(node.children!.get(n)!, blockSize));
-        const self = statOf(node, blockSize);
-        cb(0, ['.', '..', ...names], [self, self, ...stats]);
+        let listing = listings.get(node);
+        if (!listing) {
+          // The tree never changes under a mount: list each directory once.
+          const names = sortedNames(node.children);
+          const self = statOf(node, blockSize);
+          listing = { names: ['.', '..', ...names], stats: [self, self, ...names.map((n) => statOf(node.children!.get(n)!, blockSize))] };
+          listings.set(node, listing);
+        }
+        cb(0, listing.names, listing.stats);
       });
     },
     readlink(path, cb) {

@@ -128,13 +128,14 @@ export class FsTree {
   }
 }
 
-/** Names of a directory in byte order (what `ls` and readdir show, and what tests compare). */
+/** Names of a directory in byte order of their UTF-8 (what `ls` and readdir show, and what tests compare). */
 export function sortedNames(children: Map<string, FsNode>): string[] {
-  return [...children.keys()].sort(compareBytes);
-}
-
-function compareBytes(a: string, b: string): number {
-  return Buffer.compare(Buffer.from(a), Buffer.from(b));
+  const names = [...children.keys()];
+  // UTF-16 code-unit order is UTF-8 byte order unless surrogates meet U+E000..U+FFFF.
+  if (!names.some((n) => /[\uD800-\uFFFF]/.test(n))) return names.sort();
+  const keyed = names.map((name) => ({ name, bytes: Buffer.from(name) }));
+  keyed.sort((a, b) => Buffer.compare(a.bytes, b.bytes));
+  return keyed.map((k) => k.name);
 }
 
 /** How whiteouts (`.wh.NAME`, `.wh..wh..opq`) appear in a single layer's tree. */
