@@ -16,6 +16,7 @@ import { extractChunk, readLayerToc, type LayerToc } from '../src/formats/index.
 import { OciLayoutSource } from '../src/source/oci-layout.js';
 import type { BlobReader, ResolvedImage } from '../src/source/types.js';
 import { runCli } from './helpers/cli.js';
+import { startRegistry } from './helpers/registry.js';
 import { CORPUS_DIR, HAVE_CORPUS, loadExpected, type ExpectedEntry } from './helpers/corpus.js';
 
 async function tocContent(toc: LayerToc, path: string, blob: BlobReader): Promise<Buffer> {
@@ -115,6 +116,30 @@ describe('tocfs convert', { skip: !HAVE_CORPUS && 'corpus not present' }, () => 
     assert.deepEqual(toc.entries.slice(0, 4).map((e) => e.path), ['etc', 'etc/hostname', 'bin', 'bin/hello.sh']);
     const first = toc.entries.find((e) => e.path === 'bin/hello.sh')!.chunks[0]!;
     assert.ok(toc.prefetchEnd !== undefined && first.compressedEnd <= toc.prefetchEnd);
+  });
+
+  it('converts from a registry, picking the platform asked for', async () => {
+    const registry = await startRegistry();
+    try {
+      const repo = await registry.load(join(CORPUS_DIR, 'gzip-plain-multiarch'));
+      const out = join(tmp, 'from-registry');
+      const r = await runCli(['convert', `docker://${registry.host}/${repo}:latest`, `oci:${out}`, '--format', 'zstd:chunked', '--tls-verify=false', '--platform', 'linux/arm64/v8']);
+      assert.equal(r.code, 0, r.stderr);
+      const x = loadExpected('gzip-plain-multiarch').images.find((i) => i.platform.architecture === 'arm64')!;
+      const src = new OciLayoutSource({ transport: 'oci', dir: out });
+      const resolved = await src.resolve({ platform: { os: 'linux', architecture: 'arm64', variant: 'v8' } });
+      assert.equal(resolved.config.architecture, 'arm64');
+      assert.deepEqual(resolved.platform, { os: 'linux', architecture: 'arm64', variant: 'v8' });
+      const index = JSON.parse(await readFile(join(out, 'index.json'), 'utf8'));
+      assert.deepEqual(index.manifests[0].platform, { os: 'linux', architecture: 'arm64', variant: 'v8' }, 'index.json names the platform');
+      assert.equal(resolved.layers.length, x.layers.length);
+      for (const [i, desc] of resolved.layers.entries()) {
+        const toc = await readLayerToc(desc, src.blob(desc));
+        await checkLayer(toc, src.blob(desc), loadExpected('gzip-plain-multiarch').layers[x.layers[i]!]!.entries, `arm64 layer ${i}`);
+      }
+    } finally {
+      await registry.stop();
+    }
   });
 
   it('refuses a source blob that does not match its digest, naming the layer', async () => {

@@ -98,6 +98,7 @@ export async function convertImage(sourceRef: string, destinationRef: string, op
       config,
       layers: layers.map((l) => ({ mediaType: l.written.mediaType, digest: l.written.digest, size: l.written.size, annotations: l.written.annotations })),
       ...(dst.tag ? { tag: dst.tag } : {}),
+      platform: image.platform,
     });
     return { destination: destinationRef, manifestDigest: out.manifestDigest, configDigest: out.configDigest, layers };
   } finally {

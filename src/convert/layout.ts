@@ -7,7 +7,7 @@ import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { digestHex } from '../digest.js';
 import { MediaTypes } from '../image/manifest.js';
-import type { Descriptor, ImageConfig } from '../source/types.js';
+import type { Descriptor, ImageConfig, Platform } from '../source/types.js';
 
 const REF_NAME = 'org.opencontainers.image.ref.name';
 
@@ -55,7 +55,7 @@ export class OciLayoutWriter {
    * Writes config and manifest and records the manifest in index.json under `tag`
    * (replacing an image of the same tag, keeping others).
    */
-  async writeImage(opts: { config: ImageConfig; layers: Descriptor[]; tag?: string; annotations?: Record<string, string> }): Promise<WrittenImage> {
+  async writeImage(opts: { config: ImageConfig; layers: Descriptor[]; tag?: string; annotations?: Record<string, string>; platform?: Platform }): Promise<WrittenImage> {
     const config = await this.putBlob(Buffer.from(JSON.stringify(opts.config)), MediaTypes.ociConfig);
     const manifest = {
       schemaVersion: 2,
@@ -74,7 +74,7 @@ export class OciLayoutWriter {
     }
     const tag = opts.tag ?? 'latest';
     manifests = manifests.filter((d) => d.annotations?.[REF_NAME] !== tag);
-    manifests.push({ ...m, annotations: { [REF_NAME]: tag } });
+    manifests.push({ ...m, ...(opts.platform ? { platform: opts.platform } : {}), annotations: { [REF_NAME]: tag } });
     await writeFile(indexPath, JSON.stringify({ schemaVersion: 2, mediaType: MediaTypes.ociIndex, manifests }));
     return { manifestDigest: m.digest, manifestSize: m.size, configDigest: config.digest };
   }
