@@ -120,6 +120,20 @@ describe('mount: faults and concurrency', { skip }, () => {
     assert.equal((await mounts.unmount(mnt)).code, 0);
   });
 
+  it('a mount that cannot start reports the daemon\'s error and exits non-zero; unmount of a non-mount fails clearly', async () => {
+    const mnt = await mkdtemp(join(tmp, 'fail-'));
+    const noImage = await runCli(['mount', `oci:${join(tmp, 'no-such-layout')}`, mnt, '--cache-dir', join(tmp, 'fail-cache')]);
+    assert.equal(noImage.code, 1);
+    assert.match(noImage.stderr, /tocfs: .*not an OCI image layout/);
+    assert.equal(await isTocfsMount(mnt), false);
+    const noDir = await runCli(['mount', `oci:${join(CORPUS_DIR, BASIC)}`, join(tmp, 'no-such-dir'), '--cache-dir', join(tmp, 'fail-cache')]);
+    assert.equal(noDir.code, 1);
+    assert.match(noDir.stderr, /mountpoint .*no-such-dir: does not exist/);
+    const notMounted = await runCli(['unmount', mnt]);
+    assert.equal(notMounted.code, 1);
+    assert.match(notMounted.stderr, /is not a tocfs mount/);
+  });
+
   it('a stale mount (daemon killed) is cleaned by tocfs unmount, and a new mount may take its place', async () => {
     const mnt = await mounts.mount(`oci:${join(CORPUS_DIR, BASIC)}`);
     const state = await readMountState(mnt);
