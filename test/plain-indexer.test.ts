@@ -4,6 +4,9 @@
  * every file must be rebuildable from the pieces handed to `put`.
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { link, mkdir, mkdtemp, open, readFile, rm, symlink, truncate, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { sha256 } from '../src/digest.js';
@@ -97,5 +100,46 @@ describe('plain-layer indexer on the corpus', { skip: !HAVE_CORPUS && 'corpus no
     const blob = memoryBlob({ desc: layer.desc, bytes });
     await assert.rejects(indexPlainLayer(layer.desc, blob, async () => undefined), (e: Error) =>
       e instanceof DigestMismatchError && e.message.includes(`layer ${layer.desc.digest}`) && e.actual === sha256(bytes));
+  });
+});
+
+describe('plain-layer indexer on archives written by GNU tar', () => {
+  it('reads GNU long names, old-GNU sparse members, hard links and symlinks', async () => {
+    const tmp = await mkdtemp(join(tmpdir(), 'tocfs-plain-gnu-'));
+    try {
+      const root = join(tmp, 'root');
+      const long = 'd'.repeat(120) + '/' + 'f'.repeat(110) + '.txt';
+      await mkdir(join(root, 'd'.repeat(120)), { recursive: true });
+      await writeFile(join(root, long), 'long name\n');
+      const sparse = join(root, 'sparse.img');
+      await writeFile(sparse, '');
+      await truncate(sparse, 10 << 20);
+      const fh = await open(sparse, 'r+');
+      await fh.write(Buffer.from('hello in the middle'), 0, 19, 5 << 20);
+      await fh.close();
+      await link(join(root, long), join(root, 'hardlink'));
+      await symlink('sparse.img', join(root, 'symlink'));
+      const archive = join(tmp, 'layer.tar.gz');
+      execFileSync('tar', ['--format=gnu', '-S', '-czf', archive, '-C', root, '.']);
+      const bytes = await readFile(archive);
+      const desc: Descriptor = { mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: sha256(bytes), size: bytes.length };
+      const store = new Map<string, Buffer>();
+      const toc = await indexPlainLayer(desc, memoryBlob({ desc, bytes }), async (d, data) => void store.set(d, Buffer.from(data)));
+      const byPath = new Map(toc.entries.map((e) => [e.path, e]));
+      const content = (p: string): Buffer => {
+        const e = byPath.get(p)!;
+        return e.type === 'hardlink' ? content(e.linkName!) : Buffer.concat(e.chunks.map((c) => store.get(c.digest)!));
+      };
+      assert.equal(content(long).toString(), 'long name\n');
+      const img = byPath.get('sparse.img')!;
+      assert.equal(img.size, 10 << 20);
+      assert.equal(sha256(content('sparse.img')), sha256(await readFile(sparse)));
+      // GNU tar stores the second name of a hard-linked file as a link to the first one it wrote.
+      const [first, second] = [long, 'hardlink'].map((p) => byPath.get(p)!);
+      assert.ok((first!.type === 'hardlink' && first!.linkName === 'hardlink') || (second!.type === 'hardlink' && second!.linkName === long));
+      assert.equal(byPath.get('symlink')!.linkName, 'sparse.img');
+    } finally {
+      await rm(tmp, { recursive: true, force: true });
+    }
   });
 });
