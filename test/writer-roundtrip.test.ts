@@ -188,6 +188,10 @@ describe('zstd:chunked writer', () => {
     const compressed = await layer.blob.read(ts.offset, ts.compressedLength);
     assert.equal(sha256(compressed), ts.digest);
     const entries = parseTarSplit(await zstdDecompress(compressed));
+    assert.equal(entries.reduce((n, e) => n + (e.type === 2 ? e.payload.length : e.size), 0), readFileSync(img.sourceTars[0]!).length);
+    // Newest containers/storage pulls partially only if the tar-split lists exactly the TOC's entries.
+    assert.deepEqual(entries.flatMap((e) => (e.type === 1 ? [[norm(e.name), e.size]] : [])), toc.entries.map((e) => [e.path, e.size]));
+    assert.deepEqual(entries.map((e) => e.position), entries.map((_, i) => i), 'positions count entries from 0');
     const byPath = new Map(toc.entries.map((e) => [e.path, e]));
     const parts: Buffer[] = [];
     for await (const b of rebuildTar(entries, (name) => fileContent(toc, byPath.get(norm(name))!, layer.blob))) parts.push(b);
