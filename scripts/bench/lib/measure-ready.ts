@@ -50,8 +50,15 @@ function whyUnavailable(ctx: Ctx, mode: ReadyMode, img: BuiltImage): string | un
 
 /** A running `tocfs store` (the Podman additional layer store). */
 async function startStore(ctx: Ctx, side: ClientSide, dir: string, cacheDir: string): Promise<{ stop(): Promise<void> }> {
-  const svc = startService(['node', ctx.tocfs.entry, '--log-level', 'warn', 'store', '--tls-verify=false', '--cache-dir', cacheDir, dir], { ns: side.ns });
-  await waitFor('tocfs store mount', async () => (await run(['mountpoint', '-q', dir], { check: false })).code === 0, 30_000);
+  const svc = startService(['node', ctx.tocfs.entry, '--log-level', 'warn', 'store', '--foreground', '--tls-verify=false', '--cache-dir', cacheDir, dir], { ns: side.ns });
+  const exited = (): boolean => svc.child.exitCode !== null;
+  try {
+    await waitFor('tocfs store mount', async () => exited() || (await run(['mountpoint', '-q', dir], { check: false })).code === 0, 30_000);
+    if (exited()) throw new Error(`tocfs store exited: ${svc.output.slice(-5).join(' | ')}`);
+  } catch (e) {
+    await svc.stop();
+    throw e;
+  }
   return {
     async stop() {
       await svc.stop();

@@ -68,10 +68,9 @@ ${mode.additionalLayerStore ? `additionallayerstores = ["${mode.additionalLayerS
       // cache, which ignores --root) is this run's own directory.
       'unshare', '-m', '--propagation', 'slave', 'sh', '-c', `mount --bind "$0" ${SYSTEM_BLOB_INFO_CACHE} && exec "$@"`, join(this.dir, 'blob-info-cache'),
       'podman',
-      '--root', join(this.dir, 'root'),
-      '--runroot', this.runroot,
+      // Root, runroot and driver come from storage.conf only: podman drops storage.conf's driver
+      // options (additionallayerstores among them) when --storage-driver is given.
       '--tmpdir', join(this.dir, 'libpod'),
-      '--storage-driver', 'overlay',
       '--runtime', 'runc',
       '--cgroup-manager', 'cgroupfs',
       '--events-backend', 'file',
