@@ -112,12 +112,25 @@ export interface LayerStream {
  */
 export async function openLayerStream(desc: Descriptor, blob: BlobReader, onCompressedBytes?: (n: number) => void): Promise<LayerStream> {
   const src = verifiedBlob(desc, blob, onCompressedBytes)[Symbol.asyncIterator]();
-  const first = await src.next();
-  const head = first.done ? Buffer.alloc(0) : first.value;
+  // Gather enough for sniffing (a tar is recognised at offset 257).
+  const headParts: Buffer[] = [];
+  let headLength = 0;
+  let ended = false;
+  while (headLength < 512) {
+    const r = await src.next();
+    if (r.done) {
+      ended = true;
+      break;
+    }
+    headParts.push(r.value);
+    headLength += r.value.length;
+  }
+  const head = Buffer.concat(headParts);
   const codec = sniffCodec(head.subarray(0, 512));
+  if (codec === 'unknown' && head.length > 0) throw new FormatError(`layer ${desc.digest}: neither gzip, zstd nor tar (unknown first bytes ${head.subarray(0, 4).toString('hex')})`);
   const rest = (async function* () {
-    if (!first.done) yield head;
-    for (let r = await src.next(); !r.done; r = await src.next()) yield r.value;
+    if (head.length) yield head;
+    if (!ended) for (let r = await src.next(); !r.done; r = await src.next()) yield r.value;
   })();
   if (codec === 'gzip') return { codec, tar: gunzipStream(rest) };
   if (codec === 'zstd') return { codec, tar: zstdStream(rest) };
@@ -275,7 +288,6 @@ export async function indexPlainLayer(
 ): Promise<LayerToc> {
   const layer = desc.digest;
   const stream = await openLayerStream(desc, blob, onProgress);
-  if (stream.codec === 'unknown') throw new FormatError(`layer ${layer}: neither gzip, zstd nor tar (first bytes unknown)`);
   const entries: TocEntry[] = [];
   let uncompressed = 0;
   for await (const ev of scanTar((async function* () {
