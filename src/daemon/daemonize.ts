@@ -20,7 +20,7 @@ interface ReadyMessage {
 export interface DaemonOptions {
   /** CLI arguments of the child (without node and the entry script). */
   args: string[];
-  /** The child's stdout and stderr go here (appended). */
+  /** The child's stdout and stderr go here (the file is started afresh). */
   logFile: string;
 }
 
@@ -64,7 +64,7 @@ function childExecArgv(): string[] {
 
 /** Spawns the daemon and resolves with its pid once it reports ready; rejects with its error otherwise. */
 export function startDaemon(opts: DaemonOptions): Promise<number> {
-  const log = openSync(opts.logFile, 'a', 0o600);
+  const log = openSync(opts.logFile, 'w', 0o600); // one mount's log; kept after it ends for a post-mortem
   const child = spawn(process.execPath, [...childExecArgv(), resolve(process.argv[1]!), ...opts.args], {
     detached: true,
     cwd: '/',

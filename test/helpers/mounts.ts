@@ -6,6 +6,7 @@ import { execFile } from 'node:child_process';
 import { access, constants, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { mountFiles } from '../../src/daemon/state.js';
 import { runCli, type CliResult } from './cli.js';
 
 const run = promisify(execFile);
@@ -30,7 +31,10 @@ export class Mounts {
 
   async unmount(mnt: string): Promise<CliResult> {
     const r = await runCli(['unmount', mnt], { env: this.env, timeoutMs: 60_000 });
-    if (r.code === 0) this.active.delete(mnt);
+    if (r.code === 0) {
+      this.active.delete(mnt);
+      await rm(mountFiles(mnt).log, { force: true });
+    }
     return r;
   }
 
