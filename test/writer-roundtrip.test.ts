@@ -17,7 +17,7 @@ import { sha256 } from '../src/digest.js';
 import { FormatError } from '../src/errors.js';
 import { extractChunk, readLayerToc, type LayerToc, type TocEntry } from '../src/formats/index.js';
 import { normaliseName } from '../src/formats/path.js';
-import { scanTar, toTimestamp } from '../src/formats/tar.js';
+import { formatPaxTime, scanTar, toTimestamp } from '../src/formats/tar.js';
 import { writeEstargzLayer } from '../src/formats/writer/estargz.js';
 import { Chunker } from '../src/formats/writer/rollsum.js';
 import { parseTarSplit, rebuildTar } from '../src/formats/writer/tarsplit.js';
@@ -348,6 +348,43 @@ describe('zstd:chunked writer on degenerate content', () => {
       await checkToc(toc, layer.blob, spec, false);
       const out = sh(`zstd -dc '${layer.path}' | sha256sum`).split(' ')[0];
       assert.equal('sha256:' + out, img.sourceTarDigests[0]);
+    } finally {
+      await rm(tmp, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('tar writer (the test images\' source tars)', () => {
+  it('writes what python\'s tarfile reads back: names, types, modes, owners, times, links, devices, xattrs', async () => {
+    const tmp = await mkdtemp(join(tmpdir(), 'tocfs-tar-'));
+    try {
+      const img = await buildImage(join(tmp, 'img'), { format: 'tar', layers: [RICH_LAYER] });
+      const script = `
+import json, sys, tarfile, hashlib
+out = []
+with tarfile.open(sys.argv[1]) as t:
+    for m in t:
+        x = {k: m.pax_headers[k].encode('utf-8', 'surrogateescape').hex() for k in m.pax_headers if k.startswith('SCHILY.xattr.')}
+        out.append({'name': m.name, 'type': m.type.decode(), 'mode': m.mode, 'uid': m.uid, 'gid': m.gid, 'uname': m.uname, 'gname': m.gname,
+                    'mtime': m.pax_headers.get('mtime', str(m.mtime)), 'linkname': m.linkname, 'dev': [m.devmajor, m.devminor], 'size': m.size,
+                    'sha256': hashlib.sha256(t.extractfile(m).read()).hexdigest() if m.isreg() else None, 'xattrs': x})
+print(json.dumps(out))`;
+      const got = JSON.parse(execFileSync('python3', ['-c', script, img.sourceTars[0]!]).toString()) as Array<Record<string, unknown>>;
+      const flags: Record<string, string> = { reg: '0', hardlink: '1', symlink: '2', char: '3', block: '4', dir: '5', fifo: '6' };
+      assert.equal(got.length, RICH_LAYER.length);
+      for (const [i, f] of RICH_LAYER.entries()) {
+        const g = got[i]!;
+        const type = f.type ?? 'reg';
+        const t = toTimestamp(f.mtime ?? 1700000000);
+        const mtime = t.nsec ? formatPaxTime(t) : String(t.sec);
+        assert.deepEqual(
+          [g.name, g.type, g.mode, g.uid, g.gid, g.uname, g.gname, g.mtime, g.linkname, g.dev, g.xattrs],
+          [f.path, flags[type], f.mode ?? (type === 'dir' ? 0o755 : type === 'symlink' ? 0o777 : 0o644), f.uid ?? 0, f.gid ?? 0, f.uname ?? '', f.gname ?? '', mtime, f.linkName ?? '',
+            [f.devMajor ?? 0, f.devMinor ?? 0], Object.fromEntries(Object.entries(f.xattrs ?? {}).map(([k, v]) => [`SCHILY.xattr.${k}`, Buffer.from(v).toString('hex')]))],
+          f.path,
+        );
+        if (type === 'reg') assert.equal('sha256:' + g.sha256, await contentDigest(f.content ?? ''), f.path);
+      }
     } finally {
       await rm(tmp, { recursive: true, force: true });
     }
