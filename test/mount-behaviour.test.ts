@@ -152,9 +152,9 @@ describe('mount: faults and concurrency', { skip }, () => {
     assert.equal(await isTocfsMount(mnt), false);
   });
 
-  it('--foreground serves until SIGTERM, then unmounts cleanly', async () => {
+  it('--foreground serves until SIGTERM, then unmounts cleanly; --metrics-address serves its FUSE metrics', async () => {
     const mnt = await mkdtemp(join(tmp, 'fg-'));
-    const child = spawn(process.execPath, ['--import', 'tsx', ENTRY, 'mount', `oci:${join(CORPUS_DIR, BASIC)}`, mnt, '--foreground', '--cache-dir', join(tmp, 'fg-cache')], {
+    const child = spawn(process.execPath, ['--import', 'tsx', ENTRY, 'mount', `oci:${join(CORPUS_DIR, BASIC)}`, mnt, '--foreground', '--cache-dir', join(tmp, 'fg-cache'), '--metrics-address', '127.0.0.1:0'], {
       env: { ...process.env, TOCFS_LOG_JSON: '1' },
       stdio: ['ignore', 'ignore', 'pipe'],
     });
@@ -165,6 +165,14 @@ describe('mount: faults and concurrency', { skip }, () => {
       await waitFor('the foreground mount', () => isTocfsMount(mnt));
       const f = expectedFile(BASIC, 'data/medium-random.bin');
       assert.equal(sha256(await readFile(join(mnt, 'data/medium-random.bin'))), f.sha256);
+      await assert.rejects(readFile(join(mnt, 'no-such-file')), { code: 'ENOENT' });
+      const address = /"address":"([^"]+)","msg":"serving metrics at \/metrics"/.exec(stderr)?.[1];
+      assert.ok(address, stderr);
+      const text = await (await fetch(`http://${address}/metrics`)).text();
+      const value = (re: RegExp): number => Number(re.exec(text)?.[1] ?? NaN);
+      assert.ok(value(/^tocfs_served_bytes_total (\d+)/m) >= f.size, 'served bytes counted');
+      assert.ok(value(/^tocfs_fuse_operation_duration_seconds_count\{op="read"\} (\d+)/m) > 0, 'FUSE reads timed');
+      assert.ok(value(/^tocfs_fuse_errors_total\{op="getattr",errno="ENOENT"\} (\d+)/m) >= 1, 'the failed lookup counted');
       child.kill('SIGTERM');
       assert.equal(await exited, 0, stderr);
       assert.equal(await isTocfsMount(mnt), false);

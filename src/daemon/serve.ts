@@ -7,6 +7,7 @@ import { resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { fetchAll, prefetchLandmark, type FetchProgress } from '../fetch/prefetch.js';
 import { fsOperations } from '../fs/operations.js';
+import { startMetricsServer, type MetricsServer } from '../metrics/index.js';
 import { isMounted, mountFs, type MountedFs } from '../fs/mount.js';
 import { openImage, type ImageLayer, type OpenedImage, type OpenImageOptions } from '../image/image.js';
 import { notifyFailure, notifyReady } from './daemonize.js';
@@ -25,6 +26,8 @@ export interface ServeOptions {
   logger: Logger;
   /** Where the daemon's log goes, recorded for `tocfs unmount`. */
   logFile?: string;
+  /** Serve Prometheus metrics (/metrics, /healthz) at HOST:PORT. */
+  metricsAddress?: string;
 }
 
 /** How often the daemon checks that its mount still exists (someone may run fusermount -u). */
@@ -88,7 +91,9 @@ export async function serveMount(opts: ServeOptions): Promise<void> {
   const started = Date.now();
   let image: OpenedImage | undefined;
   let mounted: MountedFs | undefined;
+  let metricsServer: MetricsServer | undefined;
   try {
+    if (opts.metricsAddress) metricsServer = await startMetricsServer(opts.metricsAddress);
     image = await openImage(opts.image, { ...opts.open, logger: log });
     const tree = image.tree(opts.layer);
     const opened = image;
@@ -104,6 +109,7 @@ export async function serveMount(opts: ServeOptions): Promise<void> {
   } catch (e) {
     await mounted?.unmount().catch(() => undefined);
     await image?.close().catch(() => undefined);
+    await metricsServer?.close().catch(() => undefined);
     notifyFailure((e as Error).message);
     throw e;
   }
@@ -127,6 +133,7 @@ export async function serveMount(opts: ServeOptions): Promise<void> {
   await mounted.unmount().catch((err: unknown) => log.warn({ err }, 'unmount failed'));
   await background;
   await image.close().catch(() => undefined);
+  await metricsServer?.close().catch(() => undefined);
   await removeMountState(mountpoint, process.pid);
   log.info({ mountpoint }, 'unmounted');
 }

@@ -6,6 +6,7 @@
 import type { Logger } from 'pino';
 import type { FsNode, FsTree } from '../image/tree.js';
 import { sortedNames } from '../image/tree.js';
+import { metrics } from '../metrics/index.js';
 import { Errno, type FuseOperations, type StatfsInfo, type StatInfo } from './fuse-binding.js';
 
 /** Reads `length` bytes at `offset` of a regular file (exactly, within the file's size). */
@@ -29,6 +30,10 @@ const TYPE_BITS: Record<string, number> = {
   block: 0o060000,
   fifo: 0o010000,
 };
+
+/** Operations timed in tocfs_fuse_operation_duration_seconds (with errors by errno name). */
+const TIMED_OPS = ['getattr', 'readdir', 'readlink', 'getxattr', 'listxattr', 'open', 'read'] as const;
+const ERRNO_NAMES = new Map<number, string>(Object.entries(Errno).map(([name, n]) => [n, name]));
 
 const O_ACCMODE = 3;
 const W_OK = 2;
@@ -181,6 +186,20 @@ export function fsOperations(opts: FsOptions): FuseOperations {
       cb(0);
     },
   };
+  for (const name of TIMED_OPS) {
+    const op = ops[name] as (...args: unknown[]) => void;
+    ops[name] = (...args: unknown[]): void => {
+      const done = metrics.startFuseOp(name);
+      const cb = args[args.length - 1] as (...r: unknown[]) => void;
+      args[args.length - 1] = (...r: unknown[]): void => {
+        const res = r[0] as number;
+        done(res < 0 ? ERRNO_NAMES.get(res) ?? String(-res) : undefined);
+        if (name === 'read' && res > 0) metrics.served(res);
+        cb(...r);
+      };
+      op(...args);
+    };
+  }
   // The mount is read-only (`ro`), so the kernel refuses these first; answer EROFS regardless.
   for (const name of ['write', 'create', 'truncate', 'ftruncate', 'utimens', 'chown', 'chmod', 'mknod', 'setxattr', 'removexattr', 'unlink', 'rename', 'link', 'symlink', 'mkdir', 'rmdir']) {
     ops[name] = readOnly;

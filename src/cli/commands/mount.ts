@@ -9,6 +9,7 @@ import { currentConfig, settingOption } from '../../config/index.js';
 import { hasReadyChannel, startDaemon } from '../../daemon/daemonize.js';
 import { serveMount, type PrefetchMode } from '../../daemon/serve.js';
 import { ensureRuntimeDir, mountFiles } from '../../daemon/state.js';
+import { metricsAddressFor } from '../../metrics/index.js';
 import { formatReference, parseReference } from '../../reference.js';
 import { logger } from '../../log.js';
 import { withExamples } from '../help.js';
@@ -31,7 +32,7 @@ function daemonArgs(argv: MountArgs, mountpoint: string): string[] {
   const v = currentConfig().values;
   const args = ['mount', formatReference(parseReference(argv.image)), mountpoint, '--foreground'];
   args.push('--prefetch', String(v['prefetch.mode']), '--cache-dir', resolve(String(v['cache.dir'])), `--tls-verify=${v['registry.tls_verify'] !== false}`);
-  args.push('--log-level', String(v['log.level']));
+  args.push('--log-level', String(v['log.level']), '--metrics-address', metricsAddressFor('mount', currentConfig()) ?? '');
   if (argv.platform) args.push('--platform', argv.platform);
   if (argv.layer) args.push('--layer', argv.layer);
   return args;
@@ -47,7 +48,8 @@ export const mountCommand: CommandModule<object, MountArgs> = {
         .positional('mountpoint', { type: 'string', demandOption: true, describe: 'An existing empty directory' })
         .option('layer', { type: 'string', describe: 'Mount this layer\'s own tree (digest or unique prefix) instead of the merged image' })
         .option('foreground', { type: 'boolean', default: false, describe: 'Stay attached and serve until SIGINT/SIGTERM (for systemd)' })
-        .option('prefetch', settingOption('prefetch.mode')) as unknown as Argv<MountArgs>,
+        .option('prefetch', settingOption('prefetch.mode'))
+        .option('metrics-address', settingOption('metrics.address')) as unknown as Argv<MountArgs>,
       [
         ['$0 mount docker://quay.io/podman/hello /mnt/hello', 'Mount an image from a registry'],
         ['$0 mount --prefetch all oci:./myimage /mnt/img', 'Mount, then fetch everything in the background'],
@@ -62,8 +64,11 @@ export const mountCommand: CommandModule<object, MountArgs> = {
       await startDaemon({ args: daemonArgs(argv, mountpoint), logFile: mountFiles(mountpoint).log });
       return;
     }
-    const v = currentConfig().values;
+    const config = currentConfig();
+    const v = config.values;
+    const metricsAddress = metricsAddressFor('mount', config);
     await serveMount({
+      ...(metricsAddress ? { metricsAddress } : {}),
       image: argv.image,
       mountpoint,
       ...(argv.layer ? { layer: argv.layer } : {}),
