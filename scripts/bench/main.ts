@@ -4,7 +4,7 @@
  * namespaces); see the README's "Benchmarks" section.
  *
  *   node --import tsx scripts/bench/main.ts [--quick] [--reps N] [--profiles wan100,wan1g,loopback]
- *        [--only ready,firstbyte,dedupe,cold,local,toc,many] [--work DIR] [--out DIR] [--note TEXT]
+ *        [--only ready,firstbyte,dedupe,cold,local,toc,many] [--work DIR] [--out DIR] [--note TEXT] [--build-only]
  */
 import { copyFile, cp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { cpus, loadavg, release } from 'node:os';
@@ -19,7 +19,7 @@ import {
 import { Link, PROFILES } from './lib/link.js';
 import { containerReady, dedupe, firstByte } from './lib/measure-ready.js';
 import { coldRead, localReads } from './lib/measure-read.js';
-import { manyMounted, tocScaling } from './lib/measure-toc.js';
+import { manyInStore, manyMounted, tocScaling } from './lib/measure-toc.js';
 import { run, unmountUnder } from './lib/proc.js';
 import { chart, derive, markdown, type Results } from './lib/report.js';
 import { Tocfs } from './lib/tocfs.js';
@@ -27,7 +27,7 @@ import { Tocfs } from './lib/tocfs.js';
 const HERE = new URL('.', import.meta.url).pathname;
 const GROUPS = ['ready', 'firstbyte', 'dedupe', 'cold', 'local', 'toc', 'many'];
 
-function parseOptions(): Options & { note: string } {
+function parseOptions(): Options & { note: string; buildOnly: boolean } {
   const { values } = parseArgs({
     options: {
       quick: { type: 'boolean', default: false },
@@ -37,6 +37,7 @@ function parseOptions(): Options & { note: string } {
       work: { type: 'string', default: '/var/tmp/tocfs-bench' },
       out: { type: 'string', default: join(HERE, 'results') },
       note: { type: 'string', default: '' },
+      'build-only': { type: 'boolean', default: false },
     },
   });
   const quick = values.quick!;
@@ -52,6 +53,7 @@ function parseOptions(): Options & { note: string } {
     work: values.work!,
     out: values.out!,
     note: values.note!,
+    buildOnly: values['build-only']!,
   };
 }
 
@@ -159,6 +161,7 @@ async function main(): Promise<void> {
   log(`tocfs: ${tocfs.buildNote}; commands: ${[...tocfs.commands].join(' ')}`);
   const images = await buildImages(opts, tocfs);
   log(`runtime image ${images.runtime.name}: ${(images.runtime.tarBytes / 1e6).toFixed(0)} MB, ${images.runtime.files} files; big file ${images.bigFile}`);
+  if (opts.buildOnly) return;
 
   const link = await Link.start(opts.work);
   const commit = (await run(['git', 'rev-parse', '--short', 'HEAD'], { cwd: HERE, check: false })).stdout.trim();
@@ -221,7 +224,10 @@ async function main(): Promise<void> {
     const loop = PROFILES.loopback!;
     if (opts.only.has('local')) results.local_reads = await localReads(ctx, loop);
     if (opts.only.has('toc')) results.toc_scaling = await tocScaling(ctx, loop);
-    if (opts.only.has('many')) results.many_mounted = await manyMounted(ctx, loop);
+    if (opts.only.has('many')) {
+      results.many_mounted = await manyMounted(ctx, loop);
+      results.many_in_store = await manyInStore(ctx, loop);
+    }
   } finally {
     await save();
     await link.stop();

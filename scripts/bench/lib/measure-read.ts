@@ -7,7 +7,7 @@
 import { join } from 'node:path';
 import { stat } from 'node:fs/promises';
 import type { LinkProfile } from './link.js';
-import { failed, refOf, unavailable, measured, type Ctx, type NotMeasured, type Outcome } from './context.js';
+import { failed, refOf, repoOf, unavailable, measured, type Ctx, type NotMeasured, type Outcome } from './context.js';
 import { dropCaches, run, startService, waitFor } from './proc.js';
 import { repeat, type Summary } from './stats.js';
 
@@ -39,6 +39,10 @@ export async function coldRead(ctx: Ctx, profile: LinkProfile): Promise<Outcome>
   const size = (await stat(join(stage, ctx.images.bigFile))).size;
   ctx.log(`cold read: ${profile.name} (${(size / MB).toFixed(0)} MB file)`);
   try {
+    // The link's own ceiling in uncompressed bytes: the zstd layer streamed and decompressed (once).
+    const blob = JSON.parse((await run(['skopeo', 'inspect', '--raw', `oci:${ctx.images.runtime.layouts.zstd}:latest`])).stdout).layers[0].digest;
+    const curl = await run(['sh', '-c', `curl -sf http://${side.host}/v2/${repoOf(ctx.images.runtime, 'zstd')}/blobs/${blob} | zstd -dc | wc -c`], { ns: side.ns });
+    const curlMBps = Number(curl.stdout.trim()) / MB / (curl.ms / 1000);
     return measured(await repeat(ctx.opts.reps, async () => {
         const dir = await ctx.scratch('cold');
         const mp = join(dir, 'mnt');
@@ -48,10 +52,6 @@ export async function coldRead(ctx: Ctx, profile: LinkProfile): Promise<Outcome>
           const mark = ctx.link.mark();
           const mbps = await ddMBps(join(mp, ctx.images.bigFile), size);
           const bytes = ctx.link.served(mark).bytes;
-          // The link's own ceiling in uncompressed bytes: the zstd layer streamed and decompressed.
-          const blob = JSON.parse(await run(['skopeo', 'inspect', '--raw', `oci:${ctx.images.runtime.layouts.zstd}:latest`]).then((r) => r.stdout)).layers[0].digest;
-          const curl = await run(['sh', '-c', `curl -sf http://${side.host}/v2/${`bench/${ctx.images.runtime.name}-zstd`}/blobs/${blob} | zstd -dc | wc -c`], { ns: side.ns });
-          const curlMBps = Number(curl.stdout.trim()) / MB / (curl.ms / 1000);
           return { cold_MBps: mbps, cold_registry_bytes: bytes, curl_zstd_MBps: curlMBps, cold_vs_curl_zstd: mbps / curlMBps };
         } finally {
           await ctx.tocfs.unmount(mp);

@@ -49,7 +49,7 @@ function whyUnavailable(ctx: Ctx, mode: ReadyMode, img: BuiltImage): string | un
 }
 
 /** A running `tocfs store` (the Podman additional layer store). */
-async function startStore(ctx: Ctx, side: ClientSide, dir: string, cacheDir: string): Promise<{ stop(): Promise<void> }> {
+export async function startStore(ctx: Ctx, side: ClientSide, dir: string, cacheDir: string): Promise<{ pid: number; stop(): Promise<void> }> {
   const svc = startService(['node', ctx.tocfs.entry, '--log-level', 'warn', 'store', '--foreground', '--tls-verify=false', '--cache-dir', cacheDir, dir], { ns: side.ns });
   const exited = (): boolean => svc.child.exitCode !== null;
   try {
@@ -60,6 +60,8 @@ async function startStore(ctx: Ctx, side: ClientSide, dir: string, cacheDir: str
     throw e;
   }
   return {
+    // nsenter execs the command in place: this is the store's own pid.
+    pid: svc.child.pid!,
     async stop() {
       await svc.stop();
       await run(['umount', '-l', dir], { check: false });
@@ -225,7 +227,8 @@ export async function dedupe(ctx: Ctx, profile: LinkProfile): Promise<Record<str
     }
     ctx.log(`dedupe: ${profile.name} ${m.id}`);
     try {
-      out[m.id] = measured(await repeat(ctx.opts.reps, async (): Promise<Record<string, number>> => {
+      out[m.id] = measured(await repeat(Math.min(ctx.opts.reps, 2), async (): Promise<Record<string, number>> => {
+          // (at most two repetitions: reading a whole image file by file over the slow link is long)
           const dir = await ctx.scratch(`dedupe-${m.id}`);
           if (m.kind === 'tocfs-mount') {
             const cache = join(dir, 'cache');

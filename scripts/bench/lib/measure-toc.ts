@@ -5,6 +5,9 @@ import { failed, refOf, unavailable, measured, type Ctx, type NotMeasured, type 
 import { run, sleep } from './proc.js';
 import { repeat, summarize, type Summary } from './stats.js';
 import { pidsMentioning, rssBytes } from './tocfs.js';
+import { startStore } from './measure-ready.js';
+import { Podman } from './podman.js';
+import { mkdir } from 'node:fs/promises';
 
 
 async function daemonRss(mountpoint: string): Promise<number> {
@@ -80,5 +83,32 @@ export async function manyMounted(ctx: Ctx, profile: LinkProfile): Promise<Outco
     return failed(e);
   } finally {
     for (const mp of mps) await ctx.tocfs.unmount(mp);
+  }
+}
+
+/** One `tocfs store` serving every image of `ctx.images.many`, pulled lazily by Podman, each tree walked. */
+export async function manyInStore(ctx: Ctx, profile: LinkProfile): Promise<Outcome> {
+  const why = ctx.tocfs.missing('store');
+  if (why) return unavailable(why);
+  const side = await ctx.link.use(profile);
+  ctx.log(`${ctx.images.many.length} images in one tocfs store`);
+  const dir = await ctx.scratch('many-store');
+  const storeDir = join(dir, 'store');
+  await mkdir(storeDir, { recursive: true });
+  const store = await startStore(ctx, side, storeDir, join(dir, 'cache'));
+  const podman = await Podman.create(join(dir, 'podman'), side.ns, side.host, { additionalLayerStore: `${storeDir}:ref` });
+  try {
+    const t0 = performance.now();
+    for (const img of ctx.images.many) await podman.pull(refOf(side.host, img, 'zstd:chunked'));
+    const pullAll = performance.now() - t0;
+    await run(['find', storeDir, '-printf', '%s\n']);
+    const rss = await rssBytes(store.pid);
+    const one = (v: number): Summary => summarize([v]);
+    return measured({ images: one(ctx.images.many.length), pull_all_ms: one(pullAll), rss_MB: one(rss / 1e6) });
+  } catch (e) {
+    return failed(e);
+  } finally {
+    await podman.destroy();
+    await store.stop();
   }
 }

@@ -36,6 +36,7 @@ export interface Results {
   local_reads?: Cell;
   toc_scaling?: Table;
   many_mounted?: Cell;
+  many_in_store?: Cell;
   lazy_floor?: Record<string, number> | { status: string; reason: string };
   ratios: Record<string, number | null>;
   targets: Target[];
@@ -81,6 +82,7 @@ export function derive(r: Results): void {
   const biggest = r.toc_scaling ? Object.keys(r.toc_scaling).sort((a, b) => Number(a) - Number(b)).pop() : undefined;
   R.mount_ms_largest_toc = biggest ? round(med(r.toc_scaling![biggest], 'mount_ms')) : null;
   R.rss_MB_many_mounted = round(med(r.many_mounted, 'rss_total_MB'));
+  R.rss_MB_many_in_one_store = round(med(r.many_in_store, 'rss_MB'));
 
   const t = (id: string, goal: string, value: number | null, ok: (v: number) => boolean, note?: string): Target => ({
     id, goal, value, met: value === null ? null : ok(value), ...(note ? { note } : {}),
@@ -94,7 +96,8 @@ export function derive(r: Results): void {
     t('kernel_90pct_page_cache', 'kernel-cached re-read ≥ 90 % of a page-cache read', R.kernel_cached_vs_page_cache, (v) => v >= 0.9),
     t('stat_80pct_local', 'repeated stat of the tree ≥ 80 % of local', R.stat_vs_local, (v) => v >= 0.8),
     t('mount_100k_1s', `largest TOC (${biggest ?? '?'} entries) mounts in ≤ 1 s`, R.mount_ms_largest_toc, (v) => v <= 1000, biggest !== '100000' ? 'the 100k image was not measured in this run' : undefined),
-    t('rss_150MB_10_images', 'daemon RSS ≤ 150 MB with 10 images mounted', R.rss_MB_many_mounted, (v) => v <= 150),
+    t('rss_150MB_10_images', 'daemon RSS ≤ 150 MB with 10 images mounted', R.rss_MB_many_in_one_store ?? R.rss_MB_many_mounted, (v) => v <= 150,
+      R.rss_MB_many_in_one_store !== null ? 'one tocfs store serving all 10' : 'sum over 10 tocfs mount daemons'),
   ];
 }
 
@@ -182,6 +185,10 @@ export function markdown(r: Results, chartFile: string): string {
     const c = r.many_mounted;
     L.push('', '## Many images mounted', '');
     L.push(c.status === 'ok' ? `${cell(c, 'images', 1, 0)} images, ${cell(c, 'daemons', 1, 0)} daemon process(es): RSS ${cell(c, 'rss_total_MB', 1, 0)} MB in total, ${cell(c, 'rss_max_per_daemon_MB', 1, 0)} MB the largest; mounting all took ${cell(c, 'mount_all_ms', 1e-3)} s.` : `${c.status}: ${c.reason}`);
+  }
+  if (r.many_in_store) {
+    const c = r.many_in_store;
+    L.push('', c.status === 'ok' ? `One tocfs store serving ${cell(c, 'images', 1, 0)} images pulled lazily by Podman (trees walked): RSS ${cell(c, 'rss_MB', 1, 0)} MB; pulling all took ${cell(c, 'pull_all_ms', 1e-3)} s.` : `Store with many images: ${c.status}: ${c.reason}`);
   }
   L.push('');
   return L.join('\n');
