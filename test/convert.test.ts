@@ -160,8 +160,11 @@ describe('tocfs convert', { skip: !HAVE_CORPUS && 'corpus not present' }, () => 
     let r = await runCli(['convert', src, 'docker://127.0.0.1:1/x', '--format', 'estargz']);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /convert writes OCI layouts only: give the destination as oci:DIR\[:tag\]/);
-    r = await runCli(['convert', src, `oci:${join(CORPUS_DIR, 'gzip-plain-basic')}`, '--format', 'estargz']);
+    const existing = join(tmp, 'existing');
+    await cp(join(CORPUS_DIR, 'gzip-plain-layers'), existing, { recursive: true });
+    r = await runCli(['convert', src, `oci:${existing}`, '--format', 'estargz']);
     assert.match(r.stderr, /already holds an OCI layout; convert writes a fresh one/);
+    assert.equal(await readFile(join(existing, 'index.json'), 'utf8'), await readFile(join(CORPUS_DIR, 'gzip-plain-layers', 'index.json'), 'utf8'), 'left untouched');
     r = await runCli(['convert', src, `oci:${join(tmp, 'x')}`, '--format', 'zstd:chunked', '--prioritize', 'a']);
     assert.match(r.stderr, /--prioritize applies to eStargz only/);
     r = await runCli(['convert', src, `oci:${join(tmp, 'x')}`, '--format', 'gzip']);
