@@ -120,6 +120,18 @@ describe('mount: faults and concurrency', { skip }, () => {
     assert.equal((await mounts.unmount(mnt)).code, 0);
   });
 
+  it('inode numbers are the same after a remount', async () => {
+    const inodes = async (): Promise<string[]> => {
+      const mnt = await mounts.mount(`oci:${join(CORPUS_DIR, 'zstdchunked-skopeo118-layers')}`);
+      const view = (await mountView(mnt)).map((e) => `${e.path}=${e.inode}`);
+      assert.equal((await mounts.unmount(mnt)).code, 0);
+      return view;
+    };
+    const first = await inodes();
+    assert.ok(first.length > 20);
+    assert.deepEqual(await inodes(), first);
+  });
+
   it('a mount that cannot start reports the daemon\'s error and exits non-zero; unmount of a non-mount fails clearly', async () => {
     const mnt = await mkdtemp(join(tmp, 'fail-'));
     const noImage = await runCli(['mount', `oci:${join(tmp, 'no-such-layout')}`, mnt, '--cache-dir', join(tmp, 'fail-cache')]);
