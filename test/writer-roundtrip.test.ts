@@ -206,8 +206,8 @@ describe('zstd:chunked writer', () => {
     const x = loadExpected('gzip-plain-gnusparse');
     const blob = join(CORPUS_DIR, 'gzip-plain-gnusparse', 'blobs', 'sha256', x.images[0]!.layers[0]!.slice(7));
     const tar = gunzipSync(readFileSync(blob));
-    await assert.rejects(writeZstdChunkedLayer(async function* () { yield tar; }, join(tmp, 'sparse.zst')), /sparse\/gnu-sparse-32m\.img.*GNU sparse/);
-    await assert.rejects(writeEstargzLayer(async function* () { yield tar; }, join(tmp, 'sparse.gz')), /GNU sparse/);
+    await assert.rejects(writeZstdChunkedLayer(() => [tar], join(tmp, 'sparse.zst')), /sparse\/gnu-sparse-32m\.img.*GNU sparse/);
+    await assert.rejects(writeEstargzLayer(() => [tar], join(tmp, 'sparse.gz')), /GNU sparse/);
   });
 });
 
@@ -297,6 +297,17 @@ describe('eStargz writer', () => {
     await checkToc(toc, layer.blob, RICH_LAYER, true);
     const big = toc.entries.find((e) => e.path === 'usr/lib/big.bin')!;
     assert.deepEqual(big.chunks.map((c) => c.offset), [0, 1, 2, 3, 4, 5, 6].map((i) => i * 1024 * 1024));
+  });
+
+  it('replaces the TOC entry and landmark of a source that is itself eStargz', { skip: !HAVE_CORPUS && 'corpus not present' }, async () => {
+    const x = loadExpected('estargz-ctrremote-basic');
+    const source = gunzipSync(readFileSync(join(CORPUS_DIR, 'estargz-ctrremote-basic', 'blobs', 'sha256', x.images[0]!.layers[0]!.slice(7))));
+    const out = join(tmp, 'again.gz');
+    await writeEstargzLayer(() => [source], out);
+    const names = sh(`tar -tzf '${out}'`).trim().split('\n');
+    assert.equal(names.filter((n) => /landmark|stargz\.index\.json/.test(n)).length, 2, 'one landmark, one TOC entry');
+    assert.equal(names[0], '.no.prefetch.landmark');
+    assert.equal(names.at(-1), 'stargz.index.json');
   });
 
   it('moves prioritized files (with parents and hard-link targets) before .prefetch.landmark', async () => {

@@ -14,7 +14,7 @@ import { sniffCodec, type Codec } from './detect.js';
 import { normaliseName } from './path.js';
 import { parseSparseMapText, scanTar, TAR_EOA, type ByteSource, type TarHeader } from './tar.js';
 import type { Chunk, Compression, LayerToc, TocEntry } from './toc.js';
-import { NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK, TOC_TAR_NAME } from './writer/estargz.js';
+import { isStargzMetadata } from './writer/estargz.js';
 
 /** Size of the cache pieces a plain layer's files are cut into. */
 export const PLAIN_CHUNK_SIZE = 1024 * 1024;
@@ -135,11 +135,6 @@ export async function openLayerStream(desc: Descriptor, blob: BlobReader, onComp
   if (codec === 'gzip') return { codec, tar: gunzipStream(rest) };
   if (codec === 'zstd') return { codec, tar: zstdStream(rest) };
   return { codec, tar: rest };
-}
-
-/** eStargz / stargz-snapshotter tool entries at the root of a layer. */
-export function isStargzMetadata(path: string): boolean {
-  return path === TOC_TAR_NAME || path === PREFETCH_LANDMARK || path === NO_PREFETCH_LANDMARK;
 }
 
 function normalised(layer: string, name: string): string {

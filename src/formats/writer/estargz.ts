@@ -23,6 +23,12 @@ export const TOC_TAR_NAME = 'stargz.index.json';
 export const PREFETCH_LANDMARK = '.prefetch.landmark';
 export const NO_PREFETCH_LANDMARK = '.no.prefetch.landmark';
 const LANDMARK_CONTENT = Buffer.from([0x0f]);
+const STARGZ_METADATA = new Set([TOC_TAR_NAME, PREFETCH_LANDMARK, NO_PREFETCH_LANDMARK]);
+
+/** eStargz / stargz-snapshotter tool entries at the root of a layer. */
+export function isStargzMetadata(path: string): boolean {
+  return STARGZ_METADATA.has(path);
+}
 
 type TocJsonEntry = Record<string, string | number | Record<string, string>>;
 
@@ -84,14 +90,14 @@ class EstargzWriter {
   /** Entries whose `offset` is the start of member k, filled in by resolveOffsets(). */
   private offsetFixups: Array<[TocJsonEntry, number]> = [];
   private names = new Map<number, string>();
+  /** File content bytes read so far (for progress). */
+  private sourceBytes = 0;
   private groups = new Map<number, string>();
   readonly members: Members;
 
   constructor(sink: BlobSink, private chunkSize: number, private onProgress?: (n: number) => void) {
     this.members = new Members(sink);
   }
-
-  private sourceBytes = 0;
 
   /** userName/groupName only when they change for an id, as stargz-snapshotter writes them. */
   private nameIfChanged(map: Map<number, string>, id: number, name: string): string | undefined {
@@ -122,6 +128,7 @@ class EstargzWriter {
     }
     const x = xattrsBase64(h.xattrs);
     if (x) e.xattrs = x;
+    if (h.type === 'reg') e.digest = ''; // filled in below; set now for stargz-snapshotter's field order
     if (h.type !== 'reg') {
       this.entries.push(e);
       for await (const _ of m.content) void _;
@@ -170,8 +177,6 @@ class EstargzWriter {
       this.onProgress?.(this.sourceBytes);
     }
     first.digest = 'sha256:' + fileHash.digest('hex');
-    // Digest goes before offset in the JSON, as stargz-snapshotter orders its fields.
-    reorderDigest(first);
     this.members.add(Buffer.alloc(tarPadding(h.size)));
   }
 
@@ -186,23 +191,6 @@ class EstargzWriter {
     for (const [e, k] of this.offsetFixups) e.offset = this.members.frames.start(k);
   }
 
-  countSource(n: number): void {
-    this.sourceBytes += n;
-  }
-}
-
-function reorderDigest(e: TocJsonEntry): void {
-  const tail: Array<[string, TocJsonEntry[string]]> = [];
-  for (const k of ['offset', 'chunkOffset', 'chunkSize', 'chunkDigest']) {
-    if (k in e) {
-      tail.push([k, e[k]!]);
-      delete e[k];
-    }
-  }
-  const digest = e.digest!;
-  delete e.digest;
-  e.digest = digest;
-  for (const [k, v] of tail) e[k] = v;
 }
 
 function norm(name: string): string | undefined {
@@ -285,10 +273,9 @@ export async function writeEstargzLayer(tar: TarInput, outPath: string, opts: La
     for await (const ev of scanTar(tar())) {
       if (ev.kind === 'entry') {
         const p = norm(ev.header.name);
-        if (p !== undefined && frontSet.has(p)) continue;
+        // A source that is itself eStargz: its own TOC entry and landmark are replaced.
+        if (p !== undefined && (frontSet.has(p) || STARGZ_METADATA.has(p))) continue;
         await w.add({ header: ev.header, headerBytes: ev.raw.subarray(ev.padding), content: ev.content });
-      } else if (ev.kind === 'trailing') {
-        w.countSource(ev.data.length);
       }
     }
     await w.members.close();

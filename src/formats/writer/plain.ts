@@ -11,7 +11,7 @@ export type PlainCodec = 'tar' | 'gzip' | 'zstd';
 /** zstd input is cut into frames of this size (the binding has no streaming encoder). */
 const ZSTD_FRAME = 8 * 1024 * 1024;
 
-async function* hashed(src: AsyncIterable<Buffer>, h: ReturnType<typeof createHash>, count: { n: number }, onProgress?: (n: number) => void): AsyncGenerator<Buffer> {
+async function* hashed(src: AsyncIterable<Buffer> | Iterable<Buffer>, h: ReturnType<typeof createHash>, count: { n: number }, onProgress?: (n: number) => void): AsyncGenerator<Buffer> {
   for await (const b of src) {
     h.update(b);
     count.n += b.length;

@@ -1,7 +1,10 @@
 /** What every layer writer takes and returns. */
 
-/** The uncompressed source tar, as a fresh stream each call (eStargz prioritisation reads it twice). */
-export type TarInput = () => AsyncIterable<Buffer>;
+/**
+ * The uncompressed source tar, as a fresh stream each call (eStargz prioritisation reads it
+ * more than once): a file stream, an async generator, or `[buffer]`.
+ */
+export type TarInput = () => AsyncIterable<Buffer> | Iterable<Buffer>;
 
 export interface WrittenLayer {
   mediaType: string;
