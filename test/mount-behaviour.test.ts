@@ -18,6 +18,7 @@ import { runCli } from './helpers/cli.js';
 import { CORPUS_DIR, HAVE_CORPUS, loadExpected } from './helpers/corpus.js';
 import { compareView, mountView } from './helpers/fs-expected.js';
 import { fuseSkipReason, isTocfsMount, Mounts } from './helpers/mounts.js';
+import { startFaultProxy } from './helpers/registry-fault-proxy.js';
 import { blobBytesServed, startRegistry, type TestRegistry } from './helpers/registry.js';
 
 const skip = !HAVE_CORPUS ? `no corpus at ${CORPUS_DIR}` : await fuseSkipReason();
@@ -201,12 +202,14 @@ describe('mount: from a real registry', { skip }, () => {
   const IMAGES = ['zstdchunked-podman54-app-v1', 'estargz-ctrremote-basic'];
   let reg: TestRegistry;
   let regMounts: Mounts;
+  let regEnv: NodeJS.ProcessEnv;
 
   before(async () => {
     reg = await startRegistry();
     for (const image of IMAGES) await reg.load(join(CORPUS_DIR, image));
     await writeFile(join(tmp, 'registries.conf'), '');
-    regMounts = new Mounts(tmp, { CONTAINERS_REGISTRIES_CONF: join(tmp, 'registries.conf'), REGISTRY_AUTH_FILE: join(tmp, 'auth.json'), TOCFS_CERTS_DIR: join(tmp, 'certs.d') });
+    regEnv = { CONTAINERS_REGISTRIES_CONF: join(tmp, 'registries.conf'), REGISTRY_AUTH_FILE: join(tmp, 'auth.json'), TOCFS_CERTS_DIR: join(tmp, 'certs.d') };
+    regMounts = new Mounts(tmp, regEnv);
   });
   after(async () => {
     await regMounts?.cleanup();
@@ -234,6 +237,31 @@ describe('mount: from a real registry', { skip }, () => {
     for (const x of files) assert.equal(sha256(await readFile(join(mnt, x.path))), x.sha256, x.path);
     assert.equal(layerBytes(image) - beforeRemount, 0, 'TOCs from the TOC store, contents from the chunk cache');
     assert.equal((await regMounts.unmount(mnt)).code, 0);
+  });
+
+  it('registry faults: a failed fetch is EIO and a later read retries; a read that waits past fetch.timeout is EIO while other files keep reading', async () => {
+    const image = 'estargz-ctrremote-basic';
+    const merged = loadExpected(image).images[0]!.merged;
+    const proxy = await startFaultProxy(reg.host);
+    const faultMounts = new Mounts(tmp, { ...regEnv, TOCFS_REGISTRY_RETRIES: '0', TOCFS_FETCH_TIMEOUT: '2s' });
+    try {
+      const mnt = await faultMounts.mount(`docker://${proxy.host}/${image}:latest`, ['--tls-verify=false', '--prefetch', 'none']);
+      const [victim, slow, other] = ['data/medium-random.bin', 'data/medium-text.txt', 'data/exactly-65536.bin'].map((p) => merged.find((x) => x.path === p)!);
+      proxy.inject({ kind: 'reset' }, { times: 50 });
+      await assert.rejects(readFile(join(mnt, victim.path)), { code: 'EIO' });
+      proxy.clear();
+      assert.equal(sha256(await readFile(join(mnt, victim.path))), victim.sha256, 'the next read fetched again');
+
+      proxy.inject({ kind: 'trickle', bytesPerSecond: 64 }, { times: 1 });
+      await assert.rejects(readFile(join(mnt, slow.path)), { code: 'EIO' });
+      assert.equal(sha256(await readFile(join(mnt, other.path))), other.sha256, 'other files read while one fetch trickles');
+      const log = await readFile(mountFiles(mnt).log, 'utf8');
+      assert.match(log, new RegExp(`"path":"/${slow.path}".*read failed`));
+      assert.equal((await faultMounts.unmount(mnt)).code, 0);
+    } finally {
+      await faultMounts.cleanup();
+      await proxy.close();
+    }
   });
 
   it('--prefetch all fetches every layer in the background (logged), after which reads fetch nothing', async () => {

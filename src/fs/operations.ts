@@ -9,8 +9,8 @@ import { sortedNames } from '../image/tree.js';
 import { metrics } from '../metrics/index.js';
 import { Errno, type FuseOperations, type StatfsInfo, type StatInfo } from './fuse-binding.js';
 
-/** Reads `length` bytes at `offset` of a regular file (exactly, within the file's size). */
-export type ContentReader = (node: FsNode, offset: number, length: number) => Promise<Buffer>;
+/** Reads `length` bytes at `offset` of a regular file (exactly, within the file's size); gives up when `signal` aborts. */
+export type ContentReader = (node: FsNode, offset: number, length: number, signal?: AbortSignal) => Promise<Buffer>;
 
 export interface FsOptions {
   tree: FsTree;
@@ -20,6 +20,8 @@ export interface FsOptions {
   describe?: (node: FsNode) => Record<string, unknown>;
   /** Preferred I/O size reported in st_blksize. */
   blockSize?: number;
+  /** A read still waiting for its content after this long fails with EIO (0 = wait forever). */
+  readTimeoutMs?: number;
 }
 
 const TYPE_BITS: Record<string, number> = {
@@ -167,7 +169,7 @@ export function fsOperations(opts: FsOptions): FuseOperations {
       const size = node.entry.type === 'reg' ? node.entry.size : 0;
       if (pos >= size || len === 0) return cb(0);
       const length = Math.min(len, size - pos);
-      read(node, pos, length).then(
+      read(node, pos, length, opts.readTimeoutMs ? AbortSignal.timeout(opts.readTimeoutMs) : undefined).then(
         (data) => {
           data.copy(buf, 0, 0, length);
           cb(Math.min(data.length, length));

@@ -57,8 +57,8 @@ export interface OpenedImage {
   tree(layerDigest?: string): FsTree;
   /** The layer a digest or unique hex prefix names. */
   layer(digest: string): ImageLayer;
-  /** Bytes [offset, offset+length) of a regular file of any of this image's trees. */
-  readFile(node: FsNode, offset: number, length: number): Promise<Buffer>;
+  /** Bytes [offset, offset+length) of a regular file of any of this image's trees; `signal` gives up waiting. */
+  readFile(node: FsNode, offset: number, length: number, signal?: AbortSignal): Promise<Buffer>;
   close(): Promise<void>;
 }
 
@@ -164,10 +164,10 @@ class Image implements OpenedImage {
     return t;
   }
 
-  readFile(node: FsNode, offset: number, length: number): Promise<Buffer> {
+  readFile(node: FsNode, offset: number, length: number, signal?: AbortSignal): Promise<Buffer> {
     const layer = this.layers[node.layer];
     if (!layer) return Promise.reject(new TocfsError(`no layer ${node.layer} in ${this.reference}`));
-    return layer.reader.readAt(node.entry, offset, length);
+    return layer.reader.readAt(node.entry, offset, length, signal);
   }
 
   async close(): Promise<void> {

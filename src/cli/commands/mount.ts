@@ -33,6 +33,8 @@ function daemonArgs(argv: MountArgs, mountpoint: string): string[] {
   const args = ['mount', formatReference(parseReference(argv.image)), mountpoint, '--foreground'];
   args.push('--prefetch', String(v['prefetch.mode']), '--cache-dir', resolve(String(v['cache.dir'])), `--tls-verify=${v['registry.tls_verify'] !== false}`);
   args.push('--log-level', String(v['log.level']), '--metrics-address', metricsAddressFor('mount', currentConfig()) ?? '');
+  const file = currentConfig().file;
+  if (file) args.push('--config', file);
   if (argv.platform) args.push('--platform', argv.platform);
   if (argv.layer) args.push('--layer', argv.layer);
   return args;
@@ -69,6 +71,7 @@ export const mountCommand: CommandModule<object, MountArgs> = {
     const metricsAddress = metricsAddressFor('mount', config);
     await serveMount({
       ...(metricsAddress ? { metricsAddress } : {}),
+      readTimeoutMs: v['fetch.timeout'],
       image: argv.image,
       mountpoint,
       ...(argv.layer ? { layer: argv.layer } : {}),
