@@ -53,8 +53,10 @@ enable_partial_images = "true"
     return stdout;
   }
 
+  /** Removes its containers (unmounting their layers) and then its whole storage directory. */
   async reset(): Promise<void> {
-    await this.run('system', 'reset', '--force').catch(() => undefined);
+    await this.run('rm', '--all', '--force').catch(() => undefined);
+    await this.run('rmi', '--all', '--force').catch(() => undefined);
     await rm(this.dir, { recursive: true, force: true });
   }
 }
