@@ -167,6 +167,8 @@ describe('tocfs convert', { skip: !HAVE_CORPUS && 'corpus not present' }, () => 
     assert.equal(await readFile(join(existing, 'index.json'), 'utf8'), await readFile(join(CORPUS_DIR, 'gzip-plain-layers', 'index.json'), 'utf8'), 'left untouched');
     r = await runCli(['convert', src, `oci:${join(tmp, 'x')}`, '--format', 'zstd:chunked', '--prioritize', 'a']);
     assert.match(r.stderr, /--prioritize applies to eStargz only/);
+    r = await runCli(['convert', src, `oci:${join(tmp, 'x')}`, '--format', 'estargz', '--chunk-size', '0']);
+    assert.match(r.stderr, /--chunk-size must be a positive number of bytes, got 0/);
     r = await runCli(['convert', src, `oci:${join(tmp, 'x')}`, '--format', 'gzip']);
     assert.equal(r.code, 2);
     assert.match(r.stderr, /Invalid values:[\s\S]*format/);

@@ -61,6 +61,7 @@ export async function convertImage(sourceRef: string, destinationRef: string, op
     if (exists) throw new TocfsError(`${dst.dir} already holds an OCI layout; convert writes a fresh one (remove it or choose another directory)`);
   }
   if (opts.prioritize?.length && opts.format !== 'estargz') throw new TocfsError('--prioritize applies to eStargz only');
+  if (opts.chunkSize !== undefined && (!Number.isSafeInteger(opts.chunkSize) || opts.chunkSize <= 0)) throw new TocfsError(`--chunk-size must be a positive number of bytes, got ${opts.chunkSize}`);
   if (opts.chunkSize && opts.format !== 'estargz') throw new TocfsError('--chunk-size applies to eStargz only (zstd:chunked chunks by content)');
   if (opts.legacyAnnotations && opts.format !== 'zstd:chunked') throw new TocfsError('--legacy-annotations applies to zstd:chunked only');
   const source = await openImageSource(sourceRef, opts.source);

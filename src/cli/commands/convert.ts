@@ -42,7 +42,7 @@ export const convertCommand: CommandModule<object, ConvertArgs> = {
     let lastLine = 0;
     const result = await convertImage(argv.source, argv.destination, {
       format: argv.format,
-      ...(argv['chunk-size'] ? { chunkSize: argv['chunk-size'] } : {}),
+      ...(argv['chunk-size'] !== undefined ? { chunkSize: argv['chunk-size'] } : {}),
       ...(argv.prioritize?.length ? { prioritize: argv.prioritize } : {}),
       ...(argv['legacy-annotations'] ? { legacyAnnotations: true } : {}),
       source: sourceOptions(argv),
