@@ -4,7 +4,8 @@
  * namespaces); see the README's "Benchmarks" section.
  *
  *   node --import tsx scripts/bench/main.ts [--quick] [--reps N] [--profiles wan100,wan1g,loopback]
- *        [--only ready,firstbyte,dedupe,cold,local,toc,many] [--work DIR] [--out DIR] [--note TEXT] [--build-only]
+ *        [--only ready,firstbyte,dedupe,cold,local,toc,many] [--work DIR] [--out DIR] [--note TEXT] [--build-only] [--cpu-prof]
+ *        [--modes gzip_full,…,tocfs_mount_estargz]
  */
 import { copyFile, cp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { cpus, loadavg, release } from 'node:os';
@@ -27,7 +28,7 @@ import { Tocfs } from './lib/tocfs.js';
 const HERE = new URL('.', import.meta.url).pathname;
 const GROUPS = ['ready', 'firstbyte', 'dedupe', 'cold', 'local', 'toc', 'many'];
 
-function parseOptions(): Options & { note: string; buildOnly: boolean } {
+function parseOptions(): Options & { note: string; buildOnly: boolean; cpuProf: boolean } {
   const { values } = parseArgs({
     options: {
       quick: { type: 'boolean', default: false },
@@ -38,6 +39,8 @@ function parseOptions(): Options & { note: string; buildOnly: boolean } {
       out: { type: 'string', default: join(HERE, 'results') },
       note: { type: 'string', default: '' },
       'build-only': { type: 'boolean', default: false },
+      'cpu-prof': { type: 'boolean', default: false },
+      modes: { type: 'string' },
     },
   });
   const quick = values.quick!;
@@ -54,8 +57,12 @@ function parseOptions(): Options & { note: string; buildOnly: boolean } {
     out: values.out!,
     note: values.note!,
     buildOnly: values['build-only']!,
+    cpuProf: values['cpu-prof']!,
+    ...(values.modes ? { modes: new Set(values.modes.split(',')) } : {}),
   };
 }
+
+const stampOf = (started: string, quick: boolean): string => started.replace(/[:]/g, '').replace(/\..*/, '') + (quick ? '-quick' : '');
 
 const log = (msg: string): void => console.error(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}`);
 
@@ -163,6 +170,10 @@ async function main(): Promise<void> {
   log(`runtime image ${images.runtime.name}: ${(images.runtime.tarBytes / 1e6).toFixed(0)} MB, ${images.runtime.files} files; big file ${images.bigFile}`);
   if (opts.buildOnly) return;
 
+  if (opts.cpuProf) {
+    tocfs.profileDir = join(opts.out, `${stampOf(started, opts.quick)}-cpuprof`);
+    await mkdir(tocfs.profileDir, { recursive: true });
+  }
   const link = await Link.start(opts.work);
   const commit = (await run(['git', 'rev-parse', '--short', 'HEAD'], { cwd: HERE, check: false })).stdout.trim();
   const dirty = (await run(['git', 'status', '--porcelain', '--', 'src'], { cwd: HERE, check: false })).stdout.trim().split('\n').filter(Boolean).length;
@@ -193,7 +204,7 @@ async function main(): Promise<void> {
     targets: [],
   };
   const ctx: Ctx = { opts, link, tocfs, images, log, scratch: (name) => freshDir(scratchRoot, name) };
-  const stamp = started.replace(/[:]/g, '').replace(/\..*/, '') + (opts.quick ? '-quick' : '');
+  const stamp = stampOf(started, opts.quick);
   const save = async (): Promise<void> => {
     results.finished = new Date().toISOString();
     results.machine.loadavg_end = loadavg().map((x) => Math.round(x * 100) / 100);

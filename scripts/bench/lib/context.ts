@@ -13,6 +13,8 @@ export interface Options {
   profiles: LinkProfile[];
   /** Measurement groups to run (all by default). */
   only: Set<string>;
+  /** Container-ready modes to run (all when undefined). */
+  modes?: Set<string>;
   work: string;
   out: string;
 }

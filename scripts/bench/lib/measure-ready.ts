@@ -50,7 +50,7 @@ function whyUnavailable(ctx: Ctx, mode: ReadyMode, img: BuiltImage): string | un
 
 /** A running `tocfs store` (the Podman additional layer store). */
 export async function startStore(ctx: Ctx, side: ClientSide, dir: string, cacheDir: string): Promise<{ pid: number; stop(): Promise<void> }> {
-  const svc = startService(['node', ctx.tocfs.entry, '--log-level', 'warn', 'store', '--foreground', '--tls-verify=false', '--cache-dir', cacheDir, dir], { ns: side.ns });
+  const svc = startService(ctx.tocfs.argv(['store', '--foreground', '--tls-verify=false', '--cache-dir', cacheDir, dir]), { ns: side.ns });
   const exited = (): boolean => svc.child.exitCode !== null;
   try {
     await waitFor('tocfs store mount', async () => exited() || (await run(['mountpoint', '-q', dir], { check: false })).code === 0, 30_000);
@@ -132,7 +132,7 @@ function sum(fetchMs: number, runMs: number, a: Traffic, b: Traffic): Record<str
 export async function containerReady(ctx: Ctx, profile: LinkProfile): Promise<Record<string, Outcome>> {
   const side = await ctx.link.use(profile);
   const out: Record<string, Outcome> = {};
-  for (const mode of READY_MODES) {
+  for (const mode of READY_MODES.filter((m) => !ctx.opts.modes || ctx.opts.modes.has(m.id))) {
     const img = ctx.images.runtime;
     const why = whyUnavailable(ctx, mode, img);
     if (why) {

@@ -10,6 +10,9 @@ import { run, type RunResult } from './proc.js';
 const REPO = new URL('../../..', import.meta.url).pathname.replace(/\/$/, '');
 
 export class Tocfs {
+  /** When set, every tocfs process writes a `node --cpu-prof` profile here (daemons inherit Node's flags). */
+  profileDir?: string;
+
   private constructor(
     readonly entry: string,
     readonly commands: Set<string>,
@@ -40,12 +43,18 @@ export class Tocfs {
     return this.has(command) ? undefined : `tocfs ${command} is not in this checkout yet`;
   }
 
-  exec(args: string[], opts: { ns?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number; check?: boolean } = {}): Promise<RunResult> {
-    return run(['node', this.entry, '--log-level', 'warn', ...args], opts);
+  /** argv of a tocfs command. */
+  argv(args: string[]): string[] {
+    const prof = this.profileDir ? ['--cpu-prof', `--cpu-prof-dir=${this.profileDir}`] : [];
+    return ['node', ...prof, this.entry, '--log-level', 'warn', ...args];
+  }
+
+  exec(args: string[], opts: { ns?: string; timeoutMs?: number; check?: boolean } = {}): Promise<RunResult> {
+    return run(this.argv(args), { ...opts, label: `tocfs ${args[0]}` });
   }
 
   /** `tocfs mount`; returns when the mount is ready (the CLI's own contract). */
-  async mount(image: string, mountpoint: string, cacheDir: string, opts: { ns?: string; env?: NodeJS.ProcessEnv; prefetch?: string } = {}): Promise<RunResult> {
+  async mount(image: string, mountpoint: string, cacheDir: string, opts: { ns?: string; prefetch?: string } = {}): Promise<RunResult> {
     await mkdir(mountpoint, { recursive: true });
     return this.exec(['mount', '--tls-verify=false', '--cache-dir', cacheDir, ...(opts.prefetch ? ['--prefetch', opts.prefetch] : []), image, mountpoint], opts);
   }
