@@ -26,8 +26,8 @@ export class FsNode {
   entry: TocEntry;
   /** Index (bottom = 0) of the layer that provided the entry, i.e. whose blob holds the content. */
   layer: number;
-  /** Names that refer to this node (files); 2 + subdirectories (directories). Set by the builder's last pass. */
-  nlink = 1;
+  /** Names that refer to this node (files); 2 + subdirectories (directories). Set by the builder's last pass (0 until then). */
+  nlink = 0;
   /** Children by name (directories only). */
   children: Map<string, FsNode> | undefined;
   /** A directory synthesised for a deeper path, with no entry of its own. */
@@ -175,6 +175,8 @@ function implicitDirEntry(path: string): TocEntry {
 
 class TreeBuilder {
   private nextIno = 1;
+  /** The directory the previous entry went into (valid while no directory leaves the tree). */
+  private lastDir: { path: string; node: FsNode } | undefined;
   readonly root: FsNode;
 
   constructor() {
@@ -225,6 +227,7 @@ class TreeBuilder {
         if (!name.startsWith(WHITEOUT_PREFIX)) continue;
         const parent = this.findDir(dir);
         if (!parent) continue;
+        this.lastDir = undefined;
         if (name === OPAQUE_WHITEOUT) parent.children!.clear();
         else parent.children!.delete(name.slice(WHITEOUT_PREFIX.length));
       }
@@ -267,8 +270,15 @@ class TreeBuilder {
       return;
     }
     const { dir, name } = splitPath(e.path);
-    const parent = this.ensureDir(dir, layer);
+    // Archives list a directory's entries together: remember the last parent.
+    let parent: FsNode;
+    if (this.lastDir !== undefined && this.lastDir.path === dir) parent = this.lastDir.node;
+    else {
+      parent = this.ensureDir(dir, layer);
+      this.lastDir = { path: dir, node: parent };
+    }
     const existing = parent.children!.get(name);
+    if (existing?.isDir && e.type !== 'dir') this.lastDir = undefined; // a directory leaves the tree
     if (e.type === 'dir') {
       if (existing?.isDir) {
         // Directories merge: the upper entry's metadata, the union of children.
@@ -292,28 +302,24 @@ class TreeBuilder {
     parent.children!.set(name, node);
   }
 
-  /** Counts links (names per inode, 2 + subdirectories per directory) and inodes. */
+  /** Counts links (names per inode, 2 + subdirectories per directory) and inodes; nodes start at nlink 0. */
   finish(): FsTree {
-    const seen = new Set<FsNode>();
+    let inodes = 1;
     const stack: FsNode[] = [this.root];
     this.root.nlink = 2;
-    seen.add(this.root);
     while (stack.length > 0) {
       const dir = stack.pop()!;
       for (const child of dir.children!.values()) {
         if (child.isDir) {
           dir.nlink++;
           child.nlink = 2;
-          seen.add(child);
+          inodes++;
           stack.push(child);
-        } else if (seen.has(child)) {
-          child.nlink++;
-        } else {
-          child.nlink = 1;
-          seen.add(child);
+        } else if (child.nlink++ === 0) {
+          inodes++;
         }
       }
     }
-    return new FsTree(this.root, seen.size);
+    return new FsTree(this.root, inodes);
   }
 }
