@@ -483,6 +483,32 @@ describe('LayerReader over real images', { skip: HAVE_CORPUS ? false : `no corpu
       assert.equal(counter.requests, 0);
     });
 
+    test('a user read that joins a waiting background fetch is not held up by other user reads', { timeout: 60_000 }, async () => {
+      const [l] = images['zstd:chunked']!;
+      const a = regular(l!.toc).find((e) => e.path === 'big/a.bin')!;
+      const b = regular(l!.toc).find((e) => e.path === 'big/b.bin')!;
+      // A user read of b's last chunk stays in progress until the end of the test.
+      const held = b.chunks.at(-1)!;
+      let release!: () => void;
+      const gate = new Promise<void>((r) => (release = r));
+      const blob = withRead(l!.blob, async (offset, length, signal) => {
+        if (offset < held.compressedEnd && offset + length > held.compressedOffset) await gate;
+        return l!.blob.read(offset, length, signal);
+      });
+      const reader = readerFor(l!, await newCache(), blob, { readAhead: 0 });
+      const heldRead = reader.readAt(b, held.offset, held.size);
+      const background = fetchAll(reader);
+      while (!reader.cache.inflight.has(a.chunks[0]!.digest)) await new Promise((r) => setImmediate(r));
+      // a's first chunk is now a background fetch waiting for user reads to end; this read joins it.
+      const first = await reader.readAt(a, 0, 1000);
+      const truth = await readerFor(l!, await newCache()).readAt(a, 0, 1000);
+      assert.ok(first.equals(truth));
+      release();
+      await heldRead;
+      await background;
+      assert.equal(sha256(await reader.readAt(b, 0, b.size)), b.digest);
+    });
+
     test('sequential read of a big file streams with read-ahead in requests of ~1 MiB', async () => {
       const [l] = images['zstd:chunked']!;
       const entry = regular(l!.toc).find((e) => e.path === 'big/a.bin')!;

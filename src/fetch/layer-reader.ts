@@ -77,6 +77,8 @@ export type FetchPriority = 'user' | 'background';
 interface Wanted extends Located {
   resolve(data: Buffer): void;
   reject(e: unknown): void;
+  /** A user read waits for this chunk. */
+  urgent: boolean;
 }
 
 interface QueuedRange extends PlannedRange<Wanted> {
@@ -231,10 +233,12 @@ export class LayerReader {
       }
       const joined = this.cache.inflight.get(chunk.digest);
       if (joined) {
-        results.push(joined);
+        if (priority === 'user') joined.promote();
+        results.push(joined.promise);
         continue;
       }
       const { wanted, promise } = this.obtainDeferred({ chunk, entry });
+      wanted.urgent = priority === 'user';
       lookups.push(wanted);
       results.push(promise);
     }
@@ -288,18 +292,16 @@ export class LayerReader {
     for (const w of waiters) w();
   }
 
-  /** Background fetches wait while any user read is in progress. */
-  private async whenIdle(): Promise<void> {
-    while (this.userActive > 0) await new Promise<void>((r) => this.idleWaiters.push(r));
-  }
-
-  /** Fetches one range, then verifies, caches and hands out each of its chunks. Never throws. */
+  /**
+   * Fetches one range, then verifies, caches and hands out each of its chunks. Never throws.
+   * A background range waits while user reads are in progress, unless one of them waits for it.
+   */
   private async fetchRange(range: QueuedRange): Promise<void> {
     await this.sema.acquire();
     // Checked with the slot in hand, so no background request starts while a user read is in progress.
-    while (range.priority === 'background' && this.userActive > 0) {
+    while (range.priority === 'background' && this.userActive > 0 && !range.items.some((w) => w.urgent)) {
       this.sema.release();
-      await this.whenIdle();
+      await new Promise<void>((r) => this.idleWaiters.push(r));
       await this.sema.acquire();
     }
     let bytes: Buffer;
@@ -359,13 +361,21 @@ export class LayerReader {
   private obtainDeferred(l: Located): { wanted: Wanted; promise: Promise<Buffer> } {
     let wanted!: Wanted;
     const promise = new Promise<Buffer>((resolve, reject) => {
-      wanted = { ...l, resolve, reject };
+      wanted = { ...l, resolve, reject, urgent: true };
     });
+    const flight = {
+      promise,
+      promote: (): void => {
+        if (wanted.urgent) return;
+        wanted.urgent = true;
+        this.wakeBackground();
+      },
+    };
     const forget = (): void => {
-      if (this.cache.inflight.get(l.chunk.digest) === promise) this.cache.inflight.delete(l.chunk.digest);
+      if (this.cache.inflight.get(l.chunk.digest) === flight) this.cache.inflight.delete(l.chunk.digest);
     };
     promise.then(forget, forget);
-    this.cache.inflight.set(l.chunk.digest, promise);
+    this.cache.inflight.set(l.chunk.digest, flight);
     return { wanted, promise };
   }
 
