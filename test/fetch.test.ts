@@ -21,7 +21,7 @@ import { openImageSource, type SourceOptions } from '../src/image/open.js';
 import { ReadCounter } from '../src/source/counting.js';
 import type { BlobReader, Descriptor, ImageSource } from '../src/source/types.js';
 import { CORPUS_DIR, corpusImages, HAVE_CORPUS, loadExpected } from './helpers/corpus.js';
-import { buildImage, seededContent } from './helpers/images.js';
+import { buildImage, seededBytes, seededContent } from './helpers/images.js';
 import { startRegistry, type TestRegistry } from './helpers/registry.js';
 import { isolatedRegistryOptions } from './helpers/registry-env.js';
 
@@ -33,14 +33,11 @@ interface OpenLayer {
   blob: BlobReader;
 }
 
-/** Deterministic pseudo-random numbers (mulberry32) so a failure can be reproduced. */
-function prng(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+/** Deterministic pseudo-random numbers in [0, 1) from a seed, so a failure can be reproduced. */
+function seededRandom(seed: string, count: number): () => number {
+  const bytes = seededBytes(seed, 4 * count);
+  let i = 0;
+  return () => bytes.readUInt32LE(4 * (i++ % count)) / 2 ** 32;
 }
 
 /** Reads a whole file the way the kernel does through FUSE: 128 KiB at a time, in order. */
@@ -442,7 +439,7 @@ describe('LayerReader over real images', { skip: HAVE_CORPUS ? false : `no corpu
         }
         const counter = new ReadCounter();
         const reader = readerFor(l!, await newCache({ memoryBytes: 4 * 1024 * 1024 }), counter.wrap(l!.blob));
-        const rnd = prng(format.length);
+        const rnd = seededRandom(format, 32 * 12 * 3);
         await Promise.all(
           Array.from({ length: 32 }, async () => {
             for (let i = 0; i < 12; i++) {
