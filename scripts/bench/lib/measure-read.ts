@@ -7,9 +7,9 @@
 import { join } from 'node:path';
 import { stat } from 'node:fs/promises';
 import type { LinkProfile } from './link.js';
-import { failed, refOf, repoOf, unavailable, measured, type Ctx, type NotMeasured, type Outcome } from './context.js';
+import { failed, refOf, repoOf, unavailable, measured, type Ctx, type Outcome } from './context.js';
 import { dropCaches, run, startService, waitFor } from './proc.js';
-import { repeat, type Summary } from './stats.js';
+import { repeat } from './stats.js';
 
 const HERE = new URL('..', import.meta.url).pathname;
 const MB = 1e6;

@@ -5,11 +5,11 @@
  */
 import { join } from 'node:path';
 import type { ClientSide, LinkProfile } from './link.js';
-import { failed, freshDir, refOf, unavailable, measured, type Ctx, type NotMeasured, type Outcome } from './context.js';
+import { failed, refOf, unavailable, measured, type Ctx, type Outcome } from './context.js';
 import { READY_COMMAND, type BuiltImage, type LayerFormat } from './images.js';
 import { Podman } from './podman.js';
 import { startService, waitFor, run } from './proc.js';
-import { repeat, type Summary } from './stats.js';
+import { repeat } from './stats.js';
 
 export type ModeKind = 'podman-full' | 'podman-partial' | 'tocfs-store' | 'tocfs-rootfs';
 
@@ -129,25 +129,57 @@ function sum(fetchMs: number, runMs: number, a: Traffic, b: Traffic): Record<str
   };
 }
 
-export async function containerReady(ctx: Ctx, profile: LinkProfile): Promise<Record<string, Outcome>> {
-  const side = await ctx.link.use(profile);
+/**
+ * Measures each mode `reps` times with `once`, or records why it cannot be measured
+ * (`why`) or why it failed — one failing mode never stops the others.
+ */
+async function eachMode<M extends { id: string }>(
+  ctx: Ctx,
+  title: string,
+  modes: M[],
+  why: (m: M) => string | undefined,
+  reps: number,
+  once: (m: M) => Promise<Record<string, number>>,
+): Promise<Record<string, Outcome>> {
   const out: Record<string, Outcome> = {};
-  for (const mode of READY_MODES.filter((m) => !ctx.opts.modes || ctx.opts.modes.has(m.id))) {
-    const img = ctx.images.runtime;
-    const why = whyUnavailable(ctx, mode, img);
-    if (why) {
-      out[mode.id] = unavailable(why);
+  for (const m of modes) {
+    const reason = why(m);
+    if (reason) {
+      out[m.id] = unavailable(reason);
       continue;
     }
-    ctx.log(`container ready: ${profile.name} ${mode.id}`);
+    ctx.log(`${title} ${m.id}`);
     try {
-      out[mode.id] = measured(await repeat(ctx.opts.reps, () => readyOnce(ctx, side, mode, img, READY_COMMAND, checkReady)));
+      out[m.id] = measured(await repeat(reps, () => once(m)));
     } catch (e) {
-      out[mode.id] = failed(e);
-      ctx.log(`  failed: ${(out[mode.id] as NotMeasured).reason}`);
+      const f = failed(e);
+      out[m.id] = f;
+      ctx.log(`  failed: ${f.reason}`);
     }
   }
   return out;
+}
+
+export async function containerReady(ctx: Ctx, profile: LinkProfile): Promise<Record<string, Outcome>> {
+  const side = await ctx.link.use(profile);
+  const img = ctx.images.runtime;
+  const modes = READY_MODES.filter((m) => !ctx.opts.modes || ctx.opts.modes.has(m.id));
+  return eachMode(ctx, `container ready: ${profile.name}`, modes, (m) => whyUnavailable(ctx, m, img), ctx.opts.reps, (m) =>
+    readyOnce(ctx, side, m, img, READY_COMMAND, checkReady),
+  );
+}
+
+/** A mode of the first-byte and dedupe measurements. */
+interface FetchMode {
+  id: string;
+  format: LayerFormat;
+  kind: 'tocfs-mount' | 'podman-full' | 'podman-partial';
+}
+
+function whyNot(ctx: Ctx, m: FetchMode, images: BuiltImage[]): string | undefined {
+  const missing = images.find((i) => !i.layouts[m.format]);
+  if (missing) return `no ${m.format} image ${missing.name}: ${missing.unavailable[m.format] ?? 'not built'}`;
+  return m.kind === 'tocfs-mount' ? ctx.tocfs.missing('mount') : undefined;
 }
 
 /** (3) One small file: `tocfs mount` + `cat` against `podman pull` + `podman run cat`. */
@@ -155,112 +187,76 @@ export async function firstByte(ctx: Ctx, profile: LinkProfile): Promise<Record<
   const side = await ctx.link.use(profile);
   const img = ctx.images.runtime;
   const file = ctx.images.smallFile;
-  const out: Record<string, Outcome> = {};
-  const modes: Array<{ id: string; format: LayerFormat; kind: 'tocfs-mount' | 'podman-full' | 'podman-partial' }> = [
+  const modes: FetchMode[] = [
     { id: 'podman_pull_gzip', format: 'gzip', kind: 'podman-full' },
     { id: 'podman_partial_zstd_chunked', format: 'zstd:chunked', kind: 'podman-partial' },
     { id: 'tocfs_mount_zstd_chunked', format: 'zstd:chunked', kind: 'tocfs-mount' },
     { id: 'tocfs_mount_estargz', format: 'estargz', kind: 'tocfs-mount' },
   ];
-  for (const m of modes) {
-    if (!img.layouts[m.format]) {
-      out[m.id] = unavailable(`no ${m.format} image: ${img.unavailable[m.format]}`);
-      continue;
+  return eachMode(ctx, `first byte: ${profile.name}`, modes, (m) => whyNot(ctx, m, [img]), ctx.opts.reps, async (m): Promise<Record<string, number>> => {
+    const dir = await ctx.scratch(`first-byte-${m.id}`);
+    const ref = refOf(side.host, img, m.format);
+    if (m.kind === 'tocfs-mount') {
+      const mp = join(dir, 'mnt');
+      try {
+        const mount = await traffic(ctx, side, () => ctx.tocfs.mount(`docker://${ref}`, mp, join(dir, 'cache'), { ns: side.ns, prefetch: 'none' }));
+        const cat = await traffic(ctx, side, () => run(['cat', join(mp, file)]));
+        if (!cat.value.stdout.length) throw new Error(`empty ${file}`);
+        return { first_byte_ms: mount.value.ms + cat.value.ms, mount_ms: mount.value.ms, cat_ms: cat.value.ms, registry_bytes: mount.registry_bytes + cat.registry_bytes };
+      } finally {
+        await ctx.tocfs.unmount(mp);
+      }
     }
-    if (m.kind === 'tocfs-mount' && ctx.tocfs.missing('mount')) {
-      out[m.id] = unavailable(ctx.tocfs.missing('mount')!);
-      continue;
-    }
-    ctx.log(`first byte: ${profile.name} ${m.id}`);
+    const podman = await Podman.create(join(dir, 'podman'), side.ns, side.host, { partial: m.kind === 'podman-partial' });
     try {
-      out[m.id] = measured(await repeat(ctx.opts.reps, async (): Promise<Record<string, number>> => {
-          const dir = await ctx.scratch(`first-byte-${m.id}`);
-          const ref = refOf(side.host, img, m.format);
-          if (m.kind === 'tocfs-mount') {
-            const mp = join(dir, 'mnt');
-            try {
-              const mount = await traffic(ctx, side, () => ctx.tocfs.mount(`docker://${ref}`, mp, join(dir, 'cache'), { ns: side.ns, prefetch: 'none' }));
-              const cat = await traffic(ctx, side, () => run(['cat', join(mp, file)]));
-              if (!cat.value.stdout.length) throw new Error(`empty ${file}`);
-              return { first_byte_ms: mount.value.ms + cat.value.ms, mount_ms: mount.value.ms, cat_ms: cat.value.ms, registry_bytes: mount.registry_bytes + cat.registry_bytes };
-            } finally {
-              await ctx.tocfs.unmount(mp);
-            }
-          }
-          const podman = await Podman.create(join(dir, 'podman'), side.ns, side.host, { partial: m.kind === 'podman-partial' });
-          try {
-            const pull = await traffic(ctx, side, () => podman.pull(ref));
-            const cat = await traffic(ctx, side, () => podman.runRm(ref, ['/usr/bin/python3', '-c', `import sys; sys.stdout.write(open("/${file}").read(1))`]));
-            if (!cat.value.stdout.length) throw new Error(`empty ${file}`);
-            return { first_byte_ms: pull.value.ms + cat.value.ms, pull_ms: pull.value.ms, cat_ms: cat.value.ms, registry_bytes: pull.registry_bytes + cat.registry_bytes };
-          } finally {
-            await podman.destroy();
-          }
-        }));
-    } catch (e) {
-      out[m.id] = failed(e);
-      ctx.log(`  failed: ${(out[m.id] as NotMeasured).reason}`);
+      const pull = await traffic(ctx, side, () => podman.pull(ref));
+      const cat = await traffic(ctx, side, () => podman.runRm(ref, ['/usr/bin/python3', '-c', `import sys; sys.stdout.write(open("/${file}").read(1))`]));
+      if (!cat.value.stdout.length) throw new Error(`empty ${file}`);
+      return { first_byte_ms: pull.value.ms + cat.value.ms, pull_ms: pull.value.ms, cat_ms: cat.value.ms, registry_bytes: pull.registry_bytes + cat.registry_bytes };
+    } finally {
+      await podman.destroy();
     }
-  }
-  return out;
+  });
 }
 
 /** (4) Image B of the pair right after image A, in the same store / cache. */
 export async function dedupe(ctx: Ctx, profile: LinkProfile): Promise<Record<string, Outcome>> {
   const side = await ctx.link.use(profile);
   const { pairA, pairB } = ctx.images;
-  const out: Record<string, Outcome> = {};
-  const modes: Array<{ id: string; format: LayerFormat; kind: 'tocfs-mount' | 'podman-full' | 'podman-partial' }> = [
+  const modes: FetchMode[] = [
     { id: 'podman_pull_gzip', format: 'gzip', kind: 'podman-full' },
     { id: 'podman_partial_zstd_chunked', format: 'zstd:chunked', kind: 'podman-partial' },
     { id: 'tocfs_mount_read_all_zstd_chunked', format: 'zstd:chunked', kind: 'tocfs-mount' },
     { id: 'tocfs_mount_read_all_estargz', format: 'estargz', kind: 'tocfs-mount' },
   ];
-  for (const m of modes) {
-    if (!pairA.layouts[m.format] || !pairB.layouts[m.format]) {
-      out[m.id] = unavailable(`no ${m.format} pair: ${pairA.unavailable[m.format] ?? pairB.unavailable[m.format]}`);
-      continue;
+  // At most two repetitions: reading a whole image file by file over the slow link is long.
+  return eachMode(ctx, `dedupe: ${profile.name}`, modes, (m) => whyNot(ctx, m, [pairA, pairB]), Math.min(ctx.opts.reps, 2), async (m) => {
+    const dir = await ctx.scratch(`dedupe-${m.id}`);
+    if (m.kind === 'tocfs-mount') {
+      const cache = join(dir, 'cache');
+      const readAll = async (img: BuiltImage, name: string) => {
+        const mp = join(dir, name);
+        try {
+          return await traffic(ctx, side, async () => {
+            const mount = await ctx.tocfs.mount(`docker://${refOf(side.host, img, m.format)}`, mp, cache, { ns: side.ns, prefetch: 'none' });
+            const read = await run(['sh', '-c', `find . -type f -print0 | xargs -0 cat | wc -c`], { cwd: mp });
+            return mount.ms + read.ms;
+          });
+        } finally {
+          await ctx.tocfs.unmount(mp);
+        }
+      };
+      const a = await readAll(pairA, 'a');
+      const b = await readAll(pairB, 'b');
+      return { first_ms: a.value, first_registry_bytes: a.registry_bytes, second_ms: b.value, second_registry_bytes: b.registry_bytes };
     }
-    if (m.kind === 'tocfs-mount' && ctx.tocfs.missing('mount')) {
-      out[m.id] = unavailable(ctx.tocfs.missing('mount')!);
-      continue;
-    }
-    ctx.log(`dedupe: ${profile.name} ${m.id}`);
+    const podman = await Podman.create(join(dir, 'podman'), side.ns, side.host, { partial: m.kind === 'podman-partial' });
     try {
-      out[m.id] = measured(await repeat(Math.min(ctx.opts.reps, 2), async (): Promise<Record<string, number>> => {
-          // (at most two repetitions: reading a whole image file by file over the slow link is long)
-          const dir = await ctx.scratch(`dedupe-${m.id}`);
-          if (m.kind === 'tocfs-mount') {
-            const cache = join(dir, 'cache');
-            const readAll = async (img: BuiltImage, name: string) => {
-              const mp = join(dir, name);
-              try {
-                return await traffic(ctx, side, async () => {
-                  const mount = await ctx.tocfs.mount(`docker://${refOf(side.host, img, m.format)}`, mp, cache, { ns: side.ns, prefetch: 'none' });
-                  const read = await run(['sh', '-c', `find . -type f -print0 | xargs -0 cat | wc -c`], { cwd: mp });
-                  return mount.ms + read.ms;
-                });
-              } finally {
-                await ctx.tocfs.unmount(mp);
-              }
-            };
-            const a = await readAll(pairA, 'a');
-            const b = await readAll(pairB, 'b');
-            return { first_ms: a.value, first_registry_bytes: a.registry_bytes, second_ms: b.value, second_registry_bytes: b.registry_bytes };
-          }
-          const podman = await Podman.create(join(dir, 'podman'), side.ns, side.host, { partial: m.kind === 'podman-partial' });
-          try {
-            const a = await traffic(ctx, side, () => podman.pull(refOf(side.host, pairA, m.format)));
-            const b = await traffic(ctx, side, () => podman.pull(refOf(side.host, pairB, m.format)));
-            return { first_ms: a.value.ms, first_registry_bytes: a.registry_bytes, second_ms: b.value.ms, second_registry_bytes: b.registry_bytes };
-          } finally {
-            await podman.destroy();
-          }
-        }));
-    } catch (e) {
-      out[m.id] = failed(e);
-      ctx.log(`  failed: ${(out[m.id] as NotMeasured).reason}`);
+      const a = await traffic(ctx, side, () => podman.pull(refOf(side.host, pairA, m.format)));
+      const b = await traffic(ctx, side, () => podman.pull(refOf(side.host, pairB, m.format)));
+      return { first_ms: a.value.ms, first_registry_bytes: a.registry_bytes, second_ms: b.value.ms, second_registry_bytes: b.registry_bytes };
+    } finally {
+      await podman.destroy();
     }
-  }
-  return out;
+  });
 }

@@ -133,7 +133,7 @@ export function markdown(r: Results, chartFile: string): string {
   L.push(`Container command: \`${r.ready_command.join(' ')}\``, '');
   L.push(`![container ready](${chartFile})`, '');
   L.push('## Targets', '', '| target | value | met |', '| --- | --- | --- |');
-  for (const t of r.targets) L.push(`| ${t.goal}${t.note ? ` (${t.note})` : ''} | ${t.value ?? '—'} | ${t.met === null ? 'not measured' : t.met ? 'yes' : 'no'} |`);
+  for (const t of r.targets) L.push(`| ${`${t.goal}${t.note ? ` (${t.note})` : ''}`.replace(/\|/g, '\\|')} | ${t.value ?? '—'} | ${t.met === null ? 'not measured' : t.met ? 'yes' : 'no'} |`);
   L.push('', '## Ratios', '', '| name | value |', '| --- | --- |');
   for (const [k, v] of Object.entries(r.ratios)) L.push(`| \`${k}\` | ${v ?? '—'} |`);
   for (const [name, p] of Object.entries(r.profiles)) {
