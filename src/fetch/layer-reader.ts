@@ -242,7 +242,11 @@ export class LayerReader {
       lookups.push(wanted);
       results.push(promise);
     }
-    if (lookups.length > 0) void this.lookUp(lookups, priority);
+    if (lookups.length > 0) {
+      this.lookUp(lookups, priority).catch((e) => {
+        for (const w of lookups) w.reject(new LayerReadError(`${this.what(w.entry)}: ${(e as Error).message}`, { cause: e }));
+      });
+    }
     return Promise.all(results);
   }
 
@@ -274,7 +278,7 @@ export class LayerReader {
     this.flushScheduled = false;
     const queued = this.queue;
     this.queue = [];
-    const byPriority = (p: FetchPriority) => queued.filter((q) => q.priority === p).map((q) => q.item);
+    const byPriority = (p: FetchPriority) => queued.filter((q) => (q.item.urgent ? 'user' : q.priority) === p).map((q) => q.item);
     const user = coalesce(byPriority('user'), this.maxRequestBytes, this.maxGapBytes);
     const background = coalesce(byPriority('background'), this.maxRequestBytes, this.maxGapBytes);
     for (const r of user) void this.fetchRange({ ...r, priority: 'user' });
