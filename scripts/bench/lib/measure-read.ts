@@ -51,8 +51,8 @@ export async function coldRead(ctx: Ctx, profile: LinkProfile): Promise<Outcome>
           await dropCaches();
           const mark = ctx.link.mark();
           const mbps = await ddMBps(join(mp, ctx.images.bigFile), size);
-          const bytes = ctx.link.served(mark).bytes;
-          return { cold_MBps: mbps, cold_registry_bytes: bytes, curl_zstd_MBps: curlMBps, cold_vs_curl_zstd: mbps / curlMBps };
+          const served = ctx.link.served(mark);
+          return { cold_MBps: mbps, cold_registry_bytes: served.bytes, cold_blob_requests: served.blobRequests, curl_zstd_MBps: curlMBps, cold_vs_curl_zstd: mbps / curlMBps };
         } finally {
           await ctx.tocfs.unmount(mp);
         }

@@ -160,8 +160,8 @@ export function markdown(r: Results, chartFile: string): string {
     if (p.cold_read) {
       L.push('', '### Cold sequential read through the mount', '');
       if (p.cold_read.status === 'ok') {
-        L.push('| tocfs cold MB/s | curl \\| zstd -d MB/s (link ceiling, uncompressed) | ratio | registry MB |', '| --- | --- | --- | --- |');
-        L.push(`| ${cell(p.cold_read, 'cold_MBps')} | ${cell(p.cold_read, 'curl_zstd_MBps')} | ${cell(p.cold_read, 'cold_vs_curl_zstd')} | ${cell(p.cold_read, 'cold_registry_bytes', 1e-6, 1)} |`);
+        L.push('| tocfs cold MB/s | curl \\| zstd -d MB/s (link ceiling, uncompressed) | ratio | registry MB | blob GETs |', '| --- | --- | --- | --- | --- |');
+        L.push(`| ${cell(p.cold_read, 'cold_MBps')} | ${cell(p.cold_read, 'curl_zstd_MBps')} | ${cell(p.cold_read, 'cold_vs_curl_zstd')} | ${cell(p.cold_read, 'cold_registry_bytes', 1e-6, 1)} | ${cell(p.cold_read, 'cold_blob_requests', 1, 0)} |`);
       } else L.push(`${p.cold_read.status}: ${p.cold_read.reason}`);
     }
   }
