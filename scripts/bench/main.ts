@@ -214,6 +214,13 @@ async function main(): Promise<void> {
     await writeFile(join(opts.out, svgName), chart(results));
     await writeFile(join(opts.out, `${stamp}.md`), markdown(results, svgName));
   };
+  // Interrupted (Ctrl-C, or run.sh stopped): keep what was measured; run.sh's trap tears down.
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(sig, () => {
+      log(`${sig}: saving what was measured`);
+      void save().finally(() => process.exit(130));
+    });
+  }
   try {
     await loadAll(link, images);
     try {
