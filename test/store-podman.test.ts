@@ -19,7 +19,7 @@ import { after, before, describe, it } from 'node:test';
 import { CORPUS_DIR, HAVE_CORPUS, loadExpected } from './helpers/corpus.js';
 import { buildImage, seededContent } from './helpers/images.js';
 import { blobBytesServed, startRegistry, type TestRegistry } from './helpers/registry.js';
-import { isFuseMounted, startStore, type RunningStore } from './helpers/store.js';
+import { isFuseMounted, registryLogSettled, startStore, type RunningStore } from './helpers/store.js';
 
 function have(cmd: string): boolean {
   try {
@@ -159,15 +159,18 @@ describe('tocfs store with Podman 4.3.1', { skip: missing, timeout: 300_000 }, (
     const digest = image.layers[0]!;
     const layer = exp.layers[digest]!;
     await podman.ok(['pull', '--tls-verify=false', ref('zstdchunked-skopeo118-basic')]);
+    await registryLogSettled(registry);
     const pulled = blobBytesServed(registry.log, digest);
     const tocStart = Number((layer.format.footer as Record<string, number>).manifest_offset) - 8;
     assert.ok(pulled <= layer.size - tocStart + 1024, `the pull fetched ${pulled} bytes of the ${layer.size}-byte layer: more than its TOC, tar-split and footer (${layer.size - tocStart})`);
     assert.ok((await podman.storeLayers()).some((l) => l.endsWith(digest)), 'the layer is linked to the store');
 
     const file = image.merged.filter((m) => m.type === 'reg' && m.size > 50_000 && m.size < 1_000_000).sort((a, b) => b.size - a.size)[0]!;
+    await registryLogSettled(registry);
     const before = blobBytesServed(registry.log, digest);
     const out = await podman.exec(ref('zstdchunked-skopeo118-basic'), '/usr/bin/cat', `/${file.path}`);
     assert.equal(hex(out), file.sha256, `cat /${file.path} prints the file`);
+    await registryLogSettled(registry);
     const ran = blobBytesServed(registry.log, digest) - before;
     const total = pulled + ran;
     process.stdout.write(`# zstd:chunked ${layer.size} B layer: pull fetched ${pulled} B, cat of a ${file.size} B file fetched ${ran} B; total ${total} B = ${((100 * total) / layer.size).toFixed(1)} % of the layer\n`);
@@ -179,6 +182,7 @@ describe('tocfs store with Podman 4.3.1', { skip: missing, timeout: 300_000 }, (
       const exp = loadExpected(repo);
       const image = exp.images[0]!;
       await podman.ok(['pull', '--tls-verify=false', ref(repo)]);
+      await registryLogSettled(registry);
       for (const d of image.layers) assert.equal(blobBytesServed(registry.log, d) <= exp.layers[d]!.size, true);
       assert.equal((await podman.storeLayers()).filter((l) => image.layers.some((d) => l.endsWith(d))).length, image.layers.length, 'every layer comes from the store');
       // Directories touched by whiteouts: the listing is exactly the merged view of expected.json.
@@ -199,6 +203,7 @@ describe('tocfs store with Podman 4.3.1', { skip: missing, timeout: 300_000 }, (
     assert.equal((await podman.exec(ref('built-estargz'), '/usr/bin/cat', '/etc/motd')).toString(), 'hello from a tocfs-built eStargz layer\n');
     const etc = (await podman.exec(ref('built-estargz'), '/usr/bin/ls', '-A1', '/etc')).toString().split('\n');
     assert.ok(etc.includes('motd') && !etc.includes('gone'), `/etc lists motd and not the whited-out file: ${etc.join(' ')}`);
+    await registryLogSettled(registry);
     const fetched = blobBytesServed(registry.log, built.digest);
     process.stdout.write(`# tocfs-built eStargz ${built.size} B layer: ${fetched} B fetched for pull + 2 runs\n`);
     assert.ok(fetched < built.size / 10, `fetched ${fetched} of ${built.size} bytes of the layer holding the 8 MiB file`);
@@ -211,6 +216,7 @@ describe('tocfs store with Podman 4.3.1', { skip: missing, timeout: 300_000 }, (
     const podman = await Podman.create(join(work, 'gzip'), store.dir, registry.host);
     cleanups.push(() => podman.cleanup());
     await podman.ok(['pull', '--tls-verify=false', ref('gzip-plain-basic')]);
+    await registryLogSettled(registry);
     assert.equal(blobBytesServed(registry.log, image.layers[0]!), exp.layers[image.layers[0]!]!.size, 'Podman fetched the whole layer once');
     assert.ok(!(await podman.storeLayers()).some((l) => l.endsWith(image.layers[0]!)), 'the layer is not linked to the store');
     const file = image.merged.find((m) => m.type === 'reg' && m.size > 1000 && m.size < 100_000)!;

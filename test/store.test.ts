@@ -10,13 +10,14 @@ import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { lstat, mkdtemp, open, readdir, readFile, rm, rmdir, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
+import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { decodeRef, encodeRef, parseKey, parseStorePath } from '../src/store/names.js';
 import { CORPUS_DIR, HAVE_CORPUS, loadExpected, type Expected } from './helpers/corpus.js';
 import { runCli } from './helpers/cli.js';
 import { blobBytesServed, startRegistry, type TestRegistry } from './helpers/registry.js';
-import { isFuseMounted, startStore, type RunningStore } from './helpers/store.js';
+import { isFuseMounted, registryLogSettled, startStore, type RunningStore } from './helpers/store.js';
 
 const sha256 = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 /** expected.json gives file content digests as bare hex. */
@@ -145,10 +146,12 @@ describe('tocfs store over a real registry', { skip: HAVE_CORPUS ? false : `corp
     const file = layer.entries.find((x) => x.type === 'reg' && x.size > 0 && !x.meta && !x.whiteout)!;
     assert.equal(contentHash(await readFile(join(diff, file.path))), file.sha256);
     // The blob is the exact compressed layer.
+    await registryLogSettled(registry);
     const before = blobBytesServed(registry.log, digest);
     const blob = await readFile(join(dir, 'blob'));
     assert.equal(blob.length, layer.size);
     assert.equal(sha256(blob), digest);
+    await registryLogSettled(registry);
     assert.ok(blobBytesServed(registry.log, digest) - before >= layer.size * 0.9, 'blob bytes come from the registry on demand');
   });
 
@@ -187,6 +190,7 @@ describe('tocfs store over a real registry', { skip: HAVE_CORPUS ? false : `corp
     const exp = expected.get('gzip-plain-basic')!;
     const gz = layerDir('gzip-plain-basic', exp.images[0]!.layers[0]!);
     for (const name of ['diff', 'info', 'blob']) assert.equal(await errnoOf(stat(join(gz, name))), 'ENOENT', `plain gzip ${name}`);
+    await registryLogSettled(registry);
     assert.ok(blobBytesServed(registry.log, exp.images[0]!.layers[0]!) === 0, 'not a byte of the gzip layer was fetched');
     assert.equal(await errnoOf(stat(join(layerDir('zstdchunked-skopeo118-layers', 'sha256:' + '0'.repeat(64)), 'diff'))), 'ENOENT');
     assert.equal(await errnoOf(stat(join(store.dir, 'not-base64!', 'sha256:' + '0'.repeat(64), 'diff'))), 'ENOENT');
@@ -196,6 +200,25 @@ describe('tocfs store over a real registry', { skip: HAVE_CORPUS ? false : `corp
     assert.equal(await errnoOf(stat(join(layerDir('zstdchunked-skopeo118-layers', key), 'use'))), 'ENOENT');
   });
 
+  it('a registry that never answers: the lookup gives up after --lookup-timeout with ENOENT, and the miss is remembered', async () => {
+    // A fault a real registry cannot produce: it accepts connections and never says a word.
+    const sockets: Socket[] = [];
+    const silent = createServer((s) => sockets.push(s));
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', () => r()));
+    const quick = await startStore(join(work, 'quick-store'), join(work, 'cache'), ['--lookup-timeout', '1000', '--negative-ttl', '60000']);
+    try {
+      const ref = `127.0.0.1:${(silent.address() as AddressInfo).port}/silent:latest`;
+      const diff = join(quick.dir, encodeRef(ref), 'sha256:' + '1'.repeat(64), 'diff');
+      assert.equal(await errnoOf(stat(diff)), 'ENOENT');
+      assert.ok(quick.log.some((l) => l.includes('not resolved within 1000 ms')), 'the log says why');
+      assert.equal(await errnoOf(stat(diff)), 'ENOENT', 'asked again: the remembered miss');
+    } finally {
+      assert.equal(await quick.stop(), 0);
+      for (const s of sockets) s.destroy();
+      silent.close();
+    }
+  });
+
   it('tocfs store status reports served layers, uses and misses', async () => {
     const exp = expected.get('zstdchunked-skopeo118-layers')!;
     const digest = exp.images[0]!.layers[0]!;
@@ -203,19 +226,21 @@ describe('tocfs store over a real registry', { skip: HAVE_CORPUS ? false : `corp
     await stat(join(dir, 'diff'));
     await errnoOf(open(join(dir, 'use'), 'w+'));
     await errnoOf(open(join(dir, 'use'), 'w+'));
+    const gz = expected.get('gzip-plain-basic')!.images[0]!.layers[0]!;
+    assert.equal(await errnoOf(stat(join(layerDir('gzip-plain-basic', gz), 'diff'))), 'ENOENT');
     let doc: { layers: Array<{ ref: string; key: string; uses: number; fetchedBytes: number }>; misses: Array<{ key: string }> } | undefined;
     for (let i = 0; i < 100; i++) {
       const res = await runCli(['store', 'status', '--json', store.dir]);
       if (res.code === 0) {
         doc = JSON.parse(res.stdout.toString());
-        if (doc!.layers.some((l) => l.key === digest && l.uses === 2)) break;
+        if (doc!.layers.some((l) => l.key === digest && l.uses === 2) && doc!.misses.some((m) => m.key === gz)) break;
       }
       await new Promise((r) => setTimeout(r, 200));
     }
     const entry = doc?.layers.find((l) => l.key === digest);
     assert.ok(entry, 'the layer is listed');
     assert.equal(entry.uses, 2);
-    assert.ok(doc!.misses.some((m) => m.key === expected.get('gzip-plain-basic')!.images[0]!.layers[0]), 'the plain gzip layer is listed as not served');
+    assert.ok(doc!.misses.some((m) => m.key === gz), 'the plain gzip layer is listed as not served');
     const table = await runCli(['store', 'status', store.dir]);
     assert.equal(table.code, 0, table.stderr);
     assert.match(table.stdout.toString(), new RegExp(digest.slice(7, 19)));

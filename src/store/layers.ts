@@ -134,10 +134,13 @@ export interface StoreStatus {
   misses: Array<{ ref: string; key: string; reason: string }>;
 }
 
+/** A lookup that took longer than its bound. */
+export class LookupTimeout extends StoreMiss {}
+
 function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new StoreMiss(`${what}: not resolved within ${ms} ms (still trying in the background)`)), ms);
+    timer = setTimeout(() => reject(new LookupTimeout(`${what}: not resolved within ${ms} ms (still trying in the background)`)), ms);
   });
   return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 }
@@ -206,7 +209,14 @@ export class LayerStore {
       );
       this.pending.set(id, p);
     }
-    return withTimeout(p, this.lookupTimeoutMs, `${ref} ${key}`);
+    return withTimeout(p, this.lookupTimeoutMs, `${ref} ${key}`).catch((e: unknown) => {
+      if (e instanceof LookupTimeout) {
+        // Fast answers until the resolution going on in the background settles (it replaces this miss).
+        if (!this.layers.has(id)) this.misses.set(id, { error: e, until: Date.now() + this.negativeTtlMs });
+        this.log.info({ ref, key, reason: e.message }, 'lookup gave up: answering ENOENT (Podman pulls the layer itself)');
+      }
+      throw e;
+    });
   }
 
   /** The image a reference names (default platform), for the `manifest` and `config` views. */
@@ -280,10 +290,12 @@ export class LayerStore {
     return out;
   }
 
+  /** Closes the sources of resolved images; resolutions still under way are abandoned (the process is ending). */
   async close(): Promise<void> {
+    const settled = Symbol('pending');
     for (const p of this.images.values()) {
-      const img = await p.catch(() => undefined);
-      await img?.source.close().catch(() => undefined);
+      const img = await Promise.race([p.catch(() => undefined), Promise.resolve(settled)]);
+      if (img && img !== settled) await img.source.close().catch(() => undefined);
     }
   }
 

@@ -49,3 +49,18 @@ export async function startStore(dir: string, cacheDir: string, extraArgs: strin
     },
   };
 }
+
+/**
+ * Waits until the registry's access log holds every request answered so far: it logs each
+ * request when it completes, after the response, so a marker request is sent and awaited.
+ */
+export async function registryLogSettled(registry: { host: string; log: string[] }): Promise<void> {
+  const marker = `tocfs-barrier-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2)}`;
+  const res = await fetch(`http://${registry.host}/v2/?${marker}`);
+  await res.arrayBuffer();
+  const deadline = Date.now() + 10_000;
+  while (!registry.log.some((l) => l.includes(marker))) {
+    if (Date.now() > deadline) throw new Error('the registry did not log the marker request');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
