@@ -177,6 +177,22 @@ describe('tocfs store with Podman 4.3.1', { skip: missing, timeout: 300_000 }, (
     assert.ok(total < layer.size / 4, `pull + run fetched ${total} of ${layer.size} bytes`);
   });
 
+  it('exporting a store layer (podman push to dir:) reads the store\'s blob and yields the layer\'s DiffID', async () => {
+    const exp = loadExpected('zstdchunked-skopeo118-basic');
+    const image = exp.images[0]!;
+    const out = join(work, 'export');
+    await registryLogSettled(registry);
+    const before = blobBytesServed(registry.log, image.layers[0]!);
+    await podman.ok(['push', ref('zstdchunked-skopeo118-basic'), `dir:${out}`]);
+    await registryLogSettled(registry);
+    assert.ok(blobBytesServed(registry.log, image.layers[0]!) - before >= exp.layers[image.layers[0]!]!.size, 'the store read the whole blob from the registry for the export');
+    // c/image asks storage for the layer uncompressed: c/storage decompresses the store's blob.
+    const names = await readdir(out);
+    const diffId = image.diff_ids[0]!.slice('sha256:'.length);
+    assert.ok(names.includes(diffId), `the exported layer hashes to the DiffID (dir: names blobs by digest): ${names.join(' ')}`);
+    assert.equal(hex(await readFile(join(out, diffId))), diffId);
+  });
+
   for (const repo of ['zstdchunked-skopeo118-layers', 'estargz-ctrremote-prefetch']) {
     it(`${repo}: whiteouts and opaque directories as Podman shows them`, async () => {
       const exp = loadExpected(repo);
