@@ -228,7 +228,7 @@ describe('tocfs store over a real registry', { skip: HAVE_CORPUS ? false : `corp
     await errnoOf(open(join(dir, 'use'), 'w+'));
     const gz = expected.get('gzip-plain-basic')!.images[0]!.layers[0]!;
     assert.equal(await errnoOf(stat(join(layerDir('gzip-plain-basic', gz), 'diff'))), 'ENOENT');
-    let doc: { layers: Array<{ ref: string; key: string; uses: number; fetchedBytes: number }>; misses: Array<{ key: string }> } | undefined;
+    let doc: { images: Array<{ ref: string; manifest: string }>; layers: Array<{ ref: string; key: string; uses: number; fetchedBytes: number }>; misses: Array<{ key: string }> } | undefined;
     for (let i = 0; i < 100; i++) {
       const res = await runCli(['store', 'status', '--json', store.dir]);
       if (res.code === 0) {
@@ -241,6 +241,7 @@ describe('tocfs store over a real registry', { skip: HAVE_CORPUS ? false : `corp
     assert.ok(entry, 'the layer is listed');
     assert.equal(entry.uses, 2);
     assert.ok(doc!.misses.some((m) => m.key === gz), 'the plain gzip layer is listed as not served');
+    assert.ok(doc!.images.some((i) => i.ref === refOf('zstdchunked-skopeo118-layers') && i.manifest === exp.images[0]!.manifest_digest), 'the resolved image is listed');
     const table = await runCli(['store', 'status', store.dir]);
     assert.equal(table.code, 0, table.stderr);
     assert.match(table.stdout.toString(), new RegExp(digest.slice(7, 19)));

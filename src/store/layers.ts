@@ -254,7 +254,7 @@ export class LayerStore {
     return withTimeout(layer.chain, this.lookupTimeoutMs, `${layer.ref} ${layer.key} chain`);
   }
 
-  status(): StoreStatus {
+  async status(): Promise<StoreStatus> {
     const now = Date.now();
     const layers = this.known().map((l): LayerStatus => {
       const c = l.content;
@@ -277,17 +277,13 @@ export class LayerStore {
       const [ref, key] = id.split('\n') as [string, string];
       return { ref, key, reason: m.error.message };
     });
-    return { images: [], layers, misses };
-  }
-
-  /** The resolved images, for status (async: images resolve in the background). */
-  async imageSummaries(): Promise<StoreStatus['images']> {
-    const out: StoreStatus['images'] = [];
+    const images: StoreStatus['images'] = [];
     for (const p of this.images.values()) {
+      // Only resolved images: a resolution under way is not waited for.
       const img = await Promise.race([p, Promise.resolve(undefined)]).catch(() => undefined);
-      for (const v of img?.versions ?? []) out.push({ ref: img!.ref, manifest: v.manifestDigest, platform: formatPlatform(v.platform) });
+      for (const v of img?.versions ?? []) images.push({ ref: img!.ref, manifest: v.manifestDigest, platform: formatPlatform(v.platform) });
     }
-    return out;
+    return { images, layers, misses };
   }
 
   /** Closes the sources of resolved images; resolutions still under way are abandoned (the process is ending). */

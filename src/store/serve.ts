@@ -96,9 +96,7 @@ export async function serveStore(opts: StoreServeOptions): Promise<void> {
   process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection (still serving)'));
 
   const publish = async (): Promise<void> => {
-    const s = liveStore.status();
-    s.images = await liveStore.imageSummaries();
-    await writeStatus({ ...s, pid: process.pid, storeDir, started: started.toISOString(), updated: new Date().toISOString() });
+    await writeStatus({ ...(await liveStore.status()), pid: process.pid, storeDir, started: started.toISOString(), updated: new Date().toISOString() });
   };
   const timer = setInterval(() => publish().catch((err: unknown) => log.debug({ err }, 'cannot write the status file')), STATUS_INTERVAL_MS);
   await publish().catch(() => undefined);
