@@ -32,6 +32,8 @@ export interface BenchImages {
   many: BuiltImage[];
   /** The big file read for throughput, as a path inside the runtime image. */
   bigFile: string;
+  /** Regular files (relative paths, symlinks resolved) the container command opens, from strace. */
+  startupFiles: string[];
   /** A small file for time-to-first-byte. */
   smallFile: string;
 }

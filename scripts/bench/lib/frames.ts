@@ -3,8 +3,8 @@
  * files a command opens. The files come from running the command under strace in a chroot of
  * the image's tree; the frames from the layer's own TOC (tocfs's reader).
  */
-import { join } from 'node:path';
-import { readFile } from 'node:fs/promises';
+import { join, normalize } from 'node:path';
+import { lstat, readFile, readlink, stat } from 'node:fs/promises';
 import { readLayerToc } from '../../../src/formats/index.js';
 import { openImageSource } from '../../../src/image/open.js';
 import { run } from './proc.js';
@@ -20,13 +20,40 @@ export async function filesOpenedBy(stage: string, cmd: string[], traceFile: str
   return [...opened];
 }
 
+/** `p` (absolute, inside the tree at `root`) with every symlink resolved inside that tree. */
+async function resolveIn(root: string, p: string, depth = 0): Promise<string> {
+  const parts = p.split('/').filter(Boolean);
+  let cur = '';
+  for (let i = 0; i < parts.length; i++) {
+    const next = `${cur}/${parts[i]}`;
+    const st = await lstat(join(root, next)).catch(() => undefined);
+    if (st?.isSymbolicLink() && depth < 40) {
+      const target = await readlink(join(root, next));
+      const base = target.startsWith('/') ? target : `${cur}/${target}`;
+      return resolveIn(root, normalize(`${base}/${parts.slice(i + 1).join('/')}`), depth + 1);
+    }
+    cur = next;
+  }
+  return normalize(cur || '/');
+}
+
+/** The regular files among `paths` (absolute, inside `root`), symlinks resolved, relative to the root. */
+export async function realPathsIn(root: string, paths: string[]): Promise<string[]> {
+  const out = new Set<string>();
+  for (const p of paths) {
+    const real = await resolveIn(root, p);
+    if (await stat(join(root, real)).then((s) => s.isFile(), () => false)) out.add(real.replace(/^\/+/, ''));
+  }
+  return [...out];
+}
+
 export interface LazyFloor {
   tocBytes: number;
   frameBytes: number;
   files: number;
 }
 
-/** TOC + compressed frames of `paths` (symlinks followed inside the TOC) in the layout's single layer. */
+/** TOC + compressed frames of `paths` (relative, symlinks resolved: see realPathsIn) in the layout's single layer. */
 export async function lazyFloor(layoutDir: string, paths: string[]): Promise<LazyFloor> {
   const source = await openImageSource(`oci:${layoutDir}:latest`);
   try {
@@ -34,28 +61,17 @@ export async function lazyFloor(layoutDir: string, paths: string[]): Promise<Laz
     const desc = image.layers[0]!;
     const toc = await readLayerToc(desc, source.blob(desc));
     const byPath = new Map(toc.entries.map((e) => [e.path, e]));
-    const resolveLink = (p: string, depth = 0): string => {
-      const parts = p.split('/').filter(Boolean);
-      for (let i = 1; i <= parts.length && depth < 40; i++) {
-        const e = byPath.get(parts.slice(0, i).join('/'));
-        if (e?.type === 'symlink' && e.linkName) {
-          const base = e.linkName.startsWith('/') ? e.linkName : join('/', ...parts.slice(0, i - 1), e.linkName);
-          return resolveLink(join(base, ...parts.slice(i)), depth + 1);
-        }
-      }
-      return parts.join('/');
-    };
     const seen = new Set<string>();
     let frameBytes = 0;
     for (const p of paths) {
-      let e = byPath.get(resolveLink(p));
+      let e = byPath.get(p);
       if (e?.type === 'hardlink' && e.linkName) e = byPath.get(e.linkName);
       if (!e || e.type !== 'reg' || seen.has(e.path)) continue;
       seen.add(e.path);
-      const ranges = new Set<string>();
+      const ranges = new Set<number>();
       for (const c of e.chunks) {
-        if (c.zeros || ranges.has(`${c.compressedOffset}`)) continue;
-        ranges.add(`${c.compressedOffset}`);
+        if (c.zeros || ranges.has(c.compressedOffset)) continue;
+        ranges.add(c.compressedOffset);
         frameBytes += c.compressedEnd - c.compressedOffset;
       }
     }

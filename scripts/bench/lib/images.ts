@@ -14,7 +14,8 @@ import { hostPlatform } from '../../../src/image/manifest.js';
 import { LayerMediaTypes } from '../../../src/formats/writer/types.js';
 import { run } from './proc.js';
 
-export type LayerFormat = 'gzip' | 'zstd' | 'zstd:chunked' | 'estargz';
+/** `estargz-opt`: eStargz with the files the container command opens placed first (prefetched at mount). */
+export type LayerFormat = 'gzip' | 'zstd' | 'zstd:chunked' | 'estargz' | 'estargz-opt';
 export const LAYER_FORMATS: LayerFormat[] = ['gzip', 'zstd', 'zstd:chunked', 'estargz'];
 
 export interface BuiltImage {
@@ -167,7 +168,7 @@ async function layerSize(layoutDir: string): Promise<number> {
 }
 
 /** How eStargz layouts are made: `tocfs convert`, if this checkout has it. */
-export type Converter = ((src: string, dst: string, format: 'estargz' | 'zstd:chunked') => Promise<void>) | undefined;
+export type Converter = ((src: string, dst: string, format: 'estargz' | 'zstd:chunked', prioritize?: string[]) => Promise<void>) | undefined;
 
 /** Compresses the plain layout into each format. */
 export async function buildFormats(
@@ -179,6 +180,7 @@ export async function buildFormats(
   unavailableReason: string,
   formats: LayerFormat[] = LAYER_FORMATS,
   previous?: BuiltImage,
+  prioritize?: string[],
 ): Promise<BuiltImage> {
   const img: BuiltImage = { name, ...base, layouts: {}, layerBytes: {}, unavailable: {} };
   await mkdir(outRoot, { recursive: true });
@@ -191,9 +193,9 @@ export async function buildFormats(
     const dst = join(outRoot, `${name}-${f.replace(':', '-')}`);
     await rm(dst, { recursive: true, force: true });
     try {
-      if (f === 'estargz') {
+      if (f === 'estargz' || f === 'estargz-opt') {
         if (!convert) throw new Error(unavailableReason);
-        await convert(plain, dst, 'estargz');
+        await convert(plain, dst, 'estargz', f === 'estargz-opt' ? prioritize : undefined);
       } else {
         const skopeo = await run(['skopeo', 'copy', '-q', '--dest-compress', '--dest-compress-format', f, `oci:${plain}:latest`, `oci:${dst}:latest`], { check: false, label: 'skopeo copy' });
         if (skopeo.code !== 0) {

@@ -26,8 +26,10 @@ export const READY_MODES: ReadyMode[] = [
   { id: 'zstd_chunked_partial', label: 'podman partial pull, zstd:chunked', format: 'zstd:chunked', kind: 'podman-partial' },
   { id: 'tocfs_store_zstd_chunked', label: 'tocfs store (lazy), zstd:chunked', format: 'zstd:chunked', kind: 'tocfs-store' },
   { id: 'tocfs_store_estargz', label: 'tocfs store (lazy), eStargz', format: 'estargz', kind: 'tocfs-store' },
+  { id: 'tocfs_store_estargz_opt', label: 'tocfs store (lazy), eStargz with start-up files first', format: 'estargz-opt', kind: 'tocfs-store' },
   { id: 'tocfs_mount_zstd_chunked', label: 'tocfs mount + podman --rootfs, zstd:chunked', format: 'zstd:chunked', kind: 'tocfs-rootfs' },
   { id: 'tocfs_mount_estargz', label: 'tocfs mount + podman --rootfs, eStargz', format: 'estargz', kind: 'tocfs-rootfs' },
+  { id: 'tocfs_mount_estargz_opt', label: 'tocfs mount + podman --rootfs, eStargz with start-up files first (prefetched)', format: 'estargz-opt', kind: 'tocfs-rootfs' },
 ];
 
 

@@ -42,16 +42,20 @@ export interface Results {
   targets: Target[];
 }
 
-export const LAZY_MODES = ['tocfs_store_zstd_chunked', 'tocfs_store_estargz', 'tocfs_mount_zstd_chunked', 'tocfs_mount_estargz'];
+export const LAZY_MODES = [
+  'tocfs_store_zstd_chunked', 'tocfs_store_estargz', 'tocfs_store_estargz_opt',
+  'tocfs_mount_zstd_chunked', 'tocfs_mount_estargz', 'tocfs_mount_estargz_opt',
+];
 
 function med(c: Cell | undefined, key: string): number | null {
   if (!c || c.status !== 'ok') return null;
   return c.figures[key]?.median ?? null;
 }
 
-/** The first lazy mode that produced figures (the store when it exists, else the mount). */
+/** The fastest lazy mode (median container-ready time). */
 export function headlineLazy(table: Table | undefined): string | undefined {
-  return LAZY_MODES.find((m) => table?.[m]?.status === 'ok');
+  const ok = LAZY_MODES.filter((m) => med(table?.[m], 'ready_ms') !== null);
+  return ok.sort((a, b) => med(table![a], 'ready_ms')! - med(table![b], 'ready_ms')!)[0];
 }
 
 /** Named ratios and where each target stands. */
@@ -65,9 +69,12 @@ export function derive(r: Results): void {
   R.container_ready_speedup_vs_zstd = ratio(med(ready?.zstd_full, 'ready_ms'), lazyReady);
   R.container_ready_speedup_vs_podman_partial = ratio(med(ready?.zstd_chunked_partial, 'ready_ms'), lazyReady);
   R.podman_partial_speedup_vs_gzip = ratio(med(ready?.gzip_full, 'ready_ms'), med(ready?.zstd_chunked_partial, 'ready_ms'));
+  for (const m of LAZY_MODES) R[`container_ready_speedup_vs_gzip_${m}`] = ratio(med(ready?.gzip_full, 'ready_ms'), med(ready?.[m], 'ready_ms'));
   R.bytes_lazy_vs_gzip_pull = ratio(lazy ? med(ready![lazy], 'registry_bytes') : null, med(ready?.gzip_full, 'registry_bytes'));
+  // The floor is computed from the zstd:chunked TOC: compare the zstd:chunked lazy mode with it.
   const floor = r.lazy_floor && 'frameBytes' in r.lazy_floor ? r.lazy_floor.tocBytes + r.lazy_floor.frameBytes : null;
-  R.bytes_lazy_vs_toc_plus_frames = ratio(lazy ? med(ready![lazy], 'registry_bytes') : null, floor);
+  const zc = ['tocfs_store_zstd_chunked', 'tocfs_mount_zstd_chunked'].find((m) => med(ready?.[m], 'registry_bytes') !== null);
+  R.bytes_lazy_vs_toc_plus_frames = ratio(zc ? med(ready![zc], 'registry_bytes') : null, floor);
   const fb = wan?.first_byte;
   R.first_byte_speedup_vs_gzip_pull = ratio(med(fb?.podman_pull_gzip, 'first_byte_ms'), med(fb?.tocfs_mount_zstd_chunked, 'first_byte_ms'));
   const dd = wan?.dedupe;
@@ -89,7 +96,7 @@ export function derive(r: Results): void {
   });
   r.targets = [
     t('lazy_ready_10x_gzip', 'lazy container ready ≥ 10× faster than a full gzip pull (100 Mbit/s, 20 ms)', R.container_ready_speedup_vs_gzip, (v) => v >= 10, lazy ? `lazy mode: ${lazy}` : 'no lazy mode measured'),
-    t('lazy_bytes_1_2x_floor', 'bytes ≤ 1.2 × (TOC + frames of the files opened)', R.bytes_lazy_vs_toc_plus_frames, (v) => v <= 1.2),
+    t('lazy_bytes_1_2x_floor', 'bytes ≤ 1.2 × (TOC + frames of the files opened)', R.bytes_lazy_vs_toc_plus_frames, (v) => v <= 1.2, zc ? `${zc}, 100 Mbit/s` : undefined),
     t('cold_90pct_link', 'cold sequential ≥ 90 % of curl | zstd -d over the same link (100 Mbit/s)', R.cold_read_vs_link_wan100, (v) => v >= 0.9),
     t('cold_150MBps_loopback', 'cold sequential ≥ 150 MB/s from a loopback registry', R.cold_read_loopback_MBps, (v) => v >= 150),
     t('warm_90pct_memfs', 'warm read ≥ 90 % of the bare in-memory fuse-native ceiling', R.warm_vs_memfs, (v) => v >= 0.9),

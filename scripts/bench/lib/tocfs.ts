@@ -64,8 +64,9 @@ export class Tocfs {
     if (r.code !== 0) await run(['umount', '-l', mountpoint], { check: false });
   }
 
-  async convert(src: string, dst: string, format: string): Promise<void> {
-    await this.exec(['convert', `oci:${src}:latest`, `oci:${dst}:latest`, '--format', format], { timeoutMs: 1_800_000 });
+  async convert(src: string, dst: string, format: string, prioritize?: string[]): Promise<void> {
+    const prio = prioritize?.length ? ['--prioritize', ...prioritize] : [];
+    await this.exec(['convert', `oci:${src}:latest`, `oci:${dst}:latest`, '--format', format, ...prio], { timeoutMs: 1_800_000 });
   }
 }
 
