@@ -18,7 +18,7 @@ import {
   type BuiltImage, type Converter, type LayerFormat,
 } from './lib/images.js';
 import { Link, PROFILES } from './lib/link.js';
-import { containerReady, dedupe, firstByte } from './lib/measure-ready.js';
+import { containerReady, dedupe, firstByte, READY_MODES } from './lib/measure-ready.js';
 import { coldRead, localReads } from './lib/measure-read.js';
 import { manyInStore, manyMounted, tocScaling } from './lib/measure-toc.js';
 import { run, unmountUnder } from './lib/proc.js';
@@ -44,7 +44,7 @@ function parseOptions(): Options & { note: string; buildOnly: boolean; cpuProf: 
     },
   });
   const quick = values.quick!;
-  const names = (values.profiles ?? (quick ? 'wan100,loopback' : 'wan100,wan1g,loopback')).split(',');
+  const names = (values.profiles ?? (quick ? 'wan100,loopback' : 'wan100,loopback,wan1g')).split(',');
   for (const n of names) if (!PROFILES[n]) throw new Error(`unknown profile ${n} (${Object.keys(PROFILES).join(', ')})`);
   const only = new Set((values.only ?? GROUPS.join(',')).split(','));
   for (const g of only) if (!GROUPS.includes(g)) throw new Error(`unknown group ${g} (${GROUPS.join(', ')})`);
@@ -221,6 +221,7 @@ async function main(): Promise<void> {
       many: { images: images.many.length, files_each: images.many[0]?.files },
     },
     ready_command: READY_COMMAND,
+    mode_labels: Object.fromEntries(READY_MODES.map((m) => [m.id, m.label])),
     profiles: {},
     ratios: {},
     targets: [],

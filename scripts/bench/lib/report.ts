@@ -32,6 +32,8 @@ export interface Results {
   tocfs: Record<string, unknown>;
   images: Record<string, unknown>;
   ready_command: string[];
+  /** What each container-ready mode id means. */
+  mode_labels: Record<string, string>;
   profiles: Record<string, ProfileResults>;
   local_reads?: Cell;
   toc_scaling?: Table;
@@ -150,7 +152,7 @@ export function markdown(r: Results, chartFile: string): string {
       L.push('', '### Container ready (`podman run`), from nothing', '', '| mode | ready s | pull / mount s | run s | registry MB | veth MB | blob GETs | vs gzip pull |', '| --- | --- | --- | --- | --- | --- | --- | --- |');
       for (const [k, c] of Object.entries(p.container_ready)) {
         if (c.status !== 'ok') continue;
-        L.push(`| ${k} | ${cell(c, 'ready_ms', 1e-3)} | ${cell(c, 'pull_or_mount_ms', 1e-3)} | ${cell(c, 'run_ms', 1e-3)} | ${cell(c, 'registry_bytes', 1e-6, 1)} | ${name === 'loopback' ? '—' : cell(c, 'wire_bytes', 1e-6, 1)} | ${cell(c, 'blob_requests', 1, 0)} | ${ratio(gz, med(c, 'ready_ms')) ?? '—'}× |`);
+        L.push(`| ${r.mode_labels[k] ?? k} | ${cell(c, 'ready_ms', 1e-3)} | ${cell(c, 'pull_or_mount_ms', 1e-3)} | ${cell(c, 'run_ms', 1e-3)} | ${cell(c, 'registry_bytes', 1e-6, 1)} | ${name === 'loopback' ? '—' : cell(c, 'wire_bytes', 1e-6, 1)} | ${cell(c, 'blob_requests', 1, 0)} | ${ratio(gz, med(c, 'ready_ms')) ?? '—'}× |`);
       }
       L.push(...notes(p.container_ready));
     }
