@@ -7,7 +7,7 @@
  *        [--only ready,firstbyte,dedupe,cold,local,toc,many] [--work DIR] [--out DIR] [--note TEXT] [--build-only] [--cpu-prof]
  *        [--modes gzip_full,…,tocfs_mount_estargz]
  */
-import { copyFile, cp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { cpus, loadavg, release } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -228,20 +228,25 @@ async function main(): Promise<void> {
   };
   const ctx: Ctx = { opts, link, tocfs, images, log, scratch: (name) => freshDir(scratchRoot, name) };
   const stamp = stampOf(started, opts.quick);
-  const save = async (): Promise<void> => {
+  // A full run (or any run written outside the committed results folder) also becomes latest.*.
+  const publish = !opts.quick || opts.out !== join(HERE, 'results');
+  const save = async (final = false): Promise<void> => {
     results.finished = new Date().toISOString();
     results.machine.loadavg_end = loadavg().map((x) => Math.round(x * 100) / 100);
     derive(results);
-    const svgName = `${stamp}-ready.svg`;
-    await writeFile(join(opts.out, `${stamp}.json`), JSON.stringify(results, null, 1) + '\n');
-    await writeFile(join(opts.out, svgName), chart(results));
-    await writeFile(join(opts.out, `${stamp}.md`), markdown(results, svgName));
+    const names = final && publish ? [stamp, 'latest'] : [stamp];
+    for (const name of names) {
+      await writeFile(join(opts.out, `${name}.json`), JSON.stringify(results, null, 1) + '\n');
+      await writeFile(join(opts.out, `${name}-ready.svg`), chart(results));
+      await writeFile(join(opts.out, `${name}.md`), markdown(results, `${name}-ready.svg`));
+    }
   };
   // Interrupted (Ctrl-C, or run.sh stopped): keep what was measured; run.sh's trap tears down.
   for (const sig of ['SIGINT', 'SIGTERM'] as const) {
     process.once(sig, () => {
       log(`${sig}: saving what was measured`);
-      void save().finally(() => process.exit(130));
+      results.interrupted = true;
+      void save(true).finally(() => process.exit(130));
     });
   }
   try {
@@ -268,14 +273,9 @@ async function main(): Promise<void> {
     }
     if (!opts.profiles.length) await loopbackGroups(ctx, results);
   } finally {
-    await save();
+    await save(true);
     await link.stop();
     await unmountUnder(scratchRoot);
-  }
-  if (!opts.quick || opts.out !== join(HERE, 'results')) {
-    for (const ext of ['.json', '.md', '-ready.svg']) await copyFile(join(opts.out, stamp + ext), join(opts.out, 'latest' + ext));
-    const md = await readFile(join(opts.out, 'latest.md'), 'utf8');
-    await writeFile(join(opts.out, 'latest.md'), md.replace(`${stamp}-ready.svg`, 'latest-ready.svg'));
   }
   log(`results: ${join(opts.out, stamp)}.{json,md} and ${stamp}-ready.svg`);
   console.log(await readFile(join(opts.out, `${stamp}.md`), 'utf8'));

@@ -23,9 +23,10 @@ cleanup() {
   for ns in tocfsbench-cli tocfsbench-reg; do
     for pid in $(ip netns pids "$ns" 2>/dev/null); do kill "$pid" 2>/dev/null || true; done
   done
-  for mp in $(awk '{print $5}' /proc/self/mountinfo | grep "^$WORK/" | sort -ru); do
+  for mp in $(awk '{print $5}' /proc/self/mountinfo | grep -e "^$WORK/" -e "^/tmp/tbp-" | sort -ru); do
     fusermount -uz "$mp" 2>/dev/null || umount -l "$mp" 2>/dev/null || true
   done
+  rm -rf /tmp/tbp-*   # podman runroots of this benchmark (lib/podman.ts)
   bash "$HERE/netns.sh" down
   exit "$rc"
 }

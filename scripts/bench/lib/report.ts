@@ -26,6 +26,8 @@ export interface Results {
   schema: 'tocfs-bench/1';
   started: string;
   finished?: string;
+  /** The run was stopped before every measurement ran. */
+  interrupted?: boolean;
   quick: boolean;
   reps: number;
   machine: Record<string, unknown>;
@@ -136,6 +138,7 @@ export function markdown(r: Results, chartFile: string): string {
   const L: string[] = [];
   L.push(`# tocfs benchmark — ${r.started}${r.quick ? ' (quick)' : ''}`, '');
   L.push(`Medians of ${r.reps} runs, (min–max) beside them. ${String(r.machine.note ?? '')}`, '');
+  if (r.interrupted) L.push(`**This run was interrupted at ${r.finished}: the measurements missing below did not run.**`, '');
   L.push(`Machine: ${r.machine.cpus} CPUs, kernel ${r.machine.kernel}, Node ${r.machine.node}, ${r.machine.podman}, ${r.machine.skopeo}. tocfs ${r.tocfs.commit} (${r.tocfs.build}).`, '');
   const img = r.images.runtime as Record<string, unknown>;
   L.push(`Runtime image: ${img.tar_MB} MB uncompressed, ${img.files} files; layer sizes: ${Object.entries(img.layer_MB as Record<string, number>).map(([f, v]) => `${f} ${v} MB`).join(', ')}.`);
