@@ -216,10 +216,10 @@ export function chart(r: Results): string {
   for (const p of Object.values(r.profiles)) {
     if (!p.container_ready) continue;
     for (const [k, c] of Object.entries(p.container_ready)) {
-      if (c.status === 'ok' && c.figures.ready_ms) rows.push({ group: p.label, label: k, s: c.figures.ready_ms, color: COLORS[k] ?? '#2e7d32' });
+      if (c.status === 'ok' && c.figures.ready_ms) rows.push({ group: p.label, label: r.mode_labels[k] ?? k, s: c.figures.ready_ms, color: COLORS[k] ?? '#2e7d32' });
     }
   }
-  const W = 900, left = 260, right = 80, rowH = 22, top = 40;
+  const W = 1100, left = 470, right = 80, rowH = 22, top = 40;
   const max = Math.max(1, ...rows.map((x) => x.s!.max));
   const scale = (W - left - right) / max;
   const groups = [...new Set(rows.map((x) => x.group))];
