@@ -82,10 +82,7 @@ async function readyOnce(ctx: Ctx, side: ClientSide, mode: ReadyMode, img: Built
   if (mode.kind === 'podman-full' || mode.kind === 'podman-partial') {
     const podman = await Podman.create(join(dir, 'podman'), side.ns, side.host, { partial: mode.kind === 'podman-partial' });
     try {
-      const pull = await traffic(ctx, side, () => podman.pull(ref));
-      const r = await traffic(ctx, side, () => podman.runRm(ref, cmd));
-      check(r.value.stdout);
-      return sum(pull.value.ms, r.value.ms, pull, r);
+      return await pullAndRun(ctx, side, podman, ref, cmd, check);
     } finally {
       await podman.destroy();
     }
@@ -109,14 +106,18 @@ async function readyOnce(ctx: Ctx, side: ClientSide, mode: ReadyMode, img: Built
   const store = await startStore(ctx, side, storeDir, join(dir, 'cache'));
   const podman = await Podman.create(join(dir, 'podman'), side.ns, side.host, { additionalLayerStore: `${storeDir}:ref` });
   try {
-    const pull = await traffic(ctx, side, () => podman.pull(ref));
-    const r = await traffic(ctx, side, () => podman.runRm(ref, cmd));
-    check(r.value.stdout);
-    return sum(pull.value.ms, r.value.ms, pull, r);
+    return await pullAndRun(ctx, side, podman, ref, cmd, check);
   } finally {
     await podman.destroy();
     await store.stop();
   }
+}
+
+async function pullAndRun(ctx: Ctx, side: ClientSide, podman: Podman, ref: string, cmd: string[], check: (out: string) => void): Promise<Record<string, number>> {
+  const pull = await traffic(ctx, side, () => podman.pull(ref));
+  const r = await traffic(ctx, side, () => podman.runRm(ref, cmd));
+  check(r.value.stdout);
+  return sum(pull.value.ms, r.value.ms, pull, r);
 }
 
 type Traffic = { registry_bytes: number; wire_bytes: number; blob_requests: number };
