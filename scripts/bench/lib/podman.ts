@@ -78,7 +78,7 @@ ${mode.additionalLayerStore ? `additionallayerstores = ["${mode.additionalLayerS
     ];
   }
 
-  exec(args: string[], timeoutMs = 600_000): Promise<RunResult> {
+  exec(args: string[], timeoutMs = 240_000): Promise<RunResult> {
     return run(this.argv(args), { ns: this.ns, env: this.env, timeoutMs, label: `podman ${args[0]}` });
   }
 

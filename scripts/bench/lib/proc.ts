@@ -45,7 +45,8 @@ export async function run(argv: string[], opts: RunOptions = {}): Promise<RunRes
     child.stdin!.on('error', () => undefined);
     child.stdin!.end(opts.input);
   }
-  const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 600_000);
+  // A hung step (a stuck FUSE read, a stalled pull) must not eat the whole run's time budget.
+  const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 240_000);
   const code = await new Promise<number>((resolve, reject) => {
     child.once('error', reject);
     child.once('close', (c, sig) => resolve(c ?? (sig ? 128 : 1)));
