@@ -19,13 +19,18 @@ export class Tocfs {
     readonly buildNote: string,
   ) {}
 
-  /** Compiles the checkout into `dir` (type errors in work in progress do not stop the emit). */
+  /**
+   * Compiles the committed sources (HEAD, not other people's work in progress in the working
+   * tree) into `dir`; type errors do not stop the emit.
+   */
   static async build(dir: string): Promise<Tocfs> {
     await rm(dir, { recursive: true, force: true });
-    await mkdir(dir, { recursive: true });
+    const src = join(dir, 'checkout');
+    await mkdir(src, { recursive: true });
+    await run(['sh', '-c', 'git -C "$0" archive HEAD src tsconfig.json | tar -x -C "$1"', REPO, src]);
     await symlink(join(REPO, 'node_modules'), join(dir, 'node_modules'));
     await symlink(join(REPO, 'package.json'), join(dir, 'package.json'));
-    const tsc = await run(['npx', 'tsc', '-p', join(REPO, 'tsconfig.json'), '--outDir', join(dir, 'dist')], { cwd: REPO, check: false });
+    const tsc = await run(['npx', 'tsc', '-p', join(src, 'tsconfig.json'), '--outDir', join(dir, 'dist')], { cwd: REPO, check: false });
     const entry = join(dir, 'dist', 'cli', 'entry.js');
     const errors = (tsc.stdout.match(/error TS/g) ?? []).length;
     const help = await run(['node', entry, '--help'], { check: false });
