@@ -37,7 +37,9 @@ export const convertCommand: CommandModule<object, ConvertArgs> = {
       .option('format', { type: 'string', choices: TARGET_FORMATS as string[], demandOption: true, describe: 'Layer format to write' })
       .option('chunk-size', { type: 'number', describe: 'eStargz chunk size in bytes (default 4 MiB)' })
       .option('prioritize', { type: 'array', string: true, describe: 'eStargz: files to place first, before .prefetch.landmark (prefetched at mount)' })
-      .option('legacy-annotations', { type: 'boolean', default: false, describe: 'zstd:chunked: also write the io.containers.zstd-chunked.* keys, so podman 4.x / containers/storage <= 1.43 pulls partially too' }) as unknown as Argv<ConvertArgs>,
+      .option('legacy-annotations', { type: 'boolean', default: false, describe: 'zstd:chunked: also write the io.containers.zstd-chunked.* keys, so podman 4.x / containers/storage <= 1.43 pulls partially too' })
+      .example('$0 convert docker://registry.example/app:v1 oci:/tmp/app:v1 --format zstd:chunked', 'A zstd:chunked copy, to push with skopeo copy oci:/tmp/app:v1 docker://…')
+      .example('$0 convert oci:/srv/app:v1 oci:/srv/app-esgz:v1 --format estargz --prioritize /usr/bin/app', 'eStargz with /usr/bin/app first (prefetched at mount)') as unknown as Argv<ConvertArgs>,
   handler: async (argv) => {
     let lastLine = 0;
     const result = await convertImage(argv.source, argv.destination, {

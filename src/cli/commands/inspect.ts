@@ -154,7 +154,10 @@ export const inspectCommand: CommandModule<object, InspectArgs> = {
     withImageOptions(y)
       .positional('image', { type: 'string', demandOption: true, describe: 'oci:DIR[:TAG] or [docker://]HOST/REPO[:TAG][@DIGEST]' })
       .option('json', { type: 'boolean', default: false, describe: 'Machine-readable output' })
-      .option('stats', { type: 'boolean', default: false, describe: 'Also report the bytes and requests read from layer blobs' }) as unknown as Argv<InspectArgs>,
+      .option('stats', { type: 'boolean', default: false, describe: 'Also report the bytes and requests read from layer blobs' })
+      .example('$0 inspect docker://quay.io/podman/hello', 'Which layers can be mounted lazily, and why not')
+      .example('$0 inspect oci:/srv/images/app:v1 --json', 'The same as JSON, for scripts')
+      .example('$0 inspect docker://registry.example/app:v1 --platform linux/arm64 --stats', 'Another platform, with the bytes read') as unknown as Argv<InspectArgs>,
   handler: async (argv) => {
     const counter = new ReadCounter();
     const report = await inspectImage(argv.image, argv, counter);
