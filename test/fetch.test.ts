@@ -74,7 +74,12 @@ describe('LayerReader over real images', { skip: HAVE_CORPUS ? false : `no corpu
   const sources: ImageSource[] = [];
   let n = 0;
 
-  const newCache = async (extra: Partial<Parameters<typeof ChunkCache.open>[0]> = {}): Promise<ChunkCache> => ChunkCache.open({ dir: join(tmp, `cache${n++}`), ...extra });
+  const caches: ChunkCache[] = [];
+  const newCache = async (extra: Partial<Parameters<typeof ChunkCache.open>[0]> = {}): Promise<ChunkCache> => {
+    const cache = await ChunkCache.open({ dir: join(tmp, `cache${n++}`), ...extra });
+    caches.push(cache);
+    return cache;
+  };
 
   /** The lazily readable layers of an image, TOCs read by the real readers. */
   async function openLayers(ref: string, opts: SourceOptions = {}): Promise<OpenLayer[]> {
@@ -107,7 +112,9 @@ describe('LayerReader over real images', { skip: HAVE_CORPUS ? false : `no corpu
   after(async () => {
     await Promise.all(sources.map((s) => s.close()));
     await reg?.stop();
-    if (tmp) await rm(tmp, { recursive: true, force: true });
+    // Fetches started by aborted reads finish in the background; let their cache writes land first.
+    await Promise.all(caches.map((c) => c.flush()));
+    if (tmp) await rm(tmp, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
   });
 
   for (const image of corpusImages().filter((i) => !PLAIN.has(i))) {
