@@ -5,10 +5,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { runCli } from './helpers/cli.js';
-import { CORPUS_DIR, HAVE_CORPUS } from './helpers/corpus.js';
+import { CORPUS_DIR, HAVE_CORPUS, loadExpected } from './helpers/corpus.js';
 import { startRegistry, type TestRegistry } from './helpers/registry.js';
 
 const IMAGES = ['zstdchunked-skopeo118-multiarch', 'estargz-ctrremote-basic', 'gzip-plain-layers'];
+const MULTIARCH = ['zstdchunked-skopeo118-multiarch', 'gzip-plain-multiarch'];
 
 describe('tocfs inspect through a registry', { skip: HAVE_CORPUS ? false : `no corpus at ${CORPUS_DIR}` }, () => {
   let tmp: string;
@@ -18,6 +19,7 @@ describe('tocfs inspect through a registry', { skip: HAVE_CORPUS ? false : `no c
   before(async () => {
     tmp = await mkdtemp(join(tmpdir(), 'tocfs-regcli-'));
     reg = await startRegistry();
+    for (const image of MULTIARCH.filter((i) => !IMAGES.includes(i))) await reg.load(join(CORPUS_DIR, image));
     for (const image of IMAGES) {
       await reg.load(join(CORPUS_DIR, image));
       await reg.load(join(CORPUS_DIR, image), `hub/${image}`);
@@ -48,6 +50,36 @@ describe('tocfs inspect through a registry', { skip: HAVE_CORPUS ? false : `no c
       assert.equal(short.code, 0, short.stderr);
       const text = (await runCli([...args, `oci:${join(CORPUS_DIR, image)}`], { env })).stdout.toString();
       assert.equal(short.stdout.toString(), text.replace(/^Image: +.*$/m, `Image:     docker://docker.io/library/${image}:latest`));
+    });
+  }
+
+  for (const image of MULTIARCH) {
+    test(`${image}: --platform picks the same manifest from oci: and from the registry`, async () => {
+      const arm = loadExpected(image).images.find((i) => i.platform.architecture === 'arm64')!;
+      const refs = [`oci:${join(CORPUS_DIR, image)}`, `docker://${reg.host}/${image}`];
+      const reports = [];
+      for (const ref of refs) {
+        const r = await runCli(['inspect', '--platform', 'linux/arm64', '--json', '--tls-verify=false', ref], { env });
+        assert.equal(r.code, 0, r.stderr);
+        const report = JSON.parse(r.stdout.toString());
+        assert.equal(report.manifestDigest, arm.manifest_digest, ref);
+        assert.equal(report.configDigest, arm.config_digest, ref);
+        assert.equal(report.platform, 'linux/arm64/v8', ref);
+        assert.deepEqual(report.layers.map((l: { digest: string }) => l.digest), arm.layers, ref);
+        reports.push({ ...report, reference: null });
+      }
+      assert.deepEqual(reports[1], reports[0]);
+
+      // A platform the index lacks: the same error, naming what it has, from both.
+      const errors = [];
+      for (const ref of refs) {
+        const r = await runCli(['inspect', '--platform', 'linux/s390x', '--tls-verify=false', ref], { env });
+        assert.notEqual(r.code, 0);
+        const line = r.stderr.toString();
+        assert.match(line, /no manifest for platform linux\/s390x \(the index has: linux\/amd64, linux\/arm64\/v8\); choose one with --platform/);
+        errors.push(line.replace(ref.startsWith('oci:') ? `oci:${join(CORPUS_DIR, image)}` : `docker://${reg.host}/${image}:latest`, 'REF'));
+      }
+      assert.equal(errors[1], errors[0]);
     });
   }
 

@@ -104,6 +104,13 @@ describe('registry source over the corpus', { skip: HAVE_CORPUS ? false : `no co
       assert.deepEqual(arm.platform, ARM64);
       const local = await open(`oci:${join(CORPUS_DIR, image)}`);
       assert.deepEqual(comparable(arm), comparable(await local.resolve({ platform: ARM64 })));
+      // The source's own --platform default, as the registry source honours it.
+      const localArm = await open(`oci:${join(CORPUS_DIR, image)}`, { platform: ARM64 });
+      assert.deepEqual(comparable(await localArm.resolve()), comparable(arm));
+      // A platform asked for at resolve wins over the source's default, in both.
+      const amdWant = expected.images.find((i) => i.platform.architecture === 'amd64')!.manifest_digest;
+      assert.equal((await localArm.resolve({ platform: AMD64 })).manifestDigest, amdWant);
+      assert.equal((await remote.resolve({ platform: AMD64 })).manifestDigest, amdWant);
 
       const def = await (await open(`docker://${reg.host}/${image}`)).resolve();
       const hostArch = { x64: 'amd64', arm64: 'arm64' }[process.arch as 'x64' | 'arm64'];

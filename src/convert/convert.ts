@@ -66,7 +66,7 @@ export async function convertImage(sourceRef: string, destinationRef: string, op
   if (opts.legacyAnnotations && opts.format !== 'zstd:chunked') throw new TocfsError('--legacy-annotations applies to zstd:chunked only');
   const source = await openImageSource(sourceRef, opts.source);
   try {
-    const image = await source.resolve(opts.source?.platform ? { platform: opts.source.platform } : {});
+    const image = await source.resolve();
     const layout = new OciLayoutWriter(dst.dir);
     await layout.init();
     const layers: ConvertResult['layers'] = [];

@@ -102,7 +102,7 @@ export async function openImage(reference: string, opts: OpenImageOptions = {}):
     ...(opts.registry ? { registry: opts.registry } : {}),
   });
   try {
-    const resolved = await source.resolve(opts.platform ? { platform: opts.platform } : {});
+    const resolved = await source.resolve();
     const cache = await ChunkCache.open({
       dir: cacheDir,
       logger: log,

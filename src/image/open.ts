@@ -15,7 +15,7 @@ export interface SourceOptions {
 /** The ImageSource for a reference string: `oci:DIR[:tag]` or `[docker://]host/repo[:tag][@digest]`. */
 export async function openImageSource(reference: string | ImageReference, options: SourceOptions = {}): Promise<ImageSource> {
   const ref = typeof reference === 'string' ? parseReference(reference) : reference;
-  if (ref.transport === 'oci') return new OciLayoutSource(ref);
+  if (ref.transport === 'oci') return new OciLayoutSource(ref, options.platform ? { platform: options.platform } : {});
   // The registry client lives in src/registry (loaded lazily: oci: users need none of it).
   const mod = await import('../registry/source.js').catch((e: unknown) => {
     throw new TocfsError(`registry support is not available: ${(e as Error).message}`);

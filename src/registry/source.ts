@@ -4,10 +4,11 @@
  * source answers.
  */
 import { Readable } from 'node:stream';
-import { sha256, verifyDigest } from '../digest.js';
+import { sha256 } from '../digest.js';
 import { DigestMismatchError, SourceError } from '../errors.js';
 import type { SourceOptions } from '../image/open.js';
-import { hostPlatform, MANIFEST_ACCEPT, parseConfig, parseManifestDocument, selectPlatform } from '../image/manifest.js';
+import { MANIFEST_ACCEPT } from '../image/manifest.js';
+import { resolveManifest, wantedPlatform, type ManifestBytes } from '../image/resolve.js';
 import { logger } from '../log.js';
 import { formatReference, type DockerReference } from '../reference.js';
 import type { BlobReader, Descriptor, ImageSource, ResolvedImage, ResolveOptions } from '../source/types.js';
@@ -16,8 +17,6 @@ import { RegistryEndpoint, type EndpointContext } from './endpoint.js';
 import { DEFAULT_CERTS_DIR, DEFAULT_CONNECTIONS, DEFAULT_RETRY, DEFAULT_TIMEOUTS } from './options.js';
 import { loadRegistriesConf, pullSources, registriesConfPaths } from './registries-conf.js';
 import { Transports } from './transport.js';
-
-const MAX_CONFIG = 16 * 1024 * 1024;
 
 export function createRegistrySource(ref: DockerReference, options: SourceOptions): ImageSource {
   return new RegistrySource(ref, options);
@@ -96,54 +95,23 @@ export class RegistrySource implements ImageSource {
     throw new SourceError(`${formatReference(this.ref)}: no registry to pull from`);
   }
 
-  private async fetchManifest(ep: RegistryEndpoint, reference: string, expected: Descriptor | undefined, signal?: AbortSignal) {
+  /** The manifest `reference` names on `ep`; a digest reference is checked against the bytes. */
+  private async fetchManifest(ep: RegistryEndpoint, reference: string, signal?: AbortSignal): Promise<ManifestBytes> {
     const m = await ep.manifest(reference, MANIFEST_ACCEPT, signal);
     const digest = sha256(m.bytes);
-    const pinned = expected?.digest ?? (reference.startsWith('sha256:') ? reference : undefined);
-    if (pinned && digest !== pinned) throw new DigestMismatchError(`${formatReference(this.ref)}: manifest from ${ep.registry}`, pinned, digest);
-    if (expected && m.bytes.length !== expected.size)
-      throw new SourceError(`${formatReference(this.ref)}: manifest ${expected.digest} from ${ep.registry} has ${m.bytes.length} bytes, the index says ${expected.size}`);
+    if (reference.startsWith('sha256:') && digest !== reference)
+      throw new DigestMismatchError(`${formatReference(this.ref)}: manifest from ${ep.registry}`, reference, digest);
     return { ...m, digest };
   }
 
   private async resolveFrom(ep: RegistryEndpoint, options: ResolveOptions): Promise<ResolvedImage> {
-    const what = formatReference(this.ref);
     const signal = options.signal;
-    const platform = options.platform ?? this.options.platform ?? hostPlatform();
-    let m = await this.fetchManifest(ep, this.ref.digest ?? this.ref.tag ?? 'latest', undefined, signal);
-    let doc = parseManifestDocument(m.bytes, m.mediaType, `${what} ${m.digest}`);
-    let indexDigest: string | undefined;
-    let indexManifests: Descriptor[] | undefined;
-    let chosen: Descriptor | undefined;
-    if (doc.kind === 'index') {
-      indexDigest = m.digest;
-      indexManifests = doc.manifests;
-      chosen = selectPlatform(doc, platform, what);
-      m = await this.fetchManifest(ep, chosen.digest, chosen, signal);
-      doc = parseManifestDocument(m.bytes, m.mediaType ?? chosen.mediaType, `${what} ${m.digest}`);
-      if (doc.kind !== 'manifest') throw new SourceError(`${what}: nested index at ${chosen.digest} is not supported`);
-    }
-    const cfg = doc.config;
-    if (cfg.size > MAX_CONFIG) throw new SourceError(`${what}: config ${cfg.digest} of ${cfg.size} bytes is larger than the ${MAX_CONFIG} allowed`);
-    const configBytes = await collect(ep.blobRange(cfg, 0, cfg.size, signal), cfg.size);
-    verifyDigest(configBytes, cfg.digest, `${what} config`);
-    const config = parseConfig(configBytes, what);
-    return {
-      reference: what,
-      ...(indexDigest ? { indexDigest, indexManifests } : {}),
-      manifestDigest: m.digest,
-      manifestMediaType: doc.mediaType,
-      manifestBytes: m.bytes,
-      configDigest: cfg.digest,
-      configBytes,
-      config,
-      layers: doc.layers,
-      platform: chosen?.platform ?? {
-        os: config.os ?? platform.os,
-        architecture: config.architecture ?? platform.architecture,
-        ...(config.variant ? { variant: config.variant } : {}),
-      },
-    };
+    const top = await this.fetchManifest(ep, this.ref.digest ?? this.ref.tag ?? 'latest', signal);
+    return resolveManifest(formatReference(this.ref), top, wantedPlatform(options, this.options.platform), {
+      where: `from ${ep.registry}`,
+      manifest: (d) => ep.manifest(d.digest, MANIFEST_ACCEPT, signal),
+      config: (d) => collect(ep.blobRange(d, 0, d.size, signal), d.size),
+    });
   }
 
   /** Bytes of `desc` from the preferred source, continuing from the next one if it fails. */

@@ -1,33 +1,34 @@
 import { createReadStream } from 'node:fs';
 import { open, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { digestHex, isDigest, verifyDigest } from '../digest.js';
+import { digestHex, isDigest } from '../digest.js';
 import { SourceError } from '../errors.js';
-import { hostPlatform, parseConfig, parseManifestDocument, selectPlatform } from '../image/manifest.js';
+import { parseManifestDocument, selectPlatform } from '../image/manifest.js';
+import { resolveManifest, verifyDescribed, wantedPlatform } from '../image/resolve.js';
 import type { OciLayoutReference } from '../reference.js';
 import { formatReference } from '../reference.js';
-import type { BlobReader, Descriptor, ImageSource, ResolvedImage, ResolveOptions } from './types.js';
+import type { BlobReader, Descriptor, ImageSource, Platform, ResolvedImage, ResolveOptions } from './types.js';
 
 const REF_NAME = 'org.opencontainers.image.ref.name';
 
 /** An OCI image layout directory (`oci-layout`, `index.json`, `blobs/sha256/…`). */
 export class OciLayoutSource implements ImageSource {
-  constructor(readonly ref: OciLayoutReference) {}
+  constructor(
+    readonly ref: OciLayoutReference,
+    private readonly options: { platform?: Platform } = {},
+  ) {}
 
   private blobPath(digest: string): string {
     if (!isDigest(digest)) throw new SourceError(`oci layout ${this.ref.dir}: bad digest ${JSON.stringify(digest)}`);
     return join(this.ref.dir, 'blobs', 'sha256', digestHex(digest));
   }
 
-  private async readVerified(desc: Descriptor, what: string): Promise<Buffer> {
-    let bytes: Buffer;
+  private async readBlob(desc: Descriptor, what: string): Promise<Buffer> {
     try {
-      bytes = await readFile(this.blobPath(desc.digest));
+      return await readFile(this.blobPath(desc.digest));
     } catch (e) {
       throw new SourceError(`${what}: cannot read blob ${desc.digest} in ${this.ref.dir}: ${(e as Error).message}`, undefined, { cause: e });
     }
-    verifyDigest(bytes, desc.digest, `${what} ${desc.digest}`);
-    return bytes;
   }
 
   async resolve(options: ResolveOptions = {}): Promise<ResolvedImage> {
@@ -48,38 +49,22 @@ export class OciLayoutSource implements ImageSource {
       const tags = top.manifests.map((m) => m.annotations?.[REF_NAME]).filter(Boolean);
       throw new SourceError(`${what}: the layout holds ${entries.length} images; name one as oci:DIR:TAG (tags: ${tags.join(', ') || 'none'})`);
     }
-    const platform = options.platform ?? hostPlatform();
-    let desc = entries.length === 1 ? entries[0]! : selectPlatform({ kind: 'index', mediaType: top.mediaType, manifests: entries }, platform, what);
-    let indexDigest: string | undefined;
-    let indexManifests: Descriptor[] | undefined;
-    let bytes = await this.readVerified(desc, `${what} manifest`);
-    let doc = parseManifestDocument(bytes, desc.mediaType, `${what} ${desc.digest}`);
-    if (doc.kind === 'index') {
-      indexDigest = desc.digest;
-      indexManifests = doc.manifests;
-      desc = selectPlatform(doc, platform, what);
-      bytes = await this.readVerified(desc, `${what} manifest`);
-      doc = parseManifestDocument(bytes, desc.mediaType, `${what} ${desc.digest}`);
-      if (doc.kind !== 'manifest') throw new SourceError(`${what}: nested index at ${desc.digest} is not supported`);
-    }
-    const configBytes = await this.readVerified(doc.config, `${what} config`);
-    const config = parseConfig(configBytes, what);
-    return {
-      reference: what,
-      ...(indexDigest ? { indexDigest, indexManifests } : {}),
-      manifestDigest: desc.digest,
-      manifestMediaType: doc.mediaType,
-      manifestBytes: bytes,
-      configDigest: doc.config.digest,
-      configBytes,
-      config,
-      layers: doc.layers,
-      platform: desc.platform ?? {
-        os: config.os ?? platform.os,
-        architecture: config.architecture ?? platform.architecture,
-        ...(config.variant ? { variant: config.variant } : {}),
+    const platform = wantedPlatform(options, this.options.platform);
+    // Several entries under one tag: index.json itself lists the platforms.
+    const desc = entries.length === 1 ? entries[0]! : selectPlatform({ kind: 'index', mediaType: top.mediaType, manifests: entries }, platform, what);
+    const bytes = await this.readBlob(desc, `${what} manifest`);
+    verifyDescribed(bytes, desc, `${what}: manifest in ${this.ref.dir}`);
+    return resolveManifest(
+      what,
+      { digest: desc.digest, bytes, mediaType: desc.mediaType },
+      platform,
+      {
+        where: `in ${this.ref.dir}`,
+        manifest: async (d) => ({ bytes: await this.readBlob(d, `${what} manifest`) }),
+        config: (d) => this.readBlob(d, `${what} config`),
       },
-    };
+      desc,
+    );
   }
 
   blob(descriptor: Descriptor): BlobReader {

@@ -308,7 +308,7 @@ export class LayerStore {
       p = (async () => {
         const source = await openImageSource(ref, this.opts.source);
         try {
-          const first = await source.resolve(this.opts.source.platform ? { platform: this.opts.source.platform } : {});
+          const first = await source.resolve();
           const unresolved = (first.indexManifests ?? []).filter((m) => m.digest !== first.manifestDigest && m.platform && m.platform.os !== 'unknown');
           return { ref, source, versions: [first], unresolved, resolvedAt: Date.now() };
         } catch (e) {

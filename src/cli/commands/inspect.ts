@@ -90,7 +90,7 @@ export async function inspectImage(reference: string, argv: Pick<InspectArgs, 't
   const opts = sourceOptions(argv);
   const source = await openImageSource(reference, opts);
   try {
-    const img: ResolvedImage = await source.resolve(opts.platform ? { platform: opts.platform } : {});
+    const img: ResolvedImage = await source.resolve();
     const layers: LayerReport[] = [];
     for (const [i, desc] of img.layers.entries()) {
       const blob = source.blob(desc);
