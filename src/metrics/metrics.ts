@@ -4,6 +4,8 @@
  * are safe on hot paths. docs/metrics.md says where each one belongs.
  */
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { DigestMismatchError } from '../errors.js';
+import type { BlobReader } from '../source/types.js';
 
 export const registry = new Registry();
 collectDefaultMetrics({ register: registry });
@@ -21,7 +23,7 @@ const cacheHits = new Counter({ name: 'tocfs_cache_hits_total', help: 'Chunk loo
 const cacheMisses = new Counter({ name: 'tocfs_cache_misses_total', help: 'Chunk lookups a cache tier could not answer.', labelNames: ['tier'], registers: [registry] });
 const chunkFetchSeconds = new Histogram({
   name: 'tocfs_chunk_fetch_duration_seconds',
-  help: 'Time from requesting missing chunks to having them verified (one range request, however many chunks).',
+  help: 'Time from sending a range request for missing chunks to having all its chunks verified (one observation per request, however many chunks).',
   buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
   registers: [registry],
 });
@@ -48,19 +50,20 @@ const fuseSeconds = new Histogram({
 const fuseErrors = new Counter({ name: 'tocfs_fuse_errors_total', help: 'FUSE operations answered with an error, by operation and errno name.', labelNames: ['op', 'errno'], registers: [registry] });
 const layerFetched = new Gauge({
   name: 'tocfs_layer_fetched_ratio',
-  help: 'Share of a layer\'s compressed bytes present in the cache, 0 to 1 (percent = ratio x 100).',
+  help: 'Compressed bytes of a layer\'s chunks fetched by this process as a share of all its chunks\' bytes, 0 to 1 (percent = ratio x 100).',
   labelNames: ['layer'],
   registers: [registry],
 });
 
 /** Label children cached per value: `labels()` hashes its arguments on every call. */
-function byLabel<C>(make: (value: string) => C): (value: string) => C {
+function byLabel<C>(make: (value: string) => C): ((value: string) => C) & { forget(value: string): void } {
   const children = new Map<string, C>();
-  return (value) => {
+  const get = (value: string): C => {
     let c = children.get(value);
     if (c === undefined) children.set(value, (c = make(value)));
     return c;
   };
+  return Object.assign(get, { forget: (value: string) => void children.delete(value) });
 }
 
 const fetchedFor = byLabel((layer) => fetchedBytes.labels(layer));
@@ -86,13 +89,25 @@ export const metrics = {
   cacheMiss(tier: CacheTier): void {
     missesFor(tier).inc();
   },
-  /** Starts timing one chunk fetch; call the result when its chunks are verified (or it failed). */
-  startChunkFetch(): () => void {
+  /**
+   * Starts timing one range request for `chunks` chunks. Call the result once per chunk as it
+   * is verified or fails (the last call observes), or once with `failed` when the request failed.
+   */
+  startChunkFetch(chunks = 1): (failed?: boolean) => void {
     const start = process.hrtime.bigint();
-    return () => chunkFetchSeconds.observe(since(start));
+    let left = chunks;
+    return (failed) => {
+      if (left <= 0) return;
+      left = failed ? 0 : left - 1;
+      if (left === 0) chunkFetchSeconds.observe(since(start));
+    };
   },
   verificationFailed(layer: string, kind: 'chunk' | 'toc' | 'blob'): void {
     verificationFailures.labels(layer, kind).inc();
+  },
+  /** Counts `e` as a verification failure when it is a digest mismatch (for catch blocks that see other errors too). */
+  ifMismatch(e: unknown, layer: string, kind: 'chunk' | 'toc' | 'blob'): void {
+    if (e instanceof DigestMismatchError) verificationFailures.labels(layer, kind).inc();
   },
   /** One registry request started; call the result exactly once when it ends, however it ends. */
   requestStarted(): () => void {
@@ -114,14 +129,33 @@ export const metrics = {
       if (errno) fuseErrors.labels(op, errno).inc();
     };
   },
-  /** How much of layer `layer` is cached: `present` of `total` compressed bytes. */
+  /** How much of layer `layer` this process fetched: `present` of `total` compressed chunk bytes. */
   layerProgress(layer: string, present: number, total: number): void {
     layerFetched.labels(layer).set(total > 0 ? Math.min(1, present / total) : 1);
   },
   /** Drops a layer's own series (when its last mount or store entry goes away). */
   forgetLayer(layer: string): void {
     fetchedBytes.remove(layer);
+    fetchedFor.forget(layer);
     layerFetched.remove(layer);
   },
 };
 
+/** `blob` with every byte it delivers (ranges and whole-blob streams) counted in tocfs_fetched_bytes_total. */
+export function meteredBlob(blob: BlobReader): BlobReader {
+  const count = (n: number): void => fetchedFor(blob.digest).inc(n);
+  return {
+    digest: blob.digest,
+    size: blob.size,
+    async read(offset, length, signal) {
+      const buf = await blob.read(offset, length, signal);
+      count(buf.length);
+      return buf;
+    },
+    async stream(signal) {
+      const s = await blob.stream(signal);
+      s.on('data', (chunk: Buffer) => count(chunk.length));
+      return s;
+    },
+  };
+}

@@ -4,6 +4,7 @@
  */
 import { SourceError } from '../errors.js';
 import { logger } from '../log.js';
+import { metrics } from '../metrics/index.js';
 import { DOCKER_HUB } from '../reference.js';
 import type { Descriptor } from '../source/types.js';
 import { AuthError, Authenticator } from './auth.js';
@@ -180,6 +181,7 @@ export class RegistryEndpoint {
   /** Throws the error a non-success response means (and releases its body). */
   private async fail(res: HttpResponse, what: string): Promise<never> {
     const status = res.status;
+    metrics.registryError(status);
     if (status === 416) {
       // The registry's 416 carries a Content-Length that does not match its body: never read it.
       discard(res);

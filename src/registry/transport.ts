@@ -6,6 +6,7 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import { Pool, type Dispatcher } from 'undici';
 import { SourceError } from '../errors.js';
+import { metrics } from '../metrics/index.js';
 import type { Timeouts } from './options.js';
 import { TransientError } from './retry.js';
 import { loadTlsSettings, type TlsSettings } from './tls.js';
@@ -103,6 +104,7 @@ export class Transports {
   async request(url: URL, req: HttpRequest = {}): Promise<HttpResponse> {
     const certsName = req.certsName ?? url.host;
     const pool = await this.pool(url, req.insecure ?? false, certsName);
+    const ended = metrics.requestStarted();
     try {
       const res = await pool.request({
         path: url.pathname + url.search,
@@ -111,8 +113,11 @@ export class Transports {
         ...(req.body !== undefined ? { body: req.body } : {}),
         signal: req.signal ?? null,
       });
+      // In flight until its body is read or dropped ('close' follows 'end' and destroy()).
+      res.body.once('close', ended);
       return { status: res.statusCode, headers: res.headers, body: res.body, url };
     } catch (e) {
+      ended();
       throw this.describe(e, { host: url.host, certsName }, req.signal);
     }
   }
@@ -125,6 +130,7 @@ export class Transports {
     const timedOut = (signal?.reason as Error | undefined)?.name === 'TimeoutError';
     if (signal?.aborted && !timedOut) return e as Error;
     if (e instanceof SourceError) return e;
+    metrics.registryError(timedOut || errorCode(e)?.includes('TIMEOUT') || errorCode(e) === 'ETIMEDOUT' ? 'timeout' : 'network');
     const { host, certsName } = where;
     const what = where.what ?? host;
     const code = errorCode(e);
