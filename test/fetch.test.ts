@@ -388,6 +388,24 @@ describe('LayerReader over real images', { skip: HAVE_CORPUS ? false : `no corpu
     }
   });
 
+  test('reads of landmark files while the prefetch is in flight wait for it: one request in all', async () => {
+    const layers = await registryLayers('estargz-ctrremote-prefetch');
+    const withLandmark = layers.filter((l) => l.toc.prefetchEnd);
+    assert.ok(withLandmark.length > 0, 'the image has a prefetch landmark');
+    for (const l of withLandmark) {
+      const counter = new ReadCounter();
+      const reader = readerFor(l, await newCache(), counter.wrap(l.blob));
+      const before = regular(l.toc).filter((e) => e.size > 0 && e.chunks.every((c) => c.zeros || c.compressedEnd <= l.toc.prefetchEnd!));
+      assert.ok(before.length > 0);
+      const prefetch = prefetchLandmark(reader);
+      // Reads arrive while the prefetch is under way (as a container starts right after the mount).
+      const reads = before.map(async (entry) => assert.equal(sha256(await reader.readAt(entry, 0, entry.size)), entry.digest));
+      await Promise.all([prefetch, ...reads]);
+      assert.equal(counter.requests, 1, 'the reads joined the prefetch request');
+      assert.equal(counter.bytes, l.toc.prefetchEnd);
+    }
+  });
+
   test('fetchAll caches the whole layer in the background, user reads still served meanwhile', async () => {
     const layers = await registryLayers('zstdchunked-skopeo118-many');
     const cache = await newCache();

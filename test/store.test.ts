@@ -155,6 +155,37 @@ describe('tocfs store over a real registry', { skip: HAVE_CORPUS ? false : `corp
     assert.ok(blobBytesServed(registry.log, digest) - before >= layer.size * 0.9, 'blob bytes come from the registry on demand');
   });
 
+  it('eStargz landmark files are prefetched when a layer is looked up; reading them then costs no request', async () => {
+    const exp = expected.get('estargz-ctrremote-prefetch')!;
+    const digest = exp.images[0]!.layers[0]!;
+    const layer = exp.layers[digest]!;
+    const landmark = layer.entries.findIndex((e) => e.path === '.prefetch.landmark');
+    const files = layer.entries.slice(0, landmark).filter((e) => e.type === 'reg' && e.size > 0);
+    assert.ok(files.length > 0, 'files before the landmark');
+    const gets = (): number => registry.log.filter((l) => l.includes(`/blobs/${digest}`) && /"GET /.test(l)).length;
+    // A store of its own with an empty cache: nothing of the layer is cached yet.
+    const own = await startStore(join(work, 'prefetch-store'), join(work, 'prefetch-cache'));
+    try {
+      const dir = join(own.dir, encodeRef(refOf('estargz-ctrremote-prefetch')), digest);
+      await registryLogSettled(registry);
+      const before = gets();
+      assert.equal(await errnoOf(stat(join(dir, 'diff'))), '');
+      const deadline = Date.now() + 15_000;
+      while (!own.log.some((l) => l.includes('prefetched the files before the eStargz landmark') && l.includes(digest))) {
+        assert.ok(Date.now() < deadline, 'the store logs the landmark prefetch');
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      await registryLogSettled(registry);
+      const afterLookup = gets();
+      assert.ok(afterLookup > before, 'the lookup read the TOC and the landmark span');
+      for (const f of files) assert.equal(contentHash(await readFile(join(dir, 'diff', f.path))), f.sha256, f.path);
+      await registryLogSettled(registry);
+      assert.equal(gets(), afterLookup, 'the landmark files came from the prefetch');
+    } finally {
+      assert.equal(await own.stop(), 0);
+    }
+  });
+
   it('chain/, manifest and config views', async () => {
     const exp = expected.get('zstdchunked-skopeo118-layers')!;
     const img = exp.images[0]!;

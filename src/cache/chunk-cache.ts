@@ -185,6 +185,11 @@ export class ChunkCache {
     this.memory.set(digest, { data: owned, touched: Date.now() });
   }
 
+  /** Whether the chunk is in the memory tier (no recency update, no I/O). */
+  inMemory(digest: string): boolean {
+    return this.memory.has(digest);
+  }
+
   /** The chunk if it is in memory, without touching the disk. */
   peek(digest: string): Buffer | undefined {
     const e = this.memory.get(digest);

@@ -159,7 +159,7 @@ export const SETTINGS = {
   'registry.registries_conf': path({ description: 'registries.conf to read instead of the standard containers-registries.conf(5) search list; "" for that list.', default: '' }, 'the standard list'),
   'registry.certs_dir': path({ description: 'Per-registry TLS trust: HOST[:PORT]/*.crt, *.cert, *.key (as containers-certs.d(5)).', default: '/etc/containers/certs.d' }),
   'prefetch.mode': oneOf(['landmark', 'all', 'none'], {
-    description: 'What to fetch without being asked: landmark = the files an eStargz layer marks for prefetch, at mount; all = every layer in the background at low priority; none = only what is read.',
+    description: 'What to fetch without being asked: landmark = the files an eStargz layer marks for prefetch, at mount (and by tocfs store when it first serves the layer); all = every layer in the background at low priority (mount; the store prefetches landmarks); none = only what is read.',
     default: 'landmark',
     flag: 'prefetch',
   }),

@@ -344,20 +344,29 @@ export class LayerReader {
    */
   async fetchSpan(start: number, end: number, onChunk?: (l: Located) => void): Promise<number> {
     const inside = this.chunksInBlobOrder().filter((l) => l.chunk.compressedOffset >= start && l.chunk.compressedEnd <= end);
-    const wanted: Wanted[] = [];
+    // Claim every chunk not in memory nor being fetched before the first await, so reads
+    // that arrive while the span is checked or in flight join it instead of asking again.
+    const claimed: Array<{ l: Located; wanted: Wanted; promise: Promise<Buffer> }> = [];
     const done: Array<Promise<unknown>> = [];
     for (const l of inside) {
-      if (this.cache.inflight.has(l.chunk.digest) || (await this.cache.has(l.chunk.digest))) {
-        onChunk?.(l);
+      const joined = this.cache.inflight.get(l.chunk.digest);
+      if (joined || this.cache.inMemory(l.chunk.digest)) {
+        done.push((joined?.promise ?? Promise.resolve()).then(() => onChunk?.(l), () => onChunk?.(l)));
         continue;
       }
       const p = this.obtainDeferred(l);
-      wanted.push(p.wanted);
+      claimed.push({ l, ...p });
       done.push(p.promise.then(() => onChunk?.(l)));
     }
-    if (wanted.length === 0) return 0;
+    const onDisk = await Promise.all(claimed.map((c) => this.cache.get(c.l.chunk.digest).catch(() => undefined)));
+    const wanted: Wanted[] = [];
+    claimed.forEach((c, i) => {
+      const hit = onDisk[i];
+      if (hit && hit.length === c.l.chunk.size) c.wanted.resolve(hit);
+      else wanted.push(c.wanted);
+    });
     const before = this.counters.fetchedBytes;
-    await this.fetchRange({ start, end, items: wanted, priority: 'user' });
+    if (wanted.length > 0) await this.fetchRange({ start, end, items: wanted, priority: 'user' });
     await Promise.all(done);
     return this.counters.fetchedBytes - before;
   }

@@ -14,6 +14,7 @@ import type { ChunkCache } from '../cache/chunk-cache.js';
 import { isDigest } from '../digest.js';
 import { TocfsError } from '../errors.js';
 import { LayerReader } from '../fetch/layer-reader.js';
+import { prefetchLandmark } from '../fetch/prefetch.js';
 import { readLayerToc, type LayerToc, type TocStore } from '../formats/index.js';
 import { formatPlatform } from '../image/manifest.js';
 import { openImageSource, type SourceOptions } from '../image/open.js';
@@ -45,6 +46,11 @@ export interface LayerStoreOptions {
   fetch?: { maxRequestBytes?: number; readAhead?: number; maxInFlight?: number };
   lookupTimeoutMs?: number;
   negativeTtlMs?: number;
+  /**
+   * 'landmark' (default): when a layer is first looked up, fetch the files its eStargz
+   * prefetch landmark marks, in one request in the background (reads join it); 'none': only what is read.
+   */
+  prefetch?: 'landmark' | 'none';
 }
 
 /** One layer blob's lazily readable content, shared by every reference that names it. */
@@ -373,6 +379,7 @@ export class LayerStore {
         const toc = await readLayerToc(desc, blob, { tocStore: this.opts.tocStore });
         if (!toc.verified || toc.format === 'none') throw new StoreMiss(`layer ${desc.digest}: its TOC is not vouched for by the layer's annotations`);
         const reader = new LayerReader({ layerDigest: desc.digest, toc, blob, cache: this.opts.cache, logger: this.log, ...definedOnly(this.opts.fetch ?? {}) });
+        if ((this.opts.prefetch ?? 'landmark') === 'landmark' && toc.prefetchEnd && !toc.noPrefetch) this.prefetch(reader);
         return new LayerContent(desc, blob, toc, reader, buildLayerTree(toc, index, { whiteouts: 'overlay' }), this.allocSlot());
       })();
       this.contents.set(desc.digest, p);
@@ -381,6 +388,15 @@ export class LayerStore {
       });
     }
     return p;
+  }
+
+  /** Fetches the layer's eStargz landmark files in the background; a failure only costs the reads their own fetches. */
+  private prefetch(reader: LayerReader): void {
+    const started = Date.now();
+    prefetchLandmark(reader).then(
+      (bytes) => this.log.info({ layer: reader.layerDigest, bytes, ms: Date.now() - started }, 'prefetched the files before the eStargz landmark'),
+      (err: unknown) => this.log.warn({ err, layer: reader.layerDigest }, 'landmark prefetch failed (reads fetch what they need)'),
+    );
   }
 
   /** Drops metric series of every layer (at shutdown). */

@@ -31,6 +31,8 @@ export interface StoreServeOptions {
   metricsAddress?: string;
   lookupTimeoutMs?: number;
   negativeTtlMs?: number;
+  /** Landmark prefetch of each layer when first looked up (default 'landmark'). */
+  prefetch?: 'landmark' | 'none';
   allowOther?: boolean;
   /** Where the daemon's log goes, recorded for `tocfs unmount`. */
   logFile?: string;
@@ -65,6 +67,7 @@ export async function serveStore(opts: StoreServeOptions): Promise<void> {
       ...(opts.fetch ? { fetch: opts.fetch } : {}),
       ...(opts.lookupTimeoutMs !== undefined ? { lookupTimeoutMs: opts.lookupTimeoutMs } : {}),
       ...(opts.negativeTtlMs !== undefined ? { negativeTtlMs: opts.negativeTtlMs } : {}),
+      ...(opts.prefetch ? { prefetch: opts.prefetch } : {}),
     });
     mounted = await mountFs(storeDir, storeOperations({ store, logger: log, started }), {
       label: STORE_LABEL,

@@ -88,6 +88,7 @@ const serveCommand: CommandModule<object, StoreArgs> = {
       ...(metricsAddress ? { metricsAddress } : {}),
       lookupTimeoutMs: argv['lookup-timeout'],
       negativeTtlMs: argv['negative-ttl'],
+      prefetch: config.values['prefetch.mode'] === 'none' ? 'none' : 'landmark',
       allowOther: Boolean(config.values['mount.allow_other']),
       ...(hasReadyChannel() ? { logFile: mountFiles(storeDir).log } : {}),
     });
