@@ -153,6 +153,20 @@ describe('registry source over the corpus', { skip: HAVE_CORPUS ? false : `no co
     assert.equal(byTag.manifestDigest, sha256(byTag.manifestBytes));
   });
 
+  test('reads outside a blob are refused alike by both sources', async () => {
+    const image = 'gzip-plain-basic';
+    const layer = (await (await open(`oci:${join(CORPUS_DIR, image)}`)).resolve({ platform: AMD64 })).layers[0]!;
+    for (const src of [await open(`oci:${join(CORPUS_DIR, image)}`), await open(`docker://${reg.host}/${image}:latest`)]) {
+      const blob = src.blob(layer);
+      for (const [off, len] of [[layer.size - 10, 20], [-1, 5], [0.5, 2]] as const)
+        await assert.rejects(blob.read(off, len), (e: Error) => {
+          assert.equal(e.message, `read [${off}, ${off + len}) is outside blob ${layer.digest} of ${layer.size} bytes`);
+          return true;
+        });
+      assert.equal((await blob.read(layer.size - 10, 10)).length, 10);
+    }
+  });
+
   test('a pinned digest the registry does not have: a clear error', async () => {
     const image = 'zstdchunked-skopeo118-basic';
     const missing = 'sha256:' + '0'.repeat(64);

@@ -11,7 +11,7 @@ import { MANIFEST_ACCEPT } from '../image/manifest.js';
 import { resolveManifest, wantedPlatform, type ManifestBytes } from '../image/resolve.js';
 import { logger } from '../log.js';
 import { formatReference, type DockerReference } from '../reference.js';
-import type { BlobReader, Descriptor, ImageSource, ResolvedImage, ResolveOptions } from '../source/types.js';
+import { checkBlobRead, type BlobReader, type Descriptor, type ImageSource, type ResolvedImage, type ResolveOptions } from '../source/types.js';
 import { authFilePaths } from './auth-file.js';
 import { RegistryEndpoint, type EndpointContext } from './endpoint.js';
 import { DEFAULT_CERTS_DIR, DEFAULT_CONNECTIONS, DEFAULT_RETRY, DEFAULT_TIMEOUTS } from './options.js';
@@ -141,8 +141,7 @@ export class RegistrySource implements ImageSource {
       digest: descriptor.digest,
       size,
       async read(offset, length, signal) {
-        if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > size)
-          throw new SourceError(`read [${offset}, ${offset + length}) is outside blob ${descriptor.digest} of ${size} bytes`);
+        checkBlobRead(descriptor, offset, length);
         if (length === 0) return Buffer.alloc(0);
         return collect(source.range(descriptor, offset, length, signal), length);
       },

@@ -7,7 +7,7 @@ import { parseManifestDocument, selectPlatform } from '../image/manifest.js';
 import { resolveManifest, verifyDescribed, wantedPlatform } from '../image/resolve.js';
 import type { OciLayoutReference } from '../reference.js';
 import { formatReference } from '../reference.js';
-import type { BlobReader, Descriptor, ImageSource, Platform, ResolvedImage, ResolveOptions } from './types.js';
+import { checkBlobRead, type BlobReader, type Descriptor, type ImageSource, type Platform, type ResolvedImage, type ResolveOptions } from './types.js';
 
 const REF_NAME = 'org.opencontainers.image.ref.name';
 
@@ -74,8 +74,7 @@ export class OciLayoutSource implements ImageSource {
       digest: descriptor.digest,
       size,
       async read(offset, length) {
-        if (offset < 0 || length < 0 || offset + length > size)
-          throw new SourceError(`read [${offset}, ${offset + length}) is outside blob ${descriptor.digest} of ${size} bytes`);
+        checkBlobRead(descriptor, offset, length);
         const fh = await open(path, 'r');
         try {
           const st = await fh.stat();

@@ -3,6 +3,7 @@
  * filesystem) reads blobs only through `BlobReader`, so an OCI layout on disk and a
  * registry are interchangeable.
  */
+import { SourceError } from '../errors.js';
 
 export interface Descriptor {
   mediaType: string;
@@ -17,6 +18,12 @@ export interface Platform {
   os: string;
   architecture: string;
   variant?: string;
+}
+
+/** Throws unless [offset, offset+length) lies inside the blob `desc` names (every BlobReader.read checks this first). */
+export function checkBlobRead(desc: Pick<Descriptor, 'digest' | 'size'>, offset: number, length: number): void {
+  if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > desc.size)
+    throw new SourceError(`read [${offset}, ${offset + length}) is outside blob ${desc.digest} of ${desc.size} bytes`);
 }
 
 /** Random access to one blob. Reads are exact: they return `length` bytes or throw. */
