@@ -12,12 +12,14 @@ ROOT_DIR=$PWD
 KEEP=0
 [ "${1:-}" = "--keep" ] && KEEP=1
 
-bash scripts/setup.sh >&2
+# The test suite has done the set-up already and sets TOCFS_SKIP_SETUP=1.
+[ "${TOCFS_SKIP_SETUP:-}" = 1 ] || bash scripts/setup.sh >&2
 TOCFS="$ROOT_DIR/bin/tocfs"
 DEMO=${TOCFS_DEMO_DIR:-/tmp/tocfs-demo}
 MNT=$DEMO/mnt
 
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+if [ -t 1 ]; then B=$'\033[1m' N=$'\033[0m'; else B='' N=''; fi
+step() { printf '\n%s== %s%s\n' "$B" "$*" "$N"; }
 
 # A previous run's leftovers: its mount, registry and files.
 if mountpoint -q "$MNT" 2>/dev/null; then "$TOCFS" unmount "$MNT" 2>/dev/null || fusermount -uz "$MNT" || true; fi
