@@ -16,6 +16,7 @@ import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 import { digestHex, isDigest, sha256 } from '../digest.js';
 import { logger as rootLogger } from '../log.js';
+import { metrics } from '../metrics/index.js';
 import { cleanStaleTemps, DIR_MODE, isDiskUnusable, isNotFound, OWN_FILE_NAME, writeAtomic } from './files.js';
 import { DiskTocStore } from './toc-store.js';
 
@@ -195,6 +196,7 @@ export class ChunkCache {
     const e = this.memory.get(digest);
     if (e) {
       this.hits.memory++;
+      metrics.cacheHit('memory');
       this.touch(digest, e);
     }
     return e?.data;
@@ -204,21 +206,26 @@ export class ChunkCache {
     const inMemory = this.peek(digest);
     if (inMemory) return inMemory;
     if (!isDigest(digest)) return undefined;
+    // A memory miss counts here, not in peek(): readers peek first, then get() the misses.
+    metrics.cacheMiss('memory');
     let data: Buffer;
     try {
       data = await readFile(this.path(digest));
     } catch (e) {
       if (!isNotFound(e)) this.log.warn({ err: e, digest }, 'cannot read cached chunk');
       this.misses++;
+      metrics.cacheMiss('disk');
       return undefined;
     }
     if (sha256(data) !== digest) {
       this.log.warn({ digest, path: this.path(digest) }, 'cached chunk is corrupt: removing it');
       await this.removeFile(this.path(digest), data.length);
       this.misses++;
+      metrics.cacheMiss('disk');
       return undefined;
     }
     this.hits.disk++;
+    metrics.cacheHit('disk');
     this.touch(digest);
     this.remember(digest, data);
     return data;

@@ -17,6 +17,7 @@ import { TocfsError } from '../errors.js';
 import { extractChunk } from '../formats/chunk.js';
 import type { LayerToc, TocEntry } from '../formats/toc.js';
 import { logger as rootLogger } from '../log.js';
+import { metrics } from '../metrics/index.js';
 import type { BlobReader } from '../source/types.js';
 import { chunksCovering, coalesce, extentBytes, type Located, type PlannedRange } from './plan.js';
 
@@ -308,12 +309,15 @@ export class LayerReader {
       await new Promise<void>((r) => this.idleWaiters.push(r));
       await this.sema.acquire();
     }
+    const fetched = metrics.startChunkFetch(range.items.length);
     let bytes: Buffer;
     try {
       bytes = await this.blob.read(range.start, range.end - range.start);
       this.counters.fetchedBytes += bytes.length;
       this.counters.fetchedRequests++;
+      metrics.layerProgress(this.layerDigest, this.counters.fetchedBytes, this.stats.chunkBytes);
     } catch (e) {
+      fetched(true);
       const first = range.items[0]!;
       const err = new LayerReadError(`${this.what(first.entry)}: cannot fetch bytes [${range.start}, ${range.end}) of the layer: ${(e as Error).message}`, { cause: e });
       for (const w of range.items) w.reject(err);
@@ -328,9 +332,12 @@ export class LayerReader {
           const data = await extractChunk(this.toc.compression, chunk, bytes.subarray(chunk.compressedOffset - range.start, chunk.compressedEnd - range.start), this.what(entry));
           // Resolve first: the read need not wait for the disk write.
           w.resolve(data);
+          fetched();
           await this.cache.put(chunk.digest, data);
         } catch (e) {
           this.counters.verifyFailures++;
+          metrics.verificationFailed(this.layerDigest, 'chunk');
+          fetched();
           this.log.warn({ err: e, layer: this.layerDigest, path: entry.path }, 'chunk failed verification');
           w.reject(new LayerReadError(`${this.what(entry)}: ${(e as Error).message}`, { cause: e }));
         }

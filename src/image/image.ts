@@ -13,6 +13,7 @@ import { LayerReader } from '../fetch/layer-reader.js';
 import { NoTocError, probeLayer, readLayerToc, type LayerToc, type TocStore } from '../formats/index.js';
 import { indexPlainLayer } from '../formats/plain.js';
 import { logger as rootLogger } from '../log.js';
+import { meteredBlob, metrics } from '../metrics/index.js';
 import type { ReadCounter } from '../source/counting.js';
 import type { BlobReader, Descriptor, ImageSource, Platform, ResolvedImage } from '../source/types.js';
 import type { RegistryClientOptions } from '../registry/options.js';
@@ -67,6 +68,7 @@ async function layerToc(desc: Descriptor, blob: BlobReader, tocStore: TocStore, 
   try {
     return { toc: await readLayerToc(desc, blob, { tocStore }), lazy: true };
   } catch (e) {
+    metrics.ifMismatch(e, desc.digest, 'toc');
     if (!(e instanceof NoTocError)) {
       // A TOC nothing vouches for is not trusted; a vouched-for TOC that fails is an error.
       const probe = await probeLayer(desc, blob).catch(() => undefined);
@@ -112,7 +114,7 @@ export async function openImage(reference: string, opts: OpenImageOptions = {}):
     const tocStore = new DiskTocStore(cacheDir, log);
     const layers = await Promise.all(
       resolved.layers.map(async (descriptor, index): Promise<ImageLayer> => {
-        const raw = source.blob(descriptor);
+        const raw = meteredBlob(source.blob(descriptor));
         const blob = opts.counter ? opts.counter.wrap(raw) : raw;
         const { toc, lazy } = await layerToc(descriptor, blob, tocStore, cache, log);
         // A TOC-less layer's pieces live only in the cache: if some were evicted, index again.

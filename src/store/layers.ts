@@ -19,7 +19,7 @@ import { readLayerToc, type LayerToc, type TocStore } from '../formats/index.js'
 import { formatPlatform } from '../image/manifest.js';
 import { openImageSource, type SourceOptions } from '../image/open.js';
 import { buildLayerTree, mergeLayers, type FsTree } from '../image/tree.js';
-import { metrics } from '../metrics/index.js';
+import { meteredBlob, metrics } from '../metrics/index.js';
 import type { BlobReader, Descriptor, ImageSource, ResolvedImage } from '../source/types.js';
 import { layerInfo, tocDigestsOf, type LayerInfo } from './info.js';
 
@@ -375,8 +375,11 @@ export class LayerStore {
       p = (async () => {
         if (tocDigestsOf(desc).length === 0)
           throw new StoreMiss(`layer ${desc.digest} (${desc.mediaType}) has no TOC digest annotation: it cannot be served lazily and verified`);
-        const blob = source.blob(desc);
-        const toc = await readLayerToc(desc, blob, { tocStore: this.opts.tocStore });
+        const blob = meteredBlob(source.blob(desc));
+        const toc = await readLayerToc(desc, blob, { tocStore: this.opts.tocStore }).catch((e: unknown) => {
+          metrics.ifMismatch(e, desc.digest, 'toc');
+          throw e;
+        });
         if (!toc.verified || toc.format === 'none') throw new StoreMiss(`layer ${desc.digest}: its TOC is not vouched for by the layer's annotations`);
         const reader = new LayerReader({ layerDigest: desc.digest, toc, blob, cache: this.opts.cache, logger: this.log, ...definedOnly(this.opts.fetch ?? {}) });
         if ((this.opts.prefetch ?? 'landmark') === 'landmark' && toc.prefetchEnd && !toc.noPrefetch) this.prefetch(reader);

@@ -1,0 +1,172 @@
+/**
+ * The metrics of a real mount: `tocfs mount --metrics-address` over an image in a real
+ * registry, a file read through FUSE, and /metrics scraped over HTTP after each step. The
+ * counters must move by what the read cost: the file's size served, the registry's own
+ * access-log byte count fetched, one memory and one disk miss per chunk on the cold read,
+ * memory hits and no fetch on a re-read past the page cache, disk hits in a new mount over
+ * the same cache directory.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { promisify } from 'node:util';
+import { readLayerToc, type TocEntry } from '../src/formats/index.js';
+import { openImageSource } from '../src/image/open.js';
+import { buildImage, seededBytes, seededContent, type BuiltImage } from './helpers/images.js';
+import { fuseSkipReason, Mounts } from './helpers/mounts.js';
+import { blobBytesServed, freePort, startRegistry, type TestRegistry } from './helpers/registry.js';
+import { registryLogSettled } from './helpers/store.js';
+
+const run = promisify(execFile);
+const FILE = 'usr/lib/data.bin';
+const FILE_SIZE = 3 * 1024 * 1024 + 12345;
+
+/** Prometheus text exposition → `name{labels}` → value. */
+function parseExposition(text: string): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    if (!line || line.startsWith('#')) continue;
+    const cut = line.lastIndexOf(' ');
+    out.set(line.slice(0, cut), Number(line.slice(cut + 1)));
+  }
+  return out;
+}
+
+async function scrape(port: number): Promise<Map<string, number>> {
+  const res = await fetch(`http://127.0.0.1:${port}/metrics`);
+  assert.equal(res.status, 200);
+  return parseExposition(await res.text());
+}
+
+/** What moved between two scrapes (absent series count as 0). */
+function delta(before: Map<string, number>, after: Map<string, number>) {
+  return (series: string): number => (after.get(series) ?? 0) - (before.get(series) ?? 0);
+}
+
+/** Reads a file with the page cache dropped for it first (POSIX_FADV_DONTNEED), so every byte goes through FUSE. */
+async function readUncached(path: string): Promise<Buffer> {
+  const script = 'import os,sys\nfd=os.open(sys.argv[1],os.O_RDONLY)\nos.posix_fadvise(fd,0,0,os.POSIX_FADV_DONTNEED)\nos.close(fd)';
+  await run('python3', ['-c', script, path]);
+  return readFile(path);
+}
+
+describe('metrics of a mounted image', { skip: await fuseSkipReason() }, () => {
+  let tmp: string;
+  let reg: TestRegistry;
+  let img: BuiltImage;
+  let mounts: Mounts;
+  let entry: TocEntry;
+  let layer: string;
+  let layerSize: number;
+  let env: NodeJS.ProcessEnv;
+  const expected = seededBytes('metrics-data', FILE_SIZE);
+
+  before(async () => {
+    tmp = await mkdtemp(join(tmpdir(), 'tocfs-metrics-mount-'));
+    img = await buildImage(join(tmp, 'image'), {
+      format: 'zstd:chunked',
+      layers: [
+        [
+          { path: 'etc', type: 'dir', mode: 0o755 },
+          { path: 'etc/motd', content: 'hello\n' },
+          { path: 'usr/lib', type: 'dir', mode: 0o755 },
+          { path: FILE, content: seededContent('metrics-data', FILE_SIZE) },
+          ...Array.from({ length: 8 }, (_, i) => ({ path: `usr/share/other-${i}`, content: seededBytes(`other-${i}`, 256 * 1024) })),
+        ],
+      ],
+    });
+    layer = img.layers[0]!.digest;
+    layerSize = img.layers[0]!.size;
+    const source = await openImageSource(`oci:${img.dir}`);
+    try {
+      const resolved = await source.resolve();
+      const toc = await readLayerToc(resolved.layers[0]!, source.blob(resolved.layers[0]!));
+      entry = toc.entries.find((e) => e.path === FILE)!;
+      assert.ok(entry, `${FILE} is in the TOC`);
+    } finally {
+      await source.close();
+    }
+    reg = await startRegistry();
+    await reg.load(img.dir, 'metrics');
+    env = { CONTAINERS_REGISTRIES_CONF: join(tmp, 'registries.conf'), REGISTRY_AUTH_FILE: join(tmp, 'auth.json'), TOCFS_CERTS_DIR: join(tmp, 'certs.d') };
+    mounts = new Mounts(tmp, env);
+  });
+  after(async () => {
+    await mounts?.cleanup();
+    await reg?.stop();
+    await rm(tmp, { recursive: true, force: true });
+  });
+
+  test('a cold read, a re-read and a read in a new mount move the counters by what they cost', async (t) => {
+    const chunks = entry.chunks.filter((c) => !c.zeros);
+    const distinct = new Set(chunks.map((c) => c.digest)).size;
+    assert.ok(distinct >= 2, `the file has ${distinct} chunks`);
+    const extentBytes = chunks.reduce((n, c) => n + (c.compressedEnd - c.compressedOffset), 0);
+    const image = `docker://${reg.host}/metrics:latest`;
+    const cache = await mkdtemp(join(tmp, 'cache-'));
+    const fetched = `tocfs_fetched_bytes_total{layer="${layer}"}`;
+
+    const port = await freePort();
+    const mnt = await mounts.mount(image, ['--tls-verify=false', '--prefetch', 'none', '--metrics-address', `127.0.0.1:${port}`], cache);
+    await registryLogSettled(reg);
+    const m0 = await scrape(port);
+    // Mounting read the layer's footer and TOC: exactly what the registry sent for the layer.
+    assert.equal(m0.get(fetched), blobBytesServed(reg.log, layer), 'bytes fetched at mount = registry bytes for the layer');
+
+    const registryBefore = blobBytesServed(reg.log, layer);
+    assert.deepEqual(await readFile(join(mnt, FILE)), expected);
+    await registryLogSettled(reg);
+    const m1 = await scrape(port);
+    const d1 = delta(m0, m1);
+    const registryBytes = blobBytesServed(reg.log, layer) - registryBefore;
+    t.diagnostic(`cold read: ${d1(fetched)} bytes fetched for ${extentBytes} bytes of the file's ${distinct} chunks; layer ${layerSize} bytes`);
+    assert.equal(d1('tocfs_served_bytes_total'), FILE_SIZE, 'served = the file size');
+    assert.equal(d1(fetched), registryBytes, 'fetched = what the registry sent');
+    assert.ok(d1(fetched) >= extentBytes && d1(fetched) < layerSize, `fetched ${d1(fetched)}: at least the file's chunks (${extentBytes}), less than the layer (${layerSize})`);
+    assert.equal(d1('tocfs_cache_misses_total{tier="memory"}'), distinct, 'one memory miss per chunk');
+    assert.equal(d1('tocfs_cache_misses_total{tier="disk"}'), distinct, 'one disk miss per chunk');
+    assert.equal(d1('tocfs_cache_hits_total{tier="disk"}'), 0);
+    const requests = reg.log.filter((l) => l.includes(`/blobs/${layer} HTTP/1.1" 206`)).length;
+    assert.ok(d1('tocfs_chunk_fetch_duration_seconds_count') >= 1);
+    assert.ok(d1('tocfs_chunk_fetch_duration_seconds_count') <= requests, 'one latency observation per range request');
+    assert.ok(d1('tocfs_fuse_operation_duration_seconds_count{op="read"}') >= Math.ceil(FILE_SIZE / (128 * 1024)), 'FUSE reads counted');
+    assert.ok(d1('tocfs_fuse_operation_duration_seconds_count{op="open"}') >= 1, 'FUSE open counted');
+    assert.ok(d1('tocfs_fuse_operation_duration_seconds_count{op="getattr"}') + (m0.get('tocfs_fuse_operation_duration_seconds_count{op="getattr"}') ?? 0) >= 1);
+    assert.equal(m1.get('tocfs_registry_requests_in_flight'), 0, 'no request left in flight');
+    assert.equal(m1.get(`tocfs_verification_failures_total{layer="${layer}",kind="chunk"}`) ?? 0, 0);
+    const ratio = m1.get(`tocfs_layer_fetched_ratio{layer="${layer}"}`) ?? 0;
+    assert.ok(ratio > 0 && ratio < 1, `layer fetched ratio ${ratio}`);
+
+    // Past the page cache, the chunks come from the memory tier: nothing fetched, every byte served again.
+    assert.deepEqual(await readUncached(join(mnt, FILE)), expected);
+    const m2 = await scrape(port);
+    const d2 = delta(m1, m2);
+    assert.equal(d2('tocfs_served_bytes_total'), FILE_SIZE, 'the re-read went through FUSE');
+    assert.equal(d2(fetched), 0, 're-read fetched nothing');
+    assert.ok(d2('tocfs_cache_hits_total{tier="memory"}') >= distinct, `memory hits ${d2('tocfs_cache_hits_total{tier="memory"}')} for ${distinct} chunks`);
+    assert.equal(d2('tocfs_cache_misses_total{tier="memory"}'), 0);
+    assert.equal(d2('tocfs_cache_misses_total{tier="disk"}'), 0);
+    assert.equal((await mounts.unmount(mnt)).code, 0);
+
+    // A new mount (a new process, empty memory tier) over the same cache directory reads from disk.
+    const port2 = await freePort();
+    const mnt2 = await mounts.mount(image, ['--tls-verify=false', '--prefetch', 'none', '--metrics-address', `127.0.0.1:${port2}`], cache);
+    await registryLogSettled(reg);
+    const registryAtMount2 = blobBytesServed(reg.log, layer);
+    const n0 = await scrape(port2);
+    assert.deepEqual(await readFile(join(mnt2, FILE)), expected);
+    await registryLogSettled(reg);
+    const n1 = await scrape(port2);
+    const dn = delta(n0, n1);
+    assert.equal(dn('tocfs_served_bytes_total'), FILE_SIZE);
+    assert.equal(dn('tocfs_cache_hits_total{tier="disk"}'), distinct, 'one disk hit per chunk');
+    assert.equal(dn('tocfs_cache_misses_total{tier="memory"}'), distinct, 'one memory miss per chunk');
+    assert.equal(dn('tocfs_cache_misses_total{tier="disk"}'), 0);
+    assert.equal(dn(fetched), 0, 'nothing fetched');
+    assert.equal(blobBytesServed(reg.log, layer), registryAtMount2, 'the registry sent nothing for the read');
+    assert.equal((await mounts.unmount(mnt2)).code, 0);
+  });
+});
