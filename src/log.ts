@@ -1,13 +1,15 @@
 /**
  * One process-wide pino logger.
  *
- * Logs go to stderr, never stdout: stdout carries command output (`inspect --json`, `cat`,
- * `config show`) that scripts pipe and parse, and a log line mixed into it would corrupt it.
- * Under systemd both streams reach the journal anyway.
+ * Where logs go: the daemons (`tocfs mount --foreground`, `tocfs store --foreground`, as run
+ * by systemd or by their own background start) write them to stdout, which carries nothing
+ * else for them. Every other command writes them to stderr: its stdout carries command output
+ * (`inspect --json`, `cat`, `config show`) that scripts pipe and parse, and a log line mixed
+ * into it would corrupt it. `logFd()` says which.
  *
- * Forms: JSON lines by default; pretty (pino-pretty) when stderr is a terminal; under systemd
- * (JOURNAL_STREAM names our stderr) JSON lines with a `<N>` syslog priority prefix that
- * journald strips and keeps as the entry's PRIORITY, so `journalctl -p warning` works.
+ * Forms: JSON lines by default; pretty (pino-pretty) when that stream is a terminal; under
+ * systemd (JOURNAL_STREAM names that stream) JSON lines with a `<N>` syslog priority prefix
+ * that journald strips and keeps as the entry's PRIORITY, so `journalctl -p warning` works.
  *
  * Credentials never reach the output: values under credential-like keys are replaced at any
  * depth, and every written line is scrubbed of URL userinfo and Authorization schemes.
@@ -21,8 +23,10 @@ export type LogFormat = 'auto' | 'json' | 'pretty';
 export interface LoggerOptions {
   level?: string;
   format?: LogFormat;
-  /** Where lines go; default stderr. Tests pass a collecting stream. */
+  /** Where lines go; default the file descriptor `fd`. Tests pass a collecting stream. */
   destination?: DestinationStream;
+  /** 1 (stdout, for daemons) or 2 (stderr, the default); see logFd(). */
+  fd?: 1 | 2;
   env?: NodeJS.ProcessEnv;
 }
 
@@ -57,12 +61,19 @@ export function scrubLine(line: string): string {
 
 const JOURNAL_PRIORITY: Record<number, number> = { 10: 7, 20: 7, 30: 6, 40: 4, 50: 3, 60: 2 };
 
-/** Whether stderr is connected to the journal (systemd sets JOURNAL_STREAM=DEV:INODE of that stream). */
-export function stderrIsJournal(env: NodeJS.ProcessEnv = process.env): boolean {
+/** The log stream of a command: stdout for a daemon serving in the foreground, stderr for every other command. */
+export function logFd(command: { _?: Array<string | number>; foreground?: unknown }): 1 | 2 {
+  const [name, sub] = command._ ?? [];
+  const daemon = name === 'mount' || (name === 'store' && sub !== 'status');
+  return daemon && command.foreground === true ? 1 : 2;
+}
+
+/** Whether `fd` is connected to the journal (systemd sets JOURNAL_STREAM=DEV:INODE of that stream). */
+export function isJournal(fd: 1 | 2 = 2, env: NodeJS.ProcessEnv = process.env): boolean {
   const m = /^(\d+):(\d+)$/.exec(env.JOURNAL_STREAM ?? '');
   if (!m) return false;
   try {
-    const st = fstatSync(2, { bigint: true });
+    const st = fstatSync(fd, { bigint: true });
     return st.dev === BigInt(m[1]!) && st.ino === BigInt(m[2]!);
   } catch {
     return false;
@@ -84,28 +95,31 @@ function scrubbing(inner: DestinationStream & { flush?: () => void }, journald: 
   };
 }
 
-function chooseForm(format: LogFormat, env: NodeJS.ProcessEnv): 'json' | 'pretty' | 'journald' {
-  if (format === 'json' || env.TOCFS_LOG_JSON) return stderrIsJournal(env) ? 'journald' : 'json';
+const isTerminal = (fd: 1 | 2): boolean => (fd === 1 ? process.stdout.isTTY : process.stderr.isTTY) === true;
+
+function chooseForm(format: LogFormat, env: NodeJS.ProcessEnv, fd: 1 | 2): 'json' | 'pretty' | 'journald' {
+  if (format === 'json' || env.TOCFS_LOG_JSON) return isJournal(fd, env) ? 'journald' : 'json';
   if (format === 'pretty') return 'pretty';
-  if (stderrIsJournal(env)) return 'journald';
-  return process.stderr.isTTY ? 'pretty' : 'json';
+  if (isJournal(fd, env)) return 'journald';
+  return isTerminal(fd) ? 'pretty' : 'json';
 }
 
 export function createLogger(opts: LoggerOptions = {}): Logger {
   const env = opts.env ?? process.env;
   const level = opts.level ?? env.TOCFS_LOG_LEVEL ?? 'info';
-  const form = opts.destination ? (opts.format === 'pretty' ? 'pretty' : 'json') : chooseForm(opts.format ?? 'auto', env);
+  const fd = opts.fd ?? 2;
+  const form = opts.destination ? (opts.format === 'pretty' ? 'pretty' : 'json') : chooseForm(opts.format ?? 'auto', env, fd);
   let inner: DestinationStream;
   if (form === 'pretty') {
     inner = PinoPretty({
-      destination: opts.destination ?? 2,
+      destination: opts.destination ?? fd,
       sync: true,
-      colorize: !opts.destination && process.stderr.isTTY,
+      colorize: !opts.destination && isTerminal(fd),
       translateTime: 'SYS:HH:MM:ss.l',
       ignore: 'pid,hostname,name',
     });
   } else {
-    inner = opts.destination ?? pino.destination({ fd: 2, sync: false });
+    inner = opts.destination ?? pino.destination({ fd, sync: false });
   }
   return pino(
     {
@@ -130,8 +144,8 @@ export function setLogger(l: Logger): void {
   root = l;
 }
 
-/** Sets up the process logger from the effective `log.level` and `log.format` settings. */
-export function configureLogging(settings: { level: string; format: LogFormat }): Logger {
+/** Sets up the process logger from the effective `log.level` and `log.format` settings, writing to `fd` (default stderr). */
+export function configureLogging(settings: { level: string; format: LogFormat; fd?: 1 | 2 }): Logger {
   root = createLogger(settings);
   return root;
 }

@@ -1,7 +1,8 @@
 /**
  * Logs: credentials never reach the output, in whatever shape they are logged; JSON lines on
- * stderr (stdout stays clean for command output); journald priority prefixes when stderr is
- * the journal; `--log-level` filters; child loggers name image, layer and path.
+ * stderr for commands (stdout stays clean for command output, `cat`'s bytes included) and on
+ * stdout for the foreground daemons; journald priority prefixes when the log stream is the
+ * journal; `--log-level` filters; child loggers name image, layer and path.
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -13,6 +14,8 @@ import { fileURLToPath } from 'node:url';
 import { after, describe, it } from 'node:test';
 import { createLogger, imageLogger, layerLogger, pathLogger } from '../src/log.js';
 import { runCli } from './helpers/cli.js';
+import { buildImage, seededBytes } from './helpers/images.js';
+import { fuseSkipReason } from './helpers/mounts.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'tocfs-log-'));
 after(() => rmSync(tmp, { recursive: true, force: true }));
@@ -148,5 +151,52 @@ describe('logs from the CLI', () => {
     assert.equal(lines.length, 1, lines.join('\n'));
     assert.match(lines[0]!, /^<4>\{"level":40,/); // journald keeps <4> as PRIORITY=warning
     JSON.parse(lines[0]!.slice(3));
+  });
+});
+
+describe('where the CLI logs: stderr for commands, stdout for daemons', () => {
+  const env = { TOCFS_CONFIG: emptyConfig, TOCFS_FETCH_CONCURENCY: '3' };
+  const content = seededBytes('log-cat', 300_000);
+  let image: string;
+  const jsonLines = (text: string) => text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+
+  it('tocfs cat: stdout is exactly the file, the log line is on stderr', async () => {
+    const img = await buildImage(join(tmp, 'image'), { format: 'zstd:chunked', layers: [[{ path: 'data.bin', content }]] });
+    image = `oci:${img.dir}`;
+    const res = await runCli(['cat', '--cache-dir', join(tmp, 'cache-cat'), image, '/data.bin'], { env });
+    assert.equal(res.code, 0, res.stderr);
+    assert.deepEqual(res.stdout, content);
+    assert.ok(jsonLines(res.stderr).some((l) => l.level === 40 && String(l.msg).includes('TOCFS_FETCH_CONCURENCY')), res.stderr);
+  });
+
+  it('tocfs mount --foreground: JSON log lines on stdout, nothing on stderr', async (t) => {
+    const skip = await fuseSkipReason();
+    if (skip) return t.skip(skip);
+    const mnt = mkdtempSync(join(tmp, 'mnt-'));
+    const entry = fileURLToPath(new URL('../src/cli/entry.ts', import.meta.url));
+    const child = spawn(process.execPath, ['--import', 'tsx', entry, 'mount', '--foreground', '--cache-dir', join(tmp, 'cache-mount'), image, mnt], {
+      env: { ...process.env, ...env, TOCFS_LOG_JSON: '1' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    const closed = new Promise<number | null>((resolve) => child.on('close', resolve));
+    try {
+      const deadline = Date.now() + 60_000;
+      while (!out.includes('"msg":"mounted"')) {
+        if (child.exitCode !== null || Date.now() > deadline) throw new Error(`no "mounted" log line on stdout; stdout: ${out}; stderr: ${err}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      assert.deepEqual(readFileSync(join(mnt, 'data.bin')), content);
+    } finally {
+      child.kill('SIGTERM');
+    }
+    assert.equal(await closed, 0, err);
+    const lines = jsonLines(out);
+    assert.ok(lines.some((l) => l.level === 40 && String(l.msg).includes('TOCFS_FETCH_CONCURENCY')), out);
+    assert.ok(lines.some((l) => l.msg === 'unmounted'), out);
+    assert.equal(err, '');
   });
 });

@@ -1,7 +1,7 @@
 import yargs from 'yargs';
 import { defaultConfigPath, flagsFromArgs, loadConfig, setCurrentConfig, settingOption } from '../config/index.js';
 import { TocfsError } from '../errors.js';
-import { configureLogging, logger } from '../log.js';
+import { configureLogging, logFd, logger } from '../log.js';
 import { commands } from './commands/index.js';
 import { withExamples } from './help.js';
 
@@ -20,6 +20,8 @@ Environment:
 
 Output:
   Command output goes to stdout; logs go to stderr (JSON lines, pretty on a terminal).
+  The daemons, tocfs mount --foreground and tocfs store --foreground (as systemd runs
+  them), have no other output and log to stdout.
 
 Exit status:
   0 success, 1 failure (the message says what and why), 2 bad usage.`;
@@ -33,7 +35,7 @@ export async function main(args: string[]): Promise<void> {
     .middleware((argv) => {
       const config = loadConfig({ argv: flagsFromArgs(args), env: process.env });
       setCurrentConfig(config);
-      configureLogging({ level: config.values['log.level'], format: config.values['log.format'] });
+      configureLogging({ level: config.values['log.level'], format: config.values['log.format'], fd: logFd(argv) });
       for (const warning of config.warnings) logger().warn(warning);
       (argv as Record<string, unknown>).config = config;
     })
