@@ -1,7 +1,7 @@
 /** Registry authentication against a real docker-registry: htpasswd (Basic) and token (Bearer) modes. */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -10,6 +10,7 @@ import { promisify } from 'node:util';
 import pino from 'pino';
 import { openImageSource, type SourceOptions } from '../src/image/open.js';
 import { logger, REDACT_PATHS, setLogger } from '../src/log.js';
+import { findCredentials } from '../src/registry/auth-file.js';
 import type { ImageSource } from '../src/source/types.js';
 import { CORPUS_DIR, HAVE_CORPUS } from './helpers/corpus.js';
 import { selfSigned, type CertPair } from './helpers/registry-certs.js';
@@ -49,6 +50,25 @@ function captureLogs(): { lines: string[]; restore(): void } {
   });
   setLogger(pino({ level: 'debug', redact: { paths: REDACT_PATHS, censor: '[redacted]' } }, sink));
   return { lines, restore: () => setLogger(previous) };
+}
+
+/**
+ * A docker-credential-NAME shell script in `dir`: it records the server name it was sent
+ * (docker's client sends it without a newline) in `dir`/NAME.asked, then runs `body`.
+ */
+async function writeCredentialHelper(dir: string, name: string, body: string): Promise<void> {
+  await mkdir(dir, { recursive: true });
+  const script = `#!/bin/sh\n[ "$1" = get ] || { echo "unexpected command $1" >&2; exit 2; }\nserver=$(cat)\nprintf '%s\\n' "$server" >> "${join(dir, name)}.asked"\n${body}\n`;
+  await writeFile(join(dir, `docker-credential-${name}`), script, { mode: 0o755 });
+}
+
+/** What the helper was asked for, one server name per call. */
+async function askedOf(dir: string, name: string): Promise<string[]> {
+  try {
+    return (await readFile(join(dir, `${name}.asked`), 'utf8')).split('\n').filter(Boolean);
+  } catch {
+    return [];
+  }
 }
 
 describe('htpasswd (Basic) authentication', { skip }, () => {
@@ -109,6 +129,98 @@ describe('htpasswd (Basic) authentication', { skip }, () => {
       assert.ok(e.message.includes(opts.authFile!), e.message);
       assert.match(e.message, /podman login/);
       return true;
+    });
+  });
+
+  describe('credential helpers (credHelpers, credsStore)', () => {
+    let bin: string;
+    const inPath = <T>(fn: () => Promise<T>): Promise<T> => withEnv('PATH', `${bin}:${process.env.PATH}`, fn);
+    const ok = (user: string, secret: string): string => `printf '{"ServerURL":"%s","Username":"${user}","Secret":"${secret}"}' "$server"`;
+
+    before(async () => {
+      bin = join(tmp, 'helpers-bin');
+      await writeCredentialHelper(bin, 'good', ok(USER, PASSWORD));
+      await writeCredentialHelper(bin, 'store', ok(USER, PASSWORD));
+      await writeCredentialHelper(bin, 'empty', 'echo "credentials not found in native keychain"; exit 1');
+      await writeCredentialHelper(bin, 'locked', `echo "the keyring is locked" >&2; exit 3`);
+      await writeCredentialHelper(bin, 'garbage', `echo "${PASSWORD} is not json"`);
+    });
+
+    test('credHelpers names the helper for the registry; it wins over auths in that file, and nothing secret is logged', async () => {
+      const opts = await isolatedRegistryOptions(join(tmp, 'helper'));
+      await writeFile(
+        opts.authFile!,
+        JSON.stringify({ auths: { [reg.host]: { auth: Buffer.from(`${USER}:wrong`).toString('base64') } }, credHelpers: { [reg.host]: 'good', 'other.example': 'locked' } }),
+      );
+      const logs = captureLogs();
+      try {
+        await inPath(async () => pullAndCompare(await open({ tlsVerify: false, registry: opts })));
+      } finally {
+        logs.restore();
+      }
+      assert.deepEqual(await askedOf(bin, 'good'), [reg.host], 'asked once, with the registry name on stdin');
+      assert.deepEqual(await askedOf(bin, 'locked'), [], 'a helper for another registry is not run');
+      const all = logs.lines.join('');
+      assert.ok(!all.includes(PASSWORD) && !all.includes(Buffer.from(`${USER}:${PASSWORD}`).toString('base64')), 'no secret in the logs');
+    });
+
+    test('credsStore serves registries without an auths entry; an auths entry is used before it', async () => {
+      const opts = await isolatedRegistryOptions(join(tmp, 'store'));
+      await writeFile(opts.authFile!, JSON.stringify({ auths: { [reg.host]: {} }, credsStore: 'store' }));
+      await inPath(async () => pullAndCompare(await open({ tlsVerify: false, registry: opts })));
+      assert.deepEqual(await askedOf(bin, 'store'), [reg.host]);
+
+      const withEntry = await isolatedRegistryOptions(join(tmp, 'store-entry'));
+      await writeFile(withEntry.authFile!, JSON.stringify({ auths: { [`${reg.host}/private`]: { auth: Buffer.from(`${USER}:${PASSWORD}`).toString('base64') } }, credsStore: 'locked' }));
+      await inPath(async () => pullAndCompare(await open({ tlsVerify: false, registry: withEntry })));
+      assert.deepEqual(await askedOf(bin, 'locked'), [], 'the store is not asked when auths has the credentials');
+    });
+
+    test('a helper with nothing for the registry: "authentication required", as with no credentials', async () => {
+      const opts = await isolatedRegistryOptions(join(tmp, 'helper-empty'));
+      await writeFile(opts.authFile!, JSON.stringify({ credHelpers: { [reg.host]: 'empty' } }));
+      await inPath(async () =>
+        assert.rejects((await open({ tlsVerify: false, registry: opts })).resolve(), (e: Error) => {
+          assert.match(e.message, new RegExp(`^${reg.host}: authentication required to pull private/app`));
+          return true;
+        }),
+      );
+    });
+
+    test('across files: a helper with nothing sends the search on to the next file; a failing one stops it', async () => {
+      const dir = join(tmp, 'helper-files');
+      await mkdir(dir, { recursive: true });
+      const [first, second, third] = ['runtime.json', 'config.json', 'docker.json'].map((f) => join(dir, f)) as [string, string, string];
+      await writeFile(first, JSON.stringify({ credHelpers: { [reg.host]: 'empty' }, auths: { [reg.host]: { auth: Buffer.from('ignored:x').toString('base64') } } }));
+      await writeFile(second, JSON.stringify({ auths: { [reg.host]: { auth: Buffer.from(`${USER}:${PASSWORD}`).toString('base64') } } }));
+      await writeFile(third, JSON.stringify({ credsStore: 'good' }));
+      const found = await inPath(() => findCredentials([first, second, third], reg.host, 'private/app'));
+      assert.deepEqual(found, { username: USER, password: PASSWORD, source: `${second} (${reg.host})` });
+      const fromStore = await inPath(() => findCredentials([first, third], reg.host, 'private/app'));
+      assert.deepEqual(fromStore, { username: USER, password: PASSWORD, source: `docker-credential-good (credsStore in ${third})` });
+      await writeFile(first, JSON.stringify({ credHelpers: { [reg.host]: 'locked' } }));
+      await assert.rejects(inPath(() => findCredentials([first, second], reg.host, 'private/app')), /docker-credential-locked .* failed/);
+    });
+
+    test('a failing, missing or garbled helper: an error naming the helper and the file, never the secret', async () => {
+      const cases: Array<[string, string, RegExp]> = [
+        ['locked', 'credHelpers', /credential helper docker-credential-locked \(credHelpers\["[^"]+"\] in [^)]+\) failed for 127\.0\.0\.1:\d+: exit code 3: the keyring is locked/],
+        ['absent', 'credsStore', /credential helper docker-credential-absent \(credsStore in [^)]+\) is not installed \(not found on PATH\)/],
+        ['garbage', 'credHelpers', /credential helper docker-credential-garbage \(.*\) printed something that is not JSON for 127\.0\.0\.1:\d+$/],
+        ['../evil', 'credsStore', /credential helper name "\.\.\/evil" is not valid/],
+      ];
+      for (const [name, field, want] of cases) {
+        const opts = await isolatedRegistryOptions(join(tmp, `helper-bad-${field}`));
+        await writeFile(opts.authFile!, JSON.stringify(field === 'credsStore' ? { credsStore: name } : { credHelpers: { [reg.host]: name } }));
+        await inPath(async () =>
+          assert.rejects((await open({ tlsVerify: false, registry: opts })).resolve(), (e: Error) => {
+            assert.match(e.message, want);
+            if (!name.includes('/')) assert.ok(e.message.includes(opts.authFile!), e.message);
+            assert.ok(!e.message.includes(PASSWORD), e.message);
+            return true;
+          }),
+        );
+      }
     });
   });
 
@@ -233,6 +345,19 @@ describe('token (Bearer) authentication', { skip }, () => {
     stops.push(() => s2.close());
     await pullAndCompare(s2);
     assert.deepEqual(issuer.requests.at(-1), { method: 'POST', scope: ['repository:team/app:pull'], service: SERVICE, grantType: 'refresh_token', user: 'refresh-token-user' });
+
+    // The same identity token from a credential helper (Username "<token>").
+    const bin = join(tmp, 'token-helper-bin');
+    await writeCredentialHelper(bin, 'tok', `printf '{"ServerURL":"%s","Username":"<token>","Secret":"refresh-abc"}' "$server"`);
+    const viaHelper = await isolatedRegistryOptions(join(tmp, 'idtoken-helper'));
+    await writeFile(viaHelper.authFile!, JSON.stringify({ credHelpers: { [reg.host]: 'tok' } }));
+    const before = issuer.requests.length;
+    await withEnv('PATH', `${bin}:${process.env.PATH}`, async () => {
+      const s4 = await openImageSource(ref, { tlsVerify: false, registry: viaHelper });
+      stops.push(() => s4.close());
+      await pullAndCompare(s4);
+    });
+    assert.deepEqual(issuer.requests.slice(before), [{ method: 'POST', scope: ['repository:team/app:pull'], service: SERVICE, grantType: 'refresh_token', user: 'refresh-token-user' }]);
 
     const anonymous = await isolatedRegistryOptions(join(tmp, 'anon2'));
     const s3 = await openImageSource(ref, { tlsVerify: false, registry: anonymous });

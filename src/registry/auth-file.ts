@@ -1,13 +1,20 @@
 /**
  * Credentials as containers-auth.json(5) describes them: `auths` keyed by registry,
  * registry/namespace or (Docker's legacy form) a URL; `auth` is base64 `user:password`,
- * `identitytoken` an OAuth2 refresh token.
+ * `identitytoken` an OAuth2 refresh token. `credHelpers` names a docker-credential-NAME
+ * program per registry and Docker's `credsStore` one for every other registry.
+ *
+ * Each file in turn, as Podman reads them: a `credHelpers` entry for the registry decides
+ * for that file (its `auths` are not read); otherwise the `auths` keys, most specific
+ * first; then, as Docker does, the file's `credsStore`. A helper that has nothing for the
+ * registry sends the search on to the next file; a helper that fails stops it.
  */
 import { readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { SourceError } from '../errors.js';
 import { DOCKER_HUB } from '../reference.js';
+import { helperGet, helperProgram } from './cred-helper.js';
 
 export interface Credentials {
   username: string;
@@ -66,7 +73,13 @@ function decodeEntry(entry: Record<string, unknown>, source: string): Credential
   return { username, password, ...(identityToken ? { identityToken } : {}), source };
 }
 
-async function readAuths(path: string): Promise<Record<string, Record<string, unknown>> | undefined> {
+interface AuthFile {
+  auths: Record<string, Record<string, unknown>>;
+  credHelpers: Record<string, string>;
+  credsStore?: string;
+}
+
+async function readAuthFile(path: string): Promise<AuthFile | undefined> {
   let text: string;
   try {
     text = await readFile(path, 'utf8');
@@ -82,28 +95,66 @@ async function readAuths(path: string): Promise<Record<string, Record<string, un
     // The parser's message may quote file content; say only where.
     throw new SourceError(`auth file ${path} is not valid JSON`);
   }
-  const auths = (doc as { auths?: unknown } | null)?.auths;
-  return auths && typeof auths === 'object' ? (auths as Record<string, Record<string, unknown>>) : {};
+  const d = (doc && typeof doc === 'object' ? doc : {}) as { auths?: unknown; credHelpers?: unknown; credsStore?: unknown };
+  const credHelpers: Record<string, string> = {};
+  if (d.credHelpers !== undefined) {
+    if (!d.credHelpers || typeof d.credHelpers !== 'object') throw new SourceError(`auth file ${path}: "credHelpers" must map registries to helper names`);
+    for (const [registry, name] of Object.entries(d.credHelpers)) {
+      if (typeof name !== 'string') throw new SourceError(`auth file ${path}: credHelpers[${JSON.stringify(registry)}] must be a helper name (a string)`);
+      credHelpers[registry] = name;
+    }
+  }
+  if (d.credsStore !== undefined && typeof d.credsStore !== 'string') throw new SourceError(`auth file ${path}: "credsStore" must be a helper name (a string)`);
+  return {
+    auths: d.auths && typeof d.auths === 'object' ? (d.auths as Record<string, Record<string, unknown>>) : {},
+    credHelpers,
+    ...(d.credsStore ? { credsStore: d.credsStore } : {}),
+  };
 }
 
-/** Credentials for `registry`/`repository` from the first file that has any (containers/image's order). */
+/** Whether a `credHelpers` key names `registry`: the registry itself, or Docker's URL form of it (never a namespace). */
+function helperKeyNames(key: string, registry: string): boolean {
+  if (key === registry) return true;
+  const isUrl = /^https?:\/\//.test(key);
+  return (isUrl || !key.includes('/')) && normaliseLegacyKey(key) === registry;
+}
+
+async function fromHelper(name: string, registry: string, from: string): Promise<Credentials | undefined> {
+  const c = await helperGet(name, registry, from);
+  return c && { ...c, source: `${helperProgram(name)} (${from})` };
+}
+
+/** Credentials for `registry`/`repository` from `path`'s `auths` entries. */
+function fromAuths(auths: AuthFile['auths'], path: string, registry: string, repository: string): Credentials | undefined {
+  for (const key of candidateKeys(registry, repository)) {
+    const entry = auths[key];
+    if (entry && typeof entry === 'object') {
+      const c = decodeEntry(entry, `${path} (${key})`);
+      if (c) return c;
+    }
+  }
+  for (const [key, entry] of Object.entries(auths)) {
+    if (entry && typeof entry === 'object' && (/^https?:\/\//.test(key) || registry === DOCKER_HUB) && normaliseLegacyKey(key) === registry) {
+      const c = decodeEntry(entry, `${path} (${key})`);
+      if (c) return c;
+    }
+  }
+  return undefined;
+}
+
+/** Credentials for `registry`/`repository` from the first file that has any (see the order above). */
 export async function findCredentials(paths: string[], registry: string, repository: string): Promise<Credentials | undefined> {
   for (const path of paths) {
-    const auths = await readAuths(path);
-    if (!auths) continue;
-    for (const key of candidateKeys(registry, repository)) {
-      const entry = auths[key];
-      if (entry && typeof entry === 'object') {
-        const c = decodeEntry(entry, `${path} (${key})`);
-        if (c) return c;
-      }
+    const file = await readAuthFile(path);
+    if (!file) continue;
+    const helperKey = Object.keys(file.credHelpers).find((k) => k === registry) ?? Object.keys(file.credHelpers).find((k) => helperKeyNames(k, registry));
+    if (helperKey !== undefined) {
+      const c = await fromHelper(file.credHelpers[helperKey]!, registry, `credHelpers[${JSON.stringify(helperKey)}] in ${path}`);
+      if (c) return c;
+      continue;
     }
-    for (const [key, entry] of Object.entries(auths)) {
-      if (entry && typeof entry === 'object' && (/^https?:\/\//.test(key) || registry === DOCKER_HUB) && normaliseLegacyKey(key) === registry) {
-        const c = decodeEntry(entry, `${path} (${key})`);
-        if (c) return c;
-      }
-    }
+    const c = fromAuths(file.auths, path, registry, repository) ?? (file.credsStore ? await fromHelper(file.credsStore, registry, `credsStore in ${path}`) : undefined);
+    if (c) return c;
   }
   return undefined;
 }

@@ -55,7 +55,11 @@ export class Authenticator {
   }
 
   private creds(): Promise<Credentials | undefined> {
-    this.credentials ??= findCredentials(this.ctx.authFiles, this.ctx.registry, this.ctx.repository);
+    // A credential helper that failed is asked again next time (it may have been locked).
+    this.credentials ??= findCredentials(this.ctx.authFiles, this.ctx.registry, this.ctx.repository).catch((e: unknown) => {
+      this.credentials = undefined;
+      throw e;
+    });
     return this.credentials;
   }
 
