@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { DigestMismatchError, FormatError } from './errors.js';
+import { DigestMismatchError, FormatError, preview } from './errors.js';
 
 const DIGEST_RE = /^sha256:[0-9a-f]{64}$/;
 
@@ -16,7 +16,7 @@ export function isDigest(s: unknown): s is string {
 
 /** Throws unless `s` is a well-formed sha256 digest; `what` names the field for the error. */
 export function parseDigest(s: unknown, what: string): string {
-  if (!isDigest(s)) throw new FormatError(`${what}: not a sha256 digest: ${JSON.stringify(s)?.slice(0, 100)}`);
+  if (!isDigest(s)) throw new FormatError(`${what}: not a sha256 digest: ${preview(s, 100)}`);
   return s;
 }
 

@@ -32,3 +32,15 @@ export class SourceError extends TocfsError {
     this.name = 'SourceError';
   }
 }
+
+/**
+ * An untrusted JSON value as an error message may quote it: short, and never walked (a
+ * deeply nested array would overflow the stack in JSON.stringify, a huge string would
+ * drown the message).
+ */
+export function preview(v: unknown, max = 60): string {
+  if (Array.isArray(v)) return `an array of ${v.length}`;
+  if (v !== null && typeof v === 'object') return 'an object';
+  if (typeof v === 'string') return JSON.stringify(v.length > max ? v.slice(0, max) + '…' : v);
+  return String(v);
+}

@@ -5,7 +5,7 @@
  * and the entry.
  */
 import { EMPTY_SHA256, isDigest } from '../digest.js';
-import { FormatError } from '../errors.js';
+import { FormatError, preview } from '../errors.js';
 import { normaliseName } from './path.js';
 import { parseRfc3339 } from './time.js';
 import type { Chunk, EntryType, Timestamp, TocEntry, TocLimits } from './toc.js';
@@ -86,7 +86,7 @@ export function normaliseEntries(rawEntries: unknown, ctx: EntryContext): Normal
   const uint = (v: unknown, field: string, r: Raw, at: number, max = Number.MAX_SAFE_INTEGER): number => {
     if (v === undefined || v === null) return 0;
     if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0 || v > max)
-      err.fail(at, r.name, `${field} is not an integer in [0, ${max}]: ${JSON.stringify(v)?.slice(0, 40)}`);
+      err.fail(at, r.name, `${field} is not an integer in [0, ${max}]: ${preview(v, 40)}`);
     return v;
   };
   const str = (v: unknown, field: string, r: Raw, at: number): string | undefined => {
@@ -330,7 +330,7 @@ function checkHardLinks(entries: TocEntry[], index: Map<string, number>, links: 
     if (pos < 0) continue;
     const e = entries[pos]!;
     const target = index.get(e.linkName!);
-    const fail: (msg: string) => never = (msg) => err.fail(at, e.path, `hard link to ${JSON.stringify(e.linkName)}: ${msg}`);
+    const fail: (msg: string) => never = (msg) => err.fail(at, e.path, `hard link to ${preview(e.linkName, 200)}: ${msg}`);
     if (target === undefined) fail('target does not exist in the layer');
     if (target === pos) fail('links to itself');
     if (target > pos) {

@@ -2,7 +2,7 @@
  * tar-split (vbatts/tar-split JSON lines, formats.md §2.10): only what readers need from it,
  * the length of the uncompressed layer stream it rebuilds.
  */
-import { FormatError } from '../errors.js';
+import { FormatError, preview } from '../errors.js';
 import { decompressionAllowance, decompressZstdBounded } from './zstd-frames.js';
 
 const SEGMENT = 2;
@@ -47,7 +47,7 @@ export async function tarSplitStreamLength(layer: string, compressed: Buffer, un
       const size = rec.size ?? 0;
       if (typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0) throw new FormatError(`layer ${layer}: tar-split line ${line + 1}: bad size`);
       total += size;
-    } else throw new FormatError(`layer ${layer}: tar-split line ${line + 1}: unknown type ${JSON.stringify(rec.type)}`);
+    } else throw new FormatError(`layer ${layer}: tar-split line ${line + 1}: unknown type ${preview(rec.type)}`);
   }
   if (!Number.isSafeInteger(total)) throw new FormatError(`layer ${layer}: tar-split stream length overflows`);
   return total;

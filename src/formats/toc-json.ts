@@ -1,5 +1,5 @@
 import { isDigest } from '../digest.js';
-import { FormatError } from '../errors.js';
+import { FormatError, preview } from '../errors.js';
 
 export interface TocDocument {
   entries: unknown[];
@@ -20,7 +20,7 @@ export function parseTocDocument(json: Buffer, layer: string): TocDocument {
   }
   if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) throw new FormatError(`layer ${layer}: TOC is not a JSON object`);
   const d = doc as Record<string, unknown>;
-  if (d.version !== 1) throw new FormatError(`layer ${layer}: unsupported TOC version ${JSON.stringify(d.version)?.slice(0, 40)} (expected 1)`);
+  if (d.version !== 1) throw new FormatError(`layer ${layer}: unsupported TOC version ${preview(d.version, 40)} (expected 1)`);
   if (!Array.isArray(d.entries)) throw new FormatError(`layer ${layer}: TOC has no "entries" array`);
   const out: TocDocument = { entries: d.entries };
   if (d.tarSplitDigest !== undefined && d.tarSplitDigest !== '') {
