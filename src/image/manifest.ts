@@ -1,6 +1,6 @@
 import { arch as hostArch } from 'node:os';
 import { isDigest } from '../digest.js';
-import { SourceError } from '../errors.js';
+import { preview, SourceError } from '../errors.js';
 import type { Descriptor, ImageConfig, Platform } from '../source/types.js';
 
 export const MediaTypes = {
@@ -34,19 +34,22 @@ export interface ParsedManifest {
   annotations?: Record<string, string>;
 }
 
+/** Annotations are string to string: other values (which no writer produces) are dropped. */
+function stringValues(raw: Record<string, unknown>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(raw)) if (typeof v === 'string') out[k] = v;
+  return out;
+}
+
 function descriptor(raw: unknown, what: string): Descriptor {
   const d = raw as Record<string, unknown> | null;
   if (!d || typeof d !== 'object') throw new SourceError(`${what}: not a descriptor object`);
   if (typeof d.mediaType !== 'string') throw new SourceError(`${what}: missing mediaType`);
-  if (!isDigest(d.digest)) throw new SourceError(`${what}: bad digest ${JSON.stringify(d.digest)}`);
+  if (!isDigest(d.digest)) throw new SourceError(`${what}: bad digest ${preview(d.digest, 100)}`);
   if (typeof d.size !== 'number' || !Number.isSafeInteger(d.size) || d.size < 0)
-    throw new SourceError(`${what}: bad size ${JSON.stringify(d.size)}`);
+    throw new SourceError(`${what}: bad size ${preview(d.size)}`);
   const out: Descriptor = { mediaType: d.mediaType, digest: d.digest, size: d.size };
-  if (d.annotations && typeof d.annotations === 'object') {
-    const ann: Record<string, string> = {};
-    for (const [k, v] of Object.entries(d.annotations as Record<string, unknown>)) if (typeof v === 'string') ann[k] = v;
-    out.annotations = ann;
-  }
+  if (d.annotations && typeof d.annotations === 'object') out.annotations = stringValues(d.annotations as Record<string, unknown>);
   if (Array.isArray(d.urls)) out.urls = d.urls.filter((u): u is string => typeof u === 'string');
   if (d.platform && typeof d.platform === 'object') {
     const p = d.platform as Record<string, unknown>;
@@ -65,7 +68,7 @@ export function parseManifestDocument(bytes: Buffer, headerMediaType: string | u
   try {
     doc = JSON.parse(bytes.toString('utf8'));
   } catch (e) {
-    throw new SourceError(`${what}: manifest is not valid JSON: ${(e as Error).message}`);
+    throw new SourceError(`${what}: manifest is not valid JSON: ${(e as Error).message.slice(0, 200)}`);
   }
   if (!doc || typeof doc !== 'object') throw new SourceError(`${what}: manifest is not a JSON object`);
   const mediaType = (typeof doc.mediaType === 'string' ? doc.mediaType : undefined) ?? headerMediaType?.split(';')[0]?.trim() ?? '';
@@ -76,10 +79,10 @@ export function parseManifestDocument(bytes: Buffer, headerMediaType: string | u
   if (Array.isArray(doc.layers) && doc.config) {
     const layers = doc.layers.map((l, i) => descriptor(l, `${what}: layers[${i}]`));
     const m: ParsedManifest = { kind: 'manifest', mediaType: mediaType || MediaTypes.ociManifest, config: descriptor(doc.config, `${what}: config`), layers };
-    if (doc.annotations && typeof doc.annotations === 'object') m.annotations = doc.annotations as Record<string, string>;
+    if (doc.annotations && typeof doc.annotations === 'object') m.annotations = stringValues(doc.annotations as Record<string, unknown>);
     return m;
   }
-  throw new SourceError(`${what}: unsupported manifest (media type ${JSON.stringify(mediaType)}): neither an index nor an image manifest`);
+  throw new SourceError(`${what}: unsupported manifest (media type ${preview(mediaType, 100)}): neither an index nor an image manifest`);
 }
 
 const ARCH_MAP: Record<string, string> = { x64: 'amd64', arm64: 'arm64', arm: 'arm', ia32: '386', ppc64: 'ppc64le', s390x: 's390x', riscv64: 'riscv64' };
@@ -114,7 +117,8 @@ export function selectPlatform(index: ParsedIndex, want: Platform, what: string)
   const exact = matches.find((m) => normVariant(m.platform!) === normVariant(want));
   const pick = exact ?? (want.variant === undefined ? matches[0] : undefined);
   if (!pick) {
-    const have = candidates.map((m) => (m.platform ? formatPlatform(m.platform) : '?')).join(', ');
+    const platforms = [...new Set(candidates.map((m) => (m.platform ? formatPlatform(m.platform) : '?')))];
+    const have = platforms.slice(0, 20).map((p) => preview(p, 60).slice(1, -1)).join(', ') + (platforms.length > 20 ? `, … (${platforms.length} in all)` : '');
     throw new SourceError(`${what}: no manifest for platform ${formatPlatform(want)} (the index has: ${have || 'none'}); choose one with --platform`);
   }
   return pick;
@@ -126,6 +130,6 @@ export function parseConfig(bytes: Buffer, what: string): ImageConfig {
     if (!c || typeof c !== 'object') throw new Error('not an object');
     return c as ImageConfig;
   } catch (e) {
-    throw new SourceError(`${what}: image config is not valid JSON: ${(e as Error).message}`);
+    throw new SourceError(`${what}: image config is not valid JSON: ${(e as Error).message.slice(0, 200)}`);
   }
 }
