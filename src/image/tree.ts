@@ -5,7 +5,7 @@
  * A node points at the TocEntry it came from instead of copying its fields, so a tree
  * costs one small object per name plus a Map per directory.
  */
-import { FormatError } from '../errors.js';
+import { FormatError, preview } from '../errors.js';
 import type { LayerToc, TocEntry } from '../formats/toc.js';
 
 export const WHITEOUT_PREFIX = '.wh.';
@@ -169,6 +169,12 @@ function splitPath(path: string): { dir: string; name: string } {
   return slash < 0 ? { dir: '', name: path } : { dir: path.slice(0, slash), name: path.slice(slash + 1) };
 }
 
+/** `.wh..` and `.wh...` would hide (or, as overlay whiteout devices, create) `.` and `..`. */
+function checkWhiteout(name: string, path: string, layer: number): void {
+  const hidden = name.slice(WHITEOUT_PREFIX.length);
+  if (hidden === '.' || hidden === '..') throw new FormatError(`layer ${layer}: whiteout ${preview(path, 200)} names ${JSON.stringify(hidden)}, which is not a file`);
+}
+
 function implicitDirEntry(path: string): TocEntry {
   return { path, type: 'dir', mode: IMPLICIT_DIR_MODE, uid: 0, gid: 0, size: 0, mtime: { sec: 0, nsec: 0 }, chunks: [] };
 }
@@ -225,6 +231,7 @@ class TreeBuilder {
       for (const e of toc.entries) {
         const { dir, name } = splitPath(e.path);
         if (!name.startsWith(WHITEOUT_PREFIX)) continue;
+        checkWhiteout(name, e.path, layer);
         const parent = this.findDir(dir);
         if (!parent) continue;
         this.lastDir = undefined;
@@ -248,6 +255,7 @@ class TreeBuilder {
       const { dir, name } = splitPath(e.path);
       if (name === OPAQUE_WHITEOUT) opaque.push(dir);
       else if (name.startsWith(WHITEOUT_PREFIX) && name.length > WHITEOUT_PREFIX.length) {
+        checkWhiteout(name, e.path, layer);
         const target = dir === '' ? name.slice(WHITEOUT_PREFIX.length) : `${dir}/${name.slice(WHITEOUT_PREFIX.length)}`;
         const device: TocEntry = { path: target, type: 'char', mode: e.mode, uid: e.uid, gid: e.gid, size: 0, mtime: e.mtime, devMajor: 0, devMinor: 0, chunks: [] };
         this.add(device, layer, inodes);
@@ -293,7 +301,7 @@ class TreeBuilder {
     let node: FsNode;
     if (e.type === 'hardlink') {
       const target = inodes.get(e.linkName ?? '');
-      if (!target) throw new FormatError(`layer ${layer}: hard link ${JSON.stringify(e.path)} to ${JSON.stringify(e.linkName)}: no earlier non-directory of that name in the layer`);
+      if (!target) throw new FormatError(`layer ${layer}: hard link ${preview(e.path, 200)} to ${preview(e.linkName, 200)}: no earlier non-directory of that name in the layer`);
       node = target;
     } else {
       node = this.node(e, layer);
