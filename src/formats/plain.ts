@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import { decompress as zstdDecompress } from '@mongodb-js/zstd';
-import { DigestMismatchError, FormatError } from '../errors.js';
+import { DigestMismatchError, FormatError, TocfsError } from '../errors.js';
 import type { BlobReader, Descriptor } from '../source/types.js';
 import { sniffCodec, type Codec } from './detect.js';
 import { normaliseName } from './path.js';
@@ -276,6 +276,31 @@ function entryOf(layer: string, h: TarHeader): TocEntry {
  * piece is addressed by its own digest).
  */
 export async function indexPlainLayer(
+  desc: Descriptor,
+  blob: BlobReader,
+  put: (digest: string, data: Buffer) => Promise<void>,
+  onProgress?: (bytes: number) => void,
+): Promise<LayerToc> {
+  try {
+    return await indexStream(desc, blob, put, onProgress);
+  } catch (e) {
+    throw namingLayer(desc.digest, e);
+  }
+}
+
+/**
+ * Errors of the decoders (zlib, zstd) and the tar scanner, which do not know the layer, as
+ * FormatErrors that name it; anything else (a failing `put`, a read error) passes unchanged.
+ */
+function namingLayer(layer: string, e: unknown): unknown {
+  if (e instanceof TocfsError) return e.message.includes(layer) ? e : new FormatError(`layer ${layer}: ${e.message}`, { cause: e });
+  const err = e as NodeJS.ErrnoException;
+  if (typeof err?.code === 'string' && err.code.startsWith('Z_')) return new FormatError(`layer ${layer}: cannot decompress (gzip): ${err.message}`, { cause: e });
+  if (typeof err?.message === 'string' && err.message.startsWith('zstd')) return new FormatError(`layer ${layer}: cannot decompress (${err.message})`, { cause: e });
+  return e;
+}
+
+async function indexStream(
   desc: Descriptor,
   blob: BlobReader,
   put: (digest: string, data: Buffer) => Promise<void>,
