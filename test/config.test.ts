@@ -1,18 +1,21 @@
 /**
  * Configuration: defaults with no file, the precedence flags > TOCFS_* > file > defaults,
  * the config file's location, and errors that name the key, where it came from and what is
- * allowed. Then `tocfs config show` end to end.
+ * allowed. Then `tocfs config show` end to end, and settings reaching commands other than
+ * the daemons (`tocfs cat`: its cache directory and registry TLS from file, env and flag).
  */
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import { parse as parseToml } from 'smol-toml';
 import type { ConfigShowJson } from '../src/cli/commands/config.js';
 import { ConfigError, flagsFromArgs, formatDuration, formatSize, loadConfig, parseDuration, parseSize, SETTING_KEYS } from '../src/config/index.js';
 import { renderExampleConfig } from '../src/config/reference.js';
 import { runCli } from './helpers/cli.js';
+import { buildImage } from './helpers/images.js';
+import { startRegistry, type TestRegistry } from './helpers/registry.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'tocfs-config-'));
 after(() => rmSync(tmp, { recursive: true, force: true }));
@@ -254,5 +257,68 @@ describe('tocfs config show', () => {
     const doc = parseToml(res.stdout.toString()) as Record<string, Record<string, unknown>>;
     assert.equal(doc.fetch?.concurrency, 8);
     assert.equal(doc.cache?.max_size, '10G');
+  });
+});
+
+describe('settings reach tocfs cat (a command that is no daemon)', () => {
+  const MOTD = 'configured\n';
+  let reg: TestRegistry;
+  let oci: string;
+  let remote: string;
+  // The registry client reads only files under tmp (not the machine's registries.conf).
+  const isolated = { ...userEnv, CONTAINERS_REGISTRIES_CONF: join(tmp, 'registries.conf'), REGISTRY_AUTH_FILE: join(tmp, 'auth.json'), TOCFS_CERTS_DIR: join(tmp, 'certs.d') };
+
+  before(async () => {
+    const img = await buildImage(join(tmp, 'cat-image'), { format: 'zstd:chunked', layers: [[{ path: 'etc/motd', content: MOTD }]] });
+    oci = `oci:${img.dir}`;
+    reg = await startRegistry();
+    await reg.load(img.dir, 'configured');
+    remote = `docker://${reg.host}/configured:latest`;
+  });
+  after(async () => {
+    await reg?.stop();
+  });
+
+  it('cache.dir: the flag beats TOCFS_CACHE_DIR, which beats the file', async () => {
+    const [fromFile, fromEnv, fromFlag] = ['file', 'env', 'flag'].map((w) => join(tmp, `cache-${w}`));
+    const file = configFile(`[cache]\ndir = "${fromFile}"\n`);
+    const used = (): string[] => [fromFile, fromEnv, fromFlag].filter((d) => existsSync(join(d, 'chunks')));
+
+    const a = await runCli(['cat', oci, '/etc/motd'], { env: { ...isolated, TOCFS_CONFIG: file } });
+    assert.equal(a.code, 0, a.stderr);
+    assert.equal(a.stdout.toString(), MOTD);
+    assert.deepEqual(used(), [fromFile]);
+    const b = await runCli(['cat', oci, '/etc/motd'], { env: { ...isolated, TOCFS_CONFIG: file, TOCFS_CACHE_DIR: fromEnv } });
+    assert.equal(b.code, 0, b.stderr);
+    assert.deepEqual(used(), [fromFile, fromEnv]);
+    const c = await runCli(['cat', '--cache-dir', fromFlag, oci, '/etc/motd'], { env: { ...isolated, TOCFS_CONFIG: file, TOCFS_CACHE_DIR: fromEnv } });
+    assert.equal(c.code, 0, c.stderr);
+    assert.deepEqual(used(), [fromFile, fromEnv, fromFlag]);
+  });
+
+  it('registry.tls_verify: a plain-HTTP registry is read only when the winning source says false', async () => {
+    const file = configFile('[registry]\ntls_verify = false\n');
+    const cat = (args: string[], env: NodeJS.ProcessEnv) => runCli(['cat', '--cache-dir', join(tmp, 'cache-tls'), ...args, remote, '/etc/motd'], { env: { ...isolated, ...env } });
+
+    const byDefault = await cat([], {});
+    assert.equal(byDefault.code, 1, 'HTTPS is required by default');
+    assert.match(byDefault.stderr, /TLS|HTTPS|https/);
+    const fromFile = await cat([], { TOCFS_CONFIG: file });
+    assert.equal(fromFile.code, 0, fromFile.stderr);
+    assert.equal(fromFile.stdout.toString(), MOTD);
+    const envOverFile = await cat([], { TOCFS_CONFIG: file, TOCFS_REGISTRY_TLS_VERIFY: 'true' });
+    assert.equal(envOverFile.code, 1, 'TOCFS_REGISTRY_TLS_VERIFY=true beats the file');
+    const flagOverEnv = await cat(['--tls-verify=false'], { TOCFS_CONFIG: file, TOCFS_REGISTRY_TLS_VERIFY: 'true' });
+    assert.equal(flagOverEnv.code, 0, flagOverEnv.stderr);
+    assert.equal(flagOverEnv.stdout.toString(), MOTD);
+    const flagTrue = await cat(['--tls-verify'], { TOCFS_REGISTRY_TLS_VERIFY: 'false' });
+    assert.equal(flagTrue.code, 1, '--tls-verify beats TOCFS_REGISTRY_TLS_VERIFY=false');
+  });
+
+  it('a bad value from the environment fails the command with the key, the source and the allowed values', async () => {
+    const res = await runCli(['cat', oci, '/etc/motd'], { env: { ...isolated, TOCFS_FETCH_CONCURRENCY: 'lots' } });
+    assert.equal(res.code, 1);
+    assert.equal(res.stdout.length, 0);
+    assert.match(res.stderr, /invalid value "lots" for fetch\.concurrency \(from env TOCFS_FETCH_CONCURRENCY\): expected an integer from 1 to 1024/);
   });
 });

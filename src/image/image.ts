@@ -27,7 +27,7 @@ export interface OpenImageOptions {
   cacheMaxBytes?: number;
   cacheMemoryBytes?: number;
   /** LayerReader tuning (its defaults otherwise). */
-  fetch?: { maxRequestBytes?: number; readAhead?: number; maxInFlight?: number };
+  fetch?: { maxRequestBytes?: number; maxGapBytes?: number; readAhead?: number; maxInFlight?: number; fetchTimeoutMs?: number };
   tlsVerify?: boolean;
   platform?: Platform;
   /** Registry client settings (config files, credentials, retries); its defaults otherwise. */

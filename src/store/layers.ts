@@ -43,7 +43,7 @@ export interface LayerStoreOptions {
   tocStore: TocStore;
   source: SourceOptions;
   logger: Logger;
-  fetch?: { maxRequestBytes?: number; readAhead?: number; maxInFlight?: number };
+  fetch?: { maxRequestBytes?: number; maxGapBytes?: number; readAhead?: number; maxInFlight?: number };
   lookupTimeoutMs?: number;
   negativeTtlMs?: number;
   /**

@@ -24,7 +24,7 @@ export interface StoreServeOptions {
   cacheDir: string;
   cacheMaxBytes?: number;
   cacheMemoryBytes?: number;
-  fetch?: { maxRequestBytes?: number; readAhead?: number; maxInFlight?: number };
+  fetch?: { maxRequestBytes?: number; maxGapBytes?: number; readAhead?: number; maxInFlight?: number };
   source: SourceOptions;
   logger: Logger;
   /** HOST:PORT for /metrics, or undefined for none. */

@@ -44,6 +44,7 @@ function daemonArgs(argv: StoreArgs, storeDir: string): string[] {
   const args = ['store', storeDir, '--foreground', '--cache-dir', resolve(String(v['cache.dir'])), `--tls-verify=${v['registry.tls_verify'] !== false}`];
   args.push('--log-level', String(v['log.level']), '--lookup-timeout', String(argv['lookup-timeout']), '--negative-ttl', String(argv['negative-ttl']));
   args.push('--metrics-address', metricsAddressFor('store', config) ?? '');
+  if (config.file) args.push('--config', config.file);
   return args;
 }
 
@@ -75,7 +76,7 @@ const serveCommand: CommandModule<object, StoreArgs> = {
       return;
     }
     const config = currentConfig();
-    const open = openImageOptions(argv);
+    const open = openImageOptions({});
     const metricsAddress = metricsAddressFor('store', config);
     await serveStore({
       storeDir,
@@ -83,7 +84,7 @@ const serveCommand: CommandModule<object, StoreArgs> = {
       ...(open.cacheMaxBytes !== undefined ? { cacheMaxBytes: open.cacheMaxBytes } : {}),
       ...(open.cacheMemoryBytes !== undefined ? { cacheMemoryBytes: open.cacheMemoryBytes } : {}),
       ...(open.fetch ? { fetch: open.fetch } : {}),
-      source: { tlsVerify: open.tlsVerify !== false },
+      source: { tlsVerify: open.tlsVerify !== false, ...(open.registry ? { registry: open.registry } : {}) },
       logger: logger(),
       ...(metricsAddress ? { metricsAddress } : {}),
       lookupTimeoutMs: argv['lookup-timeout'],
