@@ -17,7 +17,30 @@ export async function filesOpenedBy(stage: string, cmd: string[], traceFile: str
     const m = /(?:open|openat|execve)\((?:AT_FDCWD, )?"([^"]+)"[^)]*\)\s*=\s*(\d+)/.exec(line);
     if (m && m[1]!.startsWith('/')) opened.add(m[1]!);
   }
+  // The kernel maps an executable's ELF interpreter itself: strace shows no open of it.
+  for (const line of (await readFile(traceFile, 'utf8')).split('\n')) {
+    const m = /execve\("([^"]+)".*\)\s*=\s*0$/.exec(line);
+    const interp = m && (await elfInterpreter(join(stage, m[1]!)));
+    if (interp) opened.add(interp);
+  }
   return [...opened];
+}
+
+/** PT_INTERP of a 64-bit little-endian ELF file (e.g. /lib64/ld-linux-x86-64.so.2), if it has one. */
+async function elfInterpreter(path: string): Promise<string | undefined> {
+  const f = await readFile(path).catch(() => undefined);
+  if (!f || f.length < 64 || f.readUInt32BE(0) !== 0x7f454c46 || f[4] !== 2 || f[5] !== 1) return undefined;
+  const phoff = Number(f.readBigUInt64LE(0x20));
+  const phentsize = f.readUInt16LE(0x36);
+  const phnum = f.readUInt16LE(0x38);
+  for (let i = 0; i < phnum; i++) {
+    const ph = phoff + i * phentsize;
+    if (ph + 40 > f.length || f.readUInt32LE(ph) !== 3) continue;
+    const off = Number(f.readBigUInt64LE(ph + 8));
+    const size = Number(f.readBigUInt64LE(ph + 32));
+    return f.subarray(off, off + size).toString('latin1').replace(/\0.*$/s, '');
+  }
+  return undefined;
 }
 
 /** `p` (absolute, inside the tree at `root`) with every symlink resolved inside that tree. */

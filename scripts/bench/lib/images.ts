@@ -135,10 +135,15 @@ async function countFiles(tar: string): Promise<number> {
   return Number(r.stdout.trim()) || 0;
 }
 
-/** Tars `stage` and writes a one-layer OCI layout with the uncompressed tar as its layer. */
+/**
+ * Tars `stage` and writes a one-layer OCI layout with the uncompressed tar as its layer. File
+ * mtimes are kept as staged, as a real image build keeps them: clamping them (tar --mtime)
+ * leaves every .pyc older than the recorded source mtime, and Python then reads and
+ * recompiles each module's .py on every start, which no real image makes it do.
+ */
 export async function plainLayout(stage: string, dir: string, tarPath: string): Promise<{ tarBytes: number; files: number }> {
   await mkdir(dirname(tarPath), { recursive: true });
-  await run(['tar', '--sort=name', '--numeric-owner', '--owner=0', '--group=0', '--mtime=2024-01-01', '-C', stage, '-cf', tarPath, '.']);
+  await run(['tar', '--sort=name', '--numeric-owner', '--owner=0', '--group=0', '-C', stage, '-cf', tarPath, '.']);
   await rm(dir, { recursive: true, force: true });
   const layout = new OciLayoutWriter(dir);
   await layout.init();
