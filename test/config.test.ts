@@ -5,7 +5,7 @@
  * the daemons (`tocfs cat`: its cache directory and registry TLS from file, env and flag).
  */
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -15,6 +15,7 @@ import { ConfigError, flagsFromArgs, formatDuration, formatSize, loadConfig, par
 import { renderExampleConfig } from '../src/config/reference.js';
 import { runCli } from './helpers/cli.js';
 import { buildImage } from './helpers/images.js';
+import { fuseSkipReason, Mounts } from './helpers/mounts.js';
 import { startRegistry, type TestRegistry } from './helpers/registry.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'tocfs-config-'));
@@ -313,6 +314,21 @@ describe('settings reach tocfs cat (a command that is no daemon)', () => {
     assert.equal(flagOverEnv.stdout.toString(), MOTD);
     const flagTrue = await cat(['--tls-verify'], { TOCFS_REGISTRY_TLS_VERIFY: 'false' });
     assert.equal(flagTrue.code, 1, '--tls-verify beats TOCFS_REGISTRY_TLS_VERIFY=false');
+  });
+
+  it('mount.read_ahead reaches the FUSE mount: TOCFS_MOUNT_READ_AHEAD beats the file', async (t) => {
+    const skip = await fuseSkipReason();
+    if (skip) return t.skip(skip);
+    const mounts = new Mounts(tmp, { ...isolated, TOCFS_CONFIG: configFile('[mount]\nread_ahead = "2M"\n'), TOCFS_MOUNT_READ_AHEAD: '1M' });
+    try {
+      const mnt = await mounts.mount(oci);
+      const dev = statSync(mnt).dev;
+      const bdi = `/sys/class/bdi/${(dev >> 8) & 0xfff}:${(dev & 0xff) | ((dev >> 12) & 0xfff00)}/read_ahead_kb`;
+      assert.equal(readFileSync(bdi, 'utf8').trim(), '1024');
+      assert.equal(readFileSync(join(mnt, 'etc/motd'), 'utf8'), MOTD);
+    } finally {
+      await mounts.cleanup();
+    }
   });
 
   it('a bad value from the environment fails the command with the key, the source and the allowed values', async () => {

@@ -30,6 +30,8 @@ export interface ServeOptions {
   readTimeoutMs?: number;
   /** Serve Prometheus metrics (/metrics, /healthz) at HOST:PORT. */
   metricsAddress?: string;
+  /** FUSE mount settings (mount.read_ahead, mount.allow_other); fs/mount.ts defaults otherwise. */
+  mount?: { readAheadKb?: number; allowOther?: boolean };
 }
 
 /** How often the daemon checks that its mount still exists (someone may run fusermount -u). */
@@ -107,7 +109,7 @@ export async function serveMount(opts: ServeOptions): Promise<void> {
       logger: log,
       describe: (node) => ({ image: opened.reference, layer: opened.layers[node.layer]?.descriptor.digest }),
     });
-    mounted = await mountFs(mountpoint, ops, { label: image.reference, logger: log });
+    mounted = await mountFs(mountpoint, ops, { label: image.reference, logger: log, ...opts.mount });
     await writeMountState({ pid: process.pid, mountpoint, image: image.reference, ...(opts.layer ? { layer: opts.layer } : {}), ...(opts.logFile ? { log: opts.logFile } : {}), started: new Date().toISOString() });
   } catch (e) {
     await mounted?.unmount().catch(() => undefined);

@@ -72,6 +72,7 @@ export const mountCommand: CommandModule<object, MountArgs> = {
     await serveMount({
       ...(metricsAddress ? { metricsAddress } : {}),
       readTimeoutMs: v['fetch.timeout'],
+      mount: { readAheadKb: Math.floor(v['mount.read_ahead'] / 1024), allowOther: v['mount.allow_other'] },
       image: argv.image,
       mountpoint,
       ...(argv.layer ? { layer: argv.layer } : {}),
