@@ -44,6 +44,12 @@ export interface LayerReaderOptions {
   /** Range requests in flight for this layer (default 8). */
   maxInFlight?: number;
   /**
+   * A range fetch (its retries included) still unfinished after this long is given up
+   * (default: no limit). Reads waiting for it have timed out by then; without a limit a
+   * later read of the same chunks would join the stuck fetch instead of fetching afresh.
+   */
+  fetchTimeoutMs?: number;
+  /**
    * Layers without a TOC (format 'none'): re-runs the indexer that put every chunk into the
    * cache, for when some were evicted. Called at most once at a time.
    */
@@ -104,6 +110,7 @@ export class LayerReader {
   readonly maxGapBytes: number;
   private readonly readAhead: number;
   private readonly reindex: (() => Promise<unknown>) | undefined;
+  private readonly fetchTimeoutMs: number | undefined;
   private readonly sema: Sema;
   private readonly sequences = new LRUCache<TocEntry, SequenceState>({ max: 1024 });
   private queue: Array<{ item: Wanted; priority: FetchPriority }> = [];
@@ -125,6 +132,7 @@ export class LayerReader {
     this.maxGapBytes = opts.maxGapBytes ?? DEFAULT_MAX_GAP_BYTES;
     this.readAhead = opts.readAhead ?? DEFAULT_READ_AHEAD;
     this.reindex = opts.reindex;
+    this.fetchTimeoutMs = opts.fetchTimeoutMs;
     this.sema = new Sema(opts.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT);
   }
 
@@ -312,7 +320,7 @@ export class LayerReader {
     const fetched = metrics.startChunkFetch(range.items.length);
     let bytes: Buffer;
     try {
-      bytes = await this.blob.read(range.start, range.end - range.start);
+      bytes = await this.blob.read(range.start, range.end - range.start, this.fetchTimeoutMs ? AbortSignal.timeout(this.fetchTimeoutMs) : undefined);
       this.counters.fetchedBytes += bytes.length;
       this.counters.fetchedRequests++;
       metrics.layerProgress(this.layerDigest, this.counters.fetchedBytes, this.stats.chunkBytes);
