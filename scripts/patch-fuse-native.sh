@@ -8,14 +8,28 @@
 #
 # Idempotent: an already patched source is not patched again, and an addon newer than its
 # source is not rebuilt. Run after `npm ci` (scripts/setup.sh does).
+#
+# --best-effort (the package's postinstall: `npm install -g tocfs-*.tgz`): patch and build only
+# with what is already on the machine (Node headers, patch, make, a C++ compiler), never
+# download headers, and never fail the install: without the patch tocfs still works, with file
+# times in whole milliseconds from 1970 on (it warns at mount).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-PKG=node_modules/fuse-native
+BEST_EFFORT=0
+[ "${1:-}" = --best-effort ] && BEST_EFFORT=1
+skip() { echo "patch-fuse-native: $1; fuse-native stays unpatched (file times in milliseconds)" >&2; exit 0; }
+# fuse-native wherever npm put it (./node_modules, or hoisted next to this package).
+PKG=$(node -p "require('node:path').dirname(require.resolve('fuse-native/package.json'))" 2>/dev/null || echo node_modules/fuse-native)
 PATCH=$ROOT/scripts/fuse-native-timespec.patch
 ADDON=$PKG/build/Release/fuse.node
 
 [ -d "$PKG" ] || { echo "patch-fuse-native: $PKG is missing; run npm ci first" >&2; exit 1; }
+if [ "$BEST_EFFORT" = 1 ]; then
+  # Whatever goes wrong below leaves the stock addon in place and the install successful.
+  trap 'rc=$?; [ $rc -eq 0 ] || skip "failed (exit $rc)"' EXIT
+  for tool in patch make c++; do command -v "$tool" >/dev/null || skip "no $tool on this machine"; done
+fi
 
 if grep -q stat_times_sec_nsec "$PKG/fuse-native.c"; then
   :
@@ -39,6 +53,7 @@ NODE_PREFIX=$(dirname "$(dirname "$(readlink -f "$(command -v node)")")")
 for d in "${TOCFS_NODEDIR:-}" "$NODE_PREFIX" /usr /usr/local; do
   if [ -n "$d" ] && [ -f "$d/include/node/node_api.h" ] && [ -f "$d/include/node/common.gypi" ]; then NODEDIR_ARGS=(--nodedir="$d"); break; fi
 done
+[ "$BEST_EFFORT" = 0 ] || [ ${#NODEDIR_ARGS[@]} -gt 0 ] || skip "no Node headers installed (Debian: libnode-dev)"
 echo "patch-fuse-native: building $ADDON" >&2
 (cd "$PKG" && node "$NODE_GYP" rebuild "${NODEDIR_ARGS[@]}" --loglevel=warn >/dev/null)
 grep -q stat_times_sec_nsec "$ADDON" || { echo "patch-fuse-native: the rebuilt addon lacks the patch marker" >&2; exit 1; }
