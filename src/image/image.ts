@@ -12,6 +12,7 @@ import { TocfsError } from '../errors.js';
 import { LayerReader } from '../fetch/layer-reader.js';
 import { NoTocError, probeLayer, readLayerToc, type LayerToc, type TocStore } from '../formats/index.js';
 import { indexPlainLayer } from '../formats/plain.js';
+import { loadPlainIndex, savePlainIndex } from '../formats/plain-index.js';
 import { logger as rootLogger } from '../log.js';
 import { meteredBlob, metrics } from '../metrics/index.js';
 import type { ReadCounter } from '../source/counting.js';
@@ -65,6 +66,10 @@ export interface OpenedImage {
 
 /** Reads every layer's TOC; a layer that cannot be read lazily is indexed from its whole blob. */
 async function layerToc(desc: Descriptor, blob: BlobReader, tocStore: TocStore, cache: ChunkCache, log: Logger): Promise<{ toc: LayerToc; lazy: boolean }> {
+  // A layer indexed whole before: its stored index, without touching the blob.
+  const stored = await loadPlainIndex(tocStore, desc);
+  if (stored.toc) return { toc: stored.toc, lazy: false };
+  if (stored.rejected) log.warn({ layer: desc.digest, reason: stored.rejected }, 'stored index of a layer without TOC not used');
   try {
     return { toc: await readLayerToc(desc, blob, { tocStore }), lazy: true };
   } catch (e) {
@@ -75,7 +80,9 @@ async function layerToc(desc: Descriptor, blob: BlobReader, tocStore: TocStore, 
       if (!probe || probe.verifiable) throw e;
     }
     log.warn({ layer: desc.digest, reason: (e as Error).message }, 'layer has no usable TOC: fetching and verifying the whole blob once (not lazy)');
-    return { toc: await indexWithoutToc(desc, blob, cache, log), lazy: false };
+    const toc = await indexWithoutToc(desc, blob, cache, log);
+    await savePlainIndex(tocStore, desc, toc);
+    return { toc, lazy: false };
   }
 }
 

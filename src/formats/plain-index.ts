@@ -1,0 +1,171 @@
+/**
+ * The index of a TOC-less layer (see plain.ts), kept in the TOC store under its blob digest
+ * so that opening the layer again needs neither the whole blob nor a probe of it: only
+ * the pieces the chunk cache lost, which are fetched by indexing again.
+ *
+ * Only an index built from a blob whose digest checked out is stored. Nothing vouches for
+ * the stored bytes afterwards, so reading one checks its own sha256, that it names this
+ * blob, and every field, as for any untrusted TOC; file contents stay verified by the
+ * chunk cache against each piece's digest.
+ */
+import { isDigest, sha256 } from '../digest.js';
+import { FormatError } from '../errors.js';
+import type { Descriptor } from '../source/types.js';
+import { normaliseName } from './path.js';
+import { PLAIN_CHUNK_SIZE } from './plain.js';
+import type { Chunk, EntryType, LayerToc, Timestamp, TocEntry, TocStore } from './toc.js';
+
+const MAGIC = 'tocfs-plain-index-v1\n';
+const ENTRY_TYPES = new Set<string>(['reg', 'dir', 'symlink', 'hardlink', 'char', 'block', 'fifo']);
+const MAX_ID = 0xffffffff;
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
+/** The store key: not a digest, so the store hashes it into a name no TOC digest can take. */
+export function plainIndexKey(layer: string): string {
+  return `plain-index:${layer}`;
+}
+
+/** A stored piece: [size, digest, all zeros]; offsets follow from the sizes. */
+type StoredPiece = [number, string, 0 | 1];
+type StoredEntry = Omit<TocEntry, 'chunks' | 'xattrs'> & { xattrs?: Record<string, string>; pieces?: StoredPiece[] };
+
+interface StoredBody {
+  formatVersion: string;
+  compression: LayerToc['compression'];
+  uncompressedSize?: number;
+  entries: StoredEntry[];
+}
+
+export function encodePlainIndex(desc: Descriptor, toc: LayerToc): Buffer {
+  const entries = toc.entries.map((e): StoredEntry => {
+    const { chunks, xattrs, ...rest } = e;
+    const out: StoredEntry = { ...rest };
+    if (xattrs) out.xattrs = Object.fromEntries(Object.entries(xattrs).map(([k, v]) => [k, v.toString('base64')]));
+    if (chunks.length) out.pieces = chunks.map((c) => [c.size, c.digest, c.zeros ? 1 : 0]);
+    return out;
+  });
+  const body: StoredBody = { formatVersion: toc.formatVersion, compression: toc.compression, entries, ...(toc.uncompressedSize !== undefined ? { uncompressedSize: toc.uncompressedSize } : {}) };
+  const json = Buffer.from(JSON.stringify(body));
+  const meta = JSON.stringify({ layer: desc.digest, size: desc.size, body: sha256(json) });
+  return Buffer.concat([Buffer.from(MAGIC + meta + '\n'), json]);
+}
+
+/** The stored index of `desc`'s blob; throws FormatError for anything that does not check out. */
+export function decodePlainIndex(desc: Descriptor, data: Buffer): LayerToc {
+  if (!data.subarray(0, MAGIC.length).equals(Buffer.from(MAGIC))) throw new FormatError('not a stored plain-layer index');
+  const nl = data.indexOf(0x0a, MAGIC.length);
+  if (nl < 0) throw new FormatError('stored index has no header line');
+  let meta: { layer?: unknown; size?: unknown; body?: unknown };
+  let body: StoredBody;
+  try {
+    meta = JSON.parse(data.toString('utf8', MAGIC.length, nl));
+  } catch {
+    throw new FormatError('stored index header is not JSON');
+  }
+  if (meta.layer !== desc.digest || meta.size !== desc.size) throw new FormatError('stored index is for another blob');
+  const json = data.subarray(nl + 1);
+  if (sha256(json) !== meta.body) throw new FormatError('stored index is damaged (checksum mismatch)');
+  try {
+    body = JSON.parse(json.toString('utf8'));
+  } catch {
+    throw new FormatError('stored index is not JSON');
+  }
+  if (!body || typeof body !== 'object' || !Array.isArray(body.entries) || typeof body.formatVersion !== 'string' || (body.compression !== 'gzip' && body.compression !== 'zstd'))
+    throw new FormatError('stored index has no entries list');
+  const entries = body.entries.map((e, i) => entryFrom(e, i));
+  return {
+    format: 'none',
+    formatVersion: body.formatVersion,
+    compression: body.compression,
+    entries,
+    tocOffset: -1,
+    tocCompressedLength: 0,
+    tocUncompressedLength: 0,
+    verified: true,
+    ...(isCount(body.uncompressedSize) ? { uncompressedSize: body.uncompressedSize } : {}),
+  };
+}
+
+const zeroDigests = new Map<number, string>();
+function zerosDigest(size: number): string {
+  let d = zeroDigests.get(size);
+  if (!d) zeroDigests.set(size, (d = sha256(Buffer.alloc(size))));
+  return d;
+}
+
+function isCount(v: unknown, max = Number.MAX_SAFE_INTEGER): v is number {
+  return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 && v <= max;
+}
+
+function timestamp(v: unknown, what: string): Timestamp {
+  const t = v as Timestamp | null;
+  if (!t || typeof t !== 'object' || !Number.isSafeInteger(t.sec) || !isCount(t.nsec, 999_999_999)) throw new FormatError(`${what}: bad timestamp`);
+  return { sec: t.sec, nsec: t.nsec };
+}
+
+function entryFrom(raw: StoredEntry, i: number): TocEntry {
+  const what = `entry ${i}`;
+  if (!raw || typeof raw !== 'object') throw new FormatError(`${what}: not an object`);
+  const n = typeof raw.path === 'string' ? normaliseName(raw.path) : { error: 'no path' };
+  if ('error' in n || n.path !== raw.path) throw new FormatError(`${what}: bad path`);
+  if (!ENTRY_TYPES.has(raw.type)) throw new FormatError(`${what}: bad type`);
+  if (!isCount(raw.mode, 0o7777) || !isCount(raw.uid, MAX_ID) || !isCount(raw.gid, MAX_ID)) throw new FormatError(`${what}: bad mode or owner`);
+  const e: TocEntry = { path: raw.path, type: raw.type as EntryType, mode: raw.mode, uid: raw.uid, gid: raw.gid, size: 0, mtime: timestamp(raw.mtime, what), chunks: [] };
+  for (const k of ['userName', 'groupName', 'linkName'] as const) {
+    if (raw[k] === undefined) continue;
+    if (typeof raw[k] !== 'string') throw new FormatError(`${what}: bad ${k}`);
+    e[k] = raw[k];
+  }
+  if ((e.type === 'symlink' || e.type === 'hardlink') && !e.linkName) throw new FormatError(`${what}: link without a target`);
+  if (e.type === 'hardlink') {
+    const t = normaliseName(e.linkName!);
+    if ('error' in t || t.path !== e.linkName) throw new FormatError(`${what}: bad hard link target`);
+  }
+  if (raw.atime !== undefined) e.atime = timestamp(raw.atime, what);
+  if (raw.ctime !== undefined) e.ctime = timestamp(raw.ctime, what);
+  for (const k of ['devMajor', 'devMinor'] as const) {
+    if (raw[k] === undefined) continue;
+    if (!isCount(raw[k], MAX_ID)) throw new FormatError(`${what}: bad ${k}`);
+    e[k] = raw[k];
+  }
+  if (raw.xattrs !== undefined) {
+    if (!raw.xattrs || typeof raw.xattrs !== 'object') throw new FormatError(`${what}: bad xattrs`);
+    e.xattrs = {};
+    for (const [k, v] of Object.entries(raw.xattrs)) {
+      if (typeof v !== 'string' || !BASE64.test(v)) throw new FormatError(`${what}: bad xattr value`);
+      e.xattrs[k] = Buffer.from(v, 'base64');
+    }
+  }
+  if (e.type === 'reg') {
+    if (!isDigest(raw.digest)) throw new FormatError(`${what}: bad content digest`);
+    e.digest = raw.digest;
+    const pieces = raw.pieces ?? [];
+    if (!Array.isArray(pieces)) throw new FormatError(`${what}: bad pieces`);
+    let offset = 0;
+    for (const p of pieces) {
+      if (!Array.isArray(p) || !isCount(p[0], PLAIN_CHUNK_SIZE) || p[0] === 0 || !isDigest(p[1]) || (p[2] !== 0 && p[2] !== 1)) throw new FormatError(`${what}: bad piece`);
+      // A zeros piece is served without reading the cache: its digest must say zeros.
+      if (p[2] === 1 && p[1] !== zerosDigest(p[0])) throw new FormatError(`${what}: a piece marked zeros is not`);
+      const chunk: Chunk = { offset, size: p[0], compressedOffset: -1, compressedEnd: -1, innerOffset: 0, digest: p[1], zeros: p[2] === 1 };
+      e.chunks.push(chunk);
+      offset += p[0];
+    }
+    e.size = offset;
+  } else if (raw.pieces !== undefined || raw.digest !== undefined) throw new FormatError(`${what}: content on a ${e.type}`);
+  return e;
+}
+
+/** The stored index of `desc`'s blob, if there is one that checks out (else undefined, with the reason). */
+export async function loadPlainIndex(store: TocStore, desc: Descriptor): Promise<{ toc?: LayerToc; rejected?: string }> {
+  const data = await store.get(plainIndexKey(desc.digest));
+  if (!data) return {};
+  try {
+    return { toc: decodePlainIndex(desc, data) };
+  } catch (e) {
+    return { rejected: (e as Error).message };
+  }
+}
+
+export function savePlainIndex(store: TocStore, desc: Descriptor, toc: LayerToc): Promise<void> {
+  return store.put(plainIndexKey(desc.digest), encodePlainIndex(desc, toc));
+}
