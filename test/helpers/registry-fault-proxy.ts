@@ -1,8 +1,9 @@
 /**
  * A small HTTP proxy in front of a real registry that injects the faults a real registry
  * cannot be made to produce: dropped connections, 5xx/429 bursts, wrong Content-Range,
- * ignored Range, trickling bodies, redirects to blob storage. Tests queue faults with
- * `inject()`; every request that reaches the proxy is recorded.
+ * ignored Range, trickling, truncated or corrupted bodies, the wrong blob's bytes, redirects
+ * to blob storage. Tests queue faults with `inject()`; every request that reaches the proxy
+ * is recorded.
  */
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
@@ -23,7 +24,13 @@ export type Fault =
   /** Forward, but deliver the body at `bytesPerSecond`. */
   | { kind: 'trickle'; bytesPerSecond: number }
   /** Answer 307 to `${to}${path}${query}` (blob storage on another origin). */
-  | { kind: 'redirect'; to: string };
+  | { kind: 'redirect'; to: string }
+  /** Forward, but send only the first `keep` bytes of the body with a Content-Length saying so, and end the response cleanly. */
+  | { kind: 'truncate'; keep: number }
+  /** Forward, with the body byte at `at` (or the middle of the body) XORed with 0xff. */
+  | { kind: 'flip'; at?: number }
+  /** Ask the registry for blob `digest` instead; `hideTotal` turns the Content-Range total into `*` so only the content can tell. */
+  | { kind: 'wrong-blob'; digest: string; hideTotal?: boolean };
 
 export interface RecordedRequest {
   method: string;
@@ -48,14 +55,19 @@ export interface FaultProxy {
   /** Applies `fault` to the next `times` requests whose path matches `match` (default: blob GETs). */
   inject(fault: Fault, opts?: { times?: number; match?: RegExp }): void;
   clear(): void;
+  /** Requests a fault was applied to. */
+  faulted(): number;
   close(): Promise<void>;
 }
 
 export const BLOB_PATH = /\/blobs\/sha256:[0-9a-f]{64}/;
 export const MANIFEST_PATH = /\/manifests\//;
 
-function listen(server: Server): Promise<number> {
-  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve((server.address() as { port: number }).port)));
+function listen(server: Server, port = 0): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, '127.0.0.1', () => resolve((server.address() as { port: number }).port));
+  });
 }
 
 function closeServer(server: Server): Promise<void> {
@@ -70,17 +82,35 @@ function shiftRange(range: string | undefined, by: number): string | undefined {
 
 async function trickle(from: IncomingMessage, to: ServerResponse, bytesPerSecond: number): Promise<void> {
   const step = Math.max(1, Math.floor(bytesPerSecond / 10));
-  for await (const chunk of from as AsyncIterable<Buffer>) {
-    for (let i = 0; i < chunk.length; i += step) {
-      if (to.destroyed) return;
-      to.write(chunk.subarray(i, i + step));
-      await new Promise((r) => setTimeout(r, 100));
+  try {
+    for await (const chunk of from as AsyncIterable<Buffer>) {
+      for (let i = 0; i < chunk.length; i += step) {
+        if (to.destroyed) return;
+        to.write(chunk.subarray(i, i + step));
+        await new Promise((r) => setTimeout(r, 100));
+      }
     }
+    to.end();
+  } catch {
+    // The registry went away mid-body: so does the client's connection.
+    to.destroy();
   }
-  to.end();
 }
 
-export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
+/** The response headers for a body cut to `keep` bytes (Content-Range unchanged: the lie). */
+function truncatedHeaders(headers: IncomingHttpHeaders, keep: number): IncomingHttpHeaders {
+  const declared = Number(headers['content-length'] ?? NaN);
+  return { ...headers, 'content-length': String(Number.isNaN(declared) ? keep : Math.min(keep, declared)) };
+}
+
+/** `bytes S-E/TOTAL` → `bytes S-E/*`. */
+function hideTotal(headers: IncomingHttpHeaders): IncomingHttpHeaders {
+  const cr = headers['content-range'];
+  return typeof cr === 'string' ? { ...headers, 'content-range': cr.replace(/\/\d+$/, '/*') } : headers;
+}
+
+/** Starts the proxy on `opts.port` (e.g. to bring back a proxy that was closed), else on a free port. */
+export async function startFaultProxy(upstream: string, opts: { port?: number } = {}): Promise<FaultProxy> {
   const rules: Rule[] = [];
   const requests: RecordedRequest[] = [];
   const [upHost, upPort] = upstream.split(':') as [string, string];
@@ -108,8 +138,39 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
     const headers: IncomingHttpHeaders = { ...req.headers, host: upstream };
     if (fault?.kind === 'ignore-range') delete headers.range;
     if (fault?.kind === 'shift-range') headers.range = shiftRange(req.headers.range, fault.by);
-    const up = httpRequest({ host: upHost, port: Number(upPort), method: req.method, path, headers }, (upRes) => {
-      res.writeHead(upRes.statusCode ?? 502, upRes.headers);
+    const upPath = fault?.kind === 'wrong-blob' ? path.replace(BLOB_PATH, (m) => m.replace(/sha256:[0-9a-f]{64}/, fault.digest)) : path;
+    const up = httpRequest({ host: upHost, port: Number(upPort), method: req.method, path: upPath, headers }, (upRes) => {
+      // The registry died mid-body: cut the client off too.
+      upRes.on('error', () => res.destroy());
+      upRes.on('aborted', () => res.destroy());
+      if (fault?.kind === 'truncate') {
+        res.writeHead(upRes.statusCode ?? 502, truncatedHeaders(upRes.headers, fault.keep));
+        let sent = 0;
+        upRes.on('data', (chunk: Buffer) => {
+          const n = Math.min(chunk.length, fault.keep - sent);
+          if (n > 0) res.write(chunk.subarray(0, n));
+          sent += n;
+        });
+        upRes.on('end', () => res.end());
+        return;
+      }
+      if (fault?.kind === 'flip') {
+        const length = Number(upRes.headers['content-length'] ?? 0);
+        const at = fault.at ?? Math.floor(length / 2);
+        res.writeHead(upRes.statusCode ?? 502, upRes.headers);
+        let pos = 0;
+        upRes.on('data', (chunk: Buffer) => {
+          if (at >= pos && at < pos + chunk.length) {
+            chunk = Buffer.from(chunk);
+            chunk[at - pos] = chunk[at - pos]! ^ 0xff;
+          }
+          pos += chunk.length;
+          res.write(chunk);
+        });
+        upRes.on('end', () => res.end());
+        return;
+      }
+      res.writeHead(upRes.statusCode ?? 502, fault?.kind === 'wrong-blob' && fault.hideTotal ? hideTotal(upRes.headers) : upRes.headers);
       if (fault?.kind === 'cut') {
         let sent = 0;
         upRes.on('data', (chunk: Buffer) => {
@@ -134,7 +195,7 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
     res.on('close', () => up.destroy());
     up.end();
   });
-  const port = await listen(server);
+  const port = await listen(server, opts.port);
   return {
     host: `127.0.0.1:${port}`,
     port,
@@ -145,6 +206,7 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
     clear() {
       rules.length = 0;
     },
+    faulted: () => requests.filter((r) => r.fault).length,
     close: () => closeServer(server),
   };
 }

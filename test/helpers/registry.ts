@@ -35,7 +35,8 @@ export interface TestRegistry {
   root: string;
   /** Access log lines (the registry logs one per request on stderr). */
   log: string[];
-  stop(): Promise<void>;
+  /** Ends the registry (SIGTERM, or `signal`, e.g. SIGKILL to kill it mid-response); removes its storage unless `root` was given. */
+  stop(signal?: NodeJS.Signals): Promise<void>;
   /** Loads an OCI layout as repository `repo` (default: the directory name) under each of its ref names. */
   load(layoutDir: string, repo?: string): Promise<string>;
 }
@@ -159,9 +160,9 @@ ${opts.extraConfig ?? ''}
     root,
     log,
     load: (layoutDir, repo) => loadLayout(root, layoutDir, repo),
-    async stop() {
-      if (child.exitCode === null) {
-        child.kill('SIGTERM');
+    async stop(signal = 'SIGTERM') {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill(signal);
         await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
         if (child.exitCode === null) child.kill('SIGKILL');
       }

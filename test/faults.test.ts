@@ -1,0 +1,456 @@
+/**
+ * Fault suite: real FUSE mounts (`tocfs mount`) of zstd:chunked and eStargz images served by
+ * a real docker-registry, behind a fault-injecting proxy the test controls. For every fault a
+ * read returns the right bytes or EIO within a bound — never wrong bytes, never a hang past
+ * the fetch timeout — the daemon survives, the cache verifies clean, and reads succeed once
+ * the fault clears. mount-behaviour.test.ts covers the simplest mount-level faults (resets
+ * with no retries, a body trickling past the timeout); this suite covers the rest.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdir, mkdtemp, open, readdir, readFile, rm, statfs, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it, type TestContext } from 'node:test';
+import { promisify } from 'node:util';
+import { ChunkCache } from '../src/cache/chunk-cache.js';
+import { mountFiles, readMountState } from '../src/daemon/state.js';
+import { runCli } from './helpers/cli.js';
+import { buildImage, seededBytes, seededContent, type BuiltImage, type FileSpec, type ImageFormat } from './helpers/images.js';
+import { fuseSkipReason, isTocfsMount, Mounts } from './helpers/mounts.js';
+import { startFaultProxy, type Fault, type FaultProxy } from './helpers/registry-fault-proxy.js';
+import { freePort, startRegistry, type TestRegistry } from './helpers/registry.js';
+
+const run = promisify(execFile);
+const skip = await fuseSkipReason();
+
+/** fetch.timeout of the fault mounts. */
+const TIMEOUT_MS = 3000;
+/**
+ * The longest a read may take under a fault: one read() may wait for a failed kernel
+ * read-ahead request and then for its own retry of the page (two FUSE reads, each bounded by
+ * fetch.timeout), plus scheduling slack on a loaded machine. A correctness bound, not a
+ * performance figure.
+ */
+const BOUND_MS = 2 * TIMEOUT_MS + 4000;
+const FORMATS: ImageFormat[] = ['zstd:chunked', 'estargz'];
+/** Files of 384 KiB, one (or a few) per fault case so no case sees another's cached chunks. */
+const FAULT_FILES = 28;
+const FAULT_FILE_SIZE = 384 * 1024;
+const BIG_SIZE = 8 * 1024 * 1024;
+const READ_SIZE = 64 * 1024;
+
+const faultFile = (i: number): string => `faults/${String(i).padStart(2, '0')}.bin`;
+const seedOf = (format: ImageFormat, path: string): string => `${format}:${path}`;
+
+function imageFiles(format: ImageFormat): FileSpec[][] {
+  return [
+    [
+      { path: 'big', type: 'dir', mode: 0o755 },
+      { path: 'big/large.bin', mode: 0o644, content: seededContent(seedOf(format, 'big/large.bin'), BIG_SIZE) },
+      { path: 'big/other.bin', mode: 0o644, content: seededContent(seedOf(format, 'big/other.bin'), 3 * 1024 * 1024) },
+    ],
+    [
+      { path: 'faults', type: 'dir', mode: 0o755 },
+      ...Array.from({ length: FAULT_FILES }, (_, i): FileSpec => ({ path: faultFile(i), mode: 0o644, content: seededContent(seedOf(format, faultFile(i)), FAULT_FILE_SIZE) })),
+    ],
+  ];
+}
+
+interface Tally {
+  injected: number;
+  reads: number;
+  ok: number;
+  eio: number;
+  wrong: string[];
+  /** Errors other than EIO (ENOTCONN would mean the daemon died). */
+  unexpected: string[];
+  worstMs: number;
+}
+
+const newTally = (): Tally => ({ injected: 0, reads: 0, ok: 0, eio: 0, wrong: [], unexpected: [], worstMs: 0 });
+const total = newTally();
+
+function summary(t: Tally): string {
+  return `${t.injected} injected, ${t.reads} reads checked (${t.ok} correct, ${t.eio} EIO), ${t.wrong.length} wrong bytes, ${t.unexpected.length} other errors, worst latency ${t.worstMs} ms`;
+}
+
+interface FaultMount {
+  format: ImageFormat;
+  mnt: string;
+  cache: string;
+  image: BuiltImage;
+  /** Next unused fault file. */
+  next: number;
+}
+
+describe('faults under real mounts', { skip, timeout: 240_000 }, () => {
+  let tmp: string;
+  let regRoot: string;
+  let regPort: number;
+  let reg: TestRegistry;
+  let proxy: FaultProxy;
+  let env: NodeJS.ProcessEnv;
+  let mounts: Mounts;
+  const images = new Map<ImageFormat, BuiltImage>();
+  const live = new Map<ImageFormat, FaultMount>();
+  const repo = (format: ImageFormat): string => `faults-${format.replace(':', '-')}`;
+  const ref = (host: string, format: ImageFormat): string => `docker://${host}/${repo(format)}:latest`;
+
+  before(async () => {
+    tmp = await mkdtemp(join(tmpdir(), 'tocfs-faults-'));
+    regRoot = join(tmp, 'registry');
+    await mkdir(regRoot);
+    regPort = await freePort();
+    reg = await startRegistry({ root: regRoot, port: regPort });
+    for (const format of FORMATS) {
+      const img = await buildImage(join(tmp, `img-${repo(format)}`), { format, layers: imageFiles(format), chunkSize: 128 * 1024 });
+      await rm(join(img.dir, '.source'), { recursive: true, force: true });
+      await reg.load(img.dir, repo(format));
+      images.set(format, img);
+    }
+    proxy = await startFaultProxy(reg.host);
+    await writeFile(join(tmp, 'registries.conf'), '');
+    env = {
+      TOCFS_CONFIG: '',
+      XDG_CONFIG_HOME: join(tmp, 'xdg'),
+      CONTAINERS_REGISTRIES_CONF: join(tmp, 'registries.conf'),
+      REGISTRY_AUTH_FILE: join(tmp, 'auth.json'),
+      TOCFS_CERTS_DIR: join(tmp, 'certs.d'),
+      TOCFS_FETCH_TIMEOUT: `${TIMEOUT_MS}ms`,
+      TOCFS_REGISTRY_RETRIES: '3',
+      // Only the chunks a read asks for are fetched, so each fault hits the read it is meant for.
+      TOCFS_FETCH_READ_AHEAD: '0',
+    };
+    mounts = new Mounts(tmp, env);
+    await Promise.all(
+      FORMATS.map(async (format) => {
+        const cache = await mkdtemp(join(tmp, 'cache-'));
+        const mnt = await mounts.mount(ref(proxy.host, format), ['--tls-verify=false', '--prefetch', 'none'], cache);
+        live.set(format, { format, mnt, cache, image: images.get(format)!, next: 0 });
+      }),
+    );
+  });
+
+  after(async () => {
+    console.log(`# faults: ${summary(total)}`);
+    await mounts?.cleanup();
+    await proxy?.close();
+    await reg?.stop();
+    if (tmp) await rm(tmp, { recursive: true, force: true });
+  });
+
+  /** One pread of `length` bytes at `offset`, timed and classified. */
+  async function checkedRead(t: Tally, mnt: string, path: string, offset: number, length: number, format: ImageFormat): Promise<'ok' | 'EIO' | 'other'> {
+    const want = seededBytes(seedOf(format, path), offset + length).subarray(offset);
+    const started = Date.now();
+    let outcome: 'ok' | 'EIO' | 'other';
+    const fh = await open(join(mnt, path));
+    try {
+      const buf = Buffer.alloc(length);
+      const { bytesRead } = await fh.read(buf, 0, length, offset);
+      if (!buf.subarray(0, bytesRead).equals(want.subarray(0, bytesRead))) {
+        t.wrong.push(`${format} ${path} [${offset}, +${length}): ${bytesRead} bytes differ`);
+        outcome = 'other';
+      } else if (bytesRead === length) {
+        outcome = 'ok';
+      } else {
+        // A short read is a failed read of the rest (its bytes were right).
+        outcome = 'EIO';
+      }
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'EIO') outcome = 'EIO';
+      else {
+        t.unexpected.push(`${format} ${path}: ${code ?? (e as Error).message}`);
+        outcome = 'other';
+      }
+    } finally {
+      await fh.close().catch(() => undefined);
+    }
+    const ms = Date.now() - started;
+    t.reads++;
+    t.worstMs = Math.max(t.worstMs, ms);
+    if (outcome === 'ok') t.ok++;
+    if (outcome === 'EIO') t.eio++;
+    assert.ok(ms <= BOUND_MS, `${format} ${path}: a read under a fault took ${ms} ms (bound ${BOUND_MS} ms)`);
+    return outcome;
+  }
+
+  async function daemonAlive(m: FaultMount): Promise<void> {
+    const state = await readMountState(m.mnt);
+    assert.ok(state, `${m.format}: the daemon's state is there`);
+    assert.doesNotThrow(() => process.kill(state.pid, 0), `${m.format}: the daemon (pid ${state.pid}) is alive`);
+    assert.ok(await isTocfsMount(m.mnt), `${m.format}: still mounted`);
+    await statfs(m.mnt);
+  }
+
+  /** What `tocfs cache verify` does (re-hash every chunk file), in-process: after every case, the disk tier must be clean. */
+  async function cacheClean(dir: string): Promise<number> {
+    const cache = await ChunkCache.open({ dir, memoryBytes: 1 });
+    const res = await cache.verify();
+    assert.deepEqual(res.bad, [], `chunk files in ${dir} that do not match their digests`);
+    return res.checked;
+  }
+
+  /** `tocfs cache verify` itself: exit status 0 and every chunk matching. */
+  async function cliVerify(dir: string): Promise<number> {
+    const r = await runCli(['cache', 'verify', '--cache-dir', dir, '--json'], { env });
+    assert.equal(r.code, 0, `tocfs cache verify: ${r.stderr}${r.stdout}`);
+    const res = JSON.parse(r.stdout.toString()) as { checked: number; bad: string[] };
+    assert.deepEqual(res.bad, []);
+    return res.checked;
+  }
+
+  /**
+   * Runs a network fault case against both formats' mounts: `during` reads under the fault
+   * (each read right or EIO, bounded), then with the fault cleared the same reads must succeed.
+   */
+  type Read = (file: string, offset?: number, length?: number) => Promise<'ok' | 'EIO' | 'other'>;
+  function networkCase(name: string, body: (ctx: { m: FaultMount; t: Tally; read: Read; file: () => string }) => Promise<void>) {
+    it(name, async (tc: TestContext) => {
+      const t = newTally();
+      const before = proxy.faulted();
+      proxy.clear();
+      for (const format of FORMATS) {
+        const m = live.get(format)!;
+        const touched: Array<[string, number, number]> = [];
+        const read: Read = (file, offset = 4096 * 7, length = READ_SIZE) => {
+          touched.push([file, offset, length]);
+          return checkedRead(t, m.mnt, file, offset, length, format);
+        };
+        const file = (): string => {
+          assert.ok(m.next < FAULT_FILES, 'enough fault files for every case');
+          return faultFile(m.next++);
+        };
+        try {
+          await body({ m, t, read, file });
+        } finally {
+          proxy.clear();
+        }
+        // The fault has cleared: every read made under it now succeeds.
+        for (const [f, offset, length] of touched) assert.equal(await checkedRead(t, m.mnt, f, offset, length, format), 'ok', `${format} ${f}: read after the fault cleared`);
+        await daemonAlive(m);
+        await cacheClean(m.cache);
+      }
+      t.injected += proxy.faulted() - before;
+      addTo(total, t);
+      tc.diagnostic(`# faults (${name}): ${summary(t)}`);
+      assert.deepEqual(t.wrong, []);
+      assert.deepEqual(t.unexpected, []);
+    });
+  }
+
+  function addTo(sum: Tally, t: Tally): void {
+    sum.injected += t.injected;
+    sum.reads += t.reads;
+    sum.ok += t.ok;
+    sum.eio += t.eio;
+    sum.wrong.push(...t.wrong);
+    sum.unexpected.push(...t.unexpected);
+    sum.worstMs = Math.max(sum.worstMs, t.worstMs);
+  }
+
+  const inject = (fault: Fault, times = 1): void => proxy.inject(fault, { times });
+
+  networkCase('connection resets and cuts mid-body are retried: right bytes', async ({ read, file }) => {
+    inject({ kind: 'reset' }, 2);
+    assert.equal(await read(file()), 'ok');
+    inject({ kind: 'cut', afterBytes: 1000 }, 2);
+    assert.equal(await read(file()), 'ok');
+  });
+
+  networkCase('a 5xx burst within the retries is ridden out; a longer one is EIO within the timeout', async ({ read, file }) => {
+    inject({ kind: 'status', status: 503 }, 2);
+    assert.equal(await read(file()), 'ok');
+    inject({ kind: 'status', status: 500, body: '{"errors":[{"code":"UNKNOWN","message":"boom"}]}' }, 1000);
+    assert.equal(await read(file()), 'EIO');
+  });
+
+  networkCase('429 with Retry-After is honoured; a Retry-After beyond the timeout is EIO, and the next read after it clears fetches afresh', async ({ read, file }) => {
+    const f = file();
+    const at = proxy.requests.length;
+    inject({ kind: 'status', status: 429, headers: { 'retry-after': '1' } });
+    assert.equal(await read(f), 'ok');
+    const reqs = proxy.requests.slice(at).filter((r) => r.path.includes('/blobs/'));
+    assert.equal(reqs[0]?.fault, 'status');
+    assert.ok(reqs[1] && reqs[1].at - reqs[0]!.at >= 900, `the retry waited for Retry-After: ${reqs.map((r) => r.at - reqs[0]!.at).join(', ')} ms`);
+    // Until it clears, every request is told to come back in 30 s.
+    inject({ kind: 'status', status: 429, headers: { 'retry-after': '30' } }, 1000);
+    assert.equal(await read(file()), 'EIO');
+  });
+
+  networkCase('slow bodies: a trickle within the timeout gives the right bytes; one past it is EIO', async ({ read, file }) => {
+    inject({ kind: 'trickle', bytesPerSecond: 1024 * 1024 });
+    assert.equal(await read(file()), 'ok');
+    inject({ kind: 'trickle', bytesPerSecond: 2048 }, 1000);
+    assert.equal(await read(file()), 'EIO');
+  });
+
+  networkCase('truncated bodies (Content-Length cut, clean end) are retried; truncation every time is EIO', async ({ read, file }) => {
+    inject({ kind: 'truncate', keep: 1000 }, 2);
+    assert.equal(await read(file()), 'ok');
+    inject({ kind: 'truncate', keep: 5000 }, 1000);
+    assert.equal(await read(file()), 'EIO');
+  });
+
+  networkCase('a flipped byte in a frame fails verification: EIO, never the corrupt bytes', async ({ read, file }) => {
+    // Once: the kernel retries the failed page, which fetches afresh — right bytes or EIO.
+    inject({ kind: 'flip' });
+    assert.notEqual(await read(file(), 0, FAULT_FILE_SIZE), 'other');
+    // Every time until it clears: EIO.
+    inject({ kind: 'flip', at: 17 }, 1000);
+    assert.equal(await read(file(), 0, FAULT_FILE_SIZE), 'EIO');
+  });
+
+  networkCase("the wrong blob's bytes are EIO, whether or not its Content-Range gives it away", async ({ m, read, file }) => {
+    const wrong = m.image.layers[0]!.digest;
+    inject({ kind: 'wrong-blob', digest: wrong, hideTotal: true }, 1000);
+    assert.equal(await read(file()), 'EIO');
+    proxy.clear();
+    inject({ kind: 'wrong-blob', digest: wrong }, 1000);
+    assert.equal(await read(file()), 'EIO');
+  });
+
+  it('connection refused (the registry address stops answering) is EIO within the timeout; reads resume when it is back', async (tc) => {
+    const t = newTally();
+    const port = proxy.port;
+    await proxy.close();
+    const files = new Map<ImageFormat, string>();
+    for (const format of FORMATS) {
+      const m = live.get(format)!;
+      const f = faultFile(m.next++);
+      files.set(format, f);
+      assert.equal(await checkedRead(t, m.mnt, f, 8192, READ_SIZE, format), 'EIO');
+      t.injected++;
+    }
+    proxy = await startFaultProxy(reg.host, { port });
+    for (const format of FORMATS) {
+      const m = live.get(format)!;
+      assert.equal(await checkedRead(t, m.mnt, files.get(format)!, 8192, READ_SIZE, format), 'ok');
+      await daemonAlive(m);
+      await cacheClean(m.cache);
+    }
+    addTo(total, t);
+    tc.diagnostic(`# faults (connection refused): ${summary(t)}`);
+    assert.deepEqual(t.wrong, []);
+    assert.deepEqual(t.unexpected, []);
+  });
+
+  it('the registry killed mid-body: right bytes or EIO within the timeout; reads resume once it restarts', async (tc) => {
+    const t = newTally();
+    for (const format of FORMATS) {
+      const m = live.get(format)!;
+      const f = faultFile(m.next++);
+      // Slow the body so the kill lands in the middle of it.
+      proxy.inject({ kind: 'trickle', bytesPerSecond: 64 * 1024 });
+      const reading = checkedRead(t, m.mnt, f, 0, FAULT_FILE_SIZE, format);
+      await new Promise((r) => setTimeout(r, 700));
+      await reg.stop('SIGKILL');
+      t.injected++;
+      assert.notEqual(await reading, 'other');
+      reg = await startRegistry({ root: regRoot, port: regPort });
+      proxy.clear();
+      assert.equal(await checkedRead(t, m.mnt, f, 0, FAULT_FILE_SIZE, format), 'ok', 'after the registry restarted');
+      await daemonAlive(m);
+      await cacheClean(m.cache);
+    }
+    addTo(total, t);
+    tc.diagnostic(`# faults (registry killed): ${summary(t)}`);
+    assert.deepEqual(t.wrong, []);
+    assert.deepEqual(t.unexpected, []);
+  });
+
+  it('disk full: on a 2 MiB tmpfs cache directory every read is right (the cache goes memory-only) and nothing corrupt stays', async (tc) => {
+    const t = newTally();
+    // A small memory tier too, so chunks are evicted and fetched again.
+    const small = new Mounts(tmp, { ...env, TOCFS_CACHE_MEMORY_SIZE: '4M' });
+    for (const format of FORMATS) {
+      const dir = await mkdtemp(join(tmp, 'tmpfs-'));
+      await run('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', dir]);
+      try {
+        const mnt = await small.mount(ref(reg.host, format), ['--tls-verify=false', '--prefetch', 'none'], dir);
+        t.injected++;
+        const m: FaultMount = { format, mnt, cache: dir, image: images.get(format)!, next: 0 };
+        for (let round = 0; round < 2; round++) {
+          for (let i = 0; i < FAULT_FILES; i += 3) assert.equal(await checkedRead(t, mnt, faultFile(i), 0, FAULT_FILE_SIZE, format), 'ok');
+          assert.equal(await checkedRead(t, mnt, 'big/large.bin', BIG_SIZE / 2, 1024 * 1024, format), 'ok');
+        }
+        await daemonAlive(m);
+        const log = await readFile(mountFiles(mnt).log, 'utf8');
+        assert.match(log, /ENOSPC/, 'the daemon noticed the full disk');
+        assert.match(log, /continuing with the memory cache only/);
+        assert.equal((await small.unmount(mnt)).code, 0);
+        assert.ok((await cliVerify(dir)) > 0, 'what fit on the disk is there and whole');
+        assert.deepEqual(await readdir(join(dir, 'tmp')), [], 'no partial files left behind');
+      } finally {
+        await small.cleanup();
+        await run('umount', [dir]).catch(() => run('umount', ['-l', dir]));
+      }
+    }
+    addTo(total, t);
+    tc.diagnostic(`# faults (disk full): ${summary(t)}`);
+    assert.deepEqual(t.wrong, []);
+    assert.deepEqual(t.unexpected, []);
+  });
+
+  it('kill -9 of the daemon while a big read is fetching: the stale mount is cleared, a remount on the same cache verifies clean and reads right', async (tc) => {
+    const t = newTally();
+    for (const format of FORMATS) {
+      const cache = await mkdtemp(join(tmp, 'cache-kill-'));
+      const chunksDir = join(cache, 'chunks', 'sha256');
+      let mnt = await mounts.mount(ref(reg.host, format), ['--tls-verify=false', '--prefetch', 'none'], cache);
+      const state = await readMountState(mnt);
+      assert.ok(state);
+      const want = seededBytes(seedOf(format, 'big/large.bin'), BIG_SIZE);
+      const reading = readFile(join(mnt, 'big/large.bin')).then(
+        (got) => {
+          t.reads++;
+          if (got.equals(want)) t.ok++;
+          else t.wrong.push(`${format} big/large.bin: ${got.length} bytes differ before the kill`);
+        },
+        (e: NodeJS.ErrnoException) => {
+          // The daemon is gone: the read fails (ENOTCONN, ECONNABORTED or EIO), it never returns bytes.
+          t.reads++;
+          t.eio++;
+          assert.ok(['ENOTCONN', 'ECONNABORTED', 'EIO'].includes(e.code ?? ''), `read failed with ${e.code}`);
+        },
+      );
+      // Kill as soon as the first chunk files land: writes are under way.
+      const deadline = Date.now() + 20_000;
+      while ((await readdir(chunksDir).catch(() => [])).length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+      process.kill(state.pid, 'SIGKILL');
+      t.injected++;
+      await reading;
+      const dead = Date.now() + 10_000;
+      while (await statfs(mnt).then(() => true, (e: NodeJS.ErrnoException) => e.code !== 'ENOTCONN')) {
+        assert.ok(Date.now() < dead, 'the mount went stale');
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const u = await mounts.unmount(mnt);
+      assert.equal(u.code, 0, `tocfs unmount of the stale mount: ${u.stderr}`);
+      assert.equal(await isTocfsMount(mnt), false);
+      await cliVerify(cache);
+      mnt = await mounts.mount(ref(reg.host, format), ['--tls-verify=false', '--prefetch', 'none'], cache);
+      assert.equal(await checkedRead(t, mnt, 'big/large.bin', 0, BIG_SIZE, format), 'ok');
+      const leftovers = (await readdir(join(cache, 'tmp'))).filter((n) => n.includes(`.${state.pid}.`));
+      assert.deepEqual(leftovers, [], 'temp files of the killed daemon are cleaned when the cache is opened again');
+      await daemonAlive({ format, mnt, cache, image: images.get(format)!, next: 0 });
+      assert.equal((await mounts.unmount(mnt)).code, 0);
+      assert.ok((await cliVerify(cache)) > 0);
+    }
+    addTo(total, t);
+    tc.diagnostic(`# faults (kill -9 of the daemon): ${summary(t)}`);
+    assert.deepEqual(t.wrong, []);
+    assert.deepEqual(t.unexpected, []);
+  });
+
+  it('every cache after the network faults passes tocfs cache verify; the mounts unmount cleanly', async () => {
+    for (const m of live.values()) {
+      await daemonAlive(m);
+      assert.ok((await cliVerify(m.cache)) > 0, 'the cache holds chunks');
+      assert.equal((await mounts.unmount(m.mnt)).code, 0);
+    }
+    live.clear();
+  });
+});
