@@ -75,6 +75,8 @@ describe('tocfs convert', { skip: !HAVE_CORPUS && 'corpus not present' }, () => 
       const x = loadExpected(c.image);
       const img = x.images[0]!;
       assert.match(r.stderr, new RegExp(`layer ${img.layers.length}/${img.layers.length} .* MB/s`), 'progress lines on stderr');
+      // Not on a terminal: progress is logged (JSON lines), one final line per layer at least.
+      for (let i = 1; i <= img.layers.length; i++) assert.match(r.stderr, new RegExp(`"msg":"layer ${i}/${img.layers.length} [0-9a-f]{12} \\(uncompressed\\): done"`));
       const src = new OciLayoutSource({ transport: 'oci', dir: out, tag: 'converted' });
       const resolved: ResolvedImage = await src.resolve();
       assert.equal(r.stdout.toString().trim(), `oci:${out}:converted ${resolved.manifestDigest}`);

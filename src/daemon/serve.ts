@@ -10,6 +10,7 @@ import { fsOperations } from '../fs/operations.js';
 import { startMetricsServer, type MetricsServer } from '../metrics/index.js';
 import { isMounted, mountFs, type MountedFs } from '../fs/mount.js';
 import { openImage, type ImageLayer, type OpenedImage, type OpenImageOptions } from '../image/image.js';
+import { createProgress, type Progress } from '../progress.js';
 import { notifyFailure, notifyReady } from './daemonize.js';
 import { sdNotify } from './sd-notify.js';
 import { removeMountState, writeMountState } from './state.js';
@@ -36,15 +37,17 @@ export interface ServeOptions {
 
 /** How often the daemon checks that its mount still exists (someone may run fusermount -u). */
 const WATCH_INTERVAL_MS = 1000;
-const PROGRESS_INTERVAL_MS = 2000;
 
+/**
+ * Progress of one layer's prefetch: a bar when the daemon's log stream (stdout) is a terminal
+ * (`mount --foreground` by hand), log lines at every 10 % and 10 s otherwise.
+ */
 function progressLogger(log: Logger, layer: ImageLayer, what: string): (p: FetchProgress) => void {
-  let last = 0;
+  let bar: Progress | undefined;
   return (p) => {
-    const now = Date.now();
-    if (now - last < PROGRESS_INTERVAL_MS && p.done < p.total) return;
-    last = now;
-    log.info({ layer: layer.descriptor.digest, done: p.done, total: p.total, percent: p.total ? Math.round((100 * p.done) / p.total) : 100 }, what);
+    bar ??= createProgress({ label: `${what} ${layer.descriptor.digest.slice(7, 19)}`, total: p.total, logger: log.child({ layer: layer.descriptor.digest }), stream: process.stdout });
+    bar.update(p.done);
+    if (p.done >= p.total) bar.done();
   };
 }
 

@@ -4,6 +4,7 @@
  */
 import type { Argv, CommandModule } from 'yargs';
 import { convertImage, TARGET_FORMATS, type LayerProgress, type TargetFormat } from '../../convert/convert.js';
+import { createProgress, type Progress } from '../../progress.js';
 import { sourceOptions, withImageOptions } from '../options.js';
 
 interface ConvertArgs {
@@ -19,8 +20,11 @@ interface ConvertArgs {
 
 const MB = 1e6;
 
+const layerName = (p: LayerProgress): string => `layer ${p.index + 1}/${p.count} ${p.source.digest.slice(7, 19)}`;
+
+/** The line that reports a converted layer. */
 function progressLine(p: LayerProgress): string {
-  const name = `layer ${p.index + 1}/${p.count} ${p.source.digest.slice(7, 19)}`;
+  const name = layerName(p);
   if (!p.written) return `${name}: ${(p.bytes / MB).toFixed(1)} MB read\n`;
   const rate = p.seconds > 0 ? p.written.uncompressedSize / MB / p.seconds : 0;
   return `${name}: ${(p.source.size / MB).toFixed(1)} MB -> ${p.written.digest.slice(7, 19)} ${(p.written.size / MB).toFixed(1)} MB ` +
@@ -41,7 +45,8 @@ export const convertCommand: CommandModule<object, ConvertArgs> = {
       .example('$0 convert docker://registry.example/app:v1 oci:/tmp/app:v1 --format zstd:chunked', 'A zstd:chunked copy, to push with skopeo copy oci:/tmp/app:v1 docker://…')
       .example('$0 convert oci:/srv/app:v1 oci:/srv/app-esgz:v1 --format estargz --prioritize /usr/bin/app', 'eStargz with /usr/bin/app first (prefetched at mount)') as unknown as Argv<ConvertArgs>,
   handler: async (argv) => {
-    let lastLine = 0;
+    // A bar per layer on a terminal, log lines (every 10 s) otherwise; then the layer's result line.
+    let bar: { index: number; progress: Progress } | undefined;
     const result = await convertImage(argv.source, argv.destination, {
       format: argv.format,
       ...(argv['chunk-size'] !== undefined ? { chunkSize: argv['chunk-size'] } : {}),
@@ -49,9 +54,9 @@ export const convertCommand: CommandModule<object, ConvertArgs> = {
       ...(argv['legacy-annotations'] ? { legacyAnnotations: true } : {}),
       source: sourceOptions(argv),
       onProgress: (p) => {
-        const now = Date.now();
-        if (!p.written && now - lastLine < 1000) return;
-        lastLine = now;
+        if (bar?.index !== p.index) bar = { index: p.index, progress: createProgress({ label: `${layerName(p)} (uncompressed)` }) };
+        if (!p.written) return bar.progress.update(p.bytes);
+        bar.progress.done();
         process.stderr.write(progressLine(p));
       },
     });
