@@ -4,7 +4,7 @@
  * counters must move by what the read cost: the file's size served, the registry's own
  * access-log byte count fetched, one memory and one disk miss per chunk on the cold read,
  * memory hits and no fetch on a re-read past the page cache, disk hits in a new mount over
- * the same cache directory.
+ * the same cache directory. Then the same for a file read through `tocfs store`.
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -18,7 +18,8 @@ import { openImageSource } from '../src/image/open.js';
 import { buildImage, seededBytes, seededContent, type BuiltImage } from './helpers/images.js';
 import { fuseSkipReason, Mounts } from './helpers/mounts.js';
 import { blobBytesServed, freePort, startRegistry, type TestRegistry } from './helpers/registry.js';
-import { registryLogSettled } from './helpers/store.js';
+import { encodeRef } from '../src/store/names.js';
+import { registryLogSettled, startStore } from './helpers/store.js';
 
 const run = promisify(execFile);
 const FILE = 'usr/lib/data.bin';
@@ -168,5 +169,30 @@ describe('metrics of a mounted image', { skip: await fuseSkipReason() }, () => {
     assert.equal(dn(fetched), 0, 'nothing fetched');
     assert.equal(blobBytesServed(reg.log, layer), registryAtMount2, 'the registry sent nothing for the read');
     assert.equal((await mounts.unmount(mnt2)).code, 0);
+  });
+
+  test('tocfs store: a read through a layer\'s diff/ tree moves served, fetched and cache counters', async () => {
+    const chunks = entry.chunks.filter((c) => !c.zeros);
+    const distinct = new Set(chunks.map((c) => c.digest)).size;
+    await registryLogSettled(reg);
+    const registryBefore = blobBytesServed(reg.log, layer);
+    const port = await freePort();
+    const store = await startStore(join(tmp, 'store'), await mkdtemp(join(tmp, 'store-cache-')), ['--metrics-address', `127.0.0.1:${port}`]);
+    try {
+      const s0 = await scrape(port);
+      const file = join(store.dir, encodeRef(`${reg.host}/metrics:latest`), layer, 'diff', FILE);
+      assert.deepEqual(await readFile(file), expected);
+      await registryLogSettled(reg);
+      const s1 = await scrape(port);
+      const d = delta(s0, s1);
+      const fetched = `tocfs_fetched_bytes_total{layer="${layer}"}`;
+      assert.equal(d('tocfs_served_bytes_total'), FILE_SIZE);
+      assert.equal(s1.get(fetched), blobBytesServed(reg.log, layer) - registryBefore, 'fetched (TOC and chunks) = what the registry sent');
+      assert.equal(d('tocfs_cache_misses_total{tier="disk"}'), distinct);
+      assert.ok(d('tocfs_fuse_operation_duration_seconds_count{op="read"}') > 0);
+      assert.equal(s1.get('tocfs_registry_requests_in_flight'), 0);
+    } finally {
+      assert.equal(await store.stop(), 0);
+    }
   });
 });
