@@ -406,6 +406,45 @@ describe('LayerReader over real images', { skip: HAVE_CORPUS ? false : `no corpu
     }
   });
 
+  test('the landmark span is handed out as it arrives: a file at its start is served before the request ends', async () => {
+    const layers = await registryLayers('estargz-ctrremote-prefetch');
+    const l = layers.find((x) => x.toc.prefetchEnd && regular(x.toc).some((e) => e.size > 0 && e.chunks[0]!.compressedEnd < x.toc.prefetchEnd!))!;
+    assert.ok(l, 'a layer with a file before its landmark');
+    const first = regular(l.toc).filter((e) => e.size > 0).sort((a, b) => a.chunks[0]!.compressedOffset - b.chunks[0]!.compressedOffset)[0]!;
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    let servedWhileHeld = false;
+    let gaveUpWaiting = false;
+    // The registry's bytes, re-cut into small parts; the request stalls after the first file's bytes until the read is served.
+    const stalling: BlobReader = {
+      ...l.blob,
+      async read(offset, length, signal) {
+        const parts: Buffer[] = [];
+        for await (const p of stalling.readParts!(offset, length, signal)) parts.push(p);
+        return Buffer.concat(parts);
+      },
+      async *readParts(offset, length, signal) {
+        const all = await l.blob.read(offset, length, signal);
+        const stallAt = first.chunks.at(-1)!.compressedEnd - offset;
+        for (let i = 0; i < all.length; i += 64) {
+          if (i >= stallAt && !servedWhileHeld) {
+            // Bounded, so a reader that waits for the whole request fails the test instead of hanging.
+            await Promise.race([held, new Promise<void>((r) => setTimeout(() => r(void (gaveUpWaiting = true)), 10_000).unref())]);
+          }
+          yield all.subarray(i, Math.min(all.length, i + 64));
+        }
+      },
+    };
+    const reader = readerFor(l, await newCache(), stalling);
+    const prefetch = prefetchLandmark(reader);
+    const data = await reader.readAt(first, 0, first.size);
+    servedWhileHeld = !gaveUpWaiting;
+    release();
+    await prefetch;
+    assert.equal(sha256(data), first.digest);
+    assert.ok(servedWhileHeld, 'the read was served while the rest of the span was still coming');
+  });
+
   test('fetchAll caches the whole layer in the background, user reads still served meanwhile', async () => {
     const layers = await registryLayers('zstdchunked-skopeo118-many');
     const cache = await newCache();

@@ -90,6 +90,8 @@ interface Wanted extends Located {
 
 interface QueuedRange extends PlannedRange<Wanted> {
   priority: FetchPriority;
+  /** Hand out each chunk as soon as its bytes are in, not at the end of the request (long spans). */
+  stream?: boolean;
 }
 
 interface SequenceState {
@@ -318,9 +320,18 @@ export class LayerReader {
       await this.sema.acquire();
     }
     const fetched = metrics.startChunkFetch(range.items.length);
+    const deliver = (w: Wanted, buf: Buffer): Promise<void> => this.deliverChunk(range, w, buf, fetched);
+    const early = new Set<Wanted>();
+    const earlyDone: Array<Promise<void>> = [];
     let bytes: Buffer;
     try {
-      bytes = await this.blob.read(range.start, range.end - range.start, this.fetchTimeoutMs ? AbortSignal.timeout(this.fetchTimeoutMs) : undefined);
+      const signal = this.fetchTimeoutMs ? AbortSignal.timeout(this.fetchTimeoutMs) : undefined;
+      bytes = range.stream && this.blob.readParts
+        ? await this.readStreaming(range, signal, (w, buf) => {
+            early.add(w);
+            earlyDone.push(deliver(w, buf));
+          })
+        : await this.blob.read(range.start, range.end - range.start, signal);
       this.counters.fetchedBytes += bytes.length;
       this.counters.fetchedRequests++;
       metrics.layerProgress(this.layerDigest, this.counters.fetchedBytes, this.stats.chunkBytes);
@@ -333,24 +344,45 @@ export class LayerReader {
     } finally {
       this.sema.release();
     }
-    await Promise.all(
-      range.items.map(async (w) => {
-        const { chunk, entry } = w;
-        try {
-          const data = await extractChunk(this.toc.compression, chunk, bytes.subarray(chunk.compressedOffset - range.start, chunk.compressedEnd - range.start), this.what(entry));
-          // Resolve first: the read need not wait for the disk write.
-          w.resolve(data);
-          fetched();
-          await this.cache.put(chunk.digest, data);
-        } catch (e) {
-          this.counters.verifyFailures++;
-          metrics.verificationFailed(this.layerDigest, 'chunk');
-          fetched();
-          this.log.warn({ err: e, layer: this.layerDigest, path: entry.path }, 'chunk failed verification');
-          w.reject(new LayerReadError(`${this.what(entry)}: ${(e as Error).message}`, { cause: e }));
-        }
-      }),
-    );
+    await Promise.all([...earlyDone, ...range.items.filter((w) => !early.has(w)).map((w) => deliver(w, bytes))]);
+  }
+
+  /**
+   * Reads the range in one request, calling `ready` for each item as soon as its bytes are
+   * in; resolves with all of them.
+   */
+  private async readStreaming(range: QueuedRange, signal: AbortSignal | undefined, ready: (w: Wanted, bytes: Buffer) => void): Promise<Buffer> {
+    const length = range.end - range.start;
+    const buf = Buffer.allocUnsafe(length);
+    const byEnd = [...range.items].sort((a, b) => a.chunk.compressedEnd - b.chunk.compressedEnd);
+    let n = 0;
+    let next = 0;
+    for await (const part of this.blob.readParts!(range.start, length, signal)) {
+      if (n + part.length > length) throw new Error(`the source sent more than the ${length} bytes asked for`);
+      part.copy(buf, n);
+      n += part.length;
+      while (next < byEnd.length && byEnd[next]!.chunk.compressedEnd - range.start <= n) ready(byEnd[next++]!, buf);
+    }
+    if (n !== length) throw new Error(`the source sent ${n} of the ${length} bytes asked for`);
+    return buf;
+  }
+
+  /** Decompresses and verifies one chunk of a fetched range, hands it out, then caches it. Never throws. */
+  private async deliverChunk(range: QueuedRange, w: Wanted, bytes: Buffer, fetched: (failed?: boolean) => void): Promise<void> {
+    const { chunk, entry } = w;
+    try {
+      const data = await extractChunk(this.toc.compression, chunk, bytes.subarray(chunk.compressedOffset - range.start, chunk.compressedEnd - range.start), this.what(entry));
+      // Resolve first: the read need not wait for the disk write.
+      w.resolve(data);
+      fetched();
+      await this.cache.put(chunk.digest, data);
+    } catch (e) {
+      this.counters.verifyFailures++;
+      metrics.verificationFailed(this.layerDigest, 'chunk');
+      fetched();
+      this.log.warn({ err: e, layer: this.layerDigest, path: entry.path }, 'chunk failed verification');
+      w.reject(new LayerReadError(`${this.what(entry)}: ${(e as Error).message}`, { cause: e }));
+    }
   }
 
   /**
@@ -381,7 +413,7 @@ export class LayerReader {
       else wanted.push(c.wanted);
     });
     const before = this.counters.fetchedBytes;
-    if (wanted.length > 0) await this.fetchRange({ start, end, items: wanted, priority: 'user' });
+    if (wanted.length > 0) await this.fetchRange({ start, end, items: wanted, priority: 'user', stream: true });
     await Promise.all(done);
     return this.counters.fetchedBytes - before;
   }

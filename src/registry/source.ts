@@ -50,6 +50,7 @@ export class RegistrySource implements ImageSource {
       certsDir: r.certsDir ?? process.env.TOCFS_CERTS_DIR ?? DEFAULT_CERTS_DIR,
       connections: r.connections ?? DEFAULT_CONNECTIONS,
       timeouts,
+      ...(r.env ? { env: r.env } : {}),
     });
     this.ctx = {
       transports: this.transports,
@@ -144,6 +145,10 @@ export class RegistrySource implements ImageSource {
         checkBlobRead(descriptor, offset, length);
         if (length === 0) return Buffer.alloc(0);
         return collect(source.range(descriptor, offset, length, signal), length);
+      },
+      readParts(offset, length, signal) {
+        checkBlobRead(descriptor, offset, length);
+        return source.range(descriptor, offset, length, signal);
       },
       async stream(signal) {
         return Readable.from(source.range(descriptor, 0, size, signal), { objectMode: false });

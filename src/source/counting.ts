@@ -16,6 +16,7 @@ export class ReadCounter {
       b.requests += 1;
       counter.perBlob.set(blob.digest, b);
     };
+    const parts = blob.readParts?.bind(blob);
     return {
       digest: blob.digest,
       size: blob.size,
@@ -24,6 +25,19 @@ export class ReadCounter {
         note(buf.length);
         return buf;
       },
+      ...(parts && {
+        async *readParts(offset: number, length: number, signal?: AbortSignal): AsyncIterable<Buffer> {
+          let n = 0;
+          try {
+            for await (const part of parts(offset, length, signal)) {
+              n += part.length;
+              yield part;
+            }
+          } finally {
+            note(n);
+          }
+        },
+      }),
       async stream(signal) {
         const s = await blob.stream(signal);
         s.on('data', (chunk: Buffer) => {

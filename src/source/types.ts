@@ -31,6 +31,11 @@ export interface BlobReader {
   readonly digest: string;
   readonly size: number;
   read(offset: number, length: number, signal?: AbortSignal): Promise<Buffer>;
+  /**
+   * The same bytes as `read`, handed out as they arrive (one request), for a long range whose
+   * first parts are wanted before its end. Sources whose reads are quick may leave it out.
+   */
+  readParts?(offset: number, length: number, signal?: AbortSignal): AsyncIterable<Buffer>;
   /** The whole blob as a stream (for layers without a TOC). The caller verifies the digest. */
   stream(signal?: AbortSignal): Promise<NodeJS.ReadableStream>;
 }
