@@ -136,6 +136,21 @@ describe('ChunkCache', () => {
     assert.deepEqual(await cache.gc(2000), { removedFiles: 0, removedBytes: 0 });
   });
 
+  test('disk hits mark files as used for the next process too (recency is written at flush)', async () => {
+    const dir = freshDir();
+    const writer = await ChunkCache.open({ dir, memoryBytes: 1 });
+    const [a, b, c] = [chunk(1000), chunk(1000), chunk(1000)];
+    for (const x of [a, b, c]) await writer.put(x.digest, x.data);
+    const reader = await ChunkCache.open({ dir, memoryBytes: 1 });
+    assert.deepEqual(await reader.get(a.digest), a.data);
+    await reader.flush();
+    const mtime = async (x: { digest: string }): Promise<number> => (await stat(chunkPath(dir, x.digest))).mtimeMs;
+    assert.ok((await mtime(a)) > (await mtime(c)), 'the file read last is the most recently used on disk');
+    const next = await ChunkCache.open({ dir, memoryBytes: 1 });
+    assert.deepEqual(await next.gc(1000), { removedFiles: 2, removedBytes: 2000 });
+    assert.deepEqual(await next.get(a.digest), a.data);
+  });
+
   test('the size budget is enforced on put, keeping the newest chunks', async () => {
     const dir = freshDir();
     const cache = await ChunkCache.open({ dir, maxBytes: 10_000, memoryBytes: 1 });

@@ -2,11 +2,15 @@
  * Content-addressed store of verified chunk contents: a memory tier (LRU by bytes) over a
  * disk tier of files `<dir>/chunks/sha256/ab/<hex>` named by the sha256 of their content.
  *
- * - Only verified bytes go in (the caller checked them); bytes read back from disk are
- *   checked against their name again, so a corrupt or torn file is a miss, never wrong data.
- * - Recency for eviction is the file's mtime, which tocfs sets itself (strictly increasing
- *   within a process) on every put and disk hit, and on memory hits at most once a minute —
- *   atime is useless under noatime/relatime.
+ * - Only verified bytes go in (the caller checked them). A file read back from disk is
+ *   checked against its name the first time this process reads it, so a corrupt or torn
+ *   file is a miss, never wrong data. Files this process wrote (from bytes it verified) or
+ *   already checked are not hashed again on later disk hits: the directory is private
+ *   (0700, files 0600) and files only enter it by rename after verification, so whoever
+ *   could change them could as well change tocfs itself; `tocfs cache verify` re-hashes all.
+ * - Recency for eviction is the file's mtime (atime is useless under noatime/relatime): the
+ *   write sets it, and hits are noted in memory and written out in batches (every
+ *   TOUCH_FLUSH_MS, before a gc and at flush) — memory hits at most once a minute.
  * - A full or read-only disk turns the cache memory-only with one warning.
  */
 import { mkdir, readdir, readFile, rmdir, stat, unlink, utimes, writeFile } from 'node:fs/promises';
@@ -20,13 +24,20 @@ import { metrics } from '../metrics/index.js';
 import { cleanStaleTemps, DIR_MODE, isDiskUnusable, isNotFound, OWN_FILE_NAME, writeAtomic } from './files.js';
 import { DiskTocStore } from './toc-store.js';
 
+import { defaultMemoryBytes } from './paths.js';
+
 export { defaultCacheDir } from './paths.js';
 
 export const DEFAULT_MAX_BYTES = 10 * 1024 ** 3;
-export const DEFAULT_MEMORY_BYTES = 128 * 1024 ** 2;
+/** Memory tier budget when none is given (1/16 of RAM, 128 MiB to 1 GiB). */
+export const DEFAULT_MEMORY_BYTES = defaultMemoryBytes();
 /** Background eviction brings the disk tier down to this fraction of the budget. */
 const EVICT_TO = 0.9;
 const TOUCH_INTERVAL_MS = 60_000;
+/** How often recency noted in memory is written to the files' mtimes. */
+const TOUCH_FLUSH_MS = 30_000;
+/** Digests remembered as checked (or as absent) at most; past it the set starts over (they are checked again). */
+const MAX_REMEMBERED = 256 * 1024;
 /** https://bford.info/cachedir/: backup tools skip a directory holding this file. */
 const CACHEDIR_TAG = 'Signature: 8a477f597d28d172789f06886806bc55\n# This file is a cache directory tag created by tocfs.\n';
 /**
@@ -103,6 +114,13 @@ export class ChunkCache {
   private hits = { memory: 0, disk: 0 };
   private misses = 0;
   private lastStamp = 0;
+  /** Digests whose file this process wrote from verified bytes or has hashed since (see the header). */
+  private readonly checked = new Set<string>();
+  /** Digests a get() just found missing on disk: their write need not stat first. */
+  private readonly absent = new Set<string>();
+  /** Recency not yet written to the files' mtimes (digest -> seconds). */
+  private readonly pendingTouches = new Map<string, number>();
+  private touchTimer: NodeJS.Timeout | undefined;
   private readonly writes = new Map<string, Promise<void>>();
   private readonly writeSlots = new Sema(WRITE_CONCURRENCY);
   private queuedWriteBytes = 0;
@@ -161,7 +179,8 @@ export class ChunkCache {
 
   /** Strictly increasing mtimes (seconds), so recency order survives coarse clocks. */
   private stamp(): number {
-    this.lastStamp = Math.max(Date.now(), this.lastStamp + 1);
+    // +1: never older than a file the kernel stamped (sub-millisecond) within this millisecond.
+    this.lastStamp = Math.max(Date.now() + 1, this.lastStamp + 1);
     return this.lastStamp / 1000;
   }
 
@@ -170,8 +189,26 @@ export class ChunkCache {
       if (Date.now() - entry.touched < TOUCH_INTERVAL_MS) return;
       entry.touched = Date.now();
     }
-    const t = this.stamp();
-    utimes(this.path(digest), t, t).catch(() => undefined);
+    this.pendingTouches.set(digest, this.stamp());
+    this.touchTimer ??= setTimeout(() => {
+      this.touchTimer = undefined;
+      void this.flushTouches();
+    }, TOUCH_FLUSH_MS).unref();
+  }
+
+  /** Writes the recency noted in memory to the files' mtimes (a file gone since is skipped). */
+  private async flushTouches(): Promise<void> {
+    if (this.pendingTouches.size === 0) return;
+    const batch = [...this.pendingTouches];
+    this.pendingTouches.clear();
+    for (let i = 0; i < batch.length; i += 16) {
+      await Promise.all(batch.slice(i, i + 16).map(([digest, t]) => utimes(this.path(digest), t, t).catch(() => undefined)));
+    }
+  }
+
+  private remembered(set: Set<string>, digest: string): void {
+    if (set.size >= MAX_REMEMBERED) set.clear();
+    set.add(digest);
   }
 
   private degrade(e: unknown): void {
@@ -213,17 +250,19 @@ export class ChunkCache {
       data = await readFile(this.path(digest));
     } catch (e) {
       if (!isNotFound(e)) this.log.warn({ err: e, digest }, 'cannot read cached chunk');
+      else this.remembered(this.absent, digest);
       this.misses++;
       metrics.cacheMiss('disk');
       return undefined;
     }
-    if (sha256(data) !== digest) {
+    if (!this.checked.has(digest) && sha256(data) !== digest) {
       this.log.warn({ digest, path: this.path(digest) }, 'cached chunk is corrupt: removing it');
       await this.removeFile(this.path(digest), data.length);
       this.misses++;
       metrics.cacheMiss('disk');
       return undefined;
     }
+    this.remembered(this.checked, digest);
     this.hits.disk++;
     metrics.cacheHit('disk');
     this.touch(digest);
@@ -287,17 +326,21 @@ export class ChunkCache {
 
   private async writeCounted(digest: string, data: Buffer): Promise<void> {
     const path = this.path(digest);
-    if (await stat(path).then(() => true, () => false)) {
+    // A chunk fetched because get() found no file needs no stat (another process may have
+    // written it since: the rename then replaces identical bytes, and gc recounts).
+    if (!this.absent.delete(digest) && (await stat(path).then(() => true, () => false))) {
       this.touch(digest);
       return;
     }
     try {
-      await writeAtomic(this.tmpDir, path, data, this.stamp());
+      // The write itself sets the mtime (recency): no utimes.
+      await writeAtomic(this.tmpDir, path, data);
     } catch (e) {
       if (isDiskUnusable(e)) this.degrade(e);
       else this.log.warn({ err: e, digest }, 'cannot write chunk to the cache');
       return;
     }
+    this.remembered(this.checked, digest);
     this.files++;
     this.bytes += data.length;
   }
@@ -317,6 +360,7 @@ export class ChunkCache {
     while (this.writes.size > 0 || this.eviction) {
       await Promise.all([...this.writes.values(), this.eviction]);
     }
+    await this.flushTouches();
   }
 
   async stats(): Promise<CacheStats> {
@@ -381,6 +425,7 @@ export class ChunkCache {
   private async collect(budgetBytes: number, onProgress?: (p: CacheProgress) => void): Promise<GcResult> {
     await this.scanned;
     await Promise.all(this.activeWrites);
+    await this.flushTouches();
     await cleanStaleTemps(this.tmpDir);
     const list = await this.listFiles();
     this.files = list.length;
@@ -392,6 +437,7 @@ export class ChunkCache {
     for (const f of list) {
       if (result.removedBytes >= excess) break;
       if (await this.removeFile(f.path, f.size)) {
+        this.checked.delete(f.digest);
         result.removedFiles++;
         result.removedBytes += f.size;
       }
@@ -415,6 +461,7 @@ export class ChunkCache {
       if (sha256(data) !== f.digest) {
         result.bad.push(f.digest);
         this.memory.delete(f.digest);
+        this.checked.delete(f.digest);
         await this.removeFile(f.path, f.size);
       }
       done += f.size;
@@ -427,6 +474,7 @@ export class ChunkCache {
   async clear(): Promise<void> {
     await this.flush();
     this.memory.clear();
+    this.checked.clear();
     for (const f of await this.listFiles()) await this.removeFile(f.path, f.size);
     for (const p of await readdir(this.chunksDir).catch(() => [] as string[])) await rmdir(join(this.chunksDir, p)).catch(() => undefined);
     await new DiskTocStore(this.dir, this.log).clear();

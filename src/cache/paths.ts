@@ -1,4 +1,4 @@
-import { homedir } from 'node:os';
+import { homedir, totalmem } from 'node:os';
 import { join } from 'node:path';
 
 /** `/var/lib/tocfs` for root, else `$XDG_CACHE_HOME/tocfs` (or `~/.cache/tocfs`). */
@@ -6,4 +6,13 @@ export function defaultCacheDir(): string {
   if (process.getuid?.() === 0) return '/var/lib/tocfs';
   const xdg = process.env.XDG_CACHE_HOME;
   return join(xdg && xdg.startsWith('/') ? xdg : join(homedir(), '.cache'), 'tocfs');
+}
+
+/**
+ * Memory tier budget when none is set: 1/16 of the machine's RAM, at least 128 MiB and at
+ * most 1 GiB (a file read twice should come from memory, without the daemon crowding out
+ * the containers it serves).
+ */
+export function defaultMemoryBytes(): number {
+  return Math.min(1024 ** 3, Math.max(128 * 1024 ** 2, Math.floor(totalmem() / 16 / 1024 ** 2) * 1024 ** 2));
 }

@@ -5,6 +5,7 @@
  */
 import { homedir } from 'node:os';
 import { join } from 'node:path';
+import { defaultMemoryBytes } from '../cache/paths.js';
 import { formatDuration, formatSize, parseDuration, parseSize } from './units.js';
 
 /** What a default may depend on: who runs tocfs and their XDG directories. */
@@ -143,7 +144,7 @@ export const SETTINGS = {
     flag: 'cache-dir',
   }),
   'cache.max_size': size({ description: 'Disk cache budget; least recently used chunks are evicted beyond it.', default: 10 * 1024 ** 3 }, 1024 ** 2),
-  'cache.memory_size': size({ description: 'Memory tier budget (decompressed chunks kept in RAM).', default: 128 * 1024 ** 2 }),
+  'cache.memory_size': size({ description: 'Memory tier budget (decompressed chunks kept in RAM).', default: () => defaultMemoryBytes(), defaultText: '1/16 of RAM, between 128M and 1G' }),
   'fetch.max_request_bytes': size({ description: 'Largest single HTTP range request; neighbouring missing frames are grouped up to this size.', default: 1024 ** 2 }, 4096),
   'fetch.max_gap': size({ description: 'Largest run of unneeded compressed bytes still fetched to join two chunks into one request (a request costs the registry more than a few KiB).', default: 16 * 1024 }),
   'fetch.concurrency': integer({ description: 'Range requests in flight per layer.', default: 8 }, 1, 1024),
