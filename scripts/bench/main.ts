@@ -201,7 +201,7 @@ async function main(): Promise<void> {
     await mkdir(tocfs.profileDir, { recursive: true });
   }
   const link = await Link.start(opts.work);
-  const commit = (await run(['git', 'rev-parse', '--short', 'HEAD'], { cwd: HERE, check: false })).stdout.trim();
+  const commit = (await run(['git', 'rev-parse', '--short', process.env.TOCFS_BENCH_REV || 'HEAD'], { cwd: HERE, check: false })).stdout.trim();
   const results: Results = {
     schema: 'tocfs-bench/1',
     started,

@@ -21,13 +21,14 @@ export class Tocfs {
 
   /**
    * Compiles the committed sources (HEAD, not other people's work in progress in the working
-   * tree) into `dir`; type errors do not stop the emit.
+   * tree; TOCFS_BENCH_REV names another commit, for a before/after pair) into `dir`; type
+   * errors do not stop the emit.
    */
   static async build(dir: string): Promise<Tocfs> {
     await rm(dir, { recursive: true, force: true });
     const src = join(dir, 'checkout');
     await mkdir(src, { recursive: true });
-    await run(['sh', '-c', 'git -C "$0" archive HEAD src tsconfig.json | tar -x -C "$1"', REPO, src]);
+    await run(['sh', '-c', 'git -C "$0" archive "$2" src tsconfig.json | tar -x -C "$1"', REPO, src, process.env.TOCFS_BENCH_REV || 'HEAD']);
     await symlink(join(REPO, 'node_modules'), join(dir, 'node_modules'));
     await symlink(join(REPO, 'package.json'), join(dir, 'package.json'));
     const tsc = await run(['npx', 'tsc', '-p', join(src, 'tsconfig.json'), '--outDir', join(dir, 'dist')], { cwd: REPO, check: false });
