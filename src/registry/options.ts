@@ -32,6 +32,8 @@ export interface RegistryClientOptions {
   connections?: number;
   retry?: Partial<RetryPolicy>;
   timeouts?: Partial<Timeouts>;
+  /** Where HTTP_PROXY, HTTPS_PROXY and NO_PROXY are read (default: process.env). */
+  env?: NodeJS.ProcessEnv;
 }
 
 export const DEFAULT_RETRY: RetryPolicy = { attempts: 5, baseDelayMs: 200, maxDelayMs: 10_000, maxRetryAfterMs: 60_000 };

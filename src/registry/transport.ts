@@ -1,13 +1,16 @@
 /**
  * HTTP for the registry client: one keep-alive undici Pool per origin (bounded connections,
- * no pipelining), TLS settings per registry from certs.d, and network errors turned into
+ * no pipelining), or a ProxyAgent tunnelling to it where HTTP(S)_PROXY / NO_PROXY say so
+ * (proxy.ts), TLS settings per registry from certs.d, and network errors turned into
  * messages that say what to do.
  */
 import type { IncomingHttpHeaders } from 'node:http';
-import { Pool, type Dispatcher } from 'undici';
+import { Pool, ProxyAgent, type Dispatcher } from 'undici';
+import { isIP } from 'node:net';
 import { SourceError } from '../errors.js';
 import { metrics } from '../metrics/index.js';
 import type { Timeouts } from './options.js';
+import { proxyFor, proxyLabel } from './proxy.js';
 import { TransientError } from './retry.js';
 import { loadTlsSettings, type TlsSettings } from './tls.js';
 
@@ -70,30 +73,30 @@ function innermostMessage(e: unknown): string {
 }
 
 export class Transports {
-  private readonly pools = new Map<string, Promise<Pool>>();
+  private readonly pools = new Map<string, Promise<Dispatcher>>();
 
   constructor(
-    private readonly opts: { certsDir: string; connections: number; timeouts: Timeouts },
+    /** `env`: where HTTP(S)_PROXY and NO_PROXY are read (default: process.env). */
+    private readonly opts: { certsDir: string; connections: number; timeouts: Timeouts; env?: NodeJS.ProcessEnv },
   ) {}
 
-  private pool(url: URL, insecure: boolean, certsName: string): Promise<Pool> {
-    const key = `${url.origin}|${insecure}|${certsName}`;
+  private pool(url: URL, insecure: boolean, certsName: string, proxy: URL | undefined): Promise<Dispatcher> {
+    const key = `${url.origin}|${insecure}|${certsName}|${proxy?.href ?? ''}`;
     let p = this.pools.get(key);
     if (!p) {
       p = (async () => {
         const tls: TlsSettings | undefined = url.protocol === 'https:' ? await loadTlsSettings(this.opts.certsDir, certsName) : undefined;
-        return new Pool(url.origin, {
-          connections: this.opts.connections,
-          pipelining: 1,
-          headersTimeout: this.opts.timeouts.headersMs,
-          bodyTimeout: this.opts.timeouts.bodyMinMs,
-          connect: {
-            timeout: this.opts.timeouts.connectMs,
-            rejectUnauthorized: !insecure,
-            ...(tls?.ca ? { ca: tls.ca } : {}),
-            ...(tls?.cert ? { cert: tls.cert, key: tls.key } : {}),
-          },
-        });
+        const connect = {
+          timeout: this.opts.timeouts.connectMs,
+          rejectUnauthorized: !insecure,
+          ...(tls?.ca ? { ca: tls.ca } : {}),
+          ...(tls?.cert ? { cert: tls.cert, key: tls.key } : {}),
+        };
+        const common = { connections: this.opts.connections, pipelining: 1, headersTimeout: this.opts.timeouts.headersMs, bodyTimeout: this.opts.timeouts.bodyMinMs };
+        if (!proxy) return new Pool(url.origin, { ...common, connect });
+        // A CONNECT tunnel to the registry; TLS to the registry runs inside it with its own settings.
+        const servername = isIP(url.hostname) ? undefined : url.hostname;
+        return new ProxyAgent({ ...common, uri: proxy.href, proxyTls: { timeout: this.opts.timeouts.connectMs }, requestTls: { ...connect, ...(servername ? { servername } : {}) } });
       })();
       this.pools.set(key, p);
       p.catch(() => this.pools.delete(key));
@@ -103,10 +106,12 @@ export class Transports {
 
   async request(url: URL, req: HttpRequest = {}): Promise<HttpResponse> {
     const certsName = req.certsName ?? url.host;
-    const pool = await this.pool(url, req.insecure ?? false, certsName);
+    const proxy = proxyFor(url, this.opts.env);
+    const pool = await this.pool(url, req.insecure ?? false, certsName, proxy);
     const ended = metrics.requestStarted();
     try {
       const res = await pool.request({
+        origin: url.origin,
         path: url.pathname + url.search,
         method: req.method ?? 'GET',
         headers: { 'user-agent': 'tocfs', ...req.headers },
@@ -118,7 +123,7 @@ export class Transports {
       return { status: res.statusCode, headers: res.headers, body: res.body, url };
     } catch (e) {
       ended();
-      throw this.describe(e, { host: url.host, certsName }, req.signal);
+      throw this.describe(e, { host: url.host, certsName, ...(proxy ? { proxy } : {}) }, req.signal);
     }
   }
 
@@ -126,7 +131,7 @@ export class Transports {
    * A network error as a SourceError: transient ones retried, TLS trust problems with the
    * fix. `what` names the transfer for errors while reading a body.
    */
-  describe(e: unknown, where: { host: string; certsName: string; what?: string }, signal?: AbortSignal): Error {
+  describe(e: unknown, where: { host: string; certsName: string; what?: string; proxy?: URL }, signal?: AbortSignal): Error {
     const timedOut = (signal?.reason as Error | undefined)?.name === 'TimeoutError';
     if (signal?.aborted && !timedOut) return e as Error;
     if (e instanceof SourceError) return e;
@@ -149,6 +154,19 @@ export class Transports {
         undefined,
         { cause: e },
       );
+    if (where.proxy) {
+      const via = proxyLabel(where.proxy);
+      const refused = /Proxy response \((\d+)\)/.exec(innermostMessage(e));
+      if (refused) {
+        const status = Number(refused[1]);
+        const why = status === 407 ? ': it wants credentials (put them in the proxy URL, http://user:password@host:port)' : '';
+        const msg = `${host}: proxy ${via} refused the tunnel (HTTP ${status})${why}; to reach ${host} directly, add it to NO_PROXY`;
+        return status >= 500 ? new TransientError(msg, status, undefined, { cause: e }) : new SourceError(msg, status, { cause: e });
+      }
+      if (code === 'ENOTFOUND') return new SourceError(`${host}: proxy host ${where.proxy.hostname} not found (${via}, from HTTP(S)_PROXY)`, undefined, { cause: e });
+      if (code === 'ECONNREFUSED' || code === 'EHOSTUNREACH' || code === 'ENETUNREACH')
+        return new TransientError(`${host}: cannot reach proxy ${via} (${code}); check HTTP(S)_PROXY, or add ${host} to NO_PROXY`, undefined, undefined, { cause: e });
+    }
     if (code === 'ENOTFOUND') return new SourceError(`${host}: host not found`, undefined, { cause: e });
     const msg = `${what}: ${innermostMessage(e)}${code ? ` (${code})` : ''}`;
     if (!code || RETRYABLE_CODES.has(code) || code.startsWith('UND_ERR')) return new TransientError(msg, undefined, undefined, { cause: e });

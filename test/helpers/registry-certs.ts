@@ -18,12 +18,13 @@ export async function selfSigned(dir: string, name: string, cn = name): Promise<
   return pair;
 }
 
-/** A server certificate for 127.0.0.1 and localhost, signed by `ca`. */
-export async function serverCert(dir: string, name: string, ca: CertPair): Promise<CertPair> {
+/** A server certificate for 127.0.0.1 and localhost (and `dnsNames`), signed by `ca`. */
+export async function serverCert(dir: string, name: string, ca: CertPair, dnsNames: string[] = []): Promise<CertPair> {
   const pair = { cert: join(dir, `${name}.crt`), key: join(dir, `${name}.key`) };
   const csr = join(dir, `${name}.csr`);
   const ext = join(dir, `${name}.ext`);
-  await writeFile(ext, 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n');
+  const sans = ['IP:127.0.0.1', 'DNS:localhost', ...dnsNames.map((n) => `DNS:${n}`)].join(',');
+  await writeFile(ext, `subjectAltName=${sans}\nextendedKeyUsage=serverAuth,clientAuth\n`);
   await run('openssl', ['req', '-newkey', 'rsa:2048', '-nodes', '-sha256', '-subj', `/CN=${name}`, '-keyout', pair.key, '-out', csr]);
   await run('openssl', ['x509', '-req', '-in', csr, '-CA', ca.cert, '-CAkey', ca.key, '-CAcreateserial', '-days', '2', '-sha256', '-extfile', ext, '-out', pair.cert]);
   return pair;
