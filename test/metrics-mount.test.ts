@@ -4,7 +4,8 @@
  * counters must move by what the read cost: the file's size served, the registry's own
  * access-log byte count fetched, one memory and one disk miss per chunk on the cold read,
  * memory hits and no fetch on a re-read past the page cache, disk hits in a new mount over
- * the same cache directory. Then the same for a file read through `tocfs store`.
+ * the same cache directory. Then the same for a file read through `tocfs store`; and a chunk
+ * that fails verification: EIO, the counter, and log lines that name image, layer and path.
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -17,7 +18,9 @@ import { readLayerToc, type TocEntry } from '../src/formats/index.js';
 import { openImageSource } from '../src/image/open.js';
 import { buildImage, seededBytes, seededContent, type BuiltImage } from './helpers/images.js';
 import { fuseSkipReason, Mounts } from './helpers/mounts.js';
+import { startFaultProxy } from './helpers/registry-fault-proxy.js';
 import { blobBytesServed, freePort, startRegistry, type TestRegistry } from './helpers/registry.js';
+import { mountFiles } from '../src/daemon/state.js';
 import { encodeRef } from '../src/store/names.js';
 import { registryLogSettled, startStore } from './helpers/store.js';
 
@@ -193,6 +196,40 @@ describe('metrics of a mounted image', { skip: await fuseSkipReason() }, () => {
       assert.equal(s1.get('tocfs_registry_requests_in_flight'), 0);
     } finally {
       assert.equal(await store.stop(), 0);
+    }
+  });
+
+  test('a chunk that fails verification: EIO, the counter, log lines naming image, layer and path', async () => {
+    const path = 'usr/share/other-3';
+    const proxy = await startFaultProxy(reg.host);
+    // No read-ahead: the corrupted request is the one the read waits for.
+    const faultMounts = new Mounts(tmp, { ...env, TOCFS_FETCH_READ_AHEAD: '0', TOCFS_FETCH_MAX_GAP: '0', TOCFS_REGISTRY_RETRIES: '0' });
+    try {
+      const port = await freePort();
+      const mnt = await faultMounts.mount(`docker://${proxy.host}/metrics:latest`, ['--tls-verify=false', '--prefetch', 'none', '--metrics-address', `127.0.0.1:${port}`]);
+      const s0 = await scrape(port);
+      proxy.inject({ kind: 'flip', at: 17 }, { times: 1000 });
+      await assert.rejects(readFile(join(mnt, path)), { code: 'EIO' });
+      proxy.clear();
+      const s1 = await scrape(port);
+      const failures = delta(s0, s1)(`tocfs_verification_failures_total{layer="${layer}",kind="chunk"}`);
+      assert.ok(failures >= 1, `verification failures counted: ${failures}`);
+      assert.ok(delta(s0, s1)('tocfs_fuse_errors_total{op="read",errno="EIO"}') >= 1);
+      // The fault is gone: the same read now gets the right bytes.
+      assert.deepEqual(await readFile(join(mnt, path)), seededBytes('other-3', 256 * 1024));
+
+      const lines = (await readFile(mountFiles(mnt).log, 'utf8')).split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+      for (const msg of ['chunk failed verification', 'read failed: answering EIO']) {
+        const line = lines.find((l) => String(l.msg).startsWith(msg));
+        assert.ok(line, `a "${msg}" line in the log`);
+        assert.match(String(line.image), /\/metrics:latest$/, `${msg}: image`);
+        assert.equal(line.layer, layer, `${msg}: layer`);
+        assert.match(String(line.path), new RegExp(`^/?${path}$`), `${msg}: path`);
+      }
+      assert.equal((await faultMounts.unmount(mnt)).code, 0);
+    } finally {
+      await faultMounts.cleanup();
+      await proxy.close();
     }
   });
 });

@@ -126,7 +126,8 @@ export async function openImage(reference: string, opts: OpenImageOptions = {}):
         const { toc, lazy } = await layerToc(descriptor, blob, tocStore, cache, log);
         // A TOC-less layer's pieces live only in the cache: if some were evicted, index again.
         const reindex = lazy ? {} : { reindex: () => indexWithoutToc(descriptor, blob, cache, log) };
-        const reader = new LayerReader({ layerDigest: descriptor.digest, toc, blob, cache, logger: log, ...reindex, ...definedOnly(opts.fetch ?? {}) });
+        // Its warnings (a chunk failing verification) name the image; they name layer and path themselves.
+        const reader = new LayerReader({ layerDigest: descriptor.digest, toc, blob, cache, logger: log.child({ image: resolved.reference }), ...reindex, ...definedOnly(opts.fetch ?? {}) });
         return { index, descriptor, blob, toc, reader, lazy };
       }),
     );

@@ -225,7 +225,7 @@ export function storeOperations(opts: StoreFsOptions): FuseOperations {
       h.blob.read(pos, len).then(
         (data) => cb(data.copy(buf, 0, 0, Math.min(len, data.length))),
         (err: unknown) => {
-          log.error({ err, path, offset: pos, length: len }, 'blob read failed: answering EIO');
+          log.error({ err, path, ...(p.kind === 'layerFile' ? { image: p.ref, layer: p.key } : {}), offset: pos, length: len }, 'blob read failed: answering EIO');
           cb(Errno.EIO);
         },
       );
