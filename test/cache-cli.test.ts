@@ -88,6 +88,8 @@ describe('tocfs cache', { skip: HAVE_CORPUS ? false : `no corpus at ${CORPUS_DIR
     const res = JSON.parse(r.out);
     assert.ok(res.removedFiles > 0);
     assert.ok(res.bytes <= budget, `${res.bytes} > ${budget}`);
+    // Not on a terminal: progress comes as log lines on stderr, ending with "done".
+    assert.match(r.err, /"msg":"cache gc: done"/);
     const human = await cli('gc', '--cache-dir', dir, '--max-size', '1k');
     assert.match(human.out, /^removed \d+ chunks .* \(budget 1\.00 KiB\)$/m);
     const bad = await cli('gc', '--cache-dir', dir, '--max-size', 'lots');

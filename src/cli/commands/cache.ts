@@ -36,12 +36,11 @@ async function openExisting(dir: string): Promise<ChunkCache | undefined> {
   return ChunkCache.open({ dir, memoryBytes: 1 });
 }
 
-/** A progress bar on a terminal; nothing otherwise (the result line says it all). */
-function terminalProgress(label: string): ((p: CacheProgress) => void) & { finish(): void } {
+/** A progress bar on a terminal, log lines (stderr) at every 10 % otherwise; nothing when there was nothing to do. */
+function jobProgress(label: string): ((p: CacheProgress) => void) & { finish(): void } {
   let bar: ReturnType<typeof createProgress> | undefined;
   const update = (p: CacheProgress): void => {
-    if (!process.stderr.isTTY) return;
-    bar ??= createProgress({ label, total: p.total });
+    bar ??= createProgress({ label: `cache ${label}`, total: p.total });
     bar.update(p.done);
   };
   return Object.assign(update, { finish: () => bar?.done() });
@@ -88,7 +87,7 @@ const gcCommand: CommandModule<object, CacheArgs> = {
     const dir = cacheDir();
     const budgetBytes = budget(argv);
     const cache = await openExisting(dir);
-    const progress = terminalProgress('gc');
+    const progress = jobProgress('gc');
     const res = cache ? await cache.gc(budgetBytes, progress) : { removedFiles: 0, removedBytes: 0 };
     progress.finish();
     const s = cache ? await cache.stats() : { files: 0, bytes: 0 };
@@ -107,7 +106,7 @@ const verifyCommand: CommandModule<object, CacheArgs> = {
   handler: async (argv) => {
     const dir = cacheDir();
     const cache = await openExisting(dir);
-    const progress = terminalProgress('verify');
+    const progress = jobProgress('verify');
     const res = cache ? await cache.verify(progress) : { checked: 0, bad: [] };
     progress.finish();
     const human =
