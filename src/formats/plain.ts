@@ -15,11 +15,24 @@ import { normaliseName } from './path.js';
 import { parseSparseMapText, scanTar, TAR_EOA, type ByteSource, type TarHeader } from './tar.js';
 import type { Chunk, Compression, LayerToc, TocEntry } from './toc.js';
 import { isStargzMetadata } from './writer/estargz.js';
+import { firstZstdFrame, isSkippableMagic } from './zstd-frames.js';
 
 /** Size of the cache pieces a plain layer's files are cut into. */
 export const PLAIN_CHUNK_SIZE = 1024 * 1024;
 /** Compressed input gathered before cutting at a zstd frame boundary and decompressing. */
 const ZSTD_BATCH = 8 * 1024 * 1024;
+/**
+ * The binding decodes whole frames into one buffer: frames that may decode to more than this
+ * (by their block headers) are refused, so a few KiB of RLE blocks cannot demand gigabytes.
+ */
+export const MAX_ZSTD_DECODE = 1024 * 1024 * 1024;
+/**
+ * Holes of sparse files are expanded (and hashed) while indexing: a header of a few bytes
+ * can claim terabytes, so the holes of one layer may add up to this much at most.
+ */
+export const MAX_SPARSE_HOLES = 16 * 1024 * 1024 * 1024;
+const ZERO_PIECE = Buffer.alloc(PLAIN_CHUNK_SIZE);
+const ZERO_PIECE_DIGEST = 'sha256:' + createHash('sha256').update(ZERO_PIECE).digest('hex');
 /** A sparse map is untrusted text held in memory: cap it. */
 const MAX_SPARSE_MAP = 16 * 1024 * 1024;
 
@@ -68,6 +81,33 @@ function completeFramesLength(b: Buffer): number {
   }
 }
 
+/** Decodes complete frames in groups whose output bound stays within MAX_ZSTD_DECODE. */
+async function* decodeFrames(buf: Buffer): AsyncGenerator<Buffer> {
+  let p = 0;
+  let groupStart = 0;
+  let groupBound = 0;
+  while (p < buf.length) {
+    let end: number;
+    let bound = 0;
+    if (isSkippableMagic(buf.readUInt32LE(p))) end = p + 8 + buf.readUInt32LE(p + 4);
+    else {
+      const f = firstZstdFrame(buf.subarray(p));
+      if (typeof f === 'string') throw new FormatError(`zstd frame at ${p}: ${f}`);
+      end = p + f.end;
+      bound = f.bound;
+    }
+    if (bound > MAX_ZSTD_DECODE) throw new FormatError(`zstd frame may decompress to ${bound} bytes, more than the ${MAX_ZSTD_DECODE} decoded at once`);
+    if (groupBound + bound > MAX_ZSTD_DECODE) {
+      yield await zstdDecompress(buf.subarray(groupStart, p));
+      groupStart = p;
+      groupBound = 0;
+    }
+    groupBound += bound;
+    p = end;
+  }
+  if (p > groupStart) yield await zstdDecompress(buf.subarray(groupStart, p));
+}
+
 /** Decompresses a zstd stream frame group by frame group (the binding has no streaming decoder). */
 async function* zstdStream(src: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
   let pending: Buffer[] = [];
@@ -82,14 +122,14 @@ async function* zstdStream(src: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
       pending = [buf];
       continue;
     }
-    yield await zstdDecompress(buf.subarray(0, cut));
+    yield* decodeFrames(buf.subarray(0, cut));
     pending = [buf.subarray(cut)];
     length = buf.length - cut;
   }
   const rest = Buffer.concat(pending);
   if (rest.length > 0) {
     if (completeFramesLength(rest) !== rest.length) throw new FormatError('truncated zstd stream');
-    yield await zstdDecompress(rest);
+    yield* decodeFrames(rest);
   }
 }
 
@@ -175,7 +215,7 @@ export async function* withoutStargzMetadata(src: ByteSource): AsyncGenerator<Bu
 }
 
 /** The expanded content of a sparse member: data regions from the archive, zeros between. */
-async function* expandSparse(h: TarHeader, content: AsyncIterable<Buffer>, layer: string): AsyncGenerator<Buffer> {
+async function* expandSparse(h: TarHeader, content: AsyncIterable<Buffer>, layer: string, holes: { bytes: number }): AsyncGenerator<Buffer> {
   const it = content[Symbol.asyncIterator]();
   let buf = Buffer.alloc(0);
   let map = h.sparse!.map;
@@ -209,6 +249,8 @@ async function* expandSparse(h: TarHeader, content: AsyncIterable<Buffer>, layer
   };
   let at = 0;
   const zeros = (n: number): Buffer[] => {
+    holes.bytes += n;
+    if (holes.bytes > MAX_SPARSE_HOLES) throw new FormatError(`layer ${layer}: ${h.name}: sparse files of the layer have more than ${MAX_SPARSE_HOLES} bytes of holes, which tocfs would have to expand`);
     const out: Buffer[] = [];
     for (; n > 0; n -= PLAIN_CHUNK_SIZE) out.push(Buffer.alloc(Math.min(n, PLAIN_CHUNK_SIZE)));
     return out;
@@ -309,6 +351,8 @@ async function indexStream(
   const layer = desc.digest;
   const stream = await openLayerStream(desc, blob, onProgress);
   const entries: TocEntry[] = [];
+  const holes = { bytes: 0 };
+  let zeroPiecePut = false;
   let uncompressed = 0;
   for await (const ev of scanTar((async function* () {
     for await (const b of stream.tar) {
@@ -323,13 +367,16 @@ async function indexStream(
     if (isStargzMetadata(e.path)) continue;
     if (e.type === 'reg') {
       const fileHash = createHash('sha256');
-      const content = h.sparse ? expandSparse(h, ev.content, layer) : ev.content;
+      const content = h.sparse ? expandSparse(h, ev.content, layer, holes) : ev.content;
       let offset = 0;
       for await (const piece of fixedPieces(content, PLAIN_CHUNK_SIZE)) {
         fileHash.update(piece);
-        const digest = 'sha256:' + createHash('sha256').update(piece).digest('hex');
-        await put(digest, piece);
-        const chunk: Chunk = { offset, size: piece.length, compressedOffset: -1, compressedEnd: -1, innerOffset: 0, digest, zeros: !piece.some((x) => x !== 0) };
+        const zeros = piece.equals(ZERO_PIECE.subarray(0, piece.length));
+        // Runs of zero pieces (sparse holes) share one digest: hash and store it once.
+        const digest = zeros && piece.length === PLAIN_CHUNK_SIZE ? ZERO_PIECE_DIGEST : 'sha256:' + createHash('sha256').update(piece).digest('hex');
+        if (digest !== ZERO_PIECE_DIGEST || !zeroPiecePut) await put(digest, piece);
+        if (digest === ZERO_PIECE_DIGEST) zeroPiecePut = true;
+        const chunk: Chunk = { offset, size: piece.length, compressedOffset: -1, compressedEnd: -1, innerOffset: 0, digest, zeros };
         e.chunks.push(chunk);
         offset += piece.length;
       }
