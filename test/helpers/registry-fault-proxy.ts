@@ -140,9 +140,13 @@ export async function startFaultProxy(upstream: string, opts: { port?: number } 
     if (fault?.kind === 'shift-range') headers.range = shiftRange(req.headers.range, fault.by);
     const upPath = fault?.kind === 'wrong-blob' ? path.replace(BLOB_PATH, (m) => m.replace(/sha256:[0-9a-f]{64}/, fault.digest)) : path;
     const up = httpRequest({ host: upHost, port: Number(upPort), method: req.method, path: upPath, headers }, (upRes) => {
-      // The registry died mid-body: cut the client off too.
-      upRes.on('error', () => res.destroy());
-      upRes.on('aborted', () => res.destroy());
+      // The registry died mid-body: cut the client off too (a `cut` fault ends the connection itself).
+      let cutting = false;
+      const upstreamGone = (): void => {
+        if (!cutting) res.destroy();
+      };
+      upRes.on('error', upstreamGone);
+      upRes.on('aborted', upstreamGone);
       if (fault?.kind === 'truncate') {
         res.writeHead(upRes.statusCode ?? 502, truncatedHeaders(upRes.headers, fault.keep));
         let sent = 0;
@@ -178,6 +182,7 @@ export async function startFaultProxy(upstream: string, opts: { port?: number } 
           if (n > 0) res.write(chunk.subarray(0, n));
           sent += n;
           if (sent >= fault.afterBytes) {
+            cutting = true;
             upRes.destroy();
             // Let the bytes already written go out before the connection drops.
             res.socket?.end(() => res.socket?.destroy());
