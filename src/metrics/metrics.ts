@@ -5,6 +5,7 @@
  */
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { DigestMismatchError } from '../errors.js';
+import { tapBlob } from '../source/tap.js';
 import type { BlobReader } from '../source/types.js';
 
 export const registry = new Registry();
@@ -143,19 +144,5 @@ export const metrics = {
 
 /** `blob` with every byte it delivers (ranges and whole-blob streams) counted in tocfs_fetched_bytes_total. */
 export function meteredBlob(blob: BlobReader): BlobReader {
-  const count = (n: number): void => fetchedFor(blob.digest).inc(n);
-  return {
-    digest: blob.digest,
-    size: blob.size,
-    async read(offset, length, signal) {
-      const buf = await blob.read(offset, length, signal);
-      count(buf.length);
-      return buf;
-    },
-    async stream(signal) {
-      const s = await blob.stream(signal);
-      s.on('data', (chunk: Buffer) => count(chunk.length));
-      return s;
-    },
-  };
+  return tapBlob(blob, { bytes: (n) => fetchedFor(blob.digest).inc(n) });
 }

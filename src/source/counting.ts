@@ -1,3 +1,4 @@
+import { tapBlob } from './tap.js';
 import type { BlobReader } from './types.js';
 
 /** Counts the bytes and requests that pass through a BlobReader (for `--stats` and tests). */
@@ -7,45 +8,20 @@ export class ReadCounter {
   readonly perBlob = new Map<string, { bytes: number; requests: number }>();
 
   wrap(blob: BlobReader): BlobReader {
-    const counter = this;
-    const note = (n: number): void => {
-      counter.bytes += n;
-      counter.requests += 1;
-      const b = counter.perBlob.get(blob.digest) ?? { bytes: 0, requests: 0 };
-      b.bytes += n;
-      b.requests += 1;
-      counter.perBlob.set(blob.digest, b);
+    const mine = (): { bytes: number; requests: number } => {
+      let b = this.perBlob.get(blob.digest);
+      if (!b) this.perBlob.set(blob.digest, (b = { bytes: 0, requests: 0 }));
+      return b;
     };
-    const parts = blob.readParts?.bind(blob);
-    return {
-      digest: blob.digest,
-      size: blob.size,
-      async read(offset, length, signal) {
-        const buf = await blob.read(offset, length, signal);
-        note(buf.length);
-        return buf;
+    return tapBlob(blob, {
+      bytes: (n) => {
+        this.bytes += n;
+        mine().bytes += n;
       },
-      ...(parts && {
-        async *readParts(offset: number, length: number, signal?: AbortSignal): AsyncIterable<Buffer> {
-          let n = 0;
-          try {
-            for await (const part of parts(offset, length, signal)) {
-              n += part.length;
-              yield part;
-            }
-          } finally {
-            note(n);
-          }
-        },
-      }),
-      async stream(signal) {
-        const s = await blob.stream(signal);
-        s.on('data', (chunk: Buffer) => {
-          counter.bytes += chunk.length;
-        });
-        counter.requests += 1;
-        return s;
+      request: () => {
+        this.requests += 1;
+        mine().requests += 1;
       },
-    };
+    });
   }
 }
