@@ -28,9 +28,10 @@ export interface NormalisedEntries {
 
 const PREFETCH_LANDMARK = '.prefetch.landmark';
 const NO_PREFETCH_LANDMARK = '.no.prefetch.landmark';
-const ENTRY_TYPES = new Set<string>(['reg', 'dir', 'symlink', 'hardlink', 'char', 'block', 'fifo']);
-const MAX_ID = 0xffffffff;
-const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+export const ENTRY_TYPES = new Set<string>(['reg', 'dir', 'symlink', 'hardlink', 'char', 'block', 'fifo']);
+/** Largest uid, gid or device number. */
+export const MAX_ID = 0xffffffff;
+export const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 const EPOCH: Timestamp = { sec: 0, nsec: 0 };
 
 /** One piece of a regular file as the TOC states it, before its compressed range is known. */

@@ -11,14 +11,12 @@
 import { isDigest, sha256 } from '../digest.js';
 import { FormatError } from '../errors.js';
 import type { Descriptor } from '../source/types.js';
+import { BASE64, ENTRY_TYPES, MAX_ID } from './entries.js';
 import { normaliseName } from './path.js';
-import { PLAIN_CHUNK_SIZE } from './plain.js';
+import { PLAIN_CHUNK_SIZE, plainLayerToc } from './plain.js';
 import type { Chunk, EntryType, LayerToc, Timestamp, TocEntry, TocStore } from './toc.js';
 
 const MAGIC = 'tocfs-plain-index-v1\n';
-const ENTRY_TYPES = new Set<string>(['reg', 'dir', 'symlink', 'hardlink', 'char', 'block', 'fifo']);
-const MAX_ID = 0xffffffff;
-const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 
 /** The store key: not a digest, so the store hashes it into a name no TOC digest can take. */
 export function plainIndexKey(layer: string): string {
@@ -73,17 +71,7 @@ export function decodePlainIndex(desc: Descriptor, data: Buffer): LayerToc {
   if (!body || typeof body !== 'object' || !Array.isArray(body.entries) || typeof body.formatVersion !== 'string' || (body.compression !== 'gzip' && body.compression !== 'zstd'))
     throw new FormatError('stored index has no entries list');
   const entries = body.entries.map((e, i) => entryFrom(e, i));
-  return {
-    format: 'none',
-    formatVersion: body.formatVersion,
-    compression: body.compression,
-    entries,
-    tocOffset: -1,
-    tocCompressedLength: 0,
-    tocUncompressedLength: 0,
-    verified: true,
-    ...(isCount(body.uncompressedSize) ? { uncompressedSize: body.uncompressedSize } : {}),
-  };
+  return plainLayerToc(body.formatVersion, body.compression, entries, isCount(body.uncompressedSize) ? body.uncompressedSize : undefined);
 }
 
 const zeroDigests = new Map<number, string>();

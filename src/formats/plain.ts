@@ -387,16 +387,20 @@ async function indexStream(
   }
   // No chunk of this TOC is ever fetched from the blob (offsets are -1), so an uncompressed
   // tar's compression field is only descriptive.
-  const compression: Compression = stream.codec === 'zstd' ? 'zstd' : 'gzip';
+  return plainLayerToc(`plain ${stream.codec}`, stream.codec === 'zstd' ? 'zstd' : 'gzip', entries, uncompressed);
+}
+
+/** The TOC of a layer indexed whole: it has no TOC of its own in the blob, and its digest was checked. */
+export function plainLayerToc(formatVersion: string, compression: Compression, entries: TocEntry[], uncompressedSize?: number): LayerToc {
   return {
     format: 'none',
-    formatVersion: `plain ${stream.codec}`,
+    formatVersion,
     compression,
     entries,
     tocOffset: -1,
     tocCompressedLength: 0,
     tocUncompressedLength: 0,
     verified: true,
-    uncompressedSize: uncompressed,
+    ...(uncompressedSize !== undefined ? { uncompressedSize } : {}),
   };
 }
