@@ -183,6 +183,9 @@ describe('faults under real mounts', { skip, timeout: 240_000 }, () => {
     assert.doesNotThrow(() => process.kill(state.pid, 0), `${m.format}: the daemon (pid ${state.pid}) is alive`);
     assert.ok(await isTocfsMount(m.mnt), `${m.format}: still mounted`);
     await statfs(m.mnt);
+    // The daemon logs and survives an uncaught error; the suite counts it as a crash all the same.
+    const log = await readFile(mountFiles(m.mnt).log, 'utf8');
+    assert.doesNotMatch(log, /uncaught exception|unhandled rejection/, `${m.format}: the daemon hit an uncaught error`);
   }
 
   /** What `tocfs cache verify` does (re-hash every chunk file), in-process: after every case, the disk tier must be clean. */
@@ -443,6 +446,17 @@ describe('faults under real mounts', { skip, timeout: 240_000 }, () => {
     tc.diagnostic(`# faults (kill -9 of the daemon): ${summary(t)}`);
     assert.deepEqual(t.wrong, []);
     assert.deepEqual(t.unexpected, []);
+  });
+
+  it('an unresolvable registry host: tocfs mount fails at once, naming the host', async () => {
+    const mnt = await mkdtemp(join(tmp, 'dns-'));
+    const started = Date.now();
+    const r = await runCli(['mount', 'docker://registry.invalid/faults:latest', mnt, '--cache-dir', join(tmp, 'dns-cache')], { env });
+    total.injected++;
+    total.worstMs = Math.max(total.worstMs, Date.now() - started);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /registry\.invalid: host not found/);
+    assert.equal(await isTocfsMount(mnt), false);
   });
 
   it('every cache after the network faults passes tocfs cache verify; the mounts unmount cleanly', async () => {
