@@ -5,7 +5,8 @@
  * access-log byte count fetched, one memory and one disk miss per chunk on the cold read,
  * memory hits and no fetch on a re-read past the page cache, disk hits in a new mount over
  * the same cache directory. Then the same for a file read through `tocfs store`; and a chunk
- * that fails verification: EIO, the counter, and log lines that name image, layer and path.
+ * that fails verification and a registry error: EIO, the counters, and log lines that name
+ * image, layer and path.
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -199,7 +200,7 @@ describe('metrics of a mounted image', { skip: await fuseSkipReason() }, () => {
     }
   });
 
-  test('a chunk that fails verification: EIO, the counter, log lines naming image, layer and path', async () => {
+  test('a chunk that fails verification, and a 503: EIO, their counters, log lines naming image, layer and path', async () => {
     const path = 'usr/share/other-3';
     const proxy = await startFaultProxy(reg.host);
     // No read-ahead: the corrupted request is the one the read waits for.
@@ -217,6 +218,18 @@ describe('metrics of a mounted image', { skip: await fuseSkipReason() }, () => {
       assert.ok(delta(s0, s1)('tocfs_fuse_errors_total{op="read",errno="EIO"}') >= 1);
       // The fault is gone: the same read now gets the right bytes.
       assert.deepEqual(await readFile(join(mnt, path)), seededBytes('other-3', 256 * 1024));
+
+      // 503s fail the read, each answer counted under its status.
+      const faultedBefore = proxy.faulted();
+      proxy.inject({ kind: 'status', status: 503 }, { times: 1000 });
+      await assert.rejects(readFile(join(mnt, 'usr/share/other-5')), { code: 'EIO' });
+      proxy.clear();
+      const s2 = await scrape(port);
+      const answered503 = proxy.faulted() - faultedBefore;
+      assert.ok(answered503 >= 1);
+      assert.equal(delta(s1, s2)('tocfs_registry_errors_total{code="503"}'), answered503);
+      assert.equal(s2.get('tocfs_registry_requests_in_flight'), 0);
+      assert.deepEqual(await readFile(join(mnt, 'usr/share/other-5')), seededBytes('other-5', 256 * 1024));
 
       const lines = (await readFile(mountFiles(mnt).log, 'utf8')).split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
       for (const msg of ['chunk failed verification', 'read failed: answering EIO']) {
