@@ -5,17 +5,19 @@
  * journal; `--log-level` filters; child loggers name image, layer and path.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { closeSync, fstatSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import { after, describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import { createLogger, imageLogger, layerLogger, pathLogger } from '../src/log.js';
 import { runCli } from './helpers/cli.js';
 import { buildImage, seededBytes } from './helpers/images.js';
 import { fuseSkipReason } from './helpers/mounts.js';
+import { writeAuthFile } from './helpers/registry-env.js';
+import { startRegistry, type TestRegistry } from './helpers/registry.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'tocfs-log-'));
 after(() => rmSync(tmp, { recursive: true, force: true }));
@@ -198,5 +200,48 @@ describe('where the CLI logs: stderr for commands, stdout for daemons', () => {
     assert.ok(lines.some((l) => l.level === 40 && String(l.msg).includes('TOCFS_FETCH_CONCURENCY')), out);
     assert.ok(lines.some((l) => l.msg === 'unmounted'), out);
     assert.equal(err, '');
+  });
+});
+
+describe('no credentials in what the CLI prints, at the most verbose level', () => {
+  const USER = 'carol';
+  const PASSWORD = 'Sup3r-s3cret-pw-e2e';
+  const secrets = [PASSWORD, Buffer.from(`${USER}:${PASSWORD}`).toString('base64')];
+  const content = 'private\n';
+  let reg: TestRegistry;
+  let ref: string;
+  let env: NodeJS.ProcessEnv;
+
+  before(async () => {
+    const dir = mkdtempSync(join(tmp, 'auth-'));
+    writeFileSync(join(dir, 'htpasswd'), execFileSync('htpasswd', ['-Bbn', USER, PASSWORD]));
+    reg = await startRegistry({ extraConfig: `auth:\n  htpasswd:\n    realm: tocfs-test\n    path: ${join(dir, 'htpasswd')}\n` });
+    const img = await buildImage(join(dir, 'image'), { format: 'zstd:chunked', layers: [[{ path: 'secret.txt', content }]] });
+    await reg.load(img.dir, 'private/app');
+    ref = `docker://${reg.host}/private/app:latest`;
+    await writeAuthFile(join(dir, 'auth.json'), { [reg.host]: { username: USER, password: PASSWORD } });
+    writeFileSync(join(dir, 'wrong.json'), JSON.stringify({ auths: { [reg.host]: { auth: Buffer.from(`${USER}:${PASSWORD}-wrong`).toString('base64') } } }));
+    env = { TOCFS_CONFIG: emptyConfig, CONTAINERS_REGISTRIES_CONF: join(dir, 'registries.conf'), REGISTRY_AUTH_FILE: join(dir, 'auth.json'), TOCFS_CERTS_DIR: join(dir, 'certs.d'), TOCFS_CACHE_DIR: join(dir, 'cache') };
+  });
+  after(async () => {
+    await reg?.stop();
+  });
+
+  const leaks = (text: string): string[] => secrets.filter((x) => text.includes(x));
+
+  it('tocfs cat --log-level trace through Basic auth: the file, log lines, no secret', async () => {
+    const res = await runCli(['cat', '--log-level', 'trace', '--tls-verify=false', ref, '/secret.txt'], { env });
+    assert.equal(res.code, 0, res.stderr);
+    assert.equal(res.stdout.toString(), content);
+    assert.ok(res.stderr.split('\n').filter(Boolean).length > 0, 'trace level logs something');
+    assert.deepEqual(leaks(res.stderr), []);
+  });
+
+  it('a wrong password: the error names the user, never a secret', async () => {
+    const res = await runCli(['cat', '--log-level', 'trace', '--tls-verify=false', ref, '/secret.txt'], { env: { ...env, REGISTRY_AUTH_FILE: env.REGISTRY_AUTH_FILE!.replace('auth.json', 'wrong.json') } });
+    assert.equal(res.code, 1);
+    assert.match(res.stderr, /carol/);
+    assert.deepEqual(leaks(res.stderr + res.stdout.toString()), []);
+    assert.ok(!res.stderr.includes(`${PASSWORD}-wrong`));
   });
 });
