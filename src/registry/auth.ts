@@ -140,6 +140,10 @@ export class Authenticator {
     }
     const scopes = [scope, ...(params.scope && params.scope !== scope ? [params.scope] : [])];
     const c = await this.creds();
+    // The realm is whatever the registry's challenge names: credentials go there only over
+    // TLS, unless the registry itself is insecure (plain HTTP or unverified).
+    if (c && realm.protocol !== 'https:' && !this.ctx.insecure)
+      throw new AuthError(`${this.ctx.registry}: bearer realm ${realm.origin} is not https; tocfs does not send the credentials from ${c.source} over ${realm.protocol.slice(0, -1)} (mark the registry insecure in registries.conf to allow it)`, 401);
     const form = new URLSearchParams();
     let req: Parameters<Transports['request']>[1];
     if (c?.identityToken) {
