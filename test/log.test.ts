@@ -162,9 +162,12 @@ describe('where the CLI logs: stderr for commands, stdout for daemons', () => {
   let image: string;
   const jsonLines = (text: string) => text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
 
-  it('tocfs cat: stdout is exactly the file, the log line is on stderr', async () => {
+  before(async () => {
     const img = await buildImage(join(tmp, 'image'), { format: 'zstd:chunked', layers: [[{ path: 'data.bin', content }]] });
     image = `oci:${img.dir}`;
+  });
+
+  it('tocfs cat: stdout is exactly the file, the log line is on stderr', async () => {
     const res = await runCli(['cat', '--cache-dir', join(tmp, 'cache-cat'), image, '/data.bin'], { env });
     assert.equal(res.code, 0, res.stderr);
     assert.deepEqual(res.stdout, content);
@@ -200,6 +203,39 @@ describe('where the CLI logs: stderr for commands, stdout for daemons', () => {
     assert.ok(lines.some((l) => l.level === 40 && String(l.msg).includes('TOCFS_FETCH_CONCURENCY')), out);
     assert.ok(lines.some((l) => l.msg === 'unmounted'), out);
     assert.equal(err, '');
+  });
+
+  it('tocfs mount --foreground under systemd: journald priority prefixes on stdout', async (t) => {
+    const skip = await fuseSkipReason();
+    if (skip) return t.skip(skip);
+    const mnt = mkdtempSync(join(tmp, 'mnt-'));
+    const file = join(tmp, 'daemon-journal');
+    const fd = openSync(file, 'w');
+    const st = fstatSync(fd);
+    const entry = fileURLToPath(new URL('../src/cli/entry.ts', import.meta.url));
+    const child = spawn(process.execPath, ['--import', 'tsx', entry, 'mount', '--foreground', '--cache-dir', join(tmp, 'cache-journal'), image, mnt], {
+      env: { ...process.env, ...env, JOURNAL_STREAM: `${st.dev}:${st.ino}` },
+      stdio: ['ignore', fd, 'pipe'],
+    });
+    closeSync(fd);
+    let err = '';
+    child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+    const closed = new Promise<number | null>((resolve) => child.on('close', resolve));
+    try {
+      const deadline = Date.now() + 60_000;
+      while (!readFileSync(file, 'utf8').includes('"msg":"mounted"')) {
+        if (child.exitCode !== null || Date.now() > deadline) throw new Error(`no "mounted" line; stderr: ${err}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    } finally {
+      child.kill('SIGTERM');
+    }
+    assert.equal(await closed, 0, err);
+    const lines = readFileSync(file, 'utf8').split('\n').filter(Boolean);
+    assert.ok(lines.length >= 3, lines.join('\n'));
+    for (const line of lines) assert.match(line, /^<[2-7]>\{"level":/, line);
+    assert.ok(lines.some((l) => l.startsWith('<4>') && l.includes('TOCFS_FETCH_CONCURENCY')), 'the warning has priority 4');
+    assert.ok(lines.some((l) => l.startsWith('<6>') && l.includes('"msg":"mounted"')), 'info has priority 6');
   });
 });
 
