@@ -12,7 +12,7 @@
 import type { Logger } from 'pino';
 import type { ChunkCache } from '../cache/chunk-cache.js';
 import { isDigest } from '../digest.js';
-import { TocfsError } from '../errors.js';
+import { preview, TocfsError } from '../errors.js';
 import { LayerReader } from '../fetch/layer-reader.js';
 import { prefetchLandmark } from '../fetch/prefetch.js';
 import { readLayerToc, type LayerToc, type TocStore } from '../formats/index.js';
@@ -363,7 +363,7 @@ export class LayerStore {
     if (diffIds.length !== image.layers.length)
       throw new StoreMiss(`${ref}: the config lists ${diffIds.length} diff_ids for ${image.layers.length} layers: cannot vouch for the layer's DiffID`);
     const diffId = diffIds[index]!;
-    if (!isDigest(diffId)) throw new StoreMiss(`${ref}: config diff_ids[${index}] is not a sha256 digest: ${JSON.stringify(diffId).slice(0, 100)}`);
+    if (!isDigest(diffId)) throw new StoreMiss(`${ref}: config diff_ids[${index}] is not a sha256 digest: ${preview(diffId, 100)}`);
     const content = await this.contentFor(img.source, image.layers[index]!, index);
     return new StoreLayer(ref, key, image, index, content, diffId);
   }
