@@ -104,6 +104,24 @@ function chooseForm(format: LogFormat, env: NodeJS.ProcessEnv, fd: 1 | 2): 'json
   return isTerminal(fd) ? 'pretty' : 'json';
 }
 
+/**
+ * pino's error serializer, except that a cause is appended to the message only when the
+ * message does not quote it already: tocfs errors carry their cause's message in their own
+ * ("cannot fetch …: 503"), and pino appending every cause again doubled each one.
+ */
+function serializeError(err: unknown): unknown {
+  const out = pino.stdSerializers.err(err as Error) as unknown;
+  if (!(err instanceof Error) || typeof out !== 'object' || out === null) return out;
+  let message = err.message;
+  const seen = new Set<unknown>([err]);
+  for (let c = err.cause; c instanceof Error && !seen.has(c); c = c.cause) {
+    seen.add(c);
+    if (c.message && !message.includes(c.message)) message += `: ${c.message}`;
+  }
+  (out as { message: string }).message = message;
+  return out;
+}
+
 export function createLogger(opts: LoggerOptions = {}): Logger {
   const env = opts.env ?? process.env;
   const level = opts.level ?? env.TOCFS_LOG_LEVEL ?? 'info';
@@ -128,6 +146,7 @@ export function createLogger(opts: LoggerOptions = {}): Logger {
       // pino's own redaction covers child bindings (pino skips formatters for those).
       redact: { paths: SECRET_KEYS.filter((k) => /^\w+$/.test(k)).flatMap((k) => [k, `*.${k}`]), censor: REDACTED },
       formatters: { log: (obj) => redactSecrets(obj) as Record<string, unknown> },
+      serializers: { err: serializeError },
     },
     scrubbing(inner, form === 'journald'),
   );

@@ -188,6 +188,15 @@ describe('faults under real mounts', { skip, timeout: 240_000 }, () => {
     assert.doesNotMatch(log, /uncaught exception|unhandled rejection/, `${m.format}: the daemon hit an uncaught error`);
   }
 
+  /** The error messages the daemon logged for failed reads of `file`. */
+  async function failedReads(m: FaultMount, file: string): Promise<string[]> {
+    const lines = (await readFile(mountFiles(m.mnt).log, 'utf8')).split('\n').filter((l) => l.startsWith('{'));
+    return lines
+      .map((l) => JSON.parse(l) as { msg?: string; path?: string; err?: { message?: string } })
+      .filter((e) => e.msg === 'read failed: answering EIO' && e.path === `/${file}`)
+      .map((e) => e.err?.message ?? '');
+  }
+
   /** What `tocfs cache verify` does (re-hash every chunk file), in-process: after every case, the disk tier must be clean. */
   async function cacheClean(dir: string): Promise<number> {
     const cache = await ChunkCache.open({ dir, memoryBytes: 1 });
@@ -270,7 +279,7 @@ describe('faults under real mounts', { skip, timeout: 240_000 }, () => {
     assert.equal(await read(file()), 'EIO');
   });
 
-  networkCase('429 with Retry-After is honoured; a Retry-After beyond the timeout is EIO, and the next read after it clears fetches afresh', async ({ read, file }) => {
+  networkCase('429 with Retry-After is honoured; a Retry-After beyond the timeout is EIO, and the next read after it clears fetches afresh', async ({ m, read, file }) => {
     const f = file();
     const at = proxy.requests.length;
     inject({ kind: 'status', status: 429, headers: { 'retry-after': '1' } });
@@ -281,7 +290,10 @@ describe('faults under real mounts', { skip, timeout: 240_000 }, () => {
     assert.ok(retry && retry.at - first.at >= 900, `the retry waited for Retry-After: ${retry ? retry.at - first.at : 'no retry'} ms`);
     // Until it clears, every request is told to come back in 30 s.
     inject({ kind: 'status', status: 429, headers: { 'retry-after': '30' } }, 1000);
-    assert.equal(await read(file()), 'EIO');
+    const waited = file();
+    assert.equal(await read(waited), 'EIO');
+    const logged = await failedReads(m, waited);
+    assert.ok(logged.length > 0 && logged.every((msg) => msg.includes(`no data within fetch.timeout (${TIMEOUT_MS / 1000}s)`)), `the log says the read timed out: ${logged.join(' | ')}`);
   });
 
   networkCase('slow bodies: a trickle within the timeout gives the right bytes; one past it is EIO', async ({ read, file }) => {
@@ -298,13 +310,20 @@ describe('faults under real mounts', { skip, timeout: 240_000 }, () => {
     assert.equal(await read(file()), 'EIO');
   });
 
-  networkCase('a flipped byte in a frame fails verification: EIO, never the corrupt bytes', async ({ read, file }) => {
+  networkCase('a flipped byte in a frame fails verification: EIO, never the corrupt bytes', async ({ m, read, file }) => {
     // Once: the kernel retries the failed page, which fetches afresh — right bytes or EIO.
     inject({ kind: 'flip' });
     assert.notEqual(await read(file(), 0, FAULT_FILE_SIZE), 'other');
     // Every time until it clears: EIO.
     inject({ kind: 'flip', at: 17 }, 1000);
-    assert.equal(await read(file(), 0, FAULT_FILE_SIZE), 'EIO');
+    const flipped = file();
+    assert.equal(await read(flipped, 0, FAULT_FILE_SIZE), 'EIO');
+    const logged = await failedReads(m, flipped);
+    assert.ok(logged.length > 0, 'the failed read is logged');
+    for (const msg of logged) {
+      assert.match(msg, /digest mismatch|cannot decompress/, 'the log says the chunk failed verification');
+      assert.equal(msg.split(`entry ${flipped}`).length, 2, `the message names the file once: ${msg}`);
+    }
   });
 
   networkCase("the wrong blob's bytes are EIO, whether or not its Content-Range gives it away", async ({ m, read, file }) => {

@@ -381,7 +381,8 @@ export class LayerReader {
       metrics.verificationFailed(this.layerDigest, 'chunk');
       fetched();
       this.log.warn({ err: e, layer: this.layerDigest, path: entry.path }, 'chunk failed verification');
-      w.reject(new LayerReadError(`${this.what(entry)}: ${(e as Error).message}`, { cause: e }));
+      const message = (e as Error).message;
+      w.reject(new LayerReadError(message.startsWith(this.what(entry)) ? message : `${this.what(entry)}: ${message}`, { cause: e }));
     }
   }
 

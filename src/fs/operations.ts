@@ -6,6 +6,8 @@
 import type { Logger } from 'pino';
 import type { FsNode, FsTree } from '../image/tree.js';
 import { sortedNames } from '../image/tree.js';
+import { formatDuration } from '../config/units.js';
+import { TocfsError } from '../errors.js';
 import { metrics } from '../metrics/index.js';
 import { Errno, type FuseOperations, type StatfsInfo, type StatInfo } from './fuse-binding.js';
 
@@ -79,6 +81,13 @@ function contentBytes(tree: FsTree): number {
     }
   }
   return n;
+}
+
+/** Aborts a read after `ms` with an error that says so (AbortSignal.timeout's reason names no setting). */
+function readDeadline(ms: number): { signal: AbortSignal; clear(): void } {
+  const ac = new AbortController();
+  const timer = setTimeout(() => ac.abort(new TocfsError(`no data within fetch.timeout (${formatDuration(ms)})`, 'ETIMEDOUT')), ms);
+  return { signal: ac.signal, clear: () => clearTimeout(timer) };
 }
 
 /** The FUSE operations of one mounted tree. */
@@ -169,12 +178,15 @@ export function fsOperations(opts: FsOptions): FuseOperations {
       const size = node.entry.type === 'reg' ? node.entry.size : 0;
       if (pos >= size || len === 0) return cb(0);
       const length = Math.min(len, size - pos);
-      read(node, pos, length, opts.readTimeoutMs ? AbortSignal.timeout(opts.readTimeoutMs) : undefined).then(
+      const deadline = opts.readTimeoutMs ? readDeadline(opts.readTimeoutMs) : undefined;
+      read(node, pos, length, deadline?.signal).then(
         (data) => {
+          deadline?.clear();
           data.copy(buf, 0, 0, length);
           cb(Math.min(data.length, length));
         },
         (err: unknown) => {
+          deadline?.clear();
           log.error({ err, path, offset: pos, length, ...opts.describe?.(node) }, 'read failed: answering EIO');
           cb(Errno.EIO);
         },
