@@ -202,6 +202,38 @@ describe('htpasswd (Basic) authentication', { skip }, () => {
       await assert.rejects(inPath(() => findCredentials([first, second], reg.host, 'private/app')), /docker-credential-locked .* failed/);
     });
 
+    test('registries.conf credential-helpers: each in order, the auth files as "containers-auth.json"; a failing one is passed over', async () => {
+      const run = async (dir: string, helpers: string, auth: object | undefined): Promise<ImageSource> => {
+        const opts = await isolatedRegistryOptions(join(tmp, dir));
+        await writeFile(opts.registriesConf!, `credential-helpers = ${helpers}\n`);
+        if (auth) await writeFile(opts.authFile!, JSON.stringify(auth));
+        return open({ tlsVerify: false, registry: opts });
+      };
+      const wrongFile = { auths: { [reg.host]: { auth: Buffer.from(`${USER}:wrong`).toString('base64') } } };
+      const goodFile = { auths: { [reg.host]: { auth: Buffer.from(`${USER}:${PASSWORD}`).toString('base64') } } };
+      await writeCredentialHelper(bin, 'global', ok(USER, PASSWORD));
+
+      // The global helper first: the auth file (with a wrong password) is never read.
+      await inPath(async () => pullAndCompare(await run('global-first', '["global", "containers-auth.json"]', wrongFile)));
+      assert.deepEqual(await askedOf(bin, 'global'), [reg.host]);
+      // A failing helper, then the auth files: the auth files answer.
+      await inPath(async () => pullAndCompare(await run('locked-first', '["locked", "containers-auth.json"]', goodFile)));
+      // Only a helper with nothing: no credentials, and the error says where it looked.
+      await inPath(async () =>
+        assert.rejects((await run('empty-only', '["empty"]', goodFile)).resolve(), (e: Error) => {
+          assert.match(e.message, new RegExp(`^${reg.host}: authentication required to pull private/app.*no credentials for ${reg.host} were found in docker-credential-empty;`));
+          return true;
+        }),
+      );
+      // Every one failing: each error, naming its helper.
+      await inPath(async () =>
+        assert.rejects((await run('all-fail', '["locked", "absent"]', undefined)).resolve(), /no credentials for 127\.0\.0\.1:\d+: credential helper docker-credential-locked .*exit code 3.*; credential helper docker-credential-absent .*not installed/),
+      );
+      const bad = await isolatedRegistryOptions(join(tmp, 'bad-list'));
+      await writeFile(bad.registriesConf!, 'credential-helpers = "secretservice"\n');
+      await assert.rejects((await open({ tlsVerify: false, registry: bad })).resolve(), new RegExp(`${bad.registriesConf}: credential-helpers must be a list of helper names`));
+    });
+
     test('a failing, missing or garbled helper: an error naming the helper and the file, never the secret', async () => {
       const cases: Array<[string, string, RegExp]> = [
         ['locked', 'credHelpers', /credential helper docker-credential-locked \(credHelpers\["[^"]+"\] in [^)]+\) failed for 127\.0\.0\.1:\d+: exit code 3: the keyring is locked/],

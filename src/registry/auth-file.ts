@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import { SourceError } from '../errors.js';
 import { DOCKER_HUB } from '../reference.js';
 import { helperGet, helperProgram } from './cred-helper.js';
+import { AUTH_FILES_HELPER } from './registries-conf.js';
 
 export interface Credentials {
   username: string;
@@ -156,5 +157,32 @@ export async function findCredentials(paths: string[], registry: string, reposit
     const c = fromAuths(file.auths, path, registry, repository) ?? (file.credsStore ? await fromHelper(file.credsStore, registry, `credsStore in ${path}`) : undefined);
     if (c) return c;
   }
+  return undefined;
+}
+
+/**
+ * Credentials as Podman looks them up: each of registries.conf's `credential-helpers` in
+ * order (the auth files for `containers-auth.json`, else docker-credential-NAME); the first
+ * that has some wins. A failing one is passed over for the next, and its error reported
+ * only if none has credentials.
+ */
+export async function lookupCredentials(
+  configured: { helpers: string[]; file: string } | undefined,
+  paths: string[],
+  registry: string,
+  repository: string,
+): Promise<Credentials | undefined> {
+  const helpers = configured?.helpers ?? [AUTH_FILES_HELPER];
+  const errors: Error[] = [];
+  for (const h of helpers) {
+    try {
+      const c = h === AUTH_FILES_HELPER ? await findCredentials(paths, registry, repository) : await fromHelper(h, registry, `credential-helpers in ${configured!.file}`);
+      if (c) return c;
+    } catch (e) {
+      errors.push(e as Error);
+    }
+  }
+  if (errors.length === 1) throw errors[0];
+  if (errors.length > 1) throw new SourceError(`no credentials for ${registry}: ${errors.map((e) => e.message).join('; ')}`);
   return undefined;
 }

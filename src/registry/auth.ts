@@ -6,8 +6,9 @@
  */
 import { SourceError } from '../errors.js';
 import { logger } from '../log.js';
-import { findCredentials, type Credentials } from './auth-file.js';
+import { lookupCredentials, type Credentials } from './auth-file.js';
 import { parseChallenges, type Challenge } from './challenge.js';
+import { AUTH_FILES_HELPER } from './registries-conf.js';
 import { readLimited, type Transports } from './transport.js';
 
 interface CachedToken {
@@ -30,6 +31,7 @@ export interface AuthContext {
   registry: string;
   repository: string;
   authFiles: string[];
+  credentialHelpers?: { helpers: string[]; file: string };
   transports: Transports;
   /** Whether the realm may be reached with verification off (insecure registry). */
   insecure: boolean;
@@ -56,7 +58,7 @@ export class Authenticator {
 
   private creds(): Promise<Credentials | undefined> {
     // A credential helper that failed is asked again next time (it may have been locked).
-    this.credentials ??= findCredentials(this.ctx.authFiles, this.ctx.registry, this.ctx.repository).catch((e: unknown) => {
+    this.credentials ??= lookupCredentials(this.ctx.credentialHelpers, this.ctx.authFiles, this.ctx.registry, this.ctx.repository).catch((e: unknown) => {
       this.credentials = undefined;
       throw e;
     });
@@ -97,6 +99,13 @@ export class Authenticator {
     return (await this.fetchToken(signal)).header;
   }
 
+  /** Where credentials were looked for, for messages. */
+  private lookedIn(): string {
+    const helpers = this.ctx.credentialHelpers?.helpers.filter((h) => h !== AUTH_FILES_HELPER) ?? [];
+    const files = this.ctx.credentialHelpers && !this.ctx.credentialHelpers.helpers.includes(AUTH_FILES_HELPER) ? [] : this.ctx.authFiles;
+    return [...files, ...helpers.map((h) => `docker-credential-${h}`)].join(', ');
+  }
+
   /** The error for a request the registry still refuses after authenticating. */
   async deniedError(status: number, detail?: string): Promise<AuthError> {
     const c = await this.creds();
@@ -107,12 +116,12 @@ export class Authenticator {
     const tokenGranted = this.challenge?.scheme === 'bearer' && this.tokens.has(this.scope);
     if (tokenGranted && !c)
       return new AuthError(
-        `${r}: repository ${this.ctx.repository} does not exist or needs authentication${why}; no credentials for ${r} were found in ${this.ctx.authFiles.join(', ')} (log in with "podman login ${r}" if it is private)`,
+        `${r}: repository ${this.ctx.repository} does not exist or needs authentication${why}; no credentials for ${r} were found in ${this.lookedIn()} (log in with "podman login ${r}" if it is private)`,
         status,
       );
     if (!c)
       return new AuthError(
-        `${r}: authentication required to pull ${this.ctx.repository}${why}, and no credentials for ${r} were found in ${this.ctx.authFiles.join(', ')}; log in with "podman login ${r}" or point REGISTRY_AUTH_FILE at an auth.json`,
+        `${r}: authentication required to pull ${this.ctx.repository}${why}, and no credentials for ${r} were found in ${this.lookedIn()}; log in with "podman login ${r}" or point REGISTRY_AUTH_FILE at an auth.json`,
         status,
       );
     const who = c.username ? `user ${JSON.stringify(c.username)}` : 'the identity token';

@@ -20,6 +20,8 @@ export interface EndpointContext {
   /** false: every registry may be plain HTTP or have an unverified certificate. */
   tlsVerify: boolean;
   authFiles: string[];
+  /** registries.conf `credential-helpers` (unset: the auth files only). */
+  credentialHelpers?: { helpers: string[]; file: string };
 }
 
 export interface FetchedManifest {
@@ -100,7 +102,14 @@ export class RegistryEndpoint {
     this.repository = source.repository;
     this.mirror = source.mirror;
     this.insecure = source.insecure || !ctx.tlsVerify;
-    this.auth = new Authenticator({ registry: this.registry, repository: this.repository, authFiles: ctx.authFiles, transports: ctx.transports, insecure: this.insecure });
+    this.auth = new Authenticator({
+      registry: this.registry,
+      repository: this.repository,
+      authFiles: ctx.authFiles,
+      ...(ctx.credentialHelpers ? { credentialHelpers: ctx.credentialHelpers } : {}),
+      transports: ctx.transports,
+      insecure: this.insecure,
+    });
   }
 
   /** `host[/repo]` for messages. */

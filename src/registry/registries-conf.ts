@@ -32,6 +32,11 @@ export interface RegistryConfig {
 
 export interface RegistriesConf {
   registries: RegistryConfig[];
+  /**
+   * `credential-helpers`: where credentials are looked up, in order — the auth files
+   * (`containers-auth.json`) or docker-credential-NAME programs. Unset: the auth files only.
+   */
+  credentialHelpers?: { helpers: string[]; file: string };
   /** The files that were read, for messages. */
   files: string[];
 }
@@ -85,7 +90,9 @@ export async function loadRegistriesConf(paths: RegistriesConfPaths): Promise<Re
     const text = await readIfExists(file);
     if (text === undefined) continue;
     conf.files.push(file);
-    // A later file's entry for the same prefix replaces the earlier one (registries.conf.d(5)).
+    // A later file's setting replaces an earlier one, as does its entry for the same prefix (registries.conf.d(5)).
+    const helpers = parseCredentialHelpers(text, file);
+    if (helpers) conf.credentialHelpers = { helpers, file };
     for (const r of parseRegistriesConf(text, file)) {
       const i = conf.registries.findIndex((x) => x.prefix === r.prefix);
       if (i >= 0) conf.registries[i] = r;
@@ -109,13 +116,28 @@ function str(v: unknown, what: string): string {
   return v.replace(/^(https?:\/\/)/, '').replace(/\/+$/, '');
 }
 
-export function parseRegistriesConf(text: string, file: string): RegistryConfig[] {
-  let doc: Table;
+function parseTomlFile(text: string, file: string): Table {
   try {
-    doc = parseToml(text) as Table;
+    return parseToml(text) as Table;
   } catch (e) {
     throw new SourceError(`${file}: invalid TOML: ${(e as Error).message}`, undefined, { cause: e });
   }
+}
+
+/** The name that stands for the auth files in `credential-helpers`. */
+export const AUTH_FILES_HELPER = 'containers-auth.json';
+
+/** `credential-helpers = [...]` of one file, if it sets a non-empty list. */
+export function parseCredentialHelpers(text: string, file: string): string[] | undefined {
+  const v = parseTomlFile(text, file)['credential-helpers'];
+  if (v === undefined) return undefined;
+  if (!Array.isArray(v) || v.some((h) => typeof h !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(h)))
+    throw new SourceError(`${file}: credential-helpers must be a list of helper names (e.g. ["${AUTH_FILES_HELPER}", "secretservice"])`);
+  return v.length ? (v as string[]) : undefined;
+}
+
+export function parseRegistriesConf(text: string, file: string): RegistryConfig[] {
+  const doc = parseTomlFile(text, file);
   const out: RegistryConfig[] = [];
   const v1 = doc.registries as Table | undefined;
   if (v1 && typeof v1 === 'object' && !Array.isArray(v1)) {

@@ -65,7 +65,8 @@ export class RegistrySource implements ImageSource {
   endpoints(): Promise<RegistryEndpoint[]> {
     this.endpointList ??= (async () => {
       const conf = await loadRegistriesConf(registriesConfPaths(this.options.registry ?? {}));
-      return pullSources(conf, this.ref).map((s) => new RegistryEndpoint(s, this.ctx));
+      const ctx = conf.credentialHelpers ? { ...this.ctx, credentialHelpers: conf.credentialHelpers } : this.ctx;
+      return pullSources(conf, this.ref).map((s) => new RegistryEndpoint(s, ctx));
     })();
     return this.endpointList;
   }
