@@ -181,13 +181,20 @@ export function mutateJsonText(rng: Rng, text: string, opts: { nameKeys?: string
   }
   const textPatches: Array<{ placeholder: string; text: string }> = [];
   const rounds = 1 + rng.size(5);
+  let bulky = false;
   for (let r = 0; r < rounds; r++) {
     const all = slots(doc);
     if (all.length === 0) break;
     const s = rng.pick(all);
     const v = get(s);
     const nameKey = typeof s.key === 'string' && (opts.nameKeys ?? ['name', 'linkName']).includes(s.key);
-    const op = nameKey && rng.chance(0.6) ? 100 : rng.int(14);
+    let op = nameKey && rng.chance(0.6) ? 100 : rng.int(14);
+    // One bulky mutation per document: a giant string inside many shared copies would make
+    // a document of gigabytes (the mutator, not the parser, would hang).
+    if (op === 5 || op === 9) {
+      if (bulky) op = 8;
+      bulky = true;
+    }
     switch (op) {
       case 0:
         set(s, typeof v === 'number' ? rng.pick(HUGE_NUMBERS) : rng.pick(HUGE_NUMBERS));
