@@ -50,7 +50,8 @@ export interface FuseOperations {
   init?(cb: (err: number) => void): void;
   getattr(path: string, cb: (err: number, stat?: StatInfo) => void): void;
   fgetattr?(path: string, fd: number, cb: (err: number, stat?: StatInfo) => void): void;
-  readdir(path: string, cb: (err: number, names?: string[], stats?: StatInfo[]) => void): void;
+  /** `stats` may be a function: it is called only when the binding has not packed this `names` listing yet. */
+  readdir(path: string, cb: (err: number, names?: string[], stats?: StatInfo[] | (() => StatInfo[])) => void): void;
   readlink(path: string, cb: (err: number, target?: string) => void): void;
   getxattr(path: string, name: string, cb: (err: number, value?: Buffer) => void): void;
   listxattr(path: string, cb: (err: number, names?: string[]) => void): void;
@@ -162,12 +163,18 @@ function statfsArray(s: StatfsInfo): Uint32Array {
 }
 
 const EMPTY_STAT = new Uint32Array(21);
+/** Length of statArray's output. */
+const STAT_INTS = PRECISE_TIMES ? 21 : 18;
 
 /** fuse-native with tocfs's stat/statfs/readdir/xattr handoffs (see the module comment). */
 export class Fuse extends FuseBase {
   private readonly log: Logger | undefined;
-  /** Converted readdir stats, kept as long as the operations keep the listing. */
-  private readonly statArrays = new WeakMap<StatInfo[], Uint32Array[]>();
+  /**
+   * Converted readdir stats, one flat array per listing (keyed by its names array, kept as
+   * long as the operations keep the listing): a few dozen bytes per name instead of a
+   * StatInfo and a Uint32Array each, which for big trees cost more than the tree itself.
+   */
+  private readonly packedListings = new WeakMap<string[], Uint32Array>();
 
   constructor(mountpoint: string, ops: FuseOperations, options: FuseOptions, log?: Logger) {
     super(mountpoint, ops, options);
@@ -197,12 +204,18 @@ export class Fuse extends FuseBase {
   _op_readdir(signal: Signal, path: string): void {
     this.tocfsOps.readdir(path, (err, names, stats) => {
       if (err || !names) return signal(err || Errno.EIO);
-      let arrays = stats ? this.statArrays.get(stats) : [];
-      if (!arrays) {
-        arrays = stats!.map((s) => statArray(s, this.log));
-        this.statArrays.set(stats!, arrays);
+      if (!stats) return signal(0, names, []);
+      let packed = this.packedListings.get(names);
+      if (!packed) {
+        const list = typeof stats === 'function' ? stats() : stats;
+        packed = new Uint32Array(list.length * STAT_INTS);
+        list.forEach((s, i) => packed!.set(statArray(s, this.log), i * STAT_INTS));
+        this.packedListings.set(names, packed);
       }
-      return signal(0, names, arrays);
+      // Views for this call only (the C side reads each element as a struct stat).
+      const views = new Array<Uint32Array>(names.length);
+      for (let i = 0; i < names.length; i++) views[i] = packed.subarray(i * STAT_INTS, (i + 1) * STAT_INTS);
+      return signal(0, names, views);
     });
   }
 

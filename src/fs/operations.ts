@@ -95,7 +95,7 @@ export function fsOperations(opts: FsOptions): FuseOperations {
   const { tree, read, logger: log } = opts;
   const blockSize = opts.blockSize ?? 128 * 1024;
   const handles = new Map<number, FsNode>();
-  const listings = new WeakMap<FsNode, { names: string[]; stats: StatInfo[] }>();
+  const listings = new WeakMap<FsNode, string[]>();
   let nextHandle = 1;
   let totalBytes: number | undefined;
 
@@ -116,15 +116,15 @@ export function fsOperations(opts: FsOptions): FuseOperations {
     readdir(path, cb) {
       withNode(path, cb, (node) => {
         if (!node.children) return cb(Errno.ENOTDIR);
-        let listing = listings.get(node);
-        if (!listing) {
+        let names = listings.get(node);
+        if (!names) {
           // The tree never changes under a mount: list each directory once.
-          const names = sortedNames(node.children);
-          const self = statOf(node, blockSize);
-          listing = { names: ['.', '..', ...names], stats: [self, self, ...names.map((n) => statOf(node.children!.get(n)!, blockSize))] };
-          listings.set(node, listing);
+          names = ['.', '..', ...sortedNames(node.children)];
+          listings.set(node, names);
         }
-        cb(0, listing.names, listing.stats);
+        const children = node.children;
+        // Stats are asked for once per listing (the binding keeps them packed).
+        cb(0, names, () => names!.map((n, i) => statOf(i < 2 ? node : children.get(n)!, blockSize)));
       });
     },
     readlink(path, cb) {
