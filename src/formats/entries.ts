@@ -33,6 +33,13 @@ export const ENTRY_TYPES = new Set<string>(['reg', 'dir', 'symlink', 'hardlink',
 export const MAX_ID = 0xffffffff;
 export const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 const EPOCH: Timestamp = { sec: 0, nsec: 0 };
+/**
+ * A TOC may hold millions of entries: they share their type string, their times (one
+ * object per distinct time), their user and group names, and one frozen empty chunk list
+ * (non-files and empty files), instead of a copy each.
+ */
+const NO_CHUNKS: Chunk[] = Object.freeze([]) as unknown as Chunk[];
+const TYPE_NAMES = new Map<string, EntryType>((['reg', 'dir', 'symlink', 'hardlink', 'char', 'block', 'fifo'] as const).map((t) => [t, t]));
 
 /** One piece of a regular file as the TOC states it, before its compressed range is known. */
 interface Piece {
@@ -113,7 +120,7 @@ export function normaliseEntries(rawEntries: unknown, ctx: EntryContext): Normal
       lastTimeText = text;
       lastTime = t;
     }
-    return lastTime && { sec: lastTime.sec, nsec: lastTime.nsec };
+    return lastTime;
   };
   const piece = (r: Raw, at: number): Piece => {
     const chunkType = str(r.chunkType, 'chunkType', r, at);
@@ -164,18 +171,24 @@ export function normaliseEntries(rawEntries: unknown, ctx: EntryContext): Normal
     const gid = uint(r.gid, 'gid', r, at, MAX_ID);
     const entry: TocEntry = {
       path,
-      type: type as EntryType,
+      type: TYPE_NAMES.get(type) ?? (type as EntryType),
       mode: uint(r.mode, 'mode', r, at) & 0o7777,
       uid,
       gid,
       size: 0,
       mtime: time(r.modtime, 'modtime', r, at) ?? EPOCH,
-      chunks: [],
+      chunks: NO_CHUNKS,
     };
-    const userName = str(r.userName, 'userName', r, at);
-    if (userName) userNames.set(uid, userName);
-    const groupName = str(r.groupName, 'groupName', r, at);
-    if (groupName) groupNames.set(gid, groupName);
+    let userName = str(r.userName, 'userName', r, at);
+    if (userName) {
+      if (userNames.get(uid) === userName) userName = userNames.get(uid)!;
+      else userNames.set(uid, userName);
+    }
+    let groupName = str(r.groupName, 'groupName', r, at);
+    if (groupName) {
+      if (groupNames.get(gid) === groupName) groupName = groupNames.get(gid)!;
+      else groupNames.set(gid, groupName);
+    }
     const un = userName || userNames.get(uid);
     if (un) entry.userName = un;
     const gn = groupName || groupNames.get(gid);
@@ -315,15 +328,16 @@ function chunksOf(f: PendingFile, starts: number[], ctx: EntryContext, err: Entr
     if (end > ctx.dataEnd) fail(`chunk ${i} compressed range [${p.offset}, ${end}) reaches into the TOC region at ${ctx.dataEnd}`);
     let digest = p.digest;
     if (pieces.length === 1) {
-      if (digest === undefined) digest = entry.digest;
-      else if (entry.digest !== undefined && digest !== entry.digest) fail(`single chunk digest ${digest} differs from file digest ${entry.digest}`);
+      if (digest === undefined || digest === entry.digest) digest = entry.digest; // one string, not two equal ones
+      else if (entry.digest !== undefined) fail(`single chunk digest ${digest} differs from file digest ${entry.digest}`);
     }
     if (digest === undefined) fail(`chunk ${i} (file offset ${covered}) has no digest`);
     chunks.push({ offset: covered, size: chunkSize, compressedOffset: p.offset, compressedEnd: end, innerOffset: p.innerOffset, digest, zeros: p.zeros });
     covered += chunkSize;
   }
   if (covered !== size) err.fail(f.at, f.rawName, `chunks cover ${covered} of ${size} bytes`);
-  return chunks;
+  // push() leaves room for 16 more; a copy is exactly as long (most files have one chunk).
+  return chunks.slice();
 }
 
 function checkHardLinks(entries: TocEntry[], index: Map<string, number>, links: Array<{ pos: number; at: number }>, err: EntryErrors): void {
