@@ -122,7 +122,8 @@ export function normaliseEntries(rawEntries: unknown, ctx: EntryContext): Normal
     }
     return lastTime;
   };
-  const piece = (r: Raw, at: number): Piece => {
+  /** `fileDigest`: the entry's digest, already checked; a chunk digest equal to it needs no second check. */
+  const piece = (r: Raw, at: number, fileDigest?: string): Piece => {
     const chunkType = str(r.chunkType, 'chunkType', r, at);
     if (chunkType !== undefined && chunkType !== '' && chunkType !== 'zeros') err.fail(at, r.name, `unknown chunkType ${JSON.stringify(chunkType.slice(0, 40))}`);
     const p: Piece = {
@@ -130,7 +131,7 @@ export function normaliseEntries(rawEntries: unknown, ctx: EntryContext): Normal
       chunkOffset: uint(r.chunkOffset, 'chunkOffset', r, at),
       chunkSize: uint(r.chunkSize, 'chunkSize', r, at),
       innerOffset: uint(r.innerOffset, 'innerOffset', r, at),
-      digest: digestField(r.chunkDigest, 'chunkDigest', r, at),
+      digest: fileDigest !== undefined && r.chunkDigest === fileDigest ? fileDigest : digestField(r.chunkDigest, 'chunkDigest', r, at),
       zeros: chunkType === 'zeros',
       at,
     };
@@ -214,7 +215,7 @@ export function normaliseEntries(rawEntries: unknown, ctx: EntryContext): Normal
             rawName: name,
             at,
             endOffset: r.endOffset === undefined || r.endOffset === null ? undefined : uint(r.endOffset, 'endOffset', r, at),
-            pieces: [piece(r, at)],
+            pieces: [piece(r, at, digest)],
           };
           files.push(current);
         }

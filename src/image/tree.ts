@@ -179,6 +179,11 @@ function implicitDirEntry(path: string): TocEntry {
   return { path, type: 'dir', mode: IMPLICIT_DIR_MODE, uid: 0, gid: 0, size: 0, mtime: { sec: 0, nsec: 0 }, chunks: [] };
 }
 
+/** A map for a layer's hard-link targets, or none when it has no hard links (a path -> node map of every file costs a big layer dearly). */
+function linkTargets(toc: LayerToc): Map<string, FsNode> | undefined {
+  return toc.entries.some((e) => e.type === 'hardlink') ? new Map() : undefined;
+}
+
 class TreeBuilder {
   private nextIno = 1;
   /** The directory the previous entry went into (valid while no directory leaves the tree). */
@@ -239,7 +244,7 @@ class TreeBuilder {
         else parent.children!.delete(name.slice(WHITEOUT_PREFIX.length));
       }
     }
-    const inodes = new Map<string, FsNode>();
+    const inodes = linkTargets(toc);
     for (const e of toc.entries) {
       if (merge && splitPath(e.path).name.startsWith(WHITEOUT_PREFIX)) continue;
       this.add(e, layer, inodes);
@@ -250,7 +255,7 @@ class TreeBuilder {
   addLayerOverlayForm(toc: LayerToc, layer: number): void {
     const opaque: string[] = [];
     const rest: TocEntry[] = [];
-    const inodes = new Map<string, FsNode>();
+    const inodes = linkTargets(toc);
     for (const e of toc.entries) {
       const { dir, name } = splitPath(e.path);
       if (name === OPAQUE_WHITEOUT) opaque.push(dir);
@@ -268,8 +273,8 @@ class TreeBuilder {
     }
   }
 
-  /** Adds one entry; `inodes` maps this layer's non-directory paths to their nodes, for its hard links. */
-  private add(e: TocEntry, layer: number, inodes: Map<string, FsNode>): void {
+  /** Adds one entry; `inodes` maps this layer's non-directory paths to their nodes, for its hard links (none: no map). */
+  private add(e: TocEntry, layer: number, inodes: Map<string, FsNode> | undefined): void {
     if (e.path === '') {
       if (e.type !== 'dir') throw new FormatError(`layer ${layer}: the root entry is a ${e.type}, not a directory`);
       this.root.entry = e;
@@ -300,13 +305,13 @@ class TreeBuilder {
     }
     let node: FsNode;
     if (e.type === 'hardlink') {
-      const target = inodes.get(e.linkName ?? '');
+      const target = inodes?.get(e.linkName ?? '');
       if (!target) throw new FormatError(`layer ${layer}: hard link ${preview(e.path, 200)} to ${preview(e.linkName, 200)}: no earlier non-directory of that name in the layer`);
       node = target;
     } else {
       node = this.node(e, layer);
     }
-    inodes.set(e.path, node);
+    inodes?.set(e.path, node);
     parent.children!.set(name, node);
   }
 
