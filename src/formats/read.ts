@@ -12,7 +12,7 @@ import { normaliseEntries } from './entries.js';
 import { looksLikeCStorageSchema, parseTocDocument, type TocDocument } from './toc-json.js';
 import { DEFAULT_TOC_LIMITS, type LayerToc, type TarSplitInfo, type TocLimits, type TocStore } from './toc.js';
 import { tarSplitStreamLength } from './tar-split.js';
-import { fetchZstdToc, type ZstdTocBytes } from './zstd-chunked.js';
+import { fetchZstdToc, SAME_REQUEST_SLACK, type ZstdTocBytes } from './zstd-chunked.js';
 import { decompressZstdBounded } from './zstd-frames.js';
 
 export interface ReadTocOptions {
@@ -183,6 +183,60 @@ function storedHeaderFits(h: TocHeader, rawIsZstd: boolean, key: string, ann: La
   return h.compression === 'zstd' && h.dataEnd === h.tocOffset - SKIPPABLE_HEADER_LENGTH && h.tocOffset + h.tocCompressedLength <= blobSize;
 }
 
+const HEADER_KEYS = new Set(['format', 'formatVersion', 'compression', 'tocOffset', 'tocCompressedLength', 'tocUncompressedLength', 'verified', 'tocDigest', 'dataEnd', 'hideLandmarks', 'uncompressedSize', 'tarSplit']);
+const TAR_SPLIT_KEYS = new Set(['offset', 'compressedLength', 'uncompressedLength', 'digest']);
+const ZSTD_FOOTERS = ['v1 footer (40 B)', 'v2 footer (56 B)', 'v3 footer (64 B)'];
+
+const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+
+/**
+ * The stored header rebuilt from what can be checked against the descriptor, the blob size
+ * and the verified TOC document (what readFresh would derive), or undefined when anything
+ * disagrees or is unknown. Only `uncompressedSize` derived from a tar-split (no annotation
+ * states it) is taken on the entry's word: the tar-split itself is not stored.
+ */
+function trustedHeader(h: TocHeader, ann: LayerAnnotations, doc: TocDocument, blobSize: number): TocHeader | undefined {
+  if (Object.keys(h).some((k) => !HEADER_KEYS.has(k))) return undefined;
+  const zstd = h.compression === 'zstd';
+  const stargz = !zstd || ann.stargzTocDigest !== undefined || !looksLikeCStorageSchema(doc.entries);
+  const format = zstd ? (stargz ? 'stargz-zstd' : 'zstd:chunked') : 'estargz';
+  const versions = zstd ? [...ZSTD_FOOTERS, `(${ann.zstdPrefix ?? 'no'} annotations)`].map((w) => zstdFormatVersion(stargz, w)) : ['eStargz (51 B footer)'];
+  if (h.format !== format || h.hideLandmarks !== stargz || !versions.includes(h.formatVersion)) return undefined;
+  const out: TocHeader = {
+    format,
+    formatVersion: h.formatVersion,
+    compression: h.compression,
+    tocOffset: h.tocOffset,
+    tocCompressedLength: h.tocCompressedLength,
+    tocUncompressedLength: h.tocUncompressedLength,
+    verified: true,
+    tocDigest: h.tocDigest!,
+    dataEnd: h.dataEnd,
+    hideLandmarks: stargz,
+  };
+  const tsDigest = doc.tarSplitDigest ?? ann.tarSplitChecksum;
+  const t = h.tarSplit as Record<string, unknown> | undefined;
+  if (t !== undefined) {
+    if (!zstd || typeof t !== 'object' || t === null || Object.keys(t).some((k) => !TAR_SPLIT_KEYS.has(k))) return undefined;
+    if (!isCount(t.offset) || !isCount(t.compressedLength) || !isCount(t.uncompressedLength) || t.digest !== tsDigest) return undefined;
+    const p = ann.tarSplitPosition;
+    if (p && (p.offset !== t.offset || p.compressedLength !== t.compressedLength || p.uncompressedLength !== t.uncompressedLength)) return undefined;
+    if (t.offset < h.tocOffset + h.tocCompressedLength + SKIPPABLE_HEADER_LENGTH || t.offset + t.compressedLength > blobSize) return undefined;
+    out.tarSplit = { offset: t.offset, compressedLength: t.compressedLength, uncompressedLength: t.uncompressedLength, ...(tsDigest ? { digest: tsDigest } : {}) };
+  } else if (doc.tarSplitDigest !== undefined || ann.tarSplitPosition !== undefined) return undefined;
+  // readFresh knows the length from the annotation, or from a verified tar-split that came
+  // with the TOC (zstd annotations, tar-split within the same request).
+  const fromTarSplit = ann.zstdPosition !== undefined && out.tarSplit?.digest !== undefined && blobSize - (h.tocOffset + h.tocCompressedLength) <= SAME_REQUEST_SLACK;
+  if (ann.uncompressedSize !== undefined) {
+    if (h.uncompressedSize !== ann.uncompressedSize) return undefined;
+    out.uncompressedSize = ann.uncompressedSize;
+  } else if (fromTarSplit) {
+    if (!isCount(h.uncompressedSize)) return undefined;
+    out.uncompressedSize = h.uncompressedSize;
+  } else if (h.uncompressedSize !== undefined) return undefined;
+  return out;
+}
+
 async function loadStored(store: TocStore, key: string, desc: Descriptor, ann: LayerAnnotations, blobSize: number, limits: TocLimits): Promise<LayerToc | undefined> {
   const layer = desc.digest;
   const data = await store.get(key);
@@ -195,13 +249,22 @@ async function loadStored(store: TocStore, key: string, desc: Descriptor, ann: L
   } catch {
     return undefined;
   }
-  if (meta.layer !== layer || !storedHeaderFits(meta.header, meta.rawIsZstd, key, ann, blobSize)) return undefined;
+  if (typeof meta !== 'object' || meta === null || typeof meta.header !== 'object' || meta.header === null) return undefined;
+  // The raw bytes are the compressed TOC exactly when annotations give its position.
+  if (meta.layer !== layer || meta.rawIsZstd !== (ann.zstdPosition !== undefined) || !storedHeaderFits(meta.header, meta.rawIsZstd, key, ann, blobSize)) return undefined;
   const raw = data.subarray(nl + 1);
   // The store is outside the chain of trust: check the bytes again.
   if (sha256(raw) !== key) return undefined;
-  const json = meta.rawIsZstd ? await decompressZstdBounded(raw, limits.maxUncompressedTocBytes) : raw;
+  let json: Buffer;
+  try {
+    json = meta.rawIsZstd ? await decompressZstdBounded(raw, limits.maxUncompressedTocBytes) : raw;
+  } catch {
+    return undefined;
+  }
   if (json.length !== meta.header.tocUncompressedLength) return undefined;
-  return assemble(layer, meta.header, parseTocDocument(json, layer), limits);
+  const doc = parseTocDocument(json, layer);
+  const header = trustedHeader(meta.header, ann, doc, blobSize);
+  return header && assemble(layer, header, doc, limits);
 }
 
 /**

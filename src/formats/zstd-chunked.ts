@@ -12,7 +12,7 @@ import type { TocLimits } from './toc.js';
 import { decompressionAllowance, decompressZstdBounded, isSkippableMagic } from './zstd-frames.js';
 
 /** Up to this many bytes after the TOC (tar-split + footer) are fetched in the same request. */
-const SAME_REQUEST_SLACK = 1024 * 1024;
+export const SAME_REQUEST_SLACK = 1024 * 1024;
 const SKIPPABLE_HEADER_LENGTH = 8;
 
 export interface ZstdTocRequest {
