@@ -40,6 +40,7 @@ export async function tarSplitStreamLength(layer: string, compressed: Buffer, un
     } catch {
       throw new FormatError(`layer ${layer}: tar-split line ${line + 1} is not JSON`);
     }
+    if (typeof rec !== 'object' || rec === null) throw new FormatError(`layer ${layer}: tar-split line ${line + 1} is not a JSON object`);
     if (rec.type === SEGMENT) {
       if (typeof rec.payload !== 'string' || rec.payload.length % 4 !== 0) throw new FormatError(`layer ${layer}: tar-split line ${line + 1}: bad segment payload`);
       total += base64Length(rec.payload);
