@@ -748,6 +748,53 @@ async function fuzzChunk(rng: Rng, seed: LayerSeed, input: CaseInput, bombs: See
   }
 }
 
+const TS_POS = 'io.github.containers.zstd-chunked.tarsplit-position';
+const TS_SUM = 'io.github.containers.zstd-chunked.tarsplit-checksum';
+
+function skippableFrame(payload: Buffer): Buffer {
+  const h = Buffer.alloc(8);
+  h.writeUInt32LE(0x184d2a50, 0);
+  h.writeUInt32LE(payload.length, 4);
+  return Buffer.concat([h, payload]);
+}
+
+/**
+ * tar-split (c/storage ≥ 1.44 layers): its JSON lines mutated and the layer re-packed with
+ * every digest and position right again (TOC `tarSplitDigest`, annotations, v3 footer), so
+ * the tar-split parser sees the mutation.
+ */
+async function fuzzTarSplit(rng: Rng, seed: LayerSeed, input: CaseInput): Promise<CaseOutcome> {
+  const l = seed.layer;
+  const a = l.desc.annotations ?? {};
+  if (!a[TS_POS] || !a['io.github.containers.zstd-chunked.manifest-position']) return fuzzTocJson(rng, seed, input);
+  const [tsOff, tsLen] = a[TS_POS]!.split(':').map(Number) as [number, number];
+  const lines = (await zstdDecompress(l.bytes.subarray(tsOff, tsOff + tsLen))).toString('utf8').split('\n');
+  for (let r = 0, n = 1 + rng.size(4); r < n; r++) {
+    const i = rng.int(lines.length);
+    lines[i] = rng.chance(0.3)
+      ? rng.pick(['null', '[]', '5', '"x"', '{}', '{"type":2}', '{"type":1,"size":-1}', '{"type":1,"size":1e300}', '{"type":2,"payload":"QQ="}', '{"type":[[[[1]]]]}', '['.repeat(100_000) + ']'.repeat(100_000), 'x'.repeat(rng.size(1 << 20))])
+      : mutateJsonText(rng, lines[i]!, { nameKeys: ['name', 'payload'] });
+  }
+  const tsJson = Buffer.from(lines.join('\n'));
+  const ts = await zstdCompress(tsJson, 1);
+  const doc = JSON.parse(seed.json) as { tarSplitDigest?: string };
+  if (doc.tarSplitDigest !== undefined) doc.tarSplitDigest = sha256(ts);
+  const json = Buffer.from(JSON.stringify(doc));
+  const toc = await zstdCompress(json, 1);
+  const [tocOff] = a['io.github.containers.zstd-chunked.manifest-position']!.split(':').map(Number) as [number];
+  const prefix = l.bytes.subarray(0, tocOff - 8);
+  const newTocOff = prefix.length + 8;
+  const newTsOff = newTocOff + toc.length + 8;
+  const footer = Buffer.alloc(64);
+  [newTocOff, toc.length, json.length, 1, newTsOff, ts.length, tsJson.length].forEach((v, k) => footer.writeBigUInt64LE(BigInt(v), k * 8));
+  footer.write('GNUlInUx', 56, 'latin1');
+  const bytes = Buffer.concat([prefix, skippableFrame(toc), skippableFrame(ts), skippableFrame(footer)]);
+  const annotations = { ...a, 'io.github.containers.zstd-chunked.manifest-position': `${newTocOff}:${toc.length}:${json.length}:1`, 'io.github.containers.zstd-chunked.manifest-checksum': sha256(toc), [TS_POS]: `${newTsOff}:${ts.length}:${tsJson.length}` };
+  if (annotations[TS_SUM]) annotations[TS_SUM] = sha256(ts);
+  input.files['tar-split.json'] = tsJson;
+  return readAndCheck(rng, seed, { desc: { ...l.desc, size: bytes.length, digest: sha256(bytes), annotations }, bytes }, input);
+}
+
 /** A TocStore in memory. */
 class MemoryTocStore {
   readonly map = new Map<string, Buffer>();
@@ -878,9 +925,9 @@ async function fuzzPlain(rng: Rng, seed: PlainSeed, input: CaseInput): Promise<C
   }
 }
 
-export const TARGETS = ['toc-json', 'toc-frame', 'tail', 'annotations', 'chunk', 'manifest', 'plain', 'toc-store'] as const;
+export const TARGETS = ['toc-json', 'toc-frame', 'tail', 'annotations', 'chunk', 'manifest', 'plain', 'toc-store', 'tar-split'] as const;
 export type Target = (typeof TARGETS)[number];
-const WEIGHTS: Record<Target, number> = { 'toc-json': 32, 'toc-frame': 13, tail: 13, annotations: 8, chunk: 9, manifest: 13, plain: 6, 'toc-store': 6 };
+const WEIGHTS: Record<Target, number> = { 'toc-json': 30, 'toc-frame': 12, tail: 12, annotations: 8, chunk: 9, manifest: 13, plain: 6, 'toc-store': 5, 'tar-split': 5 };
 
 /** Small layers are picked far more often: re-packing costs grow with the blob. */
 function pickLayer(rng: Rng, seeds: Seeds): LayerSeed {
@@ -918,6 +965,10 @@ export async function runCase(seeds: Seeds, seed: number, index: number, input: 
       return seeds.plain.length ? fuzzPlain(rng, rng.pick(seeds.plain), input) : fuzzTocJson(rng, pickLayer(rng, seeds), input);
     case 'toc-store':
       return fuzzTocStore(rng, pickLayer(rng, seeds), input);
+    case 'tar-split': {
+      const withTarSplit = seeds.layers.filter((s) => s.layer.desc.annotations?.[TS_POS] !== undefined && s.layer.bytes.length < 400_000);
+      return fuzzTarSplit(rng, withTarSplit.length ? rng.pick(withTarSplit) : pickLayer(rng, seeds), input);
+    }
   }
 }
 
