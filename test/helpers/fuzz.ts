@@ -342,7 +342,7 @@ export function zstdRleBomb(blocks: number, declaredSize?: bigint): Buffer {
   return Buffer.concat(parts);
 }
 
-async function writerImages(dir: string): Promise<Array<{ origin: string; layers: TestLayer[] }>> {
+async function writerImages(dir: string, docs: DocSeed[]): Promise<Array<{ origin: string; layers: TestLayer[] }>> {
   const lower: FileSpec[] = [
     { path: 'etc', type: 'dir' },
     { path: 'etc/passwd', content: 'root:x:0:0:root:/root:/bin/sh\n' },
@@ -370,12 +370,18 @@ async function writerImages(dir: string): Promise<Array<{ origin: string; layers
   for (const format of ['zstd:chunked', 'estargz'] as const) {
     const img = await buildImage(join(dir, format.replace(':', '-')), { format, layers: [lower, upper], ...(format === 'estargz' ? { chunkSize: 16384 } : {}) });
     const layers: TestLayer[] = [];
-    for (const d of img.layers) layers.push({ desc: d, bytes: await readFile(join(img.dir, 'blobs', 'sha256', d.digest.slice(7))) });
+    const blob = (digest: string): Promise<Buffer> => readFile(join(img.dir, 'blobs', 'sha256', digest.slice(7)));
+    for (const d of img.layers) layers.push({ desc: d, bytes: await blob(d.digest) });
     out.push({ origin: `writer ${format}`, layers });
+    docs.push({ origin: `writer ${format} index.json`, bytes: await readFile(join(img.dir, 'index.json')), kind: 'index' });
+    docs.push({ origin: `writer ${format} manifest`, bytes: await blob(img.manifestDigest), kind: 'manifest' });
+    docs.push({ origin: `writer ${format} config`, bytes: await blob(img.configDigest), kind: 'config' });
   }
-  const plain = await buildImage(join(dir, 'zstd'), { format: 'zstd', layers: [lower] });
-  const d = plain.layers[0]!;
-  out.push({ origin: 'writer zstd (plain)', layers: [{ desc: d, bytes: await readFile(join(plain.dir, 'blobs', 'sha256', d.digest.slice(7))) }] });
+  for (const format of ['zstd', 'gzip'] as const) {
+    const plain = await buildImage(join(dir, format), { format, layers: [lower.filter((f) => f.path !== 'etc/big.bin')] });
+    const d = plain.layers[0]!;
+    out.push({ origin: `writer ${format} (plain)`, layers: [{ desc: d, bytes: await readFile(join(plain.dir, 'blobs', 'sha256', d.digest.slice(7))) }] });
+  }
   return out;
 }
 
@@ -445,7 +451,7 @@ export async function loadSeeds(): Promise<Seeds> {
       }
     }
   }
-  for (const { origin, layers: ls } of await writerImages(dir)) await addImage(origin, ls);
+  for (const { origin, layers: ls } of await writerImages(dir, docs)) await addImage(origin, ls);
   return {
     layers,
     docs,
