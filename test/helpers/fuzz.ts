@@ -173,6 +173,17 @@ function deepValue(rng: Rng): { placeholder: string; text: string } {
 
 /** A mutated copy of a JSON document (as text: duplicate keys and deep nesting need text). */
 export function mutateJsonText(rng: Rng, text: string, opts: { nameKeys?: string[] } = {}): string {
+  try {
+    return mutateParsed(rng, text, opts);
+  } catch (e) {
+    // A document nested too deeply for the mutator's own recursion (structuredClone,
+    // JSON.stringify): mutate its bytes instead.
+    if (!(e instanceof RangeError)) throw e;
+    return mutateBytes(rng, Buffer.from(text)).toString('utf8');
+  }
+}
+
+function mutateParsed(rng: Rng, text: string, opts: { nameKeys?: string[] }): string {
   let doc: Json;
   try {
     doc = JSON.parse(text) as Json;
