@@ -806,7 +806,7 @@ async function fuzzTarSplit(rng: Rng, seed: LayerSeed, input: CaseInput): Promis
   [newTocOff, toc.length, json.length, 1, newTsOff, ts.length, tsJson.length].forEach((v, k) => footer.writeBigUInt64LE(BigInt(v), k * 8));
   footer.write('GNUlInUx', 56, 'latin1');
   const bytes = Buffer.concat([prefix, skippableFrame(toc), skippableFrame(ts), skippableFrame(footer)]);
-  const annotations = { ...a, 'io.github.containers.zstd-chunked.manifest-position': `${newTocOff}:${toc.length}:${json.length}:1`, 'io.github.containers.zstd-chunked.manifest-checksum': sha256(toc), [TS_POS]: `${newTsOff}:${ts.length}:${tsJson.length}` };
+  const annotations: Record<string, string> = { ...a, 'io.github.containers.zstd-chunked.manifest-position': `${newTocOff}:${toc.length}:${json.length}:1`, 'io.github.containers.zstd-chunked.manifest-checksum': sha256(toc), [TS_POS]: `${newTsOff}:${ts.length}:${tsJson.length}` };
   if (annotations[TS_SUM]) annotations[TS_SUM] = sha256(ts);
   input.files['tar-split.json'] = tsJson;
   return readAndCheck(rng, seed, { desc: { ...l.desc, size: bytes.length, digest: sha256(bytes), annotations }, bytes }, input);
