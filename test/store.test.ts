@@ -6,9 +6,9 @@
  * lookups are Podman 4.3.1's (test/store-podman.test.ts runs the real Podman).
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { lstat, mkdtemp, open, readdir, readFile, rm, rmdir, stat } from 'node:fs/promises';
+import { chmod, lstat, mkdtemp, open, readdir, readFile, rm, rmdir, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { join } from 'node:path';
@@ -184,6 +184,21 @@ describe('tocfs store over a real registry', { skip: HAVE_CORPUS ? false : `corp
     } finally {
       assert.equal(await own.stop(), 0);
     }
+  });
+
+  it('other local users get EACCES: they cannot make the store resolve images with its credentials', async () => {
+    const ref = encodeRef(refOf('zstdchunked-skopeo118-layers'));
+    // mkdtemp's 0700 would stop them before the store does.
+    await chmod(work, 0o755);
+    const asNobody = (...cmd: string[]): { status: number | null; stderr: string } => {
+      const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', ...cmd], { encoding: 'utf8' });
+      return { status: r.status, stderr: r.stderr };
+    };
+    const denied = asNobody('cat', join(store.dir, ref, 'manifest'));
+    assert.notEqual(denied.status, 0);
+    assert.match(denied.stderr, /Permission denied/);
+    assert.match(asNobody('ls', store.dir).stderr, /Permission denied/);
+    assert.ok((await readFile(join(store.dir, ref, 'manifest'))).length > 0, 'the store user (root) reads it');
   });
 
   it('chain/, manifest and config views', async () => {

@@ -182,6 +182,11 @@ export const SETTINGS = {
     default: (ctx) => (ctx.root ? '/var/lib/tocfs/store' : join(xdgDir(ctx, 'XDG_DATA_HOME', '.local/share'), 'tocfs', 'store')),
     defaultText: '/var/lib/tocfs/store as root, else $XDG_DATA_HOME/tocfs/store',
   }),
+  'store.allow_other': boolean({
+    description:
+      "Let users other than the store's own read the store (FUSE allow_other). Off: Podman and CRI-O run as the store's user and overlayfs reads lower layers with the mounter's credentials, so containers need no allow_other; on, any local user can make the store resolve and read images with its credentials.",
+    default: false,
+  }),
 };
 
 export type SettingKey = keyof typeof SETTINGS;

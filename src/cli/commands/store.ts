@@ -90,7 +90,7 @@ const serveCommand: CommandModule<object, StoreArgs> = {
       lookupTimeoutMs: argv['lookup-timeout'],
       negativeTtlMs: argv['negative-ttl'],
       prefetch: config.values['prefetch.mode'] === 'none' ? 'none' : 'landmark',
-      allowOther: Boolean(config.values['mount.allow_other']),
+      allowOther: config.values['store.allow_other'],
       ...(hasReadyChannel() ? { logFile: mountFiles(storeDir).log } : {}),
     });
     logger().flush();
