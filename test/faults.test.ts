@@ -27,12 +27,12 @@ const skip = await fuseSkipReason();
 /** fetch.timeout of the fault mounts. */
 const TIMEOUT_MS = 3000;
 /**
- * The longest a read may take under a fault: one read() may wait for a failed kernel
- * read-ahead request and then for its own retry of the page (two FUSE reads, each bounded by
- * fetch.timeout), plus scheduling slack on a loaded machine. A correctness bound, not a
- * performance figure.
+ * The longest a read may take under a fault: the kernel turns one read() into up to three
+ * FUSE reads when they fail — the read-ahead request, then its retries of the page (seen:
+ * 64 KiB, 4 KiB, 4 KiB) — each bounded by fetch.timeout; plus scheduling slack on a loaded
+ * machine. A correctness bound, not a performance figure.
  */
-const BOUND_MS = 2 * TIMEOUT_MS + 4000;
+const BOUND_MS = 3 * TIMEOUT_MS + 4000;
 const FORMATS: ImageFormat[] = ['zstd:chunked', 'estargz'];
 /** Files of 384 KiB, one (or a few) per fault case so no case sees another's cached chunks. */
 const FAULT_FILES = 28;
@@ -66,13 +66,15 @@ interface Tally {
   /** Errors other than EIO (ENOTCONN would mean the daemon died). */
   unexpected: string[];
   worstMs: number;
+  /** Reads after a fault cleared that needed a second try. */
+  secondTries: number;
 }
 
-const newTally = (): Tally => ({ injected: 0, reads: 0, ok: 0, eio: 0, wrong: [], unexpected: [], worstMs: 0 });
+const newTally = (): Tally => ({ injected: 0, reads: 0, ok: 0, eio: 0, wrong: [], unexpected: [], worstMs: 0, secondTries: 0 });
 const total = newTally();
 
 function summary(t: Tally): string {
-  return `${t.injected} injected, ${t.reads} reads checked (${t.ok} correct, ${t.eio} EIO), ${t.wrong.length} wrong bytes, ${t.unexpected.length} other errors, worst latency ${t.worstMs} ms`;
+  return `${t.injected} injected, ${t.reads} reads checked (${t.ok} correct, ${t.eio} EIO), ${t.wrong.length} wrong bytes, ${t.unexpected.length} other errors, worst latency ${t.worstMs} ms${t.secondTries ? `, ${t.secondTries} read(s) after a fault cleared needed a second try` : ''}`;
 }
 
 interface FaultMount {
@@ -240,8 +242,17 @@ describe('faults under real mounts', { skip, timeout: 240_000 }, () => {
         } finally {
           proxy.clear();
         }
-        // The fault has cleared: every read made under it now succeeds.
-        for (const [f, offset, length] of touched) assert.equal(await checkedRead(t, m.mnt, f, offset, length, format), 'ok', `${format} ${f}: read after the fault cleared`);
+        // The fault has cleared: every read made under it now succeeds — at the latest on a
+        // second try (a read arriving within milliseconds of the last timeout may still catch
+        // the fetch being given up, and fail as that fetch's read did).
+        for (const [f, offset, length] of touched) {
+          let outcome = await checkedRead(t, m.mnt, f, offset, length, format);
+          if (outcome === 'EIO') {
+            t.secondTries++;
+            outcome = await checkedRead(t, m.mnt, f, offset, length, format);
+          }
+          if (outcome !== 'ok') assert.fail(`${format} ${f}: read after the fault cleared: ${outcome}; the daemon logged: ${(await failedReads(m, f)).join(' | ')}`);
+        }
         await daemonAlive(m);
         await cacheClean(m.cache);
       }
@@ -261,6 +272,7 @@ describe('faults under real mounts', { skip, timeout: 240_000 }, () => {
     sum.wrong.push(...t.wrong);
     sum.unexpected.push(...t.unexpected);
     sum.worstMs = Math.max(sum.worstMs, t.worstMs);
+    sum.secondTries += t.secondTries;
   }
 
   const inject = (fault: Fault, times = 1): void => proxy.inject(fault, { times });

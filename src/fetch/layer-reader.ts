@@ -13,6 +13,7 @@ import { Sema } from 'async-sema';
 import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 import type { ChunkCache } from '../cache/chunk-cache.js';
+import { formatDuration } from '../config/units.js';
 import { TocfsError } from '../errors.js';
 import { extractChunk } from '../formats/chunk.js';
 import type { LayerToc, TocEntry } from '../formats/toc.js';
@@ -79,6 +80,9 @@ export class LayerReadError extends TocfsError {
   }
 }
 
+/** A fetch given up at its deadline (fetch.timeout). */
+class FetchTimeoutError extends LayerReadError {}
+
 export type FetchPriority = 'user' | 'background';
 
 interface Wanted extends Located {
@@ -92,6 +96,12 @@ interface QueuedRange extends PlannedRange<Wanted> {
   priority: FetchPriority;
   /** Hand out each chunk as soon as its bytes are in, not at the end of the request (long spans). */
   stream?: boolean;
+  /**
+   * When (Date.now()) the fetch is given up. Reads' ranges count fetch.timeout from when the
+   * reads asked, like the reads' own timeouts, so a fetch that waited for a request slot does
+   * not outlive the reads that wanted it and catch the next read; others count from the start.
+   */
+  deadline?: number;
 }
 
 interface SequenceState {
@@ -182,7 +192,13 @@ export class LayerReader {
         this.obtain(ahead, 'user').catch((e) => this.log.debug({ err: e, layer: this.layerDigest, path: entry.path }, 'read-ahead failed'));
       }
       const stored = chunks.filter((c) => !c.zeros).map((chunk) => ({ chunk, entry }));
-      parts = await abortable(this.obtain(stored, 'user'), signal);
+      // A fetch this read joined may run out of time (it was started for an earlier read that
+      // timed out): the read then asks once afresh, within its own time.
+      const retryTimedOut = (e: unknown): Promise<Buffer[]> => {
+        if (e instanceof FetchTimeoutError && !signal?.aborted) return this.obtain(stored, 'user');
+        throw e;
+      };
+      parts = await abortable(this.obtain(stored, 'user').catch(retryTimedOut), signal);
     } finally {
       if (--this.userActive === 0) this.wakeBackground();
     }
@@ -292,7 +308,8 @@ export class LayerReader {
     const byPriority = (p: FetchPriority) => queued.filter((q) => (q.item.urgent ? 'user' : q.priority) === p).map((q) => q.item);
     const user = coalesce(byPriority('user'), this.maxRequestBytes, this.maxGapBytes);
     const background = coalesce(byPriority('background'), this.maxRequestBytes, this.maxGapBytes);
-    for (const r of user) void this.fetchRange({ ...r, priority: 'user' });
+    const deadline = this.fetchTimeoutMs ? { deadline: Date.now() + this.fetchTimeoutMs } : {};
+    for (const r of user) void this.fetchRange({ ...r, priority: 'user', ...deadline });
     for (const r of background) void this.fetchRange({ ...r, priority: 'background' });
   }
 
@@ -324,8 +341,9 @@ export class LayerReader {
     const early = new Set<Wanted>();
     const earlyDone: Array<Promise<void>> = [];
     let bytes: Buffer;
+    const deadline = range.deadline ?? (this.fetchTimeoutMs ? Date.now() + this.fetchTimeoutMs : undefined);
+    const signal = deadline !== undefined ? AbortSignal.timeout(Math.max(1, deadline - Date.now())) : undefined;
     try {
-      const signal = this.fetchTimeoutMs ? AbortSignal.timeout(this.fetchTimeoutMs) : undefined;
       bytes = range.stream && this.blob.readParts
         ? await this.readStreaming(range, signal, (w, buf) => {
             early.add(w);
@@ -338,7 +356,10 @@ export class LayerReader {
     } catch (e) {
       fetched(true);
       const first = range.items[0]!;
-      const err = new LayerReadError(`${this.what(first.entry)}: cannot fetch bytes [${range.start}, ${range.end}) of the layer: ${(e as Error).message}`, { cause: e });
+      // Given up at the deadline, the error is only the abort (the failures before it were logged as they came).
+      const err = signal?.aborted
+        ? new FetchTimeoutError(`${this.what(first.entry)}: cannot fetch bytes [${range.start}, ${range.end}) of the layer: no data within fetch.timeout (${formatDuration(this.fetchTimeoutMs!)})`)
+        : new LayerReadError(`${this.what(first.entry)}: cannot fetch bytes [${range.start}, ${range.end}) of the layer: ${(e as Error).message}`, { cause: e });
       for (const w of range.items) w.reject(err);
       return;
     } finally {
