@@ -24,7 +24,7 @@ const skip = await fuseSkipReason();
 const READERS_SCRIPT = fileURLToPath(new URL('./helpers/load-readers.ts', import.meta.url));
 
 const READERS = 64;
-const DURATION_MS = 20_000;
+const DURATION_MS = 15_000;
 const MiB = 1024 * 1024;
 /** cache.memory_size of each daemon: smaller than an image, so the memory tier evicts under the load. */
 const MEMORY_BUDGET = 16 * MiB;
