@@ -169,27 +169,29 @@ describe('mount: faults and concurrency', { skip }, () => {
     const mnt = await mkdtemp(join(tmp, 'fg-'));
     const child = spawn(process.execPath, ['--import', 'tsx', ENTRY, 'mount', `oci:${join(CORPUS_DIR, BASIC)}`, mnt, '--foreground', '--cache-dir', join(tmp, 'fg-cache'), '--metrics-address', '127.0.0.1:0'], {
       env: { ...process.env, TOCFS_LOG_JSON: '1' },
-      stdio: ['ignore', 'ignore', 'pipe'],
+      stdio: ['ignore', 'pipe', 'pipe'],
     });
-    let stderr = '';
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    // A foreground daemon logs to stdout (journald's stream under systemd); stderr is kept for crashes.
+    let logs = '';
+    child.stdout.on('data', (d: Buffer) => (logs += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (logs += d.toString()));
     const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
     try {
       await waitFor('the foreground mount', () => isTocfsMount(mnt));
       const f = expectedFile(BASIC, 'data/medium-random.bin');
       assert.equal(sha256(await readFile(join(mnt, 'data/medium-random.bin'))), f.sha256);
       await assert.rejects(readFile(join(mnt, 'no-such-file')), { code: 'ENOENT' });
-      const address = /"address":"([^"]+)","msg":"serving metrics at \/metrics"/.exec(stderr)?.[1];
-      assert.ok(address, stderr);
+      const address = /"address":"([^"]+)","msg":"serving metrics at \/metrics"/.exec(logs)?.[1];
+      assert.ok(address, logs);
       const text = await (await fetch(`http://${address}/metrics`)).text();
       const value = (re: RegExp): number => Number(re.exec(text)?.[1] ?? NaN);
       assert.ok(value(/^tocfs_served_bytes_total (\d+)/m) >= f.size, 'served bytes counted');
       assert.ok(value(/^tocfs_fuse_operation_duration_seconds_count\{op="read"\} (\d+)/m) > 0, 'FUSE reads timed');
       assert.ok(value(/^tocfs_fuse_errors_total\{op="getattr",errno="ENOENT"\} (\d+)/m) >= 1, 'the failed lookup counted');
       child.kill('SIGTERM');
-      assert.equal(await exited, 0, stderr);
+      assert.equal(await exited, 0, logs);
       assert.equal(await isTocfsMount(mnt), false);
-      assert.match(stderr, /"msg":"unmounted"/);
+      assert.match(logs, /"msg":"unmounted"/);
     } finally {
       if (child.exitCode === null) child.kill('SIGKILL');
       mounts.forget(mnt);
