@@ -15,6 +15,7 @@ import { indexPlainLayer } from '../formats/plain.js';
 import { loadPlainIndex, savePlainIndex } from '../formats/plain-index.js';
 import { logger as rootLogger } from '../log.js';
 import { meteredBlob, metrics } from '../metrics/index.js';
+import { rememberTail } from '../source/tail-memo.js';
 import type { ReadCounter } from '../source/counting.js';
 import type { BlobReader, Descriptor, ImageSource, Platform, ResolvedImage } from '../source/types.js';
 import type { RegistryClientOptions } from '../registry/options.js';
@@ -122,7 +123,7 @@ export async function openImage(reference: string, opts: OpenImageOptions = {}):
     const layers = await Promise.all(
       resolved.layers.map(async (descriptor, index): Promise<ImageLayer> => {
         const raw = meteredBlob(source.blob(descriptor));
-        const blob = opts.counter ? opts.counter.wrap(raw) : raw;
+        const blob = rememberTail(opts.counter ? opts.counter.wrap(raw) : raw);
         const { toc, lazy } = await layerToc(descriptor, blob, tocStore, cache, log);
         // A TOC-less layer's pieces live only in the cache: if some were evicted, index again.
         const reindex = lazy ? {} : { reindex: () => indexWithoutToc(descriptor, blob, cache, log) };

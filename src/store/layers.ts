@@ -20,6 +20,7 @@ import { formatPlatform } from '../image/manifest.js';
 import { openImageSource, type SourceOptions } from '../image/open.js';
 import { buildLayerTree, mergeLayers, type FsTree } from '../image/tree.js';
 import { meteredBlob, metrics } from '../metrics/index.js';
+import { rememberTail } from '../source/tail-memo.js';
 import type { BlobReader, Descriptor, ImageSource, ResolvedImage } from '../source/types.js';
 import { layerInfo, tocDigestsOf, type LayerInfo } from './info.js';
 
@@ -375,7 +376,7 @@ export class LayerStore {
       p = (async () => {
         if (tocDigestsOf(desc).length === 0)
           throw new StoreMiss(`layer ${desc.digest} (${desc.mediaType}) has no TOC digest annotation: it cannot be served lazily and verified`);
-        const blob = meteredBlob(source.blob(desc));
+        const blob = rememberTail(meteredBlob(source.blob(desc)));
         const toc = await readLayerToc(desc, blob, { tocStore: this.opts.tocStore }).catch((e: unknown) => {
           metrics.ifMismatch(e, desc.digest, 'toc');
           throw e;
