@@ -6,26 +6,37 @@
 #
 #   npm run demo            # mounts, shows, unmounts and stops the registry
 #   npm run demo -- --keep  # leaves the mount and the registry running (prints how to stop them)
+#   options: --dir DIR (work directory, default /tmp/tocfs-demo), --no-setup (skip scripts/setup.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT_DIR=$PWD
-KEEP=0
-[ "${1:-}" = "--keep" ] && KEEP=1
+KEEP=0 SETUP=1 DEMO=/tmp/tocfs-demo
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --keep) KEEP=1 ;;
+    --no-setup) SETUP=0 ;;
+    --dir) DEMO=$2; shift ;;
+    *) echo "demo: unknown option $1 (--keep, --no-setup, --dir DIR)" >&2; exit 2 ;;
+  esac
+  shift
+done
 
-# The test suite has done the set-up already and sets TOCFS_SKIP_SETUP=1.
-[ "${TOCFS_SKIP_SETUP:-}" = 1 ] || bash scripts/setup.sh >&2
+[ "$SETUP" = 0 ] || bash scripts/setup.sh >&2
 TOCFS="$ROOT_DIR/bin/tocfs"
-DEMO=${TOCFS_DEMO_DIR:-/tmp/tocfs-demo}
 MNT=$DEMO/mnt
 
 if [ -t 1 ]; then B=$'\033[1m' N=$'\033[0m'; else B='' N=''; fi
 step() { printf '\n%s== %s%s\n' "$B" "$*" "$N"; }
 
+if [ -d "$DEMO" ] && [ -n "$(ls -A "$DEMO")" ] && [ ! -e "$DEMO/.tocfs-demo" ]; then
+  echo "demo: $DEMO holds files the demo did not make; name an empty or new directory with --dir" >&2; exit 2
+fi
 # A previous run's leftovers: its mount, registry and files.
 if mountpoint -q "$MNT" 2>/dev/null; then "$TOCFS" unmount "$MNT" 2>/dev/null || fusermount -uz "$MNT" || true; fi
 [ -f "$DEMO/registry.pid" ] && kill "$(cat "$DEMO/registry.pid")" 2>/dev/null || true
 rm -rf "$DEMO"
 mkdir -p "$DEMO" "$MNT"
+touch "$DEMO/.tocfs-demo"
 
 cleanup() {
   [ "$KEEP" = 1 ] && return

@@ -12,7 +12,7 @@ import { test } from 'node:test';
 test('npm run demo: mounts a lazily pulled Python image, runs it, fetches a fraction of the layer, cleans up', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'tocfs-demo-test-'));
   try {
-    const r = spawnSync('npm', ['run', '-s', 'demo'], { env: { ...process.env, TOCFS_DEMO_DIR: dir, TOCFS_SKIP_SETUP: '1' }, encoding: 'utf8', timeout: 240_000 });
+    const r = spawnSync('npm', ['run', '-s', 'demo', '--', '--no-setup', '--dir', dir], { encoding: 'utf8', timeout: 240_000 });
     const out = `${r.stdout}\n${r.stderr}`;
     assert.equal(r.status, 0, out);
     assert.match(r.stdout, /hello from 3\.\d+\.\d+ on a lazily pulled image/);
