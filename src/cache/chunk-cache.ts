@@ -8,9 +8,10 @@
  *   already checked are not hashed again on later disk hits: the directory is private
  *   (0700, files 0600) and files only enter it by rename after verification, so whoever
  *   could change them could as well change tocfs itself; `tocfs cache verify` re-hashes all.
- * - Recency for eviction is the file's mtime (atime is useless under noatime/relatime): the
- *   write sets it, and hits are noted in memory and written out in batches (every
- *   TOUCH_FLUSH_MS, before a gc and at flush) — memory hits at most once a minute.
+ * - Recency for eviction is the file's mtime (atime is useless under noatime/relatime): set
+ *   (strictly increasing) on the temp file before its rename; hits are noted in memory and
+ *   written out in batches (every TOUCH_FLUSH_MS, before a gc and at flush) — memory hits
+ *   at most once a minute.
  * - A full or read-only disk turns the cache memory-only with one warning.
  */
 import { mkdir, readdir, readFile, rmdir, stat, unlink, utimes, writeFile } from 'node:fs/promises';
@@ -333,8 +334,9 @@ export class ChunkCache {
       return;
     }
     try {
-      // The write itself sets the mtime (recency): no utimes.
-      await writeAtomic(this.tmpDir, path, data);
+      // An explicit, strictly increasing mtime: files written within one tick of the kernel's
+      // coarse clock would otherwise tie, and gc would evict among them in no particular order.
+      await writeAtomic(this.tmpDir, path, data, this.stamp());
     } catch (e) {
       if (isDiskUnusable(e)) this.degrade(e);
       else this.log.warn({ err: e, digest }, 'cannot write chunk to the cache');
