@@ -4,5 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# tsx runs the tests without type-checking them: check them (and src) first.
+npx tsc -p test/tsconfig.json
 if [ $# -gt 0 ]; then files=("$@"); else mapfile -t files < <(find test -name '*.test.ts' | sort); fi
 exec node --import tsx --test --test-reporter=spec "${files[@]}"

@@ -17,6 +17,7 @@ import { runCli } from './helpers/cli.js';
 import { buildImage } from './helpers/images.js';
 import { fuseSkipReason, Mounts } from './helpers/mounts.js';
 import { startRegistry, type TestRegistry } from './helpers/registry.js';
+import { isolatedCliEnv } from './helpers/registry-env.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'tocfs-config-'));
 after(() => rmSync(tmp, { recursive: true, force: true }));
@@ -267,7 +268,7 @@ describe('settings reach tocfs cat (a command that is no daemon)', () => {
   let oci: string;
   let remote: string;
   // The registry client reads only files under tmp (not the machine's registries.conf).
-  const isolated = { ...userEnv, CONTAINERS_REGISTRIES_CONF: join(tmp, 'registries.conf'), REGISTRY_AUTH_FILE: join(tmp, 'auth.json'), TOCFS_CERTS_DIR: join(tmp, 'certs.d') };
+  const isolated = { ...userEnv, ...isolatedCliEnv(tmp) };
 
   before(async () => {
     const img = await buildImage(join(tmp, 'cat-image'), { format: 'zstd:chunked', layers: [[{ path: 'etc/motd', content: MOTD }]] });

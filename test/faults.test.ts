@@ -20,6 +20,7 @@ import { buildImage, seededBytes, seededContent, type BuiltImage, type FileSpec,
 import { fuseSkipReason, isTocfsMount, Mounts } from './helpers/mounts.js';
 import { startFaultProxy, type Fault, type FaultProxy } from './helpers/registry-fault-proxy.js';
 import { freePort, startRegistry, type TestRegistry } from './helpers/registry.js';
+import { isolatedCliEnv } from './helpers/registry-env.js';
 
 const run = promisify(execFile);
 const skip = await fuseSkipReason();
@@ -116,9 +117,7 @@ describe('faults under real mounts', { skip, timeout: 240_000 }, () => {
     env = {
       TOCFS_CONFIG: '',
       XDG_CONFIG_HOME: join(tmp, 'xdg'),
-      CONTAINERS_REGISTRIES_CONF: join(tmp, 'registries.conf'),
-      REGISTRY_AUTH_FILE: join(tmp, 'auth.json'),
-      TOCFS_CERTS_DIR: join(tmp, 'certs.d'),
+      ...isolatedCliEnv(tmp),
       TOCFS_FETCH_TIMEOUT: `${TIMEOUT_MS}ms`,
       TOCFS_REGISTRY_RETRIES: '3',
       // Only the chunks a read asks for are fetched, so each fault hits the read it is meant for.

@@ -18,6 +18,7 @@ import { buildImage, seededBytes, seededContent, type FileSpec, type ImageFormat
 import { seededSlice, type LoadResult, type LoadSpec } from './helpers/load-readers.js';
 import { fuseSkipReason, isTocfsMount, Mounts } from './helpers/mounts.js';
 import { startRegistry, type TestRegistry } from './helpers/registry.js';
+import { isolatedCliEnv } from './helpers/registry-env.js';
 
 const run = promisify(execFile);
 const skip = await fuseSkipReason();
@@ -93,9 +94,7 @@ describe('load', { skip, timeout: 180_000 }, () => {
     env = {
       TOCFS_CONFIG: '',
       XDG_CONFIG_HOME: join(tmp, 'xdg'),
-      CONTAINERS_REGISTRIES_CONF: join(tmp, 'registries.conf'),
-      REGISTRY_AUTH_FILE: join(tmp, 'auth.json'),
-      TOCFS_CERTS_DIR: join(tmp, 'certs.d'),
+      ...isolatedCliEnv(tmp),
       TOCFS_CACHE_MEMORY_SIZE: String(MEMORY_BUDGET),
     };
     mounts = new Mounts(tmp, env);

@@ -21,6 +21,8 @@ import { buildImage, seededBytes, seededContent, type BuiltImage } from './helpe
 import { fuseSkipReason, Mounts } from './helpers/mounts.js';
 import { startFaultProxy } from './helpers/registry-fault-proxy.js';
 import { blobBytesServed, freePort, startRegistry, type TestRegistry } from './helpers/registry.js';
+import { parseExposition } from './helpers/metrics.js';
+import { isolatedCliEnv } from './helpers/registry-env.js';
 import { mountFiles } from '../src/daemon/state.js';
 import { encodeRef } from '../src/store/names.js';
 import { registryLogSettled, startStore } from './helpers/store.js';
@@ -28,17 +30,6 @@ import { registryLogSettled, startStore } from './helpers/store.js';
 const run = promisify(execFile);
 const FILE = 'usr/lib/data.bin';
 const FILE_SIZE = 3 * 1024 * 1024 + 12345;
-
-/** Prometheus text exposition → `name{labels}` → value. */
-function parseExposition(text: string): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const line of text.split('\n')) {
-    if (!line || line.startsWith('#')) continue;
-    const cut = line.lastIndexOf(' ');
-    out.set(line.slice(0, cut), Number(line.slice(cut + 1)));
-  }
-  return out;
-}
 
 async function scrape(port: number): Promise<Map<string, number>> {
   const res = await fetch(`http://127.0.0.1:${port}/metrics`);
@@ -96,7 +87,7 @@ describe('metrics of a mounted image', { skip: await fuseSkipReason() }, () => {
     }
     reg = await startRegistry();
     await reg.load(img.dir, 'metrics');
-    env = { CONTAINERS_REGISTRIES_CONF: join(tmp, 'registries.conf'), REGISTRY_AUTH_FILE: join(tmp, 'auth.json'), TOCFS_CERTS_DIR: join(tmp, 'certs.d') };
+    env = isolatedCliEnv(tmp);
     mounts = new Mounts(tmp, env);
   });
   after(async () => {

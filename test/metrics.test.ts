@@ -9,17 +9,7 @@ import { after, before, describe, it } from 'node:test';
 import { loadConfig } from '../src/config/index.js';
 import { metrics, metricsAddressFor, type MetricsServer, startMetricsServer, STORE_METRICS_ADDRESS } from '../src/metrics/index.js';
 import { freePort } from './helpers/registry.js';
-
-/** `series as printed` (name plus labels) → value, from Prometheus text exposition. */
-function parseExposition(text: string): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const line of text.split('\n')) {
-    if (!line || line.startsWith('#')) continue;
-    const cut = line.lastIndexOf(' ');
-    out.set(line.slice(0, cut), Number(line.slice(cut + 1)));
-  }
-  return out;
-}
+import { parseExposition } from './helpers/metrics.js';
 
 describe('metrics endpoint', () => {
   let server: MetricsServer;

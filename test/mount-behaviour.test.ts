@@ -20,6 +20,7 @@ import { compareView, mountView } from './helpers/fs-expected.js';
 import { fuseSkipReason, isTocfsMount, Mounts } from './helpers/mounts.js';
 import { startFaultProxy } from './helpers/registry-fault-proxy.js';
 import { blobBytesServed, startRegistry, type TestRegistry } from './helpers/registry.js';
+import { isolatedCliEnv } from './helpers/registry-env.js';
 
 const skip = !HAVE_CORPUS ? `no corpus at ${CORPUS_DIR}` : await fuseSkipReason();
 const BASIC = 'zstdchunked-skopeo118-basic';
@@ -210,7 +211,7 @@ describe('mount: from a real registry', { skip }, () => {
     reg = await startRegistry();
     for (const image of IMAGES) await reg.load(join(CORPUS_DIR, image));
     await writeFile(join(tmp, 'registries.conf'), '');
-    regEnv = { CONTAINERS_REGISTRIES_CONF: join(tmp, 'registries.conf'), REGISTRY_AUTH_FILE: join(tmp, 'auth.json'), TOCFS_CERTS_DIR: join(tmp, 'certs.d') };
+    regEnv = isolatedCliEnv(tmp);
     regMounts = new Mounts(tmp, regEnv);
   });
   after(async () => {

@@ -7,6 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import { runCli } from './helpers/cli.js';
 import { CORPUS_DIR, HAVE_CORPUS, loadExpected } from './helpers/corpus.js';
 import { startRegistry, type TestRegistry } from './helpers/registry.js';
+import { isolatedCliEnv } from './helpers/registry-env.js';
 
 const IMAGES = ['zstdchunked-skopeo118-multiarch', 'estargz-ctrremote-basic', 'gzip-plain-layers'];
 const MULTIARCH = ['zstdchunked-skopeo118-multiarch', 'gzip-plain-multiarch'];
@@ -26,7 +27,7 @@ describe('tocfs inspect through a registry', { skip: HAVE_CORPUS ? false : `no c
     }
     // Docker Hub's library namespace rewritten to the local registry: short names resolve there.
     await writeFile(join(tmp, 'registries.conf'), `[[registry]]\nprefix = "docker.io/library"\nlocation = "${reg.host}/hub"\ninsecure = true\n`);
-    env = { CONTAINERS_REGISTRIES_CONF: join(tmp, 'registries.conf'), REGISTRY_AUTH_FILE: join(tmp, 'auth.json'), TOCFS_CERTS_DIR: join(tmp, 'certs.d') };
+    env = isolatedCliEnv(tmp);
   });
   after(async () => {
     await reg?.stop();

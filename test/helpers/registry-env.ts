@@ -42,3 +42,8 @@ export async function withEnv<T>(name: string, value: string, fn: () => Promise<
     else process.env[name] = saved;
   }
 }
+
+/** The same isolation for a `tocfs` child process: its registries.conf, auth file and certs.d under `dir`. */
+export function isolatedCliEnv(dir: string): NodeJS.ProcessEnv {
+  return { CONTAINERS_REGISTRIES_CONF: join(dir, 'registries.conf'), REGISTRY_AUTH_FILE: join(dir, 'auth.json'), TOCFS_CERTS_DIR: join(dir, 'certs.d') };
+}

@@ -5,6 +5,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { copyFile, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
+import type { IncomingMessage } from 'node:http';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 
@@ -138,7 +139,7 @@ ${opts.extraConfig ?? ''}
       // Any HTTP answer (200 or 401) means it is up.
       const { request } = await import(scheme === 'https' ? 'node:https' : 'node:http');
       await new Promise<void>((resolve, reject) => {
-        const req = request({ host: '127.0.0.1', port, path: '/v2/', rejectUnauthorized: false }, (res) => {
+        const req = request({ host: '127.0.0.1', port, path: '/v2/', rejectUnauthorized: false }, (res: IncomingMessage) => {
           res.resume();
           resolve();
         });
