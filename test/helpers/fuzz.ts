@@ -31,6 +31,7 @@ import type { Descriptor } from '../../src/source/types.js';
 import { CORPUS_DIR, corpusImages, HAVE_CORPUS, loadExpected } from './corpus.js';
 import { buildImage, seededBytes, type FileSpec } from './images.js';
 import { memoryBlob, repackRaw, tocText, type TestLayer } from './toc-repack.js';
+import { skippableFrame } from '../../src/formats/writer/common.js';
 
 // ---------------------------------------------------------------------------------------
 // Randomness
@@ -767,13 +768,6 @@ async function fuzzChunk(rng: Rng, seed: LayerSeed, input: CaseInput, bombs: See
 
 const TS_POS = 'io.github.containers.zstd-chunked.tarsplit-position';
 const TS_SUM = 'io.github.containers.zstd-chunked.tarsplit-checksum';
-
-function skippableFrame(payload: Buffer): Buffer {
-  const h = Buffer.alloc(8);
-  h.writeUInt32LE(0x184d2a50, 0);
-  h.writeUInt32LE(payload.length, 4);
-  return Buffer.concat([h, payload]);
-}
 
 /**
  * tar-split (c/storage ≥ 1.44 layers): its JSON lines mutated and the layer re-packed with

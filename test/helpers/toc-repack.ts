@@ -10,6 +10,7 @@ import { compress as zstdCompress, decompress as zstdDecompress } from '@mongodb
 import { sha256 } from '../../src/digest.js';
 import type { BlobReader, Descriptor } from '../../src/source/types.js';
 import { CORPUS_DIR, loadExpected } from './corpus.js';
+import { skippableFrame, u64le } from '../../src/formats/writer/common.js';
 
 export interface TestLayer {
   desc: Descriptor;
@@ -47,19 +48,6 @@ const ZSTD_POS = ['io.github.containers.zstd-chunked.manifest-position', 'io.con
 const ZSTD_SUM = ['io.github.containers.zstd-chunked.manifest-checksum', 'io.containers.zstd-chunked.manifest-checksum'];
 const TARSPLIT_POS = 'io.github.containers.zstd-chunked.tarsplit-position';
 const STARGZ_DIGEST = 'containerd.io/snapshot/stargz/toc.digest';
-
-function skippable(payload: Buffer): Buffer {
-  const h = Buffer.alloc(8);
-  h.writeUInt32LE(0x184d2a50, 0);
-  h.writeUInt32LE(payload.length, 4);
-  return Buffer.concat([h, payload]);
-}
-
-function u64s(values: number[]): Buffer {
-  const b = Buffer.alloc(values.length * 8);
-  values.forEach((v, i) => b.writeBigUInt64LE(BigInt(v), i * 8));
-  return b;
-}
 
 function zstdPosition(layer: TestLayer): { key: number; offset: number; clen: number; ulen: number } {
   const a = layer.desc.annotations ?? {};
@@ -109,16 +97,16 @@ export async function repackRaw(layer: TestLayer, json: Buffer, compressedToc?: 
     const tocOffset = data.length + 8;
     annotations[ZSTD_POS[key]!] = `${tocOffset}:${toc.length}:${json.length}:1`;
     annotations[ZSTD_SUM[key]!] = sha256(toc);
-    const parts = [data, skippable(toc)];
+    const parts = [data, skippableFrame(toc)];
     if (annotations[TARSPLIT_POS]) {
       const [tsOff, tsLen, tsU] = annotations[TARSPLIT_POS].split(':').map(Number) as [number, number, number];
       const ts = layer.bytes.subarray(tsOff, tsOff + tsLen);
       const newTsOff = tocOffset + toc.length + 8;
       annotations[TARSPLIT_POS] = `${newTsOff}:${tsLen}:${tsU}`;
-      parts.push(skippable(ts), skippable(Buffer.concat([u64s([tocOffset, toc.length, json.length, 1, newTsOff, tsLen, tsU]), Buffer.from('GNUlInUx')])));
+      parts.push(skippableFrame(ts), skippableFrame(Buffer.concat([u64le([tocOffset, toc.length, json.length, 1, newTsOff, tsLen, tsU]), Buffer.from('GNUlInUx')])));
     } else {
       void clen;
-      parts.push(skippable(Buffer.concat([u64s([tocOffset, toc.length, json.length, 1]), Buffer.from('GnUlInUx')])));
+      parts.push(skippableFrame(Buffer.concat([u64le([tocOffset, toc.length, json.length, 1]), Buffer.from('GnUlInUx')])));
     }
     bytes = Buffer.concat(parts);
   } else {
