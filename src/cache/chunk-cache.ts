@@ -23,9 +23,8 @@ import { digestHex, isDigest, sha256 } from '../digest.js';
 import { logger as rootLogger } from '../log.js';
 import { metrics } from '../metrics/index.js';
 import { cleanStaleTemps, DIR_MODE, isDiskUnusable, isNotFound, OWN_FILE_NAME, writeAtomic } from './files.js';
-import { DiskTocStore } from './toc-store.js';
-
 import { defaultMemoryBytes } from './paths.js';
+import { DiskTocStore } from './toc-store.js';
 
 export { defaultCacheDir } from './paths.js';
 
