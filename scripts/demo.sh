@@ -104,7 +104,7 @@ BEFORE=$(wc -l < "$DEMO/registry.log")
 start=$(date +%s.%N)
 "$TOCFS" mount --tls-verify=false --cache-dir "$DEMO/cache" "$REG/demo/python:3.11" "$MNT"
 echo "mounted at $MNT in $(python3 -c "import time; print(f'{time.time() - $start:.2f}')") s"
-ls -la "$MNT" "$MNT/usr/lib/python3.11" | head -20
+ls -la "$MNT" "$MNT/usr/lib/python3.11" | sed -n 1,20p  # sed, not head: reads all, so ls never gets SIGPIPE (pipefail)
 report "after the mount and ls"
 
 step "5. Run Python from the mount (chroot): its start-up reads are fetched on demand"
