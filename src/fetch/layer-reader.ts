@@ -73,6 +73,9 @@ export interface LayerReaderStats {
 }
 
 /** A read that could not be served (the FUSE layer answers EIO); `cause` says why. */
+/** The settings of a LayerReader an operator tunes (config `fetch.*`), passed through the image and store layers. */
+export type LayerFetchSettings = Partial<Pick<LayerReaderOptions, 'maxRequestBytes' | 'maxGapBytes' | 'readAhead' | 'maxInFlight' | 'fetchTimeoutMs'>>;
+
 export class LayerReadError extends TocfsError {
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, 'EIO', options);

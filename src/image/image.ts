@@ -9,7 +9,7 @@ import type { Logger } from 'pino';
 import { ChunkCache, defaultCacheDir } from '../cache/chunk-cache.js';
 import { DiskTocStore } from '../cache/toc-store.js';
 import { TocfsError } from '../errors.js';
-import { LayerReader } from '../fetch/layer-reader.js';
+import { LayerReader, type LayerFetchSettings } from '../fetch/layer-reader.js';
 import { NoTocError, probeLayer, readLayerToc, type LayerToc, type TocStore } from '../formats/index.js';
 import { indexPlainLayer } from '../formats/plain.js';
 import { loadPlainIndex, savePlainIndex } from '../formats/plain-index.js';
@@ -29,7 +29,7 @@ export interface OpenImageOptions {
   cacheMaxBytes?: number;
   cacheMemoryBytes?: number;
   /** LayerReader tuning (its defaults otherwise). */
-  fetch?: { maxRequestBytes?: number; maxGapBytes?: number; readAhead?: number; maxInFlight?: number; fetchTimeoutMs?: number };
+  fetch?: LayerFetchSettings;
   tlsVerify?: boolean;
   platform?: Platform;
   /** Registry client settings (config files, credentials, retries); its defaults otherwise. */

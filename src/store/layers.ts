@@ -13,7 +13,7 @@ import type { Logger } from 'pino';
 import type { ChunkCache } from '../cache/chunk-cache.js';
 import { isDigest } from '../digest.js';
 import { preview, TocfsError } from '../errors.js';
-import { LayerReader } from '../fetch/layer-reader.js';
+import { LayerReader, type LayerFetchSettings } from '../fetch/layer-reader.js';
 import { prefetchLandmark } from '../fetch/prefetch.js';
 import { readLayerToc, type LayerToc, type TocStore } from '../formats/index.js';
 import { formatPlatform } from '../image/manifest.js';
@@ -44,7 +44,7 @@ export interface LayerStoreOptions {
   tocStore: TocStore;
   source: SourceOptions;
   logger: Logger;
-  fetch?: { maxRequestBytes?: number; maxGapBytes?: number; readAhead?: number; maxInFlight?: number };
+  fetch?: LayerFetchSettings;
   lookupTimeoutMs?: number;
   negativeTtlMs?: number;
   /**

@@ -11,6 +11,7 @@ import { DiskTocStore } from '../cache/toc-store.js';
 import { notifyFailure, notifyReady } from '../daemon/daemonize.js';
 import { untilStopped } from '../daemon/serve.js';
 import { removeMountState, writeMountState } from '../daemon/state.js';
+import type { LayerFetchSettings } from '../fetch/layer-reader.js';
 import { mountFs, type MountedFs } from '../fs/mount.js';
 import type { SourceOptions } from '../image/open.js';
 import { startMetricsServer, type MetricsServer } from '../metrics/index.js';
@@ -24,7 +25,7 @@ export interface StoreServeOptions {
   cacheDir: string;
   cacheMaxBytes?: number;
   cacheMemoryBytes?: number;
-  fetch?: { maxRequestBytes?: number; maxGapBytes?: number; readAhead?: number; maxInFlight?: number };
+  fetch?: LayerFetchSettings;
   source: SourceOptions;
   logger: Logger;
   /** HOST:PORT for /metrics, or undefined for none. */
