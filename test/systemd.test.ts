@@ -16,6 +16,7 @@ import { isFuseMounted, startStore } from './helpers/store.js';
 
 const REPO = fileURLToPath(new URL('..', import.meta.url));
 const INSTALL = join(REPO, 'scripts', 'install.sh');
+const SYSTEMD_NOTIFY = '/usr/bin/systemd-notify';
 
 function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
@@ -60,7 +61,10 @@ describe('systemd units and scripts/install.sh', () => {
   });
 
   after(async () => {
-    if (work) await rm(work, { recursive: true, force: true });
+    if (!work) return;
+    // A store that died without unmounting would make the removal fail with EBUSY.
+    if (await isFuseMounted(join(work, 'store'))) await run('umount', ['-l', join(work, 'store')]);
+    await rm(work, { recursive: true, force: true });
   });
 
   it('the units say what the store needs: Type=notify, before the engines, lazy umount after stop, restart on failure', async () => {
@@ -158,8 +162,19 @@ describe('systemd units and scripts/install.sh', () => {
     try {
       for (let i = 0; i < 100 && !received.includes('listening'); i++) await new Promise((r) => setTimeout(r, 50));
       assert.ok(received.includes('listening'), 'python3 datagram receiver started');
+      // The real systemd-notify, lingering after it has sent: SIGTERM then reaches the store
+      // while it is still reporting readiness, which must already stop it cleanly.
+      const slowNotify = join(work, 'slow-notify');
+      await mkdir(slowNotify);
+      await writeFile(join(slowNotify, 'systemd-notify'), `#!/bin/sh\n${SYSTEMD_NOTIFY} "$@"\nstatus=$?\nsleep 1\nexit $status\n`);
+      await chmod(join(slowNotify, 'systemd-notify'), 0o755);
+      const savedPath = process.env.PATH;
       process.env.NOTIFY_SOCKET = socket;
-      const store = await startStore(join(work, 'store'), join(work, 'cache')).finally(() => delete process.env.NOTIFY_SOCKET);
+      process.env.PATH = `${slowNotify}:${savedPath}`;
+      const store = await startStore(join(work, 'store'), join(work, 'cache')).finally(() => {
+        delete process.env.NOTIFY_SOCKET;
+        process.env.PATH = savedPath;
+      });
       for (let i = 0; i < 200 && !received.includes('READY=1'); i++) await new Promise((r) => setTimeout(r, 50));
       assert.match(received, /READY=1\\nSTATUS=serving .*\\nMAINPID=(\d+)/);
       assert.equal(Number(/MAINPID=(\d+)/.exec(received)![1]), store.child.pid, 'MAINPID names the store process');

@@ -121,6 +121,9 @@ export async function serveMount(opts: ServeOptions): Promise<void> {
     notifyFailure((e as Error).message);
     throw e;
   }
+  // Catch SIGTERM before anyone hears we are ready: a `tocfs unmount` right after would
+  // otherwise meet node's default handler and leave the mount behind.
+  const stopped = untilStopped(mountpoint, log);
   log.info({ image: image.reference, mountpoint, layer: opts.layer, ms: Date.now() - started }, 'mounted');
   notifyReady();
   await sdNotify({ ready: true, status: `serving ${image.reference} at ${mountpoint}` }, log);
@@ -135,7 +138,7 @@ export async function serveMount(opts: ServeOptions): Promise<void> {
     if (!abort.signal.aborted) log.warn({ err }, 'prefetch stopped (reads still fetch what they need)');
   });
 
-  const why = await untilStopped(mountpoint, log);
+  const why = await stopped;
   log.info({ mountpoint, why }, 'stopping');
   abort.abort();
   await mounted.unmount().catch((err: unknown) => log.warn({ err }, 'unmount failed'));

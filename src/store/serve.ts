@@ -92,6 +92,8 @@ export async function serveStore(opts: StoreServeOptions): Promise<void> {
     throw e;
   }
   const liveStore = store;
+  // Catch SIGTERM before anyone hears we are ready (see daemon/serve.ts).
+  const stopped = untilStopped(storeDir, log);
   log.info({ storeDir, cacheDir: opts.cacheDir, ms: Date.now() - started.getTime() }, 'layer store mounted');
   notifyReady();
   await sdNotify({ ready: true, status: `serving ${storeDir}` }, log);
@@ -105,7 +107,7 @@ export async function serveStore(opts: StoreServeOptions): Promise<void> {
   const timer = setInterval(() => publish().catch((err: unknown) => log.debug({ err }, 'cannot write the status file')), STATUS_INTERVAL_MS);
   await publish().catch(() => undefined);
 
-  const why = await untilStopped(storeDir, log);
+  const why = await stopped;
   clearInterval(timer);
   log.info({ storeDir, why }, 'stopping the layer store');
   await sdNotify({ stopping: true }, log);
