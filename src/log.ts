@@ -15,8 +15,12 @@
  * depth, and every written line is scrubbed of URL userinfo and Authorization schemes.
  */
 import { fstatSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import pino, { type DestinationStream, type Logger } from 'pino';
-import PinoPretty from 'pino-pretty';
+import type PinoPrettyModule from 'pino-pretty';
+
+/** pino-pretty is loaded only when a log is shown pretty (a terminal): daemons and scripts never pay for it. */
+const loadPinoPretty = (): typeof PinoPrettyModule => createRequire(import.meta.url)('pino-pretty') as typeof PinoPrettyModule;
 
 export type LogFormat = 'auto' | 'json' | 'pretty';
 
@@ -129,7 +133,7 @@ export function createLogger(opts: LoggerOptions = {}): Logger {
   const form = opts.destination ? (opts.format === 'pretty' ? 'pretty' : 'json') : chooseForm(opts.format ?? 'auto', env, fd);
   let inner: DestinationStream;
   if (form === 'pretty') {
-    inner = PinoPretty({
+    inner = loadPinoPretty()({
       destination: opts.destination ?? fd,
       sync: true,
       colorize: !opts.destination && isTerminal(fd),

@@ -14,9 +14,9 @@ import { openImageSource, type SourceOptions } from '../image/open.js';
 import { parseReference } from '../reference.js';
 import type { Descriptor } from '../source/types.js';
 import { OciLayoutWriter } from './layout.js';
+import type { TargetFormat } from './targets.js';
 
-export type TargetFormat = 'zstd:chunked' | 'estargz';
-export const TARGET_FORMATS: readonly TargetFormat[] = ['zstd:chunked', 'estargz'];
+export { TARGET_FORMATS, type TargetFormat } from './targets.js';
 
 export interface LayerProgress {
   index: number;

@@ -9,9 +9,9 @@ import type { Logger } from 'pino';
 import { TocfsError } from '../errors.js';
 import { Fuse, type FuseOperations } from './fuse-binding.js';
 
-export const FS_SUBTYPE = 'tocfs';
-/** `fuse.tocfs` in /proc/self/mountinfo. */
-export const FS_TYPE = `fuse.${FS_SUBTYPE}`;
+import { FS_SUBTYPE, isMounted } from './mount-table.js';
+
+export { FS_SUBTYPE, FS_TYPE, isMounted, mountsAt } from './mount-table.js';
 
 /** The image never changes under a mount: cache names and attributes for an hour. */
 const CACHE_TIMEOUT_S = 3600;
@@ -136,28 +136,4 @@ async function raiseReadAhead(mnt: string, kb: number, log: Logger): Promise<voi
   } catch (e) {
     log.info({ file, err: (e as Error).message }, 'cannot raise read-ahead (needs root); sequential reads will be slower');
   }
-}
-
-/** Octal escapes of /proc/self/mountinfo (`\040` for a space). */
-function unescapeMountPath(s: string): string {
-  return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
-}
-
-/** Mounts at `mountpoint` with their filesystem types, innermost last. */
-export async function mountsAt(mountpoint: string): Promise<string[]> {
-  const mnt = resolve(mountpoint);
-  const text = await readFile('/proc/self/mountinfo', 'utf8');
-  const types: string[] = [];
-  for (const line of text.split('\n')) {
-    const fields = line.split(' ');
-    if (fields.length < 10 || unescapeMountPath(fields[4]!) !== mnt) continue;
-    const sep = fields.indexOf('-', 6);
-    if (sep > 0) types.push(fields[sep + 1]!);
-  }
-  return types;
-}
-
-/** Is there a tocfs mount at `mountpoint` (live or stale)? */
-export async function isMounted(mountpoint: string): Promise<boolean> {
-  return (await mountsAt(mountpoint)).includes(FS_TYPE);
 }

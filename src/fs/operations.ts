@@ -9,7 +9,8 @@ import { sortedNames } from '../image/tree.js';
 import { formatDuration } from '../config/units.js';
 import { TocfsError } from '../errors.js';
 import { metrics } from '../metrics/index.js';
-import { Errno, type FuseOperations, type StatfsInfo, type StatInfo } from './fuse-binding.js';
+import { Errno, type FuseOperations, type StatfsInfo } from './fuse-binding.js';
+import { statOf } from './stat.js';
 
 /** Reads `length` bytes at `offset` of a regular file (exactly, within the file's size); gives up when `signal` aborts. */
 export type ContentReader = (node: FsNode, offset: number, length: number, signal?: AbortSignal) => Promise<Buffer>;
@@ -26,46 +27,12 @@ export interface FsOptions {
   readTimeoutMs?: number;
 }
 
-const TYPE_BITS: Record<string, number> = {
-  reg: 0o100000,
-  dir: 0o040000,
-  symlink: 0o120000,
-  char: 0o020000,
-  block: 0o060000,
-  fifo: 0o010000,
-};
-
 /** Operations timed in tocfs_fuse_operation_duration_seconds (with errors by errno name). */
 const TIMED_OPS = ['getattr', 'readdir', 'readlink', 'getxattr', 'listxattr', 'open', 'read'] as const;
 const ERRNO_NAMES = new Map<number, string>(Object.entries(Errno).map(([name, n]) => [n, name]));
 
 const O_ACCMODE = 3;
 const W_OK = 2;
-const DIR_SIZE = 4096;
-
-/** Linux makedev(). */
-function makedev(major: number, minor: number): number {
-  return ((major & 0xfff) << 8) | (minor & 0xff) | ((minor & 0xfff00) << 12);
-}
-
-export function statOf(node: FsNode, blockSize = 4096): StatInfo {
-  const e = node.entry;
-  const size = e.type === 'reg' ? e.size : e.type === 'symlink' ? Buffer.byteLength(e.linkName ?? '') : e.type === 'dir' ? DIR_SIZE : 0;
-  return {
-    mode: (TYPE_BITS[e.type] ?? 0o100000) | (e.mode & 0o7777),
-    uid: e.uid,
-    gid: e.gid,
-    size,
-    nlink: node.nlink,
-    ino: node.ino,
-    rdev: e.type === 'char' || e.type === 'block' ? makedev(e.devMajor ?? 0, e.devMinor ?? 0) : 0,
-    blksize: blockSize,
-    blocks: Math.ceil(size / 512),
-    atime: e.atime ?? e.mtime,
-    mtime: e.mtime,
-    ctime: e.ctime ?? e.mtime,
-  };
-}
 
 function contentBytes(tree: FsTree): number {
   let n = 0;

@@ -1,2 +1,3 @@
 export { type CacheTier, meteredBlob, metrics, registry } from './metrics.js';
-export { metricsAddressFor, type MetricsServer, startMetricsServer, STORE_METRICS_ADDRESS } from './server.js';
+export { metricsAddressFor, STORE_METRICS_ADDRESS } from './address.js';
+export { type MetricsServer, startMetricsServer } from './server.js';

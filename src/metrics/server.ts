@@ -1,24 +1,10 @@
 /** The HTTP endpoint Prometheus scrapes: GET /metrics, and GET /healthz for liveness checks. */
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { LoadedConfig } from '../config/load.js';
 import { parseAddress } from '../config/schema.js';
 import { TocfsError } from '../errors.js';
 import { logger } from '../log.js';
 import { registry } from './metrics.js';
-
-/** Where `tocfs store` serves metrics when metrics.address is not set anywhere (issue #8: on for the store, off for mount). */
-export const STORE_METRICS_ADDRESS = '127.0.0.1:9464';
-
-/**
- * The address a daemon should serve metrics on, or undefined for none: metrics.address when
- * set by flag, environment or file (an explicit "" turns them off), else on for the store
- * and off for mounts.
- */
-export function metricsAddressFor(daemon: 'mount' | 'store', config: Pick<LoadedConfig, 'values' | 'origins'>): string | undefined {
-  const address = config.origins['metrics.address'].source === 'default' && daemon === 'store' ? STORE_METRICS_ADDRESS : config.values['metrics.address'];
-  return address === '' ? undefined : address;
-}
 
 export interface MetricsServer {
   /** The port listened on (the one chosen by the system when the address said port 0). */

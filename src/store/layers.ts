@@ -22,10 +22,10 @@ import { buildLayerTree, mergeLayers, type FsTree } from '../image/tree.js';
 import { meteredBlob, metrics } from '../metrics/index.js';
 import { rememberTail } from '../source/tail-memo.js';
 import type { BlobReader, Descriptor, ImageSource, ResolvedImage } from '../source/types.js';
+import { DEFAULT_LOOKUP_TIMEOUT_MS, DEFAULT_NEGATIVE_TTL_MS } from './defaults.js';
 import { layerInfo, tocDigestsOf, type LayerInfo } from './info.js';
 
-export const DEFAULT_LOOKUP_TIMEOUT_MS = 30_000;
-export const DEFAULT_NEGATIVE_TTL_MS = 10_000;
+export { DEFAULT_LOOKUP_TIMEOUT_MS, DEFAULT_NEGATIVE_TTL_MS } from './defaults.js';
 
 /** Inode numbers: each tree gets its own range so layers on the one store mount never share an st_ino (overlayfs sees them all on one device). */
 export const INODE_SLOT_BITS = 22;

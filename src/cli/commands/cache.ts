@@ -5,8 +5,7 @@
 import { stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
-import { ChunkCache, type CacheProgress } from '../../cache/chunk-cache.js';
-import { DiskTocStore } from '../../cache/toc-store.js';
+import type { CacheProgress, ChunkCache } from '../../cache/chunk-cache.js';
 import { currentConfig, humanBytes, parseSize, settingOption } from '../../config/index.js';
 import { TocfsError } from '../../errors.js';
 import { createProgress } from '../../progress.js';
@@ -29,10 +28,16 @@ function budget(argv: CacheArgs): number {
   return n;
 }
 
+async function tocUsage(dir: string): Promise<{ files: number; bytes: number }> {
+  const { DiskTocStore } = await import('../../cache/toc-store.js');
+  return new DiskTocStore(dir).usage();
+}
+
 async function openExisting(dir: string): Promise<ChunkCache | undefined> {
   const st = await stat(dir).catch(() => undefined);
   if (!st) return undefined;
   if (!st.isDirectory()) throw new TocfsError(`cache directory ${dir} is not a directory`, 'EUSAGE');
+  const { ChunkCache } = await import('../../cache/chunk-cache.js');
   return ChunkCache.open({ dir, memoryBytes: 1 });
 }
 
@@ -62,7 +67,7 @@ const statsCommand: CommandModule<object, CacheArgs> = {
     const maxBytes = currentConfig().values['cache.max_size'];
     const cache = await openExisting(dir);
     const s = cache ? await cache.stats() : { files: 0, bytes: 0 };
-    const tocs = await new DiskTocStore(dir).usage();
+    const tocs = await tocUsage(dir);
     print(
       argv,
       { dir, exists: cache !== undefined, chunks: { files: s.files, bytes: s.bytes }, tocs, maxBytes },
@@ -126,7 +131,7 @@ const clearCommand: CommandModule<object, CacheArgs> = {
     const dir = cacheDir();
     const cache = await openExisting(dir);
     const before = cache ? await cache.stats() : { files: 0, bytes: 0 };
-    const tocs = await new DiskTocStore(dir).usage();
+    const tocs = await tocUsage(dir);
     await cache?.clear();
     print(argv, { dir, removedFiles: before.files, removedBytes: before.bytes, removedTocs: tocs.files }, `removed ${before.files} chunks (${humanBytes(before.bytes)}) and ${tocs.files} TOCs from ${dir}`);
   },

@@ -5,7 +5,7 @@
 import type { Writable } from 'node:stream';
 import type { Argv, CommandModule } from 'yargs';
 import { TocfsError } from '../../errors.js';
-import { openImage, type OpenedImage } from '../../image/image.js';
+import type { OpenedImage } from '../../image/image.js';
 import type { FsNode } from '../../image/tree.js';
 import { ReadCounter } from '../../source/counting.js';
 import { withExamples } from '../help.js';
@@ -76,6 +76,7 @@ export const catCommand: CommandModule<object, CatArgs> = {
       ],
     ),
   handler: async (argv) => {
+    const { openImage } = await import('../../image/image.js');
     const counter = new ReadCounter();
     const image = await openImage(argv.image, { ...openImageOptions(argv), counter });
     try {

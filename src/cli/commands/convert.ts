@@ -3,7 +3,8 @@
  * pullable copy of an image as a fresh OCI layout (push it with skopeo).
  */
 import type { Argv, CommandModule } from 'yargs';
-import { convertImage, TARGET_FORMATS, type LayerProgress, type TargetFormat } from '../../convert/convert.js';
+import type { LayerProgress } from '../../convert/convert.js';
+import { TARGET_FORMATS, type TargetFormat } from '../../convert/targets.js';
 import { createProgress, type Progress } from '../../progress.js';
 import { sourceOptions, withImageOptions } from '../options.js';
 
@@ -47,6 +48,7 @@ export const convertCommand: CommandModule<object, ConvertArgs> = {
   handler: async (argv) => {
     // A bar per layer on a terminal, log lines (every 10 s) otherwise; then the layer's result line.
     let bar: { index: number; progress: Progress } | undefined;
+    const { convertImage } = await import('../../convert/convert.js');
     const result = await convertImage(argv.source, argv.destination, {
       format: argv.format,
       ...(argv['chunk-size'] !== undefined ? { chunkSize: argv['chunk-size'] } : {}),

@@ -5,9 +5,8 @@
  */
 import type { Argv, CommandModule } from 'yargs';
 import { TocfsError } from '../../errors.js';
-import { probeLayer, readLayerToc, type LayerProbe, type LayerToc } from '../../formats/index.js';
+import type { LayerProbe, LayerToc } from '../../formats/index.js';
 import { formatPlatform } from '../../image/manifest.js';
-import { openImageSource } from '../../image/open.js';
 import { ReadCounter } from '../../source/counting.js';
 import type { BlobReader, Descriptor, ResolvedImage } from '../../source/types.js';
 import { sourceOptions, withImageOptions } from '../options.js';
@@ -54,6 +53,7 @@ export interface InspectReport {
 }
 
 async function inspectLayer(index: number, desc: Descriptor, blob: BlobReader): Promise<LayerReport> {
+  const { probeLayer, readLayerToc } = await import('../../formats/index.js');
   const probe = await probeLayer(desc, blob);
   let toc: LayerToc | undefined;
   let reason = probe.reason ?? null;
@@ -88,6 +88,7 @@ async function inspectLayer(index: number, desc: Descriptor, blob: BlobReader): 
 
 export async function inspectImage(reference: string, argv: Pick<InspectArgs, 'tls-verify' | 'platform'>, counter?: ReadCounter): Promise<InspectReport> {
   const opts = sourceOptions(argv);
+  const { openImageSource } = await import('../../image/open.js');
   const source = await openImageSource(reference, opts);
   try {
     const img: ResolvedImage = await source.resolve();

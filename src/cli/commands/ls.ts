@@ -5,8 +5,8 @@
 import type { Argv, CommandModule } from 'yargs';
 import { TocfsError } from '../../errors.js';
 import type { Timestamp } from '../../formats/toc.js';
-import { statOf } from '../../fs/operations.js';
-import { openImage, type OpenedImage } from '../../image/image.js';
+import { statOf } from '../../fs/stat.js';
+import type { OpenedImage } from '../../image/image.js';
 import { sortedNames, type FsNode } from '../../image/tree.js';
 import { withExamples } from '../help.js';
 import { openImageOptions, withCacheOptions, withImageOptions } from '../options.js';
@@ -157,6 +157,7 @@ export const lsCommand: CommandModule<object, LsArgs> = {
       ],
     ),
   handler: async (argv) => {
+    const { openImage } = await import('../../image/image.js');
     const image = await openImage(argv.image, openImageOptions(argv));
     try {
       const entries = listPath(image, argv.path, argv.layer);

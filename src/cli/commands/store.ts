@@ -11,9 +11,8 @@ import { hasReadyChannel, startDaemon } from '../../daemon/daemonize.js';
 import { ensureRuntimeDir, mountFiles } from '../../daemon/state.js';
 import { TocfsError } from '../../errors.js';
 import { logger } from '../../log.js';
-import { metricsAddressFor } from '../../metrics/index.js';
-import { DEFAULT_LOOKUP_TIMEOUT_MS, DEFAULT_NEGATIVE_TTL_MS } from '../../store/layers.js';
-import { serveStore } from '../../store/serve.js';
+import { metricsAddressFor } from '../../metrics/address.js';
+import { DEFAULT_LOOKUP_TIMEOUT_MS, DEFAULT_NEGATIVE_TTL_MS } from '../../store/defaults.js';
 import { formatStatus, readStatus } from '../../store/status.js';
 import { withExamples } from '../help.js';
 import { openImageOptions, withCacheOptions } from '../options.js';
@@ -75,6 +74,8 @@ const serveCommand: CommandModule<object, StoreArgs> = {
       process.stdout.write(`tocfs store serving ${storeDir}\n`);
       return;
     }
+    // Loaded here, not at the top: the command that only starts the daemon stays quick.
+    const { serveStore } = await import('../../store/serve.js');
     const config = currentConfig();
     const open = openImageOptions({});
     const metricsAddress = metricsAddressFor('store', config);

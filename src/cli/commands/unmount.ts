@@ -9,7 +9,7 @@ import { promisify } from 'node:util';
 import type { Argv, CommandModule } from 'yargs';
 import { isAlive, readMountState, removeMountState } from '../../daemon/state.js';
 import { TocfsError } from '../../errors.js';
-import { FS_TYPE, mountsAt } from '../../fs/mount.js';
+import { FS_TYPE, mountsAt } from '../../fs/mount-table.js';
 import { withExamples } from '../help.js';
 
 const run = promisify(execFile);
