@@ -12,6 +12,7 @@ import { isMounted, mountFs, type MountedFs } from '../fs/mount.js';
 import { openImage, type ImageLayer, type OpenedImage, type OpenImageOptions } from '../image/image.js';
 import { createProgress, type Progress } from '../progress.js';
 import { notifyFailure, notifyReady } from './daemonize.js';
+import { collectGarbageSoon } from './memory.js';
 import { sdNotify } from './sd-notify.js';
 import { removeMountState, writeMountState } from './state.js';
 
@@ -126,6 +127,7 @@ export async function serveMount(opts: ServeOptions): Promise<void> {
   const stopped = untilStopped(mountpoint, log);
   log.info({ image: image.reference, mountpoint, layer: opts.layer, ms: Date.now() - started }, 'mounted');
   notifyReady();
+  collectGarbageSoon(log);
   await sdNotify({ ready: true, status: `serving ${image.reference} at ${mountpoint}` }, log);
 
   // The mount keeps serving whatever goes wrong elsewhere in the process.
