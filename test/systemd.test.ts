@@ -1,7 +1,7 @@
 /**
  * The systemd side of the store: the units pass `systemd-analyze verify` as installed,
  * scripts/install.sh installs them, a config file and the storage.conf line (idempotent,
- * --dry-run changes nothing), and `tocfs store --foreground` tells $NOTIFY_SOCKET READY=1
+ * --dry-run changes nothing), and `tocfs store --foreground` and `tocfs mount --foreground` tell $NOTIFY_SOCKET READY=1
  * once the store answers and STOPPING=1 when it stops (received by a real datagram socket).
  */
 import assert from 'node:assert/strict';
@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { parse } from 'smol-toml';
+import { buildImage } from './helpers/images.js';
 import { isFuseMounted, startStore } from './helpers/store.js';
 
 const REPO = fileURLToPath(new URL('..', import.meta.url));
@@ -154,36 +155,83 @@ describe('systemd units and scripts/install.sh', () => {
     assert.match(bad.stderr, /must be absolute/);
   });
 
-  it('tocfs store --foreground sends READY=1 once the store answers and STOPPING=1 on SIGTERM', async () => {
-    const socket = join(work, 'notify.sock');
+  /** A real datagram socket standing in for systemd's notify socket; `text()` is what arrived so far. */
+  async function notifyReceiver(socket: string): Promise<{ text(): string; waitFor(what: string): Promise<void>; close(): void }> {
     const receiver = spawn('python3', ['-c', 'import socket,sys\ns=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM)\ns.bind(sys.argv[1])\nprint("listening",flush=True)\nwhile True:\n  d=s.recvmsg(4096)[0]\n  print(repr(d.decode()),flush=True)', socket], { stdio: ['ignore', 'pipe', 'inherit'] });
     let received = '';
     receiver.stdout.on('data', (d: Buffer) => (received += d.toString()));
+    const waitFor = async (what: string): Promise<void> => {
+      for (let i = 0; i < 200 && !received.includes(what); i++) await new Promise((r) => setTimeout(r, 50));
+    };
+    await waitFor('listening');
+    assert.ok(received.includes('listening'), 'python3 datagram receiver started');
+    return { text: () => received, waitFor, close: () => receiver.kill() };
+  }
+
+  /**
+   * Environment for a daemon under "systemd": NOTIFY_SOCKET, and the real systemd-notify
+   * lingering a second after it has sent, so a SIGTERM sent on READY=1 reaches the daemon
+   * while it is still reporting readiness (which must already stop it cleanly).
+   */
+  async function notifyEnv(socket: string): Promise<NodeJS.ProcessEnv> {
+    const slowNotify = join(work, 'slow-notify');
+    await mkdir(slowNotify, { recursive: true });
+    await writeFile(join(slowNotify, 'systemd-notify'), `#!/bin/sh\n${SYSTEMD_NOTIFY} "$@"\nstatus=$?\nsleep 1\nexit $status\n`);
+    await chmod(join(slowNotify, 'systemd-notify'), 0o755);
+    return { NOTIFY_SOCKET: socket, PATH: `${slowNotify}:${process.env.PATH}` };
+  }
+
+  it('tocfs store --foreground sends READY=1 once the store answers and STOPPING=1 on SIGTERM', async () => {
+    const socket = join(work, 'notify.sock');
+    const receiver = await notifyReceiver(socket);
     try {
-      for (let i = 0; i < 100 && !received.includes('listening'); i++) await new Promise((r) => setTimeout(r, 50));
-      assert.ok(received.includes('listening'), 'python3 datagram receiver started');
-      // The real systemd-notify, lingering after it has sent: SIGTERM then reaches the store
-      // while it is still reporting readiness, which must already stop it cleanly.
-      const slowNotify = join(work, 'slow-notify');
-      await mkdir(slowNotify);
-      await writeFile(join(slowNotify, 'systemd-notify'), `#!/bin/sh\n${SYSTEMD_NOTIFY} "$@"\nstatus=$?\nsleep 1\nexit $status\n`);
-      await chmod(join(slowNotify, 'systemd-notify'), 0o755);
-      const savedPath = process.env.PATH;
-      process.env.NOTIFY_SOCKET = socket;
-      process.env.PATH = `${slowNotify}:${savedPath}`;
+      const env = await notifyEnv(socket);
+      const saved = { NOTIFY_SOCKET: process.env.NOTIFY_SOCKET, PATH: process.env.PATH };
+      Object.assign(process.env, env);
       const store = await startStore(join(work, 'store'), join(work, 'cache')).finally(() => {
         delete process.env.NOTIFY_SOCKET;
-        process.env.PATH = savedPath;
+        if (saved.NOTIFY_SOCKET !== undefined) process.env.NOTIFY_SOCKET = saved.NOTIFY_SOCKET;
+        process.env.PATH = saved.PATH;
       });
-      for (let i = 0; i < 200 && !received.includes('READY=1'); i++) await new Promise((r) => setTimeout(r, 50));
-      assert.match(received, /READY=1\\nSTATUS=serving .*\\nMAINPID=(\d+)/);
-      assert.equal(Number(/MAINPID=(\d+)/.exec(received)![1]), store.child.pid, 'MAINPID names the store process');
+      await receiver.waitFor('READY=1');
+      assert.match(receiver.text(), /READY=1\\nSTATUS=serving .*\\nMAINPID=(\d+)/);
+      assert.equal(Number(/MAINPID=(\d+)/.exec(receiver.text())![1]), store.child.pid, 'MAINPID names the store process');
       assert.equal(await isFuseMounted(store.dir), true, 'mounted when READY=1 arrives');
       assert.equal(await store.stop('SIGTERM'), 0);
-      assert.match(received, /STOPPING=1/);
+      assert.match(receiver.text(), /STOPPING=1/);
       assert.equal(await isFuseMounted(store.dir), false);
     } finally {
-      receiver.kill();
+      receiver.close();
+    }
+  });
+
+  it('tocfs mount --foreground (tocfs-mount@.service) sends READY=1 once mounted and unmounts on a SIGTERM that follows at once', async () => {
+    const image = await buildImage(join(work, 'image'), { format: 'zstd:chunked', layers: [[{ path: 'etc/greeting', content: 'hello from a unit\n' }]] });
+    const mnt = join(work, 'mnt');
+    await mkdir(mnt);
+    const socket = join(work, 'notify-mount.sock');
+    const receiver = await notifyReceiver(socket);
+    try {
+      const env = { ...process.env, ...(await notifyEnv(socket)), TOCFS_CONFIG: '' };
+      const args = ['--import', 'tsx', join(REPO, 'src/cli/entry.ts'), 'mount', '--foreground', '--cache-dir', join(work, 'mount-cache'), '--metrics-address', '', `oci:${image.dir}`, mnt];
+      const daemon = spawn(process.execPath, args, { env, stdio: ['ignore', 'ignore', 'pipe'] });
+      let stderr = '';
+      daemon.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      const exited = new Promise<number | null>((r) => daemon.once('exit', (code) => r(code)));
+      try {
+        await receiver.waitFor('READY=1');
+        assert.match(receiver.text(), /READY=1\\nSTATUS=serving oci:.* at .*\\nMAINPID=(\d+)/, stderr);
+        assert.equal(await readFile(join(mnt, 'etc/greeting'), 'utf8'), 'hello from a unit\n', 'the mount serves the image when READY=1 arrives');
+        daemon.kill('SIGTERM');
+        assert.equal(await exited, 0, stderr);
+        assert.match(receiver.text(), /STOPPING=1/);
+        assert.equal(await isFuseMounted(mnt), false, 'unmounted');
+      } finally {
+        if (daemon.exitCode === null && daemon.signalCode === null) daemon.kill('SIGKILL');
+        if (await isFuseMounted(mnt)) await run('umount', ['-l', mnt]);
+      }
+    } finally {
+      receiver.close();
     }
   });
 });

@@ -142,6 +142,7 @@ export async function serveMount(opts: ServeOptions): Promise<void> {
 
   const why = await stopped;
   log.info({ mountpoint, why }, 'stopping');
+  await sdNotify({ stopping: true }, log);
   abort.abort();
   await mounted.unmount().catch((err: unknown) => log.warn({ err }, 'unmount failed'));
   await background;
