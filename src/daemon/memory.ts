@@ -25,9 +25,8 @@ function fullGc(): (() => void) | undefined {
 }
 
 /**
- * Runs one full collection once `quietMs` pass without another call (a pull loads its layers
- * one after another), or `maxWaitMs` after the first call at the latest. Never keeps the
- * process alive.
+ * Runs one full collection once `quietMs` pass without another call, or `maxWaitMs` after
+ * the first call at the latest. Never keeps the process alive.
  */
 export function collectGarbageSoon(log: Logger, quietMs = 500, maxWaitMs = 3000): void {
   const now = Date.now();

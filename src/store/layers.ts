@@ -11,7 +11,6 @@
  */
 import type { Logger } from 'pino';
 import type { ChunkCache } from '../cache/chunk-cache.js';
-import { collectGarbageSoon } from '../daemon/memory.js';
 import { isDigest } from '../digest.js';
 import { preview, TocfsError } from '../errors.js';
 import { LayerReader, type LayerFetchSettings } from '../fetch/layer-reader.js';
@@ -385,9 +384,7 @@ export class LayerStore {
         if (!toc.verified || toc.format === 'none') throw new StoreMiss(`layer ${desc.digest}: its TOC is not vouched for by the layer's annotations`);
         const reader = new LayerReader({ layerDigest: desc.digest, toc, blob, cache: this.opts.cache, logger: this.log, ...definedOnly(this.opts.fetch ?? {}) });
         if ((this.opts.prefetch ?? 'landmark') === 'landmark' && toc.prefetchEnd && !toc.noPrefetch) this.prefetch(reader);
-        const content = new LayerContent(desc, blob, toc, reader, buildLayerTree(toc, index, { whiteouts: 'overlay' }), this.allocSlot());
-        collectGarbageSoon(this.log);
-        return content;
+        return new LayerContent(desc, blob, toc, reader, buildLayerTree(toc, index, { whiteouts: 'overlay' }), this.allocSlot());
       })();
       this.contents.set(desc.digest, p);
       p.catch(() => {
