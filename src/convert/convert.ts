@@ -16,8 +16,6 @@ import type { Descriptor } from '../source/types.js';
 import { OciLayoutWriter } from './layout.js';
 import type { TargetFormat } from './targets.js';
 
-export { TARGET_FORMATS, type TargetFormat } from './targets.js';
-
 export interface LayerProgress {
   index: number;
   count: number;

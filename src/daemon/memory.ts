@@ -10,7 +10,6 @@ import type { Logger } from 'pino';
 
 let collect: (() => void) | undefined;
 let pending: NodeJS.Timeout | undefined;
-let firstAsked = 0;
 
 function fullGc(): (() => void) | undefined {
   if (!collect) {
@@ -24,14 +23,9 @@ function fullGc(): (() => void) | undefined {
   return collect;
 }
 
-/**
- * Runs one full collection once `quietMs` pass without another call, or `maxWaitMs` after
- * the first call at the latest. Never keeps the process alive.
- */
-export function collectGarbageSoon(log: Logger, quietMs = 500, maxWaitMs = 3000): void {
-  const now = Date.now();
-  if (pending) clearTimeout(pending);
-  else firstAsked = now;
+/** Runs one full collection `delayMs` from now (calls in between share it); never keeps the process alive. */
+export function collectGarbageSoon(log: Logger, delayMs = 500): void {
+  if (pending) return;
   pending = setTimeout(() => {
     pending = undefined;
     const gc = fullGc();
@@ -40,6 +34,6 @@ export function collectGarbageSoon(log: Logger, quietMs = 500, maxWaitMs = 3000)
     const started = performance.now();
     gc();
     log.debug({ ms: Math.round(performance.now() - started), rssBeforeMB: Math.round(before / 1e6), rssAfterMB: Math.round(process.memoryUsage.rss() / 1e6) }, 'collected the garbage of loading TOCs');
-  }, Math.max(0, Math.min(quietMs, firstAsked + maxWaitMs - now)));
+  }, delayMs);
   pending.unref();
 }

@@ -3,15 +3,12 @@
  * docs/performance.md): read-only, st_ino passed through, kernel page cache kept across
  * opens, long entry/attribute timeouts, more reads in flight and a larger read-ahead.
  */
-import { readFile, stat, statfs, writeFile } from 'node:fs/promises';
+import { stat, statfs, writeFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { TocfsError } from '../errors.js';
 import { Fuse, type FuseOperations } from './fuse-binding.js';
-
 import { FS_SUBTYPE, isMounted } from './mount-table.js';
-
-export { FS_SUBTYPE, FS_TYPE, isMounted, mountsAt } from './mount-table.js';
 
 /** The image never changes under a mount: cache names and attributes for an hour. */
 const CACHE_TIMEOUT_S = 3600;

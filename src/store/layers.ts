@@ -25,7 +25,6 @@ import type { BlobReader, Descriptor, ImageSource, ResolvedImage } from '../sour
 import { DEFAULT_LOOKUP_TIMEOUT_MS, DEFAULT_NEGATIVE_TTL_MS } from './defaults.js';
 import { layerInfo, tocDigestsOf, type LayerInfo } from './info.js';
 
-export { DEFAULT_LOOKUP_TIMEOUT_MS, DEFAULT_NEGATIVE_TTL_MS } from './defaults.js';
 
 /** Inode numbers: each tree gets its own range so layers on the one store mount never share an st_ino (overlayfs sees them all on one device). */
 export const INODE_SLOT_BITS = 22;
