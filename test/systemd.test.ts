@@ -185,14 +185,7 @@ describe('systemd units and scripts/install.sh', () => {
     const socket = join(work, 'notify.sock');
     const receiver = await notifyReceiver(socket);
     try {
-      const env = await notifyEnv(socket);
-      const saved = { NOTIFY_SOCKET: process.env.NOTIFY_SOCKET, PATH: process.env.PATH };
-      Object.assign(process.env, env);
-      const store = await startStore(join(work, 'store'), join(work, 'cache')).finally(() => {
-        delete process.env.NOTIFY_SOCKET;
-        if (saved.NOTIFY_SOCKET !== undefined) process.env.NOTIFY_SOCKET = saved.NOTIFY_SOCKET;
-        process.env.PATH = saved.PATH;
-      });
+      const store = await startStore(join(work, 'store'), join(work, 'cache'), [], await notifyEnv(socket));
       await receiver.waitFor('READY=1');
       assert.match(receiver.text(), /READY=1\\nSTATUS=serving .*\\nMAINPID=(\d+)/);
       assert.equal(Number(/MAINPID=(\d+)/.exec(receiver.text())![1]), store.child.pid, 'MAINPID names the store process');

@@ -21,9 +21,10 @@ export async function isFuseMounted(dir: string): Promise<boolean> {
   return mounts.split('\n').some((l) => l.split(' ')[1] === dir && l.split(' ')[2] === 'fuse.tocfs');
 }
 
-export async function startStore(dir: string, cacheDir: string, extraArgs: string[] = []): Promise<RunningStore> {
+/** `env` is added to this process's environment for the store. */
+export async function startStore(dir: string, cacheDir: string, extraArgs: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<RunningStore> {
   const args = ['--import', 'tsx', ENTRY, 'store', '--foreground', '--tls-verify=false', '--cache-dir', cacheDir, '--metrics-address', '', '--log-level', 'debug', ...extraArgs, dir];
-  const child = spawn(process.execPath, args, { env: { ...process.env, TOCFS_LOG_JSON: '1', TOCFS_CONFIG: '' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, args, { env: { ...process.env, TOCFS_LOG_JSON: '1', TOCFS_CONFIG: '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   const log: string[] = [];
   for (const stream of [child.stdout!, child.stderr!]) createInterface({ input: stream }).on('line', (line) => log.push(line));
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
