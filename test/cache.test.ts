@@ -2,7 +2,8 @@
  * ChunkCache and DiskTocStore on real directories (and a real tiny tmpfs for a full disk).
  */
 import assert from 'node:assert/strict';
-import { execFile, spawnSync } from 'node:child_process';
+import { execFile, spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -104,6 +105,26 @@ describe('ChunkCache', () => {
     assert.deepEqual(await readFile(chunkPath(dir, c.digest)), c.data);
   });
 
+  test('a temp file of a killed writer that is still a zombie (its parent never reaps it) is cleaned on open', async () => {
+    const dir = freshDir();
+    await ChunkCache.open({ dir });
+    // `sleep 0 &` exits at once; the shell then execs `sleep`, which never waits for it.
+    const parent = spawn('sh', ['-c', 'sleep 0 & echo $!; exec sleep 30'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    try {
+      const [line] = (await once(parent.stdout!, 'data')) as [Buffer];
+      const zombie = Number(line.toString().trim());
+      const state = async () => (await readFile(`/proc/${zombie}/stat`, 'utf8')).replace(/^.*\) /s, '').charAt(0);
+      for (let i = 0; i < 200 && (await state()) !== 'Z'; i++) await new Promise((r) => setTimeout(r, 10));
+      assert.equal(await state(), 'Z', 'the writer is a zombie');
+      const c = chunk(2000);
+      await writeFile(join(dir, 'tmp', `${digestHex(c.digest)}.${zombie}.0badc0de`), c.data.subarray(0, 500));
+      await ChunkCache.open({ dir });
+      assert.deepEqual(await readdir(join(dir, 'tmp')), []);
+    } finally {
+      parent.kill();
+    }
+  });
+
   test('concurrent puts of one digest from two caches over one directory leave one whole file', async () => {
     const dir = freshDir();
     const a = await ChunkCache.open({ dir, memoryBytes: 1 });
@@ -141,10 +162,13 @@ describe('ChunkCache', () => {
     const writer = await ChunkCache.open({ dir, memoryBytes: 1 });
     const [a, b, c] = [chunk(1000), chunk(1000), chunk(1000)];
     for (const x of [a, b, c]) await writer.put(x.digest, x.data);
+    const mtime = async (x: { digest: string }): Promise<number> => (await stat(chunkPath(dir, x.digest))).mtimeMs;
+    // Recency has millisecond stamps, a little ahead of the clock during a burst of puts; the
+    // next process reads later than that, as a later process would.
+    while (Date.now() <= (await mtime(c)) + 1) await new Promise((r) => setTimeout(r, 2));
     const reader = await ChunkCache.open({ dir, memoryBytes: 1 });
     assert.deepEqual(await reader.get(a.digest), a.data);
     await reader.flush();
-    const mtime = async (x: { digest: string }): Promise<number> => (await stat(chunkPath(dir, x.digest))).mtimeMs;
     assert.ok((await mtime(a)) > (await mtime(c)), 'the file read last is the most recently used on disk');
     const next = await ChunkCache.open({ dir, memoryBytes: 1 });
     assert.deepEqual(await next.gc(1000), { removedFiles: 2, removedBytes: 2000 });

@@ -8,6 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, rename, stat, unlink, utimes, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+import { isAlive } from '../process-alive.js';
 
 export const DIR_MODE = 0o700;
 export const FILE_MODE = 0o600;
@@ -47,15 +48,6 @@ export async function writeAtomic(tmpDir: string, path: string, data: Uint8Array
   }
 }
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /** A temp file is stale when its writer is gone (or it is older than an hour, e.g. pid reuse). */
 const STALE_TEMP_MS = 3600_000;
 
@@ -73,7 +65,7 @@ export async function cleanStaleTemps(tmpDir: string): Promise<number> {
     if (!m) continue;
     const pid = Number(m[1]);
     const path = join(tmpDir, name);
-    let stale = !pidAlive(pid);
+    let stale = !isAlive(pid);
     if (!stale) {
       const st = await stat(path).catch(() => undefined);
       stale = st !== undefined && Date.now() - st.mtimeMs > STALE_TEMP_MS;

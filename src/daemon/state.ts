@@ -3,7 +3,6 @@
  * mountpoint (pid, image, log file) in tocfs's runtime directory.
  */
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -59,17 +58,3 @@ export async function removeMountState(mountpoint: string, pid: number): Promise
   await rm(mountFiles(mountpoint).state, { force: true });
 }
 
-/** The process exists and is not a zombie (an exited daemon whose parent has not reaped it). */
-export function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return true;
-  }
-}

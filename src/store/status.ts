@@ -8,7 +8,8 @@ import { createHash } from 'node:crypto';
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { humanBytes } from '../config/index.js';
-import { isAlive, runtimeDir } from '../daemon/state.js';
+import { runtimeDir } from '../daemon/state.js';
+import { isAlive } from '../process-alive.js';
 import type { StoreStatus } from './layers.js';
 
 export interface StatusDocument extends StoreStatus {
