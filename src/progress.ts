@@ -6,7 +6,7 @@
  *   p.update(bytesSoFar); … p.done();   // or p.fail(err)
  */
 import type { Logger } from 'pino';
-import { humanBytes } from './config/units.js';
+import { humanBytes } from './units.js';
 import { logger as rootLogger } from './log.js';
 
 export interface ProgressOptions {

@@ -15,7 +15,7 @@ import { sha256 } from '../src/digest.js';
 import { TocfsError } from '../src/errors.js';
 import { extractChunk, readLayerToc, type LayerToc } from '../src/formats/index.js';
 import { indexPlainLayer, MAX_SPARSE_HOLES, MAX_ZSTD_DECODE } from '../src/formats/plain.js';
-import { parseConfig, parseManifestDocument, selectPlatform } from '../src/image/manifest.js';
+import { parseConfig, parseManifestDocument, selectPlatform } from '../src/source/manifest.js';
 import { buildLayerTree, mergeLayers, type FsTree } from '../src/image/tree.js';
 import { CORPUS_DIR, HAVE_CORPUS } from './helpers/corpus.js';
 import { zstdRleBomb } from './helpers/fuzz.js';

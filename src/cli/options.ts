@@ -1,5 +1,5 @@
 import type { Argv } from 'yargs';
-import { parsePlatform } from '../image/manifest.js';
+import { parsePlatform } from '../source/manifest.js';
 import type { SourceOptions } from '../image/open.js';
 import type { OpenImageOptions } from '../image/image.js';
 import { currentConfig, settingOption } from '../config/index.js';

@@ -6,7 +6,7 @@
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { defaultMemoryBytes } from '../cache/paths.js';
-import { formatDuration, formatSize, parseDuration, parseSize } from './units.js';
+import { formatDuration, formatSize, parseAddress, parseDuration, parseSize } from '../units.js';
 
 /** What a default may depend on: who runs tocfs and their XDG directories. */
 export interface DefaultContext {
@@ -110,14 +110,6 @@ function oneOf<const V extends string>(values: readonly V[], spec: Spec<V>): Set
     parse: (raw) => (typeof raw === 'string' && (values as readonly string[]).includes(raw) ? ok(raw as V) : { ok: false, expected: `one of ${values.join(', ')}` }),
     format: (v) => v,
   };
-}
-
-/** `HOST:PORT` (`[::1]:9100` for IPv6, port 0 for any free port) split into its parts. */
-export function parseAddress(text: string): { host: string; port: number } | undefined {
-  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^\s:[\]]+)):(\d{1,5})$/.exec(text.trim());
-  const port = m ? Number(m[3]) : NaN;
-  if (!m || port > 65535) return undefined;
-  return { host: (m[1] ?? m[2])!, port };
 }
 
 function address(spec: Spec<string>): Setting<string> {

@@ -6,7 +6,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { digestHex } from '../digest.js';
-import { MediaTypes } from '../image/manifest.js';
+import { MediaTypes } from '../source/manifest.js';
 import type { Descriptor, ImageConfig, Platform } from '../source/types.js';
 
 const REF_NAME = 'org.opencontainers.image.ref.name';

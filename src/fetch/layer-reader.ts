@@ -13,7 +13,7 @@ import { Sema } from 'async-sema';
 import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 import type { ChunkCache } from '../cache/chunk-cache.js';
-import { formatDuration } from '../config/units.js';
+import { formatDuration } from '../units.js';
 import { TocfsError } from '../errors.js';
 import { extractChunk } from '../formats/chunk.js';
 import type { LayerToc, TocEntry } from '../formats/toc.js';

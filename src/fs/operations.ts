@@ -6,7 +6,7 @@
 import type { Logger } from 'pino';
 import type { FsNode, FsTree } from '../image/tree.js';
 import { sortedNames } from '../image/tree.js';
-import { formatDuration } from '../config/units.js';
+import { formatDuration } from '../units.js';
 import { TocfsError } from '../errors.js';
 import { metrics } from '../metrics/index.js';
 import { Errno, type FuseOperations, type StatfsInfo } from './fuse-binding.js';

@@ -1,16 +1,10 @@
 import { OciLayoutSource } from '../source/oci-layout.js';
-import type { ImageSource, Platform } from '../source/types.js';
+import type { ImageSource } from '../source/types.js';
 import { parseReference, type ImageReference } from '../reference.js';
 import { TocfsError } from '../errors.js';
-import type { RegistryClientOptions } from '../registry/options.js';
+import type { SourceOptions } from '../registry/options.js';
 
-export interface SourceOptions {
-  /** false: allow plain HTTP and unverified TLS for registries (Podman's --tls-verify=false). */
-  tlsVerify?: boolean;
-  platform?: Platform;
-  /** Registry client settings (config file locations, retries, timeouts); defaults suit normal use. */
-  registry?: RegistryClientOptions;
-}
+export type { SourceOptions };
 
 /** The ImageSource for a reference string: `oci:DIR[:tag]` or `[docker://]host/repo[:tag][@digest]`. */
 export async function openImageSource(reference: string | ImageReference, options: SourceOptions = {}): Promise<ImageSource> {

@@ -1,7 +1,7 @@
 /** The HTTP endpoint Prometheus scrapes: GET /metrics, and GET /healthz for liveness checks. */
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { parseAddress } from '../config/schema.js';
+import { parseAddress } from '../units.js';
 import { TocfsError } from '../errors.js';
 import { logger } from '../log.js';
 import { registry } from './metrics.js';

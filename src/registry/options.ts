@@ -1,4 +1,5 @@
 /** Settings of the registry client. Every field has a default; tests shorten the delays. */
+import type { Platform } from '../source/types.js';
 
 export interface RetryPolicy {
   /** Attempts per request, the first included. */
@@ -44,4 +45,13 @@ export const DEFAULT_CERTS_DIR = '/etc/containers/certs.d';
 /** How long a body of `bytes` may take to arrive. */
 export function bodyDeadlineMs(t: Timeouts, bytes: number): number {
   return Math.max(t.bodyMinMs, Math.ceil((bytes / t.minBytesPerSecond) * 1000));
+}
+
+/** How to open an image from a registry (or an OCI layout, which uses only `platform`). */
+export interface SourceOptions {
+  /** false: allow plain HTTP and unverified TLS for registries (Podman's --tls-verify=false). */
+  tlsVerify?: boolean;
+  platform?: Platform;
+  /** Registry client settings (config file locations, retries, timeouts); defaults suit normal use. */
+  registry?: RegistryClientOptions;
 }

@@ -6,15 +6,14 @@
 import { Readable } from 'node:stream';
 import { sha256 } from '../digest.js';
 import { DigestMismatchError, SourceError } from '../errors.js';
-import type { SourceOptions } from '../image/open.js';
-import { MANIFEST_ACCEPT } from '../image/manifest.js';
-import { resolveManifest, wantedPlatform, type ManifestBytes } from '../image/resolve.js';
+import { MANIFEST_ACCEPT } from '../source/manifest.js';
+import { resolveManifest, wantedPlatform, type ManifestBytes } from '../source/resolve.js';
 import { logger } from '../log.js';
 import { formatReference, type DockerReference } from '../reference.js';
 import { checkBlobRead, type BlobReader, type Descriptor, type ImageSource, type ResolvedImage, type ResolveOptions } from '../source/types.js';
 import { authFilePaths } from './auth-file.js';
 import { RegistryEndpoint, type EndpointContext } from './endpoint.js';
-import { DEFAULT_CERTS_DIR, DEFAULT_CONNECTIONS, DEFAULT_RETRY, DEFAULT_TIMEOUTS } from './options.js';
+import { DEFAULT_CERTS_DIR, DEFAULT_CONNECTIONS, DEFAULT_RETRY, DEFAULT_TIMEOUTS, type SourceOptions } from './options.js';
 import { loadRegistriesConf, pullSources, registriesConfPaths } from './registries-conf.js';
 import { Transports } from './transport.js';
 

@@ -16,7 +16,7 @@ import { preview, TocfsError } from '../errors.js';
 import { LayerReader, type LayerFetchSettings } from '../fetch/layer-reader.js';
 import { prefetchLandmark } from '../fetch/prefetch.js';
 import { readLayerToc, type LayerToc, type TocStore } from '../formats/index.js';
-import { formatPlatform } from '../image/manifest.js';
+import { formatPlatform } from '../source/manifest.js';
 import { openImageSource, type SourceOptions } from '../image/open.js';
 import { buildLayerTree, mergeLayers, type FsTree } from '../image/tree.js';
 import { meteredBlob, metrics } from '../metrics/index.js';

@@ -25,7 +25,7 @@ import { TocfsError } from '../../src/errors.js';
 import { extractChunk, probeLayer, readLayerToc } from '../../src/formats/index.js';
 import { indexPlainLayer } from '../../src/formats/plain.js';
 import { DEFAULT_TOC_LIMITS, type Chunk, type LayerToc, type TocLimits } from '../../src/formats/toc.js';
-import { hostPlatform, parseConfig, parseManifestDocument, selectPlatform } from '../../src/image/manifest.js';
+import { hostPlatform, parseConfig, parseManifestDocument, selectPlatform } from '../../src/source/manifest.js';
 import { buildLayerTree, mergeLayers, type FsTree } from '../../src/image/tree.js';
 import type { Descriptor } from '../../src/source/types.js';
 import { CORPUS_DIR, corpusImages, HAVE_CORPUS, loadExpected } from './corpus.js';

@@ -17,7 +17,7 @@ import { writePlainLayer } from '../../src/formats/writer/plain.js';
 import type { TarInput, WrittenLayer } from '../../src/formats/writer/types.js';
 import { writeZstdChunkedLayer } from '../../src/formats/writer/zstd-chunked.js';
 import { BlobSink } from '../../src/formats/writer/sink.js';
-import { hostPlatform } from '../../src/image/manifest.js';
+import { hostPlatform } from '../../src/source/manifest.js';
 import type { Descriptor } from '../../src/source/types.js';
 
 /** Content produced on demand, so a 200 MB file needs no 200 MB buffer. */

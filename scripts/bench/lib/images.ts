@@ -10,7 +10,7 @@ import { createReadStream } from 'node:fs';
 import { copyFile, mkdir, readdir, readFile, rm, stat, symlink, appendFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { OciLayoutWriter } from '../../../src/convert/layout.js';
-import { hostPlatform } from '../../../src/image/manifest.js';
+import { hostPlatform } from '../../../src/source/manifest.js';
 import { LayerMediaTypes } from '../../../src/formats/writer/types.js';
 import { run } from './proc.js';
 

@@ -6,7 +6,7 @@
 import type { Argv, CommandModule } from 'yargs';
 import { TocfsError } from '../../errors.js';
 import type { LayerProbe, LayerToc } from '../../formats/index.js';
-import { formatPlatform } from '../../image/manifest.js';
+import { formatPlatform } from '../../source/manifest.js';
 import { ReadCounter } from '../../source/counting.js';
 import type { BlobReader, Descriptor, ResolvedImage } from '../../source/types.js';
 import { sourceOptions, withImageOptions } from '../options.js';

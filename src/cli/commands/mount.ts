@@ -7,9 +7,9 @@ import { resolve } from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
 import { currentConfig, settingOption } from '../../config/index.js';
 import { hasReadyChannel, startDaemon } from '../../daemon/daemonize.js';
-import type { PrefetchMode } from '../../daemon/serve.js';
+import type { PrefetchMode } from '../../daemon/serve-mount.js';
 import { ensureRuntimeDir, mountFiles } from '../../daemon/state.js';
-import { metricsAddressFor } from '../../metrics/address.js';
+import { metricsAddressFor } from '../../config/metrics-address.js';
 import { formatReference, parseReference } from '../../reference.js';
 import { logger } from '../../log.js';
 import { withExamples } from '../help.js';
@@ -67,7 +67,7 @@ export const mountCommand: CommandModule<object, MountArgs> = {
       return;
     }
     // Loaded here, not at the top: the command that only starts the daemon stays quick.
-    const { serveMount } = await import('../../daemon/serve.js');
+    const { serveMount } = await import('../../daemon/serve-mount.js');
     const config = currentConfig();
     const v = config.values;
     const metricsAddress = metricsAddressFor('mount', config);

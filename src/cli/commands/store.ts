@@ -11,9 +11,9 @@ import { hasReadyChannel, startDaemon } from '../../daemon/daemonize.js';
 import { ensureRuntimeDir, mountFiles } from '../../daemon/state.js';
 import { TocfsError } from '../../errors.js';
 import { logger } from '../../log.js';
-import { metricsAddressFor } from '../../metrics/address.js';
+import { metricsAddressFor } from '../../config/metrics-address.js';
 import { DEFAULT_LOOKUP_TIMEOUT_MS, DEFAULT_NEGATIVE_TTL_MS } from '../../store/defaults.js';
-import { formatStatus, readStatus } from '../../store/status.js';
+import { formatStatus, readStatus } from '../../daemon/store-status.js';
 import { withExamples } from '../help.js';
 import { openImageOptions, withCacheOptions } from '../options.js';
 
@@ -75,7 +75,7 @@ const serveCommand: CommandModule<object, StoreArgs> = {
       return;
     }
     // Loaded here, not at the top: the command that only starts the daemon stays quick.
-    const { serveStore } = await import('../../store/serve.js');
+    const { serveStore } = await import('../../daemon/serve-store.js');
     const config = currentConfig();
     const open = openImageOptions({});
     const metricsAddress = metricsAddressFor('store', config);

@@ -1,4 +1,4 @@
-/** Human-friendly sizes and durations as written in config files, environment and flags. */
+/** Values as people write them in config files, environment and flags: sizes, durations, addresses. */
 
 const SIZE_UNITS = ['', 'k', 'm', 'g', 't', 'p'];
 
@@ -47,4 +47,12 @@ export function formatDuration(ms: number): string {
     if (ms >= n && ms % n === 0) return `${ms / n}${unit}`;
   }
   return `${ms}ms`;
+}
+
+/** `HOST:PORT` (`[::1]:9100` for IPv6, port 0 for any free port) split into its parts. */
+export function parseAddress(text: string): { host: string; port: number } | undefined {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^\s:[\]]+)):(\d{1,5})$/.exec(text.trim());
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) return undefined;
+  return { host: (m[1] ?? m[2])!, port };
 }

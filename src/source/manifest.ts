@@ -1,7 +1,7 @@
 import { arch as hostArch } from 'node:os';
 import { isDigest } from '../digest.js';
 import { preview, SourceError } from '../errors.js';
-import type { Descriptor, ImageConfig, Platform } from '../source/types.js';
+import type { Descriptor, ImageConfig, Platform } from './types.js';
 
 export const MediaTypes = {
   ociIndex: 'application/vnd.oci.image.index.v1+json',

@@ -8,17 +8,17 @@ import { resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { ChunkCache } from '../cache/chunk-cache.js';
 import { DiskTocStore } from '../cache/toc-store.js';
-import { notifyFailure, notifyReady } from '../daemon/daemonize.js';
-import { untilStopped } from '../daemon/serve.js';
-import { removeMountState, writeMountState } from '../daemon/state.js';
+import { notifyFailure, notifyReady } from './daemonize.js';
+import { untilStopped } from './serve-mount.js';
+import { removeMountState, writeMountState } from './state.js';
 import type { LayerFetchSettings } from '../fetch/layer-reader.js';
 import { mountFs, type MountedFs } from '../fs/mount.js';
 import type { SourceOptions } from '../image/open.js';
 import { startMetricsServer, type MetricsServer } from '../metrics/index.js';
-import { storeOperations } from './fs.js';
-import { LayerStore } from './layers.js';
-import { sdNotify } from '../daemon/sd-notify.js';
-import { removeStatus, writeStatus } from './status.js';
+import { storeOperations } from '../fs/store-operations.js';
+import { LayerStore } from '../store/layers.js';
+import { sdNotify } from './sd-notify.js';
+import { removeStatus, writeStatus } from './store-status.js';
 
 export interface StoreServeOptions {
   storeDir: string;

@@ -14,14 +14,14 @@
  * moved into a range of its own; this module only routes paths and answers the control nodes.
  */
 import type { Logger } from 'pino';
-import { Errno, type FuseOperations, type StatInfo, type StatfsInfo } from '../fs/fuse-binding.js';
-import { fsOperations } from '../fs/operations.js';
+import { Errno, type FuseOperations, type StatInfo, type StatfsInfo } from './fuse-binding.js';
+import { fsOperations } from './operations.js';
 import type { FsNode, FsTree } from '../image/tree.js';
 import { OVERLAY_OPAQUE_XATTR } from '../image/tree.js';
-import { BlobFileReader } from './blob-file.js';
-import type { LayerContent, LayerStore, StoreLayer } from './layers.js';
-import { INODE_SLOT_BITS, StoreMiss } from './layers.js';
-import { encodeRef, parseStorePath, type StorePath } from './names.js';
+import { BlobFileReader } from '../store/blob-file.js';
+import type { LayerContent, LayerStore, StoreLayer } from '../store/layers.js';
+import { INODE_SLOT_BITS, StoreMiss } from '../store/layers.js';
+import { encodeRef, parseStorePath, type StorePath } from '../store/names.js';
 
 /** Rootless overlayfs (`userxattr`) and fuse-overlayfs read this one. */
 export const USER_OPAQUE_XATTR = 'user.overlay.opaque';

@@ -5,7 +5,7 @@
  */
 import { verifyDigest } from '../digest.js';
 import { SourceError } from '../errors.js';
-import type { Descriptor, ImageConfig, Platform, ResolvedImage, ResolveOptions } from '../source/types.js';
+import type { Descriptor, ImageConfig, Platform, ResolvedImage, ResolveOptions } from './types.js';
 import { hostPlatform, parseConfig, parseManifestDocument, selectPlatform } from './manifest.js';
 
 /** Largest image config read (real ones are a few KiB). */

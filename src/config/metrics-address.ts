@@ -1,5 +1,5 @@
 /** Where a daemon serves its metrics; kept apart from the server so the CLI can ask without loading prom-client. */
-import type { LoadedConfig } from '../config/load.js';
+import type { LoadedConfig } from './load.js';
 
 /** Where `tocfs store` serves metrics when metrics.address is not set anywhere (issue #8: on for the store, off for mount). */
 export const STORE_METRICS_ADDRESS = '127.0.0.1:9464';

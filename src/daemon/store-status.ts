@@ -7,10 +7,10 @@
 import { createHash } from 'node:crypto';
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { humanBytes } from '../config/index.js';
-import { runtimeDir } from '../daemon/state.js';
+import { humanBytes } from '../units.js';
+import { runtimeDir } from './state.js';
 import { isAlive } from '../process-alive.js';
-import type { StoreStatus } from './layers.js';
+import type { StoreStatus } from '../store/layers.js';
 
 export interface StatusDocument extends StoreStatus {
   pid: number;
