@@ -2,15 +2,22 @@
  * Every layer of every corpus image (real blobs written by podman, skopeo and ctr-remote):
  * the TOC entries tocfs reads must agree with expected.json, computed independently from the
  * decompressed tar, and every file's content read through the TOC's chunks must hash right.
+ * The same walk runs on an image tocfs builds in every format, against its spec.
  */
 import assert from 'node:assert/strict';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
+import { gunzipSync } from 'node:zlib';
+import { decompress as zstdDecompress } from '@mongodb-js/zstd';
 import { sha256 } from '../src/digest.js';
 import { extractChunk, NoTocError, probeLayer, readLayerToc, type LayerToc, type TocEntry } from '../src/formats/index.js';
 import { OciLayoutSource } from '../src/source/oci-layout.js';
 import type { BlobReader, Descriptor } from '../src/source/types.js';
 import { CORPUS_DIR, corpusImages, HAVE_CORPUS, loadExpected, type ExpectedEntry } from './helpers/corpus.js';
+import { buildImage } from './helpers/images.js';
+import { expectedEntries, KINDS_LAYER } from './helpers/spec-expected.js';
 
 async function contentDigest(toc: LayerToc, entry: TocEntry, blob: BlobReader, what: string): Promise<string> {
   const parts: Buffer[] = [];
@@ -134,4 +141,35 @@ describe('formats: every corpus layer', { skip: HAVE_CORPUS ? false : `no corpus
     }
     assert.ok(toc.entries.some((e) => e.chunks.some((c) => c.zeros)), 'the sparse holes are zeros chunks');
   });
+});
+
+describe('formats: every layer of an image tocfs builds, in each format', () => {
+  let tmp: string;
+  before(async () => {
+    tmp = await mkdtemp(join(tmpdir(), 'tocfs-formats-built-'));
+  });
+  after(async () => {
+    await rm(tmp, { recursive: true, force: true });
+  });
+
+  for (const format of ['zstd:chunked', 'estargz', 'gzip', 'zstd'] as const) {
+    it(`${format}: probe, TOC and every entry and content against the spec`, async () => {
+      const img = await buildImage(join(tmp, format.replace(':', '-')), { format, layers: [KINDS_LAYER] });
+      const desc = img.layers[0]!;
+      const blob = new OciLayoutSource({ transport: 'oci', dir: img.dir }).blob(desc);
+      const bytes = await readFile(join(img.dir, 'blobs', 'sha256', desc.digest.slice(7)));
+      const plain = format === 'estargz' || format === 'gzip' ? gunzipSync(bytes) : await zstdDecompress(bytes);
+      const probe = await probeLayer(desc, blob);
+      if (format === 'gzip' || format === 'zstd') {
+        assert.deepEqual([probe.format, probe.codec, probe.lazy], ['none', format, false]);
+        await assert.rejects(readLayerToc(desc, blob), NoTocError);
+        return;
+      }
+      assert.deepEqual([probe.format, probe.lazy, probe.verifiable], [format, true, true], probe.reason);
+      const toc = await readLayerToc(desc, blob);
+      assert.deepEqual([toc.format, toc.compression, toc.verified], [format, format === 'estargz' ? 'gzip' : 'zstd', true]);
+      assert.equal(toc.uncompressedSize, plain.length, 'uncompressed size = the decompressed blob');
+      assert.deepEqual(await compareEntries(toc, blob, await expectedEntries(KINDS_LAYER), `${format} ${desc.digest}`), []);
+    });
+  }
 });

@@ -240,6 +240,66 @@ describe('decompression bombs', () => {
   });
 });
 
+// The corpus-layer bombs above, on layers tocfs's own writers make: these never skip.
+describe('decompression bombs in layers tocfs writes', () => {
+  const FILES: FileSpec[] = [{ path: 'etc', type: 'dir' }, { path: 'etc/app.conf', content: 'version=3\n' }, { path: 'etc/motd', content: 'welcome\n'.repeat(100) }];
+  let zc: TestLayer;
+  let esgz: TestLayer;
+  before(async () => {
+    zc = (await build('zstd:chunked', [FILES])).layers[0]!;
+    esgz = (await build('estargz', [FILES])).layers[0]!;
+  });
+
+  it('TOC frame: 32 KiB of RLE blocks (1 GiB) is refused before decoding, even when the position declares the 150 MiB limit', async () => {
+    const json = Buffer.from(await tocText(zc));
+    for (const declared of [json.length, 150 * 1024 * 1024]) {
+      const l = await repackRaw(zc, json, zstdRleBomb(8192));
+      const k = 'io.github.containers.zstd-chunked.manifest-position';
+      const [o, c] = l.desc.annotations![k]!.split(':');
+      l.desc.annotations![k] = `${o}:${c}:${declared}:1`;
+      const grew = await rssGrowth(() => refuses(readLayerToc(l.desc, memoryBlob(l)), /cannot decompress TOC: may decompress to up to 1073741824 bytes, more than the limit of \d+/));
+      assert.ok(grew < 256, `RSS grew ${grew.toFixed(0)} MB`);
+    }
+  });
+
+  it('TOC frame whose header claims 4 GiB of content: a clear error, no allocation', async () => {
+    const l = await repackRaw(zc, Buffer.from(await tocText(zc)), zstdRleBomb(2, 4n << 30n));
+    const grew = await rssGrowth(() => refuses(readLayerToc(l.desc, memoryBlob(l)), /cannot decompress TOC|TOC decompresses to \d+ bytes, the position says/));
+    assert.ok(grew < 256, `RSS grew ${grew.toFixed(0)} MB`);
+  });
+
+  it('chunk frame: an RLE bomb in place of a zstd chunk is refused before decoding', async () => {
+    const toc = await readLayerToc(zc.desc, memoryBlob(zc));
+    const f = toc.entries.find((e) => e.path === 'etc/motd')!;
+    await refuses(extractChunk('zstd', f.chunks[0]!, zstdRleBomb(8192), f.path), /cannot decompress chunk .*frame may decompress to 1073741824 bytes, the chunk needs \d+/);
+  });
+
+  it('chunk member: 64 MiB of gzip zeros in place of an eStargz chunk inflates only as far as the chunk, then fails its digest', async () => {
+    const toc = await readLayerToc(esgz.desc, memoryBlob(esgz));
+    const f = toc.entries.find((e) => e.path === 'etc/motd')!;
+    const member = gzipSync(Buffer.alloc(64 << 20), { level: 9 });
+    const grew = await rssGrowth(() => refuses(extractChunk('gzip', f.chunks[0]!, member, f.path), /digest mismatch/));
+    assert.ok(grew < 48, `RSS grew ${grew.toFixed(0)} MB`);
+  });
+
+  it('eStargz TOC member of 64 MiB zeros (64 KiB compressed) is refused at the limit without inflating it all', async () => {
+    const off = parseInt(esgz.bytes.toString('latin1', esgz.bytes.length - 35, esgz.bytes.length - 19), 16);
+    const bytes = Buffer.concat([esgz.bytes.subarray(0, off), gzipSync(Buffer.alloc(64 << 20), { level: 9 }), esgz.bytes.subarray(esgz.bytes.length - 51)]);
+    const desc = { mediaType: esgz.desc.mediaType, size: bytes.length, digest: sha256(bytes) };
+    await refuses(readLayerToc(desc, memoryBlob({ desc, bytes }), { allowUnverified: true, limits: { maxUncompressedTocBytes: 1 << 20 } }), /decompresses to more than the limit of 1048576 bytes/);
+  });
+
+  it('TOC: a 100k-deep value in an entry field is a clear error naming the entry', async () => {
+    const deep = '['.repeat(100_000) + ']'.repeat(100_000);
+    for (const base of [zc, esgz]) {
+      for (const field of ['mode', 'size', 'uid', 'gid']) {
+        const l = await repack(base, (d) => JSON.stringify({ ...d, entries: [{ type: 'reg', name: 'etc/x', [field]: '__DEEP__' }, ...d.entries] }).replace('"__DEEP__"', deep));
+        await refuses(readLayerToc(l.desc, memoryBlob(l)), new RegExp(`TOC entry "etc/x": ${field} is not an integer in \\[0, \\d+\\]: an array of 1`));
+      }
+    }
+  });
+});
+
 describe('deeply nested JSON and absurd counts', () => {
   const deep = (n: number): string => '['.repeat(n) + ']'.repeat(n);
   const digest = sha256(Buffer.from('x'));

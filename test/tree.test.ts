@@ -1,7 +1,8 @@
 /**
  * Inode trees: the merged view of every corpus image (overlay rules applied by tocfs to the
  * TOCs read from the real blobs) must equal expected.json `merged`, computed independently
- * from the tars; each layer's own tree must equal that layer's entries.
+ * from the tars; each layer's own tree must equal that layer's entries. Images tocfs builds
+ * are held to the same comparison against their specs, so the check never needs the corpus.
  */
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -18,6 +19,7 @@ import { CORPUS_DIR, corpusImages, HAVE_CORPUS, loadExpected, type Expected } fr
 import { compareView, treeView } from './helpers/fs-expected.js';
 import { buildImage } from './helpers/images.js';
 import { OVERLAY_LAYERS, OVERLAY_MERGED } from './helpers/overlay-image.js';
+import { expectedEntries, KINDS_LAYER } from './helpers/spec-expected.js';
 
 async function corpusToc(image: string, expected: Expected, digest: string): Promise<LayerToc> {
   const layer = expected.layers[digest]!;
@@ -189,6 +191,41 @@ describe('tree: images built with whiteouts, opaque dirs and replaced types', ()
       const overlay = buildLayerTree(tocs[1]!, 1, { whiteouts: 'overlay' });
       assert.equal(overlay.lookup('a/gone')!.entry.type, 'char');
       assert.equal(overlay.lookup('d')!.entry.xattrs?.[OVERLAY_OPAQUE_XATTR]?.toString(), 'y');
+    });
+  }
+});
+
+describe('tree: images tocfs builds, compared field by field with their specs', () => {
+  /** A second layer under a directory no layer states (an implicit parent). */
+  const UPPER = OVERLAY_LAYERS[0]!.map((f) => ({ ...f, path: `overlay/${f.path}`, ...(f.type === 'hardlink' ? { linkName: `overlay/${f.linkName}` } : {}) }));
+  const implicitOverlay = { path: 'overlay', type: 'dir', mode: 0o755, uid: 0, gid: 0, size: 0, mtime: 0, implicit: true };
+  let tmp: string;
+  before(async () => {
+    tmp = await mkdtemp(join(tmpdir(), 'tocfs-tree-kinds-'));
+  });
+  after(async () => {
+    await rm(tmp, { recursive: true, force: true });
+  });
+
+  for (const format of ['zstd:chunked', 'estargz', 'gzip', 'zstd'] as const) {
+    it(`${format}: every kind of entry (modes, owners, times, links, devices, xattrs, hard links) in the merged view and the layer's own tree`, async () => {
+      const img = await buildImage(join(tmp, format.replace(':', '-')), { format, layers: [KINDS_LAYER, UPPER] });
+      const source = new OciLayoutSource({ transport: 'oci', dir: img.dir });
+      const plain = format === 'gzip' || format === 'zstd';
+      const tocs = await Promise.all(img.layers.map((d) => (plain ? indexPlainLayer(d, source.blob(d), async () => undefined) : readLayerToc(d, source.blob(d)))));
+      const wholeSecondTimes = format === 'estargz';
+      const kinds = await expectedEntries(KINDS_LAYER);
+      const upper = await expectedEntries(UPPER);
+      const merged = mergeLayers(tocs);
+      const mergedWant = [...kinds.map((x) => ({ ...x, layer_index: 0 })), { ...implicitOverlay, layer_index: 1 }, ...upper.map((x) => ({ ...x, layer_index: 1 }))];
+      assert.deepEqual(await compareView(treeView(merged), mergedWant, { wholeSecondTimes, layers: true, xattrs: xattrsOf(merged) }), []);
+      const own = buildLayerTree(tocs[0]!, 0);
+      assert.deepEqual(await compareView(treeView(own), kinds, { wholeSecondTimes, xattrs: xattrsOf(own) }), []);
+      const top = buildLayerTree(tocs[1]!, 1);
+      assert.deepEqual(await compareView(treeView(top), [implicitOverlay, ...upper], { wholeSecondTimes, xattrs: xattrsOf(top) }), []);
+      // The comparison itself catches a difference: a tree missing a name, or with another mode.
+      const wrong = kinds.map((x) => (x.path === 'usr/bin/tool' ? { ...x, mode: 0o755 } : x));
+      assert.deepEqual(await compareView(treeView(own), wrong, { wholeSecondTimes }), ['usr/bin/tool: mode: got 2541, expected 493', 'usr/bin/tool-hardlink: mode: got 2541, expected 493']);
     });
   }
 });
