@@ -15,7 +15,7 @@ import { promisify } from 'node:util';
 import { createHash } from 'node:crypto';
 import { convertImage, type ConvertOptions } from '../src/convert/convert.js';
 import { normaliseName } from '../src/formats/path.js';
-import { scanTar } from '../src/formats/tar.js';
+import { scanTar } from '../src/formats/tar/read.js';
 import { CORPUS_DIR, HAVE_CORPUS, loadExpected, type ExpectedEntry } from './helpers/corpus.js';
 import { startRegistry, type TestRegistry } from './helpers/registry.js';
 

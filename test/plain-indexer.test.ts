@@ -12,7 +12,7 @@ import { describe, it } from 'node:test';
 import { sha256 } from '../src/digest.js';
 import { DigestMismatchError } from '../src/errors.js';
 import { indexPlainLayer, PLAIN_CHUNK_SIZE } from '../src/formats/plain.js';
-import { parsePaxTime } from '../src/formats/tar.js';
+import { parsePaxTime } from '../src/formats/tar/pax.js';
 import type { LayerToc } from '../src/formats/toc.js';
 import { OciLayoutSource } from '../src/source/oci-layout.js';
 import type { Descriptor } from '../src/source/types.js';

@@ -7,11 +7,11 @@ import { gunzip as gunzipCb } from 'node:zlib';
 import { FormatError } from '../errors.js';
 import type { BlobReader } from '../source/types.js';
 import { readRange } from './blob-range.js';
+import { blockPath, BLOCK, checksumOk, decodeHeaderBlock, type HeaderBlock } from './tar/header.js';
 import type { TocLimits } from './toc.js';
 
 const gunzip = promisify(gunzipCb);
 const TOC_TAR_NAME = 'stargz.index.json';
-const BLOCK = 512;
 
 export interface EstargzTocBytes {
   /** The TOC gzip member [tocOffset, footer start). */
@@ -19,31 +19,29 @@ export interface EstargzTocBytes {
   json: Buffer;
 }
 
-function tarString(h: Buffer, at: number, len: number): string {
-  const field = h.subarray(at, at + len);
-  const nul = field.indexOf(0);
-  return field.toString('utf8', 0, nul < 0 ? len : nul);
-}
-
-function tarOctal(h: Buffer, at: number, len: number): number | undefined {
-  const s = tarString(h, at, len).trim();
-  return /^[0-7]{1,11}$/.test(s) ? parseInt(s, 8) : undefined;
+/** The stargz.index.json header block, with the fields the TOC depends on checked. */
+function tocHeader(block: Buffer, layer: string): HeaderBlock {
+  let h: HeaderBlock;
+  let checksumMatches: boolean;
+  try {
+    h = decodeHeaderBlock(block);
+    checksumMatches = checksumOk(block);
+  } catch (e) {
+    if (!(e instanceof FormatError)) throw e;
+    throw new FormatError(`layer ${layer}: TOC member holds no readable tar header: ${e.message}`, { cause: e });
+  }
+  const name = blockPath(h);
+  if (name !== TOC_TAR_NAME) throw new FormatError(`layer ${layer}: TOC member holds ${JSON.stringify(name.slice(0, 100))}, not ${TOC_TAR_NAME}`);
+  if (h.typeflag !== '0' && h.typeflag !== '\0') throw new FormatError(`layer ${layer}: ${TOC_TAR_NAME} is not a regular tar entry`);
+  if (!checksumMatches) throw new FormatError(`layer ${layer}: ${TOC_TAR_NAME} tar header checksum is wrong`);
+  if (h.size < 0) throw new FormatError(`layer ${layer}: ${TOC_TAR_NAME} has an unreadable size`);
+  return h;
 }
 
 /** The JSON inside the tar stream a TOC member decompresses to. */
 export function tocJsonFromTar(tar: Buffer, layer: string, limits: TocLimits): Buffer {
   if (tar.length < BLOCK) throw new FormatError(`layer ${layer}: TOC member holds no tar header`);
-  const h = tar.subarray(0, BLOCK);
-  const prefix = h.toString('latin1', 257, 262) === 'ustar' ? tarString(h, 345, 155) : '';
-  const name = (prefix ? prefix + '/' : '') + tarString(h, 0, 100);
-  if (name !== TOC_TAR_NAME) throw new FormatError(`layer ${layer}: TOC member holds ${JSON.stringify(name.slice(0, 100))}, not ${TOC_TAR_NAME}`);
-  const typeflag = h[156];
-  if (typeflag !== 0x30 && typeflag !== 0) throw new FormatError(`layer ${layer}: ${TOC_TAR_NAME} is not a regular tar entry`);
-  let sum = 0;
-  for (let i = 0; i < BLOCK; i++) sum += i >= 148 && i < 156 ? 0x20 : h[i]!;
-  if (tarOctal(h, 148, 8) !== sum) throw new FormatError(`layer ${layer}: ${TOC_TAR_NAME} tar header checksum is wrong`);
-  const size = tarOctal(h, 124, 12);
-  if (size === undefined) throw new FormatError(`layer ${layer}: ${TOC_TAR_NAME} has an unreadable size`);
+  const { size } = tocHeader(tar.subarray(0, BLOCK), layer);
   if (size > limits.maxUncompressedTocBytes) throw new FormatError(`layer ${layer}: uncompressed TOC of ${size} bytes exceeds the limit of ${limits.maxUncompressedTocBytes}`);
   if (BLOCK + size > tar.length) throw new FormatError(`layer ${layer}: ${TOC_TAR_NAME} is truncated (${tar.length - BLOCK} of ${size} bytes)`);
   return tar.subarray(BLOCK, BLOCK + size);

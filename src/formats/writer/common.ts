@@ -1,6 +1,6 @@
 /** Pieces shared by the layer writers. */
 import { FormatError } from '../../errors.js';
-import type { TarHeader } from '../tar.js';
+import type { TarHeader } from '../tar/read.js';
 import type { Timestamp } from '../toc.js';
 
 /** RFC 3339 in UTC as Go's time.MarshalJSON writes it (fraction without trailing zeros). */

@@ -7,12 +7,13 @@
 import { createHash } from 'node:crypto';
 import { compress as zstdCompress } from '@mongodb-js/zstd';
 import { Annotations } from '../annotations.js';
-import { scanTar, type TarHeader } from '../tar.js';
+import { Crc64 } from '../crc64.js';
+import { TarSplitBuilder } from '../tar-split.js';
+import { scanTar, type TarHeader } from '../tar/read.js';
 import { checkWritable, formatRfc3339, skippableFrame, u64le, xattrsBase64 } from './common.js';
 import { OrderedFrames } from './ordered.js';
 import { Chunker, type ChunkPiece } from './rollsum.js';
 import { BlobSink } from './sink.js';
-import { Crc64, TarSplitBuilder } from './tarsplit.js';
 import { LayerMediaTypes, type LayerWriterOptions, type TarInput, type WrittenLayer } from './types.js';
 
 const LEVEL = 3;
