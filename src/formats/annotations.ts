@@ -1,7 +1,7 @@
 import { isDigest } from '../digest.js';
 import type { Descriptor } from '../source/types.js';
 
-/** Layer annotation keys of the lazy formats (formats.md §2.5, §3.5). */
+/** Layer annotation keys of the lazy formats (docs/formats.md §2.5, §3.5). */
 export const Annotations = {
   zstdChecksumNew: 'io.github.containers.zstd-chunked.manifest-checksum',
   zstdPositionNew: 'io.github.containers.zstd-chunked.manifest-position',

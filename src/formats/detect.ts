@@ -1,6 +1,6 @@
 /**
  * What kind of layer a blob is, from its descriptor and a few bytes at each end
- * (formats.md §5), without reading or trusting any TOC.
+ * (docs/formats.md §5), without reading or trusting any TOC.
  */
 import type { BlobReader, Descriptor } from '../source/types.js';
 import { parseLayerAnnotations, type LayerAnnotations } from './annotations.js';

@@ -1,5 +1,5 @@
 /**
- * Turns TOC JSON entries (c/storage and stargz schemas, which overlap: formats.md §2.7, §3.3)
+ * Turns TOC JSON entries (c/storage and stargz schemas, which overlap: docs/formats.md §2.7, §3.3)
  * into checked TocEntry records with their chunk lists. Everything here treats the JSON as
  * hostile: every number, name, link and range is checked, and each error names the layer
  * and the entry.
@@ -304,7 +304,7 @@ function nextStart(starts: number[], offset: number, end: number): number {
 }
 
 /**
- * formats.md §2.8 (c/storage: a piece ends where the next piece of the file starts, the last
+ * docs/formats.md §2.8 (c/storage: a piece ends where the next piece of the file starts, the last
  * at `endOffset`) and §3.3/§4 (stargz: a payload ends at the next payload start anywhere in
  * the blob, the last at the TOC).
  */

@@ -1,6 +1,6 @@
 /**
  * Fetching the eStargz / legacy stargz TOC: a gzip member holding a tar entry
- * `stargz.index.json` between the TOC offset and the footer (formats.md §3.2, §3.3).
+ * `stargz.index.json` between the TOC offset and the footer (docs/formats.md §3.2, §3.3).
  */
 import { promisify } from 'node:util';
 import { gunzip as gunzipCb } from 'node:zlib';

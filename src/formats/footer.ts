@@ -1,5 +1,5 @@
 /**
- * Footers at the end of a layer blob (formats.md §2.4, §3.2, §3.6, §3.7): what a tail of the
+ * Footers at the end of a layer blob (docs/formats.md §2.4, §3.2, §3.6, §3.7): what a tail of the
  * blob says about where the TOC is, without any trust in it.
  */
 

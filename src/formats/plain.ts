@@ -1,5 +1,5 @@
 /**
- * Layers without a TOC (plain tar, tar+gzip, tar+zstd; formats.md §5): read once as a whole,
+ * Layers without a TOC (plain tar, tar+gzip, tar+zstd; docs/formats.md §5): read once as a whole,
  * verified against the descriptor digest, and turned into a LayerToc whose chunks are
  * content-addressed pieces handed to `put` (they exist only in the cache: compressedOffset
  * and compressedEnd are -1, so a cache miss means re-indexing).

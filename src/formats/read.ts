@@ -269,7 +269,7 @@ async function loadStored(store: TocStore, key: string, desc: Descriptor, ann: L
 
 /**
  * Reads the TOC of a zstd:chunked, stargz-zstd or eStargz layer: detection by annotations
- * then bytes (formats.md §5), verification against the annotation digest, normalisation
+ * then bytes (docs/formats.md §5), verification against the annotation digest, normalisation
  * and every hostile-input check. Throws NoTocError for plain layers (see probeLayer),
  * FormatError / DigestMismatchError for anything malformed.
  */

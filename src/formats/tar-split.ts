@@ -1,5 +1,5 @@
 /**
- * tar-split (vbatts/tar-split JSON packer, formats.md §2.10): JSON lines that rebuild the exact
+ * tar-split (vbatts/tar-split JSON packer, docs/formats.md §2.10): JSON lines that rebuild the exact
  * tar stream from raw segments and file contents. Written into zstd:chunked layers; readers
  * need only the length of the uncompressed layer stream it rebuilds; parsed in full to check
  * a layer rebuilds to its source.

@@ -1,6 +1,6 @@
 /**
  * Fetching and verifying a TOC kept in a zstd skippable frame: containers/storage
- * zstd:chunked (every generation) and stargz-snapshotter's zstd variant (formats.md §2, §4).
+ * zstd:chunked (every generation) and stargz-snapshotter's zstd variant (docs/formats.md §2, §4).
  */
 import { sha256 } from '../digest.js';
 import { DigestMismatchError, FormatError } from '../errors.js';
@@ -52,7 +52,7 @@ export async function fetchZstdToc(blob: BlobReader, layer: string, req: ZstdToc
   const pos = req.position;
   checkZstdPosition(layer, pos, blob.size, limits);
   const tocEnd = pos.offset + pos.compressedLength;
-  // One request (formats.md §6): the TOC, and the tar-split and footer that follow it when small.
+  // One request (docs/formats.md §6): the TOC, and the tar-split and footer that follow it when small.
   const end = blob.size - tocEnd <= SAME_REQUEST_SLACK ? blob.size : tocEnd;
   // From the skippable frame header on, so the frame is checked to be what the position says.
   const framed = await readRange(blob, layer, pos.offset - SKIPPABLE_HEADER_LENGTH, end, 'TOC', req.have);

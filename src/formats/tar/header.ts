@@ -4,7 +4,7 @@
  * header byte (the layer writers must reproduce the source stream exactly, and tar-split
  * records it); the encoder (write.ts) writes entries (PAX for long/non-ASCII names, binary
  * xattrs, fractional and pre-1970 times). tar-stream hides raw header bytes and cannot write
- * binary PAX values or mode 0, so both directions are done here (formats.md §1.3).
+ * binary PAX values or mode 0, so both directions are done here (docs/formats.md §1.3).
  */
 import { FormatError } from '../../errors.js';
 import type { EntryType } from '../toc.js';

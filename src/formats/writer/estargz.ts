@@ -1,5 +1,5 @@
 /**
- * eStargz writer (formats.md §3, §7): a concatenation of gzip members with a new member at
+ * eStargz writer (docs/formats.md §3, §7): a concatenation of gzip members with a new member at
  * every fixed-size chunk of every regular file, a landmark file, the TOC as tar entry
  * `stargz.index.json` (with the end-of-archive blocks) in its own member, and the 51-byte
  * footer. Source header blocks are kept as they are; the source's end-of-archive and record

@@ -1,5 +1,5 @@
 /**
- * containers/storage's content-defined chunking (formats.md §2.8): a bup-style rolling sum
+ * containers/storage's content-defined chunking (docs/formats.md §2.8): a bup-style rolling sum
  * over a 64-byte window ends a chunk after a byte when its low 16 bits are all ones; a run of
  * at least 1024 zero bytes becomes a chunk of its own (`zeros`). State is per file.
  */

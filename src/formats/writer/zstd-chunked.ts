@@ -1,5 +1,5 @@
 /**
- * zstd:chunked writer in the newest containers/storage form (formats.md §2, §7): one zstd
+ * zstd:chunked writer in the newest containers/storage form (docs/formats.md §2, §7): one zstd
  * frame per chunk, one header frame between files, rolling-checksum chunking, compact TOC,
  * tar-split, v3 footer, `io.github.containers.zstd-chunked.*` annotations. The decompressed
  * blob equals the source tar byte for byte, so the DiffID is the source tar's sha256.
