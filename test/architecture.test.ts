@@ -1,5 +1,5 @@
 /**
- * The module levels of docs/architecture.md, checked: every import in src/ goes to its own
+ * The module levels (LEVELS below), checked: every import in src/ goes to its own
  * level or one below, and no module reaches itself again through its runtime imports.
  */
 import assert from 'node:assert/strict';

@@ -1,6 +1,6 @@
 /**
- * Mounting a FUSE filesystem with the options an immutable image wants (measured in
- * docs/performance.md): read-only, st_ino passed through, kernel page cache kept across
+ * Mounting a FUSE filesystem with the options an immutable image wants:
+ * read-only, st_ino passed through, kernel page cache kept across
  * opens, long entry/attribute timeouts, more reads in flight and a larger read-ahead.
  */
 import { stat, statfs, writeFile } from 'node:fs/promises';

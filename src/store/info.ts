@@ -1,7 +1,7 @@
 /**
  * The `info` file of a store layer: the containers/storage Layer record c/storage decodes
- * (additional-layer-store.md §5). Every value comes from the manifest, the verified config
- * and the verified TOC; nothing is guessed — a value that is not known is left out.
+ * (README.md, "Podman additional layer store"). Every value comes from the manifest, the
+ * verified config and the verified TOC; nothing is guessed — a value that is not known is left out.
  */
 import { parseLayerAnnotations } from '../formats/annotations.js';
 import type { LayerToc } from '../formats/toc.js';

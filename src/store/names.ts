@@ -1,6 +1,6 @@
 /**
  * Names in the additional layer store: `<root>/<base64(image ref)>/<key>/{diff,info,blob,use}`
- * (docs additional-layer-store.md §3). The ref is standard base64 with padding (Go's
+ * (README.md, "Podman additional layer store"). The ref is standard base64 with padding (Go's
  * base64.StdEncoding); the key is a digest, either the layer's compressed blob digest
  * (Podman ≤ 5.0) or its TOC digest (Podman ≥ 5.1).
  */
