@@ -1,14 +1,21 @@
 /**
- * `tocfs inspect` on real corpus images, one per format generation: what it reports must
- * agree with expected.json (computed from the bytes by independent tools), and it must read
- * only footers and TOCs.
+ * `tocfs inspect` on real corpus images, one per format generation, and on images tocfs
+ * builds in every format: what it reports must agree with expected.json (computed from the
+ * bytes by independent tools) or with the built blobs and their annotations, and it must
+ * read only footers and TOCs.
  */
 import assert from 'node:assert/strict';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
+import { gunzipSync } from 'node:zlib';
+import { decompress as zstdDecompress } from '@mongodb-js/zstd';
 import type { InspectReport } from '../src/cli/commands/inspect.js';
 import { runCli } from './helpers/cli.js';
 import { CORPUS_DIR, HAVE_CORPUS, loadExpected } from './helpers/corpus.js';
+import { buildImage, seededContent, type BuiltImage, type FileSpec, type ImageFormat } from './helpers/images.js';
+import { KINDS_LAYER } from './helpers/spec-expected.js';
 
 const IMAGES: Array<[image: string, platform?: string]> = [
   ['zstdchunked-podman4-basic'], // c/storage 1.43: v1 footer, io.containers annotations
@@ -94,5 +101,84 @@ describe('tocfs inspect', { skip: HAVE_CORPUS ? false : `no corpus at ${CORPUS_D
     const res = await runCli(['inspect', `oci:${CORPUS_DIR}`]);
     assert.equal(res.code, 1);
     assert.match(res.stderr, /not an OCI image layout/);
+  });
+});
+
+describe('tocfs inspect on images tocfs builds', () => {
+  const SMALL: FileSpec[] = [{ path: 'etc', type: 'dir' }, { path: 'etc/motd', content: 'second layer\n' }];
+  const BIG: FileSpec[] = [{ path: 'data', type: 'dir' }, { path: 'data/big.bin', content: seededContent('inspect-big', 3_000_000) }, { path: 'data/small.txt', content: 'small\n' }];
+  const cases: Array<{ name: string; format: ImageFormat; layers: FileSpec[][]; prioritize?: string[] }> = [
+    { name: 'zstd:chunked, three layers', format: 'zstd:chunked', layers: [KINDS_LAYER, SMALL, BIG] },
+    { name: 'eStargz', format: 'estargz', layers: [KINDS_LAYER, BIG] },
+    { name: 'eStargz with prioritized files', format: 'estargz', layers: [BIG], prioritize: ['data/small.txt'] },
+    { name: 'gzip', format: 'gzip', layers: [KINDS_LAYER] },
+    { name: 'zstd', format: 'zstd', layers: [KINDS_LAYER] },
+  ];
+  let tmp: string;
+  const images = new Map<string, BuiltImage>();
+  before(async () => {
+    tmp = await mkdtemp(join(tmpdir(), 'tocfs-inspect-built-'));
+    for (const [i, c] of cases.entries()) images.set(c.name, await buildImage(join(tmp, `img${i}`), { format: c.format, layers: c.layers, ...(c.prioritize ? { prioritize: c.prioritize } : {}) }));
+  });
+  after(async () => {
+    await rm(tmp, { recursive: true, force: true });
+  });
+
+  for (const c of cases) {
+    it(`${c.name}: --json --stats`, async () => {
+      const img = images.get(c.name)!;
+      const res = await runCli(['inspect', `oci:${img.dir}`, '--json', '--stats']);
+      assert.equal(res.code, 0, res.stderr);
+      const report = JSON.parse(res.stdout.toString()) as InspectReport;
+      assert.equal(report.manifestDigest, img.manifestDigest);
+      assert.equal(report.configDigest, img.configDigest);
+      assert.deepEqual(report.layers.map((l) => l.digest), img.layers.map((l) => l.digest));
+      for (const [i, l] of report.layers.entries()) {
+        const desc = img.layers[i]!;
+        const a = desc.annotations ?? {};
+        const bytes = await readFile(join(img.dir, 'blobs', 'sha256', desc.digest.slice(7)));
+        assert.deepEqual([l.mediaType, l.size, l.compression], [desc.mediaType, desc.size, c.format === 'estargz' || c.format === 'gzip' ? 'gzip' : 'zstd']);
+        if (c.format === 'gzip' || c.format === 'zstd') {
+          assert.deepEqual([l.format, l.lazy, l.verifiable, l.toc], ['none', false, false, null]);
+          assert.match(l.reason!, /no TOC/);
+          continue;
+        }
+        assert.deepEqual([l.format, l.lazy, l.verifiable, l.reason], [c.format, true, true, null]);
+        assert.equal(l.toc!.entries, c.layers[i]!.length, 'one TOC entry per file of the layer');
+        if (c.format === 'estargz') {
+          assert.match(l.formatVersion, /eStargz \(51 B footer\)/);
+          assert.equal(l.toc!.offset, parseInt(bytes.toString('latin1', bytes.length - 35, bytes.length - 19), 16), 'the offset the footer gives');
+          assert.equal(l.toc!.digest, a['containerd.io/snapshot/stargz/toc.digest']);
+          assert.equal(l.uncompressedSize, gunzipSync(bytes).length);
+          assert.equal(l.uncompressedSize, Number(a['io.containers.estargz.uncompressed-size']));
+          assert.equal(l.prefetchEnd !== null, c.prioritize !== undefined, 'a prefetch landmark only where files were prioritized');
+        } else {
+          const [off, clen, ulen] = a['io.github.containers.zstd-chunked.manifest-position']!.split(':').map(Number);
+          const [tsOff, tsLen] = a['io.github.containers.zstd-chunked.tarsplit-position']!.split(':').map(Number);
+          assert.deepEqual([l.toc!.offset, l.toc!.compressedLength, l.toc!.uncompressedLength], [off, clen, ulen]);
+          assert.equal(l.toc!.digest, a['io.github.containers.zstd-chunked.manifest-checksum']);
+          assert.match(l.formatVersion, /c\/storage v3 footer \(64 B\)/);
+          assert.deepEqual([l.tarSplit!.offset, l.tarSplit!.compressedLength], [tsOff, tsLen]);
+          assert.equal(l.uncompressedSize, (await zstdDecompress(bytes)).length);
+        }
+      }
+      const stats = report.stats!;
+      assert.equal(stats.blobBytes, img.layers.reduce((n, l) => n + l.size, 0));
+      assert.ok(stats.requests <= 3 * report.layers.length, `${stats.requests} requests`);
+      if (c.format !== 'gzip' && c.format !== 'zstd') assert.ok(stats.bytesRead < stats.blobBytes / 20, `read ${stats.bytesRead} of ${stats.blobBytes}`);
+    });
+  }
+
+  it('prints a human-readable table by default; a directory that is not an image is a clear error', async () => {
+    const img = images.get('zstd:chunked, three layers')!;
+    const res = await runCli(['inspect', `oci:${img.dir}`]);
+    assert.equal(res.code, 0, res.stderr);
+    const out = res.stdout.toString();
+    assert.match(out, new RegExp(`Manifest: +${img.manifestDigest}`));
+    assert.match(out, /FORMAT .*LAZY/);
+    for (const [i, l] of img.layers.entries()) assert.match(out, new RegExp(`^${i} +${l.digest.slice(7, 19)} +zstd:chunked +zstd +${l.size} .* yes +yes$`, 'm'));
+    const bad = await runCli(['inspect', `oci:${tmp}`]);
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /not an OCI image layout/);
   });
 });

@@ -1,6 +1,7 @@
 /**
- * `tocfs ls` and `tocfs cat` through the CLI, on corpus images and on images built with the
- * overlay cases: what a user sees on stdout/stderr and the exit status.
+ * `tocfs ls` and `tocfs cat` through the CLI, on corpus images and on images tocfs builds
+ * (every kind of entry, and the overlay cases): what a user sees on stdout/stderr and the
+ * exit status.
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -14,6 +15,7 @@ import { CORPUS_DIR, HAVE_CORPUS, loadExpected } from './helpers/corpus.js';
 import { expectedMtime } from './helpers/fs-expected.js';
 import { buildImage, type BuiltImage } from './helpers/images.js';
 import { OVERLAY_LAYERS, OVERLAY_MERGED } from './helpers/overlay-image.js';
+import { expectedEntries, KINDS_LAYER, KINDS_LONG_PATH, specSha256 } from './helpers/spec-expected.js';
 
 const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
@@ -120,6 +122,108 @@ describe('ls and cat on corpus images', { skip: HAVE_CORPUS ? false : `no corpus
     const layer = await cli(['ls', '--layer', 'sha256:00000000', basic]);
     assert.equal(layer.code, 1);
     assert.match(layer.stderr, /has no layer sha256:00000000; its layers \(bottom first\):\n  0: sha256:/);
+  });
+});
+
+describe('ls and cat on an image tocfs builds with every kind of entry', () => {
+  const images = new Map<string, BuiltImage>();
+  const ref = (format: string): string => `oci:${images.get(format)!.dir}`;
+  before(async () => {
+    for (const format of ['zstd:chunked', 'estargz', 'gzip'] as const) images.set(format, await buildImage(join(tmp, `kinds-${format.replace(':', '-')}`), { format, layers: [KINDS_LAYER] }));
+  });
+
+  it('ls lists a directory of the merged view in byte order', async () => {
+    const r = await cli(['ls', ref('zstd:chunked'), '/']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(r.stdout.toString().trimEnd().split('\n'), ['dev', 'etc', 'home', 'tmp', 'usr']);
+  });
+
+  it('ls --json gives each name\'s metadata exactly (pre-1970 and sub-second mtimes, owners, links, devices, xattrs)', async () => {
+    const want = await expectedEntries(KINDS_LAYER);
+    for (const dir of ['etc', 'home', 'home/alice', 'usr/bin', 'dev']) {
+      const r = await cli(['ls', '--json', ref('zstd:chunked'), dir]);
+      assert.equal(r.code, 0, r.stderr);
+      const got = JSON.parse(r.stdout.toString()) as LsEntry[];
+      const names = want.filter((x) => x.path.startsWith(`${dir}/`) && !x.path.slice(dir.length + 1).includes('/'));
+      assert.deepEqual(got.map((g) => g.path.slice(1)).sort(), names.map((x) => x.path).sort(), dir);
+      for (const x of names) {
+        const g = got.find((e) => e.path === `/${x.path}`)!;
+        const target = x.type === 'hardlink' ? want.find((t) => t.path === x.link_path)! : x;
+        const m = expectedMtime(target);
+        assert.deepEqual([g.mode, g.uid, g.gid, g.mtimeSec, g.mtimeNsec], [target.mode, target.uid, target.gid, m.sec, m.nsec], x.path);
+        if (x.type === 'symlink') assert.equal(g.link, x.linkname, x.path);
+        if (target.type === 'reg') assert.equal(g.size, target.size, x.path);
+        if (x.type === 'char' || x.type === 'block') assert.deepEqual(g.device, { major: x.devmajor, minor: x.devminor }, x.path);
+        assert.deepEqual(g.xattrs, x.xattrs ?? {}, x.path);
+      }
+    }
+  });
+
+  it('ls -l shows type and mode (setuid s, sticky t), links, owner, size or device, exact time and link target', async () => {
+    const lines = async (dir: string): Promise<string[]> => {
+      const r = await cli(['ls', '-l', ref('zstd:chunked'), dir]);
+      assert.equal(r.code, 0, r.stderr);
+      return r.stdout.toString().trimEnd().split('\n');
+    };
+    const etc = await lines('/etc');
+    assert.ok(etc.some((l) => /^-rw-r--r-- 1 0 0 +10 1969-12-30T23:59:59\.250000000Z old$/.test(l)), etc.join('\n'));
+    assert.ok(etc.some((l) => /^-rw-r--r-- 1 0 0 +12 2023-11-14T22:13:20\.123456000Z hello\.txt$/.test(l)), etc.join('\n'));
+    const bin = await lines('/usr/bin');
+    assert.ok(bin.some((l) => /^-rwsr-xr-x 2 0 0 +5000 2023-11-14T22:13:20Z tool$/.test(l)), `setuid, two names: ${bin.join('\n')}`);
+    assert.ok(bin.some((l) => /^lrwxrwxrwx 1 0 0 +14 .* abs-symlink -> \/etc\/hello\.txt$/.test(l)), bin.join('\n'));
+    assert.ok((await lines('/')).some((l) => /^drwxrwxrwt .* tmp$/.test(l)), 'sticky shows as t');
+    const dev = await lines('/dev');
+    assert.ok(dev.some((l) => /^crw-rw-rw- 1 0 0 +1, 3 .* null$/.test(l)), dev.join('\n'));
+    assert.ok(dev.some((l) => /^brw-rw---- 1 0 0 +8, 0 .* sda$/.test(l)), dev.join('\n'));
+    assert.ok(dev.some((l) => /^prw-r--r-- .* fifo$/.test(l)), dev.join('\n'));
+    assert.ok((await lines('/home/alice')).some((l) => /^-rw------- 1 1000 1000 +15 .* notes$/.test(l)));
+  });
+
+  for (const format of ['zstd:chunked', 'estargz', 'gzip'] as const) {
+    it(`${format}: cat writes the exact bytes of files, following symlinks and hard links inside the image`, async () => {
+      // Every case on zstd:chunked; on the others a many-chunk file and a link (each CLI run costs a second).
+      const cases: Array<[string, string]> = [['usr/lib/multi-chunk.bin', 'usr/lib/multi-chunk.bin'], ['usr/bin/abs-symlink', 'etc/hello.txt']];
+      if (format === 'zstd:chunked') {
+        cases.push(['etc/empty', 'etc/empty'], ['usr/lib/holes.img', 'usr/lib/holes.img'], [KINDS_LONG_PATH, KINDS_LONG_PATH], ['usr/share/naïve-日本語.txt', 'usr/share/naïve-日本語.txt'],
+          ['usr/bin/tool-symlink', 'usr/bin/tool'], ['usr/bin/tool-hardlink', 'usr/bin/tool']);
+      }
+      for (const [path, source] of cases) {
+        const r = await cli(['cat', ref(format), path]);
+        assert.equal(r.code, 0, r.stderr);
+        assert.equal(sha256(r.stdout), await specSha256(KINDS_LAYER, source), path);
+      }
+    });
+  }
+
+  it('cat --stats: one small file of a 1.6 MB zstd:chunked image reads well under 5 % of it', async () => {
+    const img = images.get('zstd:chunked')!;
+    const r = await cli(['cat', '--stats', ref('zstd:chunked'), 'etc/hello.txt']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout.toString(), 'hello world\n');
+    const m = /read (\d+) bytes in (\d+) requests from blobs: ([\d.]+)% of the compressed image \((\d+) bytes\)/.exec(r.stderr);
+    assert.ok(m, r.stderr);
+    const [bytes, requests, pct, total] = [Number(m[1]), Number(m[2]), Number(m[3]), Number(m[4])];
+    assert.equal(total, img.layers[0]!.size);
+    assert.ok(requests >= 2, 'footer/TOC and the file');
+    assert.ok(pct < 5 && bytes < 0.05 * total, `${bytes} bytes, ${pct}% of the image`);
+  });
+
+  it('errors name the path and the image, with exit status 1', async () => {
+    const r = ref('zstd:chunked');
+    const missing = await cli(['ls', r, '/no/such']);
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /\/no\/such: no such file or directory in oci:.*kinds-zstd-chunked/);
+    const dir = await cli(['cat', r, 'usr']);
+    assert.equal(dir.code, 1);
+    assert.match(dir.stderr, /usr: is a directory/);
+    for (const [path, kind] of [['dev/fifo', 'fifo'], ['dev/null', 'char']]) {
+      const special = await cli(['cat', r, path]);
+      assert.equal(special.code, 1);
+      assert.match(special.stderr, new RegExp(`not a regular file \\(${kind}\\)`));
+    }
+    const layer = await cli(['ls', '--layer', 'sha256:00000000', r]);
+    assert.equal(layer.code, 1);
+    assert.match(layer.stderr, new RegExp(`has no layer sha256:00000000; its layers \\(bottom first\\):\\n  0: ${images.get('zstd:chunked')!.layers[0]!.digest}`));
   });
 });
 

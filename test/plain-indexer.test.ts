@@ -1,7 +1,8 @@
 /**
- * indexPlainLayer on the corpus's plain layers (gzip and zstd, written by skopeo 1.9.3): every
- * entry must agree with expected.json (computed by python's tarfile from the same bytes), and
- * every file must be rebuildable from the pieces handed to `put`.
+ * indexPlainLayer on plain layers (gzip and zstd) that tocfs builds and that the corpus holds
+ * (written by skopeo 1.9.3): every entry must agree with the spec or expected.json (computed
+ * by python's tarfile from the same bytes), and every file must be rebuildable from the
+ * pieces handed to `put`.
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -9,6 +10,8 @@ import { link, mkdir, mkdtemp, open, readFile, rm, symlink, truncate, writeFile 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { gunzipSync } from 'node:zlib';
+import { decompress as zstdDecompress } from '@mongodb-js/zstd';
 import { sha256 } from '../src/digest.js';
 import { DigestMismatchError } from '../src/errors.js';
 import { indexPlainLayer, PLAIN_CHUNK_SIZE } from '../src/formats/plain.js';
@@ -18,6 +21,9 @@ import { OciLayoutSource } from '../src/source/oci-layout.js';
 import type { Descriptor } from '../src/source/types.js';
 import { CORPUS_DIR, HAVE_CORPUS, loadExpected, type ExpectedEntry } from './helpers/corpus.js';
 import { corpusLayer, memoryBlob } from './helpers/toc-repack.js';
+import { expectedMtime as specMtime } from './helpers/fs-expected.js';
+import { buildImage } from './helpers/images.js';
+import { expectedEntries, KINDS_LAYER } from './helpers/spec-expected.js';
 
 const PLAIN_IMAGES = ['gzip-plain-basic', 'gzip-plain-gnusparse', 'gzip-plain-layers', 'gzip-plain-multiarch', 'zstd-plain-basic'];
 
@@ -103,6 +109,67 @@ describe('plain-layer indexer on the corpus', { skip: !HAVE_CORPUS && 'corpus no
   });
 });
 
+describe('plain-layer indexer on layers tocfs builds', () => {
+  for (const format of ['gzip', 'zstd'] as const) {
+    it(`${format}: entries and contents match the spec`, async () => {
+      const tmp = await mkdtemp(join(tmpdir(), 'tocfs-plain-built-'));
+      try {
+        const img = await buildImage(join(tmp, 'img'), { format, layers: [KINDS_LAYER] });
+        const desc = img.layers[0]!;
+        const { toc, store, progress } = await index(img.dir, desc);
+        const bytes = await readFile(join(img.dir, 'blobs', 'sha256', desc.digest.slice(7)));
+        assert.deepEqual([toc.format, toc.verified, toc.formatVersion], ['none', true, `plain ${format}`]);
+        assert.equal(toc.uncompressedSize, (format === 'gzip' ? gunzipSync(bytes) : await zstdDecompress(bytes)).length);
+        assert.equal(progress.at(-1), desc.size, 'progress reaches the blob size');
+        const want = await expectedEntries(KINDS_LAYER);
+        assert.deepEqual(toc.entries.map((e) => e.path), want.map((e) => e.path), 'paths in archive order');
+        for (const [i, e] of toc.entries.entries()) {
+          const w = want[i]!;
+          assert.deepEqual([e.type, e.mode], [w.type, w.mode], `${w.path} type, mode`);
+          assert.deepEqual([e.uid, e.gid, e.userName ?? '', e.groupName ?? ''], [w.uid, w.gid, w.uname ?? '', w.gname ?? ''], `${w.path} owner`);
+          assert.deepEqual(e.mtime, specMtime(w), `${w.path} mtime`);
+          if (w.type === 'reg') assert.equal(e.size, w.size, `${w.path} size`);
+          if (w.type === 'symlink') assert.equal(e.linkName, w.linkname, `${w.path} symlink target`);
+          if (w.type === 'hardlink') assert.equal(e.linkName, w.link_path, `${w.path} hard-link target`);
+          if (w.type === 'char' || w.type === 'block') assert.deepEqual([e.devMajor, e.devMinor], [w.devmajor, w.devminor], `${w.path} device`);
+          assert.deepEqual(Object.fromEntries(Object.entries(e.xattrs ?? {}).map(([k, v]) => [k, v.toString('base64')])), w.xattrs ?? {}, `${w.path} xattrs`);
+          if (w.type !== 'reg') continue;
+          let at = 0;
+          const parts = e.chunks.map((c) => {
+            assert.equal(c.offset, at, `${e.path}: chunks cover the file without gaps`);
+            assert.ok(c.size <= PLAIN_CHUNK_SIZE && c.compressedOffset === -1 && c.compressedEnd === -1);
+            at += c.size;
+            const data = store.get(c.digest);
+            assert.ok(data, `${e.path}: chunk ${c.digest} was put`);
+            assert.equal(c.zeros, !data.some((b) => b !== 0));
+            return data;
+          });
+          assert.equal(at, e.size);
+          assert.equal(sha256(parts), 'sha256:' + w.sha256, `${e.path} content`);
+        }
+      } finally {
+        await rm(tmp, { recursive: true, force: true });
+      }
+    });
+  }
+
+  it('refuses a blob whose bytes do not match the descriptor digest', async () => {
+    const tmp = await mkdtemp(join(tmpdir(), 'tocfs-plain-built-'));
+    try {
+      const img = await buildImage(join(tmp, 'img'), { format: 'gzip', layers: [KINDS_LAYER.slice(0, 3)] });
+      const desc = img.layers[0]!;
+      const good = await readFile(join(img.dir, 'blobs', 'sha256', desc.digest.slice(7)));
+      assert.equal((await indexPlainLayer(desc, memoryBlob({ desc, bytes: good }), async () => undefined)).entries.length, 3, 'the untouched blob indexes');
+      const bytes = Buffer.from(good);
+      bytes[4] ^= 0x01; // the gzip header's MTIME: still decodes to the same tar, but is not the blob the manifest names
+      await assert.rejects(indexPlainLayer(desc, memoryBlob({ desc, bytes }), async () => undefined), (e: Error) =>
+        e instanceof DigestMismatchError && e.message.includes(`layer ${desc.digest}`) && e.actual === sha256(bytes));
+    } finally {
+      await rm(tmp, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('plain-layer indexer on archives written by GNU tar', () => {
   it('reads GNU long names, old-GNU sparse members, hard links and symlinks', async () => {
     const tmp = await mkdtemp(join(tmpdir(), 'tocfs-plain-gnu-'));
@@ -138,6 +205,34 @@ describe('plain-layer indexer on archives written by GNU tar', () => {
       const [first, second] = [long, 'hardlink'].map((p) => byPath.get(p)!);
       assert.ok((first!.type === 'hardlink' && first!.linkName === 'hardlink') || (second!.type === 'hardlink' && second!.linkName === long));
       assert.equal(byPath.get('symlink')!.linkName, 'sparse.img');
+    } finally {
+      await rm(tmp, { recursive: true, force: true });
+    }
+  });
+
+  it('expands PAX 1.0 sparse members (tar --format=posix --sparse-version=1.0) and flags their zero pieces', async () => {
+    const tmp = await mkdtemp(join(tmpdir(), 'tocfs-plain-pax-sparse-'));
+    try {
+      const root = join(tmp, 'root');
+      await mkdir(join(root, 'sparse'), { recursive: true });
+      const sparse = join(root, 'sparse', 'pax-sparse-12m.img');
+      await writeFile(sparse, '');
+      await truncate(sparse, 12 << 20);
+      const fh = await open(sparse, 'r+');
+      await fh.write(Buffer.from('data at 1 MiB'), 0, 13, 1 << 20);
+      await fh.write(Buffer.from('data near the end'), 0, 17, (12 << 20) - 100);
+      await fh.close();
+      const archive = join(tmp, 'layer.tar.gz');
+      execFileSync('tar', ['--format=posix', '--sparse-version=1.0', '-S', '-czf', archive, '-C', root, 'sparse']);
+      const bytes = await readFile(archive);
+      const desc: Descriptor = { mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: sha256(bytes), size: bytes.length };
+      const store = new Map<string, Buffer>();
+      const toc = await indexPlainLayer(desc, memoryBlob({ desc, bytes }), async (d, data) => void store.set(d, Buffer.from(data)));
+      const e = toc.entries.find((x) => x.path === 'sparse/pax-sparse-12m.img');
+      assert.ok(e, `the real name, not GNU tar's GNUSparseFile.N/…: ${toc.entries.map((x) => x.path).join(', ')}`);
+      assert.equal(e.size, 12 << 20);
+      assert.equal(sha256(e.chunks.map((c) => store.get(c.digest)!)), sha256(await readFile(sparse)));
+      assert.ok(e.chunks.filter((c) => c.zeros).length >= 10, 'most of the 12 MiB are holes');
     } finally {
       await rm(tmp, { recursive: true, force: true });
     }
