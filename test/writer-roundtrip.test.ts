@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createReadStream, readFileSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -213,6 +213,31 @@ describe('zstd:chunked writer', () => {
   });
 });
 
+describe('writers refuse GNU sparse members (as GNU tar writes them)', () => {
+  for (const [name, args] of [['old GNU', ['--format=gnu', '-S']], ['PAX 1.0', ['--format=posix', '--sparse-version=1.0', '-S']]] as const) {
+    it(`${name} sparse: a clear error naming the member, from both writers`, async () => {
+      const tmp = await mkdtemp(join(tmpdir(), 'tocfs-writer-sparse-'));
+      try {
+        await mkdir(join(tmp, 'root', 'sparse'), { recursive: true });
+        const img = join(tmp, 'root', 'sparse', 'holes.img');
+        await writeFile(img, '');
+        await truncate(img, 8 << 20);
+        const fh = await open(img, 'r+');
+        await fh.write(Buffer.from('data in the middle'), 0, 18, 4 << 20);
+        await fh.close();
+        const tar = execFileSync('tar', [...args, '-cf', '-', '-C', join(tmp, 'root'), 'sparse'], { maxBuffer: 64 << 20 });
+        await assert.rejects(writeZstdChunkedLayer(() => [tar], join(tmp, 'sparse.zst')), /sparse\/holes\.img.*GNU sparse/);
+        await assert.rejects(writeEstargzLayer(() => [tar], join(tmp, 'sparse.gz')), /sparse\/holes\.img.*GNU sparse/);
+        // The same file, not sparse, is written.
+        const plain = execFileSync('tar', ['--format=posix', '-cf', '-', '-C', join(tmp, 'root'), 'sparse'], { maxBuffer: 64 << 20 });
+        assert.equal((await writeZstdChunkedLayer(() => [plain], join(tmp, 'plain.zst'))).diffId, sha256(plain));
+      } finally {
+        await rm(tmp, { recursive: true, force: true });
+      }
+    });
+  }
+});
+
 describe('zstd:chunked writer against real containers/storage output', { skip: !HAVE_CORPUS && 'corpus not present' }, () => {
   const image = 'zstdchunked-skopeo118-basic';
   let source: OciLayoutSource;
@@ -310,6 +335,18 @@ describe('eStargz writer', () => {
     assert.equal(names.filter((n) => /landmark|stargz\.index\.json/.test(n)).length, 2, 'one landmark, one TOC entry');
     assert.equal(names[0], '.no.prefetch.landmark');
     assert.equal(names.at(-1), 'stargz.index.json');
+  });
+
+  it('replaces the TOC entry and landmark of a source that is itself eStargz (one tocfs wrote)', async () => {
+    const source = gunzipSync(readFileSync(layer.path));
+    const out = join(tmp, 'again-built.gz');
+    const again = await writeEstargzLayer(() => [source], out);
+    const names = sh(`tar -tzf '${out}'`).trim().split('\n');
+    assert.deepEqual(names.filter((n) => /landmark|stargz\.index\.json/.test(n)), ['.no.prefetch.landmark', 'stargz.index.json'], 'one landmark, one TOC entry');
+    assert.deepEqual(names.slice(1, -1), RICH_LAYER.map((f) => (f.type === 'dir' ? f.path + '/' : f.path)), 'the source members, in order, between them');
+    const bytes = readFileSync(out);
+    const blob: BlobReader = { digest: again.digest, size: again.size, read: async (o, n) => bytes.subarray(o, o + n), stream: async () => createReadStream(out) };
+    await checkToc(await readLayerToc({ mediaType: again.mediaType, digest: again.digest, size: again.size, annotations: again.annotations }, blob), blob, RICH_LAYER, true);
   });
 
   it('moves prioritized files (with parents and hard-link targets) before .prefetch.landmark', async () => {
