@@ -12,6 +12,8 @@ import { ChunkCache } from '../src/cache/chunk-cache.js';
 import { DiskTocStore } from '../src/cache/toc-store.js';
 import { sha256 } from '../src/digest.js';
 import { LayerReader, LayerReadError, type LayerReaderOptions } from '../src/fetch/layer-reader.js';
+import type { ChunkStore } from '../src/fetch/chunk-store.js';
+import { inFlightFor } from '../src/fetch/in-flight.js';
 import { extentBytes } from '../src/fetch/plan.js';
 import { fetchAll, prefetchLandmark } from '../src/fetch/prefetch.js';
 import { NoTocError, readLayerToc } from '../src/formats/index.js';
@@ -100,7 +102,7 @@ describe('LayerReader over real images', { skip: HAVE_CORPUS ? false : `no corpu
   const corpusLayers = (image: string): Promise<OpenLayer[]> => openLayers(`oci:${join(CORPUS_DIR, image)}`);
   const registryLayers = (image: string): Promise<OpenLayer[]> => openLayers(`docker://${reg.host}/${image}:latest`, regOpts);
 
-  const readerFor = (l: OpenLayer, cache: ChunkCache, blob: BlobReader = l.blob, extra: Partial<LayerReaderOptions> = {}): LayerReader =>
+  const readerFor = (l: OpenLayer, cache: ChunkStore, blob: BlobReader = l.blob, extra: Partial<LayerReaderOptions> = {}): LayerReader =>
     new LayerReader({ layerDigest: l.desc.digest, toc: l.toc, blob, cache, ...extra });
 
   before(async () => {
@@ -283,7 +285,7 @@ describe('LayerReader over real images', { skip: HAVE_CORPUS ? false : `no corpu
     });
     assert.equal(bad.stats.verifyFailures >= 1, true);
     assert.equal(await cache.has(target.digest), false, 'nothing unverified is cached');
-    assert.equal(cache.inflight.size, 0);
+    assert.equal(inFlightFor(cache).size, 0);
     // The same reader retries (the corrupt blob fails again), a good blob succeeds.
     await assert.rejects(bad.readAt(entry, 0, entry.size), LayerReadError);
     const good = readerFor(l!, cache);
@@ -559,7 +561,7 @@ describe('LayerReader over real images', { skip: HAVE_CORPUS ? false : `no corpu
       const reader = readerFor(l!, await newCache(), blob, { readAhead: 0 });
       const heldRead = reader.readAt(b, held.offset, held.size);
       const background = fetchAll(reader);
-      while (!reader.cache.inflight.has(a.chunks[0]!.digest)) await new Promise((r) => setImmediate(r));
+      while (!inFlightFor(reader.cache).has(a.chunks[0]!.digest)) await new Promise((r) => setImmediate(r));
       // a's first chunk is now a background fetch waiting for user reads to end; this read joins it.
       const first = await reader.readAt(a, 0, 1000);
       const truth = await readerFor(l!, await newCache()).readAt(a, 0, 1000);

@@ -81,13 +81,6 @@ export interface VerifyResult {
   bad: string[];
 }
 
-/** A chunk fetch in progress. */
-export interface Flight {
-  promise: Promise<Buffer>;
-  /** A user read joined it: a background fetch must not wait for user reads any more (they wait for it). */
-  promote(): void;
-}
-
 interface MemoryEntry {
   data: Buffer;
   /** When the disk file's mtime was last set (ms). */
@@ -131,11 +124,6 @@ export class ChunkCache {
   private gcGate: Promise<unknown> | undefined;
   private eviction: Promise<unknown> | undefined;
   private scanned: Promise<void>;
-  /**
-   * Fetches in progress, by chunk digest, shared by every LayerReader over this cache so
-   * identical content in two layers or images is fetched once.
-   */
-  readonly inflight = new Map<string, Flight>();
 
   private constructor(opts: ChunkCacheOptions) {
     this.dir = opts.dir;

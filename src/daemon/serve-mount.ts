@@ -29,8 +29,6 @@ export interface ServeOptions {
   logger: Logger;
   /** Where the daemon's log goes, recorded for `tocfs unmount`. */
   logFile?: string;
-  /** A read still waiting for chunks after this long fails with EIO (0 = no limit). */
-  readTimeoutMs?: number;
   /** Serve Prometheus metrics (/metrics, /healthz) at HOST:PORT. */
   metricsAddress?: string;
   /** FUSE mount settings (mount.read_ahead, mount.allow_other); fs/mount.ts defaults otherwise. */
@@ -109,8 +107,7 @@ export async function serveMount(opts: ServeOptions): Promise<void> {
     log.info({ image: image.reference, layers: image.layers.length, inodes: tree.inodeCount, ms: Date.now() - started }, 'image opened');
     const ops = fsOperations({
       tree,
-      read: (node, offset, length, signal) => opened.readFile(node, offset, length, signal),
-      ...(opts.readTimeoutMs ? { readTimeoutMs: opts.readTimeoutMs } : {}),
+      read: (node, offset, length) => opened.readFile(node, offset, length),
       logger: log,
       describe: (node) => ({ image: opened.reference, layer: opened.layers[node.layer]?.descriptor.digest }),
     });

@@ -1,28 +1,31 @@
 /**
  * LayerReader: serves byte ranges of one layer's regular files from verified chunks.
  *
- * readAt finds the chunks that cover the range; zero chunks are made up, cached chunks are
- * read from the cache, and the missing ones are fetched: every chunk asked for in the same
- * turn of the event loop (this read, its read-ahead, concurrent reads of other files) is
- * planned together so neighbouring compressed extents become one range request of up to
- * `maxRequestBytes`. Fetches are joined by chunk digest across every reader of the cache,
- * each chunk is decompressed and verified against its TOC digest before it is cached or
- * served, and a failure is reported to the waiting reads only, so a later read retries.
+ * readAt finds the chunks that cover the range; zero chunks are made up, stored chunks are
+ * read from the chunk store, and the missing ones are fetched by the layer's RangeFetcher
+ * (coalescing, concurrency, priorities, deadlines), together with the read-ahead of files
+ * read in order. Fetches are joined by chunk digest across every reader of the store
+ * (in-flight.ts); each chunk is decompressed and verified against its TOC digest here before
+ * it is stored or served, and a failure is reported to the waiting reads only, so a later
+ * read retries.
  */
-import { Sema } from 'async-sema';
 import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
-import type { ChunkCache } from '../cache/chunk-cache.js';
-import { formatDuration } from '../units.js';
-import { TocfsError } from '../errors.js';
 import { extractChunk } from '../formats/chunk.js';
 import type { LayerToc, TocEntry } from '../formats/toc.js';
 import { logger as rootLogger } from '../log.js';
 import { metrics } from '../metrics/index.js';
 import type { BlobReader } from '../source/types.js';
-import { chunksCovering, coalesce, extentBytes, type Located, type PlannedRange } from './plan.js';
+import { formatDuration } from '../units.js';
+import type { ChunkStore } from './chunk-store.js';
+import { describeEntry, FetchTimeoutError, LayerReadError, ReadTimeoutError } from './errors.js';
+import { inFlightFor, type InFlightChunks } from './in-flight.js';
+import { chunksCovering, extentBytes, type Located } from './plan.js';
+import { RangeFetcher, type FetchPriority, type RangeItem } from './range-fetcher.js';
 
 export type { Located } from './plan.js';
+export type { FetchPriority } from './range-fetcher.js';
+export { LayerReadError } from './errors.js';
 
 export const DEFAULT_MAX_REQUEST_BYTES = 1024 * 1024;
 export const DEFAULT_READ_AHEAD = 8 * 1024 * 1024;
@@ -30,26 +33,37 @@ export const DEFAULT_MAX_IN_FLIGHT = 8;
 /** Bytes between two chunks worth fetching to save a request (a request costs the registry ~3–5 ms). */
 export const DEFAULT_MAX_GAP_BYTES = 16 * 1024;
 
-export interface LayerReaderOptions {
+/** The settings of a LayerReader an operator tunes (config `fetch.*`); layer/open.ts passes them to every reader. */
+export interface LayerFetchSettings {
+  /** Cap for one coalesced range request (default 1 MiB). */
+  maxRequestBytes?: number | undefined;
+  /** Largest gap between two chunks' compressed extents still bridged into one request (default 16 KiB). */
+  maxGapBytes?: number | undefined;
+  /** How far ahead (uncompressed bytes) a file read sequentially is fetched (default 8 MiB; 0 = off). */
+  readAhead?: number | undefined;
+  /** Range requests in flight for this layer (default 8). */
+  maxInFlight?: number | undefined;
+  /**
+   * A read still waiting for its content after this long fails, and a range fetch (its
+   * retries included) still unfinished after this long is given up (default: no limit).
+   * Without the fetch limit a later read of the same chunks would join the stuck fetch
+   * instead of fetching afresh.
+   */
+  fetchTimeoutMs?: number | undefined;
+}
+
+/** Every key of LayerFetchSettings (the compiler checks the list is complete). */
+export const FETCH_SETTING_KEYS = ['maxRequestBytes', 'maxGapBytes', 'readAhead', 'maxInFlight', 'fetchTimeoutMs'] as const satisfies ReadonlyArray<keyof LayerFetchSettings>;
+const allKeysListed: Exclude<keyof LayerFetchSettings, (typeof FETCH_SETTING_KEYS)[number]> extends never ? true : never = true;
+void allKeysListed;
+
+export interface LayerReaderOptions extends LayerFetchSettings {
   layerDigest: string;
   toc: LayerToc;
   blob: BlobReader;
-  cache: ChunkCache;
+  /** Where verified chunks are kept; readers over one store share its in-flight fetches. */
+  cache: ChunkStore;
   logger?: Logger;
-  /** Cap for one coalesced range request (default 1 MiB). */
-  maxRequestBytes?: number;
-  /** Largest gap between two chunks' compressed extents still bridged into one request (default 16 KiB). */
-  maxGapBytes?: number;
-  /** How far ahead (uncompressed bytes) a file read sequentially is fetched (default 8 MiB; 0 = off). */
-  readAhead?: number;
-  /** Range requests in flight for this layer (default 8). */
-  maxInFlight?: number;
-  /**
-   * A range fetch (its retries included) still unfinished after this long is given up
-   * (default: no limit). Reads waiting for it have timed out by then; without a limit a
-   * later read of the same chunks would join the stuck fetch instead of fetching afresh.
-   */
-  fetchTimeoutMs?: number;
   /**
    * Layers without a TOC (format 'none'): re-runs the indexer that put every chunk into the
    * cache, for when some were evicted. Called at most once at a time.
@@ -72,39 +86,10 @@ export interface LayerReaderStats {
   fetchedPercent: number;
 }
 
-/** A read that could not be served (the FUSE layer answers EIO); `cause` says why. */
-/** The settings of a LayerReader an operator tunes (config `fetch.*`), passed through the image and store layers. */
-export type LayerFetchSettings = Partial<Pick<LayerReaderOptions, 'maxRequestBytes' | 'maxGapBytes' | 'readAhead' | 'maxInFlight' | 'fetchTimeoutMs'>>;
-
-export class LayerReadError extends TocfsError {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, 'EIO', options);
-    this.name = 'LayerReadError';
-  }
-}
-
-/** A fetch given up at its deadline (fetch.timeout). */
-class FetchTimeoutError extends LayerReadError {}
-
-export type FetchPriority = 'user' | 'background';
-
-interface Wanted extends Located {
+/** A chunk a read or a prefetch claimed, and how to answer whoever waits for it. */
+interface Wanted extends RangeItem {
   resolve(data: Buffer): void;
   reject(e: unknown): void;
-  /** A user read waits for this chunk. */
-  urgent: boolean;
-}
-
-interface QueuedRange extends PlannedRange<Wanted> {
-  priority: FetchPriority;
-  /** Hand out each chunk as soon as its bytes are in, not at the end of the request (long spans). */
-  stream?: boolean;
-  /**
-   * When (Date.now()) the fetch is given up. Reads' ranges count fetch.timeout from when the
-   * reads asked, like the reads' own timeouts, so a fetch that waited for a request slot does
-   * not outlive the reads that wanted it and catch the next read; others count from the start.
-   */
-  deadline?: number;
 }
 
 interface SequenceState {
@@ -118,43 +103,56 @@ interface SequenceState {
 export class LayerReader {
   readonly layerDigest: string;
   readonly toc: LayerToc;
-  private readonly blob: BlobReader;
-  readonly cache: ChunkCache;
+  readonly cache: ChunkStore;
   private readonly log: Logger;
-  private readonly maxRequestBytes: number;
-  readonly maxGapBytes: number;
+  private readonly fetcher: RangeFetcher<Wanted>;
+  private readonly inFlight: InFlightChunks;
   private readonly readAhead: number;
+  private readonly maxRequestBytes: number;
   private readonly reindex: (() => Promise<unknown>) | undefined;
-  private readonly fetchTimeoutMs: number | undefined;
-  private readonly sema: Sema;
   private readonly sequences = new LRUCache<TocEntry, SequenceState>({ max: 1024 });
-  private queue: Array<{ item: Wanted; priority: FetchPriority }> = [];
-  private flushScheduled = false;
-  private userActive = 0;
-  private idleWaiters: Array<() => void> = [];
   private reindexing: Promise<unknown> | undefined;
   private blobOrder: Located[] | undefined;
-  private readonly counters = { fetchedBytes: 0, fetchedRequests: 0, servedBytes: 0, cacheHits: 0, verifyFailures: 0 };
+  private readonly counters = { servedBytes: 0, cacheHits: 0, verifyFailures: 0 };
   private chunkBytes: number | undefined;
 
   constructor(opts: LayerReaderOptions) {
     this.layerDigest = opts.layerDigest;
     this.toc = opts.toc;
-    this.blob = opts.blob;
     this.cache = opts.cache;
     this.log = opts.logger ?? rootLogger();
-    this.maxRequestBytes = opts.maxRequestBytes ?? DEFAULT_MAX_REQUEST_BYTES;
-    this.maxGapBytes = opts.maxGapBytes ?? DEFAULT_MAX_GAP_BYTES;
     this.readAhead = opts.readAhead ?? DEFAULT_READ_AHEAD;
+    this.maxRequestBytes = opts.maxRequestBytes ?? DEFAULT_MAX_REQUEST_BYTES;
     this.reindex = opts.reindex;
-    this.fetchTimeoutMs = opts.fetchTimeoutMs;
-    this.sema = new Sema(opts.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT);
+    this.inFlight = inFlightFor(opts.cache);
+    const settings = {
+      maxRequestBytes: this.maxRequestBytes,
+      maxGapBytes: opts.maxGapBytes ?? DEFAULT_MAX_GAP_BYTES,
+      maxInFlight: opts.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT,
+      fetchTimeoutMs: opts.fetchTimeoutMs,
+    };
+    this.fetcher = new RangeFetcher<Wanted>(opts.layerDigest, opts.blob, settings, {
+      arrived: (w, compressed, answered) => this.deliverChunk(w, compressed, answered),
+      failed: (w, error) => w.reject(error),
+      fetched: () => metrics.layerProgress(this.layerDigest, this.fetcher.counters.fetchedBytes, this.stats.chunkBytes),
+    });
+  }
+
+  /** The fetch settings in force (defaults filled in). */
+  get settings(): Required<Omit<LayerFetchSettings, 'fetchTimeoutMs'>> & Pick<LayerFetchSettings, 'fetchTimeoutMs'> {
+    const { maxRequestBytes, maxGapBytes, maxInFlight, fetchTimeoutMs } = this.fetcher.settings;
+    return { maxRequestBytes, maxGapBytes, maxInFlight, readAhead: this.readAhead, fetchTimeoutMs };
+  }
+
+  get maxGapBytes(): number {
+    return this.fetcher.settings.maxGapBytes;
   }
 
   get stats(): LayerReaderStats {
     this.chunkBytes ??= extentBytes(this.chunksInBlobOrder());
-    const pct = this.chunkBytes > 0 ? Math.min(100, (100 * this.counters.fetchedBytes) / this.chunkBytes) : 0;
-    return { ...this.counters, chunkBytes: this.chunkBytes, fetchedPercent: pct };
+    const { fetchedBytes, fetchedRequests } = this.fetcher.counters;
+    const pct = this.chunkBytes > 0 ? Math.min(100, (100 * fetchedBytes) / this.chunkBytes) : 0;
+    return { fetchedBytes, fetchedRequests, ...this.counters, chunkBytes: this.chunkBytes, fetchedPercent: pct };
   }
 
   /** Every non-zero chunk of the layer with a blob position, in blob order. */
@@ -170,25 +168,30 @@ export class LayerReader {
     return this.blobOrder;
   }
 
-  /** Those of `items` that are neither cached nor being fetched (for background work). */
+  /** Those of `items` that are neither stored nor being fetched (for background work). */
   async uncached(items: readonly Located[]): Promise<Located[]> {
-    const flags = await Promise.all(items.map((l) => l.chunk.zeros || this.cache.inflight.has(l.chunk.digest) || this.cache.has(l.chunk.digest)));
+    const flags = await Promise.all(items.map((l) => l.chunk.zeros || this.inFlight.has(l.chunk.digest) || this.cache.has(l.chunk.digest)));
     return items.filter((_, i) => !flags[i]);
   }
 
   private what(entry: TocEntry): string {
-    return `layer ${this.layerDigest} entry ${entry.path}`;
+    return describeEntry(this.layerDigest, entry);
   }
 
-  /** Reads [offset, offset+length) of a regular file (clamped to its size). */
-  async readAt(entry: TocEntry, offset: number, length: number, signal?: AbortSignal): Promise<Buffer> {
+  /**
+   * Reads [offset, offset+length) of a regular file (clamped to its size). Gives up when
+   * `signal` aborts or, with fetch.timeout set, when no answer came within it.
+   */
+  async readAt(entry: TocEntry, offset: number, length: number, outerSignal?: AbortSignal): Promise<Buffer> {
     if (entry.type !== 'reg') throw new LayerReadError(`${this.what(entry)}: not a regular file (${entry.type})`);
     if (!(offset >= 0) || !(length >= 0)) throw new RangeError(`bad read [${offset}, +${length})`);
     const end = Math.min(entry.size, offset + length);
     if (offset >= end) return Buffer.alloc(0);
     const chunks = chunksCovering(entry, offset, end);
     const ahead = this.readAheadFor(entry, offset, end);
-    this.userActive++;
+    const deadline = this.readDeadline(entry, outerSignal);
+    const signal = deadline?.signal ?? outerSignal;
+    this.fetcher.beginUserRead();
     let parts: Buffer[];
     try {
       if (ahead.length > 0) {
@@ -203,7 +206,8 @@ export class LayerReader {
       };
       parts = await abortable(this.obtain(stored, 'user').catch(retryTimedOut), signal);
     } finally {
-      if (--this.userActive === 0) this.wakeBackground();
+      deadline?.clear();
+      this.fetcher.endUserRead();
     }
     let next = 0;
     const slices = chunks.map((c) => {
@@ -215,6 +219,29 @@ export class LayerReader {
     const out = slices.length === 1 ? slices[0]! : Buffer.concat(slices);
     this.counters.servedBytes += out.length;
     return out;
+  }
+
+  /** fetch.timeout for one read, joined with the caller's signal. */
+  private readDeadline(entry: TocEntry, outer: AbortSignal | undefined): { signal: AbortSignal; clear(): void } | undefined {
+    const ms = this.fetcher.settings.fetchTimeoutMs;
+    if (!ms) return undefined;
+    const ac = new AbortController();
+    const timer = setTimeout(() => ac.abort(new ReadTimeoutError(`${this.what(entry)}: no data within fetch.timeout (${formatDuration(ms)})`)), ms);
+    const onOuter = (): void => ac.abort(outer!.reason);
+    outer?.addEventListener('abort', onOuter, { once: true });
+    if (outer?.aborted) ac.abort(outer.reason);
+    return {
+      signal: ac.signal,
+      clear: () => {
+        clearTimeout(timer);
+        outer?.removeEventListener('abort', onOuter);
+      },
+    };
+  }
+
+  /** User reads (readAt calls) in progress. */
+  get userReadsInFlight(): number {
+    return this.fetcher.userReadsInFlight;
   }
 
   /** Chunks to fetch ahead of a read that continues a sequential walk through the file. */
@@ -244,7 +271,7 @@ export class LayerReader {
   }
 
   /**
-   * The verified contents of `items`' chunks, in order: zeros made up, cache hits served,
+   * The verified contents of `items`' chunks, in order: zeros made up, stored chunks served,
    * fetches in flight joined, the rest fetched (coalesced with whatever else is missing now).
    */
   async obtain(items: readonly Located[], priority: FetchPriority): Promise<Buffer[]> {
@@ -261,13 +288,13 @@ export class LayerReader {
         results.push(inMemory);
         continue;
       }
-      const joined = this.cache.inflight.get(chunk.digest);
+      const joined = this.inFlight.join(chunk.digest);
       if (joined) {
         if (priority === 'user') joined.promote();
         results.push(joined.promise);
         continue;
       }
-      const { wanted, promise } = this.obtainDeferred({ chunk, entry });
+      const { wanted, promise } = this.claim({ chunk, entry });
       wanted.urgent = priority === 'user';
       lookups.push(wanted);
       results.push(promise);
@@ -280,6 +307,7 @@ export class LayerReader {
     return Promise.all(results);
   }
 
+  /** Serves what the store has on disk; queues the rest for fetching. */
   private async lookUp(wanted: Wanted[], priority: FetchPriority): Promise<void> {
     const missing: Wanted[] = [];
     await Promise.all(
@@ -296,114 +324,22 @@ export class LayerReader {
       await this.refill(missing);
       return;
     }
-    for (const item of missing) this.queue.push({ item, priority });
-    if (!this.flushScheduled) {
-      this.flushScheduled = true;
-      setImmediate(() => this.flush());
-    }
+    this.fetcher.enqueue(missing, priority);
   }
 
-  /** Plans everything queued in this turn into ranges; user ranges first. */
-  private flush(): void {
-    this.flushScheduled = false;
-    const queued = this.queue;
-    this.queue = [];
-    const byPriority = (p: FetchPriority) => queued.filter((q) => (q.item.urgent ? 'user' : q.priority) === p).map((q) => q.item);
-    const user = coalesce(byPriority('user'), this.maxRequestBytes, this.maxGapBytes);
-    const background = coalesce(byPriority('background'), this.maxRequestBytes, this.maxGapBytes);
-    const deadline = this.fetchTimeoutMs ? { deadline: Date.now() + this.fetchTimeoutMs } : {};
-    for (const r of user) void this.fetchRange({ ...r, priority: 'user', ...deadline });
-    for (const r of background) void this.fetchRange({ ...r, priority: 'background' });
-  }
-
-  /** User reads (readAt calls) in progress. */
-  get userReadsInFlight(): number {
-    return this.userActive;
-  }
-
-  private wakeBackground(): void {
-    const waiters = this.idleWaiters;
-    this.idleWaiters = [];
-    for (const w of waiters) w();
-  }
-
-  /**
-   * Fetches one range, then verifies, caches and hands out each of its chunks. Never throws.
-   * A background range waits while user reads are in progress, unless one of them waits for it.
-   */
-  private async fetchRange(range: QueuedRange): Promise<void> {
-    await this.sema.acquire();
-    // Checked with the slot in hand, so no background request starts while a user read is in progress.
-    while (range.priority === 'background' && this.userActive > 0 && !range.items.some((w) => w.urgent)) {
-      this.sema.release();
-      await new Promise<void>((r) => this.idleWaiters.push(r));
-      await this.sema.acquire();
-    }
-    const fetched = metrics.startChunkFetch(range.items.length);
-    const deliver = (w: Wanted, buf: Buffer): Promise<void> => this.deliverChunk(range, w, buf, fetched);
-    const early = new Set<Wanted>();
-    const earlyDone: Array<Promise<void>> = [];
-    let bytes: Buffer;
-    const deadline = range.deadline ?? (this.fetchTimeoutMs ? Date.now() + this.fetchTimeoutMs : undefined);
-    const signal = deadline !== undefined ? AbortSignal.timeout(Math.max(1, deadline - Date.now())) : undefined;
-    try {
-      bytes = range.stream && this.blob.readParts
-        ? await this.readStreaming(range, signal, (w, buf) => {
-            early.add(w);
-            earlyDone.push(deliver(w, buf));
-          })
-        : await this.blob.read(range.start, range.end - range.start, signal);
-      this.counters.fetchedBytes += bytes.length;
-      this.counters.fetchedRequests++;
-      metrics.layerProgress(this.layerDigest, this.counters.fetchedBytes, this.stats.chunkBytes);
-    } catch (e) {
-      fetched(true);
-      const first = range.items[0]!;
-      // Given up at the deadline, the error is only the abort (the failures before it were logged as they came).
-      const err = signal?.aborted
-        ? new FetchTimeoutError(`${this.what(first.entry)}: cannot fetch bytes [${range.start}, ${range.end}) of the layer: no data within fetch.timeout (${formatDuration(this.fetchTimeoutMs!)})`)
-        : new LayerReadError(`${this.what(first.entry)}: cannot fetch bytes [${range.start}, ${range.end}) of the layer: ${(e as Error).message}`, { cause: e });
-      for (const w of range.items) w.reject(err);
-      return;
-    } finally {
-      this.sema.release();
-    }
-    await Promise.all([...earlyDone, ...range.items.filter((w) => !early.has(w)).map((w) => deliver(w, bytes))]);
-  }
-
-  /**
-   * Reads the range in one request, calling `ready` for each item as soon as its bytes are
-   * in; resolves with all of them.
-   */
-  private async readStreaming(range: QueuedRange, signal: AbortSignal | undefined, ready: (w: Wanted, bytes: Buffer) => void): Promise<Buffer> {
-    const length = range.end - range.start;
-    const buf = Buffer.allocUnsafe(length);
-    const byEnd = [...range.items].sort((a, b) => a.chunk.compressedEnd - b.chunk.compressedEnd);
-    let n = 0;
-    let next = 0;
-    for await (const part of this.blob.readParts!(range.start, length, signal)) {
-      if (n + part.length > length) throw new Error(`the source sent more than the ${length} bytes asked for`);
-      part.copy(buf, n);
-      n += part.length;
-      while (next < byEnd.length && byEnd[next]!.chunk.compressedEnd - range.start <= n) ready(byEnd[next++]!, buf);
-    }
-    if (n !== length) throw new Error(`the source sent ${n} of the ${length} bytes asked for`);
-    return buf;
-  }
-
-  /** Decompresses and verifies one chunk of a fetched range, hands it out, then caches it. Never throws. */
-  private async deliverChunk(range: QueuedRange, w: Wanted, bytes: Buffer, fetched: (failed?: boolean) => void): Promise<void> {
+  /** Decompresses and verifies one fetched chunk, answers its waiters, then stores it. Never throws. */
+  private async deliverChunk(w: Wanted, compressed: Buffer, answered: () => void): Promise<void> {
     const { chunk, entry } = w;
     try {
-      const data = await extractChunk(this.toc.compression, chunk, bytes.subarray(chunk.compressedOffset - range.start, chunk.compressedEnd - range.start), this.what(entry));
-      // Resolve first: the read need not wait for the disk write.
+      const data = await extractChunk(this.toc.compression, chunk, compressed, this.what(entry));
+      // Answer first: the read need not wait for the disk write.
       w.resolve(data);
-      fetched();
+      answered();
       await this.cache.put(chunk.digest, data);
     } catch (e) {
       this.counters.verifyFailures++;
       metrics.verificationFailed(this.layerDigest, 'chunk');
-      fetched();
+      answered();
       this.log.warn({ err: e, layer: this.layerDigest, path: entry.path }, 'chunk failed verification');
       const message = (e as Error).message;
       w.reject(new LayerReadError(message.startsWith(this.what(entry)) ? message : `${this.what(entry)}: ${message}`, { cause: e }));
@@ -411,8 +347,8 @@ export class LayerReader {
   }
 
   /**
-   * Fetches [start, end) of the blob in one request and caches every chunk wholly inside it
-   * that is not cached yet (eStargz prefetch landmark). Returns the bytes fetched.
+   * Fetches [start, end) of the blob in one request and stores every chunk wholly inside it
+   * that is not stored yet (eStargz prefetch landmark). Returns the bytes fetched.
    */
   async fetchSpan(start: number, end: number, onChunk?: (l: Located) => void): Promise<number> {
     const inside = this.chunksInBlobOrder().filter((l) => l.chunk.compressedOffset >= start && l.chunk.compressedEnd <= end);
@@ -421,14 +357,14 @@ export class LayerReader {
     const claimed: Array<{ l: Located; wanted: Wanted; promise: Promise<Buffer> }> = [];
     const done: Array<Promise<unknown>> = [];
     for (const l of inside) {
-      const joined = this.cache.inflight.get(l.chunk.digest);
+      const joined = this.inFlight.join(l.chunk.digest);
       if (joined || this.cache.inMemory(l.chunk.digest)) {
         done.push((joined?.promise ?? Promise.resolve()).then(() => onChunk?.(l), () => onChunk?.(l)));
         continue;
       }
-      const p = this.obtainDeferred(l);
-      claimed.push({ l, ...p });
-      done.push(p.promise.then(() => onChunk?.(l)));
+      const c = this.claim(l);
+      claimed.push({ l, ...c });
+      done.push(c.promise.then(() => onChunk?.(l)));
     }
     const onDisk = await Promise.all(claimed.map((c) => this.cache.get(c.l.chunk.digest).catch(() => undefined)));
     const wanted: Wanted[] = [];
@@ -437,31 +373,21 @@ export class LayerReader {
       if (hit && hit.length === c.l.chunk.size) c.wanted.resolve(hit);
       else wanted.push(c.wanted);
     });
-    const before = this.counters.fetchedBytes;
-    if (wanted.length > 0) await this.fetchRange({ start, end, items: wanted, priority: 'user', stream: true });
+    const before = this.fetcher.counters.fetchedBytes;
+    if (wanted.length > 0) await this.fetcher.fetchSpan(start, end, wanted);
     await Promise.all(done);
-    return this.counters.fetchedBytes - before;
+    return this.fetcher.counters.fetchedBytes - before;
   }
 
-  private obtainDeferred(l: Located): { wanted: Wanted; promise: Promise<Buffer> } {
-    let wanted!: Wanted;
-    const promise = new Promise<Buffer>((resolve, reject) => {
-      wanted = { ...l, resolve, reject, urgent: true };
+  /** Claims a chunk in the in-flight table: reads of it from now on join this reader's fetch. */
+  private claim(l: Located): { wanted: Wanted; promise: Promise<Buffer> } {
+    const claim = this.inFlight.claim(l.chunk.digest, () => {
+      if (wanted.urgent) return;
+      wanted.urgent = true;
+      this.fetcher.wakeBackground();
     });
-    const flight = {
-      promise,
-      promote: (): void => {
-        if (wanted.urgent) return;
-        wanted.urgent = true;
-        this.wakeBackground();
-      },
-    };
-    const forget = (): void => {
-      if (this.cache.inflight.get(l.chunk.digest) === flight) this.cache.inflight.delete(l.chunk.digest);
-    };
-    promise.then(forget, forget);
-    this.cache.inflight.set(l.chunk.digest, flight);
-    return { wanted, promise };
+    const wanted: Wanted = { ...l, urgent: true, resolve: claim.resolve, reject: claim.reject };
+    return { wanted, promise: claim.promise };
   }
 
   /** Layers without a TOC: their chunks live only in the cache; re-index once to refill it. */

@@ -6,14 +6,12 @@
 import type { Logger } from 'pino';
 import type { FsNode, FsTree } from '../image/tree.js';
 import { sortedNames } from '../image/tree.js';
-import { formatDuration } from '../units.js';
-import { TocfsError } from '../errors.js';
 import { metrics } from '../metrics/index.js';
 import { Errno, type FuseOperations, type StatfsInfo } from './fuse-binding.js';
 import { statOf } from './stat.js';
 
-/** Reads `length` bytes at `offset` of a regular file (exactly, within the file's size); gives up when `signal` aborts. */
-export type ContentReader = (node: FsNode, offset: number, length: number, signal?: AbortSignal) => Promise<Buffer>;
+/** Reads `length` bytes at `offset` of a regular file (exactly, within the file's size); bounded in time by the layer's fetch.timeout. */
+export type ContentReader = (node: FsNode, offset: number, length: number) => Promise<Buffer>;
 
 export interface FsOptions {
   tree: FsTree;
@@ -23,8 +21,6 @@ export interface FsOptions {
   describe?: (node: FsNode) => Record<string, unknown>;
   /** Preferred I/O size reported in st_blksize. */
   blockSize?: number;
-  /** A read still waiting for its content after this long fails with EIO (0 = wait forever). */
-  readTimeoutMs?: number;
 }
 
 /** Operations timed in tocfs_fuse_operation_duration_seconds (with errors by errno name). */
@@ -51,12 +47,6 @@ function contentBytes(tree: FsTree): number {
 }
 
 /** Aborts a read after `ms` with an error that says so (AbortSignal.timeout's reason names no setting). */
-function readDeadline(ms: number): { signal: AbortSignal; clear(): void } {
-  const ac = new AbortController();
-  const timer = setTimeout(() => ac.abort(new TocfsError(`no data within fetch.timeout (${formatDuration(ms)})`, 'ETIMEDOUT')), ms);
-  return { signal: ac.signal, clear: () => clearTimeout(timer) };
-}
-
 /** The FUSE operations of one mounted tree. */
 export function fsOperations(opts: FsOptions): FuseOperations {
   const { tree, read, logger: log } = opts;
@@ -145,15 +135,12 @@ export function fsOperations(opts: FsOptions): FuseOperations {
       const size = node.entry.type === 'reg' ? node.entry.size : 0;
       if (pos >= size || len === 0) return cb(0);
       const length = Math.min(len, size - pos);
-      const deadline = opts.readTimeoutMs ? readDeadline(opts.readTimeoutMs) : undefined;
-      read(node, pos, length, deadline?.signal).then(
+      read(node, pos, length).then(
         (data) => {
-          deadline?.clear();
           data.copy(buf, 0, 0, length);
           cb(Math.min(data.length, length));
         },
         (err: unknown) => {
-          deadline?.clear();
           log.error({ err, path, offset: pos, length, ...opts.describe?.(node) }, 'read failed: answering EIO');
           cb(Errno.EIO);
         },

@@ -73,7 +73,6 @@ export const mountCommand: CommandModule<object, MountArgs> = {
     const metricsAddress = metricsAddressFor('mount', config);
     await serveMount({
       ...(metricsAddress ? { metricsAddress } : {}),
-      readTimeoutMs: v['fetch.timeout'],
       mount: { readAheadKb: Math.floor(v['mount.read_ahead'] / 1024), allowOther: v['mount.allow_other'] },
       image: argv.image,
       mountpoint,
