@@ -6,26 +6,20 @@
 import { mkdir, stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { Logger } from 'pino';
-import { ChunkCache } from '../cache/chunk-cache.js';
-import { DiskTocStore } from '../cache/toc-store.js';
 import { notifyFailure, notifyReady } from './daemonize.js';
 import { untilStopped } from './serve-mount.js';
 import { removeMountState, writeMountState } from './state.js';
-import type { LayerFetchSettings } from '../fetch/layer-reader.js';
 import { mountFs, type MountedFs } from '../fs/mount.js';
 import type { SourceOptions } from '../image/open.js';
 import { startMetricsServer, type MetricsServer } from '../metrics/index.js';
 import { storeOperations } from '../fs/store-operations.js';
+import { LayerOpener, type ReadPathSettings } from '../layer/open.js';
 import { LayerStore } from '../store/layers.js';
 import { sdNotify } from './sd-notify.js';
 import { removeStatus, writeStatus } from './store-status.js';
 
-export interface StoreServeOptions {
+export interface StoreServeOptions extends ReadPathSettings {
   storeDir: string;
-  cacheDir: string;
-  cacheMaxBytes?: number;
-  cacheMemoryBytes?: number;
-  fetch?: LayerFetchSettings;
   source: SourceOptions;
   logger: Logger;
   /** HOST:PORT for /metrics, or undefined for none. */
@@ -54,18 +48,11 @@ export async function serveStore(opts: StoreServeOptions): Promise<void> {
   try {
     // A stale mount answers ENOTCONN here; mountFs clears it.
     await mkdir(storeDir, { recursive: true, mode: 0o755 }).catch(() => undefined);
-    const cache = await ChunkCache.open({
-      dir: opts.cacheDir,
-      logger: log,
-      ...(opts.cacheMaxBytes !== undefined ? { maxBytes: opts.cacheMaxBytes } : {}),
-      ...(opts.cacheMemoryBytes !== undefined ? { memoryBytes: opts.cacheMemoryBytes } : {}),
-    });
+    const opener = await LayerOpener.create(opts, log);
     store = new LayerStore({
-      cache,
-      tocStore: new DiskTocStore(opts.cacheDir, log),
+      opener,
       source: opts.source,
       logger: log,
-      ...(opts.fetch ? { fetch: opts.fetch } : {}),
       ...(opts.lookupTimeoutMs !== undefined ? { lookupTimeoutMs: opts.lookupTimeoutMs } : {}),
       ...(opts.negativeTtlMs !== undefined ? { negativeTtlMs: opts.negativeTtlMs } : {}),
       ...(opts.prefetch ? { prefetch: opts.prefetch } : {}),

@@ -4,6 +4,7 @@
  * verified config and the verified TOC; nothing is guessed — a value that is not known is left out.
  */
 import { parseLayerAnnotations } from '../formats/annotations.js';
+import { tocDigestsOf } from '../layer/open.js';
 import type { LayerToc } from '../formats/toc.js';
 import type { Descriptor } from '../source/types.js';
 
@@ -27,15 +28,6 @@ export interface LayerInfo {
  * `toc.digest` and the zstd:chunked manifest checksum (c/storage reads the
  * `io.github.…` spelling; the older `io.containers.…` one is accepted too).
  */
-export function tocDigestsOf(desc: Descriptor): string[] {
-  try {
-    const a = parseLayerAnnotations(desc);
-    return [a.stargzTocDigest, a.zstdChecksum].filter((d): d is string => d !== undefined);
-  } catch {
-    return [];
-  }
-}
-
 function idSet(values: Iterable<number>): number[] {
   return [...new Set(values)].sort((a, b) => a - b);
 }

@@ -10,20 +10,19 @@
  * on in the background and a later lookup finds its result).
  */
 import type { Logger } from 'pino';
-import type { ChunkCache } from '../cache/chunk-cache.js';
 import { isDigest } from '../digest.js';
 import { preview, TocfsError } from '../errors.js';
-import { LayerReader, type LayerFetchSettings } from '../fetch/layer-reader.js';
+import type { LayerReader } from '../fetch/layer-reader.js';
 import { prefetchLandmark } from '../fetch/prefetch.js';
-import { readLayerToc, type LayerToc, type TocStore } from '../formats/index.js';
+import type { LayerToc } from '../formats/index.js';
 import { formatPlatform } from '../source/manifest.js';
 import { openImageSource, type SourceOptions } from '../image/open.js';
 import { buildLayerTree, mergeLayers, type FsTree } from '../image/tree.js';
-import { meteredBlob, metrics } from '../metrics/index.js';
-import { rememberTail } from '../source/tail-memo.js';
+import { LayerOpener, NotLazyError, tocDigestsOf } from '../layer/open.js';
+import { metrics } from '../metrics/index.js';
 import type { BlobReader, Descriptor, ImageSource, ResolvedImage } from '../source/types.js';
 import { DEFAULT_LOOKUP_TIMEOUT_MS, DEFAULT_NEGATIVE_TTL_MS } from './defaults.js';
-import { layerInfo, tocDigestsOf, type LayerInfo } from './info.js';
+import { layerInfo, type LayerInfo } from './info.js';
 
 
 /** Inode numbers: each tree gets its own range so layers on the one store mount never share an st_ino (overlayfs sees them all on one device). */
@@ -39,11 +38,10 @@ export class StoreMiss extends TocfsError {
 }
 
 export interface LayerStoreOptions {
-  cache: ChunkCache;
-  tocStore: TocStore;
+  /** Opens every layer the store serves (cache, TOC store, fetch.* settings). */
+  opener: LayerOpener;
   source: SourceOptions;
   logger: Logger;
-  fetch?: LayerFetchSettings;
   lookupTimeoutMs?: number;
   negativeTtlMs?: number;
   /**
@@ -373,15 +371,9 @@ export class LayerStore {
     let p = this.contents.get(desc.digest);
     if (!p) {
       p = (async () => {
-        if (tocDigestsOf(desc).length === 0)
-          throw new StoreMiss(`layer ${desc.digest} (${desc.mediaType}) has no TOC digest annotation: it cannot be served lazily and verified`);
-        const blob = rememberTail(meteredBlob(source.blob(desc)));
-        const toc = await readLayerToc(desc, blob, { tocStore: this.opts.tocStore }).catch((e: unknown) => {
-          metrics.ifMismatch(e, desc.digest, 'toc');
-          throw e;
+        const { blob, toc, reader } = await this.opts.opener.open(source, desc, { withoutToc: 'refuse' }).catch((e: unknown) => {
+          throw e instanceof NotLazyError ? new StoreMiss(e.message, { cause: e }) : e;
         });
-        if (!toc.verified || toc.format === 'none') throw new StoreMiss(`layer ${desc.digest}: its TOC is not vouched for by the layer's annotations`);
-        const reader = new LayerReader({ layerDigest: desc.digest, toc, blob, cache: this.opts.cache, logger: this.log, ...definedOnly(this.opts.fetch ?? {}) });
         if ((this.opts.prefetch ?? 'landmark') === 'landmark' && toc.prefetchEnd && !toc.noPrefetch) this.prefetch(reader);
         return new LayerContent(desc, blob, toc, reader, buildLayerTree(toc, index, { whiteouts: 'overlay' }), this.allocSlot());
       })();
@@ -406,8 +398,4 @@ export class LayerStore {
   forgetMetrics(): void {
     for (const l of this.layers.values()) metrics.forgetLayer(l.content.descriptor.digest);
   }
-}
-
-function definedOnly<T extends object>(o: T): Partial<T> {
-  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }

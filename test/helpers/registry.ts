@@ -40,6 +40,8 @@ export interface TestRegistry {
   stop(signal?: NodeJS.Signals): Promise<void>;
   /** Loads an OCI layout as repository `repo` (default: the directory name) under each of its ref names. */
   load(layoutDir: string, repo?: string): Promise<string>;
+  /** Sends the registry process a signal: SIGSTOP freezes it (connections are accepted, nothing is answered), SIGCONT resumes it. */
+  signal(signal: NodeJS.Signals): void;
 }
 
 async function put(path: string, data: string): Promise<void> {
@@ -161,8 +163,10 @@ ${opts.extraConfig ?? ''}
     root,
     log,
     load: (layoutDir, repo) => loadLayout(root, layoutDir, repo),
+    signal: (signal) => void child.kill(signal),
     async stop(signal = 'SIGTERM') {
       if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGCONT');
         child.kill(signal);
         await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
         if (child.exitCode === null) child.kill('SIGKILL');
