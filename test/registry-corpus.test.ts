@@ -1,6 +1,6 @@
 /**
- * Every corpus image served by a real docker-registry resolves and reads exactly as the
- * same image read from its OCI layout.
+ * Every corpus image, and images tocfs builds in every format (never skipped), served by a real
+ * docker-registry resolve and read exactly as the same image read from its OCI layout.
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -12,6 +12,8 @@ import { sha256 } from '../src/digest.js';
 import { openImageSource, type SourceOptions } from '../src/image/open.js';
 import type { ImageSource, Platform, ResolvedImage } from '../src/source/types.js';
 import { CORPUS_DIR, corpusImages, HAVE_CORPUS, loadExpected } from './helpers/corpus.js';
+import { buildImage, seededContent, type BuiltImage, type FileSpec } from './helpers/images.js';
+import { buildMultiArchImage, type BuiltMultiArchImage } from './helpers/multiarch.js';
 import { startRegistry, type TestRegistry } from './helpers/registry.js';
 import { isolatedRegistryOptions } from './helpers/registry-env.js';
 
@@ -202,6 +204,246 @@ describe('registry source over the corpus', { skip: HAVE_CORPUS ? false : `no co
     await mkdir(join(layout, 'blobs', 'sha256'), { recursive: true });
     for (const f of await readdir(join(src, 'blobs', 'sha256'))) await copyFile(join(src, 'blobs', 'sha256', f), join(layout, 'blobs', 'sha256', f));
     const oci = JSON.parse(await readFile(join(src, 'blobs', 'sha256', loadExpected('gzip-plain-basic').images[0]!.manifest_digest.split(':')[1]!), 'utf8'));
+    const manifest = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: 'application/vnd.docker.distribution.manifest.v2+json',
+        config: { ...oci.config, mediaType: 'application/vnd.docker.container.image.v1+json' },
+        layers: oci.layers.map((l: { digest: string; size: number }) => ({ mediaType: 'application/vnd.docker.image.rootfs.diff.tar.gzip', digest: l.digest, size: l.size })),
+      }),
+    );
+    const md = sha256(manifest);
+    const list = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: 'application/vnd.docker.distribution.manifest.list.v2+json',
+        manifests: [{ mediaType: 'application/vnd.docker.distribution.manifest.v2+json', digest: md, size: manifest.length, platform: { os: 'linux', architecture: 'amd64' } }],
+      }),
+    );
+    const ld = sha256(list);
+    await writeFile(join(layout, 'blobs', 'sha256', md.split(':')[1]!), manifest);
+    await writeFile(join(layout, 'blobs', 'sha256', ld.split(':')[1]!), list);
+    await writeFile(join(layout, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
+    await writeFile(
+      join(layout, 'index.json'),
+      JSON.stringify({
+        schemaVersion: 2,
+        manifests: [
+          { mediaType: 'application/vnd.docker.distribution.manifest.list.v2+json', digest: ld, size: list.length, annotations: { 'org.opencontainers.image.ref.name': 'list' } },
+          { mediaType: 'application/vnd.docker.distribution.manifest.v2+json', digest: md, size: manifest.length, annotations: { 'org.opencontainers.image.ref.name': 'single' } },
+        ],
+      }),
+    );
+    await reg.load(layout, 'docker-schema2');
+    const single = await (await open(`docker://${reg.host}/docker-schema2:single`)).resolve({ platform: AMD64 });
+    assert.equal(single.manifestMediaType, 'application/vnd.docker.distribution.manifest.v2+json');
+    assert.equal(single.manifestDigest, md);
+    assert.deepEqual(single.layers.map((l) => l.mediaType), oci.layers.map(() => 'application/vnd.docker.image.rootfs.diff.tar.gzip'));
+    const viaList = await (await open(`docker://${reg.host}/docker-schema2:list`)).resolve({ platform: AMD64 });
+    assert.equal(viaList.indexDigest, ld);
+    assert.equal(viaList.manifestDigest, md);
+    assert.equal(viaList.configDigest, oci.config.digest);
+  });
+});
+
+// The same checks on images tocfs builds, every format and a multi-platform index: never skipped.
+const BUILT_IMAGES = ['built-zstd-chunked', 'built-estargz', 'built-gzip', 'built-zstd', 'built-multiarch'];
+const builtDirs = new Map<string, string>();
+const single = new Map<string, BuiltImage>();
+const multi = new Map<string, BuiltMultiArchImage>();
+const dirOf = (image: string): string => builtDirs.get(image)!;
+/** The manifest of `arch` (of a single-platform image: its one manifest). */
+const manifestOf = (image: string, arch: string): string => single.get(image)?.manifestDigest ?? multi.get(image)!.images.find((i) => i.platform.architecture === arch)!.manifestDigest;
+
+async function buildAll(tmp: string): Promise<void> {
+  const layers = (seed: string): FileSpec[][] => [
+    [{ path: 'etc', type: 'dir' }, { path: 'etc/motd', content: `${seed}\n` }, { path: 'data', type: 'dir' }, { path: 'data/big.bin', content: seededContent(`regbuilt-${seed}`, 600_000) }],
+    [{ path: 'etc', type: 'dir' }, { path: 'etc/.wh.motd', content: '' }, { path: 'etc/other', content: seededContent(`regbuilt-${seed}-2`, 20_000) }],
+  ];
+  for (const format of ['zstd:chunked', 'estargz', 'gzip', 'zstd'] as const) {
+    const name = `built-${format.replace(':', '-')}`;
+    // One manifest, no index: it is what any --platform resolves to.
+    const img = await buildImage(join(tmp, name), { format, layers: layers(format) });
+    builtDirs.set(name, img.dir);
+    single.set(name, img);
+  }
+  const m = await buildMultiArchImage(join(tmp, 'built-multiarch'), 'zstd:chunked', [
+    { platform: AMD64, layers: layers('amd64') },
+    { platform: ARM64, layers: layers('arm64') },
+  ]);
+  builtDirs.set('built-multiarch', m.dir);
+  multi.set('built-multiarch', m);
+}
+
+describe('registry source over images tocfs builds', () => {
+  let reg: TestRegistry;
+  let tmp: string;
+  let opts: SourceOptions;
+  const sources: ImageSource[] = [];
+  const open = async (ref: string, extra: SourceOptions = {}): Promise<ImageSource> => {
+    const s = await openImageSource(ref, { ...opts, ...extra });
+    sources.push(s);
+    return s;
+  };
+
+  before(async () => {
+    tmp = await mkdtemp(join(tmpdir(), 'tocfs-regbuilt-'));
+    opts = { tlsVerify: false, registry: await isolatedRegistryOptions(tmp) };
+    await buildAll(tmp);
+    reg = await startRegistry();
+    for (const image of BUILT_IMAGES) await reg.load(dirOf(image), image);
+  });
+  after(async () => {
+    await Promise.all(sources.map((s) => s.close()));
+    await reg?.stop();
+    if (tmp) await rm(tmp, { recursive: true, force: true });
+  });
+
+  for (const image of BUILT_IMAGES) {
+    test(`${image}: resolve and byte ranges equal the oci: layout`, async () => {
+      const local = await open(`oci:${dirOf(image)}`);
+      const remote = await open(`docker://${reg.host}/${image}:latest`);
+      const want = await local.resolve({ platform: AMD64 });
+      const got = await remote.resolve({ platform: AMD64 });
+      assert.equal(got.reference, `docker://${reg.host}/${image}:latest`);
+      assert.deepEqual(comparable(got), comparable(want));
+      assert.equal(got.manifestDigest, manifestOf(image, 'amd64'));
+
+      const rand = prng(image.length * 7919);
+      for (const layer of got.layers) {
+        const a = local.blob(layer);
+        const b = remote.blob(layer);
+        const ranges: Array<[number, number]> = [
+          [0, Math.min(layer.size, 512)],
+          [Math.max(0, layer.size - 300), Math.min(layer.size, 300)],
+          [0, layer.size],
+        ];
+        for (let i = 0; i < 6; i++) {
+          const off = Math.floor(rand() * layer.size);
+          ranges.push([off, Math.floor(rand() * Math.min(layer.size - off, 256 * 1024))]);
+        }
+        for (const [off, len] of ranges) {
+          const bytes = await b.read(off, len);
+          assert.equal(bytes.length, len);
+          assert.ok(bytes.equals(await a.read(off, len)), `${layer.digest} [${off}, +${len})`);
+        }
+        const h = createHash('sha256');
+        for await (const chunk of await b.stream()) h.update(chunk as Buffer);
+        assert.equal('sha256:' + h.digest('hex'), layer.digest, 'stream() of the whole layer');
+      }
+    });
+  }
+
+  for (const image of BUILT_IMAGES.filter((i) => i.includes('multiarch'))) {
+    test(`${image}: --platform linux/arm64/v8, the host default, and pinned digests`, async () => {
+      const expected = multi.get(image)!;
+      const remote = await open(`docker://${reg.host}/${image}:latest`, { platform: ARM64 });
+      const arm = await remote.resolve();
+      const armWant = expected.images.find((i) => i.platform.architecture === 'arm64')!;
+      assert.equal(arm.manifestDigest, armWant.manifestDigest);
+      assert.equal(arm.configDigest, armWant.configDigest);
+      assert.deepEqual(arm.layers.map((l) => l.digest), armWant.layers.map((l) => l.digest));
+      assert.deepEqual(arm.platform, ARM64);
+      const local = await open(`oci:${dirOf(image)}`);
+      assert.deepEqual(comparable(arm), comparable(await local.resolve({ platform: ARM64 })));
+      // The source's own --platform default, as the registry source honours it.
+      const localArm = await open(`oci:${dirOf(image)}`, { platform: ARM64 });
+      assert.deepEqual(comparable(await localArm.resolve()), comparable(arm));
+      // A platform asked for at resolve wins over the source's default, in both.
+      const amdWant = expected.images.find((i) => i.platform.architecture === 'amd64')!.manifestDigest;
+      assert.equal((await localArm.resolve({ platform: AMD64 })).manifestDigest, amdWant);
+      assert.equal((await remote.resolve({ platform: AMD64 })).manifestDigest, amdWant);
+
+      const def = await (await open(`docker://${reg.host}/${image}`)).resolve();
+      const hostArch = { x64: 'amd64', arm64: 'arm64' }[process.arch as 'x64' | 'arm64'];
+      assert.equal(def.manifestDigest, expected.images.find((i) => i.platform.architecture === hostArch)!.manifestDigest);
+      assert.equal(def.indexDigest, expected.indexDigest);
+
+      // The index pinned by digest gives the same image; so does the platform manifest pinned directly.
+      const byIndex = await (await open(`docker://${reg.host}/${image}@${def.indexDigest}`)).resolve();
+      assert.deepEqual(comparable(byIndex), comparable(def));
+      const byManifest = await (await open(`docker://${reg.host}/${image}@${arm.manifestDigest}`)).resolve();
+      assert.equal(byManifest.manifestDigest, arm.manifestDigest);
+      assert.equal(byManifest.indexDigest, undefined);
+      assert.equal(byManifest.configDigest, arm.configDigest);
+      // tag and digest together: the digest decides.
+      const both = await (await open(`docker://${reg.host}/${image}:latest@${arm.manifestDigest}`)).resolve();
+      assert.equal(both.manifestDigest, arm.manifestDigest);
+    });
+  }
+
+  test('many reads in flight share at most 16 keep-alive connections', async () => {
+    const image = 'built-zstd-chunked';
+    const remote = await open(`docker://${reg.host}/${image}:latest`);
+    const layer = (await remote.resolve({ platform: AMD64 })).layers[0]!;
+    const local = await open(`oci:${dirOf(image)}`);
+    const logged = reg.log.length;
+    const offsets = Array.from({ length: 96 }, (_, i) => Math.floor((layer.size - 4096) * (i / 96)));
+    const got = await Promise.all(offsets.map((o) => remote.blob(layer).read(o, 4096)));
+    for (const [i, o] of offsets.entries()) assert.ok(got[i]!.equals(await local.blob(layer).read(o, 4096)));
+    // The registry's log names the client address and port of every request.
+    for (let i = 0; i < 100 && reg.log.slice(logged).filter((l) => l.includes('http.response.status=206')).length < 96; i++) await new Promise((r) => setTimeout(r, 50));
+    const ports = new Set(reg.log.slice(logged).flatMap((l) => /http.response.status=206/.test(l) ? [/http.request.remoteaddr="([^"]+)"/.exec(l)?.[1]] : []));
+    assert.ok(ports.size >= 2 && ports.size <= 16, `${ports.size} connections`);
+  });
+
+  test('a tag and the same image pinned by digest resolve alike', async () => {
+    const image = 'built-zstd-chunked';
+    const byTag = await (await open(`docker://${reg.host}/${image}:latest`)).resolve();
+    const byDigest = await (await open(`docker://${reg.host}/${image}@${byTag.manifestDigest}`)).resolve();
+    assert.deepEqual(comparable(byDigest), comparable(byTag));
+    assert.equal(byTag.manifestDigest, sha256(byTag.manifestBytes));
+  });
+
+  test('reads outside a blob are refused alike by both sources', async () => {
+    const image = 'built-gzip';
+    const layer = (await (await open(`oci:${dirOf(image)}`)).resolve({ platform: AMD64 })).layers[0]!;
+    for (const src of [await open(`oci:${dirOf(image)}`), await open(`docker://${reg.host}/${image}:latest`)]) {
+      const blob = src.blob(layer);
+      for (const [off, len] of [[layer.size - 10, 20], [-1, 5], [0.5, 2]] as const)
+        await assert.rejects(blob.read(off, len), (e: Error) => {
+          assert.equal(e.message, `read [${off}, ${off + len}) is outside blob ${layer.digest} of ${layer.size} bytes`);
+          return true;
+        });
+      assert.equal((await blob.read(layer.size - 10, 10)).length, 10);
+    }
+  });
+
+  test('a pinned digest the registry does not have: a clear error', async () => {
+    const image = 'built-zstd-chunked';
+    const missing = 'sha256:' + '0'.repeat(64);
+    await assert.rejects((await open(`docker://${reg.host}/${image}@${missing}`)).resolve(), (e: Error) => {
+      assert.match(e.message, new RegExp(`manifest ${reg.host}/${image}:${missing}: not found on ${reg.host} \\(404 MANIFEST_UNKNOWN`));
+      return true;
+    });
+  });
+
+  test('a registry that answers a pinned digest with other bytes is caught', async () => {
+    // Serve image A's manifest bytes under image B's manifest digest, in a repository of its own.
+    const a = manifestOf('built-gzip', 'amd64');
+    const b = manifestOf('built-zstd', 'amd64');
+    await reg.load(dirOf('built-gzip'), 'liar');
+    const v2 = join(reg.root, 'docker', 'registry', 'v2');
+    const hb = b.split(':')[1]!;
+    const rev = join(v2, 'repositories', 'liar', '_manifests', 'revisions', 'sha256', hb);
+    await mkdir(rev, { recursive: true });
+    await writeFile(join(rev, 'link'), b);
+    await mkdir(join(v2, 'blobs', 'sha256', hb.slice(0, 2), hb), { recursive: true });
+    await copyFile(join(v2, 'blobs', 'sha256', a.split(':')[1]!.slice(0, 2), a.split(':')[1]!, 'data'), join(v2, 'blobs', 'sha256', hb.slice(0, 2), hb, 'data'));
+    await assert.rejects((await open(`docker://${reg.host}/liar@${b}`)).resolve(), (e: Error) => {
+      assert.equal(e.name, 'DigestMismatchError');
+      assert.match(e.message, new RegExp(`manifest from ${reg.host}: digest mismatch: expected ${b}, got ${a}`));
+      return true;
+    });
+  });
+
+  test('Docker schema2 manifests and manifest lists', async () => {
+    // The same blobs as an OCI image, described with Docker's media types.
+    const src = dirOf('built-gzip');
+    const layout = join(tmp, 'docker-schema2');
+    await mkdir(join(layout, 'blobs', 'sha256'), { recursive: true });
+    for (const f of await readdir(join(src, 'blobs', 'sha256'))) await copyFile(join(src, 'blobs', 'sha256', f), join(layout, 'blobs', 'sha256', f));
+    const oci = JSON.parse(await readFile(join(src, 'blobs', 'sha256', manifestOf('built-gzip', 'amd64').split(':')[1]!), 'utf8'));
     const manifest = Buffer.from(
       JSON.stringify({
         schemaVersion: 2,
