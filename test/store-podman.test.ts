@@ -9,109 +9,23 @@
  * container's root filesystem, i.e. overlayfs over the store's `diff` trees.
  */
 import assert from 'node:assert/strict';
-import { execFile, execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, realpathSync } from 'node:fs';
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { CORPUS_DIR, HAVE_CORPUS, loadExpected } from './helpers/corpus.js';
 import { buildImage, seededContent } from './helpers/images.js';
 import { blobBytesServed, startRegistry, type TestRegistry } from './helpers/registry.js';
 import { isFuseMounted, registryLogSettled, startStore, type RunningStore } from './helpers/store.js';
+import { Podman, podmanSkipReason, unmountUnder } from './helpers/podman.js';
 
-function have(cmd: string): boolean {
-  try {
-    execFileSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-const LOADER = existsSync('/lib64/ld-linux-x86-64.so.2') ? realpathSync('/lib64/ld-linux-x86-64.so.2') : undefined;
-const missing = !HAVE_CORPUS ? `corpus not found at ${CORPUS_DIR}` : !have('podman') || !have('runc') ? 'podman and runc are needed' : !LOADER ? 'needs an x86-64 host (the containers borrow its loader)' : process.getuid?.() !== 0 ? 'runs podman as root' : false;
+const missing = !HAVE_CORPUS ? `corpus not found at ${CORPUS_DIR}` : podmanSkipReason();
 
 /** Files Podman itself puts into a container's /etc. */
 const PODMAN_ETC_FILES = ['hostname', 'hosts', 'mtab', 'resolv.conf'];
 
 const hex = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
-
-interface Run {
-  code: number;
-  stdout: Buffer;
-  stderr: string;
-}
-
-class Podman {
-  constructor(
-    private readonly root: string,
-    private readonly runroot: string,
-    private readonly env: NodeJS.ProcessEnv,
-  ) {}
-
-  static async create(work: string, storeDir: string, registryHost: string): Promise<Podman> {
-    await mkdir(work, { recursive: true });
-    const root = join(work, 'podman-root');
-    // Podman refuses a runroot path longer than 50 characters.
-    const runroot = await mkdtemp('/tmp/tsp-');
-    const storageConf = join(work, 'storage.conf');
-    await writeFile(storageConf, `[storage]\ndriver = "overlay"\ngraphroot = "${root}"\nrunroot = "${runroot}"\n\n[storage.options]\nadditionallayerstores = ["${storeDir}:ref"]\n`);
-    const registriesConf = join(work, 'registries.conf');
-    await writeFile(registriesConf, `[[registry]]\nlocation = "${registryHost}"\ninsecure = true\n`);
-    await mkdir(join(work, 'podman-tmp'), { recursive: true });
-    return new Podman(root, runroot, { ...process.env, CONTAINERS_STORAGE_CONF: storageConf, CONTAINERS_REGISTRIES_CONF: registriesConf, TMPDIR: join(work, 'podman-tmp') });
-  }
-
-  run(args: string[]): Promise<Run> {
-    // Root and runroot come from the private storage.conf: with --root on the command line
-    // Podman 4.3 drops the file's storage options, additionallayerstores among them.
-    const argv = ['--runtime', 'runc', '--cgroup-manager', 'cgroupfs', '--events-backend', 'file', ...args];
-    return new Promise((resolve) => {
-      execFile('podman', argv, { env: this.env, encoding: 'buffer', maxBuffer: 64 * 1024 * 1024, timeout: 120_000 }, (err, stdout, stderr) => {
-        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr: stderr.toString() });
-      });
-    });
-  }
-
-  async ok(args: string[]): Promise<Buffer> {
-    const r = await this.run(args);
-    assert.equal(r.code, 0, `podman ${args.join(' ')} failed: ${r.stderr}`);
-    return r.stdout;
-  }
-
-  /** Runs a host program (through the host's loader) in a container of `image`. */
-  exec(image: string, program: string, ...args: string[]): Promise<Buffer> {
-    return this.ok([
-      'run', '--rm', '--net=none', '--ulimit', 'nofile=4096:4096', '--ulimit', 'nproc=4096:4096', '-v', '/:/host:ro', image,
-      `/host${LOADER}`, '--library-path', `/host${dirname(LOADER!)}`, `/host${program}`, ...args,
-    ]);
-  }
-
-  /** Layers of the graph root that point into an additional layer store. */
-  async storeLayers(): Promise<string[]> {
-    const dir = join(this.root, 'overlay');
-    const out: string[] = [];
-    for (const id of await readdir(dir).catch(() => [] as string[])) {
-      const link = await readFile(join(dir, id, 'additionallayer'), 'utf8').catch(() => undefined);
-      if (link) out.push(link);
-    }
-    return out;
-  }
-
-  async cleanup(): Promise<void> {
-    await this.run(['rm', '-a', '-f']);
-    await this.run(['rmi', '-a', '-f']);
-    await this.run(['system', 'reset', '-f']);
-    await rm(this.runroot, { recursive: true, force: true });
-  }
-}
-
-async function unmountUnder(dir: string): Promise<void> {
-  const mounts = (await readFile('/proc/self/mounts', 'utf8')).split('\n').map((l) => l.split(' ')[1] ?? '').filter((m) => m.startsWith(dir + '/')).sort().reverse();
-  for (const m of mounts) execFileSync('umount', ['-l', m], { stdio: 'ignore' });
-}
 
 describe('tocfs store with Podman 4.3.1', { skip: missing, timeout: 300_000 }, () => {
   let registry: TestRegistry;

@@ -1,0 +1,100 @@
+/**
+ * Podman 4.3.1 against a tocfs store, for tests: its own graph root and runroot, a private
+ * storage.conf naming the store as an additional layer store, runc and cgroupfs.
+ */
+import assert from 'node:assert/strict';
+import { execFile, execFileSync } from 'node:child_process';
+import { existsSync, realpathSync } from 'node:fs';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+
+export function have(cmd: string): boolean {
+  try {
+    execFileSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The host's dynamic loader: containers of images without programs run the host's through it from a bind mount of / at /host. */
+export const LOADER = existsSync('/lib64/ld-linux-x86-64.so.2') ? realpathSync('/lib64/ld-linux-x86-64.so.2') : undefined;
+
+/** Why the Podman tests cannot run here, or false. */
+export const PODMAN_MISSING: string | false = !have('podman') || !have('runc') ? 'podman and runc are needed' : !LOADER ? 'needs an x86-64 host (the containers borrow its loader)' : process.getuid?.() !== 0 ? 'runs podman as root' : false;
+
+/** `podman run` options every test container gets (runc cannot raise these limits here). */
+export const RUN_LIMITS = ['--ulimit', 'nofile=4096:4096', '--ulimit', 'nproc=4096:4096'];
+
+export interface Run {
+  code: number;
+  stdout: Buffer;
+  stderr: string;
+}
+
+export class Podman {
+  constructor(
+    private readonly root: string,
+    private readonly runroot: string,
+    private readonly env: NodeJS.ProcessEnv,
+  ) {}
+
+  static async create(work: string, storeDir: string, registryHost: string): Promise<Podman> {
+    await mkdir(work, { recursive: true });
+    const root = join(work, 'podman-root');
+    // Podman refuses a runroot path longer than 50 characters.
+    const runroot = await mkdtemp('/tmp/tsp-');
+    const storageConf = join(work, 'storage.conf');
+    await writeFile(storageConf, `[storage]\ndriver = "overlay"\ngraphroot = "${root}"\nrunroot = "${runroot}"\n\n[storage.options]\nadditionallayerstores = ["${storeDir}:ref"]\n`);
+    const registriesConf = join(work, 'registries.conf');
+    await writeFile(registriesConf, `[[registry]]\nlocation = "${registryHost}"\ninsecure = true\n`);
+    await mkdir(join(work, 'podman-tmp'), { recursive: true });
+    return new Podman(root, runroot, { ...process.env, CONTAINERS_STORAGE_CONF: storageConf, CONTAINERS_REGISTRIES_CONF: registriesConf, TMPDIR: join(work, 'podman-tmp') });
+  }
+
+  run(args: string[]): Promise<Run> {
+    // Root and runroot come from the private storage.conf: with --root on the command line
+    // Podman 4.3 drops the file's storage options, additionallayerstores among them.
+    const argv = ['--runtime', 'runc', '--cgroup-manager', 'cgroupfs', '--events-backend', 'file', ...args];
+    return new Promise((resolve) => {
+      execFile('podman', argv, { env: this.env, encoding: 'buffer', maxBuffer: 64 * 1024 * 1024, timeout: 120_000 }, (err, stdout, stderr) => {
+        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr: stderr.toString() });
+      });
+    });
+  }
+
+  async ok(args: string[]): Promise<Buffer> {
+    const r = await this.run(args);
+    assert.equal(r.code, 0, `podman ${args.join(' ')} failed: ${r.stderr}`);
+    return r.stdout;
+  }
+
+  /** Runs a host program (through the host's loader) in a container of `image`. */
+  exec(image: string, program: string, ...args: string[]): Promise<Buffer> {
+    return this.ok(['run', '--rm', '--net=none', ...RUN_LIMITS, '-v', '/:/host:ro', image, `/host${LOADER}`, '--library-path', `/host${dirname(LOADER!)}`, `/host${program}`, ...args]);
+  }
+
+  /** Layers of the graph root that point into an additional layer store. */
+  async storeLayers(): Promise<string[]> {
+    const dir = join(this.root, 'overlay');
+    const out: string[] = [];
+    for (const id of await readdir(dir).catch(() => [] as string[])) {
+      const link = await readFile(join(dir, id, 'additionallayer'), 'utf8').catch(() => undefined);
+      if (link) out.push(link);
+    }
+    return out;
+  }
+
+  async cleanup(): Promise<void> {
+    await this.run(['rm', '-a', '-f', '-t', '0']);
+    await this.run(['rmi', '-a', '-f']);
+    await this.run(['system', 'reset', '-f']);
+    await rm(this.runroot, { recursive: true, force: true });
+  }
+}
+
+/** Lazily unmounts whatever is mounted under `dir` (overlays Podman left behind). */
+export async function unmountUnder(dir: string): Promise<void> {
+  const mounts = (await readFile('/proc/self/mounts', 'utf8')).split('\n').map((l) => l.split(' ')[1] ?? '').filter((m) => m.startsWith(dir + '/')).sort().reverse();
+  for (const m of mounts) execFileSync('umount', ['-l', m], { stdio: 'ignore' });
+}
