@@ -20,8 +20,13 @@ export function have(cmd: string): boolean {
 /** The host's dynamic loader: containers of images without programs run the host's through it from a bind mount of / at /host. */
 export const LOADER = existsSync('/lib64/ld-linux-x86-64.so.2') ? realpathSync('/lib64/ld-linux-x86-64.so.2') : undefined;
 
-/** Why the Podman tests cannot run here, or false. */
-export const PODMAN_MISSING: string | false = !have('podman') || !have('runc') ? 'podman and runc are needed' : !LOADER ? 'needs an x86-64 host (the containers borrow its loader)' : process.getuid?.() !== 0 ? 'runs podman as root' : false;
+/** Why the Podman tests cannot run here, or false (for `describe(…, { skip })`). */
+export function podmanSkipReason(): string | false {
+  if (!have('podman') || !have('runc')) return 'podman and runc are needed';
+  if (!LOADER) return 'needs an x86-64 host (the containers borrow its loader)';
+  if (process.getuid?.() !== 0) return 'runs podman as root';
+  return false;
+}
 
 /** `podman run` options every test container gets (runc cannot raise these limits here). */
 export const RUN_LIMITS = ['--ulimit', 'nofile=4096:4096', '--ulimit', 'nproc=4096:4096'];
