@@ -1,7 +1,8 @@
 /**
  * How a mount behaves beyond its contents: a corrupt chunk gives EIO for that file only,
  * concurrent readers get exact bytes, a registry mount reads lazily and a remount over the
- * same cache fetches nothing again, prefetch, stale mounts and --foreground.
+ * same cache fetches nothing again, prefetch, stale mounts and --foreground. On images tocfs
+ * builds (needs only FUSE and docker-registry) and on corpus images.
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -17,12 +18,16 @@ import { OciLayoutSource } from '../src/source/oci-layout.js';
 import { runCli } from './helpers/cli.js';
 import { CORPUS_DIR, HAVE_CORPUS, loadExpected } from './helpers/corpus.js';
 import { compareView, mountView } from './helpers/fs-expected.js';
+import { buildImage, seededBytes, seededContent, type BuiltImage, type FileSpec } from './helpers/images.js';
 import { fuseSkipReason, isTocfsMount, Mounts } from './helpers/mounts.js';
+import { OVERLAY_LAYERS } from './helpers/overlay-image.js';
 import { startFaultProxy } from './helpers/registry-fault-proxy.js';
 import { blobBytesServed, startRegistry, type TestRegistry } from './helpers/registry.js';
 import { isolatedCliEnv } from './helpers/registry-env.js';
+import { registryLogSettled } from './helpers/store.js';
 
-const skip = !HAVE_CORPUS ? `no corpus at ${CORPUS_DIR}` : await fuseSkipReason();
+const noFuse = await fuseSkipReason();
+const skip = !HAVE_CORPUS ? `no corpus at ${CORPUS_DIR}` : noFuse;
 const BASIC = 'zstdchunked-skopeo118-basic';
 const ENTRY = fileURLToPath(new URL('../src/cli/entry.ts', import.meta.url));
 
@@ -52,6 +57,106 @@ async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 
     await new Promise((r) => setTimeout(r, 100));
   }
 }
+
+describe('mount: faults, inodes, errors and prefetch on images tocfs builds', { skip: noFuse }, () => {
+  const BIG = 2_500_000;
+  const FILES: FileSpec[] = [
+    { path: 'big', type: 'dir' },
+    { path: 'big/large.bin', content: seededContent('mountb-large', BIG) },
+    { path: 'data', type: 'dir' },
+    { path: 'data/other.bin', content: seededBytes('mountb-other', 100_000) },
+    { path: 'etc', type: 'dir' },
+    { path: 'etc/motd', content: 'hello\n' },
+  ];
+  let img: BuiltImage;
+  before(async () => {
+    img = await buildImage(join(tmp, 'built-zc'), { format: 'zstd:chunked', layers: [FILES] });
+  });
+
+  it('a corrupt chunk gives EIO for that file (logged with image, layer and path); other files and later reads still work', async () => {
+    const layout = join(tmp, 'built-corrupt');
+    await cp(img.dir, layout, { recursive: true });
+    const desc = img.layers[0]!;
+    const toc = await readLayerToc(desc, new OciLayoutSource({ transport: 'oci', dir: layout }).blob(desc));
+    const victim = toc.entries.find((e) => e.path === 'big/large.bin')!;
+    assert.ok(victim.chunks.length > 4, 'a file of many chunks');
+    const chunk = victim.chunks[Math.floor(victim.chunks.length / 2)]!;
+    const blobPath = join(layout, 'blobs', 'sha256', desc.digest.slice(7));
+    const bytes = await readFile(blobPath);
+    const at = chunk.compressedOffset + Math.floor((chunk.compressedEnd - chunk.compressedOffset) / 2);
+    bytes[at] = bytes[at]! ^ 0xff;
+    await writeFile(blobPath, bytes);
+
+    const mnt = await mounts.mount(`oci:${layout}`);
+    await assert.rejects(readFile(join(mnt, 'big/large.bin')), { code: 'EIO' });
+    const want = seededBytes('mountb-large', BIG);
+    const fh = await open(join(mnt, 'big/large.bin'));
+    const head = Buffer.alloc(4096);
+    assert.equal((await fh.read(head, 0, 4096, 0)).bytesRead, 4096);
+    assert.ok(head.equals(want.subarray(0, 4096)), 'the part before the bad chunk reads right');
+    await assert.rejects(fh.read(Buffer.alloc(4096), 0, 4096, chunk.offset), { code: 'EIO' }, 'a later read retries, and fails again');
+    await fh.close();
+    assert.ok((await readFile(join(mnt, 'data/other.bin'))).equals(seededBytes('mountb-other', 100_000)));
+    const log = await readFile(mountFiles(mnt).log, 'utf8');
+    const line = log.split('\n').find((l) => l.includes('read failed') && l.includes('big/large.bin'));
+    assert.ok(line, `the daemon log names the failed read:\n${log.slice(-2000)}`);
+    assert.match(line, new RegExp(desc.digest));
+    assert.match(line, /oci:/);
+    assert.equal((await mounts.unmount(mnt)).code, 0);
+  });
+
+  it('inode numbers are the same after a remount', async () => {
+    const overlay = await buildImage(join(tmp, 'built-overlay'), { format: 'estargz', layers: OVERLAY_LAYERS });
+    const inodes = async (): Promise<string[]> => {
+      const mnt = await mounts.mount(`oci:${overlay.dir}`);
+      const view = (await mountView(mnt)).map((e) => `${e.path}=${e.inode}`);
+      assert.equal((await mounts.unmount(mnt)).code, 0);
+      return view;
+    };
+    const first = await inodes();
+    assert.ok(first.length >= 12, first.join(' '));
+    assert.deepEqual(await inodes(), first);
+  });
+
+  it('a mount that cannot start reports the daemon\'s error and exits non-zero; unmount of a non-mount fails clearly', async () => {
+    const mnt = await mkdtemp(join(tmp, 'built-fail-'));
+    const noImage = await runCli(['mount', `oci:${join(tmp, 'no-such-layout')}`, mnt, '--cache-dir', join(tmp, 'built-fail-cache')]);
+    assert.equal(noImage.code, 1);
+    assert.match(noImage.stderr, /tocfs: .*not an OCI image layout/);
+    assert.equal(await isTocfsMount(mnt), false);
+    const noDir = await runCli(['mount', `oci:${img.dir}`, join(tmp, 'no-such-dir'), '--cache-dir', join(tmp, 'built-fail-cache')]);
+    assert.equal(noDir.code, 1);
+    assert.match(noDir.stderr, /mountpoint .*no-such-dir: does not exist/);
+    const notMounted = await runCli(['unmount', mnt]);
+    assert.equal(notMounted.code, 1);
+    assert.match(notMounted.stderr, /is not a tocfs mount/);
+  });
+
+  it('--prefetch all fetches every layer from the registry in the background (logged), after which reads fetch nothing', async () => {
+    const esgz = await buildImage(join(tmp, 'built-prefetch'), { format: 'estargz', layers: [FILES, [{ path: 'etc', type: 'dir' }, { path: 'etc/motd', content: 'upper\n' }]] });
+    const reg = await startRegistry();
+    const regMounts = new Mounts(tmp, isolatedCliEnv(tmp));
+    try {
+      await writeFile(join(tmp, 'registries.conf'), '');
+      await reg.load(esgz.dir, 'prefetch');
+      const layerBytes = (): number => esgz.layers.reduce((n, l) => n + blobBytesServed(reg.log, l.digest), 0);
+      const mnt = await regMounts.mount(`docker://${reg.host}/prefetch:latest`, ['--tls-verify=false', '--prefetch', 'all']);
+      await waitFor('prefetch to finish', async () => (await readFile(mountFiles(mnt).log, 'utf8')).includes('"msg":"prefetch done"'), 60_000);
+      assert.match(await readFile(mountFiles(mnt).log, 'utf8'), /"percent":100,.*"msg":"fetching the whole layer in the background [0-9a-f]{12}: done"/);
+      await registryLogSettled(reg);
+      const afterPrefetch = layerBytes();
+      assert.ok(afterPrefetch >= esgz.layers.reduce((n, l) => n + l.size, 0) * 0.9, `the prefetch fetched the layers (${afterPrefetch} bytes)`);
+      assert.ok((await readFile(join(mnt, 'big/large.bin'))).equals(seededBytes('mountb-large', BIG)));
+      assert.equal(await readFile(join(mnt, 'etc/motd'), 'utf8'), 'upper\n');
+      await registryLogSettled(reg);
+      assert.equal(layerBytes() - afterPrefetch, 0, 'reads after the prefetch fetched nothing');
+      assert.equal((await regMounts.unmount(mnt)).code, 0);
+    } finally {
+      await regMounts.cleanup();
+      await reg.stop();
+    }
+  });
+});
 
 describe('mount: faults and concurrency', { skip }, () => {
   it('a corrupt chunk gives EIO for that file (logged with image, layer and path); other files and later reads still work', async () => {

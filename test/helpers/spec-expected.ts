@@ -10,7 +10,8 @@ import { createHash } from 'node:crypto';
 import type { ExpectedEntry } from './corpus.js';
 import { concatContent, seededBytes, seededContent, zeroContent, type Content, type FileSpec } from './images.js';
 
-const CAP = Buffer.from([0x01, 0x00, 0x00, 0x02, 0x20, 0x00, 0x00, 0x00, 0xff, 0x80, 0x00, 0x00]);
+/** A well-formed VFS_CAP_REVISION_2 value (cap_net_bind_service+ep): the kernel refuses to read back a malformed one. */
+const CAP = Buffer.from([0x01, 0x00, 0x00, 0x02, 0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00]);
 export const KINDS_LONG_PATH = 'usr/share/' + 'a-directory-name-well-past-ustar-'.repeat(4) + '/file-with-a-long-name.txt';
 
 export const KINDS_LAYER: FileSpec[] = [
