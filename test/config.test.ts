@@ -74,7 +74,8 @@ describe('loadConfig', () => {
     assert.equal(cfg.file, null);
     assert.equal(cfg.values['cache.dir'], join(home, '.cache', 'tocfs'));
     assert.equal(cfg.values['cache.max_size'], 10 * 2 ** 30);
-    assert.equal(cfg.values['fetch.timeout'], 60_000);
+    assert.equal(cfg.values['fetch.timeout'], 300_000);
+    assert.equal(cfg.values['registry.stall_timeout'], 10_000);
     assert.equal(cfg.values['registry.tls_verify'], true);
     assert.equal(cfg.values['prefetch.mode'], 'landmark');
     assert.equal(cfg.values['log.level'], 'info');

@@ -14,7 +14,7 @@ export function withImageOptions<T>(y: Argv<T>) {
 /**
  * Where and how to read images, from `--platform` and the effective configuration (flags >
  * TOCFS_* environment > config file > defaults): TLS, registries.conf, auth file, certs.d,
- * connections and retries. Every command that reads images uses it.
+ * connections, retries and the stall timeout. Every command that reads images uses it.
  */
 export function sourceOptions(argv: { platform?: string }): SourceOptions {
   const { values: v, origins } = currentConfig();
@@ -29,6 +29,7 @@ export function sourceOptions(argv: { platform?: string }): SourceOptions {
       ...(given('registry.certs_dir') ? { certsDir: v['registry.certs_dir'] } : {}),
       connections: v['registry.connections'],
       retry: { attempts: v['registry.retries'] + 1 },
+      timeouts: { connectMs: v['registry.stall_timeout'], stallMs: v['registry.stall_timeout'] },
     },
   };
 }

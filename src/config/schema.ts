@@ -141,8 +141,17 @@ export const SETTINGS = {
   'fetch.max_gap': size({ description: 'Largest run of unneeded compressed bytes still fetched to join two chunks into one request (a request costs the registry more than a few KiB).', default: 16 * 1024 }),
   'fetch.concurrency': integer({ description: 'Range requests in flight per layer.', default: 8 }, 1, 1024),
   'fetch.read_ahead': size({ description: 'How far ahead (uncompressed) a file read sequentially is fetched; 0 turns read-ahead off.', default: 8 * 1024 ** 2 }),
-  'fetch.timeout': duration({ description: 'How long a read waits for its chunks before it fails with EIO (the mount keeps serving; a later read retries).', default: 60_000 }),
+  'fetch.timeout': duration({
+    description:
+      'Backstop: the longest a read waits for its chunks, and a range request may run, even while bytes keep coming; then EIO (the mount keeps serving; a later read retries). A registry that stalls or stops answering fails reads much sooner (registry.stall_timeout).',
+    default: 5 * 60_000,
+  }),
   'registry.retries': integer({ description: 'Retries of a failed registry request (network error, 5xx, 429) with jittered backoff, after the first attempt.', default: 4 }, 0, 20),
+  'registry.stall_timeout': duration({
+    description:
+      'A registry request is given up when no bytes arrive for this long (connecting, waiting for the answer, or within a body); a slow transfer that keeps moving is never cut. When a quick check then gets no answer either (or the connection is refused), the registry counts as down: reads of data not in the cache fail at once, or go to a mirror from registries.conf, until a background check (every 2 s) gets an answer.',
+    default: 10_000,
+  }),
   'registry.tls_verify': boolean({ description: 'Require HTTPS and verify certificates (false allows plain HTTP and unverified TLS, like podman --tls-verify=false).', default: true, flag: 'tls-verify' }),
   'registry.connections': integer({ description: 'Connections per registry host.', default: 16 }, 1, 256),
   'registry.auth_file': path({

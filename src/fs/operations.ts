@@ -7,10 +7,11 @@ import type { Logger } from 'pino';
 import type { FsNode, FsTree } from '../image/tree.js';
 import { sortedNames } from '../image/tree.js';
 import { metrics } from '../metrics/index.js';
+import { registryDownCause } from '../registry/health.js';
 import { Errno, type FuseOperations, type StatfsInfo } from './fuse-binding.js';
 import { statOf } from './stat.js';
 
-/** Reads `length` bytes at `offset` of a regular file (exactly, within the file's size); bounded in time by the layer's fetch.timeout. */
+/** Reads `length` bytes at `offset` of a regular file (exactly, within the file's size); bounded in time by registry.stall_timeout and, as a backstop, fetch.timeout. */
 export type ContentReader = (node: FsNode, offset: number, length: number) => Promise<Buffer>;
 
 export interface FsOptions {
@@ -141,7 +142,8 @@ export function fsOperations(opts: FsOptions): FuseOperations {
           cb(Math.min(data.length, length));
         },
         (err: unknown) => {
-          log.error({ err, path, offset: pos, length, ...opts.describe?.(node) }, 'read failed: answering EIO');
+          // While a registry is down, reads of what is not cached fail at once: that was logged once, when it went down.
+          log[registryDownCause(err) ? 'debug' : 'error']({ err, path, offset: pos, length, ...opts.describe?.(node) }, 'read failed: answering EIO');
           cb(Errno.EIO);
         },
       );

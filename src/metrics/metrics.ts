@@ -37,8 +37,21 @@ const verificationFailures = new Counter({
 const inFlight = new Gauge({ name: 'tocfs_registry_requests_in_flight', help: 'Registry HTTP requests under way.', registers: [registry] });
 const registryErrors = new Counter({
   name: 'tocfs_registry_errors_total',
-  help: 'Failed registry requests by HTTP status code, or "network" / "timeout" when there was no response.',
+  help: 'Failed registry requests by HTTP status code, or "network" / "timeout" / "stall" when there was no response.',
   labelNames: ['code'],
+  registers: [registry],
+});
+const registryUp = new Gauge({
+  name: 'tocfs_registry_up',
+  help: 'Whether a registry host answers: 1, or 0 while it is down (a stall or refused connection a check confirmed, until a background check gets an answer).',
+  labelNames: ['registry'],
+  registers: [registry],
+});
+const registryOutages = new Counter({ name: 'tocfs_registry_outages_total', help: 'Times a registry host was found down.', labelNames: ['registry'], registers: [registry] });
+const registryFailedFast = new Counter({
+  name: 'tocfs_registry_failed_fast_total',
+  help: 'Registry requests failed at once, without asking the registry, because it was down.',
+  labelNames: ['registry'],
   registers: [registry],
 });
 const fuseSeconds = new Histogram({
@@ -119,8 +132,16 @@ export const metrics = {
       ended = true;
     };
   },
-  registryError(code: number | 'network' | 'timeout'): void {
+  registryError(code: number | 'network' | 'timeout' | 'stall'): void {
     registryErrors.labels(String(code)).inc();
+  },
+  /** Registry host `host` answers (true) or is down (false); going down counts an outage. */
+  registryUp(host: string, up: boolean): void {
+    registryUp.labels(host).set(up ? 1 : 0);
+    if (!up) registryOutages.labels(host).inc();
+  },
+  registryFailedFast(host: string): void {
+    registryFailedFast.labels(host).inc();
   },
   /** Starts timing FUSE operation `op`; call the result with the errno name (`'ENOENT'`) if it failed. */
   startFuseOp(op: string): (errno?: string) => void {

@@ -8,7 +8,8 @@ import { metrics } from '../metrics/index.js';
 import { DOCKER_HUB } from '../reference.js';
 import type { Descriptor } from '../source/types.js';
 import { AuthError, Authenticator } from './auth.js';
-import { bodyDeadlineMs, type RetryPolicy, type Timeouts } from './options.js';
+import { registryHealth, type RegistryDownError, type RegistryHealth } from './health.js';
+import type { RetryPolicy, Timeouts } from './options.js';
 import type { PullSource } from './registries-conf.js';
 import { parseRetryAfter, RetryBudget, TransientError, withRetries } from './retry.js';
 import { readLimited, type HttpResponse, type Transports } from './transport.js';
@@ -61,25 +62,36 @@ function discard(res: HttpResponse | undefined): void {
 /** Bytes a successful attempt must deliver before earlier failures stop counting against the retry budget. */
 const PROGRESS_RESETS_RETRIES = 1024 * 1024;
 
+/** Failures that may mean the registry is down, not just one bad connection: a stall, or no connection at all. */
+const UNREACHABLE_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT', 'ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ETIMEDOUT']);
+
+function unreachable(e: unknown): boolean {
+  for (let x = e, depth = 0; x instanceof Error && depth < 6; x = x.cause, depth++) if (UNREACHABLE_CODES.has((x as { code?: string }).code ?? '')) return true;
+  return false;
+}
+
 /**
- * Time limits of one attempt: undici bounds the wait for headers; this bounds the whole body
- * from the moment the headers arrived, so a trickling body cannot hold a read forever.
+ * One attempt's signal: the caller's, and an abort when the registry is found down while the
+ * attempt still waits for its response (a request queued behind stalled ones would otherwise
+ * wait out a stall of its own). Once the response is in, its body has undici's stall timeout.
  */
-class Deadline {
+class Attempt {
   private readonly ac = new AbortController();
-  private timer: NodeJS.Timeout | undefined;
   readonly signal: AbortSignal;
+  down: RegistryDownError | undefined;
+  private stopListening: (() => void) | undefined;
 
-  constructor(user?: AbortSignal) {
+  constructor(health: RegistryHealth, user?: AbortSignal) {
     this.signal = user ? AbortSignal.any([user, this.ac.signal]) : this.ac.signal;
+    this.stopListening = health.onDown((e) => {
+      this.down = e;
+      this.ac.abort(e);
+    });
   }
 
-  startBody(ms: number): void {
-    this.timer = setTimeout(() => this.ac.abort(new DOMException(`body not received within ${ms} ms`, 'TimeoutError')), ms);
-  }
-
-  clear(): void {
-    clearTimeout(this.timer);
+  answered(): void {
+    this.stopListening?.();
+    this.stopListening = undefined;
   }
 }
 
@@ -88,7 +100,10 @@ export class RegistryEndpoint {
   readonly repository: string;
   readonly mirror: boolean;
   readonly auth: Authenticator;
+  /** Shared by every endpoint on the same host. */
+  readonly health: RegistryHealth;
   private readonly insecure: boolean;
+  private readonly unregister: () => void;
   private base?: Promise<URL>;
   private warnedRangeIgnored = false;
   /** Blob digest → the storage URL the registry redirected it to. */
@@ -110,6 +125,36 @@ export class RegistryEndpoint {
       transports: ctx.transports,
       insecure: this.insecure,
     });
+    this.health = registryHealth(this.registry);
+    this.unregister = this.health.register((signal) => this.answers(signal));
+  }
+
+  /** The host is known to be down: requests to it fail at once. */
+  get down(): boolean {
+    return this.health.down;
+  }
+
+  /** Stops lending this endpoint's connections to the health checks of its host. */
+  close(): void {
+    this.unregister();
+  }
+
+  /** Resolves when the registry answers `GET /v2/` at all (any status), on a connection of its own. */
+  private async answers(signal: AbortSignal): Promise<void> {
+    const base = await this.baseUrl(signal);
+    const res = await this.ctx.transports.request(new URL('/v2/', base), { signal, insecure: this.insecure, certsName: this.registry, probe: true });
+    await res.body.dump();
+  }
+
+  /**
+   * The error a failed attempt ends with: the registry found down (now, or by another request
+   * meanwhile) ends the request at once, without retries; anything else goes to the retry budget.
+   */
+  private async attemptError(a: Attempt, e: unknown, what: string, signal: AbortSignal | undefined): Promise<Error> {
+    if (a.down) return a.down;
+    const err = this.describe(e, what, a.signal);
+    if (!signal?.aborted && unreachable(err) && (await this.health.confirmDown(err, this.ctx.timeouts.stallMs))) return this.health.downError(err);
+    return err;
   }
 
   /** `host[/repo]` for messages. */
@@ -133,7 +178,7 @@ export class RegistryEndpoint {
 
   private async probe(https: URL, signal?: AbortSignal): Promise<URL> {
     const ping = async (base: URL): Promise<void> => {
-      const deadline = AbortSignal.timeout(this.ctx.timeouts.headersMs);
+      const deadline = AbortSignal.timeout(this.ctx.timeouts.stallMs);
       const res = await this.ctx.transports.request(new URL('/v2/', base), { signal: signal ? AbortSignal.any([signal, deadline]) : deadline, insecure: true, certsName: this.registry });
       await res.body.dump();
     };
@@ -221,11 +266,12 @@ export class RegistryEndpoint {
   async manifest(reference: string, accept: string, signal?: AbortSignal): Promise<FetchedManifest> {
     const what = `manifest ${this.name}:${reference}`;
     return withRetries(this.ctx.retry, what, signal, async () => {
-      const d = new Deadline(signal);
+      await this.health.ready();
+      const a = new Attempt(this.health, signal);
       let res: HttpResponse | undefined;
       try {
-        res = await this.send(`/v2/${this.repository}/manifests/${reference}`, { accept }, d.signal);
-        d.startBody(this.ctx.timeouts.bodyMinMs);
+        res = await this.send(`/v2/${this.repository}/manifests/${reference}`, { accept }, a.signal);
+        a.answered();
         if (res.status !== 200) await this.fail(res, what);
         const length = Number(header(res.headers, 'content-length') ?? 0);
         if (length > MAX_MANIFEST) {
@@ -237,9 +283,9 @@ export class RegistryEndpoint {
         return { bytes, ...(ct ? { mediaType: ct.split(';')[0]!.trim() } : {}) };
       } catch (e) {
         discard(res);
-        throw this.describe(e, what, d.signal);
+        throw await this.attemptError(a, e, what, signal);
       } finally {
-        d.clear();
+        a.answered();
       }
     });
   }
@@ -275,13 +321,14 @@ export class RegistryEndpoint {
     let pos = offset;
     const budget = new RetryBudget(this.ctx.retry, what);
     while (pos < end) {
-      const d = new Deadline(signal);
+      await this.health.ready();
+      const a = new Attempt(this.health, signal);
       const startedAt = pos;
       const wantRange = !(pos === 0 && end === desc.size);
       let res: HttpResponse | undefined;
       try {
-        res = await this.blobResponse(desc.digest, wantRange ? { range: `bytes=${pos}-${end - 1}` } : {}, d.signal);
-        d.startBody(bodyDeadlineMs(this.ctx.timeouts, res.status === 200 ? desc.size : end - pos));
+        res = await this.blobResponse(desc.digest, wantRange ? { range: `bytes=${pos}-${end - 1}` } : {}, a.signal);
+        a.answered();
         let skip = 0;
         const declaredLength = header(res.headers, 'content-length');
         if (res.status === 206) {
@@ -322,9 +369,9 @@ export class RegistryEndpoint {
         }
         if (pos < end) throw new TransientError(`${what}: connection closed at byte ${pos} of ${offset}-${end - 1}`, res.status);
       } catch (e) {
-        await budget.failed(this.describe(e, what, d.signal), signal, { at: pos });
+        await budget.failed(await this.attemptError(a, e, what, signal), signal, { at: pos });
       } finally {
-        d.clear();
+        a.answered();
         discard(res);
       }
     }

@@ -12,12 +12,13 @@ export interface RetryPolicy {
 }
 
 export interface Timeouts {
+  /** Time to open a connection (TCP and TLS). */
   connectMs: number;
-  /** From sending a request to its response headers. */
-  headersMs: number;
-  /** Time allowed for a body: at least `bodyMinMs`, more for large bodies at `minBytesPerSecond`. */
-  bodyMinMs: number;
-  minBytesPerSecond: number;
+  /**
+   * A request is given up when no bytes arrive for this long: waiting for the response once it
+   * is sent, or between two parts of its body. Never a limit on a transfer that keeps moving.
+   */
+  stallMs: number;
 }
 
 export interface RegistryClientOptions {
@@ -38,14 +39,9 @@ export interface RegistryClientOptions {
 }
 
 export const DEFAULT_RETRY: RetryPolicy = { attempts: 5, baseDelayMs: 200, maxDelayMs: 10_000, maxRetryAfterMs: 60_000 };
-export const DEFAULT_TIMEOUTS: Timeouts = { connectMs: 15_000, headersMs: 30_000, bodyMinMs: 30_000, minBytesPerSecond: 256 * 1024 };
+export const DEFAULT_TIMEOUTS: Timeouts = { connectMs: 10_000, stallMs: 10_000 };
 export const DEFAULT_CONNECTIONS = 16;
 export const DEFAULT_CERTS_DIR = '/etc/containers/certs.d';
-
-/** How long a body of `bytes` may take to arrive. */
-export function bodyDeadlineMs(t: Timeouts, bytes: number): number {
-  return Math.max(t.bodyMinMs, Math.ceil((bytes / t.minBytesPerSecond) * 1000));
-}
 
 /** How to open an image from a registry (or an OCI layout, which uses only `platform`). */
 export interface SourceOptions {

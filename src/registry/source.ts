@@ -13,6 +13,7 @@ import { formatReference, type DockerReference } from '../reference.js';
 import { checkBlobRead, type BlobReader, type Descriptor, type ImageSource, type ResolvedImage, type ResolveOptions } from '../source/types.js';
 import { authFilePaths } from './auth-file.js';
 import { RegistryEndpoint, type EndpointContext } from './endpoint.js';
+import { RegistryDownError } from './health.js';
 import { DEFAULT_CERTS_DIR, DEFAULT_CONNECTIONS, DEFAULT_RETRY, DEFAULT_TIMEOUTS, type SourceOptions } from './options.js';
 import { loadRegistriesConf, pullSources, registriesConfPaths } from './registries-conf.js';
 import { Transports } from './transport.js';
@@ -89,7 +90,8 @@ export class RegistrySource implements ImageSource {
           if (failures.length && e instanceof Error) e.message += ` (mirrors tried first: ${failures.join('; ')})`;
           throw e;
         }
-        logger().warn({ mirror: ep.name, err: (e as Error).message }, 'mirror failed; trying the next source');
+        // A source known to be down was logged once when it went down.
+        logger()[e instanceof RegistryDownError ? 'debug' : 'warn']({ mirror: ep.name, err: (e as Error).message }, 'mirror failed; trying the next source');
         failures.push(`${ep.registry}: ${(e as Error).message}`);
       }
     }
@@ -115,9 +117,14 @@ export class RegistrySource implements ImageSource {
     });
   }
 
-  /** Bytes of `desc` from the preferred source, continuing from the next one if it fails. */
+  /**
+   * Bytes of `desc` from the preferred source, continuing from the next one if it fails.
+   * Sources known to be down are passed over; when every one is, the read fails at once.
+   */
   private async *range(desc: Descriptor, offset: number, length: number, signal?: AbortSignal): AsyncGenerator<Buffer> {
-    const eps = await this.ordered();
+    const all = await this.ordered();
+    const eps = all.filter((ep) => !ep.down);
+    if (eps.length === 0) throw all[0]!.health.failFast();
     let pos = offset;
     for (let i = 0; i < eps.length; i++) {
       try {
@@ -126,11 +133,11 @@ export class RegistrySource implements ImageSource {
           yield c;
         }
         // Later reads go straight to the source that works.
-        if (i > 0) this.preferred = (await this.endpoints()).indexOf(eps[i]!);
+        if (eps[i] !== all[0]) this.preferred = (await this.endpoints()).indexOf(eps[i]!);
         return;
       } catch (e) {
         if (signal?.aborted || i === eps.length - 1) throw e;
-        logger().warn({ source: eps[i]!.name, blob: desc.digest, err: (e as Error).message }, 'blob read failed; trying the next source');
+        logger()[e instanceof RegistryDownError ? 'debug' : 'warn']({ source: eps[i]!.name, blob: desc.digest, err: (e as Error).message }, 'blob read failed; trying the next source');
       }
     }
   }
@@ -157,6 +164,7 @@ export class RegistrySource implements ImageSource {
   }
 
   async close(): Promise<void> {
+    for (const ep of (await this.endpointList?.catch(() => undefined)) ?? []) ep.close();
     await this.transports.close();
   }
 }

@@ -8,6 +8,7 @@ import type { IncomingHttpHeaders } from 'node:http';
 import { Pool, ProxyAgent, type Dispatcher } from 'undici';
 import { isIP } from 'node:net';
 import { SourceError } from '../errors.js';
+import { formatDuration } from '../units.js';
 import { metrics } from '../metrics/index.js';
 import type { Timeouts } from './options.js';
 import { proxyFor, proxyLabel } from './proxy.js';
@@ -30,6 +31,11 @@ export interface HttpRequest {
   insecure?: boolean;
   /** The registry name whose certs.d directory applies (defaults to the URL's host). */
   certsName?: string;
+  /**
+   * A health check: sent on a connection of its own (never queued behind stalled requests),
+   * and its failure is neither counted nor described.
+   */
+  probe?: boolean;
 }
 
 const TLS_TRUST_CODES = new Set([
@@ -80,8 +86,8 @@ export class Transports {
     private readonly opts: { certsDir: string; connections: number; timeouts: Timeouts; env?: NodeJS.ProcessEnv },
   ) {}
 
-  private pool(url: URL, insecure: boolean, certsName: string, proxy: URL | undefined): Promise<Dispatcher> {
-    const key = `${url.origin}|${insecure}|${certsName}|${proxy?.href ?? ''}`;
+  private pool(url: URL, insecure: boolean, certsName: string, proxy: URL | undefined, probe: boolean): Promise<Dispatcher> {
+    const key = `${url.origin}|${insecure}|${certsName}|${proxy?.href ?? ''}|${probe}`;
     let p = this.pools.get(key);
     if (!p) {
       p = (async () => {
@@ -92,7 +98,10 @@ export class Transports {
           ...(tls?.ca ? { ca: tls.ca } : {}),
           ...(tls?.cert ? { cert: tls.cert, key: tls.key } : {}),
         };
-        const common = { connections: this.opts.connections, pipelining: 1, headersTimeout: this.opts.timeouts.headersMs, bodyTimeout: this.opts.timeouts.bodyMinMs };
+        // undici's headers timeout runs from when the request is on a connection (not while it
+        // waits for one) and its body timeout between two parts of a body: both are stalls.
+        const stall = this.opts.timeouts.stallMs;
+        const common = { connections: probe ? 1 : this.opts.connections, pipelining: 1, headersTimeout: stall, bodyTimeout: stall };
         if (!proxy) return new Pool(url.origin, { ...common, connect });
         // A CONNECT tunnel to the registry; TLS to the registry runs inside it with its own settings.
         const servername = isIP(url.hostname) ? undefined : url.hostname;
@@ -107,7 +116,7 @@ export class Transports {
   async request(url: URL, req: HttpRequest = {}): Promise<HttpResponse> {
     const certsName = req.certsName ?? url.host;
     const proxy = proxyFor(url, this.opts.env);
-    const pool = await this.pool(url, req.insecure ?? false, certsName, proxy);
+    const pool = await this.pool(url, req.insecure ?? false, certsName, proxy, req.probe ?? false);
     const ended = metrics.requestStarted();
     try {
       const res = await pool.request({
@@ -123,6 +132,7 @@ export class Transports {
       return { status: res.statusCode, headers: res.headers, body: res.body, url };
     } catch (e) {
       ended();
+      if (req.probe) throw e;
       throw this.describe(e, { host: url.host, certsName, ...(proxy ? { proxy } : {}) }, req.signal);
     }
   }
@@ -135,10 +145,13 @@ export class Transports {
     const timedOut = (signal?.reason as Error | undefined)?.name === 'TimeoutError';
     if (signal?.aborted && !timedOut) return e as Error;
     if (e instanceof SourceError) return e;
-    metrics.registryError(timedOut || errorCode(e)?.includes('TIMEOUT') || errorCode(e) === 'ETIMEDOUT' ? 'timeout' : 'network');
+    const code = errorCode(e);
+    const stalled = code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT';
+    metrics.registryError(stalled ? 'stall' : timedOut || code?.includes('TIMEOUT') || code === 'ETIMEDOUT' ? 'timeout' : 'network');
     const { host, certsName } = where;
     const what = where.what ?? host;
-    const code = errorCode(e);
+    if (stalled)
+      return new TransientError(`${what}: no data for ${formatDuration(this.opts.timeouts.stallMs)} (registry.stall_timeout)`, undefined, undefined, { cause: e });
     if (timedOut) return new TransientError(`${what}: timed out (${(signal!.reason as Error).message})`, undefined, undefined, { cause: e });
     if (code && TLS_TRUST_CODES.has(code))
       return new SourceError(

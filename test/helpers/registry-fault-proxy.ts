@@ -23,6 +23,8 @@ export type Fault =
   | { kind: 'ignore-range' }
   /** Forward, but deliver the body at `bytesPerSecond`. */
   | { kind: 'trickle'; bytesPerSecond: number }
+  /** Forward the headers and `afterBytes` of the body, then send nothing more, holding the connection open. */
+  | { kind: 'stall'; afterBytes: number }
   /** Answer 307 to `${to}${path}${query}` (blob storage on another origin). */
   | { kind: 'redirect'; to: string }
   /** Forward, but send only the first `keep` bytes of the body with a Content-Length saying so, and end the response cleanly. */
@@ -188,6 +190,17 @@ export async function startFaultProxy(upstream: string, opts: { port?: number } 
             res.socket?.end(() => res.socket?.destroy());
           }
         });
+        return;
+      }
+      if (fault?.kind === 'stall') {
+        let sent = 0;
+        upRes.on('data', (chunk: Buffer) => {
+          const n = Math.min(chunk.length, fault.afterBytes - sent);
+          if (n > 0) res.write(chunk.subarray(0, n));
+          sent += n;
+          if (sent >= fault.afterBytes) upRes.destroy();
+        });
+        cutting = true;
         return;
       }
       if (fault?.kind === 'trickle') {
