@@ -1,6 +1,7 @@
 /**
  * End to end with Debian's Podman 4.3.1: a real docker-registry on 127.0.0.1 holding
- * zstd:chunked and eStargz images (corpus and built here), `tocfs store` running, and
+ * zstd:chunked and eStargz images (built here — never skipped for want of the corpus — and
+ * from the corpus), `tocfs store` running, and
  * Podman (runc, cgroupfs, overlay, its own root/runroot and a private storage.conf naming
  * the store) pulling and running them. The registry's access log shows what was fetched.
  *
@@ -15,7 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { CORPUS_DIR, HAVE_CORPUS, loadExpected } from './helpers/corpus.js';
-import { buildImage, seededContent } from './helpers/images.js';
+import { buildImage, seededBytes, seededContent, type BuiltImage, type FileSpec } from './helpers/images.js';
 import { blobBytesServed, startRegistry, type TestRegistry } from './helpers/registry.js';
 import { isFuseMounted, registryLogSettled, startStore, type RunningStore } from './helpers/store.js';
 import { Podman, podmanSkipReason, unmountUnder } from './helpers/podman.js';
@@ -157,6 +158,137 @@ describe('tocfs store with Podman 4.3.1', { skip: missing, timeout: 300_000 }, (
     await podman.ok(['rmi', '-f', ref('built-estargz')]);
     const released = store.log.some((l) => l.includes('"msg":"release"'));
     assert.ok(released, 'the store saw a release');
+    await podman.ok(['pull', '--tls-verify=false', ref('built-estargz')]);
+    assert.equal((await podman.exec(ref('built-estargz'), '/usr/bin/cat', '/etc/motd')).toString(), 'hello from a tocfs-built eStargz layer\n');
+  });
+});
+
+describe('tocfs store with Podman 4.3.1, images tocfs builds', { skip: podmanSkipReason(), timeout: 300_000 }, () => {
+  let registry: TestRegistry;
+  let store: RunningStore;
+  let podman: Podman;
+  let work: string;
+  const images = new Map<string, BuiltImage>();
+  const cleanups: Array<() => Promise<void>> = [];
+  const ref = (repo: string): string => `${registry.host}/${repo}:latest`;
+  const MEDIUM = seededBytes('podman-medium', 300_000);
+  // One zstd:chunked layer: a big file the test never reads, and a medium one it cats.
+  const BASIC: FileSpec[] = [
+    { path: 'data', type: 'dir' },
+    { path: 'data/big.bin', content: seededContent('podman-big', 8 * 1024 * 1024) },
+    { path: 'data/medium.bin', content: MEDIUM },
+    { path: 'etc', type: 'dir' },
+    { path: 'etc/app.conf', content: 'version=1\n' },
+  ];
+  // Whiteouts and an opaque directory across two layers.
+  const LAYERS: FileSpec[][] = [
+    [{ path: 'etc', type: 'dir' }, { path: 'etc/app.conf', content: 'version=1\n' }, { path: 'etc/gone.conf', content: 'gone\n' }, { path: 'opt', type: 'dir' }, { path: 'opt/old-a', content: 'a\n' }, { path: 'opt/old-b', content: 'b\n' }, { path: 'srv', type: 'dir' }, { path: 'srv/keep', content: 'keep\n' }],
+    [{ path: 'etc', type: 'dir' }, { path: 'etc/.wh.gone.conf', content: '' }, { path: 'etc/app.conf', content: 'version=2\n' }, { path: 'opt', type: 'dir' }, { path: 'opt/.wh..wh..opq', content: '' }, { path: 'opt/new', content: 'new\n' }, { path: 'srv', type: 'dir' }, { path: 'srv/added', content: 'added\n' }],
+  ];
+  const MERGED_DIRS: Record<string, string[]> = { etc: ['app.conf'], opt: ['new'], srv: ['added', 'keep'] };
+
+  before(async () => {
+    work = await mkdtemp(join(tmpdir(), 'tocfs-store-podman-built-'));
+    images.set('built-basic', await buildImage(join(work, 'built-basic'), { format: 'zstd:chunked', layers: [BASIC] }));
+    images.set('built-layers-zc', await buildImage(join(work, 'built-layers-zc'), { format: 'zstd:chunked', layers: LAYERS }));
+    images.set('built-layers-esgz', await buildImage(join(work, 'built-layers-esgz'), { format: 'estargz', layers: LAYERS }));
+    images.set('built-estargz', await buildImage(join(work, 'built-estargz'), {
+      format: 'estargz',
+      layers: [
+        [{ path: 'data', type: 'dir' }, { path: 'data/big.bin', content: seededContent('big', 8 * 1024 * 1024) }, { path: 'etc', type: 'dir' }, { path: 'etc/motd', content: 'old motd\n' }, { path: 'etc/gone', content: 'to be deleted\n' }],
+        [{ path: 'etc', type: 'dir' }, { path: 'etc/.wh.gone', content: '' }, { path: 'etc/motd', content: 'hello from a tocfs-built eStargz layer\n' }],
+      ],
+    }));
+    images.set('built-gzip', await buildImage(join(work, 'built-gzip'), { format: 'gzip', layers: [[{ path: 'etc', type: 'dir' }, { path: 'etc/motd', content: 'plain gzip\n' }, { path: 'data', type: 'dir' }, { path: 'data/medium.bin', content: MEDIUM }]] }));
+    registry = await startRegistry();
+    for (const [name, img] of images) await registry.load(img.dir, name);
+    store = await startStore(join(work, 'store'), join(work, 'cache'));
+    podman = await Podman.create(work, store.dir, registry.host);
+  });
+
+  after(async () => {
+    for (const c of cleanups) await c().catch(() => undefined);
+    await podman?.cleanup().catch(() => undefined);
+    const code = await store?.stop('SIGTERM');
+    if (store) assert.equal(code, 0, `tocfs store exited ${code} on SIGTERM:\n${store.log.slice(-20).join('\n')}`);
+    if (store) assert.equal(await isFuseMounted(store.dir), false, 'the store unmounted cleanly on SIGTERM');
+    if (work) {
+      await unmountUnder(work);
+      await rm(work, { recursive: true, force: true });
+    }
+    await registry?.stop();
+  });
+
+  it('pulls a zstd:chunked image without downloading its layer, and runs cat from it', async () => {
+    const layer = images.get('built-basic')!.layers[0]!;
+    await podman.ok(['pull', '--tls-verify=false', ref('built-basic')]);
+    await registryLogSettled(registry);
+    const pulled = blobBytesServed(registry.log, layer.digest);
+    const tocStart = Number(layer.annotations!['io.github.containers.zstd-chunked.manifest-position']!.split(':')[0]) - 8;
+    assert.ok(pulled <= layer.size - tocStart + 1024, `the pull fetched ${pulled} bytes of the ${layer.size}-byte layer: more than its TOC, tar-split and footer (${layer.size - tocStart})`);
+    assert.ok((await podman.storeLayers()).some((l) => l.endsWith(layer.digest)), 'the layer is linked to the store');
+    await registryLogSettled(registry);
+    const before = blobBytesServed(registry.log, layer.digest);
+    assert.ok((await podman.exec(ref('built-basic'), '/usr/bin/cat', '/data/medium.bin')).equals(MEDIUM), 'cat /data/medium.bin prints the file');
+    await registryLogSettled(registry);
+    const total = pulled + blobBytesServed(registry.log, layer.digest) - before;
+    assert.ok(total < layer.size / 4, `pull + run fetched ${total} of ${layer.size} bytes`);
+  });
+
+  it('exporting a store layer (podman push to dir:) reads the store\'s blob and yields the layer\'s DiffID', async () => {
+    const img = images.get('built-basic')!;
+    const out = join(work, 'export');
+    await registryLogSettled(registry);
+    const before = blobBytesServed(registry.log, img.layers[0]!.digest);
+    await podman.ok(['push', ref('built-basic'), `dir:${out}`]);
+    await registryLogSettled(registry);
+    assert.ok(blobBytesServed(registry.log, img.layers[0]!.digest) - before >= img.layers[0]!.size, 'the store read the whole blob from the registry for the export');
+    const diffId = img.diffIds[0]!.slice('sha256:'.length);
+    const names = await readdir(out);
+    assert.ok(names.includes(diffId), `the exported layer hashes to the DiffID (dir: names blobs by digest): ${names.join(' ')}`);
+    assert.equal(hex(await readFile(join(out, diffId))), diffId);
+  });
+
+  for (const repo of ['built-layers-zc', 'built-layers-esgz']) {
+    it(`${repo}: whiteouts and opaque directories as Podman shows them`, async () => {
+      const img = images.get(repo)!;
+      await podman.ok(['pull', '--tls-verify=false', ref(repo)]);
+      await registryLogSettled(registry);
+      for (const l of img.layers) assert.ok(blobBytesServed(registry.log, l.digest) <= l.size);
+      assert.equal((await podman.storeLayers()).filter((l) => img.layers.some((d) => l.endsWith(d.digest))).length, img.layers.length, 'every layer comes from the store');
+      for (const [dir, want] of Object.entries(MERGED_DIRS)) {
+        const got = (await podman.exec(ref(repo), '/usr/bin/ls', '-A1', `/${dir}`)).toString().split('\n').filter((n) => n && !(dir === 'etc' && PODMAN_ETC_FILES.includes(n))).sort();
+        assert.deepEqual(got, want, `ls /${dir}`);
+      }
+      assert.equal((await podman.exec(ref(repo), '/usr/bin/cat', '/etc/app.conf')).toString(), 'version=2\n');
+    });
+  }
+
+  it('an eStargz image built by tocfs: whiteout applied, small file read, the big one never fetched', async () => {
+    const layer = images.get('built-estargz')!.layers[0]!;
+    await podman.ok(['pull', '--tls-verify=false', ref('built-estargz')]);
+    assert.equal((await podman.exec(ref('built-estargz'), '/usr/bin/cat', '/etc/motd')).toString(), 'hello from a tocfs-built eStargz layer\n');
+    const etc = (await podman.exec(ref('built-estargz'), '/usr/bin/ls', '-A1', '/etc')).toString().split('\n');
+    assert.ok(etc.includes('motd') && !etc.includes('gone'), `/etc lists motd and not the whited-out file: ${etc.join(' ')}`);
+    await registryLogSettled(registry);
+    const fetched = blobBytesServed(registry.log, layer.digest);
+    assert.ok(fetched < layer.size / 10, `fetched ${fetched} of ${layer.size} bytes of the layer holding the 8 MiB file`);
+  });
+
+  it('an image of plain gzip layers still pulls and runs (Podman downloads it itself)', async () => {
+    const layer = images.get('built-gzip')!.layers[0]!;
+    const own = await Podman.create(join(work, 'gzip'), store.dir, registry.host);
+    cleanups.push(() => own.cleanup());
+    await own.ok(['pull', '--tls-verify=false', ref('built-gzip')]);
+    await registryLogSettled(registry);
+    assert.equal(blobBytesServed(registry.log, layer.digest), layer.size, 'Podman fetched the whole layer once');
+    assert.ok(!(await own.storeLayers()).some((l) => l.endsWith(layer.digest)), 'the layer is not linked to the store');
+    assert.ok((await own.exec(ref('built-gzip'), '/usr/bin/cat', '/data/medium.bin')).equals(MEDIUM));
+  });
+
+  it('podman rmi releases the store layers (rmdir) and the store keeps serving', async () => {
+    await podman.ok(['rmi', '-f', ref('built-estargz')]);
+    assert.ok(store.log.some((l) => l.includes('"msg":"release"')), 'the store saw a release');
     await podman.ok(['pull', '--tls-verify=false', ref('built-estargz')]);
     assert.equal((await podman.exec(ref('built-estargz'), '/usr/bin/cat', '/etc/motd')).toString(), 'hello from a tocfs-built eStargz layer\n');
   });
