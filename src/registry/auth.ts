@@ -51,9 +51,14 @@ export class Authenticator {
 
   constructor(private readonly ctx: AuthContext) {}
 
-  /** `repository:NAME:pull` — all tocfs ever does. */
+  /** `repository:NAME:pull` — what reads need. */
   get scope(): string {
     return `repository:${this.ctx.repository}:pull`;
+  }
+
+  /** The token scope of a request: pulls, or `pull,push` for uploads (tokens are cached per scope). */
+  private scopeFor(push: boolean): string {
+    return push ? `repository:${this.ctx.repository}:pull,push` : this.scope;
   }
 
   private creds(): Promise<Credentials | undefined> {
@@ -66,22 +71,22 @@ export class Authenticator {
   }
 
   /** The Authorization header for the next request, if the registry has asked for one. */
-  async authorization(signal?: AbortSignal): Promise<string | undefined> {
+  async authorization(signal?: AbortSignal, push = false): Promise<string | undefined> {
     if (!this.challenge) return undefined;
     if (this.challenge.scheme === 'basic') {
       const c = await this.creds();
       return c ? basicHeader(c) : undefined;
     }
-    const cached = this.tokens.get(this.scope);
+    const cached = this.tokens.get(this.scopeFor(push));
     if (cached && cached.expiresAt > Date.now()) return cached.header;
-    return (await this.fetchToken(signal)).header;
+    return (await this.fetchToken(signal, push)).header;
   }
 
   /**
    * After a 401: learns the challenge and returns the header to retry with. `rejected` is
    * the header the 401 answered (a token that is no longer good is dropped).
    */
-  async unauthorized(wwwAuthenticate: string | string[] | undefined, rejected: string | undefined, signal?: AbortSignal): Promise<string> {
+  async unauthorized(wwwAuthenticate: string | string[] | undefined, rejected: string | undefined, signal?: AbortSignal, push = false): Promise<string> {
     const challenges = parseChallenges(wwwAuthenticate);
     const ch = challenges.find((c) => c.scheme === 'bearer') ?? challenges.find((c) => c.scheme === 'basic');
     if (!ch) throw new AuthError(`${this.ctx.registry}: answered 401 without a Basic or Bearer challenge (WWW-Authenticate: ${JSON.stringify(challenges.map((c) => c.scheme))})`, 401);
@@ -93,10 +98,11 @@ export class Authenticator {
       if (header === rejected) throw await this.deniedError(401);
       return header;
     }
-    const cached = this.tokens.get(this.scope);
+    const scope = this.scopeFor(push);
+    const cached = this.tokens.get(scope);
     if (cached && cached.header !== rejected && cached.expiresAt > Date.now()) return cached.header;
-    if (rejected !== undefined && rejected.startsWith('Bearer ')) this.tokens.delete(this.scope);
-    return (await this.fetchToken(signal)).header;
+    if (rejected !== undefined && rejected.startsWith('Bearer ')) this.tokens.delete(scope);
+    return (await this.fetchToken(signal, push)).header;
   }
 
   /** Where credentials were looked for, for messages. */
@@ -128,8 +134,8 @@ export class Authenticator {
     return new AuthError(`${r}: access to ${this.ctx.repository} denied for ${who} from ${c.source}${why}; check the credentials (podman login ${r})`, status);
   }
 
-  private fetchToken(signal?: AbortSignal): Promise<CachedToken> {
-    const scope = this.scope;
+  private fetchToken(signal: AbortSignal | undefined, push: boolean): Promise<CachedToken> {
+    const scope = this.scopeFor(push);
     let p = this.pending.get(scope);
     if (!p) {
       p = this.requestToken(scope, signal).finally(() => this.pending.delete(scope));

@@ -62,6 +62,13 @@ function discard(res: HttpResponse | undefined): void {
 /** Bytes a successful attempt must deliver before earlier failures stop counting against the retry budget. */
 const PROGRESS_RESETS_RETRIES = 1024 * 1024;
 
+/** What a request other than a pull sends: its method, its body, and whether it needs push rights. */
+interface SendBody {
+  method?: 'GET' | 'HEAD' | 'POST' | 'PUT';
+  body?: Buffer;
+  push?: boolean;
+}
+
 /** Failures that may mean the registry is down, not just one bad connection: a stall, or no connection at all. */
 const UNREACHABLE_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT', 'ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ETIMEDOUT']);
 
@@ -202,14 +209,16 @@ export class RegistryEndpoint {
    * One request with its authentication handshake and redirects. The registry's
    * Authorization goes only to the registry's own origin.
    */
-  private async send(path: string, headers: Record<string, string>, signal: AbortSignal): Promise<HttpResponse> {
+  private async send(path: string, headers: Record<string, string>, signal: AbortSignal, body: SendBody = {}): Promise<HttpResponse> {
     const base = await this.baseUrl(signal);
     let url = new URL(path, base);
-    let authorization = await this.auth.authorization(signal);
+    let authorization = await this.auth.authorization(signal, body.push);
     let authenticated = false;
     for (let hops = 0; ; ) {
       const own = url.origin === base.origin;
       const res = await this.ctx.transports.request(url, {
+        ...(body.method ? { method: body.method } : {}),
+        ...(body.body ? { body: body.body } : {}),
         headers: { ...headers, ...(own && authorization ? { authorization } : {}) },
         signal,
         insecure: own ? this.insecure : false,
@@ -217,7 +226,7 @@ export class RegistryEndpoint {
       });
       if (res.status === 401 && own && !authenticated) {
         await res.body.dump();
-        authorization = await this.auth.unauthorized(res.headers['www-authenticate'], authorization, signal);
+        authorization = await this.auth.unauthorized(res.headers['www-authenticate'], authorization, signal, body.push);
         authenticated = true;
         continue;
       }
@@ -375,5 +384,28 @@ export class RegistryEndpoint {
         discard(res);
       }
     }
+  }
+
+  /**
+   * A request beyond reading manifests and blobs (uploads, manifest PUTs, the referrers API),
+   * with the same authentication (`push`: asks for push rights too), redirects and retries of
+   * transient failures. A status not in `ok` is thrown as the error it means; `read` takes the
+   * response (its body is dropped afterwards if left unread).
+   */
+  async exchange<T>(what: string, path: string, opts: SendBody & { headers?: Record<string, string>; ok: number[]; signal?: AbortSignal }, read: (res: HttpResponse) => Promise<T>): Promise<T> {
+    return withRetries(this.ctx.retry, what, opts.signal, async () => {
+      await this.health.ready();
+      const signal = opts.signal ?? new AbortController().signal;
+      let res: HttpResponse | undefined;
+      try {
+        res = await this.send(path, opts.headers ?? {}, signal, opts);
+        if (!opts.ok.includes(res.status)) await this.fail(res, what);
+        return await read(res);
+      } catch (e) {
+        throw this.describe(e, what, signal);
+      } finally {
+        discard(res);
+      }
+    });
   }
 }
