@@ -28,7 +28,8 @@ export const KINDS_LAYER: FileSpec[] = [
   { path: 'usr', type: 'dir' },
   { path: 'usr/bin', type: 'dir' },
   { path: 'usr/bin/tool', content: seededBytes('kinds-tool', 5000), mode: 0o4755 },
-  { path: 'usr/bin/tool-hardlink', type: 'hardlink', linkName: 'usr/bin/tool' },
+  // A hard link's header carries its target's metadata, as tar writes it (extractors apply it to the shared inode).
+  { path: 'usr/bin/tool-hardlink', type: 'hardlink', linkName: 'usr/bin/tool', mode: 0o4755 },
   { path: 'usr/bin/tool-symlink', type: 'symlink', linkName: 'tool' },
   { path: 'usr/bin/abs-symlink', type: 'symlink', linkName: '/etc/hello.txt' },
   { path: 'usr/lib', type: 'dir' },
@@ -83,9 +84,14 @@ export async function expectedEntries(spec: FileSpec[]): Promise<ExpectedEntry[]
       x.sha256 = createHash('sha256').update(data).digest('hex');
     }
     if (type === 'symlink') x.linkname = f.linkName!;
-    if (type === 'hardlink') x.link_path = specPath(f.linkName!);
+    if (type === 'hardlink') {
+      // As expected.json gives it: the target's size and content digest.
+      x.link_path = specPath(f.linkName!);
+      const target = out.find((t) => t.path === x.link_path);
+      if (target) Object.assign(x, { size: target.size, ...(target.sha256 ? { sha256: target.sha256 } : {}) });
+    }
     if (type === 'char' || type === 'block') Object.assign(x, { devmajor: f.devMajor ?? 0, devminor: f.devMinor ?? 0 });
-    if (f.xattrs) x.xattrs = Object.fromEntries(Object.entries(f.xattrs).map(([k, v]) => [k, Buffer.from(v).toString('base64')]));
+    if (f.xattrs) x.xattrs = Object.fromEntries(Object.entries(f.xattrs).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([k, v]) => [k, Buffer.from(v).toString('base64')]));
     if (/(^|\/)\.wh\.\.wh\.\.opq$/.test(x.path)) x.whiteout = 'opaque';
     else if (/(^|\/)\.wh\.[^/]+$/.test(x.path)) x.whiteout = 'file';
     out.push(x);
