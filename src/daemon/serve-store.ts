@@ -14,6 +14,7 @@ import type { SourceOptions } from '../image/open.js';
 import { startMetricsServer, type MetricsServer } from '../metrics/index.js';
 import { storeOperations } from '../fs/store-operations.js';
 import { LayerOpener, type ReadPathSettings } from '../layer/open.js';
+import { registryStates } from '../registry/health.js';
 import { LayerStore } from '../store/layers.js';
 import { sdNotify } from './sd-notify.js';
 import { removeStatus, writeStatus } from './store-status.js';
@@ -89,7 +90,7 @@ export async function serveStore(opts: StoreServeOptions): Promise<void> {
   process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection (still serving)'));
 
   const publish = async (): Promise<void> => {
-    await writeStatus({ ...(await liveStore.status()), pid: process.pid, storeDir, started: started.toISOString(), updated: new Date().toISOString() });
+    await writeStatus({ ...(await liveStore.status()), registries: registryStates(), pid: process.pid, storeDir, started: started.toISOString(), updated: new Date().toISOString() });
   };
   const timer = setInterval(() => publish().catch((err: unknown) => log.debug({ err }, 'cannot write the status file')), STATUS_INTERVAL_MS);
   await publish().catch(() => undefined);

@@ -10,6 +10,7 @@ import { join, resolve } from 'node:path';
 import { humanBytes } from '../units.js';
 import { runtimeDir } from './state.js';
 import { isAlive } from '../process-alive.js';
+import type { RegistryHealthStatus } from '../registry/health.js';
 import type { StoreStatus } from '../store/layers.js';
 
 export interface StatusDocument extends StoreStatus {
@@ -17,6 +18,8 @@ export interface StatusDocument extends StoreStatus {
   storeDir: string;
   started: string;
   updated: string;
+  /** Every registry host the store has used: answering or down. */
+  registries?: RegistryHealthStatus[];
 }
 
 /** `<runtime dir>/stores/<hash of the store dir>.json` */
@@ -64,5 +67,16 @@ export function formatStatus(doc: StatusDocument): string {
     }
   }
   for (const m of doc.misses) lines.push(`not served: ${m.ref} ${short(m.key)}: ${m.reason}`);
+  for (const r of doc.registries ?? []) lines.push(registryLine(r, Date.parse(doc.updated)));
   return lines.join('\n');
+}
+
+/** `registry HOST: DOWN since … (N s, M requests failed at once): last error`, or `registry HOST: answering` (with its outages). */
+function registryLine(r: RegistryHealthStatus, now: number): string {
+  if (r.state === 'down') {
+    const forS = Math.max(0, Math.round((now - Date.parse(r.since)) / 1000));
+    return `registry ${r.registry}: DOWN since ${r.since} (${forS} s, ${r.failedFast} requests failed at once): ${r.lastError ?? 'no answer'}`;
+  }
+  const last = r.lastError ? `; last down at ${r.lastErrorAt}: ${r.lastError}` : '';
+  return `registry ${r.registry}: answering${r.outages ? ` (down ${r.outages} time${r.outages === 1 ? '' : 's'}${last})` : ''}`;
 }
