@@ -3,7 +3,7 @@
  * storage.conf naming the store as an additional layer store, runc and cgroupfs.
  */
 import assert from 'node:assert/strict';
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile, execFileSync, spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { existsSync, realpathSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -66,6 +66,11 @@ export class Podman {
         resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr: stderr.toString() });
       });
     });
+  }
+
+  /** Starts `podman ARGS` with its stdio piped, for a container the test talks to while it runs. */
+  spawn(args: string[]): ChildProcessWithoutNullStreams {
+    return spawn('podman', ['--runtime', 'runc', '--cgroup-manager', 'cgroupfs', '--events-backend', 'file', ...args], { env: this.env, stdio: 'pipe' });
   }
 
   async ok(args: string[]): Promise<Buffer> {
