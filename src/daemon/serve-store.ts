@@ -16,6 +16,7 @@ import { storeOperations } from '../fs/store-operations.js';
 import { LayerOpener, type ReadPathSettings } from '../layer/open.js';
 import { registryStates } from '../registry/health.js';
 import { LayerStore } from '../store/layers.js';
+import { UseCounts, useJournalFile } from '../store/use-counts.js';
 import { sdNotify } from './sd-notify.js';
 import { removeStatus, writeStatus } from './store-status.js';
 
@@ -44,13 +45,17 @@ export async function serveStore(opts: StoreServeOptions): Promise<void> {
   const storeDir = resolve(opts.storeDir);
   const started = new Date();
   let store: LayerStore | undefined;
+  let uses: UseCounts | undefined;
   let mounted: MountedFs | undefined;
   let metricsServer: MetricsServer | undefined;
   try {
     // A stale mount answers ENOTCONN here; mountFs clears it.
     await mkdir(storeDir, { recursive: true, mode: 0o755 }).catch(() => undefined);
     const opener = await LayerOpener.create(opts, log);
+    // Read now, written only once mounted: a store already serving this directory keeps its journal.
+    uses = await UseCounts.open({ file: useJournalFile(opts.cacheDir, storeDir), storeDir, logger: log });
     store = new LayerStore({
+      uses,
       opener,
       source: opts.source,
       logger: log,
@@ -69,12 +74,15 @@ export async function serveStore(opts: StoreServeOptions): Promise<void> {
     // Ready means the mount answers, not merely that mount(2) returned.
     const root = await stat(storeDir);
     if (!root.isDirectory()) throw new Error(`${storeDir} does not answer as a directory after mounting`);
+    // A full or read-only cache disk must not keep the store from serving: counts stay in memory and every change retries.
+    await uses.compact().catch((err: unknown) => log.error({ err }, 'use counts are kept in memory until their journal can be written'));
     if (opts.metricsAddress) metricsServer = await startMetricsServer(opts.metricsAddress);
     await writeMountState({ pid: process.pid, mountpoint: storeDir, image: STORE_LABEL, ...(opts.logFile ? { log: opts.logFile } : {}), started: started.toISOString() });
   } catch (e) {
     await mounted?.unmount().catch(() => undefined);
     await metricsServer?.close().catch(() => undefined);
     await store?.close().catch(() => undefined);
+    await uses?.close().catch(() => undefined);
     notifyFailure((e as Error).message);
     await sdNotify({ status: `failed: ${(e as Error).message}` }, log);
     throw e;
@@ -103,6 +111,7 @@ export async function serveStore(opts: StoreServeOptions): Promise<void> {
   await metricsServer?.close().catch(() => undefined);
   liveStore.forgetMetrics();
   await liveStore.close();
+  await uses.close();
   await removeStatus(storeDir);
   await removeMountState(storeDir, process.pid);
   log.info({ storeDir }, 'layer store unmounted');

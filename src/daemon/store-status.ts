@@ -61,11 +61,13 @@ export function formatStatus(doc: StatusDocument): string {
   else {
     lines.push('LAYER         FORMAT         USES  SIZE       FETCHED             BLOB READ  IMAGE');
     for (const l of doc.layers) {
-      const fetched = `${humanBytes(l.fetchedBytes)} (${l.fetchedPercent}%)`;
-      lines.push(`${short(l.digest).padEnd(14)}${l.format.padEnd(15)}${String(l.uses).padEnd(6)}${humanBytes(l.size).padEnd(11)}${fetched.padEnd(20)}${humanBytes(l.blobBytesRead).padEnd(11)}${l.ref}`);
+      const remembered = l.state === 'remembered';
+      const fetched = remembered ? '-' : `${humanBytes(l.fetchedBytes)} (${l.fetchedPercent}%)`;
+      lines.push(`${short(l.digest).padEnd(14)}${l.format.padEnd(15)}${String(l.uses).padEnd(6)}${humanBytes(l.size).padEnd(11)}${fetched.padEnd(20)}${(remembered ? '-' : humanBytes(l.blobBytesRead)).padEnd(11)}${l.ref}`);
       if (l.lastError) lines.push(`  last error: ${l.lastError}`);
     }
   }
+  if (doc.layers.some((l) => l.state === 'remembered')) lines.push('FETCHED -: counted before the store restarted, not looked up since');
   for (const m of doc.misses) lines.push(`not served: ${m.ref} ${short(m.key)}: ${m.reason}`);
   for (const r of doc.registries ?? []) lines.push(registryLine(r, Date.parse(doc.updated)));
   return lines.join('\n');

@@ -89,6 +89,17 @@ export function storeOperations(opts: StoreFsOptions): FuseOperations {
     });
   };
 
+  /** Answers a use or release once the count is durable; ENOENT either way (c/storage only warns about any other answer). */
+  const counted = (p: { ref: string; key: string }, what: 'use' | 'release', done: Promise<void>, cb: (err: number) => void): void => {
+    done.then(
+      () => cb(Errno.ENOENT),
+      (err: unknown) => {
+        log.error({ err, image: p.ref, layer: p.key }, `${what} counted in memory only: the use-count journal cannot be written`);
+        cb(Errno.ENOENT);
+      },
+    );
+  };
+
   const diffOf = (layer: StoreLayer): FuseOperations => {
     const c = layer.content;
     let ops = diffOps.get(c);
@@ -245,15 +256,13 @@ export function storeOperations(opts: StoreFsOptions): FuseOperations {
     create(path: string, _mode: number, cb: (err: number, fd?: number) => void) {
       const p = parseStorePath(path);
       if (p.kind !== 'use') return cb(p.kind === 'invalid' ? Errno.ENOENT : Errno.EROFS);
-      store.use(p.ref, p.key);
-      cb(Errno.ENOENT);
+      counted(p, 'use', store.use(p.ref, p.key), cb);
     },
     /** Release: containers/storage removes <key>; the answer ENOENT tells it the release was counted (the directory stays). */
     rmdir(path: string, cb: (err: number) => void) {
       const p = parseStorePath(path);
       if (p.kind !== 'layer') return cb(p.kind === 'invalid' ? Errno.ENOENT : Errno.EROFS);
-      store.release(p.ref, p.key);
-      cb(Errno.ENOENT);
+      counted(p, 'release', store.release(p.ref, p.key), cb);
     },
     unlink(path: string, cb: (err: number) => void) {
       const p = parseStorePath(path);

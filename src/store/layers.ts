@@ -1,8 +1,9 @@
 /**
  * What the layer store knows: image references resolved on first lookup, the layers found
  * in them by key (compressed blob digest or TOC digest), their verified TOCs and trees, and
- * the use counts Podman sends. One LayerStore serves every image; layer content (TOC, tree,
- * reader) is shared by blob digest, and every reader shares one chunk cache.
+ * the use counts Podman sends (UseCounts: durable across restarts when given a journal).
+ * One LayerStore serves every image; layer content (TOC, tree, reader) is shared by blob
+ * digest, and every reader shares one chunk cache.
  *
  * A lookup either yields a layer whose `info`, `diff` and `blob` are complete, or a
  * StoreMiss saying why not (Podman then pulls the layer itself). Misses are remembered for
@@ -23,6 +24,7 @@ import { metrics } from '../metrics/index.js';
 import type { BlobReader, Descriptor, ImageSource, ResolvedImage } from '../source/types.js';
 import { DEFAULT_LOOKUP_TIMEOUT_MS, DEFAULT_NEGATIVE_TTL_MS } from './defaults.js';
 import { layerInfo, type LayerInfo } from './info.js';
+import { UseCounts, type RememberedLayer } from './use-counts.js';
 
 
 /** Inode numbers: each tree gets its own range so layers on the one store mount never share an st_ino (overlayfs sees them all on one device). */
@@ -49,6 +51,8 @@ export interface LayerStoreOptions {
    * prefetch landmark marks, in one request in the background (reads join it); 'none': only what is read.
    */
   prefetch?: 'landmark' | 'none';
+  /** Use counts (default: in memory only). */
+  uses?: UseCounts;
 }
 
 /** One layer blob's lazily readable content, shared by every reference that names it. */
@@ -84,7 +88,6 @@ export class LayerContent {
 
 /** A (reference, key) the store serves: what the `<base64 ref>/<key>/` directory shows. */
 export class StoreLayer {
-  uses = 0;
   readonly info: LayerInfo;
   readonly infoBytes: Buffer;
   chain: Promise<{ tree: FsTree; contents: LayerContent[]; inoBase: number }> | undefined;
@@ -130,6 +133,12 @@ export interface LayerStatus {
   fetchedPercent: number;
   blobBytesRead: number;
   lastError?: string;
+  /**
+   * 'served': looked up since the store started. 'remembered': only known from the use
+   * counts of an earlier run (digest, format, size and platform as then; nothing fetched
+   * counted yet) until Podman looks it up again.
+   */
+  state: 'served' | 'remembered';
 }
 
 export interface StoreStatus {
@@ -149,6 +158,10 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 }
 
+function rememberedOf(layer: StoreLayer): RememberedLayer {
+  return { digest: layer.content.descriptor.digest, size: layer.content.descriptor.size, format: layer.content.toc.format, platform: formatPlatform(layer.image.platform) };
+}
+
 function asMiss(e: unknown, what: string): StoreMiss {
   if (e instanceof StoreMiss) return e;
   return new StoreMiss(`${what}: ${(e as Error).message}`, { cause: e });
@@ -164,9 +177,11 @@ export class LayerStore {
   private readonly misses = new Map<string, Miss>();
   private readonly contents = new Map<string, Promise<LayerContent>>();
   private nextSlot = 1;
+  private readonly uses: UseCounts;
 
   constructor(private readonly opts: LayerStoreOptions) {
     this.log = opts.logger;
+    this.uses = opts.uses ?? UseCounts.inMemory(opts.logger);
     this.lookupTimeoutMs = opts.lookupTimeoutMs ?? DEFAULT_LOOKUP_TIMEOUT_MS;
     this.negativeTtlMs = opts.negativeTtlMs ?? DEFAULT_NEGATIVE_TTL_MS;
   }
@@ -228,23 +243,34 @@ export class LayerStore {
     return (await withTimeout(this.imageFor(ref), this.lookupTimeoutMs, ref)).versions[0]!;
   }
 
-  /** `use` notification: +1. Ignored for a layer that is not served. */
-  use(ref: string, key: string): void {
-    const layer = this.peek(ref, key);
-    if (!layer) return;
-    layer.uses++;
-    this.log.debug({ ref, key, uses: layer.uses }, 'use');
+  /** The use count of (ref, key), whether looked up since the start or remembered from before. */
+  usesOf(ref: string, key: string): number {
+    return this.uses.get(ref, key);
   }
 
-  /** Release notification (rmdir): −1, never below 0 (counts are not persistent; a restarted store gets releases it never saw uses for). */
-  release(ref: string, key: string): void {
+  /**
+   * `use` notification: +1 for a layer served since the start or counted before a restart;
+   * ignored for any other (Podman looks a layer up before it uses it). Resolves once the
+   * count is durable.
+   */
+  use(ref: string, key: string): Promise<void> {
+    return this.count(ref, key, +1, 'use');
+  }
+
+  /** Release notification (rmdir): −1, never below 0; ignored for a layer with no count. Resolves once durable. */
+  release(ref: string, key: string): Promise<void> {
+    return this.count(ref, key, -1, 'release');
+  }
+
+  private count(ref: string, key: string, delta: number, what: 'use' | 'release'): Promise<void> {
     const layer = this.peek(ref, key);
-    if (!layer) {
-      this.log.debug({ ref, key }, 'release of a layer not tracked (e.g. from before a restart)');
-      return;
+    if (!layer && !this.uses.has(ref, key)) {
+      this.log.debug({ ref, key }, `${what} of a layer neither served nor counted before: ignored`);
+      return Promise.resolve();
     }
-    layer.uses = Math.max(0, layer.uses - 1);
-    this.log.debug({ ref, key, uses: layer.uses }, 'release');
+    const { uses, durable } = this.uses.change(ref, key, delta, layer && rememberedOf(layer));
+    this.log.debug({ ref, key, uses, ...(layer ? {} : { lookedUp: false }) }, what);
+    return durable;
   }
 
   /** The merged tree of layers bottom..`layer` of its image (debug view `chain/`). */
@@ -269,14 +295,20 @@ export class LayerStore {
         digest: c.descriptor.digest,
         platform: formatPlatform(l.image.platform),
         format: c.toc.format,
-        uses: l.uses,
+        uses: this.uses.get(l.ref, l.key),
         size: c.descriptor.size,
         fetchedBytes: s.fetchedBytes,
         fetchedPercent: Math.round(s.fetchedPercent * 10) / 10,
         blobBytesRead: c.blobBytesRead,
         ...(c.lastError ? { lastError: c.lastError } : {}),
+        state: 'served',
       };
     });
+    for (const r of this.uses.entries()) {
+      if (this.layers.has(`${r.ref}\n${r.key}`)) continue;
+      const l = r.layer;
+      layers.push({ ref: r.ref, key: r.key, digest: l?.digest ?? r.key, platform: l?.platform ?? '', format: l?.format ?? '', uses: r.uses, size: l?.size ?? 0, fetchedBytes: 0, fetchedPercent: 0, blobBytesRead: 0, state: 'remembered' });
+    }
     const misses = [...this.misses.entries()].filter(([, m]) => m.until > now).map(([id, m]) => {
       const [ref, key] = id.split('\n') as [string, string];
       return { ref, key, reason: m.error.message };
