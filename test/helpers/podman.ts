@@ -54,7 +54,12 @@ export class Podman {
     const registriesConf = join(work, 'registries.conf');
     await writeFile(registriesConf, `[[registry]]\nlocation = "${registryHost}"\ninsecure = true\n`);
     await mkdir(join(work, 'podman-tmp'), { recursive: true });
-    return new Podman(root, runroot, { ...process.env, CONTAINERS_STORAGE_CONF: storageConf, CONTAINERS_REGISTRIES_CONF: registriesConf, TMPDIR: join(work, 'podman-tmp') });
+    // libpod's state directory (/run/libpod) and its SHM locks are shared by every Podman on
+    // the machine by default: another suite's `podman system reset` would make this one
+    // "refresh" its containers and clash on lock numbers. File locks in a private tmp_dir.
+    const containersConf = join(work, 'containers.conf');
+    await writeFile(containersConf, `[engine]\ntmp_dir = "${runroot}/libpod"\nlock_type = "file"\n`);
+    return new Podman(root, runroot, { ...process.env, CONTAINERS_CONF: containersConf, CONTAINERS_STORAGE_CONF: storageConf, CONTAINERS_REGISTRIES_CONF: registriesConf, TMPDIR: join(work, 'podman-tmp') });
   }
 
   run(args: string[]): Promise<Run> {
