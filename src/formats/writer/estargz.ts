@@ -9,11 +9,11 @@ import { createHash, type Hash } from 'node:crypto';
 import { promisify } from 'node:util';
 import { gzip as gzipCb } from 'node:zlib';
 import { Annotations } from '../annotations.js';
-import { normaliseName } from '../path.js';
 import { tarPadding, TAR_EOA } from '../tar/header.js';
 import { scanTar, type TarHeader } from '../tar/read.js';
 import { encodeTarHeader } from '../tar/write.js';
 import { checkWritable, formatRfc3339, xattrsBase64 } from './common.js';
+import { frontPath, planFront, type FrontPlan } from './front-order.js';
 import { OrderedFrames } from './ordered.js';
 import { BlobSink } from './sink.js';
 import { LayerMediaTypes, type LayerWriterOptions, type TarInput, type WrittenLayer } from './types.js';
@@ -195,88 +195,26 @@ class EstargzWriter {
 
 }
 
-function norm(name: string): string | undefined {
-  const n = normaliseName(name);
-  return 'path' in n ? n.path : undefined;
-}
-
-function ancestors(path: string): string[] {
-  const parts = path.split('/');
-  const out = [''];
-  for (let i = 1; i < parts.length; i++) out.push(parts.slice(0, i).join('/'));
-  return out;
-}
-
-/**
- * Which members go first for `prioritize` (stargz-snapshotter's rule): each listed file
- * that exists, preceded by its parent directories and, for a hard link, by its target.
- */
-async function frontOrder(tar: TarInput, prioritize: string[]): Promise<string[]> {
-  const kinds = new Map<string, { type: string; link?: string }>();
-  for await (const ev of scanTar(tar())) {
-    if (ev.kind !== 'entry') continue;
-    const p = norm(ev.header.name);
-    if (p === undefined) continue;
-    kinds.set(p, { type: ev.header.type, ...(ev.header.type === 'hardlink' ? { link: norm(ev.header.linkName) ?? '' } : {}) });
-  }
-  const order: string[] = [];
-  const added = new Set<string>();
-  const addWithParents = (p: string, depth: number): void => {
-    if (added.has(p) || !kinds.has(p) || depth > 64) return;
-    for (const a of ancestors(p)) {
-      if (a !== p && kinds.has(a) && !added.has(a)) {
-        added.add(a);
-        order.push(a);
-      }
-    }
-    const k = kinds.get(p)!;
-    if (k.link !== undefined) addWithParents(k.link, depth + 1);
-    added.add(p);
-    order.push(p);
-  };
-  for (const p of prioritize) {
-    const n = norm(p.replace(/^\/+/, ''));
-    if (n !== undefined && n !== '') addWithParents(n, 0);
-  }
-  return order;
-}
-
-async function* bufferOf(b: Buffer): AsyncGenerator<Buffer> {
-  if (b.length) yield b;
-}
-
 export async function writeEstargzLayer(tar: TarInput, outPath: string, opts: LayerWriterOptions = {}): Promise<WrittenLayer> {
   const chunkSize = opts.chunkSize ?? DEFAULT_ESTARGZ_CHUNK_SIZE;
   if (!Number.isSafeInteger(chunkSize) || chunkSize <= 0) throw new RangeError(`eStargz chunk size must be a positive integer, got ${chunkSize}`);
   const sink = await BlobSink.create(outPath);
+  let front: FrontPlan | undefined;
   try {
     const w = new EstargzWriter(sink, chunkSize, opts.onProgress);
-    const front = opts.prioritize?.length ? await frontOrder(tar, opts.prioritize) : [];
-    const frontSet = new Set(front);
-    if (front.length) {
-      // Prioritized files are held in memory between the passes (they are few and small).
-      const held = new Map<string, { header: TarHeader; headerBytes: Buffer; data: Buffer }>();
-      for await (const ev of scanTar(tar())) {
-        if (ev.kind !== 'entry') continue;
-        const p = norm(ev.header.name);
-        if (p === undefined || !frontSet.has(p)) continue;
-        const parts: Buffer[] = [];
-        for await (const b of ev.content) parts.push(b);
-        held.set(p, { header: ev.header, headerBytes: ev.raw.subarray(ev.padding), data: Buffer.concat(parts) });
-      }
-      for (const p of front) {
-        const m = held.get(p)!;
-        await w.add({ header: m.header, headerBytes: m.headerBytes, content: bufferOf(m.data) });
-      }
+    // The prioritized files, with their parents and hard-link targets, then the landmark (§3.4).
+    front = await planFront(tar, opts.prioritize ?? [], { spoolPath: `${outPath}.front` });
+    if (front.paths.length) {
+      for await (const m of front.members()) await w.add({ header: m.header, headerBytes: m.headerBytes, content: m.content() });
       await w.addLandmark(PREFETCH_LANDMARK);
     } else {
       await w.addLandmark(NO_PREFETCH_LANDMARK);
     }
     for await (const ev of scanTar(tar())) {
       if (ev.kind === 'entry') {
-        const p = norm(ev.header.name);
+        const p = frontPath(ev.header.name);
         // A source that is itself eStargz: its own TOC entry and landmark are replaced.
-        if (p !== undefined && (frontSet.has(p) || STARGZ_METADATA.has(p))) continue;
+        if (front.has(ev.header.name) || (p !== undefined && STARGZ_METADATA.has(p))) continue;
         await w.add({ header: ev.header, headerBytes: ev.raw.subarray(ev.padding), content: ev.content });
       }
     }
@@ -303,9 +241,12 @@ export async function writeEstargzLayer(tar: TarInput, outPath: string, opts: La
         [Annotations.stargzTocDigest]: 'sha256:' + createHash('sha256').update(toc).digest('hex'),
         [Annotations.uncompressedSize]: String(w.members.uncompressed),
       },
+      ...(opts.prioritize ? { front: [...front.paths] } : {}),
     };
   } catch (e) {
     await sink.abort();
     throw e;
+  } finally {
+    await front?.close();
   }
 }

@@ -1,8 +1,8 @@
 /** What every layer writer takes and returns. */
 
 /**
- * The uncompressed source tar, as a fresh stream each call (eStargz prioritisation reads it
- * more than once): a file stream, an async generator, or `[buffer]`.
+ * The uncompressed source tar, as a fresh stream each call (`prioritize` reads it more than
+ * once): a file stream, an async generator, or `[buffer]`.
  */
 export type TarInput = () => AsyncIterable<Buffer> | Iterable<Buffer>;
 
@@ -15,12 +15,18 @@ export interface WrittenLayer {
   /** Length of the decompressed blob. */
   uncompressedSize: number;
   annotations: Record<string, string>;
+  /** With `prioritize`: the normalised paths placed first, in order (parents and hard-link targets included). */
+  front?: string[];
 }
 
 export interface LayerWriterOptions {
   /** eStargz: fixed chunk size in bytes (default 4 MiB). */
   chunkSize?: number;
-  /** eStargz: paths moved to the front of the layer, followed by `.prefetch.landmark`. */
+  /**
+   * Paths moved to the front of the layer, in this order, each after its parent directories
+   * and hard-link target (front-order.ts); paths the layer lacks and whiteouts are left out.
+   * eStargz follows them with `.prefetch.landmark`.
+   */
   prioritize?: string[];
   /**
    * zstd:chunked: also write the `io.containers.zstd-chunked.*` position/checksum keys, so

@@ -2,15 +2,19 @@
  * zstd:chunked writer in the newest containers/storage form (docs/formats.md §2, §7): one zstd
  * frame per chunk, one header frame between files, rolling-checksum chunking, compact TOC,
  * tar-split, v3 footer, `io.github.containers.zstd-chunked.*` annotations. The decompressed
- * blob equals the source tar byte for byte, so the DiffID is the source tar's sha256.
+ * blob equals the source tar byte for byte, so the DiffID is the source tar's sha256 — unless
+ * `prioritize` moves members to the front (front-order.ts): then it is the same members, each
+ * with its own bytes, in the new order.
  */
 import { createHash } from 'node:crypto';
 import { compress as zstdCompress } from '@mongodb-js/zstd';
+import { FormatError } from '../../errors.js';
 import { Annotations } from '../annotations.js';
 import { Crc64 } from '../crc64.js';
 import { TarSplitBuilder } from '../tar-split.js';
 import { scanTar, type TarHeader } from '../tar/read.js';
 import { checkWritable, formatRfc3339, skippableFrame, u64le, xattrsBase64 } from './common.js';
+import { planFront, type FrontPlan } from './front-order.js';
 import { OrderedFrames } from './ordered.js';
 import { Chunker, type ChunkPiece } from './rollsum.js';
 import { BlobSink } from './sink.js';
@@ -107,6 +111,7 @@ function fileEntries(main: TocJsonEntry, name: string, digest: string, chunks: F
 
 export async function writeZstdChunkedLayer(tar: TarInput, outPath: string, opts: LayerWriterOptions = {}): Promise<WrittenLayer> {
   const sink = await BlobSink.create(outPath);
+  let front: FrontPlan | undefined;
   try {
     const diffHash = createHash('sha256');
     let sourceBytes = 0;
@@ -126,24 +131,20 @@ export async function writeZstdChunkedLayer(tar: TarInput, outPath: string, opts
       if (data.length) await frames.add(zstdCompress(data, LEVEL));
     };
 
-    for await (const ev of scanTar(tar())) {
-      if (ev.kind === 'trailing') {
-        counted(ev.data);
-        header.push(ev.data);
-        tarSplit.segment(ev.data);
-        continue;
-      }
-      counted(ev.raw);
-      header.push(ev.raw);
-      tarSplit.segment(ev.raw);
-      if (ev.kind === 'end') continue;
-      const h = ev.header;
+    /** Raw stream bytes between contents: header blocks, padding, end of archive. */
+    const passThrough = (b: Buffer): void => {
+      counted(b);
+      header.push(b);
+      tarSplit.segment(b);
+    };
+    /** One member, its header blocks already passed through: its TOC entry and content frames. */
+    const addMember = async (h: TarHeader, content: AsyncIterable<Buffer>): Promise<void> => {
       checkWritable(h);
       const main = metadataEntry(h);
       if (h.size === 0) {
         tarSplit.file(h.name, 0, null);
         entries.push(main);
-        continue;
+        return;
       }
       const fileHash = createHash('sha256');
       const crc = new Crc64();
@@ -162,7 +163,7 @@ export async function writeZstdChunkedLayer(tar: TarInput, outPath: string, opts
         }
         chunkOffset += c.size;
       });
-      for await (const piece of ev.content) {
+      for await (const piece of content) {
         counted(piece);
         fileHash.update(piece);
         crc.update(piece);
@@ -173,6 +174,34 @@ export async function writeZstdChunkedLayer(tar: TarInput, outPath: string, opts
       tarSplit.file(h.name, h.size, crc.digest());
       const digest = 'sha256:' + fileHash.digest('hex');
       entries.push(() => fileEntries(main, h.name, digest, chunks, frames));
+    };
+
+    // The prioritized members first, each with the source's bytes (header, content, padding):
+    // the stream is the source's members in a new order, still a valid tar.
+    front = await planFront(tar, opts.prioritize ?? [], { spoolPath: `${outPath}.front` });
+    const dup = front.duplicates[0];
+    if (dup !== undefined) throw new FormatError(`tar: duplicate entry ${JSON.stringify(dup)}: zstd:chunked layers need unique names`);
+    for await (const m of front.members()) {
+      passThrough(m.headerBytes);
+      await addMember(m.header, m.content());
+      passThrough(m.padding);
+    }
+    // Then the rest as it comes; without a front the stream is the source byte for byte.
+    let afterFrontMember = false;
+    for await (const ev of scanTar(tar())) {
+      if (ev.kind === 'trailing') {
+        passThrough(ev.data);
+        continue;
+      }
+      // An event's leading bytes are the previous member's padding: they stay with that member.
+      if (ev.kind === 'entry' && front.has(ev.header.name)) {
+        if (!afterFrontMember) passThrough(ev.raw.subarray(0, ev.padding));
+        afterFrontMember = true;
+        continue;
+      }
+      passThrough(afterFrontMember ? ev.raw.subarray(ev.padding) : ev.raw);
+      afterFrontMember = false;
+      if (ev.kind === 'entry') await addMember(ev.header, ev.content);
     }
     await flushHeaderFrame();
     await frames.drain();
@@ -205,9 +234,12 @@ export async function writeZstdChunkedLayer(tar: TarInput, outPath: string, opts
         [Annotations.tarSplitPosition]: `${tarSplitOffset}:${tarSplitCompressed.length}:${tarSplitText.length}`,
         ...(opts.legacyAnnotations ? { [Annotations.zstdChecksumOld]: checksum, [Annotations.zstdPositionOld]: position } : {}),
       },
+      ...(opts.prioritize ? { front: [...front.paths] } : {}),
     };
   } catch (e) {
     await sink.abort();
     throw e;
+  } finally {
+    await front?.close();
   }
 }
