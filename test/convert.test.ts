@@ -178,8 +178,9 @@ describe('tocfs convert on images tocfs builds', () => {
     r = await runCli(['convert', src, `oci:${existing}`, '--format', 'estargz']);
     assert.match(r.stderr, /already holds an OCI layout; convert writes a fresh one/);
     assert.equal(await readFile(join(existing, 'index.json'), 'utf8'), await readFile(join(img.dir, 'index.json'), 'utf8'), 'left untouched');
-    r = await runCli(['convert', src, `oci:${join(tmp, 'x')}`, '--format', 'zstd:chunked', '--prioritize', 'a']);
-    assert.match(r.stderr, /--prioritize applies to eStargz only/);
+    r = await runCli(['convert', src, `oci:${join(tmp, 'x')}`, '--format', 'zstd:chunked', '--profile', join(tmp, 'no-such.profile.json')]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /--profile \S+no-such\.profile\.json: no such profile file/);
     r = await runCli(['convert', src, `oci:${join(tmp, 'x')}`, '--format', 'estargz', '--chunk-size', '0']);
     assert.match(r.stderr, /--chunk-size must be a positive number of bytes, got 0/);
     r = await runCli(['convert', src, `oci:${join(tmp, 'x')}`, '--format', 'gzip']);
@@ -305,8 +306,6 @@ describe('tocfs convert', { skip: !HAVE_CORPUS && 'corpus not present' }, () => 
     r = await runCli(['convert', src, `oci:${existing}`, '--format', 'estargz']);
     assert.match(r.stderr, /already holds an OCI layout; convert writes a fresh one/);
     assert.equal(await readFile(join(existing, 'index.json'), 'utf8'), await readFile(join(CORPUS_DIR, 'gzip-plain-layers', 'index.json'), 'utf8'), 'left untouched');
-    r = await runCli(['convert', src, `oci:${join(tmp, 'x')}`, '--format', 'zstd:chunked', '--prioritize', 'a']);
-    assert.match(r.stderr, /--prioritize applies to eStargz only/);
     r = await runCli(['convert', src, `oci:${join(tmp, 'x')}`, '--format', 'estargz', '--chunk-size', '0']);
     assert.match(r.stderr, /--chunk-size must be a positive number of bytes, got 0/);
     r = await runCli(['convert', src, `oci:${join(tmp, 'x')}`, '--format', 'gzip']);
