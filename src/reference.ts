@@ -91,3 +91,8 @@ export function formatReference(ref: ImageReference): string {
   if (ref.transport === 'oci') return `oci:${ref.dir}${ref.tag ? ':' + ref.tag : ''}`;
   return `docker://${ref.registry}/${ref.repository}${ref.tag ? ':' + ref.tag : ''}${ref.digest ? '@' + ref.digest : ''}`;
 }
+
+/** What a later version of the same image shares: `host/repo` for registries, the layout directory for oci:. */
+export function repositoryOf(ref: ImageReference): string {
+  return ref.transport === 'oci' ? `oci:${ref.dir}` : `${ref.registry}/${ref.repository}`;
+}

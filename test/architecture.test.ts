@@ -12,7 +12,7 @@ import ts from 'typescript';
 const SRC = resolve(dirname(fileURLToPath(import.meta.url)), '..', 'src');
 
 /** Bottom first. A folder's modules share its level; `.` is the files directly in src/. */
-export const LEVELS: readonly string[] = ['.', 'source', 'metrics', 'registry', 'formats', 'cache', 'fetch', 'layer', 'image', 'store', 'convert', 'config', 'fs', 'daemon', 'cli'];
+export const LEVELS: readonly string[] = ['.', 'source', 'metrics', 'registry', 'formats', 'cache', 'fetch', 'layer', 'profile', 'image', 'store', 'convert', 'config', 'fs', 'daemon', 'cli'];
 
 interface ImportEdge {
   from: string;

@@ -1,6 +1,7 @@
 import type { Argv } from 'yargs';
 import { parsePlatform } from '../source/manifest.js';
 import type { SourceOptions } from '../image/open.js';
+import type { ProfileSettings } from '../profile/session.js';
 import type { OpenImageOptions } from '../image/image.js';
 import { currentConfig, settingOption } from '../config/index.js';
 
@@ -47,6 +48,12 @@ export function openImageOptions(argv: { platform?: string }): OpenImageOptions 
     cacheDir: v['cache.dir'],
     cacheMaxBytes: v['cache.max_size'],
     cacheMemoryBytes: v['cache.memory_size'],
-    fetch: { maxRequestBytes: v['fetch.max_request_bytes'], maxGapBytes: v['fetch.max_gap'], readAhead: v['fetch.read_ahead'], maxInFlight: v['fetch.concurrency'], fetchTimeoutMs: v['fetch.timeout'] },
+    fetch: { maxRequestBytes: v['fetch.max_request_bytes'], maxGapBytes: v['fetch.max_gap'], readAhead: v['fetch.read_ahead'], maxInFlight: v['fetch.concurrency'], neighbourBytes: v['fetch.neighbours'], fetchTimeoutMs: v['fetch.timeout'] },
   };
+}
+
+/** Start-up profile settings (profile.*). */
+export function profileSettings(): ProfileSettings {
+  const v = currentConfig().values;
+  return { record: v['profile.record'], replay: v['profile.replay'], idleMs: v['profile.idle'], windowMs: v['profile.window'], maxBytes: v['profile.max_bytes'], maxRequests: v['profile.max_requests'] };
 }

@@ -140,6 +140,7 @@ export const SETTINGS = {
   'fetch.max_request_bytes': size({ description: 'Largest single HTTP range request; neighbouring missing frames are grouped up to this size.', default: 1024 ** 2 }, 4096),
   'fetch.max_gap': size({ description: 'Largest run of unneeded compressed bytes still fetched to join two chunks into one request (a request costs the registry more than a few KiB).', default: 16 * 1024 }),
   'fetch.concurrency': integer({ description: 'Range requests in flight per layer.', default: 8 }, 1, 1024),
+  'fetch.neighbours': size({ description: 'A read of a small file also fetches the small files that follow it in the layer (files of one directory sit together and are often read one after another), up to this many compressed bytes in all; 0 turns it off.', default: 128 * 1024 }),
   'fetch.read_ahead': size({ description: 'How far ahead (uncompressed) a file read sequentially is fetched; 0 turns read-ahead off.', default: 8 * 1024 ** 2 }),
   'fetch.timeout': duration({
     description:
@@ -165,6 +166,12 @@ export const SETTINGS = {
     default: 'landmark',
     flag: 'prefetch',
   }),
+  'profile.record': boolean({ description: "Record a start-up profile (the files and ranges read after an image's first use) when the image has none of its own; kept beside the cache.", default: true }),
+  'profile.replay': boolean({ description: "At an image's first use, fetch the files its start-up profile names ahead of reads (its own profile, one sharing a layer, one of its repository, or one published in the registry).", default: true }),
+  'profile.idle': duration({ description: 'A recording ends when reads have been idle this long.', default: 10_000 }),
+  'profile.window': duration({ description: "A recording ends this long after the image's first use at the latest.", default: 120_000 }),
+  'profile.max_bytes': size({ description: "Compressed bytes one image's profile replay may fetch at most.", default: 512 * 1024 ** 2 }),
+  'profile.max_requests': integer({ description: "Range requests one image's profile replay may make at most.", default: 512 }, 0, 100_000),
   'mount.read_ahead': size({ description: "Kernel read-ahead of each FUSE mount (the mount's read_ahead_kb); 0 leaves the kernel's default.", default: 4 * 1024 ** 2 }),
   'mount.allow_other': boolean({
     description: 'Let users other than the one who mounted read the mount (FUSE allow_other; file modes are still checked). Needs root or user_allow_other in /etc/fuse.conf.',

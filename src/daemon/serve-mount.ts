@@ -11,7 +11,12 @@ import { startMetricsServer, type MetricsServer } from '../metrics/index.js';
 import { mountFs, type MountedFs } from '../fs/mount.js';
 import { isMounted } from '../fs/mount-table.js';
 import { openImage, type ImageLayer, type OpenedImage, type OpenImageOptions } from '../image/image.js';
+import { ProfileStore } from '../profile/store.js';
+import { findPublishedProfile } from '../profile/publish.js';
+import { DEFAULT_PROFILE_SETTINGS, StartupProfiles, type ImageProfiles, type ProfileSettings } from '../profile/session.js';
 import { createProgress, type Progress } from '../progress.js';
+import { parseReference, repositoryOf } from '../reference.js';
+import { defaultCacheDir } from '../cache/paths.js';
 import { notifyFailure, notifyReady } from './daemonize.js';
 import { collectGarbageSoon } from './memory.js';
 import { sdNotify } from './sd-notify.js';
@@ -31,6 +36,8 @@ export interface ServeOptions {
   logFile?: string;
   /** Serve Prometheus metrics (/metrics, /healthz) at HOST:PORT. */
   metricsAddress?: string;
+  /** Start-up profiles (profile.*); DEFAULT_PROFILE_SETTINGS otherwise. */
+  profiles?: ProfileSettings;
   /** FUSE mount settings (mount.read_ahead, mount.allow_other); fs/mount.ts defaults otherwise. */
   mount?: { readAheadKb?: number; allowOther?: boolean };
 }
@@ -67,6 +74,20 @@ async function prefetch(image: OpenedImage, layers: ImageLayer[], mode: Prefetch
   log.info({ mode, ms: Date.now() - started, image: image.reference }, 'prefetch done');
 }
 
+/** The image's start-up profile: replayed on every layer at once, recorded when it has none of its own. */
+function startProfiles(image: OpenedImage, opts: ServeOptions, log: Logger): ImageProfiles {
+  const settings = opts.profiles ?? DEFAULT_PROFILE_SETTINGS;
+  const store = new ProfileStore(opts.open.cacheDir ?? defaultCacheDir(), log);
+  const session = new StartupProfiles(store, settings, log, (published) => findPublishedProfile(published, opts.open, log)).begin({
+    reference: image.reference,
+    repository: repositoryOf(parseReference(image.reference)),
+    manifestDigest: image.resolved.manifestDigest,
+    layers: image.resolved.layers,
+  });
+  for (const layer of image.layers) if (layer.lazy) session.layerOpened(layer);
+  return session;
+}
+
 /** Resolves when a signal arrives or the mount disappears. */
 export function untilStopped(mountpoint: string, log: Logger): Promise<string> {
   return new Promise((resolveStop) => {
@@ -97,11 +118,13 @@ export async function serveMount(opts: ServeOptions): Promise<void> {
   const mountpoint = resolve(opts.mountpoint);
   const started = Date.now();
   let image: OpenedImage | undefined;
+  let profiles: ImageProfiles | undefined;
   let mounted: MountedFs | undefined;
   let metricsServer: MetricsServer | undefined;
   try {
     if (opts.metricsAddress) metricsServer = await startMetricsServer(opts.metricsAddress);
     image = await openImage(opts.image, { ...opts.open, logger: log });
+    profiles = startProfiles(image, opts, log);
     const tree = image.tree(opts.layer);
     const opened = image;
     log.info({ image: image.reference, layers: image.layers.length, inodes: tree.inodeCount, ms: Date.now() - started }, 'image opened');
@@ -142,8 +165,10 @@ export async function serveMount(opts: ServeOptions): Promise<void> {
   log.info({ mountpoint, why }, 'stopping');
   await sdNotify({ stopping: true }, log);
   abort.abort();
+  const profileSaved = profiles?.stop();
   await mounted.unmount().catch((err: unknown) => log.warn({ err }, 'unmount failed'));
   await background;
+  await profileSaved;
   await image.close().catch(() => undefined);
   await metricsServer?.close().catch(() => undefined);
   await removeMountState(mountpoint, process.pid);

@@ -15,6 +15,9 @@ import { startMetricsServer, type MetricsServer } from '../metrics/index.js';
 import { storeOperations } from '../fs/store-operations.js';
 import { LayerOpener, type ReadPathSettings } from '../layer/open.js';
 import { registryStates } from '../registry/health.js';
+import { DEFAULT_PROFILE_SETTINGS, StartupProfiles, type ProfileSettings } from '../profile/session.js';
+import { ProfileStore } from '../profile/store.js';
+import { findPublishedProfile } from '../profile/publish.js';
 import { LayerStore } from '../store/layers.js';
 import { UseCounts, useJournalFile } from '../store/use-counts.js';
 import { sdNotify } from './sd-notify.js';
@@ -30,6 +33,8 @@ export interface StoreServeOptions extends ReadPathSettings {
   negativeTtlMs?: number;
   /** Landmark prefetch of each layer when first looked up (default 'landmark'). */
   prefetch?: 'landmark' | 'none';
+  /** Start-up profiles (profile.*); DEFAULT_PROFILE_SETTINGS otherwise. */
+  profiles?: ProfileSettings;
   allowOther?: boolean;
   /** Where the daemon's log goes, recorded for `tocfs unmount`. */
   logFile?: string;
@@ -57,6 +62,7 @@ export async function serveStore(opts: StoreServeOptions): Promise<void> {
     store = new LayerStore({
       uses,
       opener,
+      profiles: new StartupProfiles(new ProfileStore(opts.cacheDir, log), opts.profiles ?? DEFAULT_PROFILE_SETTINGS, log, (image) => findPublishedProfile(image, opts.source, log)),
       source: opts.source,
       logger: log,
       ...(opts.lookupTimeoutMs !== undefined ? { lookupTimeoutMs: opts.lookupTimeoutMs } : {}),

@@ -68,6 +68,13 @@ export function formatStatus(doc: StatusDocument): string {
     }
   }
   if (doc.layers.some((l) => l.state === 'remembered')) lines.push('FETCHED -: counted before the store restarted, not looked up since');
+  for (const i of doc.images) {
+    const p = i.profile;
+    if (!p) continue;
+    const r = p.replay;
+    const replay = r ? `replayed ${r.match} profile: ${humanBytes(r.bytes)} in ${r.requests} requests over ${r.layers} layers${r.done ? '' : ' (under way)'}` : 'no profile to replay';
+    lines.push(`profile ${i.ref} ${short(i.manifest)}: ${replay}${p.recording ? `; recording (${p.recordedReads} reads so far)` : ''}`);
+  }
   for (const m of doc.misses) lines.push(`not served: ${m.ref} ${short(m.key)}: ${m.reason}`);
   for (const r of doc.registries ?? []) lines.push(registryLine(r, Date.parse(doc.updated)));
   return lines.join('\n');

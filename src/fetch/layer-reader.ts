@@ -21,7 +21,7 @@ import type { ChunkStore } from './chunk-store.js';
 import { describeEntry, FetchTimeoutError, LayerReadError, ReadTimeoutError } from './errors.js';
 import { inFlightFor, type InFlightChunks } from './in-flight.js';
 import { chunksCovering, extentBytes, type Located } from './plan.js';
-import { RangeFetcher, type FetchPriority, type RangeItem } from './range-fetcher.js';
+import { RangeFetcher, type QueuedPriority, type RangeItem } from './range-fetcher.js';
 
 export type { Located } from './plan.js';
 export type { FetchPriority } from './range-fetcher.js';
@@ -32,6 +32,7 @@ export const DEFAULT_READ_AHEAD = 8 * 1024 * 1024;
 export const DEFAULT_MAX_IN_FLIGHT = 8;
 /** Bytes between two chunks worth fetching to save a request (a request costs the registry ~3–5 ms). */
 export const DEFAULT_MAX_GAP_BYTES = 16 * 1024;
+export const DEFAULT_NEIGHBOUR_BYTES = 128 * 1024;
 
 /** The settings of a LayerReader an operator tunes (config `fetch.*`); layer/open.ts passes them to every reader. */
 export interface LayerFetchSettings {
@@ -44,6 +45,12 @@ export interface LayerFetchSettings {
   /** Range requests in flight for this layer (default 8). */
   maxInFlight?: number | undefined;
   /**
+   * A read of a small file also fetches the small files that follow it in the layer, up to
+   * this many compressed bytes in all (default 128 KiB; 0 = off): files of one directory
+   * sit together in a layer and are often read one after another, each a round trip.
+   */
+  neighbourBytes?: number | undefined;
+  /**
    * A read still waiting for its content after this long fails, and a range fetch (its
    * retries included) still unfinished after this long is given up (default: no limit).
    * Without the fetch limit a later read of the same chunks would join the stuck fetch
@@ -53,7 +60,7 @@ export interface LayerFetchSettings {
 }
 
 /** Every key of LayerFetchSettings (the compiler checks the list is complete). */
-export const FETCH_SETTING_KEYS = ['maxRequestBytes', 'maxGapBytes', 'readAhead', 'maxInFlight', 'fetchTimeoutMs'] as const satisfies ReadonlyArray<keyof LayerFetchSettings>;
+export const FETCH_SETTING_KEYS = ['maxRequestBytes', 'maxGapBytes', 'readAhead', 'maxInFlight', 'neighbourBytes', 'fetchTimeoutMs'] as const satisfies ReadonlyArray<keyof LayerFetchSettings>;
 const allKeysListed: Exclude<keyof LayerFetchSettings, (typeof FETCH_SETTING_KEYS)[number]> extends never ? true : never = true;
 void allKeysListed;
 
@@ -79,6 +86,8 @@ export interface LayerReaderStats {
   servedBytes: number;
   /** Chunks found in the cache (memory or disk) instead of being fetched. */
   cacheHits: number;
+  /** Chunks of small files fetched along with a neighbouring file's read. */
+  neighbourChunks: number;
   verifyFailures: number;
   /** Compressed bytes of all the layer's chunks (union of their extents). */
   chunkBytes: number;
@@ -91,6 +100,9 @@ interface Wanted extends RangeItem {
   resolve(data: Buffer): void;
   reject(e: unknown): void;
 }
+
+/** Told of every readAt (start-up profile recording). */
+export type ReadListener = (entry: TocEntry, offset: number, length: number) => void;
 
 interface SequenceState {
   /** Where the next sequential read would start. */
@@ -109,12 +121,14 @@ export class LayerReader {
   private readonly inFlight: InFlightChunks;
   private readonly readAhead: number;
   private readonly maxRequestBytes: number;
+  private readonly neighbourBytes: number;
   private readonly reindex: (() => Promise<unknown>) | undefined;
   private readonly sequences = new LRUCache<TocEntry, SequenceState>({ max: 1024 });
   private reindexing: Promise<unknown> | undefined;
   private blobOrder: Located[] | undefined;
-  private readonly counters = { servedBytes: 0, cacheHits: 0, verifyFailures: 0 };
+  private readonly counters = { servedBytes: 0, cacheHits: 0, neighbourChunks: 0, verifyFailures: 0 };
   private chunkBytes: number | undefined;
+  private readonly readListeners = new Set<ReadListener>();
 
   constructor(opts: LayerReaderOptions) {
     this.layerDigest = opts.layerDigest;
@@ -123,6 +137,7 @@ export class LayerReader {
     this.log = opts.logger ?? rootLogger();
     this.readAhead = opts.readAhead ?? DEFAULT_READ_AHEAD;
     this.maxRequestBytes = opts.maxRequestBytes ?? DEFAULT_MAX_REQUEST_BYTES;
+    this.neighbourBytes = opts.neighbourBytes ?? DEFAULT_NEIGHBOUR_BYTES;
     this.reindex = opts.reindex;
     this.inFlight = inFlightFor(opts.cache);
     const settings = {
@@ -141,7 +156,7 @@ export class LayerReader {
   /** The fetch settings in force (defaults filled in). */
   get settings(): Required<Omit<LayerFetchSettings, 'fetchTimeoutMs'>> & Pick<LayerFetchSettings, 'fetchTimeoutMs'> {
     const { maxRequestBytes, maxGapBytes, maxInFlight, fetchTimeoutMs } = this.fetcher.settings;
-    return { maxRequestBytes, maxGapBytes, maxInFlight, readAhead: this.readAhead, fetchTimeoutMs };
+    return { maxRequestBytes, maxGapBytes, maxInFlight, readAhead: this.readAhead, neighbourBytes: this.neighbourBytes, fetchTimeoutMs };
   }
 
   get maxGapBytes(): number {
@@ -187,6 +202,7 @@ export class LayerReader {
     if (!(offset >= 0) || !(length >= 0)) throw new RangeError(`bad read [${offset}, +${length})`);
     const end = Math.min(entry.size, offset + length);
     if (offset >= end) return Buffer.alloc(0);
+    for (const listener of this.readListeners) listener(entry, offset, end - offset);
     const chunks = chunksCovering(entry, offset, end);
     const ahead = this.readAheadFor(entry, offset, end);
     const deadline = this.readDeadline(entry, outerSignal);
@@ -239,6 +255,12 @@ export class LayerReader {
     };
   }
 
+  /** Calls `listener` for every read from now on, before it is served; returns the function that stops it. */
+  observeReads(listener: ReadListener): () => void {
+    this.readListeners.add(listener);
+    return () => void this.readListeners.delete(listener);
+  }
+
   /** User reads (readAt calls) in progress. */
   get userReadsInFlight(): number {
     return this.fetcher.userReadsInFlight;
@@ -274,7 +296,7 @@ export class LayerReader {
    * The verified contents of `items`' chunks, in order: zeros made up, stored chunks served,
    * fetches in flight joined, the rest fetched (coalesced with whatever else is missing now).
    */
-  async obtain(items: readonly Located[], priority: FetchPriority): Promise<Buffer[]> {
+  async obtain(items: readonly Located[], priority: QueuedPriority): Promise<Buffer[]> {
     const results: Array<Promise<Buffer> | Buffer> = [];
     const lookups: Wanted[] = [];
     for (const { chunk, entry } of items) {
@@ -308,7 +330,7 @@ export class LayerReader {
   }
 
   /** Serves what the store has on disk; queues the rest for fetching. */
-  private async lookUp(wanted: Wanted[], priority: FetchPriority): Promise<void> {
+  private async lookUp(wanted: Wanted[], priority: QueuedPriority): Promise<void> {
     const missing: Wanted[] = [];
     await Promise.all(
       wanted.map(async (w) => {
@@ -324,7 +346,37 @@ export class LayerReader {
       await this.refill(missing);
       return;
     }
-    this.fetcher.enqueue(missing, priority);
+    const neighbours = priority === 'user' ? await this.neighboursOf(missing) : [];
+    this.fetcher.enqueue([...missing, ...neighbours], priority);
+  }
+
+  /**
+   * Small files that follow the missing chunks in the blob, not stored nor being fetched,
+   * while the whole span stays within neighbourBytes; claimed so reads of them join the fetch.
+   */
+  private async neighboursOf(missing: readonly Wanted[]): Promise<Wanted[]> {
+    if (this.neighbourBytes <= 0) return [];
+    const start = Math.min(...missing.map((w) => w.chunk.compressedOffset));
+    let end = Math.max(...missing.map((w) => w.chunk.compressedEnd));
+    const order = this.chunksInBlobOrder();
+    const candidates: Located[] = [];
+    for (let i = firstAtOrAfter(order, end); i < order.length; i++) {
+      const l = order[i]!;
+      const small = l.entry.chunks.length === 1 && l.entry.size <= this.neighbourBytes;
+      if (!small || l.chunk.compressedEnd - start > this.neighbourBytes || l.chunk.compressedOffset - end > this.fetcher.settings.maxGapBytes) break;
+      end = l.chunk.compressedEnd;
+      if (!this.inFlight.has(l.chunk.digest) && !this.cache.inMemory(l.chunk.digest)) candidates.push(l);
+    }
+    const stored = await Promise.all(candidates.map((l) => this.cache.has(l.chunk.digest).catch(() => false)));
+    const out: Wanted[] = [];
+    candidates.forEach((l, i) => {
+      if (stored[i] || this.inFlight.has(l.chunk.digest)) return;
+      const { wanted, promise } = this.claim(l);
+      promise.catch(() => undefined); // nobody waits for it yet; a read that joins gets the error itself
+      out.push(wanted);
+    });
+    this.counters.neighbourChunks += out.length;
+    return out;
   }
 
   /** Decompresses and verifies one fetched chunk, answers its waiters, then stores it. Never throws. */
@@ -348,9 +400,11 @@ export class LayerReader {
 
   /**
    * Fetches [start, end) of the blob in one request and stores every chunk wholly inside it
-   * that is not stored yet (eStargz prefetch landmark). Returns the bytes fetched.
+   * that is not stored yet (eStargz prefetch landmark, start-up profile replay). Returns the
+   * bytes fetched. At 'prefetch' priority the request takes a slot of its own, so reads never
+   * queue behind it; reads of its chunks join it either way.
    */
-  async fetchSpan(start: number, end: number, onChunk?: (l: Located) => void): Promise<number> {
+  async fetchSpan(start: number, end: number, onChunk?: (l: Located) => void, priority: 'user' | 'prefetch' = 'user'): Promise<number> {
     const inside = this.chunksInBlobOrder().filter((l) => l.chunk.compressedOffset >= start && l.chunk.compressedEnd <= end);
     // Claim every chunk not in memory nor being fetched before the first await, so reads
     // that arrive while the span is checked or in flight join it instead of asking again.
@@ -373,10 +427,9 @@ export class LayerReader {
       if (hit && hit.length === c.l.chunk.size) c.wanted.resolve(hit);
       else wanted.push(c.wanted);
     });
-    const before = this.fetcher.counters.fetchedBytes;
-    if (wanted.length > 0) await this.fetcher.fetchSpan(start, end, wanted);
+    if (wanted.length > 0) await this.fetcher.fetchSpan(start, end, wanted, priority);
     await Promise.all(done);
-    return this.fetcher.counters.fetchedBytes - before;
+    return wanted.length > 0 ? end - start : 0;
   }
 
   /** Claims a chunk in the in-flight table: reads of it from now on join this reader's fetch. */
@@ -430,4 +483,16 @@ function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T
       },
     );
   });
+}
+
+/** Index of the first chunk of `order` (blob order) that starts at or after `offset`. */
+function firstAtOrAfter(order: readonly Located[], offset: number): number {
+  let lo = 0;
+  let hi = order.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (order[mid]!.chunk.compressedOffset < offset) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
 }

@@ -13,7 +13,14 @@ import { formatDuration } from '../units.js';
 import { describeEntry, FetchTimeoutError, LayerReadError } from './errors.js';
 import { coalesce, type Located, type PlannedRange } from './plan.js';
 
-export type FetchPriority = 'user' | 'background';
+/**
+ * user: a read waits for it. background: whole-layer fetching, which waits while user reads
+ * are in progress. prefetch: fetching ahead of reads known to come (start-up profiles), on
+ * slots of its own so user reads never queue behind it, and without waiting for them.
+ */
+export type FetchPriority = 'user' | 'background' | 'prefetch';
+/** Priorities of chunks queued one by one (prefetch comes as whole spans). */
+export type QueuedPriority = Exclude<FetchPriority, 'prefetch'>;
 
 /** A chunk a range request is for. */
 export interface RangeItem extends Located {
@@ -42,6 +49,8 @@ export interface RangeFetcherSettings {
   maxGapBytes: number;
   /** Range requests in flight for this layer. */
   maxInFlight: number;
+  /** Prefetch requests in flight for this layer, besides maxInFlight (default 4). */
+  maxPrefetchInFlight?: number;
   /** A request (its retries included) still unfinished after this long is given up (undefined: no limit). */
   fetchTimeoutMs?: number | undefined;
 }
@@ -60,7 +69,8 @@ interface QueuedRange<T> extends PlannedRange<T & Located> {
 
 export class RangeFetcher<T extends RangeItem> {
   private readonly sema: Sema;
-  private queue: Array<{ item: T; priority: FetchPriority }> = [];
+  private readonly prefetchSema: Sema;
+  private queue: Array<{ item: T; priority: QueuedPriority }> = [];
   private flushScheduled = false;
   private userActive = 0;
   private idleWaiters: Array<() => void> = [];
@@ -73,10 +83,11 @@ export class RangeFetcher<T extends RangeItem> {
     private readonly sink: RangeSink<T>,
   ) {
     this.sema = new Sema(settings.maxInFlight);
+    this.prefetchSema = new Sema(settings.maxPrefetchInFlight ?? 4);
   }
 
   /** Queues chunks to fetch; everything queued in this turn of the event loop is planned together. */
-  enqueue(items: readonly T[], priority: FetchPriority): void {
+  enqueue(items: readonly T[], priority: QueuedPriority): void {
     for (const item of items) this.queue.push({ item, priority });
     if (!this.flushScheduled) {
       this.flushScheduled = true;
@@ -105,9 +116,9 @@ export class RangeFetcher<T extends RangeItem> {
     for (const w of waiters) w();
   }
 
-  /** Fetches [start, end) in one request at user priority, handing out each item as its bytes arrive. */
-  fetchSpan(start: number, end: number, items: T[]): Promise<void> {
-    return this.fetchRange({ start, end, items, priority: 'user', stream: true });
+  /** Fetches [start, end) in one request (user or prefetch priority), handing out each item as its bytes arrive. */
+  fetchSpan(start: number, end: number, items: T[], priority: 'user' | 'prefetch' = 'user'): Promise<void> {
+    return this.fetchRange({ start, end, items, priority, stream: true });
   }
 
   /** Plans everything queued in this turn into ranges; user ranges first. */
@@ -115,7 +126,7 @@ export class RangeFetcher<T extends RangeItem> {
     this.flushScheduled = false;
     const queued = this.queue;
     this.queue = [];
-    const byPriority = (p: FetchPriority): T[] => queued.filter((q) => (q.item.urgent ? 'user' : q.priority) === p).map((q) => q.item);
+    const byPriority = (p: QueuedPriority): T[] => queued.filter((q) => (q.item.urgent ? 'user' : q.priority) === p).map((q) => q.item);
     const { maxRequestBytes, maxGapBytes, fetchTimeoutMs } = this.settings;
     const user = coalesce(byPriority('user'), maxRequestBytes, maxGapBytes);
     const background = coalesce(byPriority('background'), maxRequestBytes, maxGapBytes);
@@ -129,7 +140,8 @@ export class RangeFetcher<T extends RangeItem> {
    * A background range waits while user reads are in progress, unless one of them waits for it.
    */
   private async fetchRange(range: QueuedRange<T>): Promise<void> {
-    await this.sema.acquire();
+    const sema = range.priority === 'prefetch' ? this.prefetchSema : this.sema;
+    await sema.acquire();
     // Checked with the slot in hand, so no background request starts while a user read is in progress.
     while (range.priority === 'background' && this.userActive > 0 && !range.items.some((w) => w.urgent)) {
       this.sema.release();
@@ -166,7 +178,7 @@ export class RangeFetcher<T extends RangeItem> {
       for (const item of range.items) this.sink.failed(item, err);
       return;
     } finally {
-      this.sema.release();
+      sema.release();
     }
     await Promise.all([...earlyDone, ...range.items.filter((item) => !early.has(item)).map((item) => hand(item, bytes))]);
   }

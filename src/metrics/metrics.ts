@@ -62,6 +62,8 @@ const fuseSeconds = new Histogram({
   registers: [registry],
 });
 const fuseErrors = new Counter({ name: 'tocfs_fuse_errors_total', help: 'FUSE operations answered with an error, by operation and errno name.', labelNames: ['op', 'errno'], registers: [registry] });
+const profileReplayBytes = new Counter({ name: 'tocfs_profile_replay_bytes_total', help: 'Compressed bytes fetched ahead of reads by start-up profile replay.', registers: [registry] });
+const profileReplayRequests = new Counter({ name: 'tocfs_profile_replay_requests_total', help: 'Range requests made by start-up profile replay.', registers: [registry] });
 const layerFetched = new Gauge({
   name: 'tocfs_layer_fetched_ratio',
   help: 'Compressed bytes of a layer\'s chunks fetched by this process as a share of all its chunks\' bytes, 0 to 1 (percent = ratio x 100).',
@@ -150,6 +152,11 @@ export const metrics = {
       fuseFor(op).observe(since(start));
       if (errno) fuseErrors.labels(op, errno).inc();
     };
+  },
+  /** A start-up profile replay fetched `bytes` in `requests` range requests. */
+  profileReplayed(bytes: number, requests: number): void {
+    profileReplayBytes.inc(bytes);
+    profileReplayRequests.inc(requests);
   },
   /** How much of layer `layer` this process fetched: `present` of `total` compressed chunk bytes. */
   layerProgress(layer: string, present: number, total: number): void {

@@ -21,6 +21,8 @@ import { openImageSource, type SourceOptions } from '../image/open.js';
 import { buildLayerTree, mergeLayers, type FsTree } from '../image/tree.js';
 import { LayerOpener, NotLazyError, tocDigestsOf } from '../layer/open.js';
 import { metrics } from '../metrics/index.js';
+import type { ImageProfiles, ImageProfileStatus, StartupProfiles } from '../profile/session.js';
+import { parseReference, repositoryOf } from '../reference.js';
 import type { BlobReader, Descriptor, ImageSource, ResolvedImage } from '../source/types.js';
 import { DEFAULT_LOOKUP_TIMEOUT_MS, DEFAULT_NEGATIVE_TTL_MS } from './defaults.js';
 import { layerInfo, type LayerInfo } from './info.js';
@@ -51,6 +53,8 @@ export interface LayerStoreOptions {
    * prefetch landmark marks, in one request in the background (reads join it); 'none': only what is read.
    */
   prefetch?: 'landmark' | 'none';
+  /** Start-up profiles: replayed when a layer of an image is first looked up, recorded at an image's first use. */
+  profiles?: StartupProfiles;
   /** Use counts (default: in memory only). */
   uses?: UseCounts;
 }
@@ -114,6 +118,8 @@ interface StoreImage {
   /** Manifest digests of the index not resolved yet. */
   unresolved: Descriptor[];
   resolvedAt: number;
+  /** Start-up profiles by manifest digest (one per platform image used). */
+  profiles: Map<string, ImageProfiles>;
 }
 
 interface Miss {
@@ -142,7 +148,7 @@ export interface LayerStatus {
 }
 
 export interface StoreStatus {
-  images: Array<{ ref: string; manifest: string; platform: string }>;
+  images: Array<{ ref: string; manifest: string; platform: string; profile?: ImageProfileStatus }>;
   layers: LayerStatus[];
   misses: Array<{ ref: string; key: string; reason: string }>;
 }
@@ -317,7 +323,10 @@ export class LayerStore {
     for (const p of this.images.values()) {
       // Only resolved images: a resolution under way is not waited for.
       const img = await Promise.race([p, Promise.resolve(undefined)]).catch(() => undefined);
-      for (const v of img?.versions ?? []) images.push({ ref: img!.ref, manifest: v.manifestDigest, platform: formatPlatform(v.platform) });
+      for (const v of img?.versions ?? []) {
+        const profile = img!.profiles.get(v.manifestDigest)?.status();
+        images.push({ ref: img!.ref, manifest: v.manifestDigest, platform: formatPlatform(v.platform), ...(profile ? { profile } : {}) });
+      }
     }
     return { images, layers, misses };
   }
@@ -327,7 +336,10 @@ export class LayerStore {
     const settled = Symbol('pending');
     for (const p of this.images.values()) {
       const img = await Promise.race([p.catch(() => undefined), Promise.resolve(settled)]);
-      if (img && img !== settled) await img.source.close().catch(() => undefined);
+      if (img && img !== settled) {
+        for (const p of img.profiles.values()) await p.stop();
+        await img.source.close().catch(() => undefined);
+      }
     }
   }
 
@@ -346,7 +358,7 @@ export class LayerStore {
         try {
           const first = await source.resolve();
           const unresolved = (first.indexManifests ?? []).filter((m) => m.digest !== first.manifestDigest && m.platform && m.platform.os !== 'unknown');
-          return { ref, source, versions: [first], unresolved, resolvedAt: Date.now() };
+          return { ref, source, versions: [first], unresolved, resolvedAt: Date.now(), profiles: new Map() };
         } catch (e) {
           await source.close().catch(() => undefined);
           throw e;
@@ -395,7 +407,19 @@ export class LayerStore {
     const diffId = diffIds[index]!;
     if (!isDigest(diffId)) throw new StoreMiss(`${ref}: config diff_ids[${index}] is not a sha256 digest: ${preview(diffId, 100)}`);
     const content = await this.contentFor(img.source, image.layers[index]!, index);
+    this.profilesOf(img, image)?.layerOpened({ index, descriptor: content.descriptor, toc: content.toc, reader: content.reader });
     return new StoreLayer(ref, key, image, index, content, diffId);
+  }
+
+  /** The start-up profiles of one platform image of a reference, begun at its first layer lookup. */
+  private profilesOf(img: StoreImage, image: ResolvedImage): ImageProfiles | undefined {
+    if (!this.opts.profiles) return undefined;
+    let p = img.profiles.get(image.manifestDigest);
+    if (!p) {
+      p = this.opts.profiles.begin({ reference: img.ref, repository: repositoryOf(parseReference(img.ref)), manifestDigest: image.manifestDigest, layers: image.layers });
+      img.profiles.set(image.manifestDigest, p);
+    }
+    return p;
   }
 
   /** Reads (once per blob digest) a layer's verified TOC and builds its tree and reader. */

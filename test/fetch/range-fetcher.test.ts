@@ -240,3 +240,54 @@ describe('LayerReader over a chunk store in memory', () => {
     assert.ok(b.requests < big.chunks.length || big.chunks.length <= 2);
   });
 });
+
+describe('neighbouring small files', () => {
+  let tmp: string;
+  let toc: LayerToc;
+  let blob: BlobReader;
+  const smalls = Array.from({ length: 12 }, (_, i) => ({ path: `lib/s${String(i).padStart(2, '0')}.py`, content: seededBytes(`small-${i}`, 6000) }));
+
+  before(async () => {
+    tmp = await mkdtemp(join(tmpdir(), 'tocfs-neighbours-'));
+    const img = await buildImage(join(tmp, 'img'), {
+      format: 'zstd:chunked',
+      layers: [[{ path: 'lib', type: 'dir' }, ...smalls, { path: 'lib/zz-big.so', content: seededBytes('nb-big', 600 * 1024) }]],
+    });
+    const source = await openImageSource(`oci:${img.dir}:latest`);
+    blob = source.blob(img.layers[0]!);
+    toc = await readLayerToc(img.layers[0]!, blob);
+  });
+  after(() => rm(tmp, { recursive: true, force: true }));
+
+  const reader = (neighbourBytes: number) => {
+    const b = { digest: blob.digest, size: blob.size, requests: [] as Array<[number, number]>, read: (o: number, l: number, s?: AbortSignal) => (b.requests.push([o, l]), blob.read(o, l, s)), stream: (s?: AbortSignal) => blob.stream(s) };
+    return { b, r: new LayerReader({ layerDigest: 'sha256:nb', toc, blob: b, cache: new MemoryChunkStore(), readAhead: 0, neighbourBytes }) };
+  };
+  const entry = (path: string): TocEntry => toc.entries.find((e) => e.path === path)!;
+
+  test('a read of a small file brings the small files after it in the same request, within neighbourBytes; never a big file', async () => {
+    const { b, r } = reader(32 * 1024);
+    assert.deepEqual(await r.readAt(entry(smalls[0]!.path), 0, 6000), smalls[0]!.content);
+    assert.equal(b.requests.length, 1);
+    const [start, length] = b.requests[0]!;
+    assert.ok(length <= 32 * 1024, `the request spans ${length} bytes`);
+    const fetched = smalls.filter((f) => entry(f.path).chunks[0]!.compressedEnd <= start + length);
+    assert.ok(fetched.length >= 3, `${fetched.length} files in the request`);
+    for (const f of fetched) assert.deepEqual(await r.readAt(entry(f.path), 0, 6000), f.content);
+    assert.equal(b.requests.length, 1, 'the neighbours were read without a request of their own');
+    assert.equal(r.stats.neighbourChunks, fetched.length - 1);
+    // The last small file's neighbour is the big one: it is not fetched along.
+    const last = smalls.at(-1)!;
+    await r.readAt(entry(last.path), 0, 6000);
+    const [s2, l2] = b.requests.at(-1)!;
+    assert.ok(s2 + l2 <= entry('lib/zz-big.so').chunks[0]!.compressedOffset + 1024, 'the big file was not fetched');
+  });
+
+  test('neighbourBytes 0: each small file is a request of its own', async () => {
+    const { b, r } = reader(0);
+    await r.readAt(entry(smalls[0]!.path), 0, 6000);
+    await r.readAt(entry(smalls[1]!.path), 0, 6000);
+    assert.equal(b.requests.length, 2);
+    assert.equal(r.stats.neighbourChunks, 0);
+  });
+});

@@ -14,7 +14,7 @@ import { after, before, describe, test } from 'node:test';
 import { sha256 } from '../../src/digest.js';
 import { ReadTimeoutError } from '../../src/fetch/errors.js';
 import { PROBE_DELAYS_MS, registryDownCause } from '../../src/registry/health.js';
-import { DEFAULT_MAX_GAP_BYTES, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_READ_AHEAD, FETCH_SETTING_KEYS, type LayerFetchSettings } from '../../src/fetch/layer-reader.js';
+import { DEFAULT_MAX_GAP_BYTES, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_NEIGHBOUR_BYTES, DEFAULT_READ_AHEAD, FETCH_SETTING_KEYS, type LayerFetchSettings } from '../../src/fetch/layer-reader.js';
 import type { TocEntry } from '../../src/formats/toc.js';
 import { openImage, type OpenedImage } from '../../src/image/image.js';
 import { LayerOpener } from '../../src/layer/open.js';
@@ -29,8 +29,8 @@ const TIMEOUT_MS = 1500;
 /** registry.stall_timeout of the frozen-registry test. */
 const STALL_MS = 1000;
 /** Every setting differs from its default, so a setting that is dropped on the way shows. */
-const SETTINGS = { maxRequestBytes: 3 * 1024 * 1024 + 1, maxGapBytes: 12_345, readAhead: 777_777, maxInFlight: 3, fetchTimeoutMs: TIMEOUT_MS } satisfies Required<LayerFetchSettings>;
-const DEFAULTS: Record<keyof LayerFetchSettings, number | undefined> = { maxRequestBytes: DEFAULT_MAX_REQUEST_BYTES, maxGapBytes: DEFAULT_MAX_GAP_BYTES, readAhead: DEFAULT_READ_AHEAD, maxInFlight: DEFAULT_MAX_IN_FLIGHT, fetchTimeoutMs: undefined };
+const SETTINGS = { maxRequestBytes: 3 * 1024 * 1024 + 1, maxGapBytes: 12_345, readAhead: 777_777, maxInFlight: 3, neighbourBytes: 54_321, fetchTimeoutMs: TIMEOUT_MS } satisfies Required<LayerFetchSettings>;
+const DEFAULTS: Record<keyof LayerFetchSettings, number | undefined> = { maxRequestBytes: DEFAULT_MAX_REQUEST_BYTES, maxGapBytes: DEFAULT_MAX_GAP_BYTES, readAhead: DEFAULT_READ_AHEAD, maxInFlight: DEFAULT_MAX_IN_FLIGHT, neighbourBytes: DEFAULT_NEIGHBOUR_BYTES, fetchTimeoutMs: undefined };
 const FILES = Array.from({ length: 6 }, (_, i) => ({ path: `data/file-${i}`, content: seededBytes(`open-${i}`, 200 * 1024) }));
 
 describe('one layer opener: the mount and the store alike', { timeout: 120_000 }, () => {

@@ -13,6 +13,7 @@ import { withExamples } from '../help.js';
 
 interface CacheArgs {
   'cache-dir'?: string;
+  profiles?: boolean;
   'max-size'?: string;
   json: boolean;
 }
@@ -125,15 +126,26 @@ const verifyCommand: CommandModule<object, CacheArgs> = {
 
 const clearCommand: CommandModule<object, CacheArgs> = {
   command: 'clear',
-  describe: 'Remove every cached chunk and TOC',
-  builder: (y) => withExamples(withCommon(y) as Argv<CacheArgs>, [['$0 cache clear', 'Empty the cache'], ['$0 cache clear --cache-dir /tmp/tocfs-cache', 'Empty another cache directory']]),
+  describe: 'Remove every cached chunk and TOC (start-up profiles stay unless --profiles)',
+  builder: (y) =>
+    withExamples(withCommon(y).option('profiles', { type: 'boolean', default: false, describe: 'Remove the start-up profiles too' }) as Argv<CacheArgs>, [
+      ['$0 cache clear', 'Empty the cache; keep start-up profiles, so the next cold start is still fast'],
+      ['$0 cache clear --profiles', 'Empty it all'],
+      ['$0 cache clear --cache-dir /tmp/tocfs-cache', 'Empty another cache directory'],
+    ]),
   handler: async (argv) => {
     const dir = cacheDir();
     const cache = await openExisting(dir);
     const before = cache ? await cache.stats() : { files: 0, bytes: 0 };
     const tocs = await tocUsage(dir);
     await cache?.clear();
-    print(argv, { dir, removedFiles: before.files, removedBytes: before.bytes, removedTocs: tocs.files }, `removed ${before.files} chunks (${humanBytes(before.bytes)}) and ${tocs.files} TOCs from ${dir}`);
+    let profiles = 0;
+    if (argv.profiles) {
+      const [{ ProfileStore }, { logger }] = await Promise.all([import('../../profile/store.js'), import('../../log.js')]);
+      profiles = await new ProfileStore(dir, logger()).clear();
+    }
+    const human = `removed ${before.files} chunks (${humanBytes(before.bytes)}) and ${tocs.files} TOCs${argv.profiles ? ` and ${profiles} start-up profiles` : ''} from ${dir}`;
+    print(argv, { dir, removedFiles: before.files, removedBytes: before.bytes, removedTocs: tocs.files, ...(argv.profiles ? { removedProfiles: profiles } : {}) }, human);
   },
 };
 

@@ -8,7 +8,8 @@ import { lsCommand } from './ls.js';
 import { mountCommand } from './mount.js';
 import { unmountCommand } from './unmount.js';
 import { storeCommand } from './store.js';
+import { profileCommand } from './profile.js';
 
 /** Every CLI command; each lives in its own module next to this file. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export const commands: CommandModule<any, any>[] = [cacheCommand, configCommand, convertCommand, inspectCommand, lsCommand, catCommand, mountCommand, unmountCommand, storeCommand];
+export const commands: CommandModule<any, any>[] = [cacheCommand, configCommand, convertCommand, inspectCommand, lsCommand, catCommand, mountCommand, unmountCommand, storeCommand, profileCommand];

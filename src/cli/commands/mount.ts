@@ -13,7 +13,7 @@ import { metricsAddressFor } from '../../config/metrics-address.js';
 import { formatReference, parseReference } from '../../reference.js';
 import { logger } from '../../log.js';
 import { withExamples } from '../help.js';
-import { openImageOptions, withCacheOptions, withImageOptions } from '../options.js';
+import { openImageOptions, profileSettings, withCacheOptions, withImageOptions } from '../options.js';
 
 interface MountArgs {
   image: string;
@@ -79,6 +79,7 @@ export const mountCommand: CommandModule<object, MountArgs> = {
       ...(argv.layer ? { layer: argv.layer } : {}),
       prefetch: (argv.prefetch ?? v['prefetch.mode']) as PrefetchMode,
       open: openImageOptions(argv),
+      profiles: profileSettings(),
       logger: logger(),
       ...(hasReadyChannel() ? { logFile: mountFiles(mountpoint).log } : {}),
     });

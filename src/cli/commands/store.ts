@@ -15,7 +15,7 @@ import { metricsAddressFor } from '../../config/metrics-address.js';
 import { DEFAULT_LOOKUP_TIMEOUT_MS, DEFAULT_NEGATIVE_TTL_MS } from '../../store/defaults.js';
 import { formatStatus, readStatus } from '../../daemon/store-status.js';
 import { withExamples } from '../help.js';
-import { openImageOptions, withCacheOptions } from '../options.js';
+import { openImageOptions, profileSettings, withCacheOptions } from '../options.js';
 
 interface StoreArgs {
   storedir?: string;
@@ -91,6 +91,7 @@ const serveCommand: CommandModule<object, StoreArgs> = {
       lookupTimeoutMs: argv['lookup-timeout'],
       negativeTtlMs: argv['negative-ttl'],
       prefetch: config.values['prefetch.mode'] === 'none' ? 'none' : 'landmark',
+      profiles: profileSettings(),
       allowOther: config.values['store.allow_other'],
       ...(hasReadyChannel() ? { logFile: mountFiles(storeDir).log } : {}),
     });
