@@ -211,7 +211,7 @@ export const profileCommand: CommandModule = {
         .command(importCommand)
         .command(rmCommand)
         .command(profilePushCommand)
-        .demandCommand(1, 'Name a profile command: record, show, export, import or rm'),
+        .demandCommand(1, 'Name a profile command: record, show, export, import, rm or push'),
       [
         ['$0 profile show docker://registry.example/app:v1', 'What app:v1 read at start'],
         ['$0 profile record docker://registry.example/app:v1 --chroot -- /app/start --check', 'Make the profile in CI'],
