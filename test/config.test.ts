@@ -318,6 +318,29 @@ describe('settings reach tocfs cat (a command that is no daemon)', () => {
     assert.equal(flagTrue.code, 1, '--tls-verify beats TOCFS_REGISTRY_TLS_VERIFY=false');
   });
 
+  it('registry.stall_timeout: with the registry frozen, tocfs cat fails after the winning stall timeout, which the message names', async () => {
+    const file = configFile('[registry]\nstall_timeout = "1s"\n');
+    reg.signal('SIGSTOP');
+    try {
+      for (const [env, stall] of [
+        [{ TOCFS_CONFIG: file }, '1s'],
+        [{ TOCFS_CONFIG: file, TOCFS_REGISTRY_STALL_TIMEOUT: '2s' }, '2s'],
+      ] as const) {
+        const started = Date.now();
+        const r = await runCli(['cat', '--tls-verify=false', '--cache-dir', join(tmp, 'cache-stall'), remote, '/etc/motd'], { env: { ...isolated, ...env } });
+        const ms = Date.now() - started;
+        assert.equal(r.code, 1);
+        // A plain-HTTP registry is asked over TLS first: its TLS handshake is what stalls.
+        assert.match(r.stderr, new RegExp(`registry ${reg.host} is not answering .*no (data for|connection within) ${stall} \\(registry\\.stall_timeout\\)`));
+        // Asked over TLS, then plain HTTP, then the check (as long, at most 5 s), and the CLI's
+        // start-up: far below the 20 s and more the default of 10s would take.
+        assert.ok(ms < 3 * parseInt(stall) * 1000 + 6000, `${stall}: failed after ${ms} ms`);
+      }
+    } finally {
+      reg.signal('SIGCONT');
+    }
+  });
+
   it('mount.read_ahead reaches the FUSE mount: TOCFS_MOUNT_READ_AHEAD beats the file', async (t) => {
     const skip = await fuseSkipReason();
     if (skip) return t.skip(skip);

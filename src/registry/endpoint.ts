@@ -184,9 +184,9 @@ export class RegistryEndpoint {
   }
 
   private async probe(https: URL, signal?: AbortSignal): Promise<URL> {
+    // Bounded by the connect and stall timeouts of the transport.
     const ping = async (base: URL): Promise<void> => {
-      const deadline = AbortSignal.timeout(this.ctx.timeouts.stallMs);
-      const res = await this.ctx.transports.request(new URL('/v2/', base), { signal: signal ? AbortSignal.any([signal, deadline]) : deadline, insecure: true, certsName: this.registry });
+      const res = await this.ctx.transports.request(new URL('/v2/', base), { ...(signal ? { signal } : {}), insecure: true, certsName: this.registry });
       await res.body.dump();
     };
     try {

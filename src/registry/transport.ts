@@ -152,6 +152,8 @@ export class Transports {
     const what = where.what ?? host;
     if (stalled)
       return new TransientError(`${what}: no data for ${formatDuration(this.opts.timeouts.stallMs)} (registry.stall_timeout)`, undefined, undefined, { cause: e });
+    if (code === 'UND_ERR_CONNECT_TIMEOUT')
+      return new TransientError(`${what}: no connection within ${formatDuration(this.opts.timeouts.connectMs)} (registry.stall_timeout)`, undefined, undefined, { cause: e });
     if (timedOut) return new TransientError(`${what}: timed out (${(signal!.reason as Error).message})`, undefined, undefined, { cause: e });
     if (code && TLS_TRUST_CODES.has(code))
       return new SourceError(
