@@ -5,7 +5,10 @@
  *
  *   node --import tsx scripts/bench/main.ts [--quick] [--reps N] [--profiles wan100,wan1g,loopback]
  *        [--only ready,firstbyte,dedupe,cold,local,toc,many] [--work DIR] [--out DIR] [--note TEXT] [--build-only] [--cpu-prof]
- *        [--modes gzip_full,…,tocfs_mount_estargz]
+ *        [--modes gzip_full,…,tocfs_mount_estargz] [--stargz-store PATH]
+ *
+ * Env: TOCFS_BENCH_REV (a commit to measure, or `worktree` for the uncommitted working tree),
+ *      TOCFS_BENCH_STARGZ_STORE (the peer stargz-store binary, as --stargz-store).
  */
 import { cp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { cpus, loadavg, release } from 'node:os';
@@ -18,6 +21,7 @@ import {
   type BuiltImage, type Converter, type LayerFormat,
 } from './lib/images.js';
 import { Link, PROFILES } from './lib/link.js';
+import { stargzStoreMissing, stargzStoreVersion } from './lib/stargz.js';
 import { containerReady, dedupe, firstByte, READY_MODES } from './lib/measure-ready.js';
 import { coldRead, localReads } from './lib/measure-read.js';
 import { manyInStore, manyMounted, tocScaling } from './lib/measure-toc.js';
@@ -41,6 +45,7 @@ function parseOptions(): Options & { note: string; buildOnly: boolean; cpuProf: 
       'build-only': { type: 'boolean', default: false },
       'cpu-prof': { type: 'boolean', default: false },
       modes: { type: 'string' },
+      'stargz-store': { type: 'string' },
     },
   });
   const quick = values.quick!;
@@ -59,6 +64,7 @@ function parseOptions(): Options & { note: string; buildOnly: boolean; cpuProf: 
     buildOnly: values['build-only']!,
     cpuProf: values['cpu-prof']!,
     ...(values.modes ? { modes: new Set(values.modes.split(',')) } : {}),
+    stargzStore: values['stargz-store'] ?? (process.env.TOCFS_BENCH_STARGZ_STORE || undefined),
   };
 }
 
@@ -122,6 +128,20 @@ async function buildImages(opts: Options, tocfs: Tocfs): Promise<BenchImages> {
   });
   let runtime = opts.quick ? pairA : await image('rt', 'python runtime + packages + JDK', (d) => stageRuntime(d, true));
   const runtimeStage = join(root, 'stage', runtime.name);
+  // The app's v2 for start-up profiles (matched by repository): the runtime with 1 file in 20 changed, as the pair's.
+  let changedV2 = 0;
+  const runtimeV2 = opts.quick
+    ? pairB
+    : await image('rt2', 'python runtime + packages + JDK, 1 file in 20 changed (.py only)', async (d) => {
+        await rm(d, { recursive: true, force: true });
+        await cp(runtimeStage, d, { recursive: true, verbatimSymlinks: true });
+        changedV2 = await changeEveryNth(d, 20);
+      }, ['zstd:chunked', 'estargz']);
+  if (!opts.quick && !changedV2) {
+    // Built by an earlier run: count the changed files in its staged tree.
+    const g = await run(['sh', '-c', `grep -rlF --include='*.py' '# changed in v2' '${join(root, 'stage', 'rt2')}' | wc -l`], { check: false });
+    changedV2 = Number(g.stdout.trim()) || 0;
+  }
   const startupFiles = await realPathsIn(runtimeStage, await filesOpenedBy(runtimeStage, READY_COMMAND, join(opts.work, 'ready.strace')));
   if (!runtime.layouts['estargz-opt'] && convert) {
     // eStargz "optimized" the way ctr-remote does: the files the command opens go first and are prefetched at mount.
@@ -130,7 +150,8 @@ async function buildImages(opts: Options, tocfs: Tocfs): Promise<BenchImages> {
     const base = { tarBytes: runtime.tarBytes, files: runtime.files };
     const opt = await buildFormats(runtime.name, join(root, `${runtime.name}-plain`), join(root, 'oci'), base, convert, noConvert, ['estargz-opt'], undefined, startupFiles);
     runtime = { ...runtime, layouts: { ...runtime.layouts, ...opt.layouts }, layerBytes: { ...runtime.layerBytes, ...opt.layerBytes }, unavailable: { ...runtime.unavailable, ...opt.unavailable } };
-    await cache.put(runtime, definition);
+    // The key image() uses, recipe included (without it every run rebuilt the runtime image).
+    await cache.put(runtime, `${definition}; ${IMAGE_RECIPE}`);
   }
   const counts = opts.quick ? [1000, 10000] : [1000, 10000, 100000];
   const toc: Record<string, BuiltImage> = {};
@@ -142,6 +163,7 @@ async function buildImages(opts: Options, tocfs: Tocfs): Promise<BenchImages> {
   return {
     runtime, runtimeStage, pairA, pairB, pairBStage,
     pairChangedFiles: changed || (pairB as BuiltImage & { changed?: number }).changed || 0,
+    runtimeV2, runtimeV2ChangedFiles: opts.quick ? changed : changedV2,
     toc, many, startupFiles,
     bigFile: largest.stdout.trim().split(' ').slice(1).join(' '),
     smallFile: 'usr/lib/python3.11/os.py',
@@ -149,10 +171,15 @@ async function buildImages(opts: Options, tocfs: Tocfs): Promise<BenchImages> {
 }
 
 async function loadAll(link: Link, images: BenchImages): Promise<void> {
-  const all = [images.runtime, images.pairA, images.pairB, ...Object.values(images.toc), ...images.many];
+  const all = [images.runtime, images.pairA, images.pairB, images.runtimeV2, ...Object.values(images.toc), ...images.many];
   for (const img of new Set(all)) {
     for (const [f, dir] of Object.entries(img.layouts)) await link.load(dir!, repoOf(img, f as LayerFormat));
   }
+  // v2 beside v1 in the runtime's repositories; no profile published by an earlier run.
+  for (const f of Object.keys(images.runtimeV2.layouts) as LayerFormat[]) {
+    if (images.runtime.layouts[f]) await link.tagInto(repoOf(images.runtimeV2, f), repoOf(images.runtime, f), 'v2');
+  }
+  for (const f of Object.keys(images.runtime.layouts) as LayerFormat[]) await link.removeReferrersTags(repoOf(images.runtime, f));
 }
 
 async function machineInfo(note: string): Promise<Record<string, unknown>> {
@@ -200,6 +227,8 @@ async function main(): Promise<void> {
     tocfs.profileDir = join(opts.out, `${stampOf(started, opts.quick)}-cpuprof`);
     await mkdir(tocfs.profileDir, { recursive: true });
   }
+  opts.stargzStoreMissing = await stargzStoreMissing(opts.stargzStore);
+  if (opts.stargzStoreMissing) log(`stargz-store modes unavailable: ${opts.stargzStoreMissing}`);
   const link = await Link.start(opts.work);
   const commit = (await run(['git', 'rev-parse', '--short', process.env.TOCFS_BENCH_REV || 'HEAD'], { cwd: HERE, check: false })).stdout.trim();
   const results: Results = {
@@ -208,7 +237,15 @@ async function main(): Promise<void> {
     quick: opts.quick,
     reps: opts.reps,
     machine: await machineInfo(opts.note),
-    tocfs: { commit, built_from: 'HEAD (committed sources only)', build: tocfs.buildNote, commands: [...tocfs.commands] },
+    tocfs: {
+      commit,
+      built_from: process.env.TOCFS_BENCH_REV === 'worktree'
+        ? `the working tree on top of ${commit}, uncommitted work in progress included (TOCFS_BENCH_REV=worktree)`
+        : `${process.env.TOCFS_BENCH_REV || 'HEAD'} (committed sources only)`,
+      build: tocfs.buildNote,
+      commands: [...tocfs.commands],
+    },
+    peers: { stargz_store: opts.stargzStoreMissing ? { status: 'unavailable', reason: opts.stargzStoreMissing } : { binary: opts.stargzStore!, version: await stargzStoreVersion(opts.stargzStore!) } },
     images: {
       runtime: {
         name: images.runtime.name,
@@ -220,6 +257,7 @@ async function main(): Promise<void> {
         small_file: images.smallFile,
       },
       pair: { files: images.pairA.files, changed_files: images.pairChangedFiles, tar_MB: Math.round(images.pairA.tarBytes / 1e5) / 10 },
+      runtime_v2: { name: images.runtimeV2.name, changed_files: images.runtimeV2ChangedFiles, tag: 'v2 in the runtime image\'s repositories', unavailable: images.runtimeV2.unavailable },
       toc: Object.fromEntries(Object.entries(images.toc).map(([n, i]) => [n, { files: i.files, layer_MB: Math.round(i.layerBytes['zstd:chunked']! / 1e4) / 100 }])),
       many: { images: images.many.length, files_each: images.many[0]?.files },
     },
@@ -260,8 +298,13 @@ async function main(): Promise<void> {
     } catch (e) {
       results.lazy_floor = { status: 'failed', reason: (e as Error).message.split('\n')[0]! };
     }
+    try {
+      if (images.runtime.layouts.estargz) results.lazy_floor_estargz = { ...(await lazyFloor(images.runtime.layouts.estargz, images.startupFiles)) };
+    } catch (e) {
+      results.lazy_floor_estargz = { status: 'failed', reason: (e as Error).message.split('\n')[0]! };
+    }
     for (const p of opts.profiles) {
-      const pr = (results.profiles[p.name] = { label: p.label });
+      const pr = (results.profiles[p.name] = { label: p.label, rtt_ms: p.rttMs, ...(p.bytesPerSec ? { bytes_per_s: p.bytesPerSec } : {}) });
       if (opts.only.has('ready')) Object.assign(pr, { container_ready: await containerReady(ctx, p) });
       await save();
       if (opts.only.has('firstbyte')) Object.assign(pr, { first_byte: await firstByte(ctx, p) });

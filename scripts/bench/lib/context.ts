@@ -17,6 +17,10 @@ export interface Options {
   modes?: Set<string>;
   work: string;
   out: string;
+  /** The peer stargz-store binary (prebuilt; the benchmark never builds it). */
+  stargzStore?: string;
+  /** Why the stargz-store modes cannot run, when they cannot. */
+  stargzStoreMissing?: string;
 }
 
 export interface BenchImages {
@@ -26,6 +30,9 @@ export interface BenchImages {
   pairB: BuiltImage;
   pairBStage: string;
   pairChangedFiles: number;
+  /** The runtime image's v2 (1 file in 20 changed, like the pair), served as tag v2 of the runtime's repositories. */
+  runtimeV2: BuiltImage;
+  runtimeV2ChangedFiles: number;
   /** TOC-size images by entry count. */
   toc: Record<string, BuiltImage>;
   /** Distinct images mounted together. */

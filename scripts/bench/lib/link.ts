@@ -81,6 +81,28 @@ http:
     await loadLayout(this.root, layoutDir, repo);
   }
 
+  /**
+   * Makes the image tagged `latest` in `srcRepo` also `dstRepo:tag` (an app's v2 beside its v1,
+   * in the same repository: what a profile is matched by).
+   */
+  async tagInto(srcRepo: string, dstRepo: string, tag: string): Promise<void> {
+    const repos = join(this.root, 'docker', 'registry', 'v2', 'repositories');
+    const src = join(repos, srcRepo);
+    const dst = join(repos, dstRepo);
+    await run(['sh', '-c', 'cp -r "$0/_layers/." "$1/_layers/" && cp -r "$0/_manifests/revisions/." "$1/_manifests/revisions/" && rm -rf "$1/_manifests/tags/$2" && cp -r "$0/_manifests/tags/latest" "$1/_manifests/tags/$2"', src, dst, tag]);
+  }
+
+  /**
+   * Forgets every start-up profile published to `repo` (the referrers tags `sha256-…` that
+   * `tocfs profile push` writes on a registry without the referrers API), so that the next
+   * "first run" finds none. The registry keeps no tag cache: it reads the tag files each time.
+   */
+  async removeReferrersTags(repo: string): Promise<number> {
+    const tags = join(this.root, 'docker', 'registry', 'v2', 'repositories', repo, '_manifests', 'tags');
+    const r = await run(['sh', '-c', 'cd "$0" 2>/dev/null || exit 0; n=0; for t in sha256-*; do [ -e "$t" ] || continue; rm -rf "$t"; n=$((n+1)); done; echo $n', tags]);
+    return Number(r.stdout.trim()) || 0;
+  }
+
   /** Switches the link to `profile`: tbf rate on both veth ends, delay proxy with its RTT. */
   async use(profile: LinkProfile): Promise<ClientSide> {
     if (this.profile?.name !== profile.name) {

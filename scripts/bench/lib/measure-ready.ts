@@ -3,21 +3,53 @@
  * (4) the second image of a pair after the first — for full pulls, Podman's partial pull and
  * tocfs's lazy modes.
  */
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import type { ClientSide, LinkProfile } from './link.js';
 import { failed, refOf, unavailable, measured, type Ctx, type Outcome } from './context.js';
 import { READY_COMMAND, type BuiltImage, type LayerFormat } from './images.js';
 import { Podman } from './podman.js';
 import { startService, waitFor, run } from './proc.js';
-import { repeat } from './stats.js';
+import { startStargzStore } from './stargz.js';
+import { repeat, summarize, type Summary } from './stats.js';
+import { repoOf } from './context.js';
 
-export type ModeKind = 'podman-full' | 'podman-partial' | 'tocfs-store' | 'tocfs-rootfs';
+export type ModeKind = 'podman-full' | 'podman-partial' | 'tocfs-store' | 'tocfs-rootfs' | 'stargz-store';
+
+/**
+ * Start-up profile steps (docs/profiles.md), measured together per format and kind, one
+ * repetition after another (lib/measure-ready.ts profileScenario):
+ * - norecord: today's lazy start with profiles off (profile.record and profile.replay false);
+ * - (none: the base mode) the first run with no profile anywhere — it records one;
+ * - local: the same node again after `tocfs cache clear` (profile kept), fresh Podman storage;
+ * - published: a fresh node (new cache dir, new Podman storage) that finds the profile
+ *   `tocfs profile push` published to the registry after the first run;
+ * - v2: the app's v2 (same repository, tag v2: 1 file in 20 changed) on the first node after
+ *   `tocfs cache clear`, replaying v1's profile (matched by repository).
+ */
+export type ProfileStep = 'norecord' | 'local' | 'published' | 'v2';
 
 export interface ReadyMode {
   id: string;
   label: string;
   format: LayerFormat;
   kind: ModeKind;
+  /** For a profile mode: which step; `base` is the mode of its first run. */
+  profile?: ProfileStep;
+  base?: string;
+  /** stargz-store: background fetch on (false: `no_background_fetch = true`). */
+  backgroundFetch?: boolean;
+}
+
+const STEP_LABEL: Record<ProfileStep, string> = {
+  norecord: 'profiles off (no recording)',
+  local: 'same node after cache clear, own profile',
+  published: 'fresh node, profile from the registry',
+  v2: 'app v2 with v1\'s profile',
+};
+
+function profileModes(base: ReadyMode): ReadyMode[] {
+  const id = (s: ProfileStep): string => (s === 'published' ? `${base.id}_profile` : s === 'norecord' ? `${base.id}_norecord` : `${base.id}_profile_${s}`);
+  return (['norecord', 'local', 'published', 'v2'] as ProfileStep[]).map((s) => ({ ...base, id: id(s), label: `${base.label}: ${STEP_LABEL[s]}`, profile: s, base: base.id }));
 }
 
 export const READY_MODES: ReadyMode[] = [
@@ -30,7 +62,12 @@ export const READY_MODES: ReadyMode[] = [
   { id: 'tocfs_mount_zstd_chunked', label: 'tocfs mount + podman --rootfs, zstd:chunked', format: 'zstd:chunked', kind: 'tocfs-rootfs' },
   { id: 'tocfs_mount_estargz', label: 'tocfs mount + podman --rootfs, eStargz', format: 'estargz', kind: 'tocfs-rootfs' },
   { id: 'tocfs_mount_estargz_opt', label: 'tocfs mount + podman --rootfs, eStargz with start-up files first (prefetched)', format: 'estargz-opt', kind: 'tocfs-rootfs' },
+  { id: 'stargz_store_estargz', label: 'stargz-store (peer), eStargz, background fetch off', format: 'estargz', kind: 'stargz-store', backgroundFetch: false },
+  { id: 'stargz_store_estargz_bgfetch', label: 'stargz-store (peer), eStargz, background fetch on', format: 'estargz', kind: 'stargz-store', backgroundFetch: true },
 ];
+/** The lazy tocfs modes that have profile steps (the base mode's runs are each scenario's first run). */
+export const PROFILE_BASES = ['tocfs_store_zstd_chunked', 'tocfs_store_estargz', 'tocfs_mount_zstd_chunked', 'tocfs_mount_estargz'];
+for (const b of PROFILE_BASES) READY_MODES.push(...profileModes(READY_MODES.find((m) => m.id === b)!));
 
 
 /** Traffic of one measured step: registry response bytes, bytes on the veth, blob GETs. */
@@ -45,14 +82,18 @@ async function traffic<T>(ctx: Ctx, side: ClientSide, step: () => Promise<T>): P
 
 function whyUnavailable(ctx: Ctx, mode: ReadyMode, img: BuiltImage): string | undefined {
   if (!img.layouts[mode.format]) return `no ${mode.format} image: ${img.unavailable[mode.format] ?? 'not built'}`;
+  if (mode.kind === 'stargz-store') return ctx.opts.stargzStoreMissing;
+  const profiles = mode.profile && (ctx.tocfs.missing('profile') ?? (mode.profile === 'published' ? ctx.tocfs.missing('profile push') : undefined));
+  if (profiles) return profiles;
+  if (mode.profile === 'v2' && !ctx.images.runtimeV2.layouts[mode.format]) return `no v2 ${mode.format} image: ${ctx.images.runtimeV2.unavailable[mode.format] ?? 'not built'}`;
   if (mode.kind === 'tocfs-store') return ctx.tocfs.missing('store');
   if (mode.kind === 'tocfs-rootfs') return ctx.tocfs.missing('mount');
   return undefined;
 }
 
 /** A running `tocfs store` (the Podman additional layer store). */
-export async function startStore(ctx: Ctx, side: ClientSide, dir: string, cacheDir: string): Promise<{ pid: number; stop(): Promise<void> }> {
-  const svc = startService(ctx.tocfs.argv(['store', '--foreground', '--tls-verify=false', '--cache-dir', cacheDir, dir]), { ns: side.ns });
+export async function startStore(ctx: Ctx, side: ClientSide, dir: string, cacheDir: string, env?: NodeJS.ProcessEnv): Promise<{ pid: number; output: string[]; stop(): Promise<void> }> {
+  const svc = startService(ctx.tocfs.argv(['store', '--foreground', '--tls-verify=false', '--cache-dir', cacheDir, dir]), { ns: side.ns, ...(env ? { env } : {}) });
   const exited = (): boolean => svc.child.exitCode !== null;
   try {
     await waitFor('tocfs store mount', async () => exited() || (await run(['mountpoint', '-q', dir], { check: false })).code === 0, 30_000);
@@ -64,6 +105,7 @@ export async function startStore(ctx: Ctx, side: ClientSide, dir: string, cacheD
   return {
     // nsenter execs the command in place: this is the store's own pid.
     pid: svc.child.pid!,
+    output: svc.output,
     async stop() {
       await svc.stop();
       await run(['umount', '-l', dir], { check: false });
@@ -75,10 +117,31 @@ function checkReady(stdout: string): void {
   if (!stdout.includes('ready')) throw new Error(`the container did not print "ready": ${stdout.slice(0, 200)}`);
 }
 
+/** Environment of tocfs processes with start-up profiles off. */
+const PROFILES_OFF = { TOCFS_PROFILE_RECORD: 'false', TOCFS_PROFILE_REPLAY: 'false' };
+
 /** One container start from nothing: a fresh podman store, a fresh tocfs cache. */
 async function readyOnce(ctx: Ctx, side: ClientSide, mode: ReadyMode, img: BuiltImage, cmd: string[], check: (out: string) => void): Promise<Record<string, number>> {
   const dir = await ctx.scratch(`ready-${mode.id}`);
   const ref = refOf(side.host, img, mode.format);
+  if (mode.kind === 'tocfs-store' || mode.kind === 'tocfs-rootfs') {
+    const env = mode.profile === 'norecord' ? { ...process.env, ...PROFILES_OFF } : undefined;
+    return lazyOnce(ctx, side, mode.kind, ref, join(dir, 'podman'), join(dir, 'cache'), cmd, check, env);
+  }
+  if (mode.kind === 'stargz-store') {
+    const storeDir = join(dir, 'store');
+    const store = await startStargzStore(ctx.opts.stargzStore!, side, dir, storeDir, mode.backgroundFetch === true);
+    const podman = await Podman.create(join(dir, 'podman'), side.ns, side.host, { additionalLayerStore: `${storeDir}:ref` });
+    try {
+      const r = await pullAndRun(ctx, side, podman, ref, cmd, check);
+      // Podman falls back to pulling the layer itself when the store does not serve it: that is no lazy start.
+      if (r.registry_bytes > 0.8 * (img.layerBytes[mode.format] ?? Infinity) && mode.backgroundFetch !== true) throw new Error(`stargz-store did not serve the layer lazily (${(r.registry_bytes / 1e6).toFixed(0)} MB fetched): ${store.output.slice(-3).join(' | ')}`);
+      return r;
+    } finally {
+      await podman.destroy();
+      await store.stop();
+    }
+  }
   if (mode.kind === 'podman-full' || mode.kind === 'podman-partial') {
     const podman = await Podman.create(join(dir, 'podman'), side.ns, side.host, { partial: mode.kind === 'podman-partial' });
     try {
@@ -87,11 +150,24 @@ async function readyOnce(ctx: Ctx, side: ClientSide, mode: ReadyMode, img: Built
       await podman.destroy();
     }
   }
-  if (mode.kind === 'tocfs-rootfs') {
-    const mp = join(dir, 'mnt');
-    const podman = await Podman.create(join(dir, 'podman'), side.ns, side.host, {});
+  throw new Error(`unknown mode kind ${mode.kind}`);
+}
+
+/**
+ * One lazy container start of `ref` through tocfs (`kind`), with Podman storage at `podmanDir`
+ * (made afresh, removed after) and the tocfs cache at `cacheDir` (kept: a node's cache).
+ * The store is stopped / the mount unmounted at the end, which ends a profile recording.
+ */
+async function lazyOnce(
+  ctx: Ctx, side: ClientSide, kind: 'tocfs-store' | 'tocfs-rootfs', ref: string, podmanDir: string, cacheDir: string,
+  cmd: string[], check: (out: string) => void, env?: NodeJS.ProcessEnv, awaitProfile = false,
+): Promise<Record<string, number>> {
+  if (kind === 'tocfs-rootfs') {
+    // Not beside podmanDir with its name as a prefix: Podman.create/destroy unmount everything under that prefix.
+    const mp = join(dirname(podmanDir), `mnt-${basename(podmanDir)}`);
+    const podman = await Podman.create(podmanDir, side.ns, side.host, {});
     try {
-      const mount = await traffic(ctx, side, () => ctx.tocfs.mount(`docker://${ref}`, mp, join(dir, 'cache'), { ns: side.ns }));
+      const mount = await traffic(ctx, side, () => ctx.tocfs.mount(`docker://${ref}`, mp, cacheDir, { ns: side.ns, ...(env ? { env } : {}) }));
       const r = await traffic(ctx, side, () => podman.exec(['run', '--rm', '--network', 'none', ...Podman.ULIMITS, '--rootfs', `${mp}:O`, ...cmd]));
       check(r.value.stdout);
       return sum(mount.value.ms, r.value.ms, mount, r);
@@ -100,17 +176,97 @@ async function readyOnce(ctx: Ctx, side: ClientSide, mode: ReadyMode, img: Built
       await ctx.tocfs.unmount(mp);
     }
   }
-  // tocfs-store
-  const storeDir = join(dir, 'store');
+  const storeDir = join(dirname(podmanDir), `store-${basename(podmanDir)}`);
   await run(['mkdir', '-p', storeDir]);
-  const store = await startStore(ctx, side, storeDir, join(dir, 'cache'));
-  const podman = await Podman.create(join(dir, 'podman'), side.ns, side.host, { additionalLayerStore: `${storeDir}:ref` });
+  const store = await startStore(ctx, side, storeDir, cacheDir, env);
+  const podman = await Podman.create(podmanDir, side.ns, side.host, { additionalLayerStore: `${storeDir}:ref` });
   try {
-    return await pullAndRun(ctx, side, podman, ref, cmd, check);
+    const before = await profileFiles(cacheDir);
+    const r = await pullAndRun(ctx, side, podman, ref, cmd, check);
+    // After the measurement: `tocfs store` saves a recording when reads go idle (profile.idle,
+    // 10 s). Stopping the store does not save it (LayerStore.close() skips every image: its
+    // Promise.race against an already-resolved promise always takes the latter), so wait.
+    if (awaitProfile) await waitFor('the store to save its start-up profile', async () => (await profileFiles(cacheDir)) > before, 30_000).catch(() => undefined);
+    return r;
   } finally {
     await podman.destroy();
     await store.stop();
   }
+}
+
+async function profileFiles(cacheDir: string): Promise<number> {
+  const r = await run(['sh', '-c', 'ls "$0"/profiles/*.json 2>/dev/null | wc -l', cacheDir], { check: false });
+  return Number(r.stdout.trim()) || 0;
+}
+
+/**
+ * The profile steps of one lazy mode (`base`), each repetition in this order: profiles off;
+ * first run (records); same node after `tocfs cache clear`; `tocfs profile push` then a fresh
+ * node; app v2 on the first node after `tocfs cache clear`. The published profile is removed
+ * from the registry after each repetition, so every first run starts with none anywhere.
+ */
+async function profileScenario(ctx: Ctx, side: ClientSide, base: ReadyMode, steps: ReadyMode[], cmd: string[], check: (out: string) => void): Promise<Record<string, Outcome>> {
+  const img = ctx.images.runtime;
+  const ref = refOf(side.host, img, base.format);
+  const refV2 = `${side.host}/${repoOf(img, base.format)}:v2`;
+  const repo = repoOf(img, base.format);
+  const runs: Record<string, Array<Record<string, number>>> = {};
+  const out: Record<string, Outcome> = {};
+  const add = (id: string, r: Record<string, number>): void => void (runs[id] ??= []).push(r);
+  const has = (s: ProfileStep): ReadyMode | undefined => steps.find((m) => m.profile === s);
+  const tocfs = (args: string[]) => ctx.tocfs.exec([...args], { ns: side.ns });
+  const stepFailed: Record<string, Outcome> = {};
+  // One step failing (a push refused, a replay gone wrong) fails that step only.
+  const attempt = async (m: ReadyMode | undefined, fn: () => Promise<Record<string, number>>): Promise<void> => {
+    if (!m || stepFailed[m.id]) return;
+    try {
+      add(m.id, await fn());
+    } catch (e) {
+      stepFailed[m.id] = failed(e);
+      ctx.log(`  ${m.id} failed: ${(stepFailed[m.id] as { reason: string }).reason}`);
+    }
+  };
+  const kind = base.kind as 'tocfs-store' | 'tocfs-rootfs';
+  for (let i = 0; i < ctx.opts.reps; i++) {
+    await ctx.link.removeReferrersTags(repo);
+    const dir = await ctx.scratch(`ready-${base.id}-profiles`);
+    const nodeA = join(dir, 'node-a');
+    const cacheA = join(nodeA, 'cache');
+    await attempt(has('norecord'), () => lazyOnce(ctx, side, kind, ref, join(dir, 'off', 'podman'), join(dir, 'off', 'cache'), cmd, check, { ...process.env, ...PROFILES_OFF }));
+    const needProfile = Boolean(has('local') || has('published') || has('v2'));
+    add(base.id, await lazyOnce(ctx, side, kind, ref, join(nodeA, 'podman1'), cacheA, cmd, check, undefined, needProfile));
+    if (needProfile && !(await profileFiles(cacheA))) {
+      const why = failed(new Error(`the first run recorded no start-up profile in ${cacheA}/profiles`));
+      for (const s of ['local', 'published', 'v2'] as ProfileStep[]) if (has(s)) stepFailed[has(s)!.id] ??= why;
+    }
+    await attempt(has('local'), async () => {
+      await tocfs(['cache', 'clear', '--cache-dir', cacheA]);
+      return lazyOnce(ctx, side, kind, ref, join(nodeA, 'podman2'), cacheA, cmd, check);
+    });
+    await attempt(has('published'), async () => {
+      const push = await tocfs(['profile', 'push', '--tls-verify=false', '--cache-dir', cacheA, `docker://${ref}`]);
+      if (i === 0) ctx.log(`  profile push: ${(push.stdout + push.stderr).trim().split('\n').filter((l) => !l.includes('is not a tocfs setting')).slice(-2).join(' | ')}`);
+      try {
+        const r = await lazyOnce(ctx, side, kind, ref, join(dir, 'node-b', 'podman'), join(dir, 'node-b', 'cache'), cmd, check);
+        return { ...r, push_ms: push.ms };
+      } finally {
+        await ctx.link.removeReferrersTags(repo);
+      }
+    });
+    await attempt(has('v2'), async () => {
+      await tocfs(['cache', 'clear', '--cache-dir', cacheA]);
+      return lazyOnce(ctx, side, kind, refV2, join(nodeA, 'podman3'), cacheA, cmd, check);
+    });
+    await ctx.scratch(`ready-${base.id}-profiles`);
+  }
+  Object.assign(out, stepFailed);
+  for (const [id, rs] of Object.entries(runs)) {
+    if (stepFailed[id]) continue;
+    const figures: Record<string, Summary> = {};
+    for (const k of Object.keys(rs[0]!)) figures[k] = summarize(rs.map((r) => r[k]!));
+    out[id] = measured(figures);
+  }
+  return out;
 }
 
 async function pullAndRun(ctx: Ctx, side: ClientSide, podman: Podman, ref: string, cmd: string[], check: (out: string) => void): Promise<Record<string, number>> {
@@ -166,10 +322,38 @@ async function eachMode<M extends { id: string }>(
 export async function containerReady(ctx: Ctx, profile: LinkProfile): Promise<Record<string, Outcome>> {
   const side = await ctx.link.use(profile);
   const img = ctx.images.runtime;
-  const modes = READY_MODES.filter((m) => !ctx.opts.modes || ctx.opts.modes.has(m.id));
-  return eachMode(ctx, `container ready: ${profile.name}`, modes, (m) => whyUnavailable(ctx, m, img), ctx.opts.reps, (m) =>
+  const modes = READY_MODES.filter((m) => !ctx.opts.modes || ctx.opts.modes.has(m.id) || (m.base && ctx.opts.modes.has(m.base)));
+  // A base mode with profile steps is measured by its scenario (its first runs), the others one by one.
+  const scenarioOf = (m: ReadyMode): string | undefined => m.base ?? (PROFILE_BASES.includes(m.id) && modes.some((x) => x.base === m.id) ? m.id : undefined);
+  const out = await eachMode(ctx, `container ready: ${profile.name}`, modes.filter((m) => !scenarioOf(m)), (m) => whyUnavailable(ctx, m, img), ctx.opts.reps, (m) =>
     readyOnce(ctx, side, m, img, READY_COMMAND, checkReady),
   );
+  for (const baseId of PROFILE_BASES) {
+    const base = modes.find((m) => m.id === baseId);
+    if (!base) continue;
+    const steps: ReadyMode[] = [];
+    for (const m of modes.filter((x) => x.base === baseId)) {
+      const why = whyUnavailable(ctx, m, img);
+      if (why) out[m.id] = unavailable(why);
+      else steps.push(m);
+    }
+    const why = whyUnavailable(ctx, base, img);
+    if (why) {
+      out[base.id] = unavailable(why);
+      for (const m of steps) out[m.id] = unavailable(why);
+      continue;
+    }
+    ctx.log(`container ready: ${profile.name} ${base.id} with profile steps (${steps.map((m) => m.profile).join(', ') || 'none'})`);
+    try {
+      Object.assign(out, await profileScenario(ctx, side, base, steps, READY_COMMAND, checkReady));
+    } catch (e) {
+      const f = failed(e);
+      ctx.log(`  failed: ${f.reason}`);
+      for (const m of [base, ...steps]) out[m.id] ??= f;
+    }
+  }
+  // In READY_MODES order, for the tables.
+  return Object.fromEntries(READY_MODES.filter((m) => out[m.id]).map((m) => [m.id, out[m.id]!]));
 }
 
 /** A mode of the first-byte and dedupe measurements. */

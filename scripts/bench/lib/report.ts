@@ -8,6 +8,9 @@ type Table = Record<string, Cell>;
 
 export interface ProfileResults {
   label: string;
+  /** Link rate in bytes/s (none: loopback) and round-trip time. */
+  bytes_per_s?: number;
+  rtt_ms?: number;
   container_ready?: Table;
   first_byte?: Table;
   dedupe?: Table;
@@ -42,6 +45,9 @@ export interface Results {
   many_mounted?: Cell;
   many_in_store?: Cell;
   lazy_floor?: Record<string, number> | { status: string; reason: string };
+  /** The same floor from the eStargz layer's TOC. */
+  lazy_floor_estargz?: Record<string, number> | { status: string; reason: string };
+  peers?: Record<string, unknown>;
   ratios: Record<string, number | null>;
   targets: Target[];
 }
@@ -50,6 +56,58 @@ export const LAZY_MODES = [
   'tocfs_store_zstd_chunked', 'tocfs_store_estargz', 'tocfs_store_estargz_opt',
   'tocfs_mount_zstd_chunked', 'tocfs_mount_estargz', 'tocfs_mount_estargz_opt',
 ];
+
+/** The tocfs modes with start-up profile steps, and the steps' id suffixes (lib/measure-ready.ts). */
+export const PROFILE_BASES = ['tocfs_store_zstd_chunked', 'tocfs_store_estargz', 'tocfs_mount_zstd_chunked', 'tocfs_mount_estargz'];
+export const PROFILE_STEPS = ['_norecord', '_profile_local', '_profile', '_profile_v2'];
+export const PEER_MODES = ['stargz_store_estargz', 'stargz_store_estargz_bgfetch'];
+const PODMAN_MODES = ['gzip_full', 'zstd_full', 'zstd_chunked_partial'];
+
+function floorBytes(f: Results['lazy_floor']): number | null {
+  return f && 'frameBytes' in f ? f.tocBytes! + f.frameBytes! : null;
+}
+
+/** TOC + frames of the files opened, from the mode's own format. */
+function floorOf(r: Results, mode: string): number | null {
+  return floorBytes(mode.includes('estargz') ? r.lazy_floor_estargz : r.lazy_floor);
+}
+
+/**
+ * The physical limit of a lazy start on `link`: the bytes the container needs at the link's
+ * rate, plus starting the container from local storage (podman run of the fully pulled gzip
+ * image, measured in the same run).
+ */
+function physicalLimitMs(r: Results, p: ProfileResults, mode: string): number | null {
+  const floor = floorOf(r, mode);
+  const run = med(p.container_ready?.gzip_full, 'run_ms');
+  if (floor === null || run === null) return null;
+  return (p.bytes_per_s ? (floor / p.bytes_per_s) * 1000 : 0) + run;
+}
+
+/** Per-link ratios of the profile and peer modes; `sfx` is '' for 100 Mbit/s, `_<profile>` otherwise. */
+function profileRatios(r: Results, p: ProfileResults, sfx: string): void {
+  const R = r.ratios;
+  const ready = p.container_ready;
+  const m = (id: string, key = 'ready_ms'): number | null => med(ready?.[id], key);
+  const gz = m('gzip_full');
+  for (const id of Object.keys(ready ?? {})) {
+    if (PODMAN_MODES.includes(id) || (sfx === '' && LAZY_MODES.includes(id))) continue;
+    R[`container_ready_speedup_vs_gzip_${id}${sfx}`] = ratio(gz, m(id));
+  }
+  for (const b of PROFILE_BASES) {
+    if (!ready?.[b]) continue;
+    R[`profile_recording_overhead_${b}${sfx}`] = ratio(m(b), m(`${b}_norecord`));
+    for (const step of ['_profile', '_profile_local', '_profile_v2']) {
+      R[`bytes_vs_toc_plus_frames_${b}${step}${sfx}`] = ratio(m(`${b}${step}`, 'registry_bytes'), floorOf(r, b));
+    }
+    R[`bytes_vs_toc_plus_frames_${b}${sfx}`] ??= ratio(m(b, 'registry_bytes'), floorOf(r, b));
+    R[`ready_vs_physical_limit_${b}_profile${sfx}`] = ratio(m(`${b}_profile`), physicalLimitMs(r, p, b));
+  }
+  const peers = PEER_MODES.map((id) => m(id)).filter((v): v is number => v !== null);
+  R[`tocfs_store_estargz_vs_stargz_store${sfx}`] = ratio(m('tocfs_store_estargz'), peers.length ? Math.min(...peers) : null);
+  R[`tocfs_store_estargz_vs_stargz_store_bgfetch_off${sfx}`] = ratio(m('tocfs_store_estargz'), m('stargz_store_estargz'));
+  R[`tocfs_store_estargz_vs_stargz_store_bgfetch_on${sfx}`] = ratio(m('tocfs_store_estargz'), m('stargz_store_estargz_bgfetch'));
+}
 
 function med(c: Cell | undefined, key: string): number | null {
   if (!c || c.status !== 'ok') return null;
@@ -96,12 +154,22 @@ export function derive(r: Results): void {
   R.rss_MB_many_mounted = round(med(r.many_mounted, 'rss_total_MB'));
   R.rss_MB_many_in_one_store = round(med(r.many_in_store, 'rss_MB'));
 
+  for (const [name, p] of Object.entries(r.profiles)) profileRatios(r, p, name === 'wan100' ? '' : `_${name}`);
+
   const t = (id: string, goal: string, value: number | null, ok: (v: number) => boolean, note?: string): Target => ({
     id, goal, value, met: value === null ? null : ok(value), ...(note ? { note } : {}),
   });
   r.targets = [
     t('lazy_ready_10x_gzip', 'lazy container ready ≥ 10× faster than a full gzip pull (100 Mbit/s, 20 ms)', R.container_ready_speedup_vs_gzip, (v) => v >= 10, lazy ? `lazy mode: ${lazy}` : 'no lazy mode measured'),
     t('lazy_bytes_1_2x_floor', 'bytes ≤ 1.2 × (TOC + frames of the files opened)', R.bytes_lazy_vs_toc_plus_frames, (v) => v <= 1.2, zc ? `${zc}, 100 Mbit/s` : undefined),
+    t('profile_fresh_node_10x_gzip', 'zstd:chunked, fresh node with a published profile (tocfs store): ready ≥ 10× faster than a full gzip pull (100 Mbit/s, 20 ms)', R.container_ready_speedup_vs_gzip_tocfs_store_zstd_chunked_profile ?? null, (v) => v >= 10),
+    t('profile_fresh_node_physical_limit', 'same, ready ≤ 1.3 × the physical limit (bytes needed at link rate + podman run from local storage)', R.ready_vs_physical_limit_tocfs_store_zstd_chunked_profile ?? null, (v) => v <= 1.3),
+    t('profile_fresh_node_5x_gzip_wan1g', 'same at 1 Gbit/s, 2 ms: ≥ 5× faster than a full gzip pull', R.container_ready_speedup_vs_gzip_tocfs_store_zstd_chunked_profile_wan1g ?? null, (v) => v >= 5),
+    t('first_run_4x_gzip', 'zstd:chunked, first run with no profile (tocfs store, recording): ≥ 4× faster than a full gzip pull (100 Mbit/s)', R.container_ready_speedup_vs_gzip_tocfs_store_zstd_chunked ?? null, (v) => v >= 4),
+    t('recording_no_slowdown', 'recording a profile does not slow the first run: ready(recording) / ready(profiles off) ≤ 1.05 (tocfs store, zstd:chunked, 100 Mbit/s)', R.profile_recording_overhead_tocfs_store_zstd_chunked ?? null, (v) => v <= 1.05),
+    t('estargz_vs_stargz_store_wan100', 'eStargz, no profile: tocfs store ready ≤ 0.8 × stargz-store (the faster of background fetch off/on), 100 Mbit/s', R.tocfs_store_estargz_vs_stargz_store ?? null, (v) => v <= 0.8),
+    t('estargz_vs_stargz_store_loopback', 'same over loopback', R.tocfs_store_estargz_vs_stargz_store_loopback ?? null, (v) => v <= 0.8),
+    t('profile_bytes_1_3x_read', 'bytes fetched with a profile (fresh node) ≤ 1.3 × (TOC + frames of the files the container opens), zstd:chunked, 100 Mbit/s', R.bytes_vs_toc_plus_frames_tocfs_store_zstd_chunked_profile ?? null, (v) => v <= 1.3),
     t('cold_90pct_link', 'cold sequential ≥ 90 % of curl | zstd -d over the same link (100 Mbit/s)', R.cold_read_vs_link_wan100, (v) => v >= 0.9),
     t('cold_150MBps_loopback', 'cold sequential ≥ 150 MB/s from a loopback registry', R.cold_read_loopback_MBps, (v) => v >= 150),
     t('warm_90pct_memfs', 'warm read ≥ 90 % of the bare in-memory fuse-native ceiling', R.warm_vs_memfs, (v) => v >= 0.9),
@@ -144,6 +212,14 @@ export function markdown(r: Results, chartFile: string): string {
   const img = r.images.runtime as Record<string, unknown>;
   L.push(`Runtime image: ${img.tar_MB} MB uncompressed, ${img.files} files; layer sizes: ${Object.entries(img.layer_MB as Record<string, number>).map(([f, v]) => `${f} ${v} MB`).join(', ')}.`);
   L.push(`Container command: \`${r.ready_command.join(' ')}\``, '');
+  if (r.tocfs.built_from) L.push(`tocfs built from: ${String(r.tocfs.built_from)}.`, '');
+  const fl = (f: Results['lazy_floor'], name: string): string => (floorBytes(f) === null ? '' : `${name} ${(floorBytes(f)! / 1e6).toFixed(1)} MB (TOC ${((f as Record<string, number>).tocBytes! / 1e6).toFixed(1)} MB)`);
+  const floors = [fl(r.lazy_floor, 'zstd:chunked'), fl(r.lazy_floor_estargz, 'eStargz')].filter(Boolean);
+  if (floors.length) L.push(`Bytes needed by the container command (TOC + compressed frames of the ${(r.lazy_floor as Record<string, number>)?.files ?? '?'} files it opens): ${floors.join(', ')}.`, '');
+  const peer = r.peers?.stargz_store as Record<string, string> | undefined;
+  if (peer) L.push(peer.status === 'unavailable' ? `Peer stargz-store: unavailable (${peer.reason}).` : `Peer: stargz-store ${peer.version} (${peer.binary}), with Podman's additional layer store.`, '');
+  const v2 = r.images.runtime_v2 as Record<string, unknown> | undefined;
+  if (v2) L.push(`App v2 (profile steps \`_profile_v2\`): image ${String(v2.name)}, ${String(v2.changed_files)} files changed, tag v2 in the same repository.`, '');
   L.push(`![container ready](${chartFile})`, '');
   L.push('## Targets', '', '| target | value | met |', '| --- | --- | --- |');
   for (const t of r.targets) L.push(`| ${`${t.goal}${t.note ? ` (${t.note})` : ''}`.replace(/\|/g, '\\|')} | ${t.value ?? '—'} | ${t.met === null ? 'not measured' : t.met ? 'yes' : 'no'} |`);
@@ -159,6 +235,18 @@ export function markdown(r: Results, chartFile: string): string {
         L.push(`| ${r.mode_labels[k] ?? k} | ${cell(c, 'ready_ms', 1e-3)} | ${cell(c, 'pull_or_mount_ms', 1e-3)} | ${cell(c, 'run_ms', 1e-3)} | ${cell(c, 'registry_bytes', 1e-6, 1)} | ${name === 'loopback' ? '—' : cell(c, 'wire_bytes', 1e-6, 1)} | ${cell(c, 'blob_requests', 1, 0)} | ${ratio(gz, med(c, 'ready_ms')) ?? '—'}× |`);
       }
       L.push(...notes(p.container_ready));
+      const rows = Object.keys(p.container_ready).filter((k) => PROFILE_BASES.some((b) => k.startsWith(b)) || PEER_MODES.includes(k));
+      if (rows.some((k) => p.container_ready![k]!.status === 'ok')) {
+        L.push('', '#### Start-up profiles and the peer: ready, bytes against the bytes needed', '');
+        L.push('Bytes needed: TOC + compressed frames of the files the container opens (strace), from the mode\'s own format. Limit: those bytes at the link rate + `podman run` of the fully pulled gzip image.', '');
+        L.push('| mode | ready s | vs gzip pull | registry MB | × bytes needed | blob GETs | × limit |', '| --- | --- | --- | --- | --- | --- | --- |');
+        for (const k of rows) {
+          const c = p.container_ready[k]!;
+          if (c.status !== 'ok') continue;
+          const lim = physicalLimitMs(r, p, k);
+          L.push(`| \`${k}\` | ${cell(c, 'ready_ms', 1e-3)} | ${ratio(gz, med(c, 'ready_ms')) ?? '—'}× | ${cell(c, 'registry_bytes', 1e-6, 1)} | ${ratio(med(c, 'registry_bytes'), floorOf(r, k)) ?? '—'} | ${cell(c, 'blob_requests', 1, 0)} | ${ratio(med(c, 'ready_ms'), lim) ?? '—'} |`);
+        }
+      }
     }
     if (p.first_byte) {
       L.push('', '### Time to the first byte of one file', '', '| mode | first byte s | registry MB |', '| --- | --- | --- |');
@@ -211,14 +299,15 @@ export function markdown(r: Results, chartFile: string): string {
 // ---- SVG chart: container-ready time per mode, one group per link profile
 
 const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;');
-const COLORS: Record<string, string> = { gzip_full: '#9e9e9e', zstd_full: '#757575', zstd_chunked_partial: '#f0a030' };
+const COLORS: Record<string, string> = { gzip_full: '#9e9e9e', zstd_full: '#757575', zstd_chunked_partial: '#f0a030', stargz_store_estargz: '#1565c0', stargz_store_estargz_bgfetch: '#1565c0' };
+const colorOf = (k: string): string => COLORS[k] ?? (/_profile/.test(k) ? '#66bb6a' : '#2e7d32');
 
 export function chart(r: Results): string {
   const rows: Array<{ group: string; label: string; s?: Summary; color: string }> = [];
   for (const p of Object.values(r.profiles)) {
     if (!p.container_ready) continue;
     for (const [k, c] of Object.entries(p.container_ready)) {
-      if (c.status === 'ok' && c.figures.ready_ms) rows.push({ group: p.label, label: r.mode_labels[k] ?? k, s: c.figures.ready_ms, color: COLORS[k] ?? '#2e7d32' });
+      if (c.status === 'ok' && c.figures.ready_ms) rows.push({ group: p.label, label: r.mode_labels[k] ?? k, s: c.figures.ready_ms, color: colorOf(k) });
     }
   }
   const W = 1100, left = 470, right = 80, rowH = 22, top = 40;

@@ -28,7 +28,13 @@ export class Tocfs {
     await rm(dir, { recursive: true, force: true });
     const src = join(dir, 'checkout');
     await mkdir(src, { recursive: true });
-    await run(['sh', '-c', 'git -C "$0" archive "$2" src tsconfig.json | tar -x -C "$1"', REPO, src, process.env.TOCFS_BENCH_REV || 'HEAD']);
+    const rev = process.env.TOCFS_BENCH_REV || 'HEAD';
+    if (rev === 'worktree') {
+      // Work in progress (uncommitted sources): the results say so (built_from).
+      await run(['sh', '-c', 'cd "$0" && tar -cf - src tsconfig.json | tar -x -C "$1"', REPO, src]);
+    } else {
+      await run(['sh', '-c', 'git -C "$0" archive "$2" src tsconfig.json | tar -x -C "$1"', REPO, src, rev]);
+    }
     await symlink(join(REPO, 'node_modules'), join(dir, 'node_modules'));
     await symlink(join(REPO, 'package.json'), join(dir, 'package.json'));
     const tsc = await run(['npx', 'tsc', '-p', join(src, 'tsconfig.json'), '--outDir', join(dir, 'dist')], { cwd: REPO, check: false });
@@ -37,6 +43,11 @@ export class Tocfs {
     const help = await run(['node', entry, '--help'], { check: false });
     const commands = new Set<string>();
     for (const m of help.stdout.matchAll(/^\s+tocfs (\w+)/gm)) commands.add(m[1]!);
+    if (commands.has('profile')) {
+      // Subcommands (`profile push` may land later than the rest): "profile push" etc.
+      const sub = await run(['node', entry, 'profile', '--help'], { check: false });
+      for (const m of sub.stdout.matchAll(/^\s+tocfs profile (\w+)/gm)) commands.add(`profile ${m[1]!}`);
+    }
     return new Tocfs(entry, commands, errors ? `built with ${errors} type errors in work in progress` : 'built cleanly');
   }
 
@@ -55,12 +66,12 @@ export class Tocfs {
     return ['node', ...prof, this.entry, '--log-level', 'warn', ...args];
   }
 
-  exec(args: string[], opts: { ns?: string; timeoutMs?: number; check?: boolean } = {}): Promise<RunResult> {
+  exec(args: string[], opts: { ns?: string; timeoutMs?: number; check?: boolean; env?: NodeJS.ProcessEnv } = {}): Promise<RunResult> {
     return run(this.argv(args), { ...opts, label: `tocfs ${args[0]}` });
   }
 
   /** `tocfs mount`; returns when the mount is ready (the CLI's own contract). */
-  async mount(image: string, mountpoint: string, cacheDir: string, opts: { ns?: string; prefetch?: string } = {}): Promise<RunResult> {
+  async mount(image: string, mountpoint: string, cacheDir: string, opts: { ns?: string; prefetch?: string; env?: NodeJS.ProcessEnv } = {}): Promise<RunResult> {
     await mkdir(mountpoint, { recursive: true });
     return this.exec(['mount', '--tls-verify=false', '--cache-dir', cacheDir, ...(opts.prefetch ? ['--prefetch', opts.prefetch] : []), image, mountpoint], opts);
   }
