@@ -552,11 +552,19 @@ describe('a registry that stalls or dies, with default settings: mount and store
   let store: RunningStore;
   let podman: Podman;
   let reader: ContainerReader;
-  /** Files nobody has read yet; each case takes its own. */
+  /**
+   * Files nobody has read yet; each case takes its own. Files to cache come from the end of the
+   * layer, uncached ones from its start: a read may bring the small files after it along.
+   */
   let next = 0;
+  let last = FILES - 1;
   const fresh = (): string => {
-    assert.ok(next < FILES, 'enough files for every case');
+    assert.ok(next <= last, 'enough files for every case');
     return file(next++);
+  };
+  const toCache = (): string => {
+    assert.ok(next <= last, 'enough files for every case');
+    return file(last--);
   };
   const measured: string[] = [];
 
@@ -657,7 +665,7 @@ describe('a registry that stalls or dies, with default settings: mount and store
    * registry away, `resume` brings it back and resolves when it answers.
    */
   async function outage(what: string, stop: () => Promise<void>, resume: () => Promise<void>, tc: TestContext): Promise<void> {
-    const files = new Map(paths.map((p) => [p.name, { cached: fresh(), first: fresh(), later: [fresh(), fresh()] }]));
+    const files = new Map(paths.map((p) => [p.name, { cached: toCache(), first: fresh(), later: [fresh(), fresh()] }]));
     for (const p of paths) {
       const f = files.get(p.name)!;
       const r = await p.read(f.cached, 0, FILE_SIZE);
