@@ -13,8 +13,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after } from 'node:test';
 import type { ResolveOptions } from '../../src/source/types.js';
-import { CORPUS_DIR, HAVE_CORPUS } from './corpus.js';
-import { buildImage, type FileSpec, type ImageFormat } from './images.js';
+import { CORPUS_DIR, HAVE_CORPUS, loadExpected } from './corpus.js';
+import { buildImage, type BuiltImage, type FileSpec, type ImageFormat } from './images.js';
 
 export interface TestImage {
   /** For suite names: "image built by tocfs" or "corpus image NAME". */
@@ -27,27 +27,34 @@ export interface TestImage {
   dir(): Promise<string>;
   /** What to pass to resolve(): the corpus images are resolved for linux/amd64, a built one for this host. */
   resolveOptions: ResolveOptions;
+  /** The same for the CLI: --platform linux/amd64 for a corpus image, nothing for a built one. */
+  platformArgs: string[];
   /** How many layers the image has, when the suite may check it. */
   layerCount?: number;
+  /** The manifest digest it should resolve to: from the build, or from the corpus's expected.json. */
+  manifestDigest(): Promise<string>;
 }
 
 /** An image tocfs builds from `layers` in a temporary directory removed after the file's tests. */
 export function builtTestImage(prefix: string, layers: FileSpec[][], format: ImageFormat = 'zstd:chunked'): TestImage {
-  let made: Promise<string> | undefined;
+  let made: Promise<BuiltImage> | undefined;
   let tmp: string | undefined;
   after(async () => {
     if (tmp) await rm(tmp, { recursive: true, force: true });
   });
+  const build = (): Promise<BuiltImage> =>
+    (made ??= (async () => {
+      tmp = await mkdtemp(join(tmpdir(), `tocfs-${prefix}-img-`));
+      return buildImage(join(tmp, 'img'), { format, layers });
+    })());
   return {
     label: 'image built by tocfs',
     skip: false,
     resolveOptions: {},
+    platformArgs: [],
     layerCount: layers.length,
-    dir: () =>
-      (made ??= (async () => {
-        tmp = await mkdtemp(join(tmpdir(), `tocfs-${prefix}-img-`));
-        return (await buildImage(join(tmp, 'img'), { format, layers })).dir;
-      })()),
+    dir: async () => (await build()).dir,
+    manifestDigest: async () => (await build()).manifestDigest,
   };
 }
 
@@ -58,6 +65,8 @@ export function corpusTestImage(name: string): TestImage {
     corpusName: name,
     skip: HAVE_CORPUS ? false : `no corpus at ${CORPUS_DIR}`,
     resolveOptions: { platform: { os: 'linux', architecture: 'amd64' } },
+    platformArgs: ['--platform', 'linux/amd64'],
     dir: async () => join(CORPUS_DIR, name),
+    manifestDigest: async () => loadExpected(name).images[0]!.manifest_digest,
   };
 }
