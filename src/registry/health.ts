@@ -68,6 +68,8 @@ export class RegistryHealth {
   /** Probes of the live sources that use this host; the newest one is asked. */
   private readonly probes: Probe[] = [];
   private watching = false;
+  /** When the host was last asked whether it answers (Date.now()). */
+  private lastCheck = 0;
   private watchAbort: AbortController | undefined;
   private readonly downListeners = new Set<(e: RegistryDownError) => void>();
 
@@ -82,7 +84,13 @@ export class RegistryHealth {
   /** Lets `probe` check the host while it is down; returns the function that withdraws it (when its source closes). */
   register(probe: Probe): () => void {
     this.probes.push(probe);
-    if (this.down) void this.watch();
+    if (this.down) {
+      // With no other source alive, nobody has been checking: a source that lives only for one
+      // lookup (the store's, while the registry is down) would close before the background
+      // check asks with it. So its first request waits for one check, unless one was made lately.
+      if (this.probes.length === 1 && !this.confirming && Date.now() - this.lastCheck > PROBE_DELAYS_MS.at(-1)!) this.recheck(probe);
+      void this.watch();
+    }
     return () => {
       const i = this.probes.indexOf(probe);
       if (i >= 0) this.probes.splice(i, 1);
@@ -140,6 +148,20 @@ export class RegistryHealth {
     return this.confirming;
   }
 
+  /** Asks the down host now, with `probe`; requests wait for the answer. */
+  private recheck(probe: Probe): void {
+    this.lastCheck = Date.now();
+    this.confirming = probe(AbortSignal.timeout(CONFIRM_MAX_MS))
+      .then(
+        () => {
+          this.markUp();
+          return false;
+        },
+        () => true,
+      )
+      .finally(() => (this.confirming = undefined));
+  }
+
   status(): RegistryHealthStatus {
     return {
       registry: this.registry,
@@ -187,6 +209,7 @@ export class RegistryHealth {
         const ac = new AbortController();
         this.watchAbort = ac;
         const timer = setTimeout(() => ac.abort(), PROBE_TIMEOUT_MS).unref();
+        this.lastCheck = Date.now();
         try {
           await probe(ac.signal);
           this.markUp();

@@ -23,6 +23,7 @@ import { LayerOpener, NotLazyError, tocDigestsOf } from '../layer/open.js';
 import { metrics } from '../metrics/index.js';
 import type { ImageProfiles, ImageProfileStatus, StartupProfiles } from '../profile/session.js';
 import { parseReference, repositoryOf } from '../reference.js';
+import { registryDownCause } from '../registry/health.js';
 import type { BlobReader, Descriptor, ImageSource, ResolvedImage } from '../source/types.js';
 import { DEFAULT_LOOKUP_TIMEOUT_MS, DEFAULT_NEGATIVE_TTL_MS } from './defaults.js';
 import { layerInfo, type LayerInfo } from './info.js';
@@ -227,7 +228,9 @@ export class LayerStore {
         (e: unknown) => {
           this.pending.delete(id);
           const error = asMiss(e, `${ref} ${key}`);
-          this.misses.set(id, { error, until: Date.now() + this.negativeTtlMs });
+          // While the registry is down every lookup fails at once anyway; remembering that
+          // would only keep answering "not here" for negativeTtlMs after it is back.
+          if (!registryDownCause(e)) this.misses.set(id, { error, until: Date.now() + this.negativeTtlMs });
           this.log.info({ ref, key, reason: error.message }, 'not serving layer (Podman pulls it itself)');
           throw error;
         },
