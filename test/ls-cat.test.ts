@@ -237,7 +237,7 @@ describe('ls and cat on images with whiteouts, opaque dirs and replaced types', 
     it(`${format}: the merged view, and --layer showing a layer's own names`, async () => {
       const img = images.get(format)!;
       const ref = `oci:${img.dir}`;
-      // The tree's overlay rules are checked in tree.test.ts; here what ls and cat show of them.
+      // The tree's overlay rules are checked in test/image/tree.test.ts; here what ls and cat show of them.
       const list = async (dir: string): Promise<LsEntry[]> => {
         const r = await cli(['ls', '--json', ref, dir]);
         assert.equal(r.code, 0, r.stderr);

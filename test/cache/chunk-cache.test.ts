@@ -12,9 +12,9 @@ import { Writable } from 'node:stream';
 import { promisify } from 'node:util';
 import { after, before, describe, test, type TestContext } from 'node:test';
 import pino from 'pino';
-import { ChunkCache, defaultCacheDir } from '../src/cache/chunk-cache.js';
-import { DiskTocStore } from '../src/cache/toc-store.js';
-import { digestHex, sha256 } from '../src/digest.js';
+import { ChunkCache, defaultCacheDir } from '../../src/cache/chunk-cache.js';
+import { DiskTocStore } from '../../src/cache/toc-store.js';
+import { digestHex, sha256 } from '../../src/digest.js';
 
 const run = promisify(execFile);
 

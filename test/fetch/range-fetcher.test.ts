@@ -2,7 +2,7 @@
  * Scheduling of range requests (src/fetch/range-fetcher.ts) and in-flight joining
  * (src/fetch/in-flight.ts), with blobs and chunk stores in memory: what is coalesced into
  * one request, how many run at once, who waits for whom, and when a request is given up.
- * The end-to-end behaviour over real registries is in test/fetch.test.ts.
+ * The end-to-end behaviour over real registries is in test/fetch/layer-reader.test.ts.
  */
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';

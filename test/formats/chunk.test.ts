@@ -3,9 +3,9 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { gzipSync } from 'node:zlib';
 import { compress } from '@mongodb-js/zstd';
-import { sha256 } from '../src/digest.js';
-import { extractChunk } from '../src/formats/chunk.js';
-import type { Chunk } from '../src/formats/toc.js';
+import { sha256 } from '../../src/digest.js';
+import { extractChunk } from '../../src/formats/chunk.js';
+import type { Chunk } from '../../src/formats/toc.js';
 
 function chunkFor(data: Buffer, compressedLength: number, innerOffset = 0): Chunk {
   return { offset: 0, size: data.length, compressedOffset: 1000, compressedEnd: 1000 + compressedLength, innerOffset, digest: sha256(data), zeros: false };

@@ -9,17 +9,17 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { sha256 } from '../src/digest.js';
-import { readLayerToc, type LayerToc, type TocEntry } from '../src/formats/index.js';
-import { indexPlainLayer } from '../src/formats/plain.js';
-import { buildLayerTree, mergeLayers, OVERLAY_OPAQUE_XATTR } from '../src/image/tree.js';
-import { OciLayoutSource } from '../src/source/oci-layout.js';
-import type { Descriptor } from '../src/source/types.js';
-import { CORPUS_DIR, corpusImages, HAVE_CORPUS, loadExpected, type Expected } from './helpers/corpus.js';
-import { compareView, treeView } from './helpers/fs-expected.js';
-import { buildImage } from './helpers/images.js';
-import { OVERLAY_LAYERS, OVERLAY_MERGED } from './helpers/overlay-image.js';
-import { expectedEntries, KINDS_LAYER } from './helpers/spec-expected.js';
+import { sha256 } from '../../src/digest.js';
+import { readLayerToc, type LayerToc, type TocEntry } from '../../src/formats/index.js';
+import { indexPlainLayer } from '../../src/formats/plain.js';
+import { buildLayerTree, mergeLayers, OVERLAY_OPAQUE_XATTR } from '../../src/image/tree.js';
+import { OciLayoutSource } from '../../src/source/oci-layout.js';
+import type { Descriptor } from '../../src/source/types.js';
+import { CORPUS_DIR, corpusImages, HAVE_CORPUS, loadExpected, type Expected } from '../helpers/corpus.js';
+import { compareView, treeView } from '../helpers/fs-expected.js';
+import { buildImage } from '../helpers/images.js';
+import { OVERLAY_LAYERS, OVERLAY_MERGED } from '../helpers/overlay-image.js';
+import { expectedEntries, KINDS_LAYER } from '../helpers/spec-expected.js';
 
 async function corpusToc(image: string, expected: Expected, digest: string): Promise<LayerToc> {
   const layer = expected.layers[digest]!;

@@ -6,11 +6,11 @@
 import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { loadConfig } from '../src/config/index.js';
-import { metricsAddressFor, STORE_METRICS_ADDRESS } from '../src/config/metrics-address.js';
-import { metrics, type MetricsServer, startMetricsServer } from '../src/metrics/index.js';
-import { freePort } from './helpers/registry.js';
-import { parseExposition } from './helpers/metrics.js';
+import { loadConfig } from '../../src/config/index.js';
+import { metricsAddressFor, STORE_METRICS_ADDRESS } from '../../src/config/metrics-address.js';
+import { metrics, type MetricsServer, startMetricsServer } from '../../src/metrics/index.js';
+import { freePort } from '../helpers/registry.js';
+import { parseExposition } from '../helpers/metrics.js';
 
 describe('metrics endpoint', () => {
   let server: MetricsServer;

@@ -8,9 +8,9 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { CORPUS_DIR, HAVE_CORPUS, loadExpected } from './helpers/corpus.js';
-import { runCli } from './helpers/cli.js';
-import { buildImage, seededContent } from './helpers/images.js';
+import { CORPUS_DIR, HAVE_CORPUS, loadExpected } from '../helpers/corpus.js';
+import { runCli } from '../helpers/cli.js';
+import { buildImage, seededContent } from '../helpers/images.js';
 
 const IMAGE = 'estargz-ctrremote-prefetch';
 

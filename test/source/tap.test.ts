@@ -10,14 +10,14 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { openImage } from '../src/image/image.js';
-import { openImageSource } from '../src/image/open.js';
-import { meteredBlob, registry as metricsRegistry } from '../src/metrics/index.js';
-import { ReadCounter } from '../src/source/counting.js';
-import { seededContent } from './helpers/images.js';
-import { isolatedRegistryOptions } from './helpers/registry-env.js';
-import { startRegistry, type TestRegistry } from './helpers/registry.js';
-import { builtTestImage, corpusTestImage } from './helpers/test-images.js';
+import { openImage } from '../../src/image/image.js';
+import { openImageSource } from '../../src/image/open.js';
+import { meteredBlob, registry as metricsRegistry } from '../../src/metrics/index.js';
+import { ReadCounter } from '../../src/source/counting.js';
+import { seededContent } from '../helpers/images.js';
+import { isolatedRegistryOptions } from '../helpers/registry-env.js';
+import { startRegistry, type TestRegistry } from '../helpers/registry.js';
+import { builtTestImage, corpusTestImage } from '../helpers/test-images.js';
 
 const IMAGES = [
   builtTestImage('tap', [[{ path: 'data', type: 'dir' }, { path: 'data/big.bin', content: seededContent('blob-tap-big', 300_000) }]]),
