@@ -232,7 +232,8 @@ async function main(): Promise<void> {
   opts.stargzStoreMissing = await stargzStoreMissing(opts.stargzStore);
   if (opts.stargzStoreMissing) log(`stargz-store modes unavailable: ${opts.stargzStoreMissing}`);
   const link = await Link.start(opts.work);
-  const commit = (await run(['git', 'rev-parse', '--short', process.env.TOCFS_BENCH_REV || 'HEAD'], { cwd: HERE, check: false })).stdout.trim();
+  const rev = process.env.TOCFS_BENCH_REV && process.env.TOCFS_BENCH_REV !== 'worktree' ? process.env.TOCFS_BENCH_REV : 'HEAD';
+  const commit = (await run(['git', 'rev-parse', '--short', rev], { cwd: HERE, check: false })).stdout.trim();
   const results: Results = {
     schema: 'tocfs-bench/1',
     started,
