@@ -1,8 +1,9 @@
 /**
  * Hostile layers (GitHub issue #2 item 7): each case takes a layer, changes one thing
  * (re-packing the TOC with correct digests so nothing else is wrong), and checks that
- * readLayerToc refuses it with an error that names the layer, the entry and the fault. The
- * cases run on layers tocfs's own writers make (always), and on real corpus layers.
+ * readLayerToc refuses it with an error that names the layer, the entry and the fault. One
+ * suite body runs the cases of layers tocfs's own writers make (always), and those of real
+ * corpus layers (skipped without the corpus).
  */
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
@@ -131,51 +132,9 @@ const cases: Case[] = [
   { name: 'empty file claiming content', make: addEntries(zc, { ...reg, name: 'etc/empty', digest: sha256(Buffer.from('x')) }), error: /empty file with digest/ },
 ];
 
-describe('formats: hostile layers', { skip: HAVE_CORPUS ? false : `no corpus at ${CORPUS_DIR}` }, () => {
-  it('the re-packing helper alone changes nothing a reader cares about', async () => {
-    for (const base of [zc, zcNew, esgz]) {
-      const orig = base();
-      const copy = await repack(orig, () => {});
-      const a = await readLayerToc(orig.desc, memoryBlob(orig));
-      const b = await readLayerToc(copy.desc, memoryBlob(copy));
-      assert.deepEqual(b.entries, a.entries);
-    }
-  });
-
-  for (const c of cases) {
-    it(c.name, async () => {
-      const layer = await c.make();
-      await assert.rejects(readLayerToc(layer.desc, memoryBlob(layer), c.opts), (e: Error) => {
-        assert.ok(e instanceof TocfsError, `${e.name}: ${e.message}`);
-        assert.match(e.message, c.error);
-        assert.ok(e.message.includes(layer.desc.digest), `names the layer: ${e.message}`);
-        if (c.entry) assert.ok(e.message.includes(JSON.stringify(c.entry)), `names the entry: ${e.message}`);
-        return true;
-      });
-    });
-  }
-
-  for (const [name, base, file] of [['zstd frame', zc, 'data/shared.txt'], ['gzip member', esgz, 'etc/motd']] as const) {
-    it(`a flipped byte in a ${name} fails the chunk, never serves it`, async () => {
-      const orig = base();
-      const toc = await readLayerToc(orig.desc, memoryBlob(orig));
-      const chunk = toc.entries.find((e) => e.path === file)!.chunks[0]!;
-      const bytes = Buffer.from(orig.bytes);
-      const at = Math.floor((chunk.compressedOffset + chunk.compressedEnd) / 2);
-      bytes[at] ^= 0x40;
-      const compressed = bytes.subarray(chunk.compressedOffset, chunk.compressedEnd);
-      await assert.rejects(extractChunk(toc.compression, chunk, compressed, `layer ${orig.desc.digest} ${file}`), (e: Error) => {
-        assert.ok(e instanceof TocfsError);
-        assert.match(e.message, new RegExp(`${file}.*(digest mismatch|cannot decompress)`));
-        return true;
-      });
-    });
-  }
-});
-
-// The same faults on layers written by tocfs's writers: zstd:chunked as c/storage 1.57 writes
-// it (v3 footer, tar-split, io.github annotations) and with the v1 footer of c/storage 1.43,
-// and eStargz. These never need the corpus.
+// The faults on layers written by tocfs's writers: zstd:chunked as c/storage 1.57 writes it
+// (v3 footer, tar-split, io.github annotations) and with the v1 footer of c/storage 1.43, and
+// eStargz. These never need the corpus.
 const WRITER_FILES: FileSpec[] = [
   { path: 'etc', type: 'dir' },
   { path: 'etc/app.conf', content: 'version=3\n' },
@@ -266,57 +225,99 @@ const writerCases: Case[] = [
   { name: 'empty file claiming content', make: addEntries(wesgz, { ...reg, name: 'etc/empty', digest: sha256(Buffer.from('x')) }), error: /empty file with digest/ },
 ];
 
-describe('formats: hostile layers written by tocfs (no corpus needed)', () => {
-  before(async () => {
-    written.zc = await writerLayer('zstd:chunked', WRITER_FILES);
-    written.zc1 = await asV1Footer(written.zc);
-    written.esgz = await writerLayer('estargz', WRITER_FILES, { chunkSize: 64 * 1024 });
-  });
+/** The layers and cases a run of the suite takes. */
+interface HostileSet {
+  label: string;
+  skip: string | false;
+  prepare(): Promise<void>;
+  /** Layers the re-packing helper is checked on. */
+  bases: Array<() => TestLayer>;
+  /** What is known of the base layers, checked first. */
+  checkBases?(): Promise<void>;
+  cases: Case[];
+  /** [kind of compressed unit, layer, a file whose first chunk gets a flipped byte]. */
+  flips: Array<[string, () => TestLayer, string]>;
+}
 
-  it('the base layers read whole, with the chunked file the chunk cases edit; re-packing alone changes nothing', async () => {
-    const zc = await readLayerToc(written.zc!.desc, memoryBlob(written.zc!));
-    const zc1 = await readLayerToc(written.zc1!.desc, memoryBlob(written.zc1!));
-    assert.deepEqual([zc.formatVersion, zc1.formatVersion], ['c/storage v3 footer (64 B)', 'c/storage v1 footer (40 B)']);
-    assert.ok(zc.tarSplit && !zc1.tarSplit, 'v3 with tar-split, v1 without');
-    assert.deepEqual(zc1.entries, zc.entries);
-    for (const base of [wzc, wzc1, wesgz]) {
-      const orig = base();
-      const a = await readLayerToc(orig.desc, memoryBlob(orig));
-      assert.deepEqual(a.entries.map((e) => e.path), ['etc', 'etc/app.conf', 'data', 'data/multi.bin', 'data/shared.txt']);
-      assert.ok(a.entries.find((e) => e.path === 'data/multi.bin')!.chunks.length > 1, 'data/multi.bin has several chunks');
-      const copy = await repack(orig, () => {});
-      assert.deepEqual((await readLayerToc(copy.desc, memoryBlob(copy))).entries, a.entries);
+const SETS: HostileSet[] = [
+  {
+    label: 'layers written by tocfs (no corpus needed)',
+    skip: false,
+    prepare: async () => {
+      written.zc = await writerLayer('zstd:chunked', WRITER_FILES);
+      written.zc1 = await asV1Footer(written.zc);
+      written.esgz = await writerLayer('estargz', WRITER_FILES, { chunkSize: 64 * 1024 });
+    },
+    bases: [wzc, wzc1, wesgz],
+    checkBases: async () => {
+      const zc = await readLayerToc(written.zc!.desc, memoryBlob(written.zc!));
+      const zc1 = await readLayerToc(written.zc1!.desc, memoryBlob(written.zc1!));
+      assert.deepEqual([zc.formatVersion, zc1.formatVersion], ['c/storage v3 footer (64 B)', 'c/storage v1 footer (40 B)']);
+      assert.ok(zc.tarSplit && !zc1.tarSplit, 'v3 with tar-split, v1 without');
+      assert.deepEqual(zc1.entries, zc.entries);
+      for (const base of [wzc, wzc1, wesgz]) {
+        const a = await readLayerToc(base().desc, memoryBlob(base()));
+        assert.deepEqual(a.entries.map((e) => e.path), ['etc', 'etc/app.conf', 'data', 'data/multi.bin', 'data/shared.txt']);
+        assert.ok(a.entries.find((e) => e.path === 'data/multi.bin')!.chunks.length > 1, 'data/multi.bin has several chunks');
+      }
+    },
+    cases: writerCases,
+    // A member's tail may decode to the next tar header, which no read uses: flip a byte of incompressible content.
+    flips: [['zstd frame', wzc, 'data/shared.txt'], ['gzip member', wesgz, 'data/multi.bin']],
+  },
+  {
+    label: 'corpus layers',
+    skip: HAVE_CORPUS ? false : `no corpus at ${CORPUS_DIR}`,
+    prepare: async () => {},
+    bases: [zc, zcNew, esgz],
+    cases,
+    flips: [['zstd frame', zc, 'data/shared.txt'], ['gzip member', esgz, 'etc/motd']],
+  },
+];
+
+for (const set of SETS) {
+  describe(`formats: hostile ${set.label}`, { skip: set.skip }, () => {
+    before(() => set.prepare());
+
+    it('the base layers read whole; re-packing alone changes nothing a reader cares about', async () => {
+      await set.checkBases?.();
+      for (const base of set.bases) {
+        const orig = base();
+        const copy = await repack(orig, () => {});
+        const a = await readLayerToc(orig.desc, memoryBlob(orig));
+        const b = await readLayerToc(copy.desc, memoryBlob(copy));
+        assert.deepEqual(b.entries, a.entries);
+      }
+    });
+
+    for (const c of set.cases) {
+      it(c.name, async () => {
+        const layer = await c.make();
+        await assert.rejects(readLayerToc(layer.desc, memoryBlob(layer), c.opts), (e: Error) => {
+          assert.ok(e instanceof TocfsError, `${e.name}: ${e.message}`);
+          assert.match(e.message, c.error);
+          assert.ok(e.message.includes(layer.desc.digest), `names the layer: ${e.message}`);
+          if (c.entry) assert.ok(e.message.includes(JSON.stringify(c.entry)), `names the entry: ${e.message}`);
+          return true;
+        });
+      });
+    }
+
+    for (const [name, base, file] of set.flips) {
+      it(`a flipped byte in a ${name} fails the chunk, never serves it`, async () => {
+        const orig = base();
+        const toc = await readLayerToc(orig.desc, memoryBlob(orig));
+        const chunk = toc.entries.find((e) => e.path === file)!.chunks[0]!;
+        const good = await extractChunk(toc.compression, chunk, orig.bytes.subarray(chunk.compressedOffset, chunk.compressedEnd), file);
+        assert.equal(sha256(good), chunk.digest, 'the unflipped chunk reads');
+        const bytes = Buffer.from(orig.bytes);
+        bytes[Math.floor((chunk.compressedOffset + chunk.compressedEnd) / 2)] ^= 0x40;
+        await assert.rejects(extractChunk(toc.compression, chunk, bytes.subarray(chunk.compressedOffset, chunk.compressedEnd), `layer ${orig.desc.digest} ${file}`), (e: Error) => {
+          assert.ok(e instanceof TocfsError);
+          assert.match(e.message, new RegExp(`${file}.*(digest mismatch|cannot decompress)`));
+          return true;
+        });
+      });
     }
   });
-
-  for (const c of writerCases) {
-    it(c.name, async () => {
-      const layer = await c.make();
-      await assert.rejects(readLayerToc(layer.desc, memoryBlob(layer), c.opts), (e: Error) => {
-        assert.ok(e instanceof TocfsError, `${e.name}: ${e.message}`);
-        assert.match(e.message, c.error);
-        assert.ok(e.message.includes(layer.desc.digest), `names the layer: ${e.message}`);
-        if (c.entry) assert.ok(e.message.includes(JSON.stringify(c.entry)), `names the entry: ${e.message}`);
-        return true;
-      });
-    });
-  }
-
-  // A member's tail may decode to the next tar header, which no read uses: flip a byte of incompressible content.
-  for (const [name, base, file] of [['zstd frame', wzc, 'data/shared.txt'], ['gzip member', wesgz, 'data/multi.bin']] as const) {
-    it(`a flipped byte in a ${name} fails the chunk, never serves it`, async () => {
-      const orig = base();
-      const toc = await readLayerToc(orig.desc, memoryBlob(orig));
-      const chunk = toc.entries.find((e) => e.path === file)!.chunks[0]!;
-      const good = await extractChunk(toc.compression, chunk, orig.bytes.subarray(chunk.compressedOffset, chunk.compressedEnd), file);
-      assert.equal(sha256(good), chunk.digest, 'the unflipped chunk reads');
-      const bytes = Buffer.from(orig.bytes);
-      bytes[Math.floor((chunk.compressedOffset + chunk.compressedEnd) / 2)] ^= 0x40;
-      await assert.rejects(extractChunk(toc.compression, chunk, bytes.subarray(chunk.compressedOffset, chunk.compressedEnd), `layer ${orig.desc.digest} ${file}`), (e: Error) => {
-        assert.ok(e instanceof TocfsError);
-        assert.match(e.message, new RegExp(`${file}.*(digest mismatch|cannot decompress)`));
-        return true;
-      });
-    });
-  }
-});
+}
