@@ -10,20 +10,15 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { runCli } from './helpers/cli.js';
 import { hostPlatform } from '../src/source/manifest.js';
-import { CORPUS_DIR, HAVE_CORPUS, loadExpected } from './helpers/corpus.js';
+import { CORPUS_DIR, HAVE_CORPUS } from './helpers/corpus.js';
 import { buildImage, seededContent, type FileSpec } from './helpers/images.js';
 import { buildMultiArchImage, type BuiltMultiArchImage } from './helpers/multiarch.js';
 import { startRegistry, type TestRegistry } from './helpers/registry.js';
 import { isolatedCliEnv } from './helpers/registry-env.js';
+import { builtPlatformWant, corpusPlatformWant, type PlatformWant } from './helpers/test-images.js';
 
 const host = hostPlatform();
 const HOST = [host.os, host.architecture, host.variant].filter(Boolean).join('/');
-
-interface PlatformWant {
-  manifestDigest: string;
-  configDigest: string;
-  layers: string[];
-}
 
 /** The images a run of the suite serves, and what it knows of them. */
 interface ImageSet {
@@ -73,10 +68,7 @@ const SETS: ImageSet[] = [
     },
     platform: HOST,
     lsCatArgs: [],
-    armWant: (image) => {
-      const arm = multi.get(image)!.images[1]!;
-      return { manifestDigest: arm.manifestDigest, configDigest: arm.configDigest, layers: arm.layers.map((l) => l.digest) };
-    },
+    armWant: (image) => builtPlatformWant(multi.get(image)!, 'arm64'),
     estargz: 'built-estargz',
     lsLine: /^-rw-r--r-- 1 0 0 120000 .* medium-random\.bin$/m,
   },
@@ -89,10 +81,7 @@ const SETS: ImageSet[] = [
     prepare: async () => new Map(['zstdchunked-skopeo118-multiarch', 'estargz-ctrremote-basic', 'gzip-plain-layers', 'gzip-plain-multiarch'].map((i) => [i, join(CORPUS_DIR, i)])),
     platform: 'linux/amd64',
     lsCatArgs: ['--platform', 'linux/amd64'],
-    armWant: (image) => {
-      const arm = loadExpected(image).images.find((i) => i.platform.architecture === 'arm64')!;
-      return { manifestDigest: arm.manifest_digest, configDigest: arm.config_digest, layers: arm.layers };
-    },
+    armWant: (image) => corpusPlatformWant(image, 'arm64'),
     estargz: 'estargz-ctrremote-basic',
   },
 ];

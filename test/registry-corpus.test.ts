@@ -17,6 +17,7 @@ import { buildImage, seededContent, type BuiltImage, type FileSpec } from './hel
 import { buildMultiArchImage, type BuiltMultiArchImage } from './helpers/multiarch.js';
 import { startRegistry, type TestRegistry } from './helpers/registry.js';
 import { isolatedRegistryOptions } from './helpers/registry-env.js';
+import { builtPlatformWant, corpusPlatformWant, type PlatformWant } from './helpers/test-images.js';
 
 const ARM64: Platform = { os: 'linux', architecture: 'arm64', variant: 'v8' };
 const AMD64: Platform = { os: 'linux', architecture: 'amd64' };
@@ -65,13 +66,6 @@ async function buildAll(tmp: string): Promise<void> {
   multi.set('built-multiarch', m);
 }
 
-/** What a value from a set's expected digests says about one platform's image. */
-interface PlatformWant {
-  manifestDigest: string;
-  configDigest: string;
-  layers: string[];
-}
-
 /** A set of images the suite serves, with what each should resolve to and which plays each role. */
 interface ImageSet {
   label: string;
@@ -100,10 +94,7 @@ const CORPUS_SET: ImageSet = {
   names: () => corpusImages(),
   dir: (name) => join(CORPUS_DIR, name),
   manifestOf: (name, arch) => loadExpected(name).images.find((i) => i.platform.architecture === arch)!.manifest_digest,
-  platformWant: (name, arch) => {
-    const want = loadExpected(name).images.find((i) => i.platform.architecture === arch)!;
-    return { manifestDigest: want.manifest_digest, configDigest: want.config_digest, layers: want.layers };
-  },
+  platformWant: corpusPlatformWant,
   indexDigest: (name) => (loadExpected(name) as unknown as { top_digest: string }).top_digest,
   zstdChunked: 'zstdchunked-skopeo118-basic',
   gzip: 'gzip-plain-basic',
@@ -118,10 +109,7 @@ const BUILT_SET: ImageSet = {
   names: () => BUILT_IMAGES,
   dir: dirOf,
   manifestOf,
-  platformWant: (name, arch) => {
-    const want = multi.get(name)!.images.find((i) => i.platform.architecture === arch)!;
-    return { manifestDigest: want.manifestDigest, configDigest: want.configDigest, layers: want.layers.map((l) => l.digest) };
-  },
+  platformWant: (name, arch) => builtPlatformWant(multi.get(name)!, arch),
   indexDigest: (name) => multi.get(name)!.indexDigest,
   zstdChunked: 'built-zstd-chunked',
   gzip: 'built-gzip',

@@ -15,6 +15,7 @@ import { after } from 'node:test';
 import type { ResolveOptions } from '../../src/source/types.js';
 import { CORPUS_DIR, HAVE_CORPUS, loadExpected } from './corpus.js';
 import { buildImage, type BuiltImage, type FileSpec, type ImageFormat } from './images.js';
+import type { BuiltMultiArchImage } from './multiarch.js';
 
 export interface TestImage {
   /** For suite names: "image built by tocfs" or "corpus image NAME". */
@@ -69,4 +70,24 @@ export function corpusTestImage(name: string): TestImage {
     dir: async () => join(CORPUS_DIR, name),
     manifestDigest: async () => loadExpected(name).images[0]!.manifest_digest,
   };
+}
+
+/** What a suite expects of one platform's image of a multi-platform image. */
+export interface PlatformWant {
+  manifestDigest: string;
+  configDigest: string;
+  /** Layer digests. */
+  layers: string[];
+}
+
+/** The `arch` image of a multi-platform corpus image, from its expected.json. */
+export function corpusPlatformWant(name: string, arch: string): PlatformWant {
+  const want = loadExpected(name).images.find((i) => i.platform.architecture === arch)!;
+  return { manifestDigest: want.manifest_digest, configDigest: want.config_digest, layers: want.layers };
+}
+
+/** The `arch` image of a multi-platform image tocfs built. */
+export function builtPlatformWant(image: BuiltMultiArchImage, arch: string): PlatformWant {
+  const want = image.images.find((i) => i.platform.architecture === arch)!;
+  return { manifestDigest: want.manifestDigest, configDigest: want.configDigest, layers: want.layers.map((l) => l.digest) };
 }
