@@ -1,7 +1,8 @@
 /**
  * Packaging as a user installs tocfs: `npm pack`, `npm install -g` of the tarball under a
  * fresh prefix, then the installed `tocfs` (run from outside the checkout) answers --version,
- * inspects and reads an image (one it built; a corpus one when present), its postinstall
+ * inspects and reads an image (one it built; a corpus one when present: one suite body for
+ * each, the corpus one skipped without the corpus), its postinstall
  * patched fuse-native where it could, and the installed scripts/install.sh points the systemd
  * units at the installed binary.
  */
@@ -13,142 +14,99 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
-import { CORPUS_DIR, HAVE_CORPUS } from './helpers/corpus.js';
-import { buildImage } from './helpers/images.js';
+import { builtTestImage, corpusTestImage, type TestImage } from './helpers/test-images.js';
 
 const run = promisify(execFile);
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const IMAGE = 'zstdchunked-skopeo118-multiarch';
 const version = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
 
-// Never skipped: the same install, reading an image tocfs builds. (The corpus suite after it
-// repeats the install to read a real multi-platform image.)
-describe('npm pack, npm install -g, run the installed tocfs on an image it built', () => {
-  const tmp = mkdtempSync(join(tmpdir(), 'tocfs-package-built-'));
-  const prefix = join(tmp, 'prefix');
-  const tocfs = join(prefix, 'bin', 'tocfs');
-  const away = mkdtempSync(join(tmp, 'cwd-'));
-  const env = { ...process.env, HOME: join(tmp, 'home'), TOCFS_LOG_JSON: '1', PATH: `${join(prefix, 'bin')}:${process.env.PATH}` };
-  let files: string[] = [];
-  let image = '';
+/** The image the installed tocfs reads, and what it knows of it. */
+interface Source {
+  label: string;
+  image: TestImage;
+  /** A directory to list, and its listing where known; a file to cat with its content. */
+  lsDir: string;
+  lsOut?: string;
+  cat?: [string, string];
+}
 
-  before(async () => {
-    image = (await buildImage(join(tmp, 'image'), { format: 'zstd:chunked', layers: [[{ path: 'etc', type: 'dir' }, { path: 'etc/motd', content: 'installed tocfs reads this\n' }]] })).dir;
-    await run('flock', ['/tmp/tocfs-build.lock', 'npx', 'tsc', '-p', 'tsconfig.json'], { cwd: ROOT });
-    const { stdout } = await run('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', tmp], { cwd: ROOT, maxBuffer: 64 * 1024 * 1024 });
-    const packed = (JSON.parse(stdout) as Array<{ filename: string; files: Array<{ path: string }> }>)[0]!;
-    files = packed.files.map((f) => f.path);
-    await run('npm', ['install', '-g', '--prefix', prefix, '--prefer-offline', '--no-audit', '--no-fund', join(tmp, packed.filename)], { cwd: away, env, timeout: 300_000 });
+const SOURCES: Source[] = [
+  {
+    label: 'an image it built',
+    image: builtTestImage('package', [[{ path: 'etc', type: 'dir' }, { path: 'etc/motd', content: 'installed tocfs reads this\n' }]]),
+    lsDir: '/etc',
+    lsOut: 'motd\n',
+    cat: ['/etc/motd', 'installed tocfs reads this\n'],
+  },
+  { label: 'a corpus image', image: corpusTestImage('zstdchunked-skopeo118-multiarch'), lsDir: '/' },
+];
+
+for (const source of SOURCES) {
+  describe(`npm pack, npm install -g, run the installed tocfs on ${source.label}`, { skip: source.image.skip }, () => {
+    const tmp = mkdtempSync(join(tmpdir(), 'tocfs-package-'));
+    const prefix = join(tmp, 'prefix');
+    const tocfs = join(prefix, 'bin', 'tocfs');
+    // The installed copy runs from a directory that has nothing to do with the checkout.
+    const away = mkdtempSync(join(tmp, 'cwd-'));
+    const env = { ...process.env, HOME: join(tmp, 'home'), TOCFS_LOG_JSON: '1', PATH: `${join(prefix, 'bin')}:${process.env.PATH}` };
+    let files: string[] = [];
+
+    before(async () => {
+      // dist/ is shared with whoever else builds in this checkout: build under their lock.
+      await run('flock', ['/tmp/tocfs-build.lock', 'npx', 'tsc', '-p', 'tsconfig.json'], { cwd: ROOT });
+      const { stdout } = await run('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', tmp], { cwd: ROOT, maxBuffer: 64 * 1024 * 1024 });
+      const packed = (JSON.parse(stdout) as Array<{ filename: string; files: Array<{ path: string }> }>)[0]!;
+      files = packed.files.map((f) => f.path);
+      await run('npm', ['install', '-g', '--prefix', prefix, '--prefer-offline', '--no-audit', '--no-fund', join(tmp, packed.filename)], { cwd: away, env, timeout: 300_000 });
+    });
+    after(() => rmSync(tmp, { recursive: true, force: true }));
+
+    it('packs what runs and what the docs name, and no sources or tests', () => {
+      for (const f of ['bin/tocfs', 'dist/cli/entry.js', 'systemd/tocfs-store.service', 'systemd/tocfs-mount@.service', 'scripts/install.sh', 'scripts/patch-fuse-native.sh', 'scripts/fuse-native-timespec.patch', 'docs/guide.md', 'README.md']) {
+        assert.ok(files.includes(f), `${f} is in the package`);
+      }
+      assert.deepEqual(files.filter((f) => f.startsWith('src/') || f.startsWith('test/') || f.startsWith('node_modules/')), []);
+    });
+
+    it('tocfs --version and --help', async () => {
+      assert.ok(existsSync(tocfs), `${tocfs} exists`);
+      assert.equal((await run(tocfs, ['--version'], { cwd: away, env })).stdout.trim(), version);
+      assert.match((await run(tocfs, ['--help'], { cwd: away, env })).stdout, /Usage: tocfs <command>/);
+    });
+
+    it('inspects, lists and reads the image like the checkout does', async () => {
+      const ref = `oci:${await source.image.dir()}`;
+      const platform = source.image.platformArgs;
+      const installed = await run(tocfs, ['inspect', '--json', ...platform, ref], { cwd: away, env });
+      const checkout = await run(process.execPath, [join(ROOT, 'bin', 'tocfs'), 'inspect', '--json', ...platform, ref], { cwd: away, env });
+      assert.deepEqual(JSON.parse(installed.stdout), JSON.parse(checkout.stdout));
+      const layers = (JSON.parse(installed.stdout) as { layers: Array<{ lazy: boolean }> }).layers;
+      assert.ok(layers.length > 0 && layers.every((l) => l.lazy), JSON.stringify(layers));
+      if (source.image.layerCount !== undefined) assert.equal(layers.length, source.image.layerCount);
+      const ls = await run(tocfs, ['ls', '--cache-dir', join(tmp, 'cache'), ...platform, ref, source.lsDir], { cwd: away, env });
+      assert.ok(ls.stdout.trim().split('\n').length > 0, ls.stdout);
+      if (source.lsOut !== undefined) assert.equal(ls.stdout, source.lsOut);
+      if (source.cat) assert.equal((await run(tocfs, ['cat', '--cache-dir', join(tmp, 'cache'), ...platform, ref, source.cat[0]], { cwd: away, env })).stdout, source.cat[1]);
+    });
+
+    it('postinstall patched the installed fuse-native where headers and a compiler exist', async (t) => {
+      if (!existsSync('/usr/include/node/node_api.h')) return t.skip('no Node headers here: the stock addon is kept');
+      const pkgDir = join(prefix, 'lib', 'node_modules', 'tocfs');
+      const { stdout } = await run(process.execPath, ['-e', "const b = require('node-gyp-build')(require('node:path').dirname(require.resolve('fuse-native/package.json'))); console.log(b.stat_times_sec_nsec)"], { cwd: pkgDir, env });
+      assert.equal(stdout.trim(), '1');
+    });
+
+    it('the installed scripts/install.sh points the systemd units at the installed tocfs', async () => {
+      const root = join(tmp, 'root');
+      await run('sh', [join(prefix, 'lib', 'node_modules', 'tocfs', 'scripts', 'install.sh'), '--prefix', root, '--no-start'], { cwd: away, env });
+      const units = readdirSync(join(root, 'etc', 'systemd', 'system'));
+      assert.deepEqual(units.sort(), ['tocfs-mount@.service', 'tocfs-store.service']);
+      for (const unit of units) {
+        const execStart = readFileSync(join(root, 'etc', 'systemd', 'system', unit), 'utf8').split('\n').find((l) => l.startsWith('ExecStart='));
+        assert.ok(execStart?.startsWith(`ExecStart=${tocfs} `), `${unit}: ${execStart}`);
+      }
+      // The default config it installs is the installed tocfs's own example.
+      assert.equal(readFileSync(join(root, 'etc', 'tocfs', 'config.toml'), 'utf8'), (await run(tocfs, ['config', 'example'], { cwd: away, env })).stdout);
+    });
   });
-  after(() => rmSync(tmp, { recursive: true, force: true }));
-
-  it('packs what runs and what the docs name, and no sources or tests', () => {
-    for (const f of ['bin/tocfs', 'dist/cli/entry.js', 'systemd/tocfs-store.service', 'systemd/tocfs-mount@.service', 'scripts/install.sh', 'scripts/patch-fuse-native.sh', 'scripts/fuse-native-timespec.patch', 'docs/guide.md', 'README.md']) {
-      assert.ok(files.includes(f), `${f} is in the package`);
-    }
-    assert.deepEqual(files.filter((f) => f.startsWith('src/') || f.startsWith('test/') || f.startsWith('node_modules/')), []);
-  });
-
-  it('tocfs --version and --help', async () => {
-    assert.ok(existsSync(tocfs), `${tocfs} exists`);
-    assert.equal((await run(tocfs, ['--version'], { cwd: away, env })).stdout.trim(), version);
-    assert.match((await run(tocfs, ['--help'], { cwd: away, env })).stdout, /Usage: tocfs <command>/);
-  });
-
-  it('inspects, lists and reads an image like the checkout does', async () => {
-    const ref = `oci:${image}`;
-    const installed = await run(tocfs, ['inspect', '--json', ref], { cwd: away, env });
-    const checkout = await run(process.execPath, [join(ROOT, 'bin', 'tocfs'), 'inspect', '--json', ref], { cwd: away, env });
-    assert.deepEqual(JSON.parse(installed.stdout), JSON.parse(checkout.stdout));
-    assert.deepEqual((JSON.parse(installed.stdout) as { layers: Array<{ lazy: boolean }> }).layers.map((l) => l.lazy), [true]);
-    assert.equal((await run(tocfs, ['ls', '--cache-dir', join(tmp, 'cache'), ref, '/etc'], { cwd: away, env })).stdout, 'motd\n');
-    assert.equal((await run(tocfs, ['cat', '--cache-dir', join(tmp, 'cache'), ref, '/etc/motd'], { cwd: away, env })).stdout, 'installed tocfs reads this\n');
-  });
-
-  it('postinstall patched the installed fuse-native where headers and a compiler exist', async (t) => {
-    if (!existsSync('/usr/include/node/node_api.h')) return t.skip('no Node headers here: the stock addon is kept');
-    const pkgDir = join(prefix, 'lib', 'node_modules', 'tocfs');
-    const { stdout } = await run(process.execPath, ['-e', "const b = require('node-gyp-build')(require('node:path').dirname(require.resolve('fuse-native/package.json'))); console.log(b.stat_times_sec_nsec)"], { cwd: pkgDir, env });
-    assert.equal(stdout.trim(), '1');
-  });
-
-  it('the installed scripts/install.sh points the systemd units at the installed tocfs', async () => {
-    const root = join(tmp, 'root');
-    await run('sh', [join(prefix, 'lib', 'node_modules', 'tocfs', 'scripts', 'install.sh'), '--prefix', root, '--no-start'], { cwd: away, env });
-    const units = readdirSync(join(root, 'etc', 'systemd', 'system'));
-    assert.deepEqual(units.sort(), ['tocfs-mount@.service', 'tocfs-store.service']);
-    for (const unit of units) {
-      const execStart = readFileSync(join(root, 'etc', 'systemd', 'system', unit), 'utf8').split('\n').find((l) => l.startsWith('ExecStart='));
-      assert.ok(execStart?.startsWith(`ExecStart=${tocfs} `), `${unit}: ${execStart}`);
-    }
-    assert.equal(readFileSync(join(root, 'etc', 'tocfs', 'config.toml'), 'utf8'), (await run(tocfs, ['config', 'example'], { cwd: away, env })).stdout);
-  });
-});
-
-describe('npm pack, npm install -g, run the installed tocfs', { skip: HAVE_CORPUS ? false : `no corpus at ${CORPUS_DIR}` }, () => {
-  const tmp = mkdtempSync(join(tmpdir(), 'tocfs-package-'));
-  const prefix = join(tmp, 'prefix');
-  const tocfs = join(prefix, 'bin', 'tocfs');
-  // The installed copy runs from a directory that has nothing to do with the checkout.
-  const away = mkdtempSync(join(tmp, 'cwd-'));
-  const env = { ...process.env, HOME: join(tmp, 'home'), TOCFS_LOG_JSON: '1', PATH: `${join(prefix, 'bin')}:${process.env.PATH}` };
-  let files: string[] = [];
-
-  before(async () => {
-    // dist/ is shared with whoever else builds in this checkout: build under their lock.
-    await run('flock', ['/tmp/tocfs-build.lock', 'npx', 'tsc', '-p', 'tsconfig.json'], { cwd: ROOT });
-    const { stdout } = await run('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', tmp], { cwd: ROOT, maxBuffer: 64 * 1024 * 1024 });
-    const packed = (JSON.parse(stdout) as Array<{ filename: string; files: Array<{ path: string }> }>)[0]!;
-    files = packed.files.map((f) => f.path);
-    await run('npm', ['install', '-g', '--prefix', prefix, '--prefer-offline', '--no-audit', '--no-fund', join(tmp, packed.filename)], { cwd: away, env, timeout: 300_000 });
-  });
-  after(() => rmSync(tmp, { recursive: true, force: true }));
-
-  it('packs what runs and what the docs name, and no sources or tests', () => {
-    for (const f of ['bin/tocfs', 'dist/cli/entry.js', 'systemd/tocfs-store.service', 'systemd/tocfs-mount@.service', 'scripts/install.sh', 'scripts/patch-fuse-native.sh', 'scripts/fuse-native-timespec.patch', 'docs/guide.md', 'README.md']) {
-      assert.ok(files.includes(f), `${f} is in the package`);
-    }
-    assert.deepEqual(files.filter((f) => f.startsWith('src/') || f.startsWith('test/') || f.startsWith('node_modules/')), []);
-  });
-
-  it('tocfs --version and --help', async () => {
-    assert.ok(existsSync(tocfs), `${tocfs} exists`);
-    const v = await run(tocfs, ['--version'], { cwd: away, env });
-    assert.equal(v.stdout.trim(), version);
-    const help = await run(tocfs, ['--help'], { cwd: away, env });
-    assert.match(help.stdout, /Usage: tocfs <command>/);
-  });
-
-  it('inspects and reads a corpus image like the checkout does', async () => {
-    const ref = `oci:${join(CORPUS_DIR, IMAGE)}`;
-    const installed = await run(tocfs, ['inspect', '--json', '--platform', 'linux/amd64', ref], { cwd: away, env });
-    const checkout = await run(process.execPath, [join(ROOT, 'bin', 'tocfs'), 'inspect', '--json', '--platform', 'linux/amd64', ref], { cwd: away, env });
-    assert.deepEqual(JSON.parse(installed.stdout), JSON.parse(checkout.stdout));
-    const layers = (JSON.parse(installed.stdout) as { layers: Array<{ lazy: boolean }> }).layers;
-    assert.ok(layers.length > 0 && layers.every((l) => l.lazy));
-    const ls = await run(tocfs, ['ls', '--cache-dir', join(tmp, 'cache'), '--platform', 'linux/amd64', ref, '/'], { cwd: away, env });
-    assert.ok(ls.stdout.trim().split('\n').length > 0, ls.stdout);
-  });
-
-  it('postinstall patched the installed fuse-native where headers and a compiler exist', async (t) => {
-    if (!existsSync('/usr/include/node/node_api.h')) return t.skip('no Node headers here: the stock addon is kept');
-    const pkgDir = join(prefix, 'lib', 'node_modules', 'tocfs');
-    const { stdout } = await run(process.execPath, ['-e', "const b = require('node-gyp-build')(require('node:path').dirname(require.resolve('fuse-native/package.json'))); console.log(b.stat_times_sec_nsec)"], { cwd: pkgDir, env });
-    assert.equal(stdout.trim(), '1');
-  });
-
-  it("the installed scripts/install.sh points the systemd units at the installed tocfs", async () => {
-    const root = join(tmp, 'root');
-    const script = join(prefix, 'lib', 'node_modules', 'tocfs', 'scripts', 'install.sh');
-    await run('sh', [script, '--prefix', root, '--no-start'], { cwd: away, env });
-    const units = readdirSync(join(root, 'etc', 'systemd', 'system'));
-    assert.deepEqual(units.sort(), ['tocfs-mount@.service', 'tocfs-store.service']);
-    for (const unit of units) {
-      const execStart = readFileSync(join(root, 'etc', 'systemd', 'system', unit), 'utf8').split('\n').find((l) => l.startsWith('ExecStart='));
-      assert.ok(execStart?.startsWith(`ExecStart=${tocfs} `), `${unit}: ${execStart}`);
-    }
-    // The default config it installs is the installed tocfs's own example.
-    const config = readFileSync(join(root, 'etc', 'tocfs', 'config.toml'), 'utf8');
-    assert.equal(config, (await run(tocfs, ['config', 'example'], { cwd: away, env })).stdout);
-  });
-});
+}
