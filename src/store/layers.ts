@@ -179,6 +179,8 @@ export class LayerStore {
   private readonly lookupTimeoutMs: number;
   private readonly negativeTtlMs: number;
   private readonly images = new Map<string, Promise<StoreImage>>();
+  /** Every image resolved so far, replaced ones too (their sources stay open for the layers read through them). */
+  private readonly resolved: StoreImage[] = [];
   private readonly layers = new Map<string, StoreLayer>();
   private readonly pending = new Map<string, Promise<StoreLayer>>();
   private readonly misses = new Map<string, Miss>();
@@ -334,15 +336,15 @@ export class LayerStore {
     return { images, layers, misses };
   }
 
-  /** Closes the sources of resolved images; resolutions still under way are abandoned (the process is ending). */
+  /**
+   * Ends the recordings of start-up profiles (saving them) and closes the sources of every
+   * image resolved, replaced ones included; resolutions still under way are abandoned (the
+   * process is ending).
+   */
   async close(): Promise<void> {
-    const settled = Symbol('pending');
-    for (const p of this.images.values()) {
-      const img = await Promise.race([p.catch(() => undefined), Promise.resolve(settled)]);
-      if (img && img !== settled) {
-        for (const p of img.profiles.values()) await p.stop();
-        await img.source.close().catch(() => undefined);
-      }
+    for (const img of this.resolved.splice(0)) {
+      for (const p of img.profiles.values()) await p.stop();
+      await img.source.close().catch(() => undefined);
     }
   }
 
@@ -368,6 +370,7 @@ export class LayerStore {
         }
       })();
       this.images.set(ref, p);
+      p.then((img) => this.resolved.push(img), () => undefined);
       // A failed resolution is retried by the next lookup after the negative TTL (the miss is cached per key).
       p.catch(() => {
         if (this.images.get(ref) === p) this.images.delete(ref);

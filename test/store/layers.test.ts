@@ -11,6 +11,8 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { LayerOpener } from '../../src/layer/open.js';
 import { logger } from '../../src/log.js';
+import { DEFAULT_PROFILE_SETTINGS, StartupProfiles } from '../../src/profile/session.js';
+import { ProfileStore } from '../../src/profile/store.js';
 import { LayerStore, StoreMiss } from '../../src/store/layers.js';
 import { buildImage, seededBytes, type BuiltImage } from '../helpers/images.js';
 import { startRegistry, type TestRegistry } from '../helpers/registry.js';
@@ -56,4 +58,20 @@ test('a lookup that failed while the registry was down is served as soon as it a
   }
   assert.ok(Date.now() - started < negativeTtlMs / 2);
   await store.close();
+});
+
+test('closing the store ends the recording of a start-up profile and saves what was read', { timeout: 60_000 }, async () => {
+  const log = logger().child({ test: 'store-layers' });
+  const cacheDir = join(tmp, 'cache-close');
+  const profiles = new StartupProfiles(new ProfileStore(cacheDir, log), { ...DEFAULT_PROFILE_SETTINGS, idleMs: 600_000 }, log);
+  const source = { tlsVerify: false, registry: await isolatedRegistryOptions(join(tmp, 'env-close')) };
+  const store = new LayerStore({ opener: await LayerOpener.create({ cacheDir }, log), source, logger: log, profiles, prefetch: 'none' });
+  const layer = await store.lookup(`${registry.host}/down:latest`, img.layers[0]!.digest);
+  const entry = layer.content.toc.entries.find((e) => e.path === 'a')!;
+  assert.deepEqual(await layer.content.read(entry, 0, 1000), seededBytes('a', 1000));
+  await store.close();
+  const saved = await new ProfileStore(cacheDir, log).load(img.manifestDigest);
+  assert.ok(saved, 'the profile was saved at close');
+  assert.deepEqual(saved.reads.map((r) => [r.path, r.offset, r.length]), [['a', 0, 1000]]);
+  assert.equal(saved.recording.endedBy, 'stop');
 });
