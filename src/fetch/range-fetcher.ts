@@ -49,7 +49,7 @@ export interface RangeFetcherSettings {
   maxGapBytes: number;
   /** Range requests in flight for this layer. */
   maxInFlight: number;
-  /** Prefetch requests in flight for this layer, besides maxInFlight (default 4). */
+  /** Prefetch requests in flight for this layer, besides maxInFlight (default 8). */
   maxPrefetchInFlight?: number;
   /** A request (its retries included) still unfinished after this long is given up (undefined: no limit). */
   fetchTimeoutMs?: number | undefined;
@@ -83,7 +83,7 @@ export class RangeFetcher<T extends RangeItem> {
     private readonly sink: RangeSink<T>,
   ) {
     this.sema = new Sema(settings.maxInFlight);
-    this.prefetchSema = new Sema(settings.maxPrefetchInFlight ?? 4);
+    this.prefetchSema = new Sema(settings.maxPrefetchInFlight ?? 8);
   }
 
   /** Queues chunks to fetch; everything queued in this turn of the event loop is planned together. */

@@ -6,7 +6,7 @@
  * and counted, for one warning per profile.
  */
 import type { LayerReader, Located } from '../fetch/layer-reader.js';
-import { chunksCovering, coalesce } from '../fetch/plan.js';
+import { chunksCovering, coalesce, type PlannedRange } from '../fetch/plan.js';
 import type { LayerToc, TocEntry } from '../formats/toc.js';
 import type { Descriptor } from '../source/types.js';
 import type { ProfileMatch } from './store.js';
@@ -14,6 +14,10 @@ import type { Profile } from './profile.js';
 
 /** A request of a replay spans at most this many compressed bytes. */
 export const REPLAY_REQUEST_BYTES = 4 * 1024 * 1024;
+/** Gaps between wanted chunks a replay may bridge to save requests (each a round trip)... */
+export const REPLAY_MAX_GAP_BYTES = 256 * 1024;
+/** ...as long as the replay fetches at most this much more than the chunks it wants. */
+export const REPLAY_MAX_OVERHEAD = 1.2;
 
 export interface ReplayBudget {
   /** Compressed bytes still allowed (shared by the layers of one image). */
@@ -112,7 +116,7 @@ export async function replayChunks(reader: LayerReader, wanted: readonly Located
   const missing = await reader.uncached(wanted);
   result.alreadyThere = wanted.length - missing.length;
   const order = new Map(missing.map((l, i) => [l.chunk.digest, i]));
-  const ranges = coalesce(missing, REPLAY_REQUEST_BYTES, reader.maxGapBytes)
+  const ranges = planReplay(missing, reader.maxGapBytes)
     .map((r) => ({ ...r, first: Math.min(...r.items.map((l) => order.get(l.chunk.digest)!)) }))
     .sort((a, b) => a.first - b.first);
   const chosen: typeof ranges = [];
@@ -142,4 +146,12 @@ export async function replayChunks(reader: LayerReader, wanted: readonly Located
     }),
   );
   return result;
+}
+
+/** Ranges for `missing`: wide gaps bridged when that keeps the bytes within REPLAY_MAX_OVERHEAD, else the reader's own gap. */
+function planReplay(missing: Located[], readerGap: number): PlannedRange<Located>[] {
+  const wantedBytes = missing.reduce((n, l) => n + l.chunk.compressedEnd - l.chunk.compressedOffset, 0);
+  const wide = coalesce(missing, REPLAY_REQUEST_BYTES, Math.max(readerGap, REPLAY_MAX_GAP_BYTES));
+  const wideBytes = wide.reduce((n, r) => n + r.end - r.start, 0);
+  return wideBytes <= REPLAY_MAX_OVERHEAD * wantedBytes ? wide : coalesce(missing, REPLAY_REQUEST_BYTES, readerGap);
 }
