@@ -148,10 +148,29 @@ export async function replayChunks(reader: LayerReader, wanted: readonly Located
   return result;
 }
 
-/** Ranges for `missing`: wide gaps bridged when that keeps the bytes within REPLAY_MAX_OVERHEAD, else the reader's own gap. */
+/**
+ * Ranges for `missing`: first neighbours within the reader's own gap, then the smallest gaps
+ * between those ranges bridged, smallest first, while the bytes bridged stay within
+ * (REPLAY_MAX_OVERHEAD − 1) of the wanted bytes and no range passes REPLAY_REQUEST_BYTES.
+ */
 function planReplay(missing: Located[], readerGap: number): PlannedRange<Located>[] {
+  const ranges = coalesce(missing, REPLAY_REQUEST_BYTES, readerGap);
   const wantedBytes = missing.reduce((n, l) => n + l.chunk.compressedEnd - l.chunk.compressedOffset, 0);
-  const wide = coalesce(missing, REPLAY_REQUEST_BYTES, Math.max(readerGap, REPLAY_MAX_GAP_BYTES));
-  const wideBytes = wide.reduce((n, r) => n + r.end - r.start, 0);
-  return wideBytes <= REPLAY_MAX_OVERHEAD * wantedBytes ? wide : coalesce(missing, REPLAY_REQUEST_BYTES, readerGap);
+  let budget = (REPLAY_MAX_OVERHEAD - 1) * wantedBytes;
+  const gaps = ranges.slice(1).map((r, i) => ({ i, bytes: r.start - ranges[i]!.end })).filter((g) => g.bytes <= REPLAY_MAX_GAP_BYTES);
+  const join = new Set<number>();
+  for (const g of gaps.sort((a, b) => a.bytes - b.bytes)) {
+    if (g.bytes > budget) break;
+    budget -= g.bytes;
+    join.add(g.i);
+  }
+  const out: PlannedRange<Located>[] = [];
+  ranges.forEach((r, i) => {
+    const last = out.at(-1);
+    if (last && join.has(i - 1) && r.end - last.start <= REPLAY_REQUEST_BYTES) {
+      last.end = r.end;
+      last.items.push(...r.items);
+    } else out.push({ start: r.start, end: r.end, items: [...r.items] });
+  });
+  return out;
 }
