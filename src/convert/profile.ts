@@ -6,14 +6,14 @@
  * parser's limit, parsed by parseProfile, and its paths used only as names to look up in the
  * layers' tars.
  */
-import { open, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import { isDigest } from '../digest.js';
 import { TocfsError } from '../errors.js';
 import { frontPath } from '../formats/writer/front-order.js';
 import { openImageSource, type SourceOptions } from '../image/open.js';
-import { MAX_PROFILE_BYTES, parseProfile, type Profile } from '../profile/profile.js';
-import { ProfileStore } from '../profile/store.js';
+import type { Profile } from '../profile/profile.js';
+import { ProfileStore, readProfileFile } from '../profile/store.js';
 import { formatReference, parseReference } from '../reference.js';
 
 export interface ConvertProfile {
@@ -32,23 +32,6 @@ export interface ProfileLookup {
   log: Logger;
 }
 
-/** At most MAX_PROFILE_BYTES + 1 bytes of a file, so parseProfile refuses a larger one without it being read whole. */
-async function readBounded(path: string): Promise<Buffer> {
-  const fh = await open(path, 'r');
-  try {
-    const buf = Buffer.alloc(MAX_PROFILE_BYTES + 1);
-    let n = 0;
-    while (n < buf.length) {
-      const { bytesRead } = await fh.read(buf, n, buf.length - n, n);
-      if (bytesRead === 0) break;
-      n += bytesRead;
-    }
-    return buf.subarray(0, n);
-  } finally {
-    await fh.close();
-  }
-}
-
 function sameImage(a: string, b: string): boolean {
   try {
     return formatReference(parseReference(a)) === formatReference(parseReference(b));
@@ -62,7 +45,7 @@ export async function loadConvertProfile(arg: string, ctx: ProfileLookup): Promi
   const what = `--profile ${arg}`;
   if (arg === '') throw new TocfsError('--profile needs a profile file or an image whose profile is stored', 'EUSAGE');
   const st = await stat(arg).catch(() => undefined);
-  if (st?.isFile()) return { profile: parseProfile(await readBounded(arg), arg), source: arg };
+  if (st?.isFile()) return { profile: await readProfileFile(arg), source: arg };
   if (st) throw new TocfsError(`${what}: not a file (give a profile file, or an image whose profile is stored)`, 'EINVAL');
   if (arg.endsWith('.json')) throw new TocfsError(`${what}: no such profile file`, 'ENOENT');
   if (ctx.cacheDir === undefined) throw new TocfsError(`${what}: no such file, and no cache directory to look for a stored profile in`, 'ENOENT');

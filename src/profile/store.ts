@@ -3,12 +3,12 @@
  * image. `tocfs cache clear` leaves them (they are small and what makes the next cold start
  * fast); `tocfs cache clear --profiles` and `tocfs profile rm` remove them.
  */
-import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
+import { mkdir, open, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { DIR_MODE, isNotFound, writeAtomic } from '../cache/files.js';
 import { digestHex, isDigest } from '../digest.js';
-import { parseProfile, serializeProfile, type Profile } from './profile.js';
+import { MAX_PROFILE_BYTES, parseProfile, serializeProfile, type Profile } from './profile.js';
 
 /** Profiles looked at when searching by layer or repository; past it the oldest are not considered. */
 const MAX_SCANNED = 1000;
@@ -27,6 +27,28 @@ export interface FoundProfile {
   match: ProfileMatch;
   /** Where it came from, for logs and warnings. */
   source: string;
+}
+
+/** At most MAX_PROFILE_BYTES + 1 bytes of a file, so parseProfile refuses a larger one without it being read whole. */
+async function readBounded(path: string): Promise<Buffer> {
+  const fh = await open(path, 'r');
+  try {
+    const buf = Buffer.alloc(MAX_PROFILE_BYTES + 1);
+    let n = 0;
+    while (n < buf.length) {
+      const { bytesRead } = await fh.read(buf, n, buf.length - n, n);
+      if (bytesRead === 0) break;
+      n += bytesRead;
+    }
+    return buf.subarray(0, n);
+  } finally {
+    await fh.close();
+  }
+}
+
+/** A profile file (a file name, or anything handed over): read bounded, parsed as hostile input. */
+export async function readProfileFile(path: string): Promise<Profile> {
+  return parseProfile(await readBounded(path), path);
 }
 
 export class ProfileStore {
@@ -58,7 +80,7 @@ export class ProfileStore {
   private async read(path: string): Promise<Profile | undefined> {
     let bytes: Buffer;
     try {
-      bytes = await readFile(path);
+      bytes = await readBounded(path);
     } catch (e) {
       if (isNotFound(e)) return undefined;
       throw e;
@@ -107,10 +129,13 @@ export class ProfileStore {
 
   async remove(manifestDigest: string): Promise<boolean> {
     if (!isDigest(manifestDigest)) return false;
-    const path = this.path(manifestDigest);
-    const existed = (await this.read(path).catch(() => undefined)) !== undefined;
-    await rm(path, { force: true });
-    return existed;
+    try {
+      await rm(this.path(manifestDigest));
+      return true;
+    } catch (e) {
+      if (isNotFound(e)) return false;
+      throw e;
+    }
   }
 
   async clear(): Promise<number> {

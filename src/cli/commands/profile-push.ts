@@ -3,14 +3,13 @@
  * repository, as an OCI artifact referring to the image, so that every machine pulling the
  * image through tocfs replays it at first use (src/profile/publish.ts).
  */
-import { open } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
 import { currentConfig } from '../../config/index.js';
 import { TocfsError } from '../../errors.js';
 import { logger } from '../../log.js';
-import { MAX_PROFILE_BYTES, parseProfile, type Profile } from '../../profile/profile.js';
-import { ProfileStore } from '../../profile/store.js';
+import { ProfileError, type Profile } from '../../profile/profile.js';
+import { ProfileStore, readProfileFile } from '../../profile/store.js';
 import type { ResolvedImage } from '../../source/types.js';
 import { withExamples } from '../help.js';
 import { sourceOptions, withCacheOptions, withImageOptions } from '../options.js';
@@ -35,24 +34,17 @@ async function resolveImage(argv: ProfilePushArgs): Promise<ResolvedImage> {
 }
 
 /** A profile file, read no further than the size a profile may have. */
-async function readProfileFile(path: string): Promise<Profile> {
-  const f = await open(path, 'r').catch((e: NodeJS.ErrnoException) => {
+function readProfileToPush(path: string): Promise<Profile> {
+  return readProfileFile(path).catch((e: NodeJS.ErrnoException) => {
+    if (e instanceof ProfileError) throw e;
     throw new TocfsError(`cannot read the profile ${path}: ${e.code === 'ENOENT' ? 'no such file' : e.message}`, 'ENOENT');
   });
-  try {
-    const buf = Buffer.alloc(MAX_PROFILE_BYTES + 1);
-    let n = 0;
-    for (let r; n < buf.length && (r = await f.read(buf, n, buf.length - n, n)).bytesRead > 0; ) n += r.bytesRead;
-    return parseProfile(buf.subarray(0, n), path);
-  } finally {
-    await f.close();
-  }
 }
 
 /** The profile to push: --file, or the one stored for the image's manifest; it must be about that image. */
 async function profileToPush(argv: ProfilePushArgs, image: ResolvedImage): Promise<{ profile: Profile; from: string }> {
   if (argv.file) {
-    const profile = await readProfileFile(argv.file);
+    const profile = await readProfileToPush(argv.file);
     const digest = profile.image.manifestDigest;
     const ofImage = digest === image.manifestDigest || (image.indexManifests ?? []).some((m) => m.digest === digest);
     if (!ofImage)
