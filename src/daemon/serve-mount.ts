@@ -11,11 +11,11 @@ import { startMetricsServer, type MetricsServer } from '../metrics/index.js';
 import { mountFs, type MountedFs } from '../fs/mount.js';
 import { isMounted } from '../fs/mount-table.js';
 import { openImage, type ImageLayer, type OpenedImage, type OpenImageOptions } from '../image/image.js';
+import { recordedImage } from '../profile/recorder.js';
 import { ProfileStore } from '../profile/store.js';
 import { findPublishedProfile } from '../profile/publish.js';
 import { DEFAULT_PROFILE_SETTINGS, StartupProfiles, type ImageProfiles, type ProfileSettings } from '../profile/session.js';
 import { createProgress, type Progress } from '../progress.js';
-import { parseReference, repositoryOf } from '../reference.js';
 import { defaultCacheDir } from '../cache/paths.js';
 import { notifyFailure, notifyReady } from './daemonize.js';
 import { collectGarbageSoon } from './memory.js';
@@ -78,12 +78,7 @@ async function prefetch(image: OpenedImage, layers: ImageLayer[], mode: Prefetch
 function startProfiles(image: OpenedImage, opts: ServeOptions, log: Logger): ImageProfiles {
   const settings = opts.profiles ?? DEFAULT_PROFILE_SETTINGS;
   const store = new ProfileStore(opts.open.cacheDir ?? defaultCacheDir(), log);
-  const session = new StartupProfiles(store, settings, log, (published) => findPublishedProfile(published, opts.open, log)).begin({
-    reference: image.reference,
-    repository: repositoryOf(parseReference(image.reference)),
-    manifestDigest: image.resolved.manifestDigest,
-    layers: image.resolved.layers,
-  });
+  const session = new StartupProfiles(store, settings, log, (published) => findPublishedProfile(published, opts.open, log)).begin(recordedImage(image.reference, image.resolved));
   for (const layer of image.layers) if (layer.lazy) session.layerOpened(layer);
   return session;
 }

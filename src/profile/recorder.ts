@@ -6,7 +6,8 @@
  */
 import type { LayerReader } from '../fetch/layer-reader.js';
 import type { TocEntry } from '../formats/toc.js';
-import type { Descriptor } from '../source/types.js';
+import { parseReference, repositoryOf } from '../reference.js';
+import type { Descriptor, ResolvedImage } from '../source/types.js';
 import { tocDigestsOf } from '../layer/open.js';
 import { MAX_PROFILE_READS, PROFILE_MEDIA_TYPE, PROFILE_SCHEMA_VERSION, type Profile, type ProfileRead } from './profile.js';
 
@@ -23,6 +24,11 @@ export interface RecordedImage {
   manifestDigest: string;
   /** Every layer of the image, bottom first. */
   layers: readonly Descriptor[];
+}
+
+/** What a profile says of the image `reference` resolved to: its manifest, layers and repository. */
+export function recordedImage(reference: string, image: Pick<ResolvedImage, 'manifestDigest' | 'layers'>): RecordedImage {
+  return { reference, repository: repositoryOf(parseReference(reference)), manifestDigest: image.manifestDigest, layers: image.layers };
 }
 
 export class ProfileRecorder {

@@ -22,7 +22,7 @@ import { buildLayerTree, mergeLayers, type FsTree } from '../image/tree.js';
 import { LayerOpener, NotLazyError, tocDigestsOf } from '../layer/open.js';
 import { metrics } from '../metrics/index.js';
 import type { ImageProfiles, ImageProfileStatus, StartupProfiles } from '../profile/session.js';
-import { parseReference, repositoryOf } from '../reference.js';
+import { recordedImage } from '../profile/recorder.js';
 import { registryDownCause } from '../registry/health.js';
 import type { BlobReader, Descriptor, ImageSource, ResolvedImage } from '../source/types.js';
 import { DEFAULT_LOOKUP_TIMEOUT_MS, DEFAULT_NEGATIVE_TTL_MS } from './defaults.js';
@@ -422,7 +422,7 @@ export class LayerStore {
     if (!this.opts.profiles) return undefined;
     let p = img.profiles.get(image.manifestDigest);
     if (!p) {
-      p = this.opts.profiles.begin({ reference: img.ref, repository: repositoryOf(parseReference(img.ref)), manifestDigest: image.manifestDigest, layers: image.layers });
+      p = this.opts.profiles.begin(recordedImage(img.ref, image));
       img.profiles.set(image.manifestDigest, p);
     }
     return p;

@@ -4,7 +4,7 @@
  * themselves; these commands make one on purpose (CI), look at them and move them around.
  */
 import { spawn } from 'node:child_process';
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
@@ -12,9 +12,8 @@ import { currentConfig, humanBytes } from '../../config/index.js';
 import { isDigest } from '../../digest.js';
 import { TocfsError } from '../../errors.js';
 import { logger } from '../../log.js';
-import { parseProfile, profileReadBytes, serializeProfile, type Profile } from '../../profile/profile.js';
-import { ProfileStore } from '../../profile/store.js';
-import { parseReference, repositoryOf } from '../../reference.js';
+import { profileReadBytes, serializeProfile, type Profile } from '../../profile/profile.js';
+import { ProfileStore, readProfileFile } from '../../profile/store.js';
 import { withExamples } from '../help.js';
 import { profilePushCommand } from './profile-push.js';
 import { openImageOptions, sourceOptions, withCacheOptions, withImageOptions } from '../options.js';
@@ -50,7 +49,7 @@ async function manifestDigestOf(argv: ProfileArgs): Promise<string> {
 /** The profile an argument names: a profile file, or the stored profile of an image. */
 async function profileOf(argv: ProfileArgs): Promise<{ profile: Profile; source: string }> {
   const asFile = await stat(argv.image).catch(() => undefined);
-  if (asFile?.isFile()) return { profile: parseProfile(await readFile(argv.image), argv.image), source: argv.image };
+  if (asFile?.isFile()) return { profile: await readProfileFile(argv.image), source: argv.image };
   const digest = await manifestDigestOf(argv);
   const store = profileStore();
   const profile = await store.load(digest);
@@ -99,7 +98,6 @@ const exportCommand: CommandModule<object, ProfileArgs> = {
   handler: async (argv) => {
     const { profile } = await profileOf(argv);
     if (!argv.output) return void process.stdout.write(serializeProfile(profile));
-    const { writeFile } = await import('node:fs/promises');
     await writeFile(argv.output, serializeProfile(profile));
   },
 };
@@ -113,7 +111,7 @@ const importCommand: CommandModule<object, ProfileArgs> = {
     ]),
   handler: async (argv) => {
     const file = argv.file!;
-    const profile = parseProfile(await readFile(file), file);
+    const profile = await readProfileFile(file);
     const path = await profileStore().save(profile);
     process.stdout.write(`imported the profile of ${profile.image.reference} (${profile.image.manifestDigest}): ${path}\n`);
   },
@@ -159,7 +157,7 @@ const recordCommand: CommandModule<object, ProfileArgs> = {
     const afterDashes = (argv as unknown as { _: Array<string | number> })._.slice(2).map(String);
     const cmd = [...(argv.cmd ?? []), ...afterDashes];
     if (cmd.length === 0) throw new TocfsError('name the command to run after --, e.g. tocfs profile record IMAGE -- sh -c \'cat "$TOCFS_ROOTFS/etc/hostname"\'', 'EUSAGE');
-    const [{ openImage }, { fsOperations }, { mountFs }, { ProfileRecorder }] = await Promise.all([
+    const [{ openImage }, { fsOperations }, { mountFs }, { ProfileRecorder, recordedImage }] = await Promise.all([
       import('../../image/image.js'),
       import('../../fs/operations.js'),
       import('../../fs/mount.js'),
@@ -168,14 +166,13 @@ const recordCommand: CommandModule<object, ProfileArgs> = {
     const log = logger();
     const scratch = await mkdtemp(join(tmpdir(), 'tocfs-profile-record-'));
     const mountpoint = join(scratch, 'rootfs');
-    const { mkdir } = await import('node:fs/promises');
     await mkdir(mountpoint);
     const image = await openImage(argv.image, { ...openImageOptions(argv), cacheDir: join(scratch, 'cache'), logger: log });
     let saved: Promise<string | undefined> = Promise.resolve(undefined);
     // Everything the command reads until it exits: no idle or window end.
     const forever = 2 ** 31 - 1;
     const recorder = new ProfileRecorder(
-      { reference: image.reference, repository: repositoryOf(parseReference(image.reference)), manifestDigest: image.resolved.manifestDigest, layers: image.resolved.layers },
+      recordedImage(image.reference, image.resolved),
       { idleMs: forever, windowMs: forever },
       (profile) => (saved = profile ? profileStore().save(profile) : Promise.resolve(undefined)),
     );
@@ -193,7 +190,7 @@ const recordCommand: CommandModule<object, ProfileArgs> = {
     await rm(scratch, { recursive: true, force: true });
     if (code !== 0) process.exitCode = code;
     if (!path) throw new TocfsError(`the command read nothing from ${argv.image}: no profile recorded (does it read $TOCFS_ROOTFS, or need --chroot?)`);
-    const profile = parseProfile(await readFile(path), path);
+    const profile = await readProfileFile(path);
     process.stderr.write(`${describeProfile(profile, path)}\n`);
     if (code !== 0) process.stderr.write(`tocfs: the command exited with ${code}; the profile holds what it read until then\n`);
   },
