@@ -20,7 +20,7 @@ import { formatDuration } from '../units.js';
 import type { ChunkStore } from './chunk-store.js';
 import { describeEntry, FetchTimeoutError, LayerReadError, ReadTimeoutError } from './errors.js';
 import { inFlightFor, type InFlightChunks } from './in-flight.js';
-import { chunksCovering, extentBytes, type Located } from './plan.js';
+import { chunksCovering, extentBytes, firstInBlobAt, type Located } from './plan.js';
 import { RangeFetcher, type QueuedPriority, type RangeItem } from './range-fetcher.js';
 
 export type { Located } from './plan.js';
@@ -360,7 +360,7 @@ export class LayerReader {
     let end = Math.max(...missing.map((w) => w.chunk.compressedEnd));
     const order = this.chunksInBlobOrder();
     const candidates: Located[] = [];
-    for (let i = firstAtOrAfter(order, end); i < order.length; i++) {
+    for (let i = firstInBlobAt(order, end); i < order.length; i++) {
       const l = order[i]!;
       const small = l.entry.chunks.length === 1 && l.entry.size <= this.neighbourBytes;
       if (!small || l.chunk.compressedEnd - start > this.neighbourBytes || l.chunk.compressedOffset - end > this.fetcher.settings.maxGapBytes) break;
@@ -483,16 +483,4 @@ function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T
       },
     );
   });
-}
-
-/** Index of the first chunk of `order` (blob order) that starts at or after `offset`. */
-function firstAtOrAfter(order: readonly Located[], offset: number): number {
-  let lo = 0;
-  let hi = order.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if (order[mid]!.chunk.compressedOffset < offset) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
 }

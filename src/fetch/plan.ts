@@ -36,17 +36,26 @@ export function coalesce<T extends Located>(items: T[], cap: number, maxGap = 0)
   return ranges;
 }
 
-/** Index of the first chunk of `chunks` (in file order) that ends after `offset`. */
-export function firstChunkAfter(chunks: readonly Chunk[], offset: number): number {
+/** Index of the first of `sorted` for which `before` is false (`before` holds for a prefix). */
+function firstNotBefore<T>(sorted: readonly T[], before: (item: T) => boolean): number {
   let lo = 0;
-  let hi = chunks.length;
+  let hi = sorted.length;
   while (lo < hi) {
     const mid = (lo + hi) >>> 1;
-    const c = chunks[mid]!;
-    if (c.offset + c.size <= offset) lo = mid + 1;
+    if (before(sorted[mid]!)) lo = mid + 1;
     else hi = mid;
   }
   return lo;
+}
+
+/** Index of the first chunk of `chunks` (in file order) that ends after `offset`. */
+export function firstChunkAfter(chunks: readonly Chunk[], offset: number): number {
+  return firstNotBefore(chunks, (c) => c.offset + c.size <= offset);
+}
+
+/** Index of the first of `order` (chunks in blob order) that starts at or after compressed offset `offset`. */
+export function firstInBlobAt(order: readonly Located[], offset: number): number {
+  return firstNotBefore(order, (l) => l.chunk.compressedOffset < offset);
 }
 
 /** The chunks of a regular file that cover [start, end). */
