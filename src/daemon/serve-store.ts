@@ -94,7 +94,7 @@ export async function serveStore(opts: StoreServeOptions): Promise<void> {
     throw e;
   }
   const liveStore = store;
-  // Catch SIGTERM before anyone hears we are ready (see daemon/serve.ts).
+  // Catch SIGTERM before anyone hears we are ready (see daemon/serve-mount.ts).
   const stopped = untilStopped(storeDir, log);
   log.info({ storeDir, cacheDir: opts.cacheDir, ms: Date.now() - started.getTime() }, 'layer store mounted');
   notifyReady();

@@ -3,7 +3,6 @@
  * (README.md, "Podman additional layer store"). Every value comes from the manifest, the
  * verified config and the verified TOC; nothing is guessed — a value that is not known is left out.
  */
-import { parseLayerAnnotations } from '../formats/annotations.js';
 import { tocDigestsOf } from '../layer/open.js';
 import type { LayerToc } from '../formats/toc.js';
 import type { Descriptor } from '../source/types.js';

@@ -78,7 +78,7 @@ const showCommand: CommandModule<object, ShowArgs> = {
 const referenceCommand: CommandModule = {
   command: 'reference',
   describe: 'Print the settings reference (Markdown)',
-  builder: (y) => withExamples(y, [['$0 config reference > settings.md', 'The configuration reference of docs/guide.md']]),
+  builder: (y) => withExamples(y, [['$0 config reference', 'The configuration reference (the section embedded in docs/guide.md)']]),
   handler: () => {
     process.stdout.write(renderConfigReference());
   },
