@@ -17,20 +17,22 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { CORPUS_DIR, HAVE_CORPUS, loadExpected } from './helpers/corpus.js';
 import { buildImage, seededBytes, seededContent, type BuiltImage, type FileSpec } from './helpers/images.js';
-import { blobBytesServed, startRegistry, type TestRegistry } from './helpers/registry.js';
+import { blobBytesServed, startRegistry, wholeBlobGetsByOthers, type TestRegistry } from './helpers/registry.js';
 import { isFuseMounted, registryLogSettled, startStore, type RunningStore } from './helpers/store.js';
-import { Podman, podmanSkipReason, unmountUnder } from './helpers/podman.js';
+import { Podman, PODMAN_FLAVORS, unmountUnder } from './helpers/podman.js';
+import type { TrixieNamespace } from './helpers/trixie.js';
 
-const missing = !HAVE_CORPUS ? `corpus not found at ${CORPUS_DIR}` : podmanSkipReason();
+const noCorpus = !HAVE_CORPUS && `corpus not found at ${CORPUS_DIR}`;
 
 /** Files Podman itself puts into a container's /etc. */
 const PODMAN_ETC_FILES = ['hostname', 'hosts', 'mtab', 'resolv.conf'];
 
 const hex = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
-describe('tocfs store with Podman 4.3.1', { skip: missing, timeout: 300_000 }, () => {
+for (const flavor of PODMAN_FLAVORS) describe(`tocfs store with ${flavor.name}, corpus images`, { skip: noCorpus || flavor.skip, timeout: 300_000 }, () => {
   let registry: TestRegistry;
   let store: RunningStore;
+  let ns: TrixieNamespace | null = null;
   let podman: Podman;
   let work: string;
   let built: { digest: string; size: number };
@@ -40,7 +42,7 @@ describe('tocfs store with Podman 4.3.1', { skip: missing, timeout: 300_000 }, (
   before(async () => {
     work = await mkdtemp(join(tmpdir(), 'tocfs-store-podman-'));
     registry = await startRegistry();
-    for (const image of ['zstdchunked-skopeo118-basic', 'zstdchunked-skopeo118-layers', 'estargz-ctrremote-prefetch', 'gzip-plain-basic']) await registry.load(join(CORPUS_DIR, image));
+    for (const image of ['zstdchunked-skopeo118-basic', 'zstdchunked-skopeo118-layers', 'estargz-ctrremote-prefetch', 'gzip-plain-basic', 'zstdchunked-podman4-basic']) await registry.load(join(CORPUS_DIR, image));
     // An eStargz image made by tocfs's own writer: a big incompressible file, a small one, and a whiteout in the upper layer.
     const img = await buildImage(join(work, 'built'), {
       format: 'estargz',
@@ -52,12 +54,14 @@ describe('tocfs store with Podman 4.3.1', { skip: missing, timeout: 300_000 }, (
     built = { digest: img.layers[0]!.digest, size: img.layers[0]!.size };
     await registry.load(img.dir, 'built-estargz');
     store = await startStore(join(work, 'store'), join(work, 'cache'));
-    podman = await Podman.create(work, store.dir, registry.host);
+    ns = await flavor.enter([work]);
+    podman = await Podman.create(work, store.dir, registry.host, ns);
   });
 
   after(async () => {
     for (const c of cleanups) await c().catch(() => undefined);
     await podman?.cleanup().catch(() => undefined);
+    await ns?.close();
     const code = await store?.stop('SIGTERM');
     if (store) assert.equal(code, 0, `tocfs store exited ${code} on SIGTERM:\n${store.log.slice(-20).join('\n')}`);
     if (store) assert.equal(await isFuseMounted(store.dir), false, 'the store unmounted cleanly on SIGTERM');
@@ -76,9 +80,10 @@ describe('tocfs store with Podman 4.3.1', { skip: missing, timeout: 300_000 }, (
     await podman.ok(['pull', '--tls-verify=false', ref('zstdchunked-skopeo118-basic')]);
     await registryLogSettled(registry);
     const pulled = blobBytesServed(registry.log, digest);
+    assert.deepEqual(wholeBlobGetsByOthers(registry.log, digest), [], 'Podman did not download the layer itself');
     const tocStart = Number((layer.format.footer as Record<string, number>).manifest_offset) - 8;
     assert.ok(pulled <= layer.size - tocStart + 1024, `the pull fetched ${pulled} bytes of the ${layer.size}-byte layer: more than its TOC, tar-split and footer (${layer.size - tocStart})`);
-    assert.ok((await podman.storeLayers()).some((l) => l.endsWith(digest)), 'the layer is linked to the store');
+    assert.ok((await podman.storeLayers()).some((l) => l.endsWith(podman.storeKey(layer))), 'the layer is linked to the store');
 
     const file = image.merged.filter((m) => m.type === 'reg' && m.size > 50_000 && m.size < 1_000_000).sort((a, b) => b.size - a.size)[0]!;
     await registryLogSettled(registry);
@@ -115,7 +120,8 @@ describe('tocfs store with Podman 4.3.1', { skip: missing, timeout: 300_000 }, (
       await podman.ok(['pull', '--tls-verify=false', ref(repo)]);
       await registryLogSettled(registry);
       for (const d of image.layers) assert.equal(blobBytesServed(registry.log, d) <= exp.layers[d]!.size, true);
-      assert.equal((await podman.storeLayers()).filter((l) => image.layers.some((d) => l.endsWith(d))).length, image.layers.length, 'every layer comes from the store');
+      for (const d of image.layers) assert.deepEqual(wholeBlobGetsByOthers(registry.log, d), [], 'Podman did not download a layer itself');
+      assert.equal((await podman.storeLayers()).filter((l) => image.layers.some((d) => l.endsWith(podman.storeKey(exp.layers[d]!)))).length, image.layers.length, 'every layer comes from the store');
       // Directories touched by whiteouts: the listing is exactly the merged view of expected.json.
       const dirs = new Set<string>();
       for (const d of image.layers) for (const e of exp.layers[d]!.entries) if (e.whiteout) dirs.add(e.path.slice(0, e.path.lastIndexOf('/')));
@@ -144,14 +150,40 @@ describe('tocfs store with Podman 4.3.1', { skip: missing, timeout: 300_000 }, (
     const exp = loadExpected('gzip-plain-basic');
     const image = exp.images[0]!;
     // Its own Podman storage: the image has the same config and DiffIDs as zstdchunked-skopeo118-basic, which another storage would reuse.
-    const podman = await Podman.create(join(work, 'gzip'), store.dir, registry.host);
+    const podman = await Podman.create(join(work, 'gzip'), store.dir, registry.host, ns);
     cleanups.push(() => podman.cleanup());
     await podman.ok(['pull', '--tls-verify=false', ref('gzip-plain-basic')]);
     await registryLogSettled(registry);
     assert.equal(blobBytesServed(registry.log, image.layers[0]!), exp.layers[image.layers[0]!]!.size, 'Podman fetched the whole layer once');
+    assert.equal(wholeBlobGetsByOthers(registry.log, image.layers[0]!).length, 1, 'the one download was Podman\'s own');
     assert.ok(!(await podman.storeLayers()).some((l) => l.endsWith(image.layers[0]!)), 'the layer is not linked to the store');
     const file = image.merged.find((m) => m.type === 'reg' && m.size > 1000 && m.size < 100_000)!;
     assert.equal(hex(await podman.exec(ref('gzip-plain-basic'), '/usr/bin/cat', `/${file.path}`)), file.sha256);
+  });
+
+  it('an image whose config DiffID does not match its layer (Podman 4\'s zstd:chunked): 4.3.1 runs it from the store; Podman 5 refuses it, store or not', async () => {
+    const exp = loadExpected('zstdchunked-podman4-basic');
+    const image = exp.images[0]!;
+    const layer = exp.layers[image.layers[0]!]!;
+    assert.equal(layer.diff_id_matches, false, 'the corpus says the config DiffID is not the layer\'s');
+    const pull = await podman.run(['pull', '--tls-verify=false', ref('zstdchunked-podman4-basic')]);
+    if (!flavor.name.startsWith('Podman 5')) {
+      assert.equal(pull.code, 0, pull.stderr);
+      assert.ok((await podman.storeLayers()).some((l) => l.endsWith(layer.digest)), 'the layer is linked to the store');
+      const file = image.merged.find((m) => m.type === 'reg' && m.size > 1000 && m.size < 100_000)!;
+      assert.equal(hex(await podman.exec(ref('zstdchunked-podman4-basic'), '/usr/bin/cat', `/${file.path}`)), file.sha256);
+      return;
+    }
+    // Podman 5 checks the DiffID of a layer it unpacks itself (it does not know the old
+    // io.containers.… TOC annotation, so it never asks the store): the same refusal without a store.
+    const refusal = /does not match config's DiffID/;
+    assert.notEqual(pull.code, 0, 'Podman 5 refused the image');
+    assert.match(pull.stderr, refusal);
+    const alone = await Podman.create(join(work, 'no-store'), null, registry.host, ns);
+    cleanups.push(() => alone.cleanup());
+    const without = await alone.run(['pull', '--tls-verify=false', ref('zstdchunked-podman4-basic')]);
+    assert.notEqual(without.code, 0);
+    assert.match(without.stderr, refusal, 'Podman 5 with no additional layer store refuses it the same way: the image, not tocfs');
   });
 
   it('podman rmi releases the store layers (rmdir) and the store keeps serving', async () => {
@@ -163,9 +195,10 @@ describe('tocfs store with Podman 4.3.1', { skip: missing, timeout: 300_000 }, (
   });
 });
 
-describe('tocfs store with Podman 4.3.1, images tocfs builds', { skip: podmanSkipReason(), timeout: 300_000 }, () => {
+for (const flavor of PODMAN_FLAVORS) describe(`tocfs store with ${flavor.name}, images tocfs builds`, { skip: flavor.skip, timeout: 300_000 }, () => {
   let registry: TestRegistry;
   let store: RunningStore;
+  let ns: TrixieNamespace | null = null;
   let podman: Podman;
   let work: string;
   const images = new Map<string, BuiltImage>();
@@ -199,16 +232,22 @@ describe('tocfs store with Podman 4.3.1, images tocfs builds', { skip: podmanSki
         [{ path: 'etc', type: 'dir' }, { path: 'etc/.wh.gone', content: '' }, { path: 'etc/motd', content: 'hello from a tocfs-built eStargz layer\n' }],
       ],
     }));
+    // Two versions of an app: the same base layer (byte for byte) under a different top layer.
+    const base: FileSpec[] = [{ path: 'usr', type: 'dir' }, { path: 'usr/lib', type: 'dir' }, { path: 'usr/lib/runtime.so', content: seededBytes('podman-runtime', 200_000) }];
+    images.set('app-v1', await buildImage(join(work, 'app-v1'), { format: 'zstd:chunked', layers: [base, [{ path: 'app', type: 'dir' }, { path: 'app/VERSION', content: '1\n' }]] }));
+    images.set('app-v2', await buildImage(join(work, 'app-v2'), { format: 'zstd:chunked', layers: [base, [{ path: 'app', type: 'dir' }, { path: 'app/VERSION', content: '2\n' }]] }));
     images.set('built-gzip', await buildImage(join(work, 'built-gzip'), { format: 'gzip', layers: [[{ path: 'etc', type: 'dir' }, { path: 'etc/motd', content: 'plain gzip\n' }, { path: 'data', type: 'dir' }, { path: 'data/medium.bin', content: MEDIUM }]] }));
     registry = await startRegistry();
     for (const [name, img] of images) await registry.load(img.dir, name);
     store = await startStore(join(work, 'store'), join(work, 'cache'));
-    podman = await Podman.create(work, store.dir, registry.host);
+    ns = await flavor.enter([work]);
+    podman = await Podman.create(work, store.dir, registry.host, ns);
   });
 
   after(async () => {
     for (const c of cleanups) await c().catch(() => undefined);
     await podman?.cleanup().catch(() => undefined);
+    await ns?.close();
     const code = await store?.stop('SIGTERM');
     if (store) assert.equal(code, 0, `tocfs store exited ${code} on SIGTERM:\n${store.log.slice(-20).join('\n')}`);
     if (store) assert.equal(await isFuseMounted(store.dir), false, 'the store unmounted cleanly on SIGTERM');
@@ -224,9 +263,10 @@ describe('tocfs store with Podman 4.3.1, images tocfs builds', { skip: podmanSki
     await podman.ok(['pull', '--tls-verify=false', ref('built-basic')]);
     await registryLogSettled(registry);
     const pulled = blobBytesServed(registry.log, layer.digest);
+    assert.deepEqual(wholeBlobGetsByOthers(registry.log, layer.digest), [], 'Podman did not download the layer itself');
     const tocStart = Number(layer.annotations!['io.github.containers.zstd-chunked.manifest-position']!.split(':')[0]) - 8;
     assert.ok(pulled <= layer.size - tocStart + 1024, `the pull fetched ${pulled} bytes of the ${layer.size}-byte layer: more than its TOC, tar-split and footer (${layer.size - tocStart})`);
-    assert.ok((await podman.storeLayers()).some((l) => l.endsWith(layer.digest)), 'the layer is linked to the store');
+    assert.ok((await podman.storeLayers()).some((l) => l.endsWith(podman.storeKey(layer))), 'the layer is linked to the store');
     await registryLogSettled(registry);
     const before = blobBytesServed(registry.log, layer.digest);
     assert.ok((await podman.exec(ref('built-basic'), '/usr/bin/cat', '/data/medium.bin')).equals(MEDIUM), 'cat /data/medium.bin prints the file');
@@ -255,7 +295,8 @@ describe('tocfs store with Podman 4.3.1, images tocfs builds', { skip: podmanSki
       await podman.ok(['pull', '--tls-verify=false', ref(repo)]);
       await registryLogSettled(registry);
       for (const l of img.layers) assert.ok(blobBytesServed(registry.log, l.digest) <= l.size);
-      assert.equal((await podman.storeLayers()).filter((l) => img.layers.some((d) => l.endsWith(d.digest))).length, img.layers.length, 'every layer comes from the store');
+      for (const l of img.layers) assert.deepEqual(wholeBlobGetsByOthers(registry.log, l.digest), [], 'Podman did not download a layer itself');
+      assert.equal((await podman.storeLayers()).filter((l) => img.layers.some((d) => l.endsWith(podman.storeKey(d)))).length, img.layers.length, 'every layer comes from the store');
       for (const [dir, want] of Object.entries(MERGED_DIRS)) {
         const got = (await podman.exec(ref(repo), '/usr/bin/ls', '-A1', `/${dir}`)).toString().split('\n').filter((n) => n && !(dir === 'etc' && PODMAN_ETC_FILES.includes(n))).sort();
         assert.deepEqual(got, want, `ls /${dir}`);
@@ -277,13 +318,34 @@ describe('tocfs store with Podman 4.3.1, images tocfs builds', { skip: podmanSki
 
   it('an image of plain gzip layers still pulls and runs (Podman downloads it itself)', async () => {
     const layer = images.get('built-gzip')!.layers[0]!;
-    const own = await Podman.create(join(work, 'gzip'), store.dir, registry.host);
+    const own = await Podman.create(join(work, 'gzip'), store.dir, registry.host, ns);
     cleanups.push(() => own.cleanup());
     await own.ok(['pull', '--tls-verify=false', ref('built-gzip')]);
     await registryLogSettled(registry);
     assert.equal(blobBytesServed(registry.log, layer.digest), layer.size, 'Podman fetched the whole layer once');
+    assert.equal(wholeBlobGetsByOthers(registry.log, layer.digest).length, 1, 'the one download was Podman\'s own');
     assert.ok(!(await own.storeLayers()).some((l) => l.endsWith(layer.digest)), 'the layer is not linked to the store');
     assert.ok((await own.exec(ref('built-gzip'), '/usr/bin/cat', '/data/medium.bin')).equals(MEDIUM));
+  });
+
+  it('two versions of an image sharing a layer: one store layer under both, and removing one keeps the other running', async () => {
+    const [v1, v2] = [images.get('app-v1')!, images.get('app-v2')!];
+    assert.equal(v1.layers[0]!.digest, v2.layers[0]!.digest, 'the writer made the shared base layer byte for byte the same');
+    await podman.ok(['pull', '--tls-verify=false', ref('app-v1')]);
+    await podman.ok(['pull', '--tls-verify=false', ref('app-v2')]);
+    await registryLogSettled(registry);
+    for (const l of [...v1.layers, v2.layers[1]!]) assert.deepEqual(wholeBlobGetsByOthers(registry.log, l.digest), [], 'Podman did not download a layer itself');
+    const links = await podman.storeLayers();
+    assert.equal(links.filter((l) => l.endsWith(podman.storeKey(v1.layers[0]!))).length, 1, 'the base layer is one Podman layer, from the store');
+    for (const top of [v1.layers[1]!, v2.layers[1]!]) assert.ok(links.some((l) => l.endsWith(podman.storeKey(top))), 'each top layer comes from the store');
+    const runtime = seededBytes('podman-runtime', 200_000);
+    for (const [tag, version] of [['app-v1', '1\n'], ['app-v2', '2\n']] as const) {
+      assert.equal((await podman.exec(ref(tag), '/usr/bin/cat', '/app/VERSION')).toString(), version);
+      assert.ok((await podman.exec(ref(tag), '/usr/bin/cat', '/usr/lib/runtime.so')).equals(runtime), `${tag}: the shared file reads right`);
+    }
+    await podman.ok(['rmi', ref('app-v1')]);
+    assert.ok((await podman.exec(ref('app-v2'), '/usr/bin/cat', '/usr/lib/runtime.so')).equals(runtime), 'v2 still runs from the shared layer after v1 is removed');
+    assert.ok((await podman.storeLayers()).some((l) => l.endsWith(podman.storeKey(v1.layers[0]!))), 'the shared layer stays linked');
   });
 
   it('podman rmi releases the store layers (rmdir) and the store keeps serving', async () => {

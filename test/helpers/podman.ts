@@ -7,6 +7,7 @@ import { execFile, execFileSync, spawn, type ChildProcessWithoutNullStreams } fr
 import { existsSync, realpathSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+import { trixieSkipReason, TrixieNamespace } from './trixie.js';
 
 export function have(cmd: string): boolean {
   try {
@@ -37,20 +38,43 @@ export interface Run {
   stderr: string;
 }
 
+/**
+ * Which Podman a suite runs: Debian bookworm's 4.3.1 on the host (layers keyed by blob digest),
+ * or trixie's 5.4.2 from the root scripts/setup-trixie.sh builds (keyed by TOC digest).
+ */
+export interface PodmanFlavor {
+  name: string;
+  skip: string | false;
+  /** Starts what the flavor needs around `binds` (after the store is mounted); null on the host. */
+  enter(binds: string[]): Promise<TrixieNamespace | null>;
+}
+
+export const PODMAN_FLAVORS: PodmanFlavor[] = [
+  { name: 'Podman 4.3.1', skip: podmanSkipReason(), enter: async () => null },
+  { name: 'Podman 5.4.2', skip: podmanSkipReason() || trixieSkipReason(), enter: (binds) => TrixieNamespace.enter(binds) },
+];
+
+const TOC_DIGEST_ANNOTATIONS = ['io.github.containers.zstd-chunked.manifest-checksum', 'containerd.io/snapshot/stargz/toc.digest'];
+
 export class Podman {
   constructor(
     private readonly root: string,
     private readonly runroot: string,
-    private readonly env: NodeJS.ProcessEnv,
+    private readonly env: Record<string, string>,
+    private readonly ns: TrixieNamespace | null = null,
   ) {}
 
-  static async create(work: string, storeDir: string, registryHost: string): Promise<Podman> {
+  /**
+   * `storeDir`: the additional layer store to name, or null for a Podman without one.
+   * `ns`: run Podman 5 inside that trixie namespace (whose binds must include `work` and `storeDir`).
+   */
+  static async create(work: string, storeDir: string | null, registryHost: string, ns: TrixieNamespace | null = null): Promise<Podman> {
     await mkdir(work, { recursive: true });
     const root = join(work, 'podman-root');
     // Podman refuses a runroot path longer than 50 characters.
     const runroot = await mkdtemp('/tmp/tsp-');
     const storageConf = join(work, 'storage.conf');
-    await writeFile(storageConf, `[storage]\ndriver = "overlay"\ngraphroot = "${root}"\nrunroot = "${runroot}"\n\n[storage.options]\nadditionallayerstores = ["${storeDir}:ref"]\n`);
+    await writeFile(storageConf, `[storage]\ndriver = "overlay"\ngraphroot = "${root}"\nrunroot = "${runroot}"\n\n[storage.options]\nadditionallayerstores = [${storeDir ? `"${storeDir}:ref"` : ''}]\n`);
     const registriesConf = join(work, 'registries.conf');
     await writeFile(registriesConf, `[[registry]]\nlocation = "${registryHost}"\ninsecure = true\n`);
     await mkdir(join(work, 'podman-tmp'), { recursive: true });
@@ -59,15 +83,23 @@ export class Podman {
     // "refresh" its containers and clash on lock numbers. File locks in a private tmp_dir.
     const containersConf = join(work, 'containers.conf');
     await writeFile(containersConf, `[engine]\ntmp_dir = "${runroot}/libpod"\nlock_type = "file"\n`);
-    return new Podman(root, runroot, { ...process.env, CONTAINERS_CONF: containersConf, CONTAINERS_STORAGE_CONF: storageConf, CONTAINERS_REGISTRIES_CONF: registriesConf, TMPDIR: join(work, 'podman-tmp') });
+    return new Podman(root, runroot, { CONTAINERS_CONF: containersConf, CONTAINERS_STORAGE_CONF: storageConf, CONTAINERS_REGISTRIES_CONF: registriesConf, TMPDIR: join(work, 'podman-tmp') }, ns);
+  }
+
+  /** The program and arguments that run `podman ARGS` for this flavor. */
+  private command(args: string[]): { file: string; argv: string[]; env: NodeJS.ProcessEnv } {
+    // Root and runroot come from the private storage.conf: with --root on the command line
+    // Podman 4.3 drops the file's storage options, additionallayerstores among them.
+    const podman = ['podman', '--runtime', 'runc', '--cgroup-manager', 'cgroupfs', '--events-backend', 'file', ...args];
+    if (!this.ns) return { file: podman[0]!, argv: podman.slice(1), env: { ...process.env, ...this.env } };
+    const [file, ...argv] = this.ns.argv(podman, this.env);
+    return { file: file!, argv, env: process.env };
   }
 
   run(args: string[]): Promise<Run> {
-    // Root and runroot come from the private storage.conf: with --root on the command line
-    // Podman 4.3 drops the file's storage options, additionallayerstores among them.
-    const argv = ['--runtime', 'runc', '--cgroup-manager', 'cgroupfs', '--events-backend', 'file', ...args];
+    const { file, argv, env } = this.command(args);
     return new Promise((resolve) => {
-      execFile('podman', argv, { env: this.env, encoding: 'buffer', maxBuffer: 64 * 1024 * 1024, timeout: 120_000 }, (err, stdout, stderr) => {
+      execFile(file, argv, { env, encoding: 'buffer', maxBuffer: 64 * 1024 * 1024, timeout: 120_000 }, (err, stdout, stderr) => {
         resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr: stderr.toString() });
       });
     });
@@ -75,7 +107,8 @@ export class Podman {
 
   /** Starts `podman ARGS` with its stdio piped, for a container the test talks to while it runs. */
   spawn(args: string[]): ChildProcessWithoutNullStreams {
-    return spawn('podman', ['--runtime', 'runc', '--cgroup-manager', 'cgroupfs', '--events-backend', 'file', ...args], { env: this.env, stdio: 'pipe' });
+    const { file, argv, env } = this.command(args);
+    return spawn(file, argv, { env, stdio: 'pipe' });
   }
 
   async ok(args: string[]): Promise<Buffer> {
@@ -87,6 +120,16 @@ export class Podman {
   /** Runs a host program (through the host's loader) in a container of `image`. */
   exec(image: string, program: string, ...args: string[]): Promise<Buffer> {
     return this.ok(['run', '--rm', '--net=none', ...RUN_LIMITS, '-v', '/:/host:ro', image, `/host${LOADER}`, '--library-path', `/host${dirname(LOADER!)}`, `/host${program}`, ...args]);
+  }
+
+  /**
+   * The digest this Podman names `layer` by in an additional layer store: Podman 5 (containers/
+   * storage ≥ 1.54) uses the TOC digest from the layer's annotations where there is one, 4.3.1
+   * the blob digest.
+   */
+  storeKey(layer: { digest: string; annotations?: Record<string, string> }): string {
+    if (!this.ns) return layer.digest;
+    return TOC_DIGEST_ANNOTATIONS.map((a) => layer.annotations?.[a]).find((d) => d !== undefined) ?? layer.digest;
   }
 
   /** Layers of the graph root that point into an additional layer store. */

@@ -186,3 +186,28 @@ export function blobBytesServed(log: string[], digest?: string): number {
   }
   return total;
 }
+
+export interface BlobGet {
+  digest: string;
+  status: number;
+  bytes: number;
+  userAgent: string;
+}
+
+/** Blob GETs from the registry's access log (combined format: …"GET path proto" status bytes "referer" "user agent"). */
+export function blobGets(log: string[], digest?: string): BlobGet[] {
+  const out: BlobGet[] = [];
+  for (const line of log) {
+    const m = /"GET \/v2\/\S+\/blobs\/(sha256:[0-9a-f]{64})[^"]*" (\d{3}) (\d+) "[^"]*" "([^"]*)"/.exec(line);
+    if (m && (!digest || m[1] === digest)) out.push({ digest: m[1]!, status: Number(m[2]), bytes: Number(m[3]), userAgent: m[4]! });
+  }
+  return out;
+}
+
+/**
+ * Whole-blob downloads of `digest` by clients other than tocfs (whose own small-blob and
+ * whole-layer fallback GETs carry the user agent "tocfs"): a status 200, not a 206 range.
+ */
+export function wholeBlobGetsByOthers(log: string[], digest: string): BlobGet[] {
+  return blobGets(log, digest).filter((g) => g.status === 200 && !g.userAgent.startsWith('tocfs'));
+}
