@@ -33,9 +33,45 @@ async function checkHelp(path: string[]): Promise<string> {
   const examples = out.split(/^Examples:$/m)[1];
   assert.ok(examples, `tocfs ${path.join(' ')} --help has no examples: add them with withExamples() from src/cli/help.ts`);
   assert.match(examples, new RegExp(`^ {2}(\\S+=\\S+ )*tocfs ${path[0]}`, 'm'), `tocfs ${path.join(' ')}: an example should run the command itself`);
-  assert.match(out, /--log-level .*\n?.*\[default: info\]/, 'global options show their defaults');
+  assert.match(out, /--log-level (?:.*\n){0,3}.*\[default: info\]/, 'global options show their defaults');
   return out;
 }
+
+/** Every whitespace-separated word of a text, with how often it occurs. */
+function wordCounts(text: string): Map<string, number> {
+  const counts = new Map<string, number>();
+  for (const w of text.split(/\s+/).filter(Boolean)) counts.set(w, (counts.get(w) ?? 0) + 1);
+  return counts;
+}
+
+/** NODE_OPTIONS that make the CLI believe stdout is a terminal this many columns wide. */
+const terminalOf = (columns: number): string => `--import=data:text/javascript,Object.defineProperty(process.stdout,'isTTY',{value:true});process.stdout.columns=${columns}`;
+
+async function helpText(path: string[], nodeOptions?: string): Promise<string> {
+  const res = await runCli([...path, '--help'], { env: { TOCFS_CONFIG: '', XDG_CONFIG_HOME: '/nonexistent', ...(nodeOptions ? { NODE_OPTIONS: nodeOptions } : {}) } });
+  assert.equal(res.code, 0, res.stderr);
+  return res.stdout.toString();
+}
+
+describe('help wraps at word boundaries', () => {
+  // yargs' ES module build cut lines every N characters ("written as a ne / w OCI layout").
+  for (const path of [[], ...commands.map((c) => [commandName(c)])]) {
+    it(`tocfs ${[...path, '--help'].join(' ')}: 80 columns without a terminal, every word whole`, async () => {
+      const [narrow, wide] = await Promise.all([helpText(path), helpText(path, terminalOf(1000))]);
+      const long = narrow.split('\n').filter((l) => l.length > 80);
+      assert.deepEqual(long, [], 'lines wider than 80 columns when stdout is no terminal');
+      // On a terminal 1000 columns wide nothing wraps: the same words must come out either way.
+      assert.deepEqual(wordCounts(narrow), wordCounts(wide), 'a word was cut where the help wrapped');
+    });
+  }
+
+  it("wraps to the terminal's width on a terminal", async () => {
+    const lines = (await helpText(['mount'], terminalOf(120))).split('\n');
+    assert.ok(lines.every((l) => l.length <= 120), 'a line wider than the 120-column terminal');
+    assert.ok(lines.some((l) => l.length > 100), 'nothing used the width of the 120-column terminal');
+    assert.ok((await helpText(['mount'], terminalOf(60))).split('\n').every((l) => l.length <= 60), 'a line wider than a 60-column terminal');
+  });
+});
 
 describe('help', () => {
   it('tocfs --help: synopsis, every command, examples, configuration and exit status', async () => {

@@ -1,27 +1,30 @@
-import yargs from 'yargs';
 import { defaultConfigPath, flagsFromArgs, loadConfig, setCurrentConfig, settingOption } from '../config/index.js';
 import { TocfsError } from '../errors.js';
 import { configureLogging, logFd, logger } from '../log.js';
 import { commands } from './commands/index.js';
 import { withExamples } from './help.js';
+import { helpWidth, yargs } from './yargs.js';
 
+// Lines of at most 78 columns: nothing in it wraps at the usual 80.
 const EPILOGUE = `Configuration:
-  Settings come from, highest precedence first: command-line flags, TOCFS_<SECTION>_<KEY>
-  environment variables, the config file, built-in defaults. 'tocfs config show' prints
-  every setting with where it came from; docs/guide.md lists them all.
+  Settings come from, highest precedence first: command-line flags,
+  TOCFS_<SECTION>_<KEY> environment variables, the config file, built-in
+  defaults. 'tocfs config show' prints every setting with where it came from;
+  docs/guide.md lists them all. Relative paths are taken from the working
+  directory (in the config file: from the file's directory).
 
 Files:
   ${defaultConfigPath(true)}          config file when run as root
   ~/.config/tocfs/config.toml     config file otherwise ($XDG_CONFIG_HOME/tocfs)
 
 Environment:
-  TOCFS_CONFIG             config file to read instead (like --config)
-  TOCFS_LOG_LEVEL          like --log-level; any setting has its TOCFS_* variable
+  TOCFS_CONFIG        config file to read instead (like --config)
+  TOCFS_LOG_LEVEL     like --log-level; any setting has its TOCFS_* variable
 
 Output:
-  Command output goes to stdout; logs go to stderr (JSON lines, pretty on a terminal).
-  The daemons, tocfs mount --foreground and tocfs store --foreground (as systemd runs
-  them), have no other output and log to stdout.
+  Command output goes to stdout; logs go to stderr (JSON lines, pretty on a
+  terminal). The daemons, tocfs mount --foreground and tocfs store
+  --foreground (as systemd runs them), have no other output and log to stdout.
 
 Exit status:
   0 success, 1 failure (the message says what and why), 2 bad usage.`;
@@ -44,7 +47,7 @@ export async function main(args: string[]): Promise<void> {
     .help()
     .alias('h', 'help')
     .version()
-    .wrap(Math.min(100, process.stdout.columns ?? 100))
+    .wrap(helpWidth())
     .fail((msg, err) => {
       if (err) throw err;
       process.stderr.write(`tocfs: ${msg}\nRun tocfs --help for usage.\n`);
