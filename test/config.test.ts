@@ -5,13 +5,15 @@
  * the daemons (`tocfs cat`: its cache directory and registry TLS from file, env and flag).
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { parse as parseToml } from 'smol-toml';
 import type { ConfigShowJson } from '../src/cli/commands/config.js';
-import { ConfigError, flagsFromArgs, formatDuration, formatSize, loadConfig, parseDuration, parseSize, SETTING_KEYS } from '../src/config/index.js';
+import { absolutePathEnv, ConfigError, flagsFromArgs, formatDuration, formatSize, loadConfig, parseDuration, parseSize, SETTING_KEYS } from '../src/config/index.js';
 import { renderExampleConfig } from '../src/config/reference.js';
 import { runCli } from './helpers/cli.js';
 import { buildImage } from './helpers/images.js';
@@ -181,10 +183,38 @@ mode = "all"
     assert.match(configError(() => loadConfig({ env: { ...userEnv, TOCFS_CONFIG: outOfRange }, root: false })), /invalid value 0 for fetch\.concurrency .*expected an integer from 1 to 1024/);
     const noUnit = configFile('[fetch]\ntimeout = 30\n');
     assert.match(configError(() => loadConfig({ env: { ...userEnv, TOCFS_CONFIG: noUnit }, root: false })), /fetch\.timeout .*a duration with a unit/);
-    const relative = configFile('[cache]\ndir = "cache"\n');
-    assert.match(configError(() => loadConfig({ env: { ...userEnv, TOCFS_CONFIG: relative }, root: false })), /cache\.dir .*expected an absolute path$/);
     assert.match(configError(() => loadConfig({ argv: { 'cache-dir': '' }, env: userEnv, root: false })), /^invalid value "" for cache\.dir \(from flag --cache-dir\): expected an absolute path$/);
     assert.equal(loadConfig({ env: { ...userEnv, TOCFS_REGISTRY_AUTH_FILE: '' }, root: false }).values['registry.auth_file'], '');
+  });
+
+  it('makes relative paths absolute: flags and the environment from the working directory, the file from its own', () => {
+    const cwd = join(tmp, 'work');
+    const fromFlag = loadConfig({ argv: { 'cache-dir': 'c2' }, env: { ...userEnv, TOCFS_REGISTRY_AUTH_FILE: '../auth.json' }, root: false, cwd });
+    assert.equal(fromFlag.values['cache.dir'], join(cwd, 'c2'));
+    assert.equal(fromFlag.values['registry.auth_file'], join(tmp, 'auth.json'));
+    // A daemon starts in / and reads its environment again: it gets the absolute paths.
+    assert.deepEqual(absolutePathEnv(fromFlag), { TOCFS_REGISTRY_AUTH_FILE: join(tmp, 'auth.json') });
+
+    mkdirSync(join(tmp, 'etc'), { recursive: true });
+    writeFileSync(join(tmp, 'etc', 'relative.toml'), '[cache]\ndir = "cache"\n[registry]\ncerts_dir = "./certs.d"\nregistries_conf = ""\n');
+    // Named relative to the working directory, the file is read from there and named absolutely.
+    const fromFile = loadConfig({ argv: { config: join('..', 'etc', 'relative.toml') }, env: userEnv, root: false, cwd });
+    assert.equal(fromFile.file, join(tmp, 'etc', 'relative.toml'));
+    assert.equal(fromFile.values['cache.dir'], join(tmp, 'etc', 'cache'));
+    assert.equal(fromFile.values['registry.certs_dir'], join(tmp, 'etc', 'certs.d'));
+    assert.equal(fromFile.values['registry.registries_conf'], '');
+    assert.deepEqual(absolutePathEnv(fromFile), {});
+
+    assert.match(configError(() => loadConfig({ argv: { 'cache-dir': '~/cache' }, env: userEnv, root: false, cwd })), /^invalid value "~\/cache" for cache\.dir \(from flag --cache-dir\): ~ is not expanded here/);
+  });
+
+  it('tocfs --cache-dir c2 uses c2 under the working directory', () => {
+    const cwd = join(tmp, 'cli-cwd');
+    mkdirSync(cwd, { recursive: true });
+    const entry = fileURLToPath(new URL('../src/cli/entry.ts', import.meta.url));
+    const res = spawnSync(process.execPath, ['--import', import.meta.resolve('tsx'), entry, 'cache', 'stats', '--cache-dir', 'c2'], { cwd, env: { ...process.env, ...userEnv, TOCFS_CONFIG: '' }, encoding: 'utf8' });
+    assert.equal(res.status, 0, res.stderr);
+    assert.match(res.stdout, new RegExp(`^cache directory: ${join(cwd, 'c2')} `, 'm'));
   });
 
   it('names the file and line of a TOML syntax error, and a named file that is missing', () => {

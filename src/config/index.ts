@@ -7,7 +7,7 @@ import type { Options } from 'yargs';
 import { type LoadedConfig, loadConfig } from './load.js';
 import { defaultText, envName, setting, type SettingKey } from './schema.js';
 
-export { ConfigError, defaultConfigPath, describeOrigin, flagsFromArgs, loadConfig, type LoadedConfig, type LoadOptions, type Origin } from './load.js';
+export { absolutePathEnv, ConfigError, defaultConfigPath, describeOrigin, flagsFromArgs, loadConfig, type LoadedConfig, type LoadOptions, type Origin } from './load.js';
 export { type ConfigValues, defaultText, envName, LOG_LEVELS, SETTING_KEYS, SETTINGS, setting, type SettingKey } from './schema.js';
 export { formatDuration, formatSize, humanBytes, parseAddress, parseDuration, parseSize } from '../units.js';
 export { metricsAddressFor, STORE_METRICS_ADDRESS } from './metrics-address.js';

@@ -4,7 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { parse as parseToml, TomlError } from 'smol-toml';
 import { Parser } from 'yargs/helpers';
 import { TocfsError } from '../errors.js';
@@ -29,6 +29,8 @@ export interface LoadOptions {
   file?: string;
   /** Whether defaults are root's (system paths); default: the current user is uid 0. */
   root?: boolean;
+  /** What relative paths from flags and the environment are relative to; default: the working directory. */
+  cwd?: string;
 }
 
 /** A setting that cannot be used, or a config file that cannot be read. */
@@ -137,6 +139,20 @@ function flattenFile(doc: Record<string, unknown>, file: string): Map<SettingKey
   return out;
 }
 
+/**
+ * A path setting given as a relative path, made absolute as every Unix tool does: against the
+ * working directory when it came from a flag or the environment, against the config file's
+ * own directory when it came from the file (so a file means the same wherever it is read
+ * from). `~` is the shell's to expand, not ours: a value starting with it is refused.
+ */
+function absolutePath(key: SettingKey, raw: unknown, origin: Origin, cwd: string): unknown {
+  if (setting(key).kind !== 'path' || typeof raw !== 'string' || raw === '' || isAbsolute(raw)) return raw;
+  if (raw.startsWith('~')) {
+    throw new ConfigError(`invalid value ${JSON.stringify(raw)} for ${key} (from ${describeOrigin(origin)}): ~ is not expanded here; write the path out (e.g. $HOME/…, which the shell expands)`);
+  }
+  return resolve(origin.source === 'file' ? dirname(origin.file) : cwd, raw);
+}
+
 function validate(key: SettingKey, raw: unknown, origin: Origin): unknown {
   const s = setting(key);
   const parsed = s.parse(raw);
@@ -145,12 +161,29 @@ function validate(key: SettingKey, raw: unknown, origin: Origin): unknown {
   throw new ConfigError(`invalid value ${shown} for ${key} (from ${describeOrigin(origin)}): expected ${parsed.expected}`);
 }
 
+/**
+ * The path settings that came from the environment, as TOCFS_* variables with the absolute
+ * paths they were resolved to: for a daemon that starts in `/` and reads its environment
+ * again, where a relative path would name another file.
+ */
+export function absolutePathEnv(config: LoadedConfig): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const key of SETTING_KEYS) {
+    const origin = config.origins[key];
+    if (setting(key).kind === 'path' && origin.source === 'env') out[origin.name] = String(config.values[key]);
+  }
+  return out;
+}
+
 export function loadConfig(opts: LoadOptions = {}): LoadedConfig {
   const env = opts.env ?? process.env;
   const argv = opts.argv ?? {};
   const ctx: DefaultContext = { root: opts.root ?? process.getuid?.() === 0, env };
 
-  const explicit = opts.file ?? (typeof argv.config === 'string' ? argv.config : undefined) ?? (env.TOCFS_CONFIG || undefined);
+  const cwd = opts.cwd ?? process.cwd();
+  const named = opts.file ?? (typeof argv.config === 'string' ? argv.config : undefined) ?? (env.TOCFS_CONFIG || undefined);
+  // Absolute, so that messages name it fully and a daemon started elsewhere (cwd /) reads the same file.
+  const explicit = named === undefined ? undefined : resolve(cwd, named);
   const file = explicit ?? defaultConfigPath(ctx.root, env);
   const doc = readConfigFile(file, explicit !== undefined);
   const fromFile = doc ? flattenFile(doc, file) : new Map<SettingKey, unknown>();
@@ -164,13 +197,13 @@ export function loadConfig(opts: LoadOptions = {}): LoadedConfig {
     let value = defaultValue(key, ctx);
     if (flag !== undefined && argv[flag] !== undefined) {
       origin = { source: 'flag', flag };
-      value = validate(key, typeof argv[flag] === 'boolean' ? argv[flag] : String(argv[flag]), origin);
+      value = validate(key, absolutePath(key, typeof argv[flag] === 'boolean' ? argv[flag] : String(argv[flag]), origin, cwd), origin);
     } else if (env[name] !== undefined) {
       origin = { source: 'env', name };
-      value = validate(key, env[name], origin);
+      value = validate(key, absolutePath(key, env[name], origin, cwd), origin);
     } else if (fromFile.has(key)) {
       origin = { source: 'file', file };
-      value = validate(key, fromFile.get(key), origin);
+      value = validate(key, absolutePath(key, fromFile.get(key), origin, cwd), origin);
     }
     values[key] = value;
     origins[key] = origin;

@@ -4,7 +4,7 @@ import { defaultText, envName, SETTING_KEYS, setting } from './schema.js';
 const wrap = (text: string, width: number): string[] => text.match(new RegExp(`.{1,${width}}(\\s|$)`, 'g'))!.map((l) => l.trim());
 
 const KIND_TEXT: Record<string, string> = {
-  path: 'absolute path',
+  path: 'path (a relative one is taken from the working directory; in the config file, from the file\'s directory)',
   size: 'size (bytes, or K/M/G/T: 512M, 10G)',
   duration: 'duration (ms, s, m, h, d: 30s)',
   integer: 'integer',

@@ -7,6 +7,7 @@ import { spawn } from 'node:child_process';
 import { closeSync, openSync, readFileSync, writeSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { absolutePathEnv, currentConfig } from '../config/index.js';
 import { TocfsError } from '../errors.js';
 
 const READY_FD = 3;
@@ -68,7 +69,8 @@ export function startDaemon(opts: DaemonOptions): Promise<number> {
   const child = spawn(process.execPath, [...childExecArgv(), resolve(process.argv[1]!), ...opts.args], {
     detached: true,
     cwd: '/',
-    env: { ...process.env, [READY_ENV]: String(READY_FD) },
+    // Relative paths in TOCFS_* variables were resolved here; the child, in /, gets them absolute.
+    env: { ...process.env, ...absolutePathEnv(currentConfig()), [READY_ENV]: String(READY_FD) },
     stdio: ['ignore', log, log, 'pipe'],
   });
   closeSync(log);
