@@ -195,6 +195,11 @@ export const SETTINGS = {
       "Let users other than the store's own read the store (FUSE allow_other). Off: Podman and CRI-O run as the store's user and overlayfs reads lower layers with the mounter's credentials, so containers need no allow_other; on, any local user can make the store resolve and read images with its credentials.",
     default: false,
   }),
+  'store.id_map': oneOf(['auto', 'none'], {
+    description:
+      "File owners the store shows. auto = as TOCs say when the store runs as root; run by another user (for that user's rootless Podman), mapped as rootless Podman maps them: container ID 0 = the user's own ID, IDs 1, 2, … = the user's /etc/subuid and /etc/subgid ranges in turn, anything beyond them 65534. none = as TOCs say (files owned by root then show as 65534 in rootless containers).",
+    default: 'auto',
+  }),
 };
 
 export type SettingKey = keyof typeof SETTINGS;

@@ -13,6 +13,7 @@ import { mountFs, type MountedFs } from '../fs/mount.js';
 import type { SourceOptions } from '../image/open.js';
 import { startMetricsServer, type MetricsServer } from '../metrics/index.js';
 import { storeOperations } from '../fs/store-operations.js';
+import { mappedCount, rootlessIdMap, SUBGID_FILE, SUBUID_FILE, type IdMap } from '../fs/id-map.js';
 import { LayerOpener, type ReadPathSettings } from '../layer/open.js';
 import { registryStates } from '../registry/health.js';
 import { DEFAULT_PROFILE_SETTINGS, StartupProfiles, type ProfileSettings } from '../profile/session.js';
@@ -36,6 +37,8 @@ export interface StoreServeOptions extends ReadPathSettings {
   /** Start-up profiles (profile.*); DEFAULT_PROFILE_SETTINGS otherwise. */
   profiles?: ProfileSettings;
   allowOther?: boolean;
+  /** store.id_map: 'auto' (default) maps file owners as rootless Podman does when not run as root; 'none' never. */
+  idMap?: 'auto' | 'none';
   /** Where the daemon's log goes, recorded for `tocfs unmount`. */
   logFile?: string;
 }
@@ -44,6 +47,18 @@ const STATUS_INTERVAL_MS = 2000;
 
 /** The label the store's mount shows in /proc/mounts (`tocfs-store on /var/lib/tocfs/store type fuse.tocfs`). */
 export const STORE_LABEL = 'tocfs-store';
+
+/** The owner map of store.id_map: none as root or with 'none'; else rootless Podman's map of this user. */
+async function storeIdMap(mode: 'auto' | 'none', log: Logger): Promise<IdMap | undefined> {
+  if (mode === 'none' || process.getuid?.() === 0) return undefined;
+  const map = await rootlessIdMap();
+  const sub = { uids: mappedCount(map.uids) - 1, gids: mappedCount(map.gids) - 1 };
+  log.info({ uids: map.uids, gids: map.gids }, 'file owners shown as rootless Podman maps them (store.id_map auto)');
+  if (sub.uids === 0 || sub.gids === 0) {
+    log.warn({ subuid: SUBUID_FILE, subgid: SUBGID_FILE }, `no subordinate ${sub.uids === 0 ? 'user' : 'group'} IDs for this user: files not owned by container root show as 65534 (rootless Podman needs these ranges too)`);
+  }
+  return map;
+}
 
 export async function serveStore(opts: StoreServeOptions): Promise<void> {
   const log = opts.logger;
@@ -56,6 +71,7 @@ export async function serveStore(opts: StoreServeOptions): Promise<void> {
   try {
     // A stale mount answers ENOTCONN here; mountFs clears it.
     await mkdir(storeDir, { recursive: true, mode: 0o755 }).catch(() => undefined);
+    const idMap = await storeIdMap(opts.idMap ?? 'auto', log);
     const opener = await LayerOpener.create(opts, log);
     // Read now, written only once mounted: a store already serving this directory keeps its journal.
     uses = await UseCounts.open({ file: useJournalFile(opts.cacheDir, storeDir), storeDir, logger: log });
@@ -69,7 +85,7 @@ export async function serveStore(opts: StoreServeOptions): Promise<void> {
       ...(opts.negativeTtlMs !== undefined ? { negativeTtlMs: opts.negativeTtlMs } : {}),
       ...(opts.prefetch ? { prefetch: opts.prefetch } : {}),
     });
-    mounted = await mountFs(storeDir, storeOperations({ store, logger: log, started }), {
+    mounted = await mountFs(storeDir, storeOperations({ store, logger: log, started, ...(idMap ? { idMap } : {}) }), {
       label: STORE_LABEL,
       logger: log,
       writable: true,

@@ -11,10 +11,13 @@
  *   rmdir /<base64 ref>/<key>            counts a release (answered ENOENT)
  *
  * Trees are served by fs/'s operations (fsOperations) with each tree's inode numbers
- * moved into a range of its own; this module only routes paths and answers the control nodes.
+ * moved into a range of its own and, for a store run by a user other than root, owners
+ * mapped as rootless Podman maps them (fs/id-map.ts); this module only routes paths and
+ * answers the control nodes, which belong to the store's own user.
  */
 import type { Logger } from 'pino';
 import { Errno, type FuseOperations, type StatInfo, type StatfsInfo } from './fuse-binding.js';
+import { toHost, type IdMap } from './id-map.js';
 import { fsOperations } from './operations.js';
 import type { FsNode, FsTree } from '../image/tree.js';
 import { OVERLAY_OPAQUE_XATTR } from '../image/tree.js';
@@ -38,12 +41,18 @@ export interface StoreFsOptions {
   logger: Logger;
   /** Times of the control nodes. */
   started?: Date;
+  /** Owner of the control nodes (directories, info, blob): the one Podman must be to create `use` and rmdir a layer. Default: this process's user and group. */
+  owner?: { uid: number; gid: number };
+  /** Tree owners: container IDs to the host IDs shown (rootless Podman's map); undefined shows the TOC's IDs as they are. */
+  idMap?: IdMap;
 }
 
-/** fs/ operations over one tree, with st_ino moved by `inoBase` and the opaque marker answered under both xattr names. */
-function treeOperations(tree: FsTree, read: (node: FsNode, offset: number, length: number) => Promise<Buffer>, inoBase: number, logger: Logger, describe: (node: FsNode) => Record<string, unknown>): FuseOperations {
+/** fs/ operations over one tree, with st_ino moved by `inoBase`, owners mapped by `idMap`, and the opaque marker answered under both xattr names. */
+function treeOperations(tree: FsTree, read: (node: FsNode, offset: number, length: number) => Promise<Buffer>, inoBase: number, idMap: IdMap | undefined, logger: Logger, describe: (node: FsNode) => Record<string, unknown>): FuseOperations {
   const ops = fsOperations({ tree, read, logger, describe });
-  const moved = (st: StatInfo): StatInfo => ({ ...st, ino: inoBase + st.ino });
+  const moved = idMap
+    ? (st: StatInfo): StatInfo => ({ ...st, ino: inoBase + st.ino, uid: toHost(idMap.uids, st.uid), gid: toHost(idMap.gids, st.gid) })
+    : (st: StatInfo): StatInfo => ({ ...st, ino: inoBase + st.ino });
   return {
     ...ops,
     getattr: (path, cb) => ops.getattr(path, (err, st) => cb(err, st && moved(st))),
@@ -56,7 +65,8 @@ function treeOperations(tree: FsTree, read: (node: FsNode, offset: number, lengt
 }
 
 export function storeOperations(opts: StoreFsOptions): FuseOperations {
-  const { store, logger: log } = opts;
+  const { store, logger: log, idMap } = opts;
+  const owner = opts.owner ?? { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 };
   const t = (opts.started ?? new Date()).getTime();
   const time = { sec: Math.floor(t / 1000), nsec: (t % 1000) * 1e6 };
   const controlInodes = new Map<string, number>([['/', 1]]);
@@ -75,7 +85,7 @@ export function storeOperations(opts: StoreFsOptions): FuseOperations {
     }
     return n;
   };
-  const base = { uid: 0, gid: 0, rdev: 0, blksize: 4096, atime: time, mtime: time, ctime: time };
+  const base = { uid: owner.uid, gid: owner.gid, rdev: 0, blksize: 4096, atime: time, mtime: time, ctime: time };
   const dirStat = (path: string): StatInfo => ({ ...base, mode: 0o040755, size: 4096, nlink: 2, ino: ino(path), blocks: 0 });
   const fileStat = (path: string, size: number): StatInfo => ({ ...base, mode: 0o100444, size, nlink: 1, ino: ino(path), blocks: Math.ceil(size / 512) });
 
@@ -104,7 +114,7 @@ export function storeOperations(opts: StoreFsOptions): FuseOperations {
     const c = layer.content;
     let ops = diffOps.get(c);
     if (!ops) {
-      ops = treeOperations(c.diff, (node, o, l) => c.read(node.entry, o, l), c.inoBase, log, () => ({ layer: c.descriptor.digest }));
+      ops = treeOperations(c.diff, (node, o, l) => c.read(node.entry, o, l), c.inoBase, idMap, log, () => ({ layer: c.descriptor.digest }));
       diffOps.set(c, ops);
     }
     return ops;
@@ -120,7 +130,7 @@ export function storeOperations(opts: StoreFsOptions): FuseOperations {
         (chain) => {
           let ops = chainOps.get(layer);
           if (!ops) {
-            ops = treeOperations(chain.tree, (node, o, l) => chain.contents[node.layer]!.read(node.entry, o, l), chain.inoBase, log, (node) => ({ layer: chain.contents[node.layer]?.descriptor.digest }));
+            ops = treeOperations(chain.tree, (node, o, l) => chain.contents[node.layer]!.read(node.entry, o, l), chain.inoBase, idMap, log, (node) => ({ layer: chain.contents[node.layer]?.descriptor.digest }));
             chainOps.set(layer, ops);
           }
           then(ops);

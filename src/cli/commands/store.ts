@@ -93,6 +93,7 @@ const serveCommand: CommandModule<object, StoreArgs> = {
       prefetch: config.values['prefetch.mode'] === 'none' ? 'none' : 'landmark',
       profiles: profileSettings(),
       allowOther: config.values['store.allow_other'],
+      idMap: config.values['store.id_map'],
       ...(hasReadyChannel() ? { logFile: mountFiles(storeDir).log } : {}),
     });
     logger().flush();
