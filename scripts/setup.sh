@@ -9,6 +9,7 @@ APT_PACKAGES=(
   zstd                     # reference decoder for tests
   docker-registry          # a real OCI registry on loopback for tests and the demo
   podman skopeo runc       # end-to-end tests: podman pulls/runs through tocfs
+  uidmap                   # newuidmap/newgidmap: rootless Podman (test/store-rootless.test.ts)
   apache2-utils            # htpasswd for registry auth tests
   openssl ca-certificates  # TLS tests
   iproute2                 # network namespaces for the WAN benchmark
