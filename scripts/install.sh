@@ -1,13 +1,17 @@
 #!/bin/sh
 # Installs tocfs's systemd units, a default /etc/tocfs/config.toml and the storage.conf
 # line that makes Podman/CRI-O read the tocfs layer store. Idempotent: running it again
-# changes nothing that is already in place.
+# changes nothing that is already in place. With --user, for the current user's rootless
+# Podman instead: no root needed, everything under the user's home.
 #
-#   scripts/install.sh [--prefix DIR] [--bin PATH] [--store-dir DIR] [--storage-conf FILE]
-#                      [--dry-run] [--no-start]
+#   scripts/install.sh [--user] [--prefix DIR] [--bin PATH] [--store-dir DIR]
+#                      [--storage-conf FILE] [--dry-run] [--no-start]
 #
+#   --user              for the current (non-root) user: a systemctl --user unit in
+#                       ~/.config/systemd/user, ~/.config/tocfs/config.toml, the store at
+#                       ~/.local/share/tocfs/store and ~/.config/containers/storage.conf
 #   --prefix DIR        install under DIR instead of / (for packaging and tests)
-#   --bin PATH          the tocfs executable the units run (default: tocfs on PATH, else /usr/local/bin/tocfs)
+#   --bin PATH          the tocfs executable the units run (default: tocfs on PATH, else /usr/local/bin/tocfs; --user: ~/.local/bin/tocfs)
 #   --store-dir DIR     the store's mount point (default /var/lib/tocfs/store)
 #   --storage-conf F    containers-storage.conf to edit (default /etc/containers/storage.conf)
 #   --dry-run           say what would change, change nothing
@@ -17,15 +21,17 @@ set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
 prefix=
 bin=
-store_dir=/var/lib/tocfs/store
-storage_conf=/etc/containers/storage.conf
+user=0
+store_dir=
+storage_conf=
 dry_run=0
 start=1
 
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 
 while [ $# -gt 0 ]; do
   case "$1" in
+    --user) user=1; shift ;;
     --prefix) prefix=${2:?--prefix needs a directory}; start=0; shift 2 ;;
     --prefix=*) prefix=${1#*=}; start=0; shift ;;
     --bin) bin=${2:?--bin needs a path}; shift 2 ;;
@@ -41,6 +47,29 @@ while [ $# -gt 0 ]; do
   esac
 done
 
+if [ "$user" = 1 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "install.sh: --user installs for a non-root user's rootless Podman; run it as that user (as root, leave --user out)" >&2
+    exit 2
+  fi
+  : "${HOME:?install.sh --user: HOME is not set}"
+  config_home=${XDG_CONFIG_HOME:-$HOME/.config}
+  data_home=${XDG_DATA_HOME:-$HOME/.local/share}
+  [ -n "$store_dir" ] || store_dir=$data_home/tocfs/store
+  [ -n "$storage_conf" ] || storage_conf=$config_home/containers/storage.conf
+  unit_dir=$prefix$config_home/systemd/user
+  units=tocfs-store.service
+  unit_src=systemd/user
+  config=$prefix$config_home/tocfs/config.toml
+else
+  [ -n "$store_dir" ] || store_dir=/var/lib/tocfs/store
+  [ -n "$storage_conf" ] || storage_conf=/etc/containers/storage.conf
+  unit_dir=$prefix/etc/systemd/system
+  units="tocfs-store.service tocfs-mount@.service"
+  unit_src=systemd
+  config=$prefix/etc/tocfs/config.toml
+fi
+
 case "$store_dir" in
   /*) ;;
   *) echo "install.sh: --store-dir must be absolute (containers/storage requires it): $store_dir" >&2; exit 2 ;;
@@ -49,7 +78,8 @@ case "$store_dir" in
   *:*|*,*|*\"*) echo "install.sh: --store-dir must not contain ':', ',' or '\"' (storage.conf splits on them): $store_dir" >&2; exit 2 ;;
 esac
 if [ -z "$bin" ]; then
-  bin=$(command -v tocfs 2>/dev/null || echo /usr/local/bin/tocfs)
+  if [ "$user" = 1 ]; then fallback=$HOME/.local/bin/tocfs; else fallback=/usr/local/bin/tocfs; fi
+  bin=$(command -v tocfs 2>/dev/null || echo "$fallback")
 fi
 
 changed=0
@@ -72,15 +102,26 @@ install_file() {
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
+# 0. What a rootless store needs that only root can give: said, not done.
+if [ "$user" = 1 ]; then
+  if [ ! -r /dev/fuse ] || [ ! -w /dev/fuse ]; then
+    say "note: /dev/fuse is not usable by $(id -un): the store cannot mount until root makes it 0666 (Debian's default): chmod 0666 /dev/fuse"
+  fi
+  for f in /etc/subuid /etc/subgid; do
+    if ! grep -Eq "^($(id -un)|$(id -u)):" "$f" 2>/dev/null; then
+      say "note: $f has no range for $(id -un): rootless Podman then maps container root alone (root adds one: usermod --add-subuids 100000-165535 --add-subgids 100000-165535 $(id -un))"
+    fi
+  done
+  command -v newuidmap >/dev/null 2>&1 || say "note: newuidmap/newgidmap are missing (Debian package uidmap): rootless Podman needs them"
+fi
+
 # 1. systemd units, with the tocfs path and store directory of this installation.
-unit_dir="$prefix/etc/systemd/system"
-for unit in tocfs-store.service tocfs-mount@.service; do
-  sed -e "s|/usr/local/bin/tocfs|$bin|g" -e "s|/var/lib/tocfs/store|$store_dir|g" "$here/systemd/$unit" > "$tmp/$unit"
+for unit in $units; do
+  sed -e "s|/usr/local/bin/tocfs|$bin|g" -e "s|%h/.local/share/tocfs/store|$store_dir|g" -e "s|/var/lib/tocfs/store|$store_dir|g" "$here/$unit_src/$unit" > "$tmp/$unit"
   install_file "$tmp/$unit" "$unit_dir/$unit" 0644
 done
 
-# 2. A default config file (never overwritten: it is the administrator's).
-config="$prefix/etc/tocfs/config.toml"
+# 2. A default config file (never overwritten: it is the administrator's, or the user's).
 if [ -e "$config" ]; then
   say "unchanged $config (exists)"
 else
@@ -89,13 +130,22 @@ else
   fi
   install_file "$tmp/config.toml" "$config" 0644
 fi
-if [ -d "$prefix/etc/tocfs/mounts" ]; then :; elif act "create $prefix/etc/tocfs/mounts/"; then mkdir -p "$prefix/etc/tocfs/mounts"; fi
+if [ "$user" = 1 ]; then :; elif [ -d "$prefix/etc/tocfs/mounts" ]; then :; elif act "create $prefix/etc/tocfs/mounts/"; then mkdir -p "$prefix/etc/tocfs/mounts"; fi
 
 # 3. storage.conf: additionallayerstores = ["<store>:ref"] under [storage.options].
 conf="$prefix$storage_conf"
 entry="\"$store_dir:ref\""
 if [ -f "$conf" ]; then
   cp "$conf" "$tmp/storage.conf"
+  if [ "$user" = 1 ] && grep -Eq '^[[:space:]]*driver[[:space:]]*=[[:space:]]*"[^"]' "$conf" && ! grep -Eq '^[[:space:]]*driver[[:space:]]*=[[:space:]]*"overlay"' "$conf"; then
+    echo "install.sh: $conf sets a storage driver other than overlay; only overlay reads additional layer stores: left unchanged" >&2
+    exit 1
+  fi
+elif [ "$user" = 1 ]; then
+  # A user's storage.conf replaces the system's whole for rootless Podman: start from nothing
+  # (the system file's graphroot and runroot are root's), so rootless defaults stay in force.
+  printf '# Rootless Podman reads this file instead of /etc/containers/storage.conf (made by tocfs install.sh --user).\n[storage]\ndriver = "overlay"\n' > "$tmp/storage.conf"
+  say "note: $conf does not exist yet: it will be created, and rootless Podman then reads it instead of /etc/containers/storage.conf"
 elif [ -f "$prefix/usr/share/containers/storage.conf" ]; then
   # A storage.conf in /etc replaces the packaged one entirely: start from it.
   cp "$prefix/usr/share/containers/storage.conf" "$tmp/storage.conf"
@@ -133,7 +183,16 @@ else
 fi
 
 # 4. Start the store (the storage.conf line makes every podman command stat the store directory).
-if [ "$start" = 1 ] && [ "$dry_run" = 0 ] && [ -d /run/systemd/system ]; then
+if [ "$user" = 1 ]; then
+  if [ "$start" = 1 ] && [ "$dry_run" = 0 ] && systemctl --user show-environment >/dev/null 2>&1; then
+    systemctl --user daemon-reload
+    systemctl --user enable --now tocfs-store.service
+    say "started tocfs-store.service (systemctl --user); check it with: tocfs store status $store_dir"
+    say "it starts at login; for boot: loginctl enable-linger $(id -un). Run podman system migrate if Podman was already running."
+  elif [ "$start" = 1 ] && [ "$dry_run" = 0 ]; then
+    say "no systemd user manager here: start the store with: $bin store $store_dir"
+  fi
+elif [ "$start" = 1 ] && [ "$dry_run" = 0 ] && [ -d /run/systemd/system ]; then
   systemctl daemon-reload
   systemctl enable --now tocfs-store.service
   say "started tocfs-store.service; check it with: tocfs store status $store_dir"

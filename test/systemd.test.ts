@@ -1,7 +1,7 @@
 /**
  * The systemd side of the store: the units pass `systemd-analyze verify` as installed,
  * scripts/install.sh installs them, a config file and the storage.conf line (idempotent,
- * --dry-run changes nothing), and `tocfs store --foreground` and `tocfs mount --foreground` tell $NOTIFY_SOCKET READY=1
+ * --dry-run changes nothing; --user, run as a user, the user unit and the user's files), and `tocfs store --foreground` and `tocfs mount --foreground` tell $NOTIFY_SOCKET READY=1
  * once the store answers and STOPPING=1 when it stops (received by a real datagram socket).
  */
 import assert from 'node:assert/strict';
@@ -153,6 +153,79 @@ describe('systemd units and scripts/install.sh', () => {
     const bad = await run('sh', [INSTALL, '--prefix', multi, '--bin', bin, '--store-dir', 'relative/dir']);
     assert.equal(bad.code, 2);
     assert.match(bad.stderr, /must be absolute/);
+  });
+
+  it('the user unit (systemctl --user) runs the store in the home directory, Type=notify, fusermount after stop, wanted by default.target', async () => {
+    const unit = await readFile(join(REPO, 'systemd', 'user', 'tocfs-store.service'), 'utf8');
+    assert.deepEqual(unitValues(unit, 'Service', 'Type'), ['notify']);
+    assert.deepEqual(unitValues(unit, 'Service', 'NotifyAccess'), ['all']);
+    assert.deepEqual(unitValues(unit, 'Service', 'ExecStart'), ['/usr/local/bin/tocfs store --foreground %h/.local/share/tocfs/store']);
+    assert.deepEqual(unitValues(unit, 'Service', 'ExecStopPost'), ['-/usr/bin/fusermount -u -z %h/.local/share/tocfs/store'], 'a user cannot umount; fusermount can');
+    assert.deepEqual(unitValues(unit, 'Install', 'WantedBy'), ['default.target']);
+    assert.deepEqual(unitValues(unit, 'Unit', 'After'), [], 'a user manager has no network-online.target');
+  });
+
+  /** Runs install.sh --user as nobody with `home` as HOME (made and handed to nobody). */
+  async function installAsUser(home: string, args: string[] = []): Promise<{ code: number; stdout: string; stderr: string }> {
+    await mkdir(home, { recursive: true });
+    await run('chown', ['-R', '65534:65534', home]);
+    return run('setpriv', ['--reuid', '65534', '--regid', '65534', '--clear-groups', 'env', '-i', 'PATH=/usr/local/bin:/usr/bin:/bin', `HOME=${home}`, 'sh', INSTALL, '--user', '--bin', bin, '--no-start', ...args]);
+  }
+
+  it('install.sh --user, as a user: the user unit (systemd-analyze verify --user), a config file and ~/.config/containers/storage.conf made anew without root\'s settings; a second run changes nothing', async () => {
+    await chmod(work, 0o755);
+    const home = join(work, 'home-new');
+    const first = await installAsUser(home);
+    assert.equal(first.code, 0, first.stderr);
+    const store = join(home, '.local/share/tocfs/store');
+    assert.deepEqual(await filesUnder(home), ['.config/containers/storage.conf', '.config/systemd/user/tocfs-store.service', '.config/tocfs/config.toml']);
+    for (const f of await filesUnder(home)) assert.equal((await stat(join(home, f))).uid, 65534, `${f} belongs to the user`);
+    const unit = join(home, '.config/systemd/user/tocfs-store.service');
+    const text = await readFile(unit, 'utf8');
+    assert.deepEqual(unitValues(text, 'Service', 'ExecStart'), [`${bin} store --foreground ${store}`]);
+    assert.deepEqual(unitValues(text, 'Service', 'ExecStopPost'), [`-/usr/bin/fusermount -u -z ${store}`]);
+    const runtime = join(work, 'user-runtime');
+    await mkdir(runtime, { recursive: true, mode: 0o700 });
+    const verify = await run('systemd-analyze', ['verify', '--user', '--man=no', unit], { ...process.env, XDG_RUNTIME_DIR: runtime });
+    assert.equal(verify.code, 0, verify.stderr);
+    assert.equal(verify.stderr.trim(), '', 'systemd-analyze verify --user has no complaints');
+    const conf = await readFile(join(home, '.config/containers/storage.conf'), 'utf8');
+    assert.deepEqual(layerStores(conf), [`${store}:ref`]);
+    assert.doesNotMatch(conf, /graphroot|runroot/, "no graph root or run root: rootless Podman's defaults stay in force");
+    assert.match(first.stdout, /rootless Podman then reads it instead of \/etc\/containers\/storage\.conf/, 'says that a new storage.conf replaces the system one');
+    const userConfig = await readFile(join(home, '.config/tocfs/config.toml'), 'utf8');
+    assert.doesNotThrow(() => parse(userConfig), 'the default config file is valid TOML');
+    const second = await installAsUser(home);
+    assert.equal(second.code, 0, second.stderr);
+    assert.match(second.stdout, /nothing to do/);
+    assert.equal(await readFile(join(home, '.config/containers/storage.conf'), 'utf8'), conf);
+  });
+
+  it("install.sh --user merges into the user's storage.conf (kept as a backup, said aloud), refuses a driver other than overlay, and refuses root", async () => {
+    const home = join(work, 'home-existing');
+    const original = '[storage]\ndriver = "overlay"\ngraphroot = "/srv/me/containers"\n\n[storage.options]\nadditionallayerstores = ["/srv/other:ref"]\n';
+    await mkdir(join(home, '.config/containers'), { recursive: true });
+    await writeFile(join(home, '.config/containers/storage.conf'), original);
+    const res = await installAsUser(home, ['--store-dir', '/srv/me/store']);
+    assert.equal(res.code, 0, res.stderr);
+    assert.match(res.stdout, /add \/srv\/me\/store:ref to additionallayerstores in .*\.config\/containers\/storage\.conf/);
+    const conf = await readFile(join(home, '.config/containers/storage.conf'), 'utf8');
+    assert.deepEqual(layerStores(conf), ['/srv/me/store:ref', '/srv/other:ref']);
+    assert.match(conf, /graphroot = "\/srv\/me\/containers"/, "the user's settings are kept");
+    assert.equal(await readFile(join(home, '.config/containers/storage.conf.tocfs-backup'), 'utf8'), original);
+
+    const vfsHome = join(work, 'home-vfs');
+    const vfs = '[storage]\ndriver = "vfs"\n';
+    await mkdir(join(vfsHome, '.config/containers'), { recursive: true });
+    await writeFile(join(vfsHome, '.config/containers/storage.conf'), vfs);
+    const refused = await installAsUser(vfsHome);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /driver other than overlay/);
+    assert.equal(await readFile(join(vfsHome, '.config/containers/storage.conf'), 'utf8'), vfs, 'left unchanged');
+
+    const asRoot = await run('sh', [INSTALL, '--user', '--prefix', join(work, 'root-user'), '--bin', bin]);
+    assert.equal(asRoot.code, 2);
+    assert.match(asRoot.stderr, /run it as that user/);
   });
 
   /** A real datagram socket standing in for systemd's notify socket; `text()` is what arrived so far. */
