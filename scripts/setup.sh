@@ -28,6 +28,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# kubectl for test/kubernetes-docs.test.ts (offline client-side checks of docs/kubernetes/):
+# Debian's kubernetes-client, only where no kubectl is on PATH yet: another package's
+# /usr/bin/kubectl would conflict with it. Without kubectl that check skips.
+if ! command -v kubectl >/dev/null; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  echo "setup: installing kubernetes-client (kubectl)" >&2
+  { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null; } ||
+    echo "setup: kubernetes-client did not install; test/kubernetes-docs.test.ts skips its kubectl check" >&2
+fi
+
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund
 fi
