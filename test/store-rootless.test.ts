@@ -1,5 +1,7 @@
 /**
- * Rootless end to end with Debian's Podman 4.3.1: a real non-root user (useradd, two
+ * Rootless end to end with Debian's Podman 4.3.1, and trixie's 5.4.2 in the root
+ * scripts/setup-trixie.sh builds (entered by pivot_root: a chrooted process may not make the
+ * user namespace rootless Podman needs): a real non-root user (useradd, two
  * subordinate ID ranges in /etc/subuid and /etc/subgid, /dev/fuse 0666 as Debian ships it)
  * runs `tocfs store` in its own home and names it in ~/.config/containers/storage.conf;
  * rootless Podman, as that user, pulls lazily from a real docker-registry on 127.0.0.1 and
@@ -23,7 +25,8 @@ import { buildImage, seededBytes, seededContent, type BuiltImage, type FileSpec 
 import { blobBytesServed, startRegistry, type TestRegistry } from './helpers/registry.js';
 import { isFuseMounted, registryLogSettled, type RunningStore } from './helpers/store.js';
 import { have, unmountUnder } from './helpers/podman.js';
-import { createTestUser, openFuseToAll, rootlessSkipReason, REPO, RootlessPodman, startStoreAs, type SubRange, type TestUser } from './helpers/rootless.js';
+import { trixieSkipReason, TRIXIE_ROOT } from './helpers/trixie.js';
+import { createTestUser, openFuseToAll, rootlessSkipReason, REPO, RootlessPodman, RootlessRoot, startStoreAs, type SubRange, type TestUser } from './helpers/rootless.js';
 import { encodeRef } from '../src/store/names.js';
 import { useJournalFile } from '../src/store/use-counts.js';
 
@@ -49,13 +52,20 @@ const FILES: FileSpec[] = [
 ];
 const regular = FILES.filter((f) => f.type === undefined && f.path !== 'data/big.bin');
 
-describe('tocfs store run by a non-root user, with rootless Podman 4.3.1', { skip: rootlessSkipReason(), timeout: 300_000 }, () => {
+/** Debian bookworm's Podman 4.3.1 on the host; trixie's 5.4.2 in the root scripts/setup-trixie.sh builds. */
+const FLAVORS = [
+  { name: 'Podman 4.3.1', skip: rootlessSkipReason(), trixie: false },
+  { name: 'Podman 5.4.2', skip: rootlessSkipReason() || trixieSkipReason(), trixie: true },
+];
+
+for (const flavor of FLAVORS) describe(`tocfs store run by a non-root user, with rootless ${flavor.name}`, { skip: flavor.skip, timeout: 300_000 }, () => {
   let work: string;
   let user: TestUser;
   let restoreFuse: (() => void) | undefined;
   let registry: TestRegistry;
   let store: RunningStore;
   let podman: RootlessPodman;
+  let root: RootlessRoot | null = null;
   let image: BuiltImage;
   let ref: string;
   let storeDir: string;
@@ -77,7 +87,8 @@ describe('tocfs store run by a non-root user, with rootless Podman 4.3.1', { ski
     return hostId(n, user.uid) === OVERFLOW ? OVERFLOW : n;
   };
   const layer = (): BuiltImage['layers'][number] => image.layers[0]!;
-  const layerDir = (): string => join(storeDir, encodeRef(ref), layer().digest);
+  /** The layer's directory in the store, under the key this Podman looks it up by. */
+  const layerDir = (): string => join(storeDir, encodeRef(ref), podman.storeKey(layer()));
 
   before(async () => {
     const missing = ['newuidmap', 'newgidmap', 'runuser', 'useradd'].filter((c) => !have(c));
@@ -101,11 +112,14 @@ describe('tocfs store run by a non-root user, with rootless Podman 4.3.1', { ski
     // The store before Podman's first command: the user's pause process keeps the mount
     // namespace it started in, and / is not a shared mount here (see docs/guide.md).
     store = await startStoreAs(user, storeDir, cacheDir);
-    podman = await RootlessPodman.create(user, storeDir, registry.host);
+    // Podman 5 in the trixie root: the work dir (the user's home, the store's mount under it) bound inside.
+    if (flavor.trixie) root = await RootlessRoot.enter(user, TRIXIE_ROOT, join(work, 'trixie-etc'), [work]);
+    podman = await RootlessPodman.create(user, storeDir, registry.host, root);
   });
 
   after(async () => {
     await podman?.cleanup().catch(() => undefined);
+    await root?.close();
     const code = await store?.stop('SIGTERM');
     if (store) assert.equal(code, 0, `tocfs store exited ${code} on SIGTERM:\n${store.log.slice(-20).join('\n')}`);
     if (store) assert.equal(await isFuseMounted(store.dir), false, 'the store unmounted cleanly on SIGTERM');
@@ -203,7 +217,7 @@ describe('tocfs store run by a non-root user, with rootless Podman 4.3.1', { ski
       const r = await user.run(process.execPath, ['--import', 'tsx', ENTRY, 'store', 'status', '--json', storeDir], { cwd: REPO });
       assert.equal(r.code, 0, r.stderr);
       const doc = JSON.parse(r.stdout.toString()) as { layers: Array<{ key: string; uses: number }> };
-      return doc.layers.find((l) => l.key === layer().digest)?.uses;
+      return doc.layers.find((l) => l.key === podman.storeKey(layer()))?.uses;
     };
     const waitFor = async (want: number): Promise<void> => {
       const deadline = Date.now() + 10_000;

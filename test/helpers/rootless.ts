@@ -135,6 +135,75 @@ export function openFuseToAll(): () => void {
   return () => chmodSync('/dev/fuse', mode);
 }
 
+const ROOT_SETUP = `
+set -e
+R=$1; ETC=$2; RUNTIME=$3; OWNER=$4; shift 4
+mount --bind "$R" "$R"
+mount -t proc proc "$R/proc"
+mount --rbind /dev "$R/dev"
+mount --rbind /sys "$R/sys"
+mount -t tmpfs tmpfs "$R/run"
+mount -t tmpfs tmpfs "$R/tmp"
+for d in "$@"; do mkdir -p "$R$d"; mount --rbind "$d" "$R$d"; done
+for f in passwd group subuid subgid; do mount --bind "$ETC/$f" "$R/etc/$f"; done
+mkdir -p "$R$RUNTIME"; chown "$OWNER" "$R$RUNTIME"; chmod 700 "$R$RUNTIME"
+cd "$R"
+pivot_root . mnt
+umount -l /mnt
+echo ready
+exec sleep infinity
+`;
+
+/**
+ * Debian trixie's Podman 5.4.2 (the root scripts/setup-trixie.sh builds) for a rootless user:
+ * a private mount namespace whose root is the trixie root by pivot_root, not chroot (the
+ * kernel refuses a chrooted process a new user namespace: rootless Podman fails with "cannot
+ * clone: Operation not permitted"), with the user in its /etc/passwd, /etc/group,
+ * /etc/subuid and /etc/subgid (copies bound over the root's, which stay untouched), the
+ * user's runtime directory, and `binds` (host directories at the same paths, submounts such
+ * as the store's FUSE mount carried along: mount the store first).
+ */
+export class RootlessRoot {
+  private constructor(private readonly holder: ChildProcess) {}
+
+  static async enter(user: TestUser, root: string, etcDir: string, binds: string[]): Promise<RootlessRoot> {
+    await mkdir(etcDir, { recursive: true });
+    for (const f of ['passwd', 'group', 'subuid', 'subgid']) {
+      const theirs = await readFile(join(root, 'etc', f), 'utf8').catch(() => '');
+      const ours = readFileSync(`/etc/${f}`, 'utf8').split('\n').filter((l) => l.startsWith(`${user.name}:`));
+      await writeFile(join(etcDir, f), [...theirs.split('\n').filter((l) => l && !l.startsWith(`${user.name}:`)), ...ours, ''].join('\n'));
+    }
+    const holder = spawn('unshare', ['-m', '--propagation', 'private', 'bash', '-c', ROOT_SETUP, '_', root, etcDir, user.runtimeDir, `${user.uid}:${user.gid}`, ...binds], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    holder.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+    await new Promise<void>((resolve, reject) => {
+      holder.stdout!.on('data', (d: Buffer) => {
+        if (d.toString().includes('ready')) resolve();
+      });
+      holder.once('exit', (code) => reject(new Error(`entering ${root} failed (${code}): ${out}`)));
+    });
+    return new RootlessRoot(holder);
+  }
+
+  /** Where a path inside is seen from the host. */
+  hostPath(path: string): string {
+    return `/proc/${this.holder.pid}/root${path}`;
+  }
+
+  /** argv running `command` as the user inside (setpriv, the user's environment only). */
+  argv(user: TestUser, command: string[]): string[] {
+    const vars = Object.entries(user.env).map(([k, v]) => `${k}=${v}`);
+    return ['nsenter', '-t', String(this.holder.pid), '-m', '--', '/usr/bin/env', '-i', ...vars, 'setpriv', '--reuid', String(user.uid), '--regid', String(user.gid), '--init-groups', ...command];
+  }
+
+  async close(): Promise<void> {
+    if (this.holder.exitCode !== null || this.holder.signalCode !== null) return;
+    const gone = new Promise((r) => this.holder.once('exit', r));
+    this.holder.kill('SIGKILL');
+    await gone;
+  }
+}
+
 /** `tocfs store --foreground` from source, run as the user (its uid and gid, its environment); waits until it answers. */
 export async function startStoreAs(user: TestUser, dir: string, cacheDir: string, env: NodeJS.ProcessEnv = {}): Promise<RunningStore> {
   const args = ['--import', 'tsx', ENTRY, 'store', '--foreground', '--tls-verify=false', '--cache-dir', cacheDir, '--metrics-address', '', '--log-level', 'debug', dir];
@@ -177,15 +246,19 @@ export async function startStoreAs(user: TestUser, dir: string, cacheDir: string
  * Podman puts them by default.
  */
 export class RootlessPodman {
-  private constructor(readonly user: TestUser) {}
+  private constructor(
+    readonly user: TestUser,
+    private readonly root: RootlessRoot | null,
+  ) {}
 
-  static async create(user: TestUser, storeDir: string, registryHost: string): Promise<RootlessPodman> {
+  /** `root`: run Podman 5.4.2 inside that trixie root, else the host's 4.3.1. */
+  static async create(user: TestUser, storeDir: string, registryHost: string, root: RootlessRoot | null = null): Promise<RootlessPodman> {
     const conf = join(user.home, '.config', 'containers');
     await writeUserFile(user, join(conf, 'storage.conf'), `[storage]\ndriver = "overlay"\n\n[storage.options]\nadditionallayerstores = ["${storeDir}:ref"]\n`);
     await writeUserFile(user, join(conf, 'registries.conf'), `[[registry]]\nlocation = "${registryHost}"\ninsecure = true\n`);
     // runc and cgroupfs: crun and the systemd cgroup manager do not work on this machine's cgroups.
     await writeUserFile(user, join(conf, 'containers.conf'), `[engine]\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\nruntime = "runc"\n`);
-    return new RootlessPodman(user);
+    return new RootlessPodman(user, root);
   }
 
   /** The graph root rootless Podman uses by default. */
@@ -194,7 +267,23 @@ export class RootlessPodman {
   }
 
   run(args: string[]): Promise<{ code: number; stdout: Buffer; stderr: string }> {
-    return this.user.run('podman', ['--runtime', 'runc', '--cgroup-manager', 'cgroupfs', '--events-backend', 'file', ...args]);
+    const podman = ['podman', '--runtime', 'runc', '--cgroup-manager', 'cgroupfs', '--events-backend', 'file', ...args];
+    if (!this.root) return this.user.run(podman[0]!, podman.slice(1));
+    const [file, ...argv] = this.root.argv(this.user, podman);
+    return new Promise((resolve) => {
+      execFile(file!, argv, { encoding: 'buffer', maxBuffer: 64 * 1024 * 1024, timeout: 120_000 }, (err, stdout, stderr) => {
+        resolve({ code: err ? Number((err as { code?: number }).code ?? 1) || 1 : 0, stdout, stderr: stderr.toString() });
+      });
+    });
+  }
+
+  /**
+   * The key this Podman looks a layer up by in the store: Podman 5 (containers/storage ≥ 1.54)
+   * the TOC digest from the layer's annotations, 4.3.1 the blob digest.
+   */
+  storeKey(layer: { digest: string; annotations?: Record<string, string> }): string {
+    if (!this.root) return layer.digest;
+    return ['io.github.containers.zstd-chunked.manifest-checksum', 'containerd.io/snapshot/stargz/toc.digest'].map((a) => layer.annotations?.[a]).find((d) => d !== undefined) ?? layer.digest;
   }
 
   async ok(args: string[]): Promise<{ stdout: Buffer; stderr: string }> {
@@ -224,7 +313,8 @@ export class RootlessPodman {
     await this.run(['rm', '-a', '-f', '-t', '0']);
     await this.run(['rmi', '-a', '-f']);
     await this.run(['system', 'reset', '-f']);
-    const pid = Number(await readFile(join(this.user.runtimeDir, 'libpod', 'tmp', 'pause.pid'), 'utf8').catch(() => ''));
+    const pauseFile = join(this.user.runtimeDir, 'libpod', 'tmp', 'pause.pid');
+    const pid = Number(await readFile(this.root ? this.root.hostPath(pauseFile) : pauseFile, 'utf8').catch(() => ''));
     if (pid > 0) {
       try {
         process.kill(pid, 'SIGKILL');
