@@ -342,7 +342,8 @@ export class LayerReader {
       }),
     );
     if (missing.length === 0) return;
-    if (this.toc.format === 'none' || missing.some((w) => w.chunk.compressedOffset < 0)) {
+    // Pieces of a layer indexed whole without checkpoints exist only in the cache: index again.
+    if (missing.some((w) => w.chunk.compressedOffset < 0)) {
       await this.refill(missing);
       return;
     }

@@ -2,6 +2,7 @@ import { createInflateRaw } from 'node:zlib';
 import { decompress as zstdDecompress } from '@mongodb-js/zstd';
 import { sha256 } from '../digest.js';
 import { DigestMismatchError, FormatError } from '../errors.js';
+import { inflateFromCheckpoint } from './gzip/checkpoints.js';
 import type { Chunk, Compression } from './toc.js';
 import { decompressionAllowance, firstZstdFrame } from './zstd-frames.js';
 
@@ -79,7 +80,8 @@ export async function extractChunk(compression: Compression, chunk: Chunk, compr
   const need = chunk.innerOffset + chunk.size;
   let plain: Buffer;
   try {
-    plain = compression === 'zstd' ? await decodeFirstZstdFrame(compressed, need) : await inflateFirstGzipMember(compressed, need);
+    if (chunk.resume) plain = await inflateFromCheckpoint(chunk.resume, compressed, need);
+    else plain = compression === 'zstd' ? await decodeFirstZstdFrame(compressed, need) : await inflateFirstGzipMember(compressed, need);
   } catch (e) {
     throw new FormatError(`${what}: cannot decompress chunk at [${chunk.compressedOffset}, ${chunk.compressedEnd}): ${(e as Error).message}`, { cause: e });
   }

@@ -13,18 +13,25 @@ import { FormatError } from '../errors.js';
 import type { Descriptor } from '../source/types.js';
 import { BASE64, ENTRY_TYPES, MAX_ID } from './entries.js';
 import { normaliseName } from './path.js';
-import { PLAIN_CHUNK_SIZE, plainLayerToc } from './plain.js';
+import { WINDOW_SIZE, type GzipCheckpoint } from './gzip/checkpoints.js';
+import { locateInGzip, PLAIN_CHUNK_SIZE, plainLayerToc } from './plain.js';
 import type { Chunk, EntryType, LayerToc, Timestamp, TocEntry, TocStore } from './toc.js';
 
-const MAGIC = 'tocfs-plain-index-v1\n';
+// v2 added gzip checkpoints and the stream offsets of pieces; a v1 index is indexed again.
+const MAGIC = 'tocfs-plain-index-v2\n';
 
 /** The store key: not a digest, so the store hashes it into a name no TOC digest can take. */
 export function plainIndexKey(layer: string): string {
   return `plain-index:${layer}`;
 }
 
-/** A stored piece: [size, digest, all zeros]; offsets follow from the sizes. */
-type StoredPiece = [number, string, 0 | 1];
+/**
+ * A stored piece: [size, digest, all zeros, offset in the tar stream]; offsets in the file follow
+ * from the sizes. The stream offset is there for pieces a gzip checkpoint can reach (not sparse).
+ */
+type StoredPiece = [number, string, 0 | 1] | [number, string, 0 | 1, number];
+/** A gzip checkpoint: [blob offset, skip bits, stream offset, window (base64)]. */
+type StoredCheckpoint = [number, number, number, string];
 type StoredEntry = Omit<TocEntry, 'chunks' | 'xattrs'> & { xattrs?: Record<string, string>; pieces?: StoredPiece[] };
 
 interface StoredBody {
@@ -32,17 +39,30 @@ interface StoredBody {
   compression: LayerToc['compression'];
   uncompressedSize?: number;
   entries: StoredEntry[];
+  checkpoints?: StoredCheckpoint[];
 }
 
 export function encodePlainIndex(desc: Descriptor, toc: LayerToc): Buffer {
+  const cps = toc.checkpoints ?? [];
+  const outAt = new Map(cps.map((cp) => [cp.window, cp.out]));
+  const piece = (c: Chunk): StoredPiece => {
+    const from = c.resume && outAt.get(c.resume.window);
+    return from === undefined ? [c.size, c.digest, c.zeros ? 1 : 0] : [c.size, c.digest, c.zeros ? 1 : 0, from + c.innerOffset];
+  };
   const entries = toc.entries.map((e): StoredEntry => {
     const { chunks, xattrs, ...rest } = e;
     const out: StoredEntry = { ...rest };
     if (xattrs) out.xattrs = Object.fromEntries(Object.entries(xattrs).map(([k, v]) => [k, v.toString('base64')]));
-    if (chunks.length) out.pieces = chunks.map((c) => [c.size, c.digest, c.zeros ? 1 : 0]);
+    if (chunks.length) out.pieces = chunks.map(piece);
     return out;
   });
-  const body: StoredBody = { formatVersion: toc.formatVersion, compression: toc.compression, entries, ...(toc.uncompressedSize !== undefined ? { uncompressedSize: toc.uncompressedSize } : {}) };
+  const body: StoredBody = {
+    formatVersion: toc.formatVersion,
+    compression: toc.compression,
+    entries,
+    ...(toc.uncompressedSize !== undefined ? { uncompressedSize: toc.uncompressedSize } : {}),
+    ...(cps.length ? { checkpoints: cps.map((cp): StoredCheckpoint => [cp.offset, cp.skipBits, cp.out, cp.window.toString('base64')]) } : {}),
+  };
   const json = Buffer.from(JSON.stringify(body));
   const meta = JSON.stringify({ layer: desc.digest, size: desc.size, body: sha256(json) });
   return Buffer.concat([Buffer.from(MAGIC + meta + '\n'), json]);
@@ -70,8 +90,35 @@ export function decodePlainIndex(desc: Descriptor, data: Buffer): LayerToc {
   }
   if (!body || typeof body !== 'object' || !Array.isArray(body.entries) || typeof body.formatVersion !== 'string' || (body.compression !== 'gzip' && body.compression !== 'zstd'))
     throw new FormatError('stored index has no entries list');
-  const entries = body.entries.map((e, i) => entryFrom(e, i));
-  return plainLayerToc(body.formatVersion, body.compression, entries, isCount(body.uncompressedSize) ? body.uncompressedSize : undefined);
+  const inStream: Array<{ chunk: Chunk; at: number }> = [];
+  const entries = body.entries.map((e, i) => entryFrom(e, i, inStream));
+  const uncompressedSize = isCount(body.uncompressedSize) ? body.uncompressedSize : undefined;
+  const toc = plainLayerToc(body.formatVersion, body.compression, entries, uncompressedSize);
+  if (body.checkpoints !== undefined) {
+    const cps = checkpointsFrom(body.checkpoints, desc.size, uncompressedSize);
+    for (let i = 1; i < inStream.length; i++) if (inStream[i]!.at < inStream[i - 1]!.at) throw new FormatError('stored index: piece stream offsets out of order');
+    const last = inStream.at(-1);
+    if (last && uncompressedSize !== undefined && last.at + last.chunk.size > uncompressedSize) throw new FormatError('stored index: a piece lies past the end of the stream');
+    locateInGzip(inStream, cps, desc.size);
+    toc.checkpoints = cps;
+  }
+  return toc;
+}
+
+function checkpointsFrom(raw: unknown, blobSize: number, uncompressedSize: number | undefined): GzipCheckpoint[] {
+  if (!Array.isArray(raw) || raw.length === 0) throw new FormatError('stored index: bad checkpoints');
+  const cps: GzipCheckpoint[] = [];
+  for (const [i, c] of raw.entries()) {
+    const what = `stored index: checkpoint ${i}`;
+    if (!Array.isArray(c) || !isCount(c[0], blobSize - 1) || !isCount(c[1], 7) || !isCount(c[2], uncompressedSize ?? Number.MAX_SAFE_INTEGER) || typeof c[3] !== 'string' || !BASE64.test(c[3])) throw new FormatError(`${what}: malformed`);
+    const window = Buffer.from(c[3], 'base64');
+    const prev = cps.at(-1);
+    if (prev ? c[0] <= prev.offset || c[2] <= prev.out : c[2] !== 0) throw new FormatError(`${what}: out of order`);
+    // A window is the output just before the checkpoint: all of it when there is that much.
+    if (window.length !== Math.min(WINDOW_SIZE, c[2])) throw new FormatError(`${what}: window of ${window.length} bytes`);
+    cps.push({ offset: c[0], skipBits: c[1], out: c[2], window });
+  }
+  return cps;
 }
 
 const zeroDigests = new Map<number, string>();
@@ -91,7 +138,7 @@ function timestamp(v: unknown, what: string): Timestamp {
   return { sec: t.sec, nsec: t.nsec };
 }
 
-function entryFrom(raw: StoredEntry, i: number): TocEntry {
+function entryFrom(raw: StoredEntry, i: number, inStream: Array<{ chunk: Chunk; at: number }>): TocEntry {
   const what = `entry ${i}`;
   if (!raw || typeof raw !== 'object') throw new FormatError(`${what}: not an object`);
   const n = typeof raw.path === 'string' ? normaliseName(raw.path) : { error: 'no path' };
@@ -131,11 +178,12 @@ function entryFrom(raw: StoredEntry, i: number): TocEntry {
     if (!Array.isArray(pieces)) throw new FormatError(`${what}: bad pieces`);
     let offset = 0;
     for (const p of pieces) {
-      if (!Array.isArray(p) || !isCount(p[0], PLAIN_CHUNK_SIZE) || p[0] === 0 || !isDigest(p[1]) || (p[2] !== 0 && p[2] !== 1)) throw new FormatError(`${what}: bad piece`);
+      if (!Array.isArray(p) || !isCount(p[0], PLAIN_CHUNK_SIZE) || p[0] === 0 || !isDigest(p[1]) || (p[2] !== 0 && p[2] !== 1) || (p.length > 3 && !isCount(p[3]))) throw new FormatError(`${what}: bad piece`);
       // A zeros piece is served without reading the cache: its digest must say zeros.
       if (p[2] === 1 && p[1] !== zerosDigest(p[0])) throw new FormatError(`${what}: a piece marked zeros is not`);
       const chunk: Chunk = { offset, size: p[0], compressedOffset: -1, compressedEnd: -1, innerOffset: 0, digest: p[1], zeros: p[2] === 1 };
       e.chunks.push(chunk);
+      if (p.length > 3) inStream.push({ chunk, at: p[3]! });
       offset += p[0];
     }
     e.size = offset;

@@ -11,6 +11,7 @@ import { decompress as zstdDecompress } from '@mongodb-js/zstd';
 import { DigestMismatchError, FormatError, TocfsError } from '../errors.js';
 import type { BlobReader, Descriptor } from '../source/types.js';
 import { sniffCodec, type Codec } from './detect.js';
+import { DEFAULT_CHECKPOINT_SPACING, GzipCheckpointer, type GzipCheckpoint } from './gzip/checkpoints.js';
 import { normaliseName } from './path.js';
 import { TAR_EOA } from './tar/header.js';
 import { scanTar, type ByteSource, type TarHeader } from './tar/read.js';
@@ -142,17 +143,25 @@ function gunzipStream(src: AsyncIterable<Buffer>): AsyncIterable<Buffer> {
   return input.pipe(gunzip);
 }
 
+/** A gzip stream decompressed through a GzipCheckpointer: its checkpoints once the stream has ended. */
+async function* checkpointedGunzip(src: AsyncIterable<Buffer>, checkpointer: GzipCheckpointer): AsyncGenerator<Buffer> {
+  for await (const b of src) yield* checkpointer.push(b);
+  checkpointer.finish();
+}
+
 export interface LayerStream {
   codec: Codec;
   /** The uncompressed tar. Iterate it to the end: the digest check happens there. */
   tar: AsyncIterable<Buffer>;
+  /** gzip, when asked for: the checkpoints taken, complete once `tar` has ended. */
+  checkpointer?: GzipCheckpointer;
 }
 
 /**
  * Opens a whole layer blob as its uncompressed tar stream. The codec is sniffed from the
  * first bytes (never the media type); the blob's digest is checked when the stream ends.
  */
-export async function openLayerStream(desc: Descriptor, blob: BlobReader, onCompressedBytes?: (n: number) => void): Promise<LayerStream> {
+export async function openLayerStream(desc: Descriptor, blob: BlobReader, onCompressedBytes?: (n: number) => void, checkpointSpacing?: number): Promise<LayerStream> {
   const src = verifiedBlob(desc, blob, onCompressedBytes)[Symbol.asyncIterator]();
   // Gather enough for sniffing (a tar is recognised at offset 257).
   const headParts: Buffer[] = [];
@@ -174,6 +183,10 @@ export async function openLayerStream(desc: Descriptor, blob: BlobReader, onComp
     if (head.length) yield head;
     if (!ended) for (let r = await src.next(); !r.done; r = await src.next()) yield r.value;
   })();
+  if (codec === 'gzip' && checkpointSpacing) {
+    const checkpointer = new GzipCheckpointer(checkpointSpacing);
+    return { codec, tar: checkpointedGunzip(rest, checkpointer), checkpointer };
+  }
   if (codec === 'gzip') return { codec, tar: gunzipStream(rest) };
   if (codec === 'zstd') return { codec, tar: zstdStream(rest) };
   return { codec, tar: rest };
@@ -351,8 +364,10 @@ async function indexStream(
   onProgress?: (bytes: number) => void,
 ): Promise<LayerToc> {
   const layer = desc.digest;
-  const stream = await openLayerStream(desc, blob, onProgress);
+  const stream = await openLayerStream(desc, blob, onProgress, DEFAULT_CHECKPOINT_SPACING);
   const entries: TocEntry[] = [];
+  /** Pieces read straight from the tar stream (not sparse), with their stream offsets. */
+  const inStream: Array<{ chunk: Chunk; at: number }> = [];
   const holes = { bytes: 0 };
   let zeroPiecePut = false;
   let uncompressed = 0;
@@ -380,6 +395,7 @@ async function indexStream(
         if (digest === ZERO_PIECE_DIGEST) zeroPiecePut = true;
         const chunk: Chunk = { offset, size: piece.length, compressedOffset: -1, compressedEnd: -1, innerOffset: 0, digest, zeros };
         e.chunks.push(chunk);
+        if (!h.sparse) inStream.push({ chunk, at: ev.dataOffset + offset });
         offset += piece.length;
       }
       e.size = offset;
@@ -387,9 +403,35 @@ async function indexStream(
     }
     entries.push(e);
   }
-  // No chunk of this TOC is ever fetched from the blob (offsets are -1), so an uncompressed
-  // tar's compression field is only descriptive.
-  return plainLayerToc(`plain ${stream.codec}`, stream.codec === 'zstd' ? 'zstd' : 'gzip', entries, uncompressed);
+  const checkpointer = stream.checkpointer;
+  // Other pieces are never fetched from the blob (offsets -1): an uncompressed tar's
+  // compression field is only descriptive.
+  const toc = plainLayerToc(`plain ${stream.codec}`, stream.codec === 'zstd' ? 'zstd' : 'gzip', entries, uncompressed);
+  if (checkpointer && !checkpointer.multiMember && checkpointer.checkpoints[0]?.out === 0) {
+    locateInGzip(inStream, checkpointer.checkpoints, desc.size);
+    toc.checkpoints = checkpointer.checkpoints;
+  }
+  return toc;
+}
+
+/**
+ * Gives each piece the blob range that holds it in a gzip stream with checkpoints: from the
+ * last checkpoint at or before its start to the byte holding the first bit of the first
+ * checkpoint at or after its end (or the blob's end).
+ */
+export function locateInGzip(pieces: ReadonlyArray<{ chunk: Chunk; at: number }>, checkpoints: readonly GzipCheckpoint[], blobSize: number): void {
+  if (checkpoints.length === 0 || checkpoints[0]!.out !== 0) return;
+  let a = 0;
+  for (const { chunk, at } of pieces) {
+    while (a + 1 < checkpoints.length && checkpoints[a + 1]!.out <= at) a++;
+    let b = a + 1;
+    while (b < checkpoints.length && checkpoints[b]!.out < at + chunk.size) b++;
+    const from = checkpoints[a]!;
+    chunk.compressedOffset = from.offset;
+    chunk.compressedEnd = b < checkpoints.length ? checkpoints[b]!.offset + 1 : blobSize;
+    chunk.innerOffset = at - from.out;
+    chunk.resume = { skipBits: from.skipBits, window: from.window };
+  }
 }
 
 /** The TOC of a layer indexed whole: it has no TOC of its own in the blob, and its digest was checked. */

@@ -5,6 +5,7 @@
  * checked and normalised; everything above formats/ (trees, fetch, FUSE, the store)
  * works only with it.
  */
+import type { GzipCheckpoint } from './gzip/checkpoints.js';
 
 export type EntryType = 'reg' | 'dir' | 'symlink' | 'hardlink' | 'char' | 'block' | 'fifo';
 
@@ -42,6 +43,12 @@ export interface Chunk {
   digest: string;
   /** The chunk is all zeros and may be served without fetching. */
   zeros: boolean;
+  /**
+   * Gzip stream without members of its own (a plain gzip layer with checkpoints,
+   * gzip/checkpoints.ts): the range starts at a deflate block boundary `skipBits` into its
+   * first byte, and decompresses with `window` as the history before it.
+   */
+  resume?: { skipBits: number; window: Buffer };
 }
 
 export interface TocEntry {
@@ -107,6 +114,8 @@ export interface LayerToc {
   tarSplit?: TarSplitInfo;
   /** Length of the fully decompressed stream, when known (annotation or tar-split). */
   uncompressedSize?: number;
+  /** A plain gzip layer indexed whole: where its stream can be entered (chunks' `resume`). */
+  checkpoints?: GzipCheckpoint[];
 }
 
 /** Limits applied to every TOC (it is untrusted input). */

@@ -14,6 +14,7 @@ import { gunzipSync } from 'node:zlib';
 import { decompress as zstdDecompress } from '@mongodb-js/zstd';
 import { sha256 } from '../../src/digest.js';
 import { DigestMismatchError } from '../../src/errors.js';
+import { extractChunk } from '../../src/formats/chunk.js';
 import { indexPlainLayer, PLAIN_CHUNK_SIZE } from '../../src/formats/plain.js';
 import { parsePaxTime } from '../../src/formats/tar/pax.js';
 import type { LayerToc } from '../../src/formats/toc.js';
@@ -42,6 +43,30 @@ async function index(dir: string, desc: Descriptor): Promise<{ toc: LayerToc; st
   return { toc, store, progress };
 }
 
+/**
+ * Pieces of a gzip layer that a checkpoint reaches decompress from their blob range to what was
+ * put; every other piece (zstd, tar, sparse members) is only in the cache (offsets -1).
+ */
+async function checkPieceRanges(toc: LayerToc, blob: Buffer, store: Map<string, Buffer>): Promise<void> {
+  let located = 0;
+  let pieces = 0;
+  for (const e of toc.entries) {
+    for (const c of e.chunks) {
+      pieces++;
+      if (c.compressedOffset < 0) {
+        assert.equal(c.compressedEnd, -1);
+        continue;
+      }
+      assert.ok(toc.formatVersion === 'plain gzip' && c.resume, `${e.path}: only gzip pieces have blob ranges`);
+      assert.ok(c.compressedOffset < c.compressedEnd && c.compressedEnd <= blob.length, `${e.path}: range [${c.compressedOffset}, ${c.compressedEnd}) inside the blob`);
+      const data = await extractChunk(toc.compression, c, blob.subarray(c.compressedOffset, c.compressedEnd), e.path);
+      assert.ok(data.equals(store.get(c.digest)!), `${e.path}: piece at ${c.offset} decompresses from its checkpoint`);
+      located++;
+    }
+  }
+  if (toc.formatVersion === 'plain gzip' && pieces > 0) assert.ok(located > 0, 'a gzip layer\'s pieces are reachable from checkpoints');
+}
+
 describe('plain-layer indexer on the corpus', { skip: !HAVE_CORPUS && 'corpus not present' }, () => {
   for (const image of PLAIN_IMAGES) {
     it(`${image}: entries and contents match expected.json`, async () => {
@@ -49,6 +74,7 @@ describe('plain-layer indexer on the corpus', { skip: !HAVE_CORPUS && 'corpus no
       for (const [digest, layer] of Object.entries(x.layers)) {
         const desc: Descriptor = { mediaType: layer.mediaType, digest, size: layer.size };
         const { toc, store, progress } = await index(join(CORPUS_DIR, image), desc);
+        await checkPieceRanges(toc, await readFile(join(CORPUS_DIR, image, 'blobs', 'sha256', digest.slice(7))), store);
         assert.equal(toc.format, 'none');
         assert.equal(toc.verified, true);
         assert.equal(toc.formatVersion, image.startsWith('zstd') ? 'plain zstd' : 'plain gzip');
@@ -75,7 +101,7 @@ describe('plain-layer indexer on the corpus', { skip: !HAVE_CORPUS && 'corpus no
           let at = 0;
           const parts = e.chunks.map((c) => {
             assert.equal(c.offset, at, `${e.path}: chunks cover the file without gaps`);
-            assert.ok(c.size <= PLAIN_CHUNK_SIZE && c.compressedOffset === -1 && c.compressedEnd === -1);
+            assert.ok(c.size <= PLAIN_CHUNK_SIZE, `${e.path}: piece of ${c.size} bytes`);
             at += c.size;
             const data = store.get(c.digest);
             assert.ok(data, `${e.path}: chunk ${c.digest} was put`);
@@ -118,6 +144,7 @@ describe('plain-layer indexer on layers tocfs builds', () => {
         const desc = img.layers[0]!;
         const { toc, store, progress } = await index(img.dir, desc);
         const bytes = await readFile(join(img.dir, 'blobs', 'sha256', desc.digest.slice(7)));
+        await checkPieceRanges(toc, bytes, store);
         assert.deepEqual([toc.format, toc.verified, toc.formatVersion], ['none', true, `plain ${format}`]);
         assert.equal(toc.uncompressedSize, (format === 'gzip' ? gunzipSync(bytes) : await zstdDecompress(bytes)).length);
         assert.equal(progress.at(-1), desc.size, 'progress reaches the blob size');
@@ -137,7 +164,7 @@ describe('plain-layer indexer on layers tocfs builds', () => {
           let at = 0;
           const parts = e.chunks.map((c) => {
             assert.equal(c.offset, at, `${e.path}: chunks cover the file without gaps`);
-            assert.ok(c.size <= PLAIN_CHUNK_SIZE && c.compressedOffset === -1 && c.compressedEnd === -1);
+            assert.ok(c.size <= PLAIN_CHUNK_SIZE, `${e.path}: piece of ${c.size} bytes`);
             at += c.size;
             const data = store.get(c.digest);
             assert.ok(data, `${e.path}: chunk ${c.digest} was put`);

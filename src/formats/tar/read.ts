@@ -34,6 +34,8 @@ export type TarEvent =
       raw: Buffer;
       /** How many leading bytes of `raw` are the previous member's padding. */
       padding: number;
+      /** Offset of the member's data in the tar stream. */
+      dataOffset: number;
       /** The member's data (`header.size` bytes, in pieces). Read it or not: the scanner skips what is left. */
       content: AsyncIterable<Buffer>;
     }
@@ -258,7 +260,7 @@ export async function* scanTar(src: ByteSource): AsyncGenerator<TarEvent> {
         yield piece;
       }
     })();
-    yield { kind: 'entry', header, raw: Buffer.concat(raw), padding, content };
+    yield { kind: 'entry', header, raw: Buffer.concat(raw), padding, dataOffset: r.position, content };
     // Skip whatever the consumer did not read.
     while (consumed < dataSize) {
       const piece = await r.readExact(Math.min(MAX_PIECE, dataSize - consumed), `data of ${header.name}`);
