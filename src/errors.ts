@@ -26,6 +26,14 @@ export class DigestMismatchError extends TocfsError {
 }
 
 /** Anything that went wrong talking to a registry or reading an image source. */
+/** Something tocfs publishes beside images (a profile, an index), found malformed or not matching what it claims. */
+export class ArtifactError extends TocfsError {
+  constructor(message: string) {
+    super(message, 'EINVAL');
+    this.name = 'ArtifactError';
+  }
+}
+
 export class SourceError extends TocfsError {
   constructor(message: string, readonly status?: number, options?: { cause?: unknown }) {
     super(message, 'ESOURCE', options);

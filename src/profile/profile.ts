@@ -7,7 +7,7 @@
  * rejected whole with a message naming what is wrong. Schema: docs/profiles.md.
  */
 import { isDigest } from '../digest.js';
-import { preview, TocfsError } from '../errors.js';
+import { ArtifactError, preview } from '../errors.js';
 
 export const PROFILE_MEDIA_TYPE = 'application/vnd.tocfs.profile.v1+json';
 export const PROFILE_SCHEMA_VERSION = 1;
@@ -55,9 +55,9 @@ export interface Profile {
   reads: ProfileRead[];
 }
 
-export class ProfileError extends TocfsError {
+export class ProfileError extends ArtifactError {
   constructor(message: string) {
-    super(message, 'EINVAL');
+    super(message);
     this.name = 'ProfileError';
   }
 }
