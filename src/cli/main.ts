@@ -3,7 +3,11 @@ import { TocfsError } from '../errors.js';
 import { configureLogging, logFd, logger } from '../log.js';
 import { commands } from './commands/index.js';
 import { withExamples } from './help.js';
+import { readFileSync } from 'node:fs';
 import { helpWidth, yargs } from './yargs.js';
+
+/** tocfs's own version: yargs' CommonJS build would look for a package.json from the working directory. */
+const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
 // Lines of at most 78 columns: nothing in it wraps at the usual 80.
 const EPILOGUE = `Configuration:
@@ -46,7 +50,7 @@ export async function main(args: string[]): Promise<void> {
     .strict()
     .help()
     .alias('h', 'help')
-    .version()
+    .version(VERSION)
     .wrap(helpWidth())
     .fail((msg, err) => {
       if (err) throw err;
