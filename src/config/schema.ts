@@ -18,7 +18,7 @@ export interface DefaultContext {
 type Parsed<T> = { ok: true; value: T } | { ok: false; expected: string };
 
 export interface Setting<T> {
-  kind: 'path' | 'size' | 'duration' | 'integer' | 'boolean' | 'enum' | 'address';
+  kind: 'path' | 'size' | 'duration' | 'integer' | 'boolean' | 'enum' | 'address' | 'patterns';
   description: string;
   default: T | ((ctx: DefaultContext) => T);
   /** How the default reads in docs when it depends on the user. */
@@ -121,6 +121,24 @@ function address(spec: Spec<string>): Setting<string> {
   };
 }
 
+/** A repository name or glob: `*` any characters but `/`, `**` any characters. */
+const REPOSITORY_PATTERN = /^[A-Za-z0-9*][A-Za-z0-9.\-_:*]*(\/[A-Za-z0-9.\-_*]+)*$/;
+
+/** Repository patterns: a TOML array of strings, or comma-separated in the environment and on the command line. */
+function patterns(spec: Spec<string[]>): Setting<string[]> {
+  return {
+    kind: 'patterns',
+    ...spec,
+    parse: (raw) => {
+      const list = Array.isArray(raw) ? raw : typeof raw === 'string' ? raw.split(',').map((p) => p.trim()).filter((p) => p !== '') : undefined;
+      return list && list.every((p) => typeof p === 'string' && REPOSITORY_PATTERN.test(p))
+        ? ok(list as string[])
+        : { ok: false, expected: 'repository names or globs (REGISTRY/PATH, * within a path element, ** across them), e.g. ["registry.example.com/team/*"]' };
+    },
+    format: (v) => v.join(','),
+  };
+}
+
 function xdgDir(ctx: DefaultContext, variable: string, fallback: string): string {
   const v = ctx.env[variable];
   return v && v.startsWith('/') ? v : join(ctx.env.HOME || homedir(), fallback);
@@ -200,6 +218,21 @@ export const SETTINGS = {
       "File owners the store shows. auto = as TOCs say when the store runs as root; run by another user (for that user's rootless Podman), mapped as rootless Podman maps them: container ID 0 = the user's own ID, IDs 1, 2, … = the user's /etc/subuid and /etc/subgid ranges in turn, anything beyond them 65534. none = as TOCs say (files owned by root then show as 65534 in rootless containers).",
     default: 'auto',
   }),
+  'index.trust': patterns({
+    description:
+      'Repositories whose published seekable indexes of plain gzip layers tocfs uses, so that their images are pulled lazily. Anyone who can push to a repository can publish an index for its images, and a wrong index makes tocfs serve what the index says until the background check of the whole layer catches it (docs/security.md). Empty: only indexes tocfs built itself from a whole, digest-checked layer.',
+    default: [],
+    defaultText: '[] (none)',
+  }),
+  'index.publish': boolean({
+    description: "After fetching a plain gzip layer whole and indexing it, publish the index beside the image in its repository (needs push rights there; a failure is a warning), so that other nodes that trust the repository pull the image lazily.",
+    default: false,
+  }),
+  'index.check_delay': duration({
+    description: 'How long after a layer is first served from a published index the background read of the whole layer that checks the index starts (start-up reads go first).',
+    default: 30_000,
+  }),
+  'index.checkpoint_spacing': size({ description: 'Uncompressed bytes between the checkpoints of a gzip layer index: smaller means less decompressed per read and a larger index (32 KiB per checkpoint).', default: 4 * 1024 ** 2 }, 256 * 1024),
 };
 
 export type SettingKey = keyof typeof SETTINGS;

@@ -39,6 +39,8 @@ export interface StoreServeOptions extends ReadPathSettings {
   allowOther?: boolean;
   /** store.id_map: 'auto' (default) maps file owners as rootless Podman does when not run as root; 'none' never. */
   idMap?: 'auto' | 'none';
+  /** index.trust: repositories whose published seekable indexes make plain gzip layers servable. */
+  indexTrust?: readonly string[];
   /** Where the daemon's log goes, recorded for `tocfs unmount`. */
   logFile?: string;
 }
@@ -84,6 +86,7 @@ export async function serveStore(opts: StoreServeOptions): Promise<void> {
       ...(opts.lookupTimeoutMs !== undefined ? { lookupTimeoutMs: opts.lookupTimeoutMs } : {}),
       ...(opts.negativeTtlMs !== undefined ? { negativeTtlMs: opts.negativeTtlMs } : {}),
       ...(opts.prefetch ? { prefetch: opts.prefetch } : {}),
+      ...(opts.indexTrust ? { indexTrust: opts.indexTrust } : {}),
     });
     mounted = await mountFs(storeDir, storeOperations({ store, logger: log, started, ...(idMap ? { idMap } : {}) }), {
       label: STORE_LABEL,

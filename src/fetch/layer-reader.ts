@@ -127,6 +127,8 @@ export class LayerReader {
   private reindexing: Promise<unknown> | undefined;
   private blobOrder: Located[] | undefined;
   private readonly counters = { servedBytes: 0, cacheHits: 0, neighbourChunks: 0, verifyFailures: 0 };
+  /** Set when the layer must not be read any more (its index proved wrong). */
+  private stopped: LayerReadError | undefined;
   private chunkBytes: number | undefined;
   private readonly readListeners = new Set<ReadListener>();
 
@@ -197,7 +199,13 @@ export class LayerReader {
    * Reads [offset, offset+length) of a regular file (clamped to its size). Gives up when
    * `signal` aborts or, with fetch.timeout set, when no answer came within it.
    */
+  /** Fails every read from now on with `reason` (a layer whose index proved not to match it). */
+  stop(reason: string): void {
+    this.stopped = new LayerReadError(reason);
+  }
+
   async readAt(entry: TocEntry, offset: number, length: number, outerSignal?: AbortSignal): Promise<Buffer> {
+    if (this.stopped) throw this.stopped;
     if (entry.type !== 'reg') throw new LayerReadError(`${this.what(entry)}: not a regular file (${entry.type})`);
     if (!(offset >= 0) || !(length >= 0)) throw new RangeError(`bad read [${offset}, +${length})`);
     const end = Math.min(entry.size, offset + length);

@@ -14,7 +14,7 @@ import type { Descriptor } from '../source/types.js';
 import { BASE64, ENTRY_TYPES, MAX_ID } from './entries.js';
 import { normaliseName } from './path.js';
 import { WINDOW_SIZE, type GzipCheckpoint } from './gzip/checkpoints.js';
-import { locateInGzip, PLAIN_CHUNK_SIZE, plainLayerToc } from './plain.js';
+import { locateInGzip, PLAIN_CHUNK_SIZE, plainLayerToc, type StreamPiece } from './plain.js';
 import type { Chunk, EntryType, LayerToc, Timestamp, TocEntry, TocStore } from './toc.js';
 
 // v2 added gzip checkpoints and the stream offsets of pieces; a v1 index is indexed again.
@@ -26,10 +26,11 @@ export function plainIndexKey(layer: string): string {
 }
 
 /**
- * A stored piece: [size, digest, all zeros, offset in the tar stream]; offsets in the file follow
- * from the sizes. The stream offset is there for pieces a gzip checkpoint can reach (not sparse).
+ * A stored piece: [size, digest, all zeros, offset in the tar stream, blob offset its compressed
+ * bytes end by]; offsets in the file follow from the sizes. The last two are there for pieces a
+ * gzip checkpoint can reach (not sparse).
  */
-type StoredPiece = [number, string, 0 | 1] | [number, string, 0 | 1, number];
+type StoredPiece = [number, string, 0 | 1] | [number, string, 0 | 1, number] | [number, string, 0 | 1, number, number];
 /** A gzip checkpoint: [blob offset, skip bits, stream offset, window (base64)]. */
 type StoredCheckpoint = [number, number, number, string];
 type StoredEntry = Omit<TocEntry, 'chunks' | 'xattrs'> & { xattrs?: Record<string, string>; pieces?: StoredPiece[] };
@@ -38,6 +39,8 @@ interface StoredBody {
   formatVersion: string;
   compression: LayerToc['compression'];
   uncompressedSize?: number;
+  /** The layer's DiffID, as computed when it was indexed. */
+  uncompressedDigest?: string;
   entries: StoredEntry[];
   checkpoints?: StoredCheckpoint[];
 }
@@ -47,7 +50,7 @@ export function encodePlainIndex(desc: Descriptor, toc: LayerToc): Buffer {
   const outAt = new Map(cps.map((cp) => [cp.window, cp.out]));
   const piece = (c: Chunk): StoredPiece => {
     const from = c.resume && outAt.get(c.resume.window);
-    return from === undefined ? [c.size, c.digest, c.zeros ? 1 : 0] : [c.size, c.digest, c.zeros ? 1 : 0, from + c.innerOffset];
+    return from === undefined ? [c.size, c.digest, c.zeros ? 1 : 0] : [c.size, c.digest, c.zeros ? 1 : 0, from + c.innerOffset, c.compressedEnd];
   };
   const entries = toc.entries.map((e): StoredEntry => {
     const { chunks, xattrs, ...rest } = e;
@@ -61,6 +64,7 @@ export function encodePlainIndex(desc: Descriptor, toc: LayerToc): Buffer {
     compression: toc.compression,
     entries,
     ...(toc.uncompressedSize !== undefined ? { uncompressedSize: toc.uncompressedSize } : {}),
+    ...(toc.uncompressedDigest !== undefined ? { uncompressedDigest: toc.uncompressedDigest } : {}),
     ...(cps.length ? { checkpoints: cps.map((cp): StoredCheckpoint => [cp.offset, cp.skipBits, cp.out, cp.window.toString('base64')]) } : {}),
   };
   const json = Buffer.from(JSON.stringify(body));
@@ -90,10 +94,15 @@ export function decodePlainIndex(desc: Descriptor, data: Buffer): LayerToc {
   }
   if (!body || typeof body !== 'object' || !Array.isArray(body.entries) || typeof body.formatVersion !== 'string' || (body.compression !== 'gzip' && body.compression !== 'zstd'))
     throw new FormatError('stored index has no entries list');
-  const inStream: Array<{ chunk: Chunk; at: number }> = [];
+  const inStream: StreamPiece[] = [];
   const entries = body.entries.map((e, i) => entryFrom(e, i, inStream));
+  for (const p of inStream) if (p.end !== undefined && p.end > desc.size) throw new FormatError('stored index: a piece ends past the blob');
   const uncompressedSize = isCount(body.uncompressedSize) ? body.uncompressedSize : undefined;
   const toc = plainLayerToc(body.formatVersion, body.compression, entries, uncompressedSize);
+  if (body.uncompressedDigest !== undefined) {
+    if (!isDigest(body.uncompressedDigest)) throw new FormatError('stored index: bad uncompressed digest');
+    toc.uncompressedDigest = body.uncompressedDigest;
+  }
   if (body.checkpoints !== undefined) {
     const cps = checkpointsFrom(body.checkpoints, desc.size, uncompressedSize);
     for (let i = 1; i < inStream.length; i++) if (inStream[i]!.at < inStream[i - 1]!.at) throw new FormatError('stored index: piece stream offsets out of order');
@@ -138,7 +147,7 @@ function timestamp(v: unknown, what: string): Timestamp {
   return { sec: t.sec, nsec: t.nsec };
 }
 
-function entryFrom(raw: StoredEntry, i: number, inStream: Array<{ chunk: Chunk; at: number }>): TocEntry {
+function entryFrom(raw: StoredEntry, i: number, inStream: StreamPiece[]): TocEntry {
   const what = `entry ${i}`;
   if (!raw || typeof raw !== 'object') throw new FormatError(`${what}: not an object`);
   const n = typeof raw.path === 'string' ? normaliseName(raw.path) : { error: 'no path' };
@@ -178,12 +187,12 @@ function entryFrom(raw: StoredEntry, i: number, inStream: Array<{ chunk: Chunk; 
     if (!Array.isArray(pieces)) throw new FormatError(`${what}: bad pieces`);
     let offset = 0;
     for (const p of pieces) {
-      if (!Array.isArray(p) || !isCount(p[0], PLAIN_CHUNK_SIZE) || p[0] === 0 || !isDigest(p[1]) || (p[2] !== 0 && p[2] !== 1) || (p.length > 3 && !isCount(p[3]))) throw new FormatError(`${what}: bad piece`);
+      if (!Array.isArray(p) || !isCount(p[0], PLAIN_CHUNK_SIZE) || p[0] === 0 || !isDigest(p[1]) || (p[2] !== 0 && p[2] !== 1) || (p.length > 3 && !isCount(p[3])) || (p.length > 4 && !isCount(p[4])) || p.length > 5) throw new FormatError(`${what}: bad piece`);
       // A zeros piece is served without reading the cache: its digest must say zeros.
       if (p[2] === 1 && p[1] !== zerosDigest(p[0])) throw new FormatError(`${what}: a piece marked zeros is not`);
       const chunk: Chunk = { offset, size: p[0], compressedOffset: -1, compressedEnd: -1, innerOffset: 0, digest: p[1], zeros: p[2] === 1 };
       e.chunks.push(chunk);
-      if (p.length > 3) inStream.push({ chunk, at: p[3]! });
+      if (p.length > 3) inStream.push({ chunk, at: p[3]!, end: p[4] });
       offset += p[0];
     }
     e.size = offset;

@@ -337,9 +337,10 @@ export async function indexPlainLayer(
   blob: BlobReader,
   put: (digest: string, data: Buffer) => Promise<void>,
   onProgress?: (bytes: number) => void,
+  checkpointSpacing = DEFAULT_CHECKPOINT_SPACING,
 ): Promise<LayerToc> {
   try {
-    return await indexStream(desc, blob, put, onProgress);
+    return await indexStream(desc, blob, put, onProgress, checkpointSpacing);
   } catch (e) {
     throw namingLayer(desc.digest, e);
   }
@@ -361,19 +362,22 @@ async function indexStream(
   desc: Descriptor,
   blob: BlobReader,
   put: (digest: string, data: Buffer) => Promise<void>,
-  onProgress?: (bytes: number) => void,
+  onProgress: ((bytes: number) => void) | undefined,
+  checkpointSpacing: number,
 ): Promise<LayerToc> {
   const layer = desc.digest;
-  const stream = await openLayerStream(desc, blob, onProgress, DEFAULT_CHECKPOINT_SPACING);
+  const stream = await openLayerStream(desc, blob, onProgress, checkpointSpacing);
   const entries: TocEntry[] = [];
   /** Pieces read straight from the tar stream (not sparse), with their stream offsets. */
-  const inStream: Array<{ chunk: Chunk; at: number }> = [];
+  const inStream: StreamPiece[] = [];
   const holes = { bytes: 0 };
   let zeroPiecePut = false;
   let uncompressed = 0;
+  const diffHash = createHash('sha256');
   for await (const ev of scanTar((async function* () {
     for await (const b of stream.tar) {
       uncompressed += b.length;
+      diffHash.update(b);
       yield b;
     }
   })())) {
@@ -407,28 +411,39 @@ async function indexStream(
   // Other pieces are never fetched from the blob (offsets -1): an uncompressed tar's
   // compression field is only descriptive.
   const toc = plainLayerToc(`plain ${stream.codec}`, stream.codec === 'zstd' ? 'zstd' : 'gzip', entries, uncompressed);
+  toc.uncompressedDigest = 'sha256:' + diffHash.digest('hex');
   if (checkpointer && !checkpointer.multiMember && checkpointer.checkpoints[0]?.out === 0) {
+    for (const p of inStream) p.end = checkpointer.inputEndFor(p.at + p.chunk.size);
     locateInGzip(inStream, checkpointer.checkpoints, desc.size);
     toc.checkpoints = checkpointer.checkpoints;
   }
   return toc;
 }
 
+/** A piece of a file read straight from the tar stream: where it starts in the stream, and (when known) a blob offset by which its compressed bytes end. */
+export interface StreamPiece {
+  chunk: Chunk;
+  at: number;
+  end?: number | undefined;
+}
+
 /**
  * Gives each piece the blob range that holds it in a gzip stream with checkpoints: from the
- * last checkpoint at or before its start to the byte holding the first bit of the first
- * checkpoint at or after its end (or the blob's end).
+ * last checkpoint at or before its start to where its compressed bytes end — the piece's own
+ * `end` when known, else the byte holding the first bit of the first checkpoint at or after its
+ * end (or the blob's end).
  */
-export function locateInGzip(pieces: ReadonlyArray<{ chunk: Chunk; at: number }>, checkpoints: readonly GzipCheckpoint[], blobSize: number): void {
+export function locateInGzip(pieces: readonly StreamPiece[], checkpoints: readonly GzipCheckpoint[], blobSize: number): void {
   if (checkpoints.length === 0 || checkpoints[0]!.out !== 0) return;
   let a = 0;
-  for (const { chunk, at } of pieces) {
+  for (const { chunk, at, end } of pieces) {
     while (a + 1 < checkpoints.length && checkpoints[a + 1]!.out <= at) a++;
     let b = a + 1;
     while (b < checkpoints.length && checkpoints[b]!.out < at + chunk.size) b++;
     const from = checkpoints[a]!;
+    const bound = b < checkpoints.length ? checkpoints[b]!.offset + 1 : blobSize;
     chunk.compressedOffset = from.offset;
-    chunk.compressedEnd = b < checkpoints.length ? checkpoints[b]!.offset + 1 : blobSize;
+    chunk.compressedEnd = end !== undefined && end > from.offset && end < bound ? end : bound;
     chunk.innerOffset = at - from.out;
     chunk.resume = { skipBits: from.skipBits, window: from.window };
   }

@@ -114,6 +114,8 @@ export interface LayerToc {
   tarSplit?: TarSplitInfo;
   /** Length of the fully decompressed stream, when known (annotation or tar-split). */
   uncompressedSize?: number;
+  /** sha256 of the decompressed stream (the layer's DiffID), when the whole stream was read. */
+  uncompressedDigest?: string;
   /** A plain gzip layer indexed whole: where its stream can be entered (chunks' `resume`). */
   checkpoints?: GzipCheckpoint[];
 }

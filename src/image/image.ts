@@ -9,7 +9,9 @@ import type { Logger } from 'pino';
 import { defaultCacheDir, type ChunkCache } from '../cache/chunk-cache.js';
 import { TocfsError } from '../errors.js';
 import { LayerOpener, type OpenedLayer, type ReadPathSettings } from '../layer/open.js';
+import { PublishedIndexes, pushIndexes, type IndexedImage } from '../layer/published-index.js';
 import { logger as rootLogger } from '../log.js';
+import type { SourceOptions } from '../registry/options.js';
 import type { ReadCounter } from '../source/counting.js';
 import type { ImageSource, Platform, ResolvedImage } from '../source/types.js';
 import type { RegistryClientOptions } from '../registry/options.js';
@@ -25,6 +27,8 @@ export interface OpenImageOptions extends Partial<ReadPathSettings> {
   /** Counts every blob read (for --stats and tests). */
   counter?: ReadCounter;
   logger?: Logger;
+  /** index.trust and index.publish: published seekable indexes of plain gzip layers. */
+  index?: { trust: readonly string[]; publish: boolean };
 }
 
 export interface ImageLayer extends OpenedLayer {
@@ -59,14 +63,32 @@ export async function openImage(reference: string, opts: OpenImageOptions = {}):
     const opener = await LayerOpener.create({ ...opts, cacheDir: opts.cacheDir ?? defaultCacheDir() }, log, opts.counter);
     // Readers' warnings (a chunk failing verification) name the image; they name layer and path themselves.
     const readerLog = log.child({ image: resolved.reference });
+    const sourceOptions = { ...(opts.tlsVerify !== undefined ? { tlsVerify: opts.tlsVerify } : {}), ...(opts.registry ? { registry: opts.registry } : {}) };
+    const image = { reference: resolved.reference, manifestDigest: resolved.manifestDigest };
+    const published = new PublishedIndexes(image, opts.index?.trust ?? [], sourceOptions, log);
+    const built: Array<{ layer: string; bytes: Buffer }> = [];
     const layers = await Promise.all(
-      resolved.layers.map(async (descriptor, index): Promise<ImageLayer> => ({ index, ...(await opener.open(source, descriptor, { withoutToc: 'index', logger: readerLog })) })),
+      resolved.layers.map(
+        async (descriptor, index): Promise<ImageLayer> => ({
+          index,
+          ...(await opener.open(source, descriptor, { withoutToc: 'index', logger: readerLog, published, onIndexed: (d, bytes) => built.push({ layer: d.digest, bytes }) })),
+        }),
+      ),
     );
+    if (opts.index?.publish && built.length > 0) publishInBackground(image, built, sourceOptions, log);
     return new Image(resolved, layers, opener.cache, source);
   } catch (e) {
     await source.close().catch(() => undefined);
     throw e;
   }
+}
+
+/** index.publish: the indexes of layers this mount had to fetch whole, pushed beside the image; a failure is a warning. */
+function publishInBackground(image: IndexedImage, built: Array<{ layer: string; bytes: Buffer }>, sourceOptions: SourceOptions, log: Logger): void {
+  pushIndexes(image, built, sourceOptions).then(
+    (pushed) => log.info({ image: image.reference, repository: pushed.repository, artifact: pushed.manifestDigest, layers: built.length }, 'published the seekable indexes of the layers indexed whole'),
+    (e: unknown) => log.warn({ image: image.reference, err: (e as Error).message }, 'could not publish the seekable indexes (index.publish)'),
+  );
 }
 
 class Image implements OpenedImage {

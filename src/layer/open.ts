@@ -8,16 +8,19 @@
 import type { Logger } from 'pino';
 import { ChunkCache } from '../cache/chunk-cache.js';
 import { DiskTocStore } from '../cache/toc-store.js';
-import { TocfsError } from '../errors.js';
+import { DigestMismatchError, FormatError, TocfsError } from '../errors.js';
 import { LayerReader, type LayerFetchSettings } from '../fetch/layer-reader.js';
 import { parseLayerAnnotations } from '../formats/annotations.js';
 import { NoTocError, probeLayer, readLayerToc, type LayerToc, type TocStore } from '../formats/index.js';
+import { sniffCodec } from '../formats/detect.js';
 import { indexPlainLayer } from '../formats/plain.js';
-import { loadPlainIndex, savePlainIndex } from '../formats/plain-index.js';
+import { decodePlainIndex, encodePlainIndex, loadPlainIndex, savePlainIndex } from '../formats/plain-index.js';
 import { meteredBlob, metrics } from '../metrics/index.js';
 import type { ReadCounter } from '../source/counting.js';
 import { rememberTail } from '../source/tail-memo.js';
 import type { BlobReader, Descriptor, ImageSource } from '../source/types.js';
+import { firstDifference } from './compare-index.js';
+import type { PublishedIndexes } from './published-index.js';
 
 /** The settings of the read path below an opened layer (config `cache.*`, `fetch.*`). */
 export interface ReadPathSettings {
@@ -27,6 +30,10 @@ export interface ReadPathSettings {
   cacheMaxBytes?: number | undefined;
   cacheMemoryBytes?: number | undefined;
   fetch?: LayerFetchSettings | undefined;
+  /** Uncompressed bytes between gzip checkpoints when a plain gzip layer is indexed (index.checkpoint_spacing). */
+  checkpointSpacing?: number | undefined;
+  /** index.check_delay: when the whole-layer check of a layer served from a published index starts. */
+  indexCheckDelayMs?: number | undefined;
 }
 
 export interface LayerOpenerOptions {
@@ -37,6 +44,9 @@ export interface LayerOpenerOptions {
   logger: Logger;
   /** Counts every blob read (for --stats and tests). */
   counter?: ReadCounter;
+  checkpointSpacing?: number;
+  /** How long after a layer is opened from a published index its whole-layer check starts (default 30 s). */
+  indexCheckDelayMs?: number;
 }
 
 /**
@@ -50,6 +60,13 @@ export interface OpenLayerOptions {
   withoutToc: WithoutToc;
   /** Logger of the layer's reader (default: the opener's). */
   logger?: Logger;
+  /**
+   * Where to look for a seekable index of a plain gzip layer (the image's trusted published
+   * indexes). With one, such a layer is read lazily, by both the mount and the store.
+   */
+  published?: PublishedIndexes;
+  /** Called with the index of a layer this opener had to index whole (for index.publish). */
+  onIndexed?: (desc: Descriptor, index: Buffer) => void;
 }
 
 /** One layer, ready to read. */
@@ -60,6 +77,13 @@ export interface OpenedLayer {
   reader: LayerReader;
   /** false when the layer had no usable TOC and was fetched whole. */
   lazy: boolean;
+}
+
+/** A layer's TOC as found: `lazy` as in OpenedLayer; `check` when it came from a published index and must be checked against the whole layer. */
+interface FoundToc {
+  toc: LayerToc;
+  lazy: boolean;
+  check?: boolean;
 }
 
 /** A layer that cannot be read lazily with a TOC its annotations vouch for. */
@@ -93,7 +117,15 @@ export class LayerOpener {
       ...(settings.cacheMaxBytes !== undefined ? { maxBytes: settings.cacheMaxBytes } : {}),
       ...(settings.cacheMemoryBytes !== undefined ? { memoryBytes: settings.cacheMemoryBytes } : {}),
     });
-    return new LayerOpener({ cache, tocStore: new DiskTocStore(settings.cacheDir, logger), logger, ...(settings.fetch ? { fetch: settings.fetch } : {}), ...(counter ? { counter } : {}) });
+    return new LayerOpener({
+      cache,
+      tocStore: new DiskTocStore(settings.cacheDir, logger),
+      logger,
+      ...(settings.fetch ? { fetch: settings.fetch } : {}),
+      ...(counter ? { counter } : {}),
+      ...(settings.checkpointSpacing !== undefined ? { checkpointSpacing: settings.checkpointSpacing } : {}),
+      ...(settings.indexCheckDelayMs !== undefined ? { indexCheckDelayMs: settings.indexCheckDelayMs } : {}),
+    });
   }
 
   constructor(private readonly opts: LayerOpenerOptions) {
@@ -105,11 +137,74 @@ export class LayerOpener {
   async open(source: ImageSource, descriptor: Descriptor, how: OpenLayerOptions): Promise<OpenedLayer> {
     const raw = meteredBlob(source.blob(descriptor));
     const blob = rememberTail(this.opts.counter ? this.opts.counter.wrap(raw) : raw);
-    const { toc, lazy } = how.withoutToc === 'index' ? await this.tocOrIndex(descriptor, blob) : { toc: await this.vouchedToc(descriptor, blob), lazy: true };
-    // A TOC-less layer's pieces live only in the cache: if some were evicted, index again.
-    const reindex = lazy ? {} : { reindex: () => this.indexWhole(descriptor, blob) };
-    const reader = new LayerReader({ layerDigest: descriptor.digest, toc, blob, cache: this.cache, logger: how.logger ?? this.log, ...reindex, ...this.fetch });
+    const found = how.withoutToc === 'index' ? await this.tocOrIndex(descriptor, blob, how) : await this.vouchedTocOrIndex(descriptor, blob, how.published);
+    const { toc, lazy } = found;
+    // Pieces of a TOC-less layer that no gzip checkpoint reaches live only in the cache: if some were evicted, index again.
+    const reindex = toc.format === 'none' ? { reindex: () => this.indexWhole(descriptor, blob) } : {};
+    const log = how.logger ?? this.log;
+    const reader = new LayerReader({ layerDigest: descriptor.digest, toc, blob, cache: this.cache, logger: log, ...reindex, ...this.fetch });
+    if (found.check) this.checkInBackground(descriptor, blob, toc, reader, log);
     return { descriptor, blob, toc, reader, lazy };
+  }
+
+  /** The store's way: a TOC the annotations vouch for, or for a layer without one, a seekable index (built here, or published and trusted). */
+  private async vouchedTocOrIndex(desc: Descriptor, blob: BlobReader, published: PublishedIndexes | undefined): Promise<FoundToc> {
+    if (tocDigestsOf(desc).length > 0) return { toc: await this.vouchedToc(desc, blob), lazy: true };
+    const stored = await loadPlainIndex(this.opts.tocStore, desc);
+    if (stored.toc?.checkpoints) return { toc: stored.toc, lazy: true };
+    if (stored.rejected) this.log.warn({ layer: desc.digest, reason: stored.rejected }, 'stored index of a layer without TOC not used');
+    const fromPublished = await this.publishedIndex(desc, published);
+    if (fromPublished) return fromPublished;
+    throw new NotLazyError(`layer ${desc.digest} (${desc.mediaType}) has no TOC digest annotation and no seekable index: it cannot be served lazily and verified`);
+  }
+
+  /** A trusted published index of `desc`, parsed and checked against the descriptor; undefined (with a warning) when there is none or it is malformed. */
+  private async publishedIndex(desc: Descriptor, published: PublishedIndexes | undefined): Promise<FoundToc | undefined> {
+    const bytes = await published?.forLayer(desc);
+    if (!bytes) return undefined;
+    try {
+      const toc = decodePlainIndex(desc, bytes);
+      if (!toc.checkpoints || toc.compression !== 'gzip') throw new FormatError('it has no gzip checkpoints');
+      this.log.info({ layer: desc.digest, repository: published!.repository, entries: toc.entries.length, checkpoints: toc.checkpoints.length }, 'serving a plain gzip layer lazily from its published seekable index (checked against the whole layer in the background)');
+      return { toc, lazy: true, check: true };
+    } catch (e) {
+      this.log.warn({ layer: desc.digest, repository: published!.repository, reason: (e as Error).message }, 'published seekable index not used: fetching the layer whole');
+      return undefined;
+    }
+  }
+
+  /**
+   * Reads the whole layer at low priority and checks that the published index it is served
+   * from says what the layer holds. A layer that does not match stops at once (every read fails
+   * from then on); one that does gets the index rebuilt here kept, so it is trusted from now on.
+   */
+  private checkInBackground(desc: Descriptor, blob: BlobReader, published: LayerToc, reader: LayerReader, log: Logger): void {
+    const started = Date.now();
+    const timer = setTimeout(() => {
+      void (async () => {
+        let rebuilt: LayerToc;
+        try {
+          rebuilt = await indexPlainLayer(desc, blob, (digest, data) => this.cache.put(digest, data), undefined, this.opts.checkpointSpacing);
+        } catch (e) {
+          if (e instanceof DigestMismatchError || e instanceof FormatError) {
+            reader.stop(`layer ${desc.digest}: the layer itself failed its check (${(e as Error).message}); its reads fail from now on`);
+            metrics.verificationFailed(desc.digest, 'blob');
+            log.error({ layer: desc.digest, err: (e as Error).message }, 'layer served from a published index failed its whole-layer check: stopped');
+          } else log.warn({ layer: desc.digest, err: (e as Error).message }, 'could not read the whole layer to check its published index (reads go on; checked again at the next open)');
+          return;
+        }
+        const difference = firstDifference(published, rebuilt);
+        if (difference) {
+          reader.stop(`layer ${desc.digest}: its published seekable index does not match the layer (${difference}); reads fail from now on — remove the repository from index.trust or republish the index`);
+          metrics.verificationFailed(desc.digest, 'toc');
+          log.error({ layer: desc.digest, difference }, 'PUBLISHED INDEX DOES NOT MATCH THE LAYER: the layer is stopped (EIO) and the index dropped');
+          return;
+        }
+        await savePlainIndex(this.opts.tocStore, desc, rebuilt);
+        log.info({ layer: desc.digest, ms: Date.now() - started }, 'published seekable index checked against the whole layer: it matches');
+      })();
+    }, this.opts.indexCheckDelayMs ?? 30_000);
+    timer.unref();
   }
 
   /** The layer's TOC, which its annotations must vouch for. */
@@ -123,8 +218,8 @@ export class LayerOpener {
     return toc;
   }
 
-  /** The layer's TOC; a layer without a usable one is indexed from its whole blob. */
-  private async tocOrIndex(desc: Descriptor, blob: BlobReader): Promise<{ toc: LayerToc; lazy: boolean }> {
+  /** The layer's TOC; a layer without a usable one is read from a published index, or else indexed from its whole blob. */
+  private async tocOrIndex(desc: Descriptor, blob: BlobReader, how: OpenLayerOptions): Promise<FoundToc> {
     const tocStore = this.opts.tocStore;
     // A layer indexed whole before: its stored index, without touching the blob.
     const stored = await loadPlainIndex(tocStore, desc);
@@ -139,21 +234,47 @@ export class LayerOpener {
         const probe = await probeLayer(desc, blob).catch(() => undefined);
         if (!probe || probe.verifiable) throw e;
       }
+      const fromPublished = await this.publishedIndex(desc, how.published);
+      if (fromPublished) return fromPublished;
       this.log.warn({ layer: desc.digest, reason: (e as Error).message }, 'layer has no usable TOC: fetching and verifying the whole blob once (not lazy)');
       const toc = await this.indexWhole(desc, blob);
       await savePlainIndex(tocStore, desc, toc);
+      if (toc.checkpoints) how.onIndexed?.(desc, encodePlainIndex(desc, toc));
       return { toc, lazy: false };
     }
+  }
+
+  /**
+   * The seekable index of a plain layer (`tocfs index`): the one kept from an earlier whole
+   * read when it has checkpoints, else built now from the whole blob (verified; its pieces go
+   * into the cache) and kept. Refused for layers with a TOC, which need none; undefined for
+   * layers that are not gzip (plain zstd and tar get no checkpoints).
+   */
+  async seekableIndex(source: ImageSource, desc: Descriptor, onProgress?: (bytes: number) => void): Promise<{ toc: LayerToc; bytes: Buffer; built: boolean } | undefined> {
+    if (tocDigestsOf(desc).length > 0) throw new NotLazyError(`layer ${desc.digest} has a TOC: it is read lazily without an index`);
+    const stored = await loadPlainIndex(this.opts.tocStore, desc);
+    if (stored.toc?.checkpoints && stored.toc.uncompressedDigest) return { toc: stored.toc, bytes: encodePlainIndex(desc, stored.toc), built: false };
+    const blob = meteredBlob(source.blob(desc));
+    if (sniffCodec(await blob.read(0, Math.min(desc.size, 512))) !== 'gzip') return undefined;
+    const toc = await indexPlainLayer(desc, blob, (digest, data) => this.cache.put(digest, data), onProgress, this.opts.checkpointSpacing);
+    await savePlainIndex(this.opts.tocStore, desc, toc);
+    return { toc, bytes: encodePlainIndex(desc, toc), built: true };
   }
 
   /** Fetches the whole blob once, verifies it and puts every file's pieces into the cache. */
   private async indexWhole(desc: Descriptor, blob: BlobReader): Promise<LayerToc> {
     let lastLog = Date.now();
-    const toc = await indexPlainLayer(desc, blob, (digest, data) => this.cache.put(digest, data), (bytes) => {
-      if (Date.now() - lastLog < 2000) return;
-      lastLog = Date.now();
-      this.log.info({ layer: desc.digest, bytes, total: desc.size }, 'indexing layer without TOC');
-    });
+    const toc = await indexPlainLayer(
+      desc,
+      blob,
+      (digest, data) => this.cache.put(digest, data),
+      (bytes) => {
+        if (Date.now() - lastLog < 2000) return;
+        lastLog = Date.now();
+        this.log.info({ layer: desc.digest, bytes, total: desc.size }, 'indexing layer without TOC');
+      },
+      this.opts.checkpointSpacing,
+    );
     this.log.info({ layer: desc.digest, entries: toc.entries.length, bytes: desc.size }, 'indexed layer without TOC: served from the cache');
     return toc;
   }

@@ -20,6 +20,7 @@ import { formatPlatform } from '../source/manifest.js';
 import { openImageSource, type SourceOptions } from '../image/open.js';
 import { buildLayerTree, mergeLayers, type FsTree } from '../image/tree.js';
 import { LayerOpener, NotLazyError, tocDigestsOf } from '../layer/open.js';
+import { PublishedIndexes } from '../layer/published-index.js';
 import { metrics } from '../metrics/index.js';
 import type { ImageProfiles, ImageProfileStatus, StartupProfiles } from '../profile/session.js';
 import { recordedImage } from '../profile/recorder.js';
@@ -58,6 +59,8 @@ export interface LayerStoreOptions {
   profiles?: StartupProfiles;
   /** Use counts (default: in memory only). */
   uses?: UseCounts;
+  /** index.trust: repositories whose published seekable indexes make plain gzip layers servable. */
+  indexTrust?: readonly string[];
 }
 
 /** One layer blob's lazily readable content, shared by every reference that names it. */
@@ -121,6 +124,8 @@ interface StoreImage {
   resolvedAt: number;
   /** Start-up profiles by manifest digest (one per platform image used). */
   profiles: Map<string, ImageProfiles>;
+  /** Published seekable indexes by manifest digest (looked up at a plain gzip layer's first lookup). */
+  indexes: Map<string, PublishedIndexes>;
 }
 
 interface Miss {
@@ -288,7 +293,7 @@ export class LayerStore {
   chainOf(layer: StoreLayer): Promise<{ tree: FsTree; contents: LayerContent[]; inoBase: number }> {
     layer.chain ??= (async () => {
       const img = await this.imageFor(layer.ref);
-      const contents = await Promise.all(layer.image.layers.slice(0, layer.index + 1).map((d, i) => this.contentFor(img.source, d, i)));
+      const contents = await Promise.all(layer.image.layers.slice(0, layer.index + 1).map((d, i) => this.contentFor(img.source, d, i, this.indexesOf(img, layer.image))));
       return { tree: mergeLayers(contents.map((c) => c.toc)), contents, inoBase: this.allocSlot() * 2 ** INODE_SLOT_BITS };
     })();
     layer.chain.catch(() => (layer.chain = undefined));
@@ -363,7 +368,7 @@ export class LayerStore {
         try {
           const first = await source.resolve();
           const unresolved = (first.indexManifests ?? []).filter((m) => m.digest !== first.manifestDigest && m.platform && m.platform.os !== 'unknown');
-          return { ref, source, versions: [first], unresolved, resolvedAt: Date.now(), profiles: new Map() };
+          return { ref, source, versions: [first], unresolved, resolvedAt: Date.now(), profiles: new Map(), indexes: new Map() };
         } catch (e) {
           await source.close().catch(() => undefined);
           throw e;
@@ -412,7 +417,7 @@ export class LayerStore {
       throw new StoreMiss(`${ref}: the config lists ${diffIds.length} diff_ids for ${image.layers.length} layers: cannot vouch for the layer's DiffID`);
     const diffId = diffIds[index]!;
     if (!isDigest(diffId)) throw new StoreMiss(`${ref}: config diff_ids[${index}] is not a sha256 digest: ${preview(diffId, 100)}`);
-    const content = await this.contentFor(img.source, image.layers[index]!, index);
+    const content = await this.contentFor(img.source, image.layers[index]!, index, this.indexesOf(img, image));
     this.profilesOf(img, image)?.layerOpened({ index, descriptor: content.descriptor, toc: content.toc, reader: content.reader });
     return new StoreLayer(ref, key, image, index, content, diffId);
   }
@@ -428,12 +433,22 @@ export class LayerStore {
     return p;
   }
 
-  /** Reads (once per blob digest) a layer's verified TOC and builds its tree and reader. */
-  private contentFor(source: ImageSource, desc: Descriptor, index: number): Promise<LayerContent> {
+  /** The published seekable indexes of one platform image of a reference. */
+  private indexesOf(img: StoreImage, image: ResolvedImage): PublishedIndexes {
+    let p = img.indexes.get(image.manifestDigest);
+    if (!p) {
+      p = new PublishedIndexes({ reference: img.ref, manifestDigest: image.manifestDigest }, this.opts.indexTrust ?? [], this.opts.source, this.log);
+      img.indexes.set(image.manifestDigest, p);
+    }
+    return p;
+  }
+
+  /** Reads (once per blob digest) a layer's verified TOC (or seekable index) and builds its tree and reader. */
+  private contentFor(source: ImageSource, desc: Descriptor, index: number, published: PublishedIndexes): Promise<LayerContent> {
     let p = this.contents.get(desc.digest);
     if (!p) {
       p = (async () => {
-        const { blob, toc, reader } = await this.opts.opener.open(source, desc, { withoutToc: 'refuse' }).catch((e: unknown) => {
+        const { blob, toc, reader } = await this.opts.opener.open(source, desc, { withoutToc: 'refuse', published }).catch((e: unknown) => {
           throw e instanceof NotLazyError ? new StoreMiss(e.message, { cause: e }) : e;
         });
         if ((this.opts.prefetch ?? 'landmark') === 'landmark' && toc.prefetchEnd && !toc.noPrefetch) this.prefetch(reader);

@@ -2,6 +2,7 @@ import type { CommandModule } from 'yargs';
 import { cacheCommand } from './cache.js';
 import { convertCommand } from './convert.js';
 import { configCommand } from './config.js';
+import { indexCommand } from './index-layers.js';
 import { inspectCommand } from './inspect.js';
 import { catCommand } from './cat.js';
 import { lsCommand } from './ls.js';
@@ -12,4 +13,4 @@ import { profileCommand } from './profile.js';
 
 /** Every CLI command; each lives in its own module next to this file. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export const commands: CommandModule<any, any>[] = [cacheCommand, configCommand, convertCommand, inspectCommand, lsCommand, catCommand, mountCommand, unmountCommand, storeCommand, profileCommand];
+export const commands: CommandModule<any, any>[] = [cacheCommand, configCommand, convertCommand, indexCommand, inspectCommand, lsCommand, catCommand, mountCommand, unmountCommand, storeCommand, profileCommand];

@@ -64,7 +64,7 @@ const serveCommand: CommandModule<object, StoreArgs> = {
         ['$0 store --foreground --tls-verify=false /tmp/store', 'Serve in the foreground, allowing plain-HTTP registries'],
         ['$0 store status /var/lib/tocfs/store', 'What the store serves and how much of each layer was fetched'],
       ],
-      'Podman asks for <STOREDIR>/<base64 image ref>/<layer digest or TOC digest>/{diff,info,blob}. Layers without a TOC (plain gzip/zstd) are not served: Podman pulls those itself. Registry credentials come from the same files Podman reads (auth.json, ~/.docker/config.json). Debug views: <ref dir>/manifest, <ref dir>/config, <layer dir>/chain/. End the store with tocfs unmount STOREDIR (or SIGTERM).',
+      'Podman asks for <STOREDIR>/<base64 image ref>/<layer digest or TOC digest>/{diff,info,blob}. Layers without a TOC (plain gzip/zstd) are served only to Podman before 5.1 and only with a seekable index (built here by tocfs index, or published in a repository index.trust names); otherwise Podman pulls them itself. Registry credentials come from the same files Podman reads (auth.json, ~/.docker/config.json). Debug views: <ref dir>/manifest, <ref dir>/config, <layer dir>/chain/. End the store with tocfs unmount STOREDIR (or SIGTERM).',
     ),
   handler: async (argv) => {
     const storeDir = storeDirOf(argv.storedir);
@@ -94,6 +94,9 @@ const serveCommand: CommandModule<object, StoreArgs> = {
       profiles: profileSettings(),
       allowOther: config.values['store.allow_other'],
       idMap: config.values['store.id_map'],
+      indexTrust: config.values['index.trust'],
+      checkpointSpacing: config.values['index.checkpoint_spacing'],
+      indexCheckDelayMs: config.values['index.check_delay'],
       ...(hasReadyChannel() ? { logFile: mountFiles(storeDir).log } : {}),
     });
     logger().flush();
