@@ -37,7 +37,7 @@ describe('fuzz: hostile inputs to every parser', () => {
     assert.deepEqual(stats.failures.slice(0, 5), [], `${stats.failures.length} failing cases (replay with scripts/fuzz --seed ${SEED} --case N)`);
     // Every target ran, and the mutations reach past the first checks: some inputs are
     // accepted (and checked for consistency), many are refused for different reasons.
-    for (const t of ['readLayerToc', 'extractChunk', 'parseManifestDocument', 'parseConfig', 'indexPlainLayer', 'probeLayer', 'tocStore']) assert.ok(stats.byTarget[t], `target ${t} ran`);
+    for (const t of ['readLayerToc', 'extractChunk', 'parseManifestDocument', 'parseConfig', 'indexPlainLayer', 'probeLayer', 'tocStore', 'decodePlainIndex']) assert.ok(stats.byTarget[t], `target ${t} ran`);
     assert.ok(stats.ok > CASES / 20, `${stats.ok} consistent successes`);
     assert.ok(stats.errorKinds.size > 40, `${stats.errorKinds.size} distinct kinds of error`);
   });

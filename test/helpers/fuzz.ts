@@ -24,6 +24,7 @@ import { isDigest, sha256 } from '../../src/digest.js';
 import { TocfsError } from '../../src/errors.js';
 import { extractChunk, probeLayer, readLayerToc } from '../../src/formats/index.js';
 import { indexPlainLayer } from '../../src/formats/plain.js';
+import { decodePlainIndex, encodePlainIndex } from '../../src/formats/plain-index.js';
 import { DEFAULT_TOC_LIMITS, type Chunk, type LayerToc, type TocLimits } from '../../src/formats/toc.js';
 import { hostPlatform, parseConfig, parseManifestDocument, selectPlatform } from '../../src/source/manifest.js';
 import { buildLayerTree, mergeLayers, type FsTree } from '../../src/image/tree.js';
@@ -936,9 +937,58 @@ async function fuzzPlain(rng: Rng, seed: PlainSeed, input: CaseInput): Promise<C
   }
 }
 
-export const TARGETS = ['toc-json', 'toc-frame', 'tail', 'annotations', 'chunk', 'manifest', 'plain', 'toc-store', 'tar-split'] as const;
+/** Indexes of the plain gzip seeds (built once per seed: the fuzzing is of the index, not of the indexer). */
+const seekableIndexes = new Map<PlainSeed, { desc: Descriptor; bytes: Buffer }>();
+
+/**
+ * A published seekable index is anyone-with-push-rights' input: the honest index of a plain
+ * gzip layer, its JSON mutated and its checksum made to match again, must decode to a TOC
+ * whose pieces either decompress from the real blob to bytes matching their digests or fail
+ * with a clear error — or be refused with one.
+ */
+async function fuzzSeekableIndex(rng: Rng, seed: PlainSeed, input: CaseInput): Promise<CaseOutcome> {
+  const desc = seed.layer.desc;
+  let honest = seekableIndexes.get(seed);
+  if (!honest) {
+    const toc = await indexPlainLayer(desc, memoryBlob({ desc, bytes: seed.layer.bytes }), async () => undefined, undefined, 64 * 1024);
+    honest = { desc, bytes: encodePlainIndex(desc, toc) };
+    seekableIndexes.set(seed, honest);
+  }
+  const header = honest.bytes.indexOf(0x0a, honest.bytes.indexOf(0x0a) + 1);
+  const body = mutateJsonText(rng, honest.bytes.subarray(header + 1).toString(), { nameKeys: ['path', 'linkName'] });
+  const meta = JSON.parse(honest.bytes.subarray(honest.bytes.indexOf(0x0a) + 1, header).toString());
+  meta.body = sha256(Buffer.from(body));
+  const bytes = Buffer.concat([honest.bytes.subarray(0, honest.bytes.indexOf(0x0a) + 1), Buffer.from(JSON.stringify(meta) + '\n' + body)]);
+  input.files['index.bin'] = bytes;
+  const what = `seekable index of ${desc.digest}`;
+  parsing(input);
+  let toc: LayerToc;
+  try {
+    toc = decodePlainIndex(desc, bytes);
+  } catch (e) {
+    return { target: 'decodePlainIndex', origin: seed.origin, outcome: 'error', message: checkError(e) };
+  }
+  let read = 0;
+  for (const e of toc.entries) {
+    check(normalisedPath(e.path), () => `index entry ${e.path}`);
+    for (const c of e.chunks) {
+      if (c.compressedOffset < 0 || c.zeros || read >= 8) continue;
+      check(c.compressedOffset < c.compressedEnd && c.compressedEnd <= desc.size, () => `piece range [${c.compressedOffset}, ${c.compressedEnd}) outside the blob`);
+      read++;
+      try {
+        const data = await extractChunk('gzip', c, seed.layer.bytes.subarray(c.compressedOffset, c.compressedEnd), what);
+        check(sha256(data) === c.digest && data.length === c.size, () => 'a piece came back without matching its digest');
+      } catch (err) {
+        checkError(err);
+      }
+    }
+  }
+  return { target: 'decodePlainIndex', origin: seed.origin, outcome: 'ok' };
+}
+
+export const TARGETS = ['toc-json', 'toc-frame', 'tail', 'annotations', 'chunk', 'manifest', 'plain', 'toc-store', 'tar-split', 'seekable-index'] as const;
 export type Target = (typeof TARGETS)[number];
-const WEIGHTS: Record<Target, number> = { 'toc-json': 30, 'toc-frame': 12, tail: 12, annotations: 8, chunk: 9, manifest: 13, plain: 6, 'toc-store': 5, 'tar-split': 5 };
+const WEIGHTS: Record<Target, number> = { 'toc-json': 26, 'toc-frame': 12, tail: 12, annotations: 8, chunk: 9, manifest: 13, plain: 6, 'toc-store': 5, 'tar-split': 5, 'seekable-index': 4 };
 
 /** Small layers are picked far more often: re-packing costs grow with the blob. */
 function pickLayer(rng: Rng, seeds: Seeds): LayerSeed {
@@ -976,6 +1026,10 @@ export async function runCase(seeds: Seeds, seed: number, index: number, input: 
       return seeds.plain.length ? fuzzPlain(rng, rng.pick(seeds.plain), input) : fuzzTocJson(rng, pickLayer(rng, seeds), input);
     case 'toc-store':
       return fuzzTocStore(rng, pickLayer(rng, seeds), input);
+    case 'seekable-index': {
+      const gzip = seeds.plain.filter((p) => p.layer.bytes[0] === 0x1f && p.layer.bytes.length < 4 << 20);
+      return gzip.length ? fuzzSeekableIndex(rng, rng.pick(gzip), input) : fuzzTocJson(rng, pickLayer(rng, seeds), input);
+    }
     case 'tar-split': {
       const withTarSplit = seeds.layers.filter((s) => s.layer.desc.annotations?.[TS_POS] !== undefined && s.layer.bytes.length < 400_000);
       return fuzzTarSplit(rng, withTarSplit.length ? rng.pick(withTarSplit) : pickLayer(rng, seeds), input);
