@@ -52,7 +52,7 @@ describe('seekable indexes of plain gzip layers', { skip, timeout: 600_000 }, ()
       ],
     });
     reg = await startRegistry();
-    for (const repo of ['app', 'untrusted', 'lying', 'garbage']) await reg.load(img.dir, repo);
+    for (const repo of ['app', 'untrusted', 'lying', 'garbage', 'self-published']) await reg.load(img.dir, repo);
     const envDir = join(tmp, 'env');
     await isolatedRegistryOptions(envDir);
     env = { ...isolatedCliEnv(envDir), TOCFS_CONFIG: '' };
@@ -180,6 +180,33 @@ describe('seekable indexes of plain gzip layers', { skip, timeout: 600_000 }, ()
       }
     });
   }
+
+  it('index.publish: a mount that fetched a layer whole publishes its index, and the next machine reads lazily', async () => {
+    const publisher = new Mounts(tmp, { ...env, TOCFS_INDEX_PUBLISH: 'true' });
+    try {
+      const m = await publisher.mount(`docker://${ref('self-published')}`, ['--tls-verify=false']);
+      assert.equal(await readFile(join(m, 'etc/motd'), 'utf8'), MOTD);
+      const log = mountFiles(m).log;
+      const deadline = Date.now() + 60_000;
+      while (!/published the seekable indexes/.test(await readFile(log, 'utf8').catch(() => '')) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+      assert.match(await readFile(log, 'utf8'), /published the seekable indexes of the layers indexed whole/);
+      await publisher.unmount(m);
+    } finally {
+      await publisher.cleanup();
+    }
+    const reader = new Mounts(tmp, { ...env, TOCFS_INDEX_TRUST: `${reg.host}/self-published`, TOCFS_INDEX_CHECK_DELAY: '1h' });
+    try {
+      await registryLogSettled(reg);
+      const start = blobBytesServed(reg.log, layer().digest);
+      const m = await reader.mount(`docker://${ref('self-published')}`, ['--tls-verify=false']);
+      assert.ok((await readFile(join(m, 'usr/lib/medium.bin'))).equals(medium));
+      await registryLogSettled(reg);
+      assert.ok(blobBytesServed(reg.log, layer().digest) - start < layer().size / 4, 'read lazily through the index the first mount published');
+      await reader.unmount(m);
+    } finally {
+      await reader.cleanup();
+    }
+  });
 
   it('a malformed published index is a warning, and the layer is fetched whole and read right', async () => {
     const opts = { tlsVerify: false, registry: await isolatedRegistryOptions(join(tmp, 'env')) };

@@ -418,6 +418,9 @@ export class LayerStore {
     const diffId = diffIds[index]!;
     if (!isDigest(diffId)) throw new StoreMiss(`${ref}: config diff_ids[${index}] is not a sha256 digest: ${preview(diffId, 100)}`);
     const content = await this.contentFor(img.source, image.layers[index]!, index, this.indexesOf(img, image));
+    // A layer served from a seekable index knows its real DiffID: Podman before 5.1 takes info's word for it.
+    const actual = content.toc.uncompressedDigest;
+    if (actual !== undefined && actual !== diffId) throw new StoreMiss(`${ref}: config diff_ids[${index}] is ${diffId}, but the layer's index says its DiffID is ${actual}`);
     this.profilesOf(img, image)?.layerOpened({ index, descriptor: content.descriptor, toc: content.toc, reader: content.reader });
     return new StoreLayer(ref, key, image, index, content, diffId);
   }
