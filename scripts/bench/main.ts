@@ -22,7 +22,7 @@ import {
 } from './lib/images.js';
 import { Link, PROFILES } from './lib/link.js';
 import { stargzStoreMissing, stargzStoreVersion } from './lib/stargz.js';
-import { containerReady, dedupe, firstByte, READY_MODES } from './lib/measure-ready.js';
+import { containerReady, dedupe, firstByte, publishIndex, READY_MODES, wantsPublishedIndex } from './lib/measure-ready.js';
 import { coldRead, localReads } from './lib/measure-read.js';
 import { manyInStore, manyMounted, tocScaling } from './lib/measure-toc.js';
 import { run, unmountUnder } from './lib/proc.js';
@@ -308,7 +308,11 @@ async function main(): Promise<void> {
     }
     for (const p of opts.profiles) {
       const pr = (results.profiles[p.name] = { label: p.label, rtt_ms: p.rttMs, ...(p.bytesPerSec ? { bytes_per_s: p.bytesPerSec } : {}) });
-      if (opts.only.has('ready')) Object.assign(pr, { container_ready: await containerReady(ctx, p) });
+      if (opts.only.has('ready')) {
+        // The publisher's one-time `tocfs index --push`, before the modes that read through its index.
+        const index_publish = wantsPublishedIndex(opts) ? await publishIndex(ctx, p) : undefined;
+        Object.assign(pr, { ...(index_publish ? { index_publish } : {}), container_ready: await containerReady(ctx, p, index_publish) });
+      }
       await save();
       if (opts.only.has('firstbyte')) Object.assign(pr, { first_byte: await firstByte(ctx, p) });
       if (opts.only.has('dedupe') && p.name === opts.profiles[0]!.name) Object.assign(pr, { dedupe: await dedupe(ctx, p) });

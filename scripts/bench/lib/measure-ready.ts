@@ -5,7 +5,7 @@
  */
 import { basename, dirname, join } from 'node:path';
 import type { ClientSide, LinkProfile } from './link.js';
-import { failed, refOf, unavailable, measured, type Ctx, type Outcome } from './context.js';
+import { failed, refOf, unavailable, measured, type Ctx, type Options, type Outcome } from './context.js';
 import { READY_COMMAND, type BuiltImage, type LayerFormat } from './images.js';
 import { Podman } from './podman.js';
 import { startService, waitFor, run } from './proc.js';
@@ -38,7 +38,20 @@ export interface ReadyMode {
   base?: string;
   /** stargz-store: background fetch on (false: `no_background_fetch = true`). */
   backgroundFetch?: boolean;
+  /** Plain gzip read lazily through the index `tocfs index --push` published (issue 16; publishIndex). */
+  index?: IndexUse;
 }
+
+/** How a published-index mode's reader is set up (its repository is always in index.trust). */
+export interface IndexUse {
+  /** index.check_delay of the reader; undefined: the setting's default. */
+  checkDelayMs?: number;
+}
+
+/** index.check_delay's default (src/config/schema.ts). */
+const INDEX_CHECK_DELAY_DEFAULT_MS = 30_000;
+/** A check delay no start here comes near: the whole-layer check begins after the measurement. */
+const CHECK_AFTER_START_MS = 3_600_000;
 
 const STEP_LABEL: Record<ProfileStep, string> = {
   norecord: 'profiles off (no recording)',
@@ -59,9 +72,13 @@ export const READY_MODES: ReadyMode[] = [
   { id: 'tocfs_store_zstd_chunked', label: 'tocfs store (lazy), zstd:chunked', format: 'zstd:chunked', kind: 'tocfs-store' },
   { id: 'tocfs_store_estargz', label: 'tocfs store (lazy), eStargz', format: 'estargz', kind: 'tocfs-store' },
   { id: 'tocfs_store_estargz_opt', label: 'tocfs store (lazy), eStargz with start-up files first', format: 'estargz-opt', kind: 'tocfs-store' },
+  { id: 'tocfs_store_gzip_index', label: 'tocfs store (lazy), plain gzip with a published index, whole-layer check after the start', format: 'gzip', kind: 'tocfs-store', index: { checkDelayMs: CHECK_AFTER_START_MS } },
+  { id: 'tocfs_store_gzip_index_check_default', label: 'tocfs store (lazy), plain gzip with a published index, index.check_delay at its default (30 s)', format: 'gzip', kind: 'tocfs-store', index: {} },
   { id: 'tocfs_mount_zstd_chunked', label: 'tocfs mount + podman --rootfs, zstd:chunked', format: 'zstd:chunked', kind: 'tocfs-rootfs' },
   { id: 'tocfs_mount_estargz', label: 'tocfs mount + podman --rootfs, eStargz', format: 'estargz', kind: 'tocfs-rootfs' },
   { id: 'tocfs_mount_estargz_opt', label: 'tocfs mount + podman --rootfs, eStargz with start-up files first (prefetched)', format: 'estargz-opt', kind: 'tocfs-rootfs' },
+  { id: 'tocfs_mount_gzip_index', label: 'tocfs mount + podman --rootfs, plain gzip with a published index, whole-layer check after the start', format: 'gzip', kind: 'tocfs-rootfs', index: { checkDelayMs: CHECK_AFTER_START_MS } },
+  { id: 'tocfs_mount_gzip_index_check_default', label: 'tocfs mount + podman --rootfs, plain gzip with a published index, index.check_delay at its default (30 s)', format: 'gzip', kind: 'tocfs-rootfs', index: {} },
   { id: 'stargz_store_estargz', label: 'stargz-store (peer), eStargz, background fetch off', format: 'estargz', kind: 'stargz-store', backgroundFetch: false },
   { id: 'stargz_store_estargz_bgfetch', label: 'stargz-store (peer), eStargz, background fetch on', format: 'estargz', kind: 'stargz-store', backgroundFetch: true },
 ];
@@ -80,9 +97,10 @@ async function traffic<T>(ctx: Ctx, side: ClientSide, step: () => Promise<T>): P
   return { value, registry_bytes: served.bytes, wire_bytes: wire, blob_requests: served.blobRequests };
 }
 
-function whyUnavailable(ctx: Ctx, mode: ReadyMode, img: BuiltImage): string | undefined {
+function whyUnavailable(ctx: Ctx, mode: ReadyMode, img: BuiltImage, published?: Outcome): string | undefined {
   if (!img.layouts[mode.format]) return `no ${mode.format} image: ${img.unavailable[mode.format] ?? 'not built'}`;
   if (mode.kind === 'stargz-store') return ctx.opts.stargzStoreMissing;
+  if (mode.index && published?.status !== 'ok') return `no published index (tocfs index --push: ${published ? `${published.status}, ${published.reason}` : 'not run'})`;
   const profiles = mode.profile && (ctx.tocfs.missing('profile') ?? (mode.profile === 'published' ? ctx.tocfs.missing('profile push') : undefined));
   if (profiles) return profiles;
   if (mode.profile === 'v2' && !ctx.images.runtimeV2.layouts[mode.format]) return `no v2 ${mode.format} image: ${ctx.images.runtimeV2.unavailable[mode.format] ?? 'not built'}`;
@@ -125,6 +143,7 @@ async function readyOnce(ctx: Ctx, side: ClientSide, mode: ReadyMode, img: Built
   const dir = await ctx.scratch(`ready-${mode.id}`);
   const ref = refOf(side.host, img, mode.format);
   if (mode.kind === 'tocfs-store' || mode.kind === 'tocfs-rootfs') {
+    if (mode.index) return indexedOnce(ctx, side, mode.kind, mode.index, img, ref, dir, cmd, check);
     const env = mode.profile === 'norecord' ? { ...process.env, ...PROFILES_OFF } : undefined;
     return lazyOnce(ctx, side, mode.kind, ref, join(dir, 'podman'), join(dir, 'cache'), cmd, check, env);
   }
@@ -192,6 +211,72 @@ async function lazyOnce(
     await podman.destroy();
     await store.stop();
   }
+}
+
+/** Whether `opts` selects a mode that reads through a published index (then publishIndex runs first). */
+export function wantsPublishedIndex(opts: Options): boolean {
+  return READY_MODES.some((m) => m.index && (!opts.modes || opts.modes.has(m.id)));
+}
+
+/**
+ * The publisher's one-time step of the published-index modes: `tocfs index --push` of the
+ * runtime image's gzip tag from an empty cache over the link measured (it reads each gzip
+ * layer once, whole). Timed on its own, outside every container start. An index published
+ * by an earlier run is removed first.
+ */
+export async function publishIndex(ctx: Ctx, profile: LinkProfile): Promise<Outcome> {
+  const missing = ctx.tocfs.missing('index');
+  if (missing) return unavailable(missing);
+  const side = await ctx.link.use(profile);
+  const img = ctx.images.runtime;
+  ctx.log(`container ready: ${profile.name} tocfs index --push (the publisher's one-time step, not part of any start)`);
+  try {
+    await ctx.link.removeReferrersTags(repoOf(img, 'gzip'));
+    const dir = await ctx.scratch('index-publish');
+    const r = await traffic(ctx, side, () =>
+      ctx.tocfs.exec(['index', '--push', '--json', '--tls-verify=false', '--cache-dir', join(dir, 'cache'), `docker://${refOf(side.host, img, 'gzip')}`], { ns: side.ns, timeoutMs: 1_200_000 }),
+    );
+    const layers = (JSON.parse(r.value.stdout) as { layers: Array<{ checkpoints?: number; indexBytes?: number }> }).layers.filter((l) => l.checkpoints);
+    if (!layers.length) throw new Error(`tocfs index --push indexed no gzip layer: ${r.value.stdout.slice(0, 300)}`);
+    const checkpoints = layers.reduce((n, l) => n + l.checkpoints!, 0);
+    const one = (v: number): Summary => summarize([v]);
+    return measured({
+      push_ms: one(r.value.ms),
+      registry_bytes: one(r.registry_bytes),
+      layers: one(layers.length),
+      checkpoints: one(checkpoints),
+      index_bytes: one(layers.reduce((n, l) => n + (l.indexBytes ?? 0), 0)),
+      tar_MiB_per_checkpoint: one(img.tarBytes / checkpoints / 2 ** 20),
+    });
+  } catch (e) {
+    const f = failed(e);
+    ctx.log(`  failed: ${f.reason}`);
+    return f;
+  }
+}
+
+/**
+ * One lazy start of the gzip image through the index publishIndex published: the reader trusts
+ * the repository (index.trust) and checks the layer whole `use.checkDelayMs` after opening it.
+ * The layer opens after the measured start begins, so a start shorter than the delay had no
+ * check in it (`check_in_start` 0); one that had says so (1), its numbers then include the
+ * check's whole-layer read. A start that fetched most of the layer with no check in it did
+ * not use the index: an error, not a number.
+ */
+async function indexedOnce(
+  ctx: Ctx, side: ClientSide, kind: 'tocfs-store' | 'tocfs-rootfs', use: IndexUse, img: BuiltImage, ref: string, dir: string,
+  cmd: string[], check: (out: string) => void,
+): Promise<Record<string, number>> {
+  const { TOCFS_INDEX_CHECK_DELAY: _inherited, ...env } = process.env;
+  const trust = { TOCFS_INDEX_TRUST: `${side.host}/${repoOf(img, 'gzip')}`, ...(use.checkDelayMs !== undefined ? { TOCFS_INDEX_CHECK_DELAY: `${use.checkDelayMs}ms` } : {}) };
+  const r = await lazyOnce(ctx, side, kind, ref, join(dir, 'podman'), join(dir, 'cache'), cmd, check, { ...env, ...trust });
+  const delay = use.checkDelayMs ?? INDEX_CHECK_DELAY_DEFAULT_MS;
+  const checkInStart = r.ready_ms! >= delay ? 1 : 0;
+  const layer = img.layerBytes.gzip!;
+  if (!checkInStart && r.registry_bytes! > 0.8 * layer) {
+    throw new Error(`the gzip layer was fetched whole (${(r.registry_bytes! / 1e6).toFixed(0)} of ${(layer / 1e6).toFixed(0)} MB) with no whole-layer check in the start: the published index was not used`);
+  }
+  return { ...r, check_delay_ms: delay, check_in_start: checkInStart, layer_fraction_fetched: r.registry_bytes! / layer };
 }
 
 async function profileFiles(cacheDir: string): Promise<number> {
@@ -319,13 +404,14 @@ async function eachMode<M extends { id: string }>(
   return out;
 }
 
-export async function containerReady(ctx: Ctx, profile: LinkProfile): Promise<Record<string, Outcome>> {
+/** Container ready of every selected mode; `published`: the outcome of publishIndex, which the published-index modes need. */
+export async function containerReady(ctx: Ctx, profile: LinkProfile, published?: Outcome): Promise<Record<string, Outcome>> {
   const side = await ctx.link.use(profile);
   const img = ctx.images.runtime;
   const modes = READY_MODES.filter((m) => !ctx.opts.modes || ctx.opts.modes.has(m.id) || (m.base && ctx.opts.modes.has(m.base)));
   // A base mode with profile steps is measured by its scenario (its first runs), the others one by one.
   const scenarioOf = (m: ReadyMode): string | undefined => m.base ?? (PROFILE_BASES.includes(m.id) && modes.some((x) => x.base === m.id) ? m.id : undefined);
-  const out = await eachMode(ctx, `container ready: ${profile.name}`, modes.filter((m) => !scenarioOf(m)), (m) => whyUnavailable(ctx, m, img), ctx.opts.reps, (m) =>
+  const out = await eachMode(ctx, `container ready: ${profile.name}`, modes.filter((m) => !scenarioOf(m)), (m) => whyUnavailable(ctx, m, img, published), ctx.opts.reps, (m) =>
     readyOnce(ctx, side, m, img, READY_COMMAND, checkReady),
   );
   for (const baseId of PROFILE_BASES) {

@@ -12,6 +12,8 @@ export interface ProfileResults {
   bytes_per_s?: number;
   rtt_ms?: number;
   container_ready?: Table;
+  /** `tocfs index --push` of the gzip image, once before the published-index modes (not part of their starts). */
+  index_publish?: Cell;
   first_byte?: Table;
   dedupe?: Table;
   cold_read?: Cell;
@@ -61,6 +63,8 @@ export const LAZY_MODES = [
 export const PROFILE_BASES = ['tocfs_store_zstd_chunked', 'tocfs_store_estargz', 'tocfs_mount_zstd_chunked', 'tocfs_mount_estargz'];
 export const PROFILE_STEPS = ['_norecord', '_profile_local', '_profile', '_profile_v2'];
 export const PEER_MODES = ['stargz_store_estargz', 'stargz_store_estargz_bgfetch'];
+/** Plain gzip read through a published seekable index (issue 16; lib/measure-ready.ts). */
+export const INDEX_MODES = ['tocfs_store_gzip_index', 'tocfs_store_gzip_index_check_default', 'tocfs_mount_gzip_index', 'tocfs_mount_gzip_index_check_default'];
 const PODMAN_MODES = ['gzip_full', 'zstd_full', 'zstd_chunked_partial'];
 
 function floorBytes(f: Results['lazy_floor']): number | null {
@@ -167,6 +171,8 @@ export function derive(r: Results): void {
     t('profile_fresh_node_5x_gzip_wan1g', 'same at 1 Gbit/s, 2 ms: ≥ 5× faster than a full gzip pull', R.container_ready_speedup_vs_gzip_tocfs_store_zstd_chunked_profile_wan1g ?? null, (v) => v >= 5),
     t('first_run_4x_gzip', 'zstd:chunked, first run with no profile (tocfs store, recording): ≥ 4× faster than a full gzip pull (100 Mbit/s)', R.container_ready_speedup_vs_gzip_tocfs_store_zstd_chunked ?? null, (v) => v >= 4),
     t('recording_no_slowdown', 'recording a profile does not slow the first run: ready(recording) / ready(profiles off) ≤ 1.05 (tocfs store, zstd:chunked, 100 Mbit/s)', R.profile_recording_overhead_tocfs_store_zstd_chunked ?? null, (v) => v <= 1.05),
+    t('gzip_index_mount_5x_gzip', 'plain gzip with a published index (issue 16), tocfs mount: ready ≥ 5× faster than a full gzip pull (100 Mbit/s, 20 ms; whole-layer check after the start)', R.container_ready_speedup_vs_gzip_tocfs_mount_gzip_index ?? null, (v) => v >= 5),
+    t('gzip_index_store_5x_gzip', 'same through tocfs store (Podman 4.3.1; Podman 5 asks the store only for layers with a TOC digest)', R.container_ready_speedup_vs_gzip_tocfs_store_gzip_index ?? null, (v) => v >= 5),
     t('estargz_vs_stargz_store_wan100', 'eStargz, no profile: tocfs store ready ≤ 0.8 × stargz-store (the faster of background fetch off/on), 100 Mbit/s', R.tocfs_store_estargz_vs_stargz_store ?? null, (v) => v <= 0.8),
     t('estargz_vs_stargz_store_loopback', 'same over loopback', R.tocfs_store_estargz_vs_stargz_store_loopback ?? null, (v) => v <= 0.8),
     t('profile_bytes_1_3x_read', 'bytes fetched with a profile (fresh node) ≤ 1.3 × (TOC + frames of the files the container opens), zstd:chunked, 100 Mbit/s', R.bytes_vs_toc_plus_frames_tocfs_store_zstd_chunked_profile ?? null, (v) => v <= 1.3),
@@ -203,6 +209,27 @@ function notes(table: Table | undefined): string[] {
     .map(([k, c]) => `- \`${k}\`: ${c.status} (${c.status === 'ok' ? '' : c.reason})`);
 }
 
+/** The published-index modes: the publisher's step, and whether each start had the whole-layer check in it. */
+function publishedIndexLines(p: ProfileResults): string[] {
+  const rows = Object.entries(p.container_ready ?? {}).filter(([k, c]) => INDEX_MODES.includes(k) && c.status === 'ok');
+  const pub = p.index_publish;
+  if (!pub && !rows.length) return [];
+  const L = ['', '#### Plain gzip with a published index', ''];
+  if (pub?.status === 'ok') {
+    L.push(`Published once before these modes and timed apart from them (the publisher's one-time cost): \`tocfs index --push\` from an empty cache over this link took ${cell(pub, 'push_ms', 1e-3)} s, reading ${cell(pub, 'registry_bytes', 1e-6, 1)} MB (the whole layer); ${cell(pub, 'layers', 1, 0)} layer(s), ${cell(pub, 'checkpoints', 1, 0)} checkpoints (one per ${cell(pub, 'tar_MiB_per_checkpoint')} MiB of tar), index ${cell(pub, 'index_bytes', 1e-6, 2)} MB.`, '');
+  } else if (pub) L.push(`\`tocfs index --push\`: ${pub.status} (${pub.reason}).`, '');
+  for (const [k, c] of rows) {
+    if (c.status !== 'ok' || !c.figures.check_in_start) continue;
+    const inStart = c.figures.check_in_start.samples.filter((x) => x > 0).length;
+    const delay = fmt(c.figures.check_delay_ms!.median / 1000, 0);
+    const how = inStart === 0
+      ? 'never started within the measured start (every start shorter than the delay): lazy reads only, the check neither inflates nor deflates these numbers'
+      : `started within the measured start in ${inStart} of ${c.figures.check_in_start.n} repetitions: its whole-layer read is in those numbers`;
+    L.push(`- \`${k}\`: whole-layer check (index.check_delay ${delay} s after the layer opens) ${how}; ${cell(c, 'layer_fraction_fetched')} of the layer fetched.`);
+  }
+  return L;
+}
+
 export function markdown(r: Results, chartFile: string): string {
   const L: string[] = [];
   L.push(`# tocfs benchmark — ${r.started}${r.quick ? ' (quick)' : ''}`, '');
@@ -235,6 +262,7 @@ export function markdown(r: Results, chartFile: string): string {
         L.push(`| ${r.mode_labels[k] ?? k} | ${cell(c, 'ready_ms', 1e-3)} | ${cell(c, 'pull_or_mount_ms', 1e-3)} | ${cell(c, 'run_ms', 1e-3)} | ${cell(c, 'registry_bytes', 1e-6, 1)} | ${name === 'loopback' ? '—' : cell(c, 'wire_bytes', 1e-6, 1)} | ${cell(c, 'blob_requests', 1, 0)} | ${ratio(gz, med(c, 'ready_ms')) ?? '—'}× |`);
       }
       L.push(...notes(p.container_ready));
+      L.push(...publishedIndexLines(p));
       const rows = Object.keys(p.container_ready).filter((k) => PROFILE_BASES.some((b) => k.startsWith(b)) || PEER_MODES.includes(k));
       if (rows.some((k) => p.container_ready![k]!.status === 'ok')) {
         L.push('', '#### Start-up profiles and the peer: ready, bytes against the bytes needed', '');
@@ -300,7 +328,7 @@ export function markdown(r: Results, chartFile: string): string {
 
 const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;');
 const COLORS: Record<string, string> = { gzip_full: '#9e9e9e', zstd_full: '#757575', zstd_chunked_partial: '#f0a030', stargz_store_estargz: '#1565c0', stargz_store_estargz_bgfetch: '#1565c0' };
-const colorOf = (k: string): string => COLORS[k] ?? (/_profile/.test(k) ? '#66bb6a' : '#2e7d32');
+const colorOf = (k: string): string => COLORS[k] ?? (/_profile/.test(k) ? '#66bb6a' : /_gzip_index/.test(k) ? '#00897b' : '#2e7d32');
 
 export function chart(r: Results): string {
   const rows: Array<{ group: string; label: string; s?: Summary; color: string }> = [];
