@@ -11,8 +11,11 @@
  */
 import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
+import { sha256 } from '../digest.js';
+import { DigestMismatchError, FormatError } from '../errors.js';
 import { extractChunk } from '../formats/chunk.js';
-import type { LayerToc, TocEntry } from '../formats/toc.js';
+import { inflateFromCheckpoint } from '../formats/gzip/checkpoints.js';
+import type { Chunk, LayerToc, TocEntry } from '../formats/toc.js';
 import { logger as rootLogger } from '../log.js';
 import { metrics } from '../metrics/index.js';
 import type { BlobReader } from '../source/types.js';
@@ -129,6 +132,10 @@ export class LayerReader {
   private readonly counters = { servedBytes: 0, cacheHits: 0, neighbourChunks: 0, verifyFailures: 0 };
   /** Set when the layer must not be read any more (its index proved wrong). */
   private stopped: LayerReadError | undefined;
+  /** Pieces of a plain gzip layer by the blob offset of the checkpoint span they are read from. */
+  private spans: Map<number, Located[]> | undefined;
+  /** Checkpoint spans being decompressed, by blob range: one decompression serves a fetch's pieces. */
+  private readonly spanOutputs = new Map<string, Promise<Buffer>>();
   private chunkBytes: number | undefined;
   private readonly readListeners = new Set<ReadListener>();
 
@@ -392,7 +399,7 @@ export class LayerReader {
   private async deliverChunk(w: Wanted, compressed: Buffer, answered: () => void): Promise<void> {
     const { chunk, entry } = w;
     try {
-      const data = await extractChunk(this.toc.compression, chunk, compressed, this.what(entry));
+      const data = chunk.resume ? await this.pieceFromSpan(chunk, compressed, this.what(entry)) : await extractChunk(this.toc.compression, chunk, compressed, this.what(entry));
       // Answer first: the read need not wait for the disk write.
       w.resolve(data);
       answered();
@@ -404,6 +411,65 @@ export class LayerReader {
       this.log.warn({ err: e, layer: this.layerDigest, path: entry.path }, 'chunk failed verification');
       const message = (e as Error).message;
       w.reject(new LayerReadError(message.startsWith(this.what(entry)) ? message : `${this.what(entry)}: ${message}`, { cause: e }));
+    }
+  }
+
+  /**
+   * A piece of a plain gzip layer (Chunk.resume). Its range is the whole checkpoint span it is
+   * in: the span is decompressed once per fetch, and every other piece of it that is not
+   * stored yet is kept too (each checked against its digest), so reads of neighbouring files
+   * fetch and decompress nothing more.
+   */
+  private async pieceFromSpan(chunk: Chunk, compressed: Buffer, what: string): Promise<Buffer> {
+    // A piece that crosses a checkpoint has a longer range from the same start than the others.
+    const key = `${chunk.compressedOffset}-${chunk.compressedEnd}`;
+    let output = this.spanOutputs.get(key);
+    if (!output) {
+      const members = this.spanMembers(chunk.compressedOffset);
+      const alike = members.filter((l) => l.chunk.compressedEnd === chunk.compressedEnd);
+      const need = Math.max(chunk.innerOffset + chunk.size, ...alike.map((l) => l.chunk.innerOffset + l.chunk.size));
+      output = new Promise<Buffer>((resolve) => resolve(inflateFromCheckpoint(chunk.resume!, compressed, need)));
+      this.spanOutputs.set(key, output);
+      output
+        .then((plain) => this.keepSpan(members, plain), () => undefined)
+        .finally(() => setImmediate(() => this.spanOutputs.delete(key)));
+    }
+    let plain: Buffer;
+    try {
+      plain = await output;
+    } catch (e) {
+      throw new FormatError(`${what}: cannot decompress the gzip span at [${chunk.compressedOffset}, ${chunk.compressedEnd}): ${(e as Error).message}`, { cause: e });
+    }
+    const end = chunk.innerOffset + chunk.size;
+    if (plain.length < end) throw new FormatError(`${what}: the gzip span at ${chunk.compressedOffset} decompresses to ${plain.length} bytes, need ${end}`);
+    const data = plain.subarray(chunk.innerOffset, end);
+    const actual = sha256(data);
+    if (actual !== chunk.digest) throw new DigestMismatchError(`${what}: piece at file offset ${chunk.offset}`, chunk.digest, actual);
+    // A copy: a view would keep the whole span alive in the memory tier.
+    return Buffer.from(data);
+  }
+
+  private spanMembers(offset: number): Located[] {
+    if (!this.spans) {
+      this.spans = new Map();
+      for (const l of this.chunksInBlobOrder()) {
+        if (!l.chunk.resume) continue;
+        let list = this.spans.get(l.chunk.compressedOffset);
+        if (!list) this.spans.set(l.chunk.compressedOffset, (list = []));
+        list.push(l);
+      }
+    }
+    return this.spans.get(offset) ?? [];
+  }
+
+  /** Stores the pieces of a decompressed span that nobody stored or is fetching, each verified. */
+  private keepSpan(members: readonly Located[], plain: Buffer): void {
+    for (const { chunk } of members) {
+      const end = chunk.innerOffset + chunk.size;
+      if (end > plain.length || this.inFlight.has(chunk.digest) || this.cache.inMemory(chunk.digest)) continue;
+      const data = plain.subarray(chunk.innerOffset, end);
+      if (sha256(data) !== chunk.digest) continue; // its own read will fail verification and say so
+      this.cache.put(chunk.digest, Buffer.from(data)).catch((e: unknown) => this.log.debug({ err: e, layer: this.layerDigest }, 'could not store a piece of a gzip span'));
     }
   }
 

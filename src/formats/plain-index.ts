@@ -26,11 +26,10 @@ export function plainIndexKey(layer: string): string {
 }
 
 /**
- * A stored piece: [size, digest, all zeros, offset in the tar stream, blob offset its compressed
- * bytes end by]; offsets in the file follow from the sizes. The last two are there for pieces a
- * gzip checkpoint can reach (not sparse).
+ * A stored piece: [size, digest, all zeros, offset in the tar stream]; offsets in the file follow
+ * from the sizes. The stream offset is there for pieces a gzip checkpoint can reach (not sparse).
  */
-type StoredPiece = [number, string, 0 | 1] | [number, string, 0 | 1, number] | [number, string, 0 | 1, number, number];
+type StoredPiece = [number, string, 0 | 1] | [number, string, 0 | 1, number];
 /** A gzip checkpoint: [blob offset, skip bits, stream offset, window (base64)]. */
 type StoredCheckpoint = [number, number, number, string];
 type StoredEntry = Omit<TocEntry, 'chunks' | 'xattrs'> & { xattrs?: Record<string, string>; pieces?: StoredPiece[] };
@@ -50,7 +49,7 @@ export function encodePlainIndex(desc: Descriptor, toc: LayerToc): Buffer {
   const outAt = new Map(cps.map((cp) => [cp.window, cp.out]));
   const piece = (c: Chunk): StoredPiece => {
     const from = c.resume && outAt.get(c.resume.window);
-    return from === undefined ? [c.size, c.digest, c.zeros ? 1 : 0] : [c.size, c.digest, c.zeros ? 1 : 0, from + c.innerOffset, c.compressedEnd];
+    return from === undefined ? [c.size, c.digest, c.zeros ? 1 : 0] : [c.size, c.digest, c.zeros ? 1 : 0, from + c.innerOffset];
   };
   const entries = toc.entries.map((e): StoredEntry => {
     const { chunks, xattrs, ...rest } = e;
@@ -96,7 +95,6 @@ export function decodePlainIndex(desc: Descriptor, data: Buffer): LayerToc {
     throw new FormatError('stored index has no entries list');
   const inStream: StreamPiece[] = [];
   const entries = body.entries.map((e, i) => entryFrom(e, i, inStream));
-  for (const p of inStream) if (p.end !== undefined && p.end > desc.size) throw new FormatError('stored index: a piece ends past the blob');
   const uncompressedSize = isCount(body.uncompressedSize) ? body.uncompressedSize : undefined;
   const toc = plainLayerToc(body.formatVersion, body.compression, entries, uncompressedSize);
   if (body.uncompressedDigest !== undefined) {
@@ -187,12 +185,12 @@ function entryFrom(raw: StoredEntry, i: number, inStream: StreamPiece[]): TocEnt
     if (!Array.isArray(pieces)) throw new FormatError(`${what}: bad pieces`);
     let offset = 0;
     for (const p of pieces) {
-      if (!Array.isArray(p) || !isCount(p[0], PLAIN_CHUNK_SIZE) || p[0] === 0 || !isDigest(p[1]) || (p[2] !== 0 && p[2] !== 1) || (p.length > 3 && !isCount(p[3])) || (p.length > 4 && !isCount(p[4])) || p.length > 5) throw new FormatError(`${what}: bad piece`);
+      if (!Array.isArray(p) || !isCount(p[0], PLAIN_CHUNK_SIZE) || p[0] === 0 || !isDigest(p[1]) || (p[2] !== 0 && p[2] !== 1) || (p.length > 3 && !isCount(p[3])) || p.length > 4) throw new FormatError(`${what}: bad piece`);
       // A zeros piece is served without reading the cache: its digest must say zeros.
       if (p[2] === 1 && p[1] !== zerosDigest(p[0])) throw new FormatError(`${what}: a piece marked zeros is not`);
       const chunk: Chunk = { offset, size: p[0], compressedOffset: -1, compressedEnd: -1, innerOffset: 0, digest: p[1], zeros: p[2] === 1 };
       e.chunks.push(chunk);
-      if (p.length > 3) inStream.push({ chunk, at: p[3]!, end: p[4] });
+      if (p.length > 3) inStream.push({ chunk, at: p[3]! });
       offset += p[0];
     }
     e.size = offset;

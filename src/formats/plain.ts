@@ -413,37 +413,34 @@ async function indexStream(
   const toc = plainLayerToc(`plain ${stream.codec}`, stream.codec === 'zstd' ? 'zstd' : 'gzip', entries, uncompressed);
   toc.uncompressedDigest = 'sha256:' + diffHash.digest('hex');
   if (checkpointer && !checkpointer.multiMember && checkpointer.checkpoints[0]?.out === 0) {
-    for (const p of inStream) p.end = checkpointer.inputEndFor(p.at + p.chunk.size);
     locateInGzip(inStream, checkpointer.checkpoints, desc.size);
     toc.checkpoints = checkpointer.checkpoints;
   }
   return toc;
 }
 
-/** A piece of a file read straight from the tar stream: where it starts in the stream, and (when known) a blob offset by which its compressed bytes end. */
+/** A piece of a file read straight from the tar stream, and where it starts in the stream. */
 export interface StreamPiece {
   chunk: Chunk;
   at: number;
-  end?: number | undefined;
 }
 
 /**
  * Gives each piece the blob range that holds it in a gzip stream with checkpoints: from the
- * last checkpoint at or before its start to where its compressed bytes end — the piece's own
- * `end` when known, else the byte holding the first bit of the first checkpoint at or after its
- * end (or the blob's end).
+ * last checkpoint at or before its start to the byte holding the first bit of the first
+ * checkpoint at or after its end (or the blob's end). Pieces of one span share the range of
+ * the whole span, so one fetch and one decompression serve all of them (fetch/layer-reader.ts).
  */
 export function locateInGzip(pieces: readonly StreamPiece[], checkpoints: readonly GzipCheckpoint[], blobSize: number): void {
   if (checkpoints.length === 0 || checkpoints[0]!.out !== 0) return;
   let a = 0;
-  for (const { chunk, at, end } of pieces) {
+  for (const { chunk, at } of pieces) {
     while (a + 1 < checkpoints.length && checkpoints[a + 1]!.out <= at) a++;
     let b = a + 1;
     while (b < checkpoints.length && checkpoints[b]!.out < at + chunk.size) b++;
     const from = checkpoints[a]!;
-    const bound = b < checkpoints.length ? checkpoints[b]!.offset + 1 : blobSize;
     chunk.compressedOffset = from.offset;
-    chunk.compressedEnd = end !== undefined && end > from.offset && end < bound ? end : bound;
+    chunk.compressedEnd = b < checkpoints.length ? checkpoints[b]!.offset + 1 : blobSize;
     chunk.innerOffset = at - from.out;
     chunk.resume = { skipBits: from.skipBits, window: from.window };
   }

@@ -44,8 +44,6 @@ const GZIP_WRAPPER = 15 + 16;
  */
 export class GzipCheckpointer {
   readonly checkpoints: GzipCheckpoint[] = [];
-  /** After each step of inflate: output produced and input consumed so far, both increasing (flat pairs). */
-  private readonly marks: number[] = [];
   private readonly strm = new ZStream();
   private readonly out = Buffer.alloc(256 * 1024);
   private readonly window = Buffer.alloc(WINDOW_SIZE);
@@ -96,7 +94,6 @@ export class GzipCheckpointer {
         outputs.push(chunk);
         this.remember(chunk);
         this.produced += n;
-        if (!this.multiMember) this.marks.push(this.produced, this.consumed);
       }
       if (ret === Z_STREAM_END) {
         this.ended = true;
@@ -117,21 +114,6 @@ export class GzipCheckpointer {
       if (used === 0 && n === 0 && ret === Z_BUF_ERROR) break;
     }
     return outputs;
-  }
-
-  /**
-   * A blob offset by which inflate had consumed all the input that decompresses to the first
-   * `out` bytes (the end of a range that holds them), or undefined past the last step.
-   */
-  inputEndFor(out: number): number | undefined {
-    let lo = 0;
-    let hi = this.marks.length / 2;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (this.marks[mid * 2]! >= out) hi = mid;
-      else lo = mid + 1;
-    }
-    return lo < this.marks.length / 2 ? this.marks[lo * 2 + 1] : undefined;
   }
 
   /** Throws unless the stream ended at the end of a member. */
