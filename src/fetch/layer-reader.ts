@@ -104,6 +104,16 @@ interface Wanted extends RangeItem {
   reject(e: unknown): void;
 }
 
+/** A gzip piece's blob range: the pieces sharing it are fetched and decompressed together. */
+function spanKey(chunk: Chunk): string {
+  return `${chunk.compressedOffset}-${chunk.compressedEnd}`;
+}
+
+/** Where a gzip piece starts in the uncompressed stream. */
+function streamOffset(chunk: Chunk): number {
+  return chunk.resume!.out + chunk.innerOffset;
+}
+
 /** Told of every readAt (start-up profile recording). */
 export type ReadListener = (entry: TocEntry, offset: number, length: number) => void;
 
@@ -132,10 +142,12 @@ export class LayerReader {
   private readonly counters = { servedBytes: 0, cacheHits: 0, neighbourChunks: 0, verifyFailures: 0 };
   /** Set when the layer must not be read any more (its index proved wrong). */
   private stopped: LayerReadError | undefined;
-  /** Pieces of a plain gzip layer by the blob offset of the checkpoint span they are read from. */
-  private spans: Map<number, Located[]> | undefined;
+  /** Pieces of a plain gzip layer in the order of the uncompressed stream. */
+  private streamOrder: Located[] | undefined;
   /** Checkpoint spans being decompressed, by blob range: one decompression serves a fetch's pieces. */
   private readonly spanOutputs = new Map<string, Promise<Buffer>>();
+  /** Checkpoint spans being fetched, by blob range: the verified pieces their decompression yields. */
+  private readonly spanFetches = new Map<string, { start: number; end: number; kept: Promise<Map<string, Buffer>>; settle(kept: Map<string, Buffer>): void }>();
   private chunkBytes: number | undefined;
   private readonly readListeners = new Set<ReadListener>();
 
@@ -362,8 +374,71 @@ export class LayerReader {
       await this.refill(missing);
       return;
     }
-    const neighbours = priority === 'user' ? await this.neighboursOf(missing) : [];
-    this.fetcher.enqueue([...missing, ...neighbours], priority);
+    const toFetch = this.joinSpanFetches(missing, priority);
+    if (toFetch.length === 0) return;
+    // Before any await: a read that arrives meanwhile joins these spans instead of fetching them again.
+    this.registerSpanFetches(toFetch);
+    const neighbours = priority === 'user' ? await this.neighboursOf(toFetch) : [];
+    this.registerSpanFetches(neighbours);
+    this.fetcher.enqueue([...toFetch, ...neighbours], priority);
+  }
+
+  /**
+   * Pieces of a gzip span that is being fetched wait for it (its decompression yields every
+   * piece in it) instead of fetching the span again; returns the rest.
+   */
+  private joinSpanFetches(missing: Wanted[], priority: QueuedPriority): Wanted[] {
+    const rest: Wanted[] = [];
+    for (const w of missing) {
+      const fetching = w.chunk.resume && this.spanFetchHolding(w.chunk);
+      if (!fetching) {
+        rest.push(w);
+        continue;
+      }
+      void fetching.kept.then((kept) => {
+        const data = kept.get(w.chunk.digest);
+        if (!data) return this.fetcher.enqueue([w], priority);
+        this.counters.cacheHits++;
+        w.resolve(data);
+        this.cache.put(w.chunk.digest, data).catch(() => undefined);
+      });
+    }
+    return rest;
+  }
+
+  /** A span fetch under way whose range holds `chunk`'s (its decompression then yields the piece). */
+  private spanFetchHolding(chunk: Chunk): { kept: Promise<Map<string, Buffer>> } | undefined {
+    const exact = this.spanFetches.get(spanKey(chunk));
+    if (exact) return exact;
+    for (const f of this.spanFetches.values()) if (f.start <= chunk.compressedOffset && f.end >= chunk.compressedEnd) return f;
+    return undefined;
+  }
+
+  /** Marks the spans of `wanted`'s gzip pieces as being fetched, until their first piece is delivered or fails. */
+  private registerSpanFetches(wanted: Wanted[]): void {
+    for (const w of wanted) {
+      if (!w.chunk.resume) continue;
+      const key = spanKey(w.chunk);
+      if (this.spanFetches.has(key)) continue;
+      let settle!: (kept: Map<string, Buffer>) => void;
+      const kept = new Promise<Map<string, Buffer>>((resolve) => (settle = resolve));
+      const entry = {
+        start: w.chunk.compressedOffset,
+        end: w.chunk.compressedEnd,
+        kept,
+        settle: (k: Map<string, Buffer>) => {
+          if (this.spanFetches.get(key) === entry) this.spanFetches.delete(key);
+          settle(k);
+        },
+      };
+      this.spanFetches.set(key, entry);
+      // A fetch that fails delivers nothing: the pieces waiting for it fetch for themselves.
+      const reject = w.reject;
+      w.reject = (e: unknown) => {
+        entry.settle(new Map());
+        reject(e);
+      };
+    }
   }
 
   /**
@@ -422,16 +497,16 @@ export class LayerReader {
    */
   private async pieceFromSpan(chunk: Chunk, compressed: Buffer, what: string): Promise<Buffer> {
     // A piece that crosses a checkpoint has a longer range from the same start than the others.
-    const key = `${chunk.compressedOffset}-${chunk.compressedEnd}`;
+    const key = spanKey(chunk);
     let output = this.spanOutputs.get(key);
     if (!output) {
-      const members = this.spanMembers(chunk.compressedOffset);
-      const alike = members.filter((l) => l.chunk.compressedEnd === chunk.compressedEnd);
+      const alike = this.stream().filter((l) => l.chunk.compressedOffset === chunk.compressedOffset && l.chunk.compressedEnd === chunk.compressedEnd);
       const need = Math.max(chunk.innerOffset + chunk.size, ...alike.map((l) => l.chunk.innerOffset + l.chunk.size));
       output = new Promise<Buffer>((resolve) => resolve(inflateFromCheckpoint(chunk.resume!, compressed, need)));
       this.spanOutputs.set(key, output);
+      const resume = chunk.resume!;
       output
-        .then((plain) => this.keepSpan(members, plain), () => undefined)
+        .then((plain) => this.spanFetches.get(key)?.settle(this.keepSpan(resume.out, plain)), () => this.spanFetches.get(key)?.settle(new Map()))
         .finally(() => setImmediate(() => this.spanOutputs.delete(key)));
     }
     let plain: Buffer;
@@ -449,28 +524,40 @@ export class LayerReader {
     return Buffer.from(data);
   }
 
-  private spanMembers(offset: number): Located[] {
-    if (!this.spans) {
-      this.spans = new Map();
-      for (const l of this.chunksInBlobOrder()) {
-        if (!l.chunk.resume) continue;
-        let list = this.spans.get(l.chunk.compressedOffset);
-        if (!list) this.spans.set(l.chunk.compressedOffset, (list = []));
-        list.push(l);
-      }
-    }
-    return this.spans.get(offset) ?? [];
+  /** The gzip pieces of the layer by their offset in the uncompressed stream. */
+  private stream(): Located[] {
+    this.streamOrder ??= this.chunksInBlobOrder()
+      .filter((l) => l.chunk.resume)
+      .sort((a, b) => streamOffset(a.chunk) - streamOffset(b.chunk));
+    return this.streamOrder;
   }
 
-  /** Stores the pieces of a decompressed span that nobody stored or is fetching, each verified. */
-  private keepSpan(members: readonly Located[], plain: Buffer): void {
-    for (const { chunk } of members) {
-      const end = chunk.innerOffset + chunk.size;
-      if (end > plain.length || this.inFlight.has(chunk.digest) || this.cache.inMemory(chunk.digest)) continue;
-      const data = plain.subarray(chunk.innerOffset, end);
-      if (sha256(data) !== chunk.digest) continue; // its own read will fail verification and say so
-      this.cache.put(chunk.digest, Buffer.from(data)).catch((e: unknown) => this.log.debug({ err: e, layer: this.layerDigest }, 'could not store a piece of a gzip span'));
+  /**
+   * Keeps every piece that lies wholly in `plain` (the stream decompressed from offset `from`),
+   * each checked against its digest, whatever span it belongs to; returns them by digest.
+   */
+  private keepSpan(from: number, plain: Buffer): Map<string, Buffer> {
+    const kept = new Map<string, Buffer>();
+    const order = this.stream();
+    let lo = 0;
+    let hi = order.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (streamOffset(order[mid]!.chunk) < from) lo = mid + 1;
+      else hi = mid;
     }
+    for (let i = lo; i < order.length; i++) {
+      const { chunk } = order[i]!;
+      const start = streamOffset(chunk) - from;
+      if (start + chunk.size > plain.length) break;
+      if (kept.has(chunk.digest)) continue;
+      const data = Buffer.from(plain.subarray(start, start + chunk.size));
+      if (sha256(data) !== chunk.digest) continue; // its own read will fail verification and say so
+      kept.set(chunk.digest, data);
+      if (this.inFlight.has(chunk.digest) || this.cache.inMemory(chunk.digest)) continue;
+      this.cache.put(chunk.digest, data).catch((e: unknown) => this.log.debug({ err: e, layer: this.layerDigest }, 'could not store a piece of a gzip span'));
+    }
+    return kept;
   }
 
   /**

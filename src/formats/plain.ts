@@ -442,7 +442,7 @@ export function locateInGzip(pieces: readonly StreamPiece[], checkpoints: readon
     chunk.compressedOffset = from.offset;
     chunk.compressedEnd = b < checkpoints.length ? checkpoints[b]!.offset + 1 : blobSize;
     chunk.innerOffset = at - from.out;
-    chunk.resume = { skipBits: from.skipBits, window: from.window };
+    chunk.resume = { skipBits: from.skipBits, window: from.window, out: from.out };
   }
 }
 

@@ -46,9 +46,10 @@ export interface Chunk {
   /**
    * Gzip stream without members of its own (a plain gzip layer with checkpoints,
    * gzip/checkpoints.ts): the range starts at a deflate block boundary `skipBits` into its
-   * first byte, and decompresses with `window` as the history before it.
+   * first byte, and decompresses with `window` as the history before it; `out` is the
+   * checkpoint's offset in the uncompressed stream.
    */
-  resume?: { skipBits: number; window: Buffer };
+  resume?: { skipBits: number; window: Buffer; out: number };
 }
 
 export interface TocEntry {

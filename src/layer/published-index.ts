@@ -9,6 +9,7 @@
  * publish one. Indexes are looked up only for repositories that `index.trust` names; every
  * layer served from one is also checked whole in the background (layer/open.ts).
  */
+import { gunzipSync, gzipSync } from 'node:zlib';
 import type { Logger } from 'pino';
 import { ArtifactError, DigestMismatchError, TocfsError } from '../errors.js';
 import { parseReference, type DockerReference } from '../reference.js';
@@ -17,9 +18,11 @@ import { artifactBlobs, newestArtifact, pushArtifact, pushError, readVerifiedBlo
 import type { Descriptor } from '../source/types.js';
 
 export const SEEKABLE_INDEX_MEDIA_TYPE = 'application/vnd.tocfs.seekable-index.v2';
+/** An index blob is published gzip-compressed: windows and digests in base64 and hex compress well. */
+export const SEEKABLE_INDEX_BLOB_MEDIA_TYPE = `${SEEKABLE_INDEX_MEDIA_TYPE}+gzip`;
 /** The annotation of an index blob naming the layer it indexes. */
 export const INDEXED_LAYER_ANNOTATION = 'io.github.tocfs.layer.digest';
-/** The most an index blob may hold (a 10 GiB layer with 4 MiB checkpoints needs about 110 MiB). */
+/** The most an index may hold, compressed and decompressed (a 10 GiB layer with 4 MiB checkpoints needs about 110 MiB). */
 export const MAX_SEEKABLE_INDEX_BYTES = 256 * 1024 * 1024;
 
 /** Whether `repository` (`registry/path`) matches one of `patterns` (`*` within a path element, `**` across them). */
@@ -97,9 +100,15 @@ export class PublishedIndexes {
         const newest = index && (await newestArtifact(ep, index, SEEKABLE_INDEX_MEDIA_TYPE));
         if (!newest) continue;
         const what = `seekable index manifest ${ep.name}@${newest.digest}`;
-        for (const blob of artifactBlobs(newest.manifest, SEEKABLE_INDEX_MEDIA_TYPE, this.image.manifestDigest, SEEKABLE_INDEX_MEDIA_TYPE, MAX_SEEKABLE_INDEX_BYTES, what)) {
+        for (const blob of artifactBlobs(newest.manifest, SEEKABLE_INDEX_MEDIA_TYPE, this.image.manifestDigest, SEEKABLE_INDEX_BLOB_MEDIA_TYPE, MAX_SEEKABLE_INDEX_BYTES, what)) {
           const layer = blob.annotations[INDEXED_LAYER_ANNOTATION];
-          if (layer) found.set(layer, await readVerifiedBlob(ep, blob));
+          if (!layer) continue;
+          try {
+            found.set(layer, gunzipSync(await readVerifiedBlob(ep, blob), { maxOutputLength: MAX_SEEKABLE_INDEX_BYTES }));
+          } catch (e) {
+            if (e instanceof DigestMismatchError) throw e;
+            throw new ArtifactError(`${what}: the index of ${layer} does not decompress (${(e as Error).message})`);
+          }
         }
         this.log.info({ image: this.image.reference, repository, artifact: `${ep.name}@${newest.digest}`, layers: found.size }, 'found published seekable indexes');
         return found;
@@ -125,7 +134,7 @@ export async function pushIndexes(image: IndexedImage, indexes: Array<{ layer: s
     const ep = (await source.endpoints()).find((e) => !e.mirror)!;
     try {
       const subject = await subjectOf(ep, image.manifestDigest, 'the indexes were built for', signal);
-      const blobs = indexes.map((i) => ({ mediaType: SEEKABLE_INDEX_MEDIA_TYPE, bytes: i.bytes, annotations: { [INDEXED_LAYER_ANNOTATION]: i.layer } }));
+      const blobs = indexes.map((i) => ({ mediaType: SEEKABLE_INDEX_BLOB_MEDIA_TYPE, bytes: gzipSync(i.bytes, { level: 9 }), annotations: { [INDEXED_LAYER_ANNOTATION]: i.layer } }));
       return { repository: ep.name, ...(await pushArtifact(ep, subject, SEEKABLE_INDEX_MEDIA_TYPE, blobs, signal)) };
     } catch (e) {
       throw pushError(e, ep);

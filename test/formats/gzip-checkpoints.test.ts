@@ -76,15 +76,15 @@ describe('gzip checkpoints', () => {
     const cp = c.checkpoints.find((p) => p.out > WINDOW_SIZE)!;
     const next = c.checkpoints[c.checkpoints.indexOf(cp) + 1]!;
     const size = 100_000;
-    const chunk: Chunk = { offset: 0, size, compressedOffset: cp.offset, compressedEnd: next.offset + 1, innerOffset: 1000, digest: sha(raw.subarray(cp.out + 1000, cp.out + 1000 + size)), zeros: false, resume: { skipBits: cp.skipBits, window: cp.window } };
+    const chunk: Chunk = { offset: 0, size, compressedOffset: cp.offset, compressedEnd: next.offset + 1, innerOffset: 1000, digest: sha(raw.subarray(cp.out + 1000, cp.out + 1000 + size)), zeros: false, resume: { skipBits: cp.skipBits, window: cp.window, out: cp.out } };
     const span = gz.subarray(chunk.compressedOffset, chunk.compressedEnd);
     assert.ok((await extractChunk('gzip', chunk, span, 'f')).equals(raw.subarray(cp.out + 1000, cp.out + 1000 + size)));
     // A wrong window or bit offset decodes to garbage or fails to decode; either way no byte
     // that does not hash to the piece's digest comes out.
     const want = raw.subarray(cp.out + 1000, cp.out + 1000 + size);
     const outcomes = await Promise.all([
-      { ...chunk, resume: { skipBits: cp.skipBits, window: Buffer.from(cp.window).fill(0x41) } },
-      { ...chunk, resume: { skipBits: (cp.skipBits + 3) % 8, window: cp.window } },
+      { ...chunk, resume: { skipBits: cp.skipBits, window: Buffer.from(cp.window).fill(0x41), out: cp.out } },
+      { ...chunk, resume: { skipBits: (cp.skipBits + 3) % 8, window: cp.window, out: cp.out } },
       { ...chunk, compressedOffset: chunk.compressedOffset + 1 },
     ].map((bad) => extractChunk('gzip', bad, gz.subarray(bad.compressedOffset, bad.compressedEnd), 'f').then((d) => d, (e: Error) => e)));
     for (const o of outcomes) assert.ok(o instanceof DigestMismatchError || o instanceof FormatError || (Buffer.isBuffer(o) && o.equals(want)), String(o));

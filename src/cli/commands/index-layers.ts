@@ -4,6 +4,7 @@
  * machine reads those layers lazily from then on, and with --push publishes the indexes beside
  * the image for machines that trust its repository (index.trust).
  */
+import { gzipSync } from 'node:zlib';
 import type { Argv, CommandModule } from 'yargs';
 import { TocfsError } from '../../errors.js';
 import { formatSize } from '../../units.js';
@@ -28,6 +29,8 @@ interface LayerReport {
   entries?: number;
   checkpoints?: number;
   indexBytes?: number;
+  /** Size of the index as published (gzip). */
+  publishedBytes?: number;
   diffId?: string;
 }
 
@@ -68,7 +71,7 @@ export const indexCommand: CommandModule<object, IndexArgs> = {
           continue;
         }
         const { toc, bytes, built } = indexed;
-        Object.assign(report, { result: built ? 'indexed' : 'kept', entries: toc.entries.length, checkpoints: toc.checkpoints?.length ?? 0, indexBytes: bytes.length, diffId: toc.uncompressedDigest });
+        Object.assign(report, { result: built ? 'indexed' : 'kept', entries: toc.entries.length, checkpoints: toc.checkpoints?.length ?? 0, indexBytes: bytes.length, publishedBytes: gzipSync(bytes, { level: 9 }).length, diffId: toc.uncompressedDigest });
         if (toc.checkpoints) indexes.push({ layer: desc.digest, bytes });
       }
       let pushed;
@@ -79,7 +82,7 @@ export const indexCommand: CommandModule<object, IndexArgs> = {
       }
       if (argv.json) return void process.stdout.write(`${JSON.stringify({ image: image.reference, manifestDigest: image.manifestDigest, layers: reports, ...(pushed ? { pushed } : {}) }, null, 2)}\n`);
       for (const r of reports) {
-        const what = r.result === 'indexed' || r.result === 'kept' ? `${r.result === 'indexed' ? 'indexed' : 'index kept from before'}: ${r.entries} entries, ${r.checkpoints} checkpoints, index ${formatSize(r.indexBytes!)}, DiffID ${r.diffId}` : r.result === 'has a TOC' ? 'has a TOC (lazy without an index)' : 'not gzip (no index for plain zstd or tar layers yet)';
+        const what = r.result === 'indexed' || r.result === 'kept' ? `${r.result === 'indexed' ? 'indexed' : 'index kept from before'}: ${r.entries} entries, ${r.checkpoints} checkpoints, index ${formatSize(r.indexBytes!)} (${formatSize(r.publishedBytes!)} published, ${((100 * r.publishedBytes!) / r.size).toFixed(1)} % of the layer), DiffID ${r.diffId}` : r.result === 'has a TOC' ? 'has a TOC (lazy without an index)' : 'not gzip (no index for plain zstd or tar layers yet)';
         process.stdout.write(`${r.layer} (${formatSize(r.size)}): ${what}\n`);
       }
       if (pushed) {
