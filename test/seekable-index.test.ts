@@ -10,6 +10,7 @@ import { mkdtemp, open, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { OciLayoutWriter } from '../src/convert/layout.js';
 import { decodePlainIndex, encodePlainIndex } from '../src/formats/plain-index.js';
 import { pushIndexes } from '../src/layer/published-index.js';
 import { runCli } from './helpers/cli.js';
@@ -36,6 +37,7 @@ describe('seekable indexes of plain gzip layers', { skip, timeout: 600_000 }, ()
   let mounts: Mounts;
   const ref = (repo: string): string => `${reg.host}/${repo}:latest`;
   const medium = seededBytes('seekable-medium', 300_000);
+  let wrongDiffIdManifest: string;
 
   before(async () => {
     tmp = await mkdtemp(join(tmpdir(), 'tocfs-seekable-'));
@@ -55,6 +57,13 @@ describe('seekable indexes of plain gzip layers', { skip, timeout: 600_000 }, ()
     });
     reg = await startRegistry();
     for (const repo of ['app', 'untrusted', 'lying', 'garbage', 'self-published']) await reg.load(img.dir, repo);
+    // The same layer under a config whose DiffID is not the layer's (a broken or lying image).
+    const layout = new OciLayoutWriter(img.dir);
+    const config = JSON.parse(await readFile(join(img.dir, 'blobs', 'sha256', img.configDigest.slice(7)), 'utf8'));
+    config.rootfs.diff_ids = [`sha256:${'e'.repeat(64)}`];
+    const wrong = await layout.writeImage({ config, layers: img.layers, tag: 'wrong-diffid' });
+    wrongDiffIdManifest = wrong.manifestDigest;
+    await reg.load(img.dir, 'wrong-diffid');
     const envDir = join(tmp, 'env');
     await isolatedRegistryOptions(envDir);
     env = { ...isolatedCliEnv(envDir), TOCFS_CONFIG: '' };
@@ -219,6 +228,26 @@ describe('seekable indexes of plain gzip layers', { skip, timeout: 600_000 }, ()
       await reader.unmount(m);
     } finally {
       await reader.cleanup();
+    }
+  });
+
+  it('tocfs store declines a gzip layer whose config DiffID is not the one its index computed (Podman 4.3.1 would take it on trust)', { skip: PODMAN_FLAVORS[0]!.skip }, async () => {
+    const r = await runCli(['index', '--push', '--tls-verify=false', '--cache-dir', join(tmp, 'wrong-indexer'), `${reg.host}/wrong-diffid:wrong-diffid`], { env, timeoutMs: 180_000 });
+    assert.equal(r.code, 0, r.stderr);
+    const work = await mkdtemp(join(tmp, 'store-wrong-'));
+    const store = await startStore(join(work, 'store'), join(work, 'cache'), [], { ...env, TOCFS_INDEX_TRUST: `${reg.host}/wrong-diffid`, TOCFS_INDEX_CHECK_DELAY: '1h' });
+    const podman = await Podman.create(work, store.dir, reg.host);
+    try {
+      await registryLogSettled(reg);
+      const podmanGets = wholeBlobGetsByOthers(reg.log, layer().digest).length;
+      await podman.ok(['pull', '--tls-verify=false', `${reg.host}/wrong-diffid@${wrongDiffIdManifest}`]);
+      await registryLogSettled(reg);
+      assert.equal(wholeBlobGetsByOthers(reg.log, layer().digest).length - podmanGets, 1, 'the store declined the layer, so Podman downloaded it itself');
+      assert.ok(!(await podman.storeLayers()).some((l) => l.endsWith(layer().digest)), 'the layer is not linked to the store');
+      assert.ok(store.log.some((l) => l.includes(`but the layer's index says its DiffID is ${img.diffIds[0]}`)), 'the store says why');
+    } finally {
+      await podman.cleanup().catch(() => undefined);
+      assert.equal(await store.stop('SIGTERM'), 0);
     }
   });
 
