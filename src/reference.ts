@@ -96,3 +96,9 @@ export function formatReference(ref: ImageReference): string {
 export function repositoryOf(ref: ImageReference): string {
   return ref.transport === 'oci' ? `oci:${ref.dir}` : `${ref.registry}/${ref.repository}`;
 }
+
+/** The registry reference `input` names, or undefined for an OCI layout (throws ReferenceError when malformed). */
+export function dockerReference(input: string): DockerReference | undefined {
+  const ref = parseReference(input);
+  return ref.transport === 'docker' ? ref : undefined;
+}

@@ -12,7 +12,7 @@
 import { gunzipSync, gzipSync } from 'node:zlib';
 import type { Logger } from 'pino';
 import { ArtifactError, DigestMismatchError, TocfsError } from '../errors.js';
-import { parseReference, type DockerReference } from '../reference.js';
+import { dockerReference, repositoryOf } from '../reference.js';
 import type { SourceOptions } from '../registry/options.js';
 import { artifactBlobs, newestArtifact, pushArtifact, pushError, readVerifiedBlob, referrersIndex, subjectOf, type PushedArtifact } from '../registry/referrers.js';
 import type { Descriptor } from '../source/types.js';
@@ -31,15 +31,6 @@ export function trustedRepository(repository: string, patterns: readonly string[
     const re = new RegExp(`^${p.split('**').map((part) => part.split('*').map((s) => s.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('[^/]*')).join('.*')}$`);
     return re.test(repository);
   });
-}
-
-function dockerReference(reference: string): DockerReference | undefined {
-  try {
-    const ref = parseReference(reference);
-    return ref.transport === 'docker' ? ref : undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 export interface IndexedImage {
@@ -67,7 +58,7 @@ export class PublishedIndexes {
   /** The repository (`registry/path`) the image's indexes are looked up in, or undefined for images not in a registry. */
   get repository(): string | undefined {
     const ref = dockerReference(this.image.reference);
-    return ref ? `${ref.registry}/${ref.repository}` : undefined;
+    return ref ? repositoryOf(ref) : undefined;
   }
 
   /** The published index of `layer`, its bytes unparsed (the caller checks them against the layer). */

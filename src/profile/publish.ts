@@ -12,7 +12,7 @@
 import type { Logger } from 'pino';
 import { isDigest } from '../digest.js';
 import { ArtifactError, DigestMismatchError, TocfsError } from '../errors.js';
-import { parseReference, repositoryOf, type DockerReference } from '../reference.js';
+import { dockerReference, repositoryOf, type DockerReference } from '../reference.js';
 import type { RegistryEndpoint } from '../registry/endpoint.js';
 import type { SourceOptions } from '../registry/options.js';
 import { artifactBlobs, newestArtifact, pushArtifact, pushError, readVerifiedBlob, referrersIndex, subjectOf, type PushedArtifact } from '../registry/referrers.js';
@@ -29,11 +29,6 @@ const MAX_REMEMBERED = 10_000;
 async function registrySource(ref: DockerReference, options: SourceOptions): Promise<RegistrySource> {
   const { RegistrySource } = await import('../registry/source.js');
   return new RegistrySource(ref, options);
-}
-
-function dockerReference(reference: string): DockerReference | undefined {
-  const ref = parseReference(reference);
-  return ref.transport === 'docker' ? ref : undefined;
 }
 
 // ---------------------------------------------------------------------------------------------
