@@ -23,7 +23,7 @@ import { formatDuration } from '../units.js';
 import type { ChunkStore } from './chunk-store.js';
 import { describeEntry, FetchTimeoutError, LayerReadError, ReadTimeoutError } from './errors.js';
 import { inFlightFor, type InFlightChunks } from './in-flight.js';
-import { chunksCovering, extentBytes, firstInBlobAt, type Located } from './plan.js';
+import { chunksCovering, extentBytes, firstInBlobAt, firstNotBefore, type Located } from './plan.js';
 import { RangeFetcher, type QueuedPriority, type RangeItem } from './range-fetcher.js';
 
 export type { Located } from './plan.js';
@@ -144,8 +144,8 @@ export class LayerReader {
   private stopped: LayerReadError | undefined;
   /** Pieces of a plain gzip layer in the order of the uncompressed stream. */
   private streamOrder: Located[] | undefined;
-  /** Checkpoint spans being decompressed, by blob range: one decompression serves a fetch's pieces. */
-  private readonly spanOutputs = new Map<string, Promise<Buffer>>();
+  /** Checkpoint spans being decompressed, by blob range: one decompression serves a fetch's pieces (`kept`: those verified). */
+  private readonly spanOutputs = new Map<string, Promise<{ plain: Buffer; kept: Map<string, Buffer> }>>();
   /** Checkpoint spans being fetched, by blob range: the verified pieces their decompression yields. */
   private readonly spanFetches = new Map<string, { start: number; end: number; kept: Promise<Map<string, Buffer>>; settle(kept: Map<string, Buffer>): void }>();
   private chunkBytes: number | undefined;
@@ -500,28 +500,32 @@ export class LayerReader {
     const key = spanKey(chunk);
     let output = this.spanOutputs.get(key);
     if (!output) {
-      const alike = this.stream().filter((l) => l.chunk.compressedOffset === chunk.compressedOffset && l.chunk.compressedEnd === chunk.compressedEnd);
-      const need = Math.max(chunk.innerOffset + chunk.size, ...alike.map((l) => l.chunk.innerOffset + l.chunk.size));
-      output = new Promise<Buffer>((resolve) => resolve(inflateFromCheckpoint(chunk.resume!, compressed, need)));
-      this.spanOutputs.set(key, output);
+      const order = this.chunksInBlobOrder();
+      let need = chunk.innerOffset + chunk.size;
+      for (let i = firstInBlobAt(order, chunk.compressedOffset); i < order.length && order[i]!.chunk.compressedOffset === chunk.compressedOffset; i++) {
+        const c = order[i]!.chunk;
+        if (c.compressedEnd === chunk.compressedEnd) need = Math.max(need, c.innerOffset + c.size);
+      }
       const resume = chunk.resume!;
+      output = new Promise<Buffer>((resolve) => resolve(inflateFromCheckpoint(resume, compressed, need))).then((plain) => ({ plain, kept: this.keepSpan(resume.out, plain) }));
+      this.spanOutputs.set(key, output);
       output
-        .then((plain) => this.spanFetches.get(key)?.settle(this.keepSpan(resume.out, plain)), () => this.spanFetches.get(key)?.settle(new Map()))
+        .then(({ kept }) => this.spanFetches.get(key)?.settle(kept), () => this.spanFetches.get(key)?.settle(new Map()))
         .finally(() => setImmediate(() => this.spanOutputs.delete(key)));
     }
-    let plain: Buffer;
+    let span: { plain: Buffer; kept: Map<string, Buffer> };
     try {
-      plain = await output;
+      span = await output;
     } catch (e) {
       throw new FormatError(`${what}: cannot decompress the gzip span at [${chunk.compressedOffset}, ${chunk.compressedEnd}): ${(e as Error).message}`, { cause: e });
     }
+    // Verified (and copied: a view would keep the whole span alive in the memory tier) by keepSpan.
+    const kept = span.kept.get(chunk.digest);
+    if (kept) return kept;
     const end = chunk.innerOffset + chunk.size;
-    if (plain.length < end) throw new FormatError(`${what}: the gzip span at ${chunk.compressedOffset} decompresses to ${plain.length} bytes, need ${end}`);
-    const data = plain.subarray(chunk.innerOffset, end);
-    const actual = sha256(data);
-    if (actual !== chunk.digest) throw new DigestMismatchError(`${what}: piece at file offset ${chunk.offset}`, chunk.digest, actual);
-    // A copy: a view would keep the whole span alive in the memory tier.
-    return Buffer.from(data);
+    if (span.plain.length < end) throw new FormatError(`${what}: the gzip span at ${chunk.compressedOffset} decompresses to ${span.plain.length} bytes, need ${end}`);
+    const actual = sha256(span.plain.subarray(chunk.innerOffset, end));
+    throw new DigestMismatchError(`${what}: piece at file offset ${chunk.offset}`, chunk.digest, actual);
   }
 
   /** The gzip pieces of the layer by their offset in the uncompressed stream. */
@@ -539,13 +543,7 @@ export class LayerReader {
   private keepSpan(from: number, plain: Buffer): Map<string, Buffer> {
     const kept = new Map<string, Buffer>();
     const order = this.stream();
-    let lo = 0;
-    let hi = order.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (streamOffset(order[mid]!.chunk) < from) lo = mid + 1;
-      else hi = mid;
-    }
+    const lo = firstNotBefore(order, (l) => streamOffset(l.chunk) < from);
     for (let i = lo; i < order.length; i++) {
       const { chunk } = order[i]!;
       const start = streamOffset(chunk) - from;

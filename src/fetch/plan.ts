@@ -37,7 +37,7 @@ export function coalesce<T extends Located>(items: T[], cap: number, maxGap = 0)
 }
 
 /** Index of the first of `sorted` for which `before` is false (`before` holds for a prefix). */
-function firstNotBefore<T>(sorted: readonly T[], before: (item: T) => boolean): number {
+export function firstNotBefore<T>(sorted: readonly T[], before: (item: T) => boolean): number {
   let lo = 0;
   let hi = sorted.length;
   while (lo < hi) {
