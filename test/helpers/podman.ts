@@ -56,6 +56,27 @@ export const PODMAN_FLAVORS: PodmanFlavor[] = [
 
 const TOC_DIGEST_ANNOTATIONS = ['io.github.containers.zstd-chunked.manifest-checksum', 'containerd.io/snapshot/stargz/toc.digest'];
 
+/**
+ * The digest Podman names `layer` by in an additional layer store: with `byToc` (Podman 5,
+ * containers/storage ≥ 1.54) the TOC digest from the layer's annotations where there is one,
+ * else (4.3.1) the blob digest.
+ */
+export function storeKeyOf(layer: { digest: string; annotations?: Record<string, string> }, byToc: boolean): string {
+  if (!byToc) return layer.digest;
+  return TOC_DIGEST_ANNOTATIONS.map((a) => layer.annotations?.[a]).find((d) => d !== undefined) ?? layer.digest;
+}
+
+/** The layers of a Podman graph root that point into an additional layer store (their `additionallayer` files). */
+export async function storeLayersIn(graphRoot: string): Promise<string[]> {
+  const dir = join(graphRoot, 'overlay');
+  const out: string[] = [];
+  for (const id of await readdir(dir).catch(() => [] as string[])) {
+    const link = await readFile(join(dir, id, 'additionallayer'), 'utf8').catch(() => undefined);
+    if (link) out.push(link);
+  }
+  return out;
+}
+
 export class Podman {
   constructor(
     private readonly root: string,
@@ -128,19 +149,12 @@ export class Podman {
    * the blob digest.
    */
   storeKey(layer: { digest: string; annotations?: Record<string, string> }): string {
-    if (!this.ns) return layer.digest;
-    return TOC_DIGEST_ANNOTATIONS.map((a) => layer.annotations?.[a]).find((d) => d !== undefined) ?? layer.digest;
+    return storeKeyOf(layer, this.ns !== null);
   }
 
   /** Layers of the graph root that point into an additional layer store. */
-  async storeLayers(): Promise<string[]> {
-    const dir = join(this.root, 'overlay');
-    const out: string[] = [];
-    for (const id of await readdir(dir).catch(() => [] as string[])) {
-      const link = await readFile(join(dir, id, 'additionallayer'), 'utf8').catch(() => undefined);
-      if (link) out.push(link);
-    }
-    return out;
+  storeLayers(): Promise<string[]> {
+    return storeLayersIn(this.root);
   }
 
   async cleanup(): Promise<void> {

@@ -8,14 +8,13 @@ import assert from 'node:assert/strict';
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, readFileSync, statSync } from 'node:fs';
-import { mkdir, readdir, readFile, rm, writeFile, chown } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile, chown } from 'node:fs/promises';
 import { dirname, join, relative } from 'node:path';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { have, LOADER } from './podman.js';
-import type { RunningStore } from './store.js';
+import { have, LOADER, storeKeyOf, storeLayersIn } from './podman.js';
+import { storeArgs, superviseStore, type RunningStore } from './store.js';
+import { NamespaceHolder, ROOT_MOUNTS } from './trixie.js';
 
-const ENTRY = fileURLToPath(new URL('../../src/cli/entry.ts', import.meta.url));
 /** The checkout: `--import tsx` resolves from the working directory. */
 export const REPO = fileURLToPath(new URL('../..', import.meta.url));
 
@@ -135,23 +134,15 @@ export function openFuseToAll(): () => void {
   return () => chmodSync('/dev/fuse', mode);
 }
 
-const ROOT_SETUP = `
-set -e
+/** After ROOT_MOUNTS: the user's account files and runtime directory, then the root becomes / (pivot_root). */
+const USER_ROOT = `
 R=$1; ETC=$2; RUNTIME=$3; OWNER=$4; shift 4
-mount --bind "$R" "$R"
-mount -t proc proc "$R/proc"
-mount --rbind /dev "$R/dev"
-mount --rbind /sys "$R/sys"
-mount -t tmpfs tmpfs "$R/run"
-mount -t tmpfs tmpfs "$R/tmp"
-for d in "$@"; do mkdir -p "$R$d"; mount --rbind "$d" "$R$d"; done
+${ROOT_MOUNTS}
 for f in passwd group subuid subgid; do mount --bind "$ETC/$f" "$R/etc/$f"; done
 mkdir -p "$R$RUNTIME"; chown "$OWNER" "$R$RUNTIME"; chmod 700 "$R$RUNTIME"
 cd "$R"
 pivot_root . mnt
 umount -l /mnt
-echo ready
-exec sleep infinity
 `;
 
 /**
@@ -164,7 +155,7 @@ exec sleep infinity
  * as the store's FUSE mount carried along: mount the store first).
  */
 export class RootlessRoot {
-  private constructor(private readonly holder: ChildProcess) {}
+  private constructor(private readonly holder: NamespaceHolder) {}
 
   static async enter(user: TestUser, root: string, etcDir: string, binds: string[]): Promise<RootlessRoot> {
     await mkdir(etcDir, { recursive: true });
@@ -173,15 +164,7 @@ export class RootlessRoot {
       const ours = readFileSync(`/etc/${f}`, 'utf8').split('\n').filter((l) => l.startsWith(`${user.name}:`));
       await writeFile(join(etcDir, f), [...theirs.split('\n').filter((l) => l && !l.startsWith(`${user.name}:`)), ...ours, ''].join('\n'));
     }
-    const holder = spawn('unshare', ['-m', '--propagation', 'private', 'bash', '-c', ROOT_SETUP, '_', root, etcDir, user.runtimeDir, `${user.uid}:${user.gid}`, ...binds], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    holder.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-    await new Promise<void>((resolve, reject) => {
-      holder.stdout!.on('data', (d: Buffer) => {
-        if (d.toString().includes('ready')) resolve();
-      });
-      holder.once('exit', (code) => reject(new Error(`entering ${root} failed (${code}): ${out}`)));
-    });
+    const holder = await NamespaceHolder.start(USER_ROOT, [root, etcDir, user.runtimeDir, `${user.uid}:${user.gid}`, ...binds], `entering ${root}`);
     return new RootlessRoot(holder);
   }
 
@@ -196,48 +179,21 @@ export class RootlessRoot {
     return ['nsenter', '-t', String(this.holder.pid), '-m', '--', '/usr/bin/env', '-i', ...vars, 'setpriv', '--reuid', String(user.uid), '--regid', String(user.gid), '--init-groups', ...command];
   }
 
-  async close(): Promise<void> {
-    if (this.holder.exitCode !== null || this.holder.signalCode !== null) return;
-    const gone = new Promise((r) => this.holder.once('exit', r));
-    this.holder.kill('SIGKILL');
-    await gone;
+  close(): Promise<void> {
+    return this.holder.close();
   }
 }
 
 /** `tocfs store --foreground` from source, run as the user (its uid and gid, its environment); waits until it answers. */
 export async function startStoreAs(user: TestUser, dir: string, cacheDir: string, env: NodeJS.ProcessEnv = {}): Promise<RunningStore> {
-  const args = ['--import', 'tsx', ENTRY, 'store', '--foreground', '--tls-verify=false', '--cache-dir', cacheDir, '--metrics-address', '', '--log-level', 'debug', dir];
-  const child: ChildProcess = spawn(process.execPath, args, {
+  const child: ChildProcess = spawn(process.execPath, storeArgs(dir, cacheDir), {
     cwd: REPO,
     uid: user.uid,
     gid: user.gid,
     env: { ...user.env, TOCFS_LOG_JSON: '1', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  const log: string[] = [];
-  for (const stream of [child.stdout!, child.stderr!]) createInterface({ input: stream }).on('line', (line) => log.push(line));
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  const deadline = Date.now() + 30_000;
-  while (!log.some((l) => l.includes('layer store mounted'))) {
-    if (child.exitCode !== null || Date.now() > deadline) {
-      child.kill('SIGKILL');
-      throw new Error(`tocfs store (as ${user.name}) did not start:\n${log.join('\n')}`);
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return {
-    dir,
-    child,
-    log,
-    exited,
-    async stop(signal = 'SIGTERM') {
-      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
-      const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
-      const code = await exited;
-      clearTimeout(timer);
-      return code;
-    },
-  };
+  return superviseStore(child, dir, `tocfs store (as ${user.name})`);
 }
 
 /**
@@ -282,8 +238,7 @@ export class RootlessPodman {
    * the TOC digest from the layer's annotations, 4.3.1 the blob digest.
    */
   storeKey(layer: { digest: string; annotations?: Record<string, string> }): string {
-    if (!this.root) return layer.digest;
-    return ['io.github.containers.zstd-chunked.manifest-checksum', 'containerd.io/snapshot/stargz/toc.digest'].map((a) => layer.annotations?.[a]).find((d) => d !== undefined) ?? layer.digest;
+    return storeKeyOf(layer, this.root !== null);
   }
 
   async ok(args: string[]): Promise<{ stdout: Buffer; stderr: string }> {
@@ -298,14 +253,8 @@ export class RootlessPodman {
   }
 
   /** Layers of the graph root that point into an additional layer store. */
-  async storeLayers(): Promise<string[]> {
-    const dir = join(this.graphRoot, 'overlay');
-    const out: string[] = [];
-    for (const id of await readdir(dir).catch(() => [] as string[])) {
-      const link = await readFile(join(dir, id, 'additionallayer'), 'utf8').catch(() => undefined);
-      if (link) out.push(link);
-    }
-    return out;
+  storeLayers(): Promise<string[]> {
+    return storeLayersIn(this.graphRoot);
   }
 
   /** Removes containers, images and storage, and ends the user's pause process (it holds the user and mount namespaces). */

@@ -21,10 +21,19 @@ export async function isFuseMounted(dir: string): Promise<boolean> {
   return mounts.split('\n').some((l) => l.split(' ')[1] === dir && l.split(' ')[2] === 'fuse.tocfs');
 }
 
+/** The arguments of `tocfs store --foreground` from source, as tests run it. */
+export function storeArgs(dir: string, cacheDir: string, extraArgs: string[] = []): string[] {
+  return ['--import', 'tsx', ENTRY, 'store', '--foreground', '--tls-verify=false', '--cache-dir', cacheDir, '--metrics-address', '', '--log-level', 'debug', ...extraArgs, dir];
+}
+
 /** `env` is added to this process's environment for the store. */
 export async function startStore(dir: string, cacheDir: string, extraArgs: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<RunningStore> {
-  const args = ['--import', 'tsx', ENTRY, 'store', '--foreground', '--tls-verify=false', '--cache-dir', cacheDir, '--metrics-address', '', '--log-level', 'debug', ...extraArgs, dir];
-  const child = spawn(process.execPath, args, { env: { ...process.env, TOCFS_LOG_JSON: '1', TOCFS_CONFIG: '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, storeArgs(dir, cacheDir, extraArgs), { env: { ...process.env, TOCFS_LOG_JSON: '1', TOCFS_CONFIG: '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  return superviseStore(child, dir, 'tocfs store');
+}
+
+/** Collects a spawned store's log, waits until it says it is mounted, and gives the handle tests stop it by. */
+export async function superviseStore(child: ChildProcess, dir: string, what: string): Promise<RunningStore> {
   const log: string[] = [];
   for (const stream of [child.stdout!, child.stderr!]) createInterface({ input: stream }).on('line', (line) => log.push(line));
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
@@ -32,7 +41,7 @@ export async function startStore(dir: string, cacheDir: string, extraArgs: strin
   while (!log.some((l) => l.includes('layer store mounted'))) {
     if (child.exitCode !== null || Date.now() > deadline) {
       child.kill('SIGKILL');
-      throw new Error(`tocfs store did not start:\n${log.join('\n')}`);
+      throw new Error(`${what} did not start:\n${log.join('\n')}`);
     }
     await new Promise((r) => setTimeout(r, 50));
   }

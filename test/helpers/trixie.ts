@@ -20,22 +20,57 @@ export function trixieSkipReason(): string | false {
   return false;
 }
 
-const SETUP = `
-set -e
-R=$1; shift
-mount --bind "$R" "$R"            # / of the chroot must be a mount point: runc pivots out of it
+/**
+ * Shell lines making root $R usable for Podman inside a private mount namespace, and
+ * rbind-mounting the host directories "$@" at the same paths in it (a FUSE mount under one is
+ * carried along).
+ */
+export const ROOT_MOUNTS = `
+mount --bind "$R" "$R"            # / of the root must be a mount point: runc pivots out of it
 mount -t proc proc "$R/proc"
 mount --rbind /dev "$R/dev"
 mount --rbind /sys "$R/sys"
 mount -t tmpfs tmpfs "$R/run"
 mount -t tmpfs tmpfs "$R/tmp"
 for d in "$@"; do mkdir -p "$R$d"; mount --rbind "$d" "$R$d"; done
-echo ready
-exec sleep infinity
 `;
 
+/**
+ * A process holding a private mount namespace, set up by `script` (run by bash with `args`),
+ * which prints "ready" and then sleeps. The namespace and its mounts last while it or any
+ * process started in it lives.
+ */
+export class NamespaceHolder {
+  private constructor(private readonly holder: ChildProcess) {}
+
+  static async start(script: string, args: string[], what: string): Promise<NamespaceHolder> {
+    const holder = spawn('unshare', ['-m', '--propagation', 'private', 'bash', '-c', `set -e\n${script}\necho ready\nexec sleep infinity\n`, '_', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    holder.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+    await new Promise<void>((resolve, reject) => {
+      holder.stdout!.on('data', (d: Buffer) => {
+        if (d.toString().includes('ready')) resolve();
+      });
+      holder.once('exit', (code) => reject(new Error(`${what} failed (${code}): ${out}`)));
+    });
+    return new NamespaceHolder(holder);
+  }
+
+  get pid(): number {
+    return this.holder.pid!;
+  }
+
+  /** Ends the namespace: its mounts go once no process is left in it (stop containers first). */
+  async close(): Promise<void> {
+    if (this.holder.exitCode !== null || this.holder.signalCode !== null) return;
+    const gone = new Promise((r) => this.holder.once('exit', r));
+    this.holder.kill('SIGKILL');
+    await gone;
+  }
+}
+
 export class TrixieNamespace {
-  private constructor(private readonly holder: ChildProcess, readonly root: string) {}
+  private constructor(private readonly holder: NamespaceHolder, readonly root: string) {}
 
   /**
    * Enters a fresh namespace with `binds` (host directories, rbind-mounted at the same paths:
@@ -43,15 +78,7 @@ export class TrixieNamespace {
    * do not reach a private namespace.
    */
   static async enter(binds: string[], root = TRIXIE_ROOT): Promise<TrixieNamespace> {
-    const holder = spawn('unshare', ['-m', '--propagation', 'private', 'bash', '-c', SETUP, '_', root, ...binds], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    holder.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-    await new Promise<void>((resolve, reject) => {
-      holder.stdout!.on('data', (d: Buffer) => {
-        if (d.toString().includes('ready')) resolve();
-      });
-      holder.once('exit', (code) => reject(new Error(`entering the trixie root failed (${code}): ${out}`)));
-    });
+    const holder = await NamespaceHolder.start(`R=$1; shift\n${ROOT_MOUNTS}`, [root, ...binds], 'entering the trixie root');
     return new TrixieNamespace(holder, root);
   }
 
@@ -62,10 +89,7 @@ export class TrixieNamespace {
   }
 
   /** Ends the namespace: its mounts go once no process is left in it (stop containers first). */
-  async close(): Promise<void> {
-    if (this.holder.exitCode !== null || this.holder.signalCode !== null) return;
-    const gone = new Promise((r) => this.holder.once('exit', r));
-    this.holder.kill('SIGKILL');
-    await gone;
+  close(): Promise<void> {
+    return this.holder.close();
   }
 }
