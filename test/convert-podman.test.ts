@@ -19,7 +19,7 @@ import { normaliseName } from '../src/formats/path.js';
 import { scanTar } from '../src/formats/tar/read.js';
 import { CORPUS_DIR, HAVE_CORPUS, loadExpected, type ExpectedEntry } from './helpers/corpus.js';
 import { startRegistry, type TestRegistry } from './helpers/registry.js';
-import { buildImage, type FileSpec } from './helpers/images.js';
+import { buildImage } from './helpers/images.js';
 import { OVERLAY_LAYERS, OVERLAY_MERGED } from './helpers/overlay-image.js';
 import { expectedEntries, KINDS_LAYER } from './helpers/spec-expected.js';
 

@@ -31,11 +31,6 @@ const esgz = (): TestLayer => corpusLayer('estargz-ctrremote-basic', 0);
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Entry = any;
-const byName = (doc: TocJson, name: string): Entry => {
-  const e = doc.entries.find((x: Entry) => x.name === name);
-  if (!e) throw new Error(`test setup: no entry ${name}`);
-  return e;
-};
 const firstReg = (doc: TocJson): Entry => doc.entries.find((x: Entry) => x.type === 'reg' && x.size > 0 && !String(x.name).includes('landmark'));
 const chunked = (doc: TocJson): { reg: Entry; chunks: Entry[] } => {
   const i = doc.entries.findIndex((x: Entry, k: number) => x.type === 'reg' && doc.entries[k + 1]?.type === 'chunk');

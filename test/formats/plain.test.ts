@@ -17,7 +17,7 @@ import { DigestMismatchError } from '../../src/errors.js';
 import { extractChunk } from '../../src/formats/chunk.js';
 import { indexPlainLayer, PLAIN_CHUNK_SIZE } from '../../src/formats/plain.js';
 import { parsePaxTime } from '../../src/formats/tar/pax.js';
-import type { LayerToc } from '../../src/formats/toc.js';
+import type { LayerToc, TocEntry } from '../../src/formats/toc.js';
 import { OciLayoutSource } from '../../src/source/oci-layout.js';
 import type { Descriptor } from '../../src/source/types.js';
 import { CORPUS_DIR, HAVE_CORPUS, loadExpected, type ExpectedEntry } from '../helpers/corpus.js';
@@ -41,6 +41,22 @@ async function index(dir: string, desc: Descriptor): Promise<{ toc: LayerToc; st
     store.set(d, Buffer.from(data));
   }, (n) => progress.push(n));
   return { toc, store, progress };
+}
+
+/** A file's pieces as they were put: they cover it without gaps, at most PLAIN_CHUNK_SIZE each, zeros where marked. */
+function storedPieces(e: TocEntry, store: Map<string, Buffer>): Buffer[] {
+  let at = 0;
+  const parts = e.chunks.map((c) => {
+    assert.equal(c.offset, at, `${e.path}: chunks cover the file without gaps`);
+    assert.ok(c.size <= PLAIN_CHUNK_SIZE, `${e.path}: piece of ${c.size} bytes`);
+    at += c.size;
+    const data = store.get(c.digest);
+    assert.ok(data, `${e.path}: chunk ${c.digest} was put`);
+    assert.equal(c.zeros, !data.some((b) => b !== 0));
+    return data;
+  });
+  assert.equal(at, e.size);
+  return parts;
 }
 
 /**
@@ -98,17 +114,7 @@ describe('plain-layer indexer on the corpus', { skip: !HAVE_CORPUS && 'corpus no
         });
         for (const e of toc.entries.filter((t) => t.type === 'reg')) {
           const w = want.find((t) => t.path === e.path)!;
-          let at = 0;
-          const parts = e.chunks.map((c) => {
-            assert.equal(c.offset, at, `${e.path}: chunks cover the file without gaps`);
-            assert.ok(c.size <= PLAIN_CHUNK_SIZE, `${e.path}: piece of ${c.size} bytes`);
-            at += c.size;
-            const data = store.get(c.digest);
-            assert.ok(data, `${e.path}: chunk ${c.digest} was put`);
-            assert.equal(c.zeros, !data.some((b) => b !== 0));
-            return data;
-          });
-          assert.equal(at, e.size);
+          const parts = storedPieces(e, store);
           assert.equal(sha256(parts), 'sha256:' + w.sha256, `${image}: ${e.path} content`);
           assert.equal(e.digest, 'sha256:' + w.sha256);
         }
@@ -161,17 +167,7 @@ describe('plain-layer indexer on layers tocfs builds', () => {
           if (w.type === 'char' || w.type === 'block') assert.deepEqual([e.devMajor, e.devMinor], [w.devmajor, w.devminor], `${w.path} device`);
           assert.deepEqual(Object.fromEntries(Object.entries(e.xattrs ?? {}).map(([k, v]) => [k, v.toString('base64')])), w.xattrs ?? {}, `${w.path} xattrs`);
           if (w.type !== 'reg') continue;
-          let at = 0;
-          const parts = e.chunks.map((c) => {
-            assert.equal(c.offset, at, `${e.path}: chunks cover the file without gaps`);
-            assert.ok(c.size <= PLAIN_CHUNK_SIZE, `${e.path}: piece of ${c.size} bytes`);
-            at += c.size;
-            const data = store.get(c.digest);
-            assert.ok(data, `${e.path}: chunk ${c.digest} was put`);
-            assert.equal(c.zeros, !data.some((b) => b !== 0));
-            return data;
-          });
-          assert.equal(at, e.size);
+          const parts = storedPieces(e, store);
           assert.equal(sha256(parts), 'sha256:' + w.sha256, `${e.path} content`);
         }
       } finally {

@@ -20,7 +20,7 @@ import type { Descriptor, ImageSource } from '../../src/source/types.js';
 import { buildImage, seededContent, type BuiltImage } from '../helpers/images.js';
 import { parseExposition } from '../helpers/metrics.js';
 import { isolatedRegistryOptions } from '../helpers/registry-env.js';
-import { startFaultProxy, type FaultProxy } from '../helpers/registry-fault-proxy.js';
+import { startFaultProxy } from '../helpers/registry-fault-proxy.js';
 import { freePort, startRegistry, type TestRegistry } from '../helpers/registry.js';
 import { registryLogSettled } from '../helpers/store.js';
 
