@@ -125,7 +125,7 @@ export async function serveMount(opts: ServeOptions): Promise<void> {
     log.info({ image: image.reference, layers: image.layers.length, inodes: tree.inodeCount, ms: Date.now() - started }, 'image opened');
     const ops = fsOperations({
       tree,
-      read: (node, offset, length) => opened.readFile(node, offset, length),
+      read: (node, offset, length, into) => opened.readFileInto(node, offset, length, into),
       logger: log,
       describe: (node) => ({ image: opened.reference, layer: opened.layers[node.layer]?.descriptor.digest }),
     });

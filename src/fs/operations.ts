@@ -11,8 +11,12 @@ import { registryDownCause } from '../registry/health.js';
 import { Errno, type FuseOperations, type StatfsInfo } from './fuse-binding.js';
 import { statOf } from './stat.js';
 
-/** Reads `length` bytes at `offset` of a regular file (exactly, within the file's size); bounded in time by registry.stall_timeout and, as a backstop, fetch.timeout. */
-export type ContentReader = (node: FsNode, offset: number, length: number) => Promise<Buffer>;
+/**
+ * Copies `length` bytes at `offset` of a regular file (exactly, within the file's size) into
+ * `into` and returns the count: at once when the bytes are in memory, else when fetched,
+ * bounded in time by registry.stall_timeout and, as a backstop, fetch.timeout.
+ */
+export type ContentReader = (node: FsNode, offset: number, length: number, into: Buffer) => number | Promise<number>;
 
 export interface FsOptions {
   tree: FsTree;
@@ -136,17 +140,19 @@ export function fsOperations(opts: FsOptions): FuseOperations {
       const size = node.entry.type === 'reg' ? node.entry.size : 0;
       if (pos >= size || len === 0) return cb(0);
       const length = Math.min(len, size - pos);
-      read(node, pos, length).then(
-        (data) => {
-          data.copy(buf, 0, 0, length);
-          cb(Math.min(data.length, length));
-        },
-        (err: unknown) => {
-          // While a registry is down, reads of what is not cached fail at once: that was logged once, when it went down.
-          log[registryDownCause(err) ? 'debug' : 'error']({ err, path, offset: pos, length, ...opts.describe?.(node) }, 'read failed: answering EIO');
-          cb(Errno.EIO);
-        },
-      );
+      const failed = (err: unknown): void => {
+        // While a registry is down, reads of what is not cached fail at once: that was logged once, when it went down.
+        log[registryDownCause(err) ? 'debug' : 'error']({ err, path, offset: pos, length, ...opts.describe?.(node) }, 'read failed: answering EIO');
+        cb(Errno.EIO);
+      };
+      let n: number | Promise<number>;
+      try {
+        n = read(node, pos, length, buf);
+      } catch (err) {
+        return failed(err);
+      }
+      if (typeof n === 'number') return cb(n);
+      n.then(cb, failed);
     },
     release(_path, fd, cb) {
       handles.delete(fd);

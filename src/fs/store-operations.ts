@@ -18,7 +18,7 @@
 import type { Logger } from 'pino';
 import { Errno, type FuseOperations, type StatInfo, type StatfsInfo } from './fuse-binding.js';
 import { toHost, type IdMap } from './id-map.js';
-import { fsOperations } from './operations.js';
+import { fsOperations, type ContentReader } from './operations.js';
 import type { FsNode, FsTree } from '../image/tree.js';
 import { OVERLAY_OPAQUE_XATTR } from '../image/tree.js';
 import { BlobFileReader } from '../store/blob-file.js';
@@ -48,7 +48,7 @@ export interface StoreFsOptions {
 }
 
 /** fs/ operations over one tree, with st_ino moved by `inoBase`, owners mapped by `idMap`, and the opaque marker answered under both xattr names. */
-function treeOperations(tree: FsTree, read: (node: FsNode, offset: number, length: number) => Promise<Buffer>, inoBase: number, idMap: IdMap | undefined, logger: Logger, describe: (node: FsNode) => Record<string, unknown>): FuseOperations {
+function treeOperations(tree: FsTree, read: ContentReader, inoBase: number, idMap: IdMap | undefined, logger: Logger, describe: (node: FsNode) => Record<string, unknown>): FuseOperations {
   const ops = fsOperations({ tree, read, logger, describe });
   const moved = idMap
     ? (st: StatInfo): StatInfo => ({ ...st, ino: inoBase + st.ino, uid: toHost(idMap.uids, st.uid), gid: toHost(idMap.gids, st.gid) })
@@ -114,7 +114,7 @@ export function storeOperations(opts: StoreFsOptions): FuseOperations {
     const c = layer.content;
     let ops = diffOps.get(c);
     if (!ops) {
-      ops = treeOperations(c.diff, (node, o, l) => c.read(node.entry, o, l), c.inoBase, idMap, log, () => ({ layer: c.descriptor.digest }));
+      ops = treeOperations(c.diff, (node, o, l, into) => c.readInto(node.entry, o, l, into), c.inoBase, idMap, log, () => ({ layer: c.descriptor.digest }));
       diffOps.set(c, ops);
     }
     return ops;
@@ -130,7 +130,7 @@ export function storeOperations(opts: StoreFsOptions): FuseOperations {
         (chain) => {
           let ops = chainOps.get(layer);
           if (!ops) {
-            ops = treeOperations(chain.tree, (node, o, l) => chain.contents[node.layer]!.read(node.entry, o, l), chain.inoBase, idMap, log, (node) => ({ layer: chain.contents[node.layer]?.descriptor.digest }));
+            ops = treeOperations(chain.tree, (node, o, l, into) => chain.contents[node.layer]!.readInto(node.entry, o, l, into), chain.inoBase, idMap, log, (node) => ({ layer: chain.contents[node.layer]?.descriptor.digest }));
             chainOps.set(layer, ops);
           }
           then(ops);

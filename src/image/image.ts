@@ -48,18 +48,23 @@ export interface OpenedImage {
   layer(digest: string): ImageLayer;
   /** Bytes [offset, offset+length) of a regular file of any of this image's trees; `signal` gives up waiting. */
   readFile(node: FsNode, offset: number, length: number, signal?: AbortSignal): Promise<Buffer>;
+  /** Like readFile, into `into`; synchronous when the bytes are in memory (LayerReader.readInto). */
+  readFileInto(node: FsNode, offset: number, length: number, into: Buffer): number | Promise<number>;
   close(): Promise<void>;
 }
 
 export async function openImage(reference: string, opts: OpenImageOptions = {}): Promise<OpenedImage> {
   const log = opts.logger ?? rootLogger();
+  (await import('../tmark.js')).tmark('openImage');
   const source: ImageSource = await openImageSource(reference, {
     ...(opts.tlsVerify !== undefined ? { tlsVerify: opts.tlsVerify } : {}),
     ...(opts.platform ? { platform: opts.platform } : {}),
     ...(opts.registry ? { registry: opts.registry } : {}),
   });
   try {
+    (await import('../tmark.js')).tmark('resolve');
     const resolved = await source.resolve();
+    (await import('../tmark.js')).tmark('resolved');
     const opener = await LayerOpener.create({ ...opts, cacheDir: opts.cacheDir ?? defaultCacheDir() }, log, opts.counter);
     // Readers' warnings (a chunk failing verification) name the image; they name layer and path themselves.
     const readerLog = log.child({ image: resolved.reference });
@@ -67,6 +72,7 @@ export async function openImage(reference: string, opts: OpenImageOptions = {}):
     const image = { reference: resolved.reference, manifestDigest: resolved.manifestDigest };
     const published = new PublishedIndexes(image, opts.index?.trust ?? [], sourceOptions, log);
     const built: Array<{ layer: string; bytes: Buffer }> = [];
+    (await import('../tmark.js')).tmark('opener created');
     const layers = await Promise.all(
       resolved.layers.map(
         async (descriptor, index): Promise<ImageLayer> => ({
@@ -131,6 +137,12 @@ class Image implements OpenedImage {
     const layer = this.layers[node.layer];
     if (!layer) return Promise.reject(new TocfsError(`no layer ${node.layer} in ${this.reference}`));
     return layer.reader.readAt(node.entry, offset, length, signal);
+  }
+
+  readFileInto(node: FsNode, offset: number, length: number, into: Buffer): number | Promise<number> {
+    const layer = this.layers[node.layer];
+    if (!layer) return Promise.reject(new TocfsError(`no layer ${node.layer} in ${this.reference}`));
+    return layer.reader.readInto(node.entry, offset, length, into);
   }
 
   async close(): Promise<void> {

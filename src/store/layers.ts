@@ -83,13 +83,17 @@ export class LayerContent {
     this.inoBase = slot * 2 ** INODE_SLOT_BITS;
   }
 
-  /** Reads file content, remembering the last failure for `tocfs store status`. */
-  async read(entry: Parameters<LayerReader['readAt']>[0], offset: number, length: number): Promise<Buffer> {
-    try {
-      return await this.reader.readAt(entry, offset, length);
-    } catch (e) {
+  /** Reads file content into `into` (LayerReader.readInto), remembering the last failure for `tocfs store status`. */
+  readInto(entry: Parameters<LayerReader['readAt']>[0], offset: number, length: number, into: Buffer): number | Promise<number> {
+    const noteFailure = (e: unknown): never => {
       this.lastError = (e as Error).message;
       throw e;
+    };
+    try {
+      const n = this.reader.readInto(entry, offset, length, into);
+      return typeof n === 'number' ? n : n.catch(noteFailure);
+    } catch (e) {
+      return noteFailure(e);
     }
   }
 }

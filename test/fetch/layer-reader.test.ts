@@ -14,7 +14,7 @@ import { sha256 } from '../../src/digest.js';
 import { LayerReader, LayerReadError, type LayerReaderOptions } from '../../src/fetch/layer-reader.js';
 import type { ChunkStore } from '../../src/fetch/chunk-store.js';
 import { inFlightFor } from '../../src/fetch/in-flight.js';
-import { extentBytes } from '../../src/fetch/plan.js';
+import { chunksCovering, extentBytes } from '../../src/fetch/plan.js';
 import { fetchAll, prefetchLandmark } from '../../src/fetch/prefetch.js';
 import { NoTocError, readLayerToc } from '../../src/formats/index.js';
 import { indexPlainLayer } from '../../src/formats/plain.js';
@@ -524,6 +524,44 @@ describe('LayerReader over real images', { skip: HAVE_CORPUS ? false : `no corpu
           }),
         );
         assert.ok(counter.requests > 0);
+      });
+    }
+
+    for (const format of ['zstd:chunked', 'estargz'] as const) {
+      test(`${format}: readInto answers at once (no promise) when the range is in memory, the same bytes as readAt, and fetches again what was evicted`, async () => {
+        const [l] = images[format]!;
+        const e = regular(l!.toc).find((x) => x.path === 'big/a.bin')!;
+        assert.ok(e.chunks.length > 4, `big/a.bin has ${e.chunks.length} chunks`);
+        const counter = new ReadCounter();
+        // Ranges that start inside one chunk and end inside the next, as the kernel's reads do.
+        const second = e.chunks[1]!;
+        const range = { offset: second.offset - 4096, length: 8192 + 1000 };
+        // A memory tier that holds exactly the range's chunks: any other chunk evicts one of them.
+        const covering = chunksCovering(e, range.offset, range.offset + range.length);
+        const reader = readerFor(l!, await newCache({ memoryBytes: covering.reduce((n, c) => n + c.size, 0) }), counter.wrap(l!.blob), { readAhead: 0 });
+        const truth = seededBytes('a', SIZE);
+        const into = Buffer.alloc(range.length + 16, 0xee);
+        const first = reader.readInto(e, range.offset, range.length, into);
+        assert.ok(first instanceof Promise, 'a range not in memory is fetched');
+        assert.equal(await first, range.length);
+        assert.ok(into.subarray(0, range.length).equals(truth.subarray(range.offset, range.offset + range.length)), 'fetched bytes');
+        assert.ok(into.subarray(range.length).equals(Buffer.alloc(16, 0xee)), 'nothing written past the count');
+        const requests = counter.requests;
+        into.fill(0);
+        const again = reader.readInto(e, range.offset, range.length, into);
+        assert.equal(again, range.length, 'a range in memory is answered synchronously');
+        assert.ok(into.subarray(0, range.length).equals(truth.subarray(range.offset, range.offset + range.length)), 'bytes from memory');
+        assert.ok(reader.readInto(e, e.size, 10, into) === 0, 'a read at EOF is 0 at once');
+        const tail = reader.readInto(e, e.size - 100, 4096, into);
+        assert.equal(await tail, 100, 'a read past EOF is clamped');
+        assert.ok(into.subarray(0, 100).equals(truth.subarray(e.size - 100)), 'the last bytes');
+        assert.ok(counter.requests > requests, 'the tail was fetched');
+        // The tail's chunk pushed one of the range's out of memory.
+        const evicted = reader.readInto(e, range.offset, range.length, into);
+        assert.ok(evicted instanceof Promise, 'an evicted range is read again, from disk or registry');
+        assert.equal(await evicted, range.length);
+        assert.ok(into.subarray(0, range.length).equals(truth.subarray(range.offset, range.offset + range.length)), 'bytes after eviction');
+        assert.ok((await reader.readAt(e, range.offset, range.length)).equals(truth.subarray(range.offset, range.offset + range.length)), 'readAt agrees');
       });
     }
 

@@ -3,6 +3,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import type { TocEntry } from '../../src/formats/toc.js';
+import type { LayerContent } from '../../src/store/layers.js';
 
 const ENTRY = fileURLToPath(new URL('../../src/cli/entry.ts', import.meta.url));
 
@@ -73,4 +75,10 @@ export async function registryLogSettled(registry: { host: string; log: string[]
     if (Date.now() > deadline) throw new Error('the registry did not log the marker request');
     await new Promise((r) => setTimeout(r, 20));
   }
+}
+
+/** Bytes [offset, offset+length) of a file of a store layer, as FUSE reads them (LayerContent.readInto). */
+export async function readContent(content: Pick<LayerContent, 'readInto'>, entry: TocEntry, offset: number, length: number): Promise<Buffer> {
+  const into = Buffer.alloc(length);
+  return into.subarray(0, await content.readInto(entry, offset, length, into));
 }

@@ -24,6 +24,7 @@ import { LayerStore, type StoreLayer } from '../../src/store/layers.js';
 import { buildImage, seededBytes, type BuiltImage } from '../helpers/images.js';
 import { startRegistry, type TestRegistry } from '../helpers/registry.js';
 import { isolatedRegistryOptions } from '../helpers/registry-env.js';
+import { readContent } from '../helpers/store.js';
 
 const TIMEOUT_MS = 1500;
 /** registry.stall_timeout of the frozen-registry test. */
@@ -93,7 +94,7 @@ describe('one layer opener: the mount and the store alike', { timeout: 120_000 }
     try {
       const cases: Array<[string, () => Promise<Buffer>]> = [
         ['mount', () => image.readFile(node(FILES[0]!.path), 0, 4096)],
-        ['store', () => layer.content.read(entry(FILES[1]!.path), 0, 4096)],
+        ['store', () => readContent(layer.content, entry(FILES[1]!.path), 0, 4096)],
       ];
       for (const [path, read] of cases) {
         const started = Date.now();
@@ -110,7 +111,7 @@ describe('one layer opener: the mount and the store alike', { timeout: 120_000 }
     }
     const mountBytes = await image.readFile(node(FILES[0]!.path), 0, FILES[0]!.content.length);
     assert.equal(sha256(mountBytes), sha256(FILES[0]!.content));
-    const storeBytes = await layer.content.read(entry(FILES[1]!.path), 0, FILES[1]!.content.length);
+    const storeBytes = await readContent(layer.content, entry(FILES[1]!.path), 0, FILES[1]!.content.length);
     assert.equal(sha256(storeBytes), sha256(FILES[1]!.content));
   });
 
@@ -123,7 +124,7 @@ describe('one layer opener: the mount and the store alike', { timeout: 120_000 }
     const node = (path: string) => image.tree().lookup(`/${path}`)!;
     const paths: Array<[string, (file: number, offset: number, length: number) => Promise<Buffer>]> = [
       ['mount', (f, o, l) => image.readFile(node(FILES[f]!.path), o, l)],
-      ['store', (f, o, l) => layer.content.read(entry(FILES[f]!.path), o, l)],
+      ['store', (f, o, l) => readContent(layer.content, entry(FILES[f]!.path), o, l)],
     ];
     const timedFailure = async (what: string, read: Promise<Buffer>): Promise<number> => {
       const started = Date.now();

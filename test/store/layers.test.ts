@@ -17,6 +17,7 @@ import { LayerStore, StoreMiss } from '../../src/store/layers.js';
 import { buildImage, seededBytes, type BuiltImage } from '../helpers/images.js';
 import { startRegistry, type TestRegistry } from '../helpers/registry.js';
 import { isolatedRegistryOptions } from '../helpers/registry-env.js';
+import { readContent } from '../helpers/store.js';
 
 let tmp: string;
 let registry: TestRegistry;
@@ -68,7 +69,7 @@ test('closing the store ends the recording of a start-up profile and saves what 
   const store = new LayerStore({ opener: await LayerOpener.create({ cacheDir }, log), source, logger: log, profiles, prefetch: 'none' });
   const layer = await store.lookup(`${registry.host}/down:latest`, img.layers[0]!.digest);
   const entry = layer.content.toc.entries.find((e) => e.path === 'a')!;
-  assert.deepEqual(await layer.content.read(entry, 0, 1000), seededBytes('a', 1000));
+  assert.deepEqual(await readContent(layer.content, entry, 0, 1000), seededBytes('a', 1000));
   await store.close();
   const saved = await new ProfileStore(cacheDir, log).load(img.manifestDigest);
   assert.ok(saved, 'the profile was saved at close');

@@ -177,7 +177,7 @@ const recordCommand: CommandModule<object, ProfileArgs> = {
       (profile) => (saved = profile ? profileStore().save(profile) : Promise.resolve(undefined)),
     );
     image.layers.forEach((l) => recorder.attach(l.index, l.reader));
-    const mounted = await mountFs(mountpoint, fsOperations({ tree: image.tree(), read: (node, offset, length) => image.readFile(node, offset, length), logger: log }), { label: image.reference, logger: log });
+    const mounted = await mountFs(mountpoint, fsOperations({ tree: image.tree(), read: (node, offset, length, into) => image.readFileInto(node, offset, length, into), logger: log }), { label: image.reference, logger: log });
     let code: number;
     try {
       code = await runCommand(cmd, mountpoint, argv.chroot);
