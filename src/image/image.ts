@@ -55,16 +55,13 @@ export interface OpenedImage {
 
 export async function openImage(reference: string, opts: OpenImageOptions = {}): Promise<OpenedImage> {
   const log = opts.logger ?? rootLogger();
-  (await import('../tmark.js')).tmark('openImage');
   const source: ImageSource = await openImageSource(reference, {
     ...(opts.tlsVerify !== undefined ? { tlsVerify: opts.tlsVerify } : {}),
     ...(opts.platform ? { platform: opts.platform } : {}),
     ...(opts.registry ? { registry: opts.registry } : {}),
   });
   try {
-    (await import('../tmark.js')).tmark('resolve');
     const resolved = await source.resolve();
-    (await import('../tmark.js')).tmark('resolved');
     const opener = await LayerOpener.create({ ...opts, cacheDir: opts.cacheDir ?? defaultCacheDir() }, log, opts.counter);
     // Readers' warnings (a chunk failing verification) name the image; they name layer and path themselves.
     const readerLog = log.child({ image: resolved.reference });
@@ -72,7 +69,6 @@ export async function openImage(reference: string, opts: OpenImageOptions = {}):
     const image = { reference: resolved.reference, manifestDigest: resolved.manifestDigest };
     const published = new PublishedIndexes(image, opts.index?.trust ?? [], sourceOptions, log);
     const built: Array<{ layer: string; bytes: Buffer }> = [];
-    (await import('../tmark.js')).tmark('opener created');
     const layers = await Promise.all(
       resolved.layers.map(
         async (descriptor, index): Promise<ImageLayer> => ({
