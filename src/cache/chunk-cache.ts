@@ -23,6 +23,7 @@ import { digestHex, isDigest, sha256 } from '../digest.js';
 import { logger as rootLogger } from '../log.js';
 import { metrics } from '../metrics/index.js';
 import { cleanStaleTemps, DIR_MODE, isDiskUnusable, isNotFound, OWN_FILE_NAME, writeAtomic } from './files.js';
+import { ProcessMemoryBudget } from './memory-budget.js';
 import { defaultMemoryBytes } from './paths.js';
 import { DiskTocStore } from './toc-store.js';
 
@@ -48,11 +49,18 @@ const CACHEDIR_TAG = 'Signature: 8a477f597d28d172789f06886806bc55\n# This file i
 const WRITE_CONCURRENCY = 2;
 /** Bytes waiting for the disk beyond which new chunks stay in memory only (bounds memory when the network outruns the disk). */
 const MAX_QUEUED_WRITE_BYTES = 256 * 1024 ** 2;
+/** With a process memory budget, chunks waiting for the disk may hold at most this share of it. */
+const QUEUED_WRITE_SHARE = 1 / 8;
 
 export interface ChunkCacheOptions {
   dir: string;
   maxBytes?: number;
   memoryBytes?: number;
+  /**
+   * The resident memory the whole process should keep within (daemon.memory): the memory
+   * tier shrinks below `memoryBytes` as the rest of the process grows (memory-budget.ts).
+   */
+  processMemoryBudget?: number;
   logger?: Logger;
 }
 
@@ -60,6 +68,10 @@ export interface CacheStats {
   files: number;
   bytes: number;
   memoryBytes: number;
+  /** What the memory tier may hold now: cache.memory_size, or less to keep within daemon.memory. */
+  memoryLimitBytes: number;
+  /** daemon.memory, when the cache keeps to one. */
+  processMemoryBudget?: number;
   hits: { memory: number; disk: number };
   misses: number;
   /** false once the disk tier was given up (full or read-only). */
@@ -117,6 +129,10 @@ export class ChunkCache {
   private readonly writes = new Map<string, Promise<void>>();
   private readonly writeSlots = new Sema(WRITE_CONCURRENCY);
   private queuedWriteBytes = 0;
+  private readonly maxQueuedWriteBytes: number;
+  /** What the memory tier may hold now (memoryBytes, or less under a process memory budget). */
+  private memoryLimit: number;
+  private readonly budget: ProcessMemoryBudget | undefined;
   private writeWaiters: Array<() => void> = [];
   /** Writes past the gc gate (their files may be on disk but not counted yet). */
   private readonly activeWrites = new Set<Promise<void>>();
@@ -135,6 +151,11 @@ export class ChunkCache {
       maxSize: Math.max(1, opts.memoryBytes ?? DEFAULT_MEMORY_BYTES),
       sizeCalculation: (e) => Math.max(1, e.data.length),
     });
+    this.memoryLimit = this.memory.maxSize;
+    this.maxQueuedWriteBytes = opts.processMemoryBudget ? Math.min(MAX_QUEUED_WRITE_BYTES, Math.floor(opts.processMemoryBudget * QUEUED_WRITE_SHARE)) : MAX_QUEUED_WRITE_BYTES;
+    const memory = this.memory;
+    const tier = { get bytes() { return memory.calculatedSize; }, limit: (bytes: number) => this.limitMemory(bytes) };
+    this.budget = opts.processMemoryBudget ? new ProcessMemoryBudget(opts.processMemoryBudget, tier, memory.maxSize, this.log) : undefined;
     this.scanned = Promise.resolve();
   }
 
@@ -209,6 +230,22 @@ export class ChunkCache {
     // A chunk sliced out of a bigger decompressed buffer would pin all of it: keep a copy.
     const owned = data.buffer.byteLength > 2 * data.length + 8192 ? Buffer.from(data) : data;
     this.memory.set(digest, { data: owned, touched: Date.now() });
+    this.trimMemory();
+  }
+
+  /** Bytes the memory tier holds. */
+  get memoryTierBytes(): number {
+    return this.memory.calculatedSize;
+  }
+
+  /** Caps the memory tier at `bytes` (never above its configured size), evicting the least recently used chunks beyond it. */
+  limitMemory(bytes: number): void {
+    this.memoryLimit = Math.min(this.memory.maxSize, Math.max(0, bytes));
+    this.trimMemory();
+  }
+
+  private trimMemory(): void {
+    while (this.memory.calculatedSize > this.memoryLimit && this.memory.size > 0) this.memory.pop();
   }
 
   /** Whether the chunk is in the memory tier (no recency update, no I/O). */
@@ -277,7 +314,7 @@ export class ChunkCache {
     if (!this.diskWritable) return;
     const pending = this.writes.get(digest);
     if (pending) return pending;
-    if (this.queuedWriteBytes + data.length > MAX_QUEUED_WRITE_BYTES) {
+    if (this.queuedWriteBytes + data.length > this.maxQueuedWriteBytes) {
       this.log.debug({ digest, queued: this.queuedWriteBytes }, 'disk writes backed up: chunk kept in memory only');
       return;
     }
@@ -358,6 +395,8 @@ export class ChunkCache {
       files: this.files,
       bytes: this.bytes,
       memoryBytes: this.memory.calculatedSize,
+      memoryLimitBytes: this.memoryLimit,
+      ...(this.budget ? { processMemoryBudget: this.budget.budget } : {}),
       hits: { ...this.hits },
       misses: this.misses,
       diskWritable: this.diskWritable,

@@ -14,5 +14,14 @@ export function defaultCacheDir(): string {
  * the containers it serves).
  */
 export function defaultMemoryBytes(): number {
-  return Math.min(1024 ** 3, Math.max(128 * 1024 ** 2, Math.floor(totalmem() / 16 / 1024 ** 2) * 1024 ** 2));
+  return clampToMiB(totalmem() / 16, 128 * 1024 ** 2, 1024 ** 3);
+}
+
+/** daemon.memory when none is set: 1/8 of the machine's RAM, at least 256 MiB and at most 2 GiB. */
+export function defaultDaemonMemoryBytes(): number {
+  return clampToMiB(totalmem() / 8, 256 * 1024 ** 2, 2 * 1024 ** 3);
+}
+
+function clampToMiB(bytes: number, min: number, max: number): number {
+  return Math.min(max, Math.max(min, Math.floor(bytes / 1024 ** 2) * 1024 ** 2));
 }

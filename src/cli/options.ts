@@ -48,6 +48,7 @@ export function openImageOptions(argv: { platform?: string }): OpenImageOptions 
     cacheDir: v['cache.dir'],
     cacheMaxBytes: v['cache.max_size'],
     cacheMemoryBytes: v['cache.memory_size'],
+    memoryBudget: v['daemon.memory'],
     fetch: { maxRequestBytes: v['fetch.max_request_bytes'], maxGapBytes: v['fetch.max_gap'], readAhead: v['fetch.read_ahead'], maxInFlight: v['fetch.concurrency'], neighbourBytes: v['fetch.neighbours'], fetchTimeoutMs: v['fetch.timeout'] },
     checkpointSpacing: v['index.checkpoint_spacing'],
     indexCheckDelayMs: v['index.check_delay'],

@@ -5,7 +5,7 @@
  */
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { defaultMemoryBytes } from '../cache/paths.js';
+import { defaultDaemonMemoryBytes, defaultMemoryBytes } from '../cache/paths.js';
 import { formatDuration, formatSize, parseAddress, parseDuration, parseSize } from '../units.js';
 
 /** What a default may depend on: who runs tocfs and their XDG directories. */
@@ -154,7 +154,13 @@ export const SETTINGS = {
     flag: 'cache-dir',
   }),
   'cache.max_size': size({ description: 'Disk cache budget; least recently used chunks are evicted beyond it.', default: 10 * 1024 ** 3 }, 1024 ** 2),
-  'cache.memory_size': size({ description: 'Memory tier budget (decompressed chunks kept in RAM).', default: () => defaultMemoryBytes(), defaultText: '1/16 of RAM, between 128M and 1G' }),
+  'cache.memory_size': size({ description: 'Memory tier budget (decompressed chunks kept in RAM); daemon.memory may keep the tier smaller.', default: () => defaultMemoryBytes(), defaultText: '1/16 of RAM, between 128M and 1G' }),
+  'daemon.memory': size({
+    description:
+      'The resident memory (RSS) a tocfs daemon keeps within, all in: Node, the TOCs and trees of the images it serves, requests in flight and the memory tier. The memory tier shrinks as the rest grows; what the rest alone needs beyond it is logged as a warning.',
+    default: () => defaultDaemonMemoryBytes(),
+    defaultText: '1/8 of RAM, between 256M and 2G',
+  }, 64 * 1024 ** 2),
   'fetch.max_request_bytes': size({ description: 'Largest single HTTP range request; neighbouring missing frames are grouped up to this size.', default: 1024 ** 2 }, 4096),
   'fetch.max_gap': size({ description: 'Largest run of unneeded compressed bytes still fetched to join two chunks into one request (a request costs the registry more than a few KiB).', default: 16 * 1024 }),
   'fetch.concurrency': integer({ description: 'Range requests in flight per layer.', default: 8 }, 1, 1024),

@@ -29,6 +29,8 @@ export interface ReadPathSettings {
   /** Disk budget and memory tier of the chunk cache (ChunkCache defaults otherwise). */
   cacheMaxBytes?: number | undefined;
   cacheMemoryBytes?: number | undefined;
+  /** daemon.memory: the resident memory the process keeps within (the memory tier gives way). */
+  memoryBudget?: number | undefined;
   fetch?: LayerFetchSettings | undefined;
   /** Uncompressed bytes between gzip checkpoints when a plain gzip layer is indexed (index.checkpoint_spacing). */
   checkpointSpacing?: number | undefined;
@@ -116,6 +118,7 @@ export class LayerOpener {
       logger,
       ...(settings.cacheMaxBytes !== undefined ? { maxBytes: settings.cacheMaxBytes } : {}),
       ...(settings.cacheMemoryBytes !== undefined ? { memoryBytes: settings.cacheMemoryBytes } : {}),
+      ...(settings.memoryBudget !== undefined ? { processMemoryBudget: settings.memoryBudget } : {}),
     });
     return new LayerOpener({
       cache,

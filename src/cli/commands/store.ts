@@ -84,6 +84,7 @@ const serveCommand: CommandModule<object, StoreArgs> = {
       cacheDir: open.cacheDir!,
       ...(open.cacheMaxBytes !== undefined ? { cacheMaxBytes: open.cacheMaxBytes } : {}),
       ...(open.cacheMemoryBytes !== undefined ? { cacheMemoryBytes: open.cacheMemoryBytes } : {}),
+      ...(open.memoryBudget !== undefined ? { memoryBudget: open.memoryBudget } : {}),
       ...(open.fetch ? { fetch: open.fetch } : {}),
       source: { tlsVerify: open.tlsVerify !== false, ...(open.registry ? { registry: open.registry } : {}) },
       logger: logger(),

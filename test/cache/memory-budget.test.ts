@@ -1,0 +1,81 @@
+/**
+ * daemon.memory: the memory tier gives way as the rest of the process grows, never below its
+ * floor nor above cache.memory_size, and says when the rest alone is over the budget.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { after, before, test } from 'node:test';
+import pino from 'pino';
+import { ChunkCache } from '../../src/cache/chunk-cache.js';
+import { budgetHeadroom, MIN_TIER_BYTES, ProcessMemoryBudget } from '../../src/cache/memory-budget.js';
+import { sha256 } from '../../src/digest.js';
+
+const MiB = 1024 ** 2;
+let tmp: string;
+before(async () => {
+  tmp = await mkdtemp(join(tmpdir(), 'tocfs-memory-budget-'));
+});
+after(async () => {
+  await rm(tmp, { recursive: true, force: true });
+});
+
+function warnings(): { logger: pino.Logger; messages: string[] } {
+  const messages: string[] = [];
+  const sink = new Writable({
+    write(line, _enc, cb) {
+      const rec = JSON.parse(String(line)) as { level: number; msg: string };
+      if (rec.level >= 40) messages.push(rec.msg);
+      cb();
+    },
+  });
+  return { logger: pino({ level: 'info' }, sink), messages };
+}
+
+test('the tier limit is the budget less the headroom and whatever else the process holds, within [floor, cache.memory_size]', () => {
+  const budget = 256 * MiB;
+  let held = 0;
+  let limit = -1;
+  const tier = { get bytes() { return held; }, limit: (b: number) => void (limit = b) };
+  let rss = 100 * MiB;
+  const { logger, messages } = warnings();
+  const gov = new ProcessMemoryBudget(budget, tier, 128 * MiB, logger, () => rss);
+  try {
+    assert.equal(limit, 128 * MiB, 'with room to spare the tier keeps its own cap');
+    held = 60 * MiB;
+    rss = 200 * MiB; // 140 MiB besides the tier
+    assert.equal(gov.adjust(), budget - budgetHeadroom(budget) - 140 * MiB, 'the tier gets what the rest leaves');
+    assert.equal(limit, budget - budgetHeadroom(budget) - 140 * MiB);
+    assert.deepEqual(messages, []);
+    held = 10 * MiB;
+    rss = 300 * MiB; // the rest alone is over the budget
+    assert.equal(gov.adjust(), MIN_TIER_BYTES, 'never below the floor');
+    assert.equal(messages.length, 1, 'one warning');
+    assert.match(messages[0]!, /more than daemon\.memory \(256M\) allows.*Raise daemon\.memory/);
+    gov.adjust();
+    assert.equal(messages.length, 1, 'the warning does not repeat at every sample');
+  } finally {
+    gov.stop();
+  }
+});
+
+test('a chunk cache under a budget evicts its least recently used chunks to the limit, and serves the rest', async () => {
+  const cache = await ChunkCache.open({ dir: join(tmp, 'cache'), memoryBytes: 64 * MiB });
+  const chunks = Array.from({ length: 8 }, () => randomBytes(MiB)).map((data) => ({ data, digest: sha256(data) }));
+  for (const c of chunks) await cache.put(c.digest, c.data);
+  assert.equal(cache.memoryTierBytes, 8 * MiB);
+  cache.peek(chunks[0]!.digest); // recently used: kept
+  cache.limitMemory(3 * MiB);
+  assert.equal(cache.memoryTierBytes, 3 * MiB);
+  assert.ok(cache.inMemory(chunks[0]!.digest), 'the most recently used chunk stays');
+  assert.ok(cache.inMemory(chunks[7]!.digest) && cache.inMemory(chunks[6]!.digest));
+  assert.ok(!cache.inMemory(chunks[1]!.digest), 'the least recently used went');
+  assert.ok((await cache.get(chunks[1]!.digest))?.equals(chunks[1]!.data), 'an evicted chunk comes back from disk');
+  assert.equal(cache.memoryTierBytes, 3 * MiB, 'and the tier stays within the limit');
+  cache.limitMemory(1024 * MiB);
+  assert.equal((await cache.stats()).memoryLimitBytes, 64 * MiB, 'a limit never raises the tier above cache.memory_size');
+  await cache.flush();
+});
