@@ -32,11 +32,11 @@ export const ENTRY_TYPES = new Set<string>(['reg', 'dir', 'symlink', 'hardlink',
 /** Largest uid, gid or device number. */
 export const MAX_ID = 0xffffffff;
 export const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
-const EPOCH: Timestamp = { sec: 0, nsec: 0 };
+const EPOCH: Timestamp = Object.freeze({ sec: 0, nsec: 0 });
 /**
  * A TOC may hold millions of entries: they share their type string, their times (one
- * object per distinct time), their user and group names, and one frozen empty chunk list
- * (non-files and empty files), instead of a copy each.
+ * frozen object per distinct time), their user and group names, and one frozen empty chunk
+ * list (non-files and empty files), instead of a copy each.
  */
 const NO_CHUNKS: Chunk[] = Object.freeze([]) as unknown as Chunk[];
 const TYPE_NAMES = new Map<string, EntryType>((['reg', 'dir', 'symlink', 'hardlink', 'char', 'block', 'fifo'] as const).map((t) => [t, t]));
@@ -110,13 +110,20 @@ export function normaliseEntries(rawEntries: unknown, ctx: EntryContext): Normal
   };
   let lastTimeText = '';
   let lastTime: Timestamp | undefined;
+  const times = new Map<string, Timestamp | undefined>();
   const time = (v: unknown, field: string, r: Raw, at: number): Timestamp | undefined => {
     const text = str(v, field, r, at);
     if (text === undefined || text === '') return undefined;
-    // Most entries of a layer share a time: parse each distinct string once.
+    // Most entries of a layer share a few times: parse each distinct string once, and keep
+    // one object per time (modtime and accesstime alternate, so the last one is not enough).
     if (text !== lastTimeText) {
-      const t = parseRfc3339(text);
-      if (t === null) err.fail(at, r.name, `${field} is not an RFC 3339 time: ${JSON.stringify(text.slice(0, 60))}`);
+      let t = times.get(text);
+      if (t === undefined && !times.has(text)) {
+        const parsed = parseRfc3339(text);
+        if (parsed === null) err.fail(at, r.name, `${field} is not an RFC 3339 time: ${JSON.stringify(text.slice(0, 60))}`);
+        t = parsed && Object.freeze(parsed);
+        times.set(text, t);
+      }
       lastTimeText = text;
       lastTime = t;
     }
@@ -159,7 +166,7 @@ export function normaliseEntries(rawEntries: unknown, ctx: EntryContext): Normal
 
     const norm = normaliseName(name);
     if ('error' in norm) err.fail(at, name, norm.error);
-    const path = norm.path;
+    const path = norm.path === name ? name : flat(norm.path);
 
     if (ctx.hideLandmarks && type === 'reg' && (path === PREFETCH_LANDMARK || path === NO_PREFETCH_LANDMARK)) {
       const p = piece(r, at);
@@ -170,16 +177,9 @@ export function normaliseEntries(rawEntries: unknown, ctx: EntryContext): Normal
 
     const uid = uint(r.uid, 'uid', r, at, MAX_ID);
     const gid = uint(r.gid, 'gid', r, at, MAX_ID);
-    const entry: TocEntry = {
-      path,
-      type: TYPE_NAMES.get(type) ?? (type as EntryType),
-      mode: uint(r.mode, 'mode', r, at) & 0o7777,
-      uid,
-      gid,
-      size: 0,
-      mtime: time(r.modtime, 'modtime', r, at) ?? EPOCH,
-      chunks: NO_CHUNKS,
-    };
+    const entryType = TYPE_NAMES.get(type)!;
+    const mode = uint(r.mode, 'mode', r, at) & 0o7777;
+    const mtime = time(r.modtime, 'modtime', r, at) ?? EPOCH;
     let userName = str(r.userName, 'userName', r, at);
     if (userName) {
       if (userNames.get(uid) === userName) userName = userNames.get(uid)!;
@@ -191,24 +191,23 @@ export function normaliseEntries(rawEntries: unknown, ctx: EntryContext): Normal
       else groupNames.set(gid, groupName);
     }
     const un = userName || userNames.get(uid);
-    if (un) entry.userName = un;
     const gn = groupName || groupNames.get(gid);
-    if (gn) entry.groupName = gn;
     const atime = time(r.accesstime, 'accesstime', r, at);
-    if (atime) entry.atime = atime;
     const ctime = time(r.changetime, 'changetime', r, at);
-    if (ctime) entry.ctime = ctime;
-    if (r.xattrs !== undefined && r.xattrs !== null) entry.xattrs = xattrsOf(r, at, err);
+    const xattrs = r.xattrs !== undefined && r.xattrs !== null ? xattrsOf(r, at, err) : undefined;
 
+    // Each kind of entry is made by one object literal holding every field it has, so that
+    // V8 keeps them all inside the object (a field added later costs an extra array).
+    let entry: TocEntry;
     switch (type) {
       case 'reg': {
-        entry.size = uint(r.size, 'size', r, at);
+        const size = uint(r.size, 'size', r, at);
         const digest = digestField(r.digest, 'digest', r, at);
-        if (entry.size === 0) {
+        if (size === 0) {
           if (digest !== undefined && digest !== EMPTY_SHA256) err.fail(at, name, `empty file with digest ${digest}`);
-          entry.digest = EMPTY_SHA256;
+          entry = { path, type: entryType, mode, uid, gid, size, mtime, digest: EMPTY_SHA256, chunks: NO_CHUNKS };
         } else {
-          if (digest !== undefined) entry.digest = digest;
+          entry = digest !== undefined ? { path, type: entryType, mode, uid, gid, size, mtime, digest, chunks: NO_CHUNKS } : { path, type: entryType, mode, uid, gid, size, mtime, chunks: NO_CHUNKS };
           if (r.offset === undefined) err.fail(at, name, 'regular file with data has no offset');
           current = {
             entry,
@@ -226,24 +225,28 @@ export function normaliseEntries(rawEntries: unknown, ctx: EntryContext): Normal
         const link = str(r.linkName, 'linkName', r, at);
         if (!link) err.fail(at, name, `${type} without linkName`);
         if (link.indexOf('\0') >= 0) err.fail(at, name, 'linkName contains a NUL byte');
+        let linkName = link;
         if (type === 'hardlink') {
           const target = normaliseName(link);
           if ('error' in target) err.fail(at, name, `hard link target ${JSON.stringify(link.slice(0, 200))}: ${target.error}`);
-          entry.linkName = target.path;
+          linkName = flat(target.path);
           hardLinks.push({ pos: -1, at });
-        } else entry.linkName = link;
+        }
+        entry = { path, type: entryType, mode, uid, gid, size: 0, mtime, linkName, chunks: NO_CHUNKS };
         break;
       }
       case 'char':
       case 'block':
-        entry.devMajor = uint(r.devMajor, 'devMajor', r, at, MAX_ID);
-        entry.devMinor = uint(r.devMinor, 'devMinor', r, at, MAX_ID);
+        entry = { path, type: entryType, mode, uid, gid, size: 0, mtime, devMajor: uint(r.devMajor, 'devMajor', r, at, MAX_ID), devMinor: uint(r.devMinor, 'devMinor', r, at, MAX_ID), chunks: NO_CHUNKS };
         break;
-      case 'dir':
-        break;
-      case 'fifo':
-        break;
+      default:
+        entry = { path, type: entryType, mode, uid, gid, size: 0, mtime, chunks: NO_CHUNKS };
     }
+    if (un) entry.userName = un;
+    if (gn) entry.groupName = gn;
+    if (atime) entry.atime = atime;
+    if (ctime) entry.ctime = ctime;
+    if (xattrs) entry.xattrs = xattrs;
     if (path === '' && type !== 'dir') err.fail(at, name, `the root is a ${type}, not a directory`);
 
     const prev = index.get(path);
@@ -272,6 +275,16 @@ export function normaliseEntries(rawEntries: unknown, ctx: EntryContext): Normal
   if (prefetchEnd !== undefined) out.prefetchEnd = prefetchEnd;
   if (noPrefetch) out.noPrefetch = true;
   return out;
+}
+
+/**
+ * A copy of `s` that holds its own characters. A path cut out of a longer TOC name (`./` or a
+ * trailing `/` dropped) is otherwise a slice that keeps the whole name alive as well. Only
+ * ASCII is copied through latin1 (exact for it); other names stay as they are.
+ */
+function flat(s: string): string {
+  if (s.length < 13 || Buffer.byteLength(s, 'utf8') !== s.length) return s; // V8 copies shorter slices anyway
+  return Buffer.from(s, 'latin1').toString('latin1');
 }
 
 function pathOf(name: string): string | undefined {
