@@ -149,19 +149,41 @@ export interface LayerTreeOptions {
   whiteouts?: WhiteoutForm;
 }
 
+/**
+ * Trees of bottom layers without whiteouts. Such a layer's own tree (either whiteout form)
+ * is the same as the merged tree of it alone, so the store's diff and chain views of it, or
+ * a mount and `--layer` of it, share one. (Trees never change once built.)
+ */
+const bottomTrees = new WeakMap<LayerToc, FsTree>();
+
+function sharedBottomTree(toc: LayerToc, build: () => TreeBuilder): FsTree {
+  const known = bottomTrees.get(toc);
+  if (known) return known;
+  const b = build();
+  const tree = b.finish();
+  if (!b.sawWhiteout) bottomTrees.set(toc, tree);
+  return tree;
+}
+
 /** The tree of one layer on its own. */
 export function buildLayerTree(toc: LayerToc, layerIndex: number, options: LayerTreeOptions = {}): FsTree {
-  const b = new TreeBuilder();
-  if (options.whiteouts === 'overlay') b.addLayerOverlayForm(toc, layerIndex);
-  else b.addLayer(toc, layerIndex, false);
-  return b.finish();
+  const build = (): TreeBuilder => {
+    const b = new TreeBuilder();
+    if (options.whiteouts === 'overlay') b.addLayerOverlayForm(toc, layerIndex);
+    else b.addLayer(toc, layerIndex, false);
+    return b;
+  };
+  return layerIndex === 0 ? sharedBottomTree(toc, build) : build().finish();
 }
 
 /** The merged root filesystem of an image: layers bottom first, overlay rules, whiteouts hidden. */
 export function mergeLayers(tocs: readonly LayerToc[]): FsTree {
-  const b = new TreeBuilder();
-  tocs.forEach((toc, i) => b.addLayer(toc, i, true));
-  return b.finish();
+  const build = (): TreeBuilder => {
+    const b = new TreeBuilder();
+    tocs.forEach((toc, i) => b.addLayer(toc, i, true));
+    return b;
+  };
+  return tocs.length === 1 ? sharedBottomTree(tocs[0]!, build) : build().finish();
 }
 
 function splitPath(path: string): { dir: string; name: string } {
@@ -175,8 +197,11 @@ function checkWhiteout(name: string, path: string, layer: number): void {
   if (hidden === '.' || hidden === '..') throw new FormatError(`layer ${layer}: whiteout ${preview(path, 200)} names ${JSON.stringify(hidden)}, which is not a file`);
 }
 
+const EPOCH = Object.freeze({ sec: 0, nsec: 0 });
+const NO_CHUNKS: TocEntry['chunks'] = Object.freeze([]) as unknown as TocEntry['chunks'];
+
 function implicitDirEntry(path: string): TocEntry {
-  return { path, type: 'dir', mode: IMPLICIT_DIR_MODE, uid: 0, gid: 0, size: 0, mtime: { sec: 0, nsec: 0 }, chunks: [] };
+  return { path, type: 'dir', mode: IMPLICIT_DIR_MODE, uid: 0, gid: 0, size: 0, mtime: EPOCH, chunks: NO_CHUNKS };
 }
 
 /** A map for a layer's hard-link targets, or none when it has no hard links (a path -> node map of every file costs a big layer dearly). */
@@ -185,6 +210,8 @@ function linkTargets(toc: LayerToc): Map<string, FsNode> | undefined {
 }
 
 class TreeBuilder {
+  /** A layer added had a whiteout (`.wh.*`), which the forms of a layer tree show differently. */
+  sawWhiteout = false;
   private nextIno = 1;
   /** The directory the previous entry went into (valid while no directory leaves the tree). */
   private lastDir: { path: string; node: FsNode } | undefined;
@@ -236,6 +263,7 @@ class TreeBuilder {
       for (const e of toc.entries) {
         const { dir, name } = splitPath(e.path);
         if (!name.startsWith(WHITEOUT_PREFIX)) continue;
+        this.sawWhiteout = true;
         checkWhiteout(name, e.path, layer);
         const parent = this.findDir(dir);
         if (!parent) continue;
@@ -246,7 +274,10 @@ class TreeBuilder {
     }
     const inodes = linkTargets(toc);
     for (const e of toc.entries) {
-      if (merge && splitPath(e.path).name.startsWith(WHITEOUT_PREFIX)) continue;
+      if (e.path.includes(WHITEOUT_PREFIX) && splitPath(e.path).name.startsWith(WHITEOUT_PREFIX)) {
+        this.sawWhiteout = true;
+        if (merge) continue;
+      }
       this.add(e, layer, inodes);
     }
   }
@@ -258,11 +289,12 @@ class TreeBuilder {
     const inodes = linkTargets(toc);
     for (const e of toc.entries) {
       const { dir, name } = splitPath(e.path);
+      if (name.startsWith(WHITEOUT_PREFIX)) this.sawWhiteout = true;
       if (name === OPAQUE_WHITEOUT) opaque.push(dir);
       else if (name.startsWith(WHITEOUT_PREFIX) && name.length > WHITEOUT_PREFIX.length) {
         checkWhiteout(name, e.path, layer);
         const target = dir === '' ? name.slice(WHITEOUT_PREFIX.length) : `${dir}/${name.slice(WHITEOUT_PREFIX.length)}`;
-        const device: TocEntry = { path: target, type: 'char', mode: e.mode, uid: e.uid, gid: e.gid, size: 0, mtime: e.mtime, devMajor: 0, devMinor: 0, chunks: [] };
+        const device: TocEntry = { path: target, type: 'char', mode: e.mode, uid: e.uid, gid: e.gid, size: 0, mtime: e.mtime, devMajor: 0, devMinor: 0, chunks: NO_CHUNKS };
         this.add(device, layer, inodes);
       } else rest.push(e);
     }

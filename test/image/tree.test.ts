@@ -141,6 +141,26 @@ describe('tree: overlay rules', () => {
     assert.equal(overlay.lookup('d')!.entry.xattrs?.[OVERLAY_OPAQUE_XATTR]?.toString(), 'y');
   });
 
+  it('a bottom layer without whiteouts has one tree for its own forms and its merge alone (the store\'s diff and chain views); one with whiteouts has one per form', () => {
+    const plain = toc([entry('d', 'dir'), entry('d/f', 'reg'), entry('d/g', 'hardlink', { linkName: 'd/f' })]);
+    const tree = buildLayerTree(plain, 0, { whiteouts: 'overlay' });
+    assert.equal(mergeLayers([plain]), tree);
+    assert.equal(buildLayerTree(plain, 0), tree);
+    assert.deepEqual(paths(tree), ['', 'd', 'd/f', 'd/g']);
+    assert.equal(tree.lookup('d/g'), tree.lookup('d/f'));
+    // Above the bottom, nodes name their layer: a tree of its own.
+    assert.notEqual(buildLayerTree(plain, 1), tree);
+    assert.equal(buildLayerTree(plain, 1).lookup('d/f')!.layer, 1);
+
+    const wh = toc([entry('d', 'dir'), entry('d/.wh.x', 'reg'), entry('d/f', 'reg')]);
+    const overlay = buildLayerTree(wh, 0, { whiteouts: 'overlay' });
+    const merged = mergeLayers([wh]);
+    assert.notEqual(merged, overlay);
+    assert.deepEqual(paths(overlay), ['', 'd', 'd/f', 'd/x']);
+    assert.deepEqual(paths(merged), ['', 'd', 'd/f']);
+    assert.deepEqual(paths(buildLayerTree(wh, 0)), ['', 'd', 'd/.wh.x', 'd/f']);
+  });
+
   it('builds a 100k-entry tree quickly enough to mount big images', () => {
     const entries: TocEntry[] = [];
     for (let d = 0; d < 500; d++) {
