@@ -165,16 +165,20 @@ function statfsArray(s: StatfsInfo): Uint32Array {
 const EMPTY_STAT = new Uint32Array(21);
 /** Length of statArray's output. */
 const STAT_INTS = PRECISE_TIMES ? 21 : 18;
+/** Bytes of packed readdir stats kept for listings asked for again (about 12,000 names). */
+const PACKED_LISTINGS_BYTES = 1 << 20;
 
 /** fuse-native with tocfs's stat/statfs/readdir/xattr handoffs (see the module comment). */
 export class Fuse extends FuseBase {
   private readonly log: Logger | undefined;
   /**
-   * Converted readdir stats, one flat array per listing (keyed by its names array, kept as
-   * long as the operations keep the listing): a few dozen bytes per name instead of a
-   * StatInfo and a Uint32Array each, which for big trees cost more than the tree itself.
+   * Converted readdir stats, one flat array per listing (keyed by its names array): a few
+   * dozen bytes per name instead of a StatInfo and a Uint32Array each. Only the listings used
+   * last are kept (PACKED_LISTINGS_BYTES): kept for every directory, a walk of a big tree left
+   * more here than the tree itself holds, to save work that costs microseconds per name.
    */
-  private readonly packedListings = new WeakMap<string[], Uint32Array>();
+  private readonly packedListings = new Map<string[], Uint32Array>();
+  private packedBytes = 0;
 
   constructor(mountpoint: string, ops: FuseOperations, options: FuseOptions, log?: Logger) {
     super(mountpoint, ops, options);
@@ -206,17 +210,31 @@ export class Fuse extends FuseBase {
       if (err || !names) return signal(err || Errno.EIO);
       if (!stats) return signal(0, names, []);
       let packed = this.packedListings.get(names);
-      if (!packed) {
+      if (packed) {
+        // Most recently used last.
+        this.packedListings.delete(names);
+        this.packedListings.set(names, packed);
+      } else {
         const list = typeof stats === 'function' ? stats() : stats;
         packed = new Uint32Array(list.length * STAT_INTS);
         list.forEach((s, i) => packed!.set(statArray(s, this.log), i * STAT_INTS));
-        this.packedListings.set(names, packed);
+        this.keepPacked(names, packed);
       }
       // Views for this call only (the C side reads each element as a struct stat).
       const views = new Array<Uint32Array>(names.length);
       for (let i = 0; i < names.length; i++) views[i] = packed.subarray(i * STAT_INTS, (i + 1) * STAT_INTS);
       return signal(0, names, views);
     });
+  }
+
+  private keepPacked(names: string[], packed: Uint32Array): void {
+    this.packedListings.set(names, packed);
+    this.packedBytes += packed.byteLength;
+    for (const [oldest, p] of this.packedListings) {
+      if (this.packedBytes <= PACKED_LISTINGS_BYTES || oldest === names) break;
+      this.packedListings.delete(oldest);
+      this.packedBytes -= p.byteLength;
+    }
   }
 
   _op_getxattr(signal: Signal, path: string, name: string, valueBuf: Buffer): void {
