@@ -7,6 +7,7 @@ import { mkdir, stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { notifyFailure, notifyReady } from './daemonize.js';
+import { collectGarbageSoon } from './memory.js';
 import { untilStopped } from './serve-mount.js';
 import { removeMountState, writeMountState } from './state.js';
 import { mountFs, type MountedFs } from '../fs/mount.js';
@@ -122,7 +123,14 @@ export async function serveStore(opts: StoreServeOptions): Promise<void> {
   process.on('uncaughtException', (err) => log.error({ err }, 'uncaught exception (still serving)'));
   process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection (still serving)'));
 
+  let layersServed = 0;
   const publish = async (): Promise<void> => {
+    // New layers mean TOCs were just parsed: give their garbage back (daemon/memory.ts).
+    const served = liveStore.known().length;
+    if (served !== layersServed) {
+      layersServed = served;
+      collectGarbageSoon(log);
+    }
     await writeStatus({ ...(await liveStore.status()), registries: registryStates(), pid: process.pid, storeDir, started: started.toISOString(), updated: new Date().toISOString() });
   };
   const timer = setInterval(() => publish().catch((err: unknown) => log.debug({ err }, 'cannot write the status file')), STATUS_INTERVAL_MS);
