@@ -78,7 +78,7 @@ export async function openImage(reference: string, opts: OpenImageOptions = {}):
       ),
     );
     if (opts.index?.publish && built.length > 0) publishInBackground(image, built, sourceOptions, log);
-    return new Image(resolved, layers, opener.cache, source);
+    return new Image(resolved, layers, opener, source);
   } catch (e) {
     await source.close().catch(() => undefined);
     throw e;
@@ -97,14 +97,16 @@ class Image implements OpenedImage {
   readonly reference: string;
   private merged: FsTree | undefined;
   private readonly own = new Map<number, FsTree>();
+  readonly cache: ChunkCache;
 
   constructor(
     readonly resolved: ResolvedImage,
     readonly layers: ImageLayer[],
-    readonly cache: ChunkCache,
+    private readonly opener: LayerOpener,
     private readonly source: ImageSource,
   ) {
     this.reference = resolved.reference;
+    this.cache = opener.cache;
   }
 
   layer(digest: string): ImageLayer {
@@ -142,6 +144,7 @@ class Image implements OpenedImage {
   }
 
   async close(): Promise<void> {
+    await this.opener.keepParsedTocs().catch(() => undefined);
     await this.cache.flush().catch(() => undefined);
     await this.source.close();
   }

@@ -7,7 +7,7 @@
  */
 import type { Logger } from 'pino';
 import { ChunkCache } from '../cache/chunk-cache.js';
-import { DiskTocStore } from '../cache/toc-store.js';
+import { DiskTocStore, type ParsedTocStore } from '../cache/toc-store.js';
 import { DigestMismatchError, FormatError, TocfsError } from '../errors.js';
 import { LayerReader, type LayerFetchSettings } from '../fetch/layer-reader.js';
 import { parseLayerAnnotations } from '../formats/annotations.js';
@@ -15,6 +15,7 @@ import { NoTocError, probeLayer, readLayerToc, type LayerToc, type TocStore } fr
 import { sniffCodec } from '../formats/detect.js';
 import { indexPlainLayer } from '../formats/plain.js';
 import { decodePlainIndex, encodePlainIndex, loadPlainIndex, savePlainIndex } from '../formats/plain-index.js';
+import { decodeParsedToc, encodeParsedToc, PARSED_TOC_VERSION } from '../formats/toc-binary.js';
 import { meteredBlob, metrics } from '../metrics/index.js';
 import type { ReadCounter } from '../source/counting.js';
 import { rememberTail } from '../source/tail-memo.js';
@@ -41,6 +42,8 @@ export interface ReadPathSettings {
 export interface LayerOpenerOptions {
   cache: ChunkCache;
   tocStore: TocStore;
+  /** Where parsed TOCs are kept (formats/toc-binary.ts), so a TOC is parsed once per cache, not once per open. */
+  parsedTocs?: ParsedTocStore;
   /** fetch.* settings of every reader opened here (LayerReader's defaults for those not given). */
   fetch?: LayerFetchSettings;
   logger: Logger;
@@ -110,6 +113,8 @@ export class LayerOpener {
   readonly cache: ChunkCache;
   readonly fetch: LayerFetchSettings;
   private readonly log: Logger;
+  /** Parsed forms to keep, by context: each runs once, on its timer or at keepParsedTocs. */
+  private readonly parsedPending = new Map<string, () => Promise<void>>();
 
   /** Opens the chunk cache and TOC store in `settings.cacheDir` and an opener over them. */
   static async create(settings: ReadPathSettings, logger: Logger, counter?: ReadCounter): Promise<LayerOpener> {
@@ -120,9 +125,11 @@ export class LayerOpener {
       ...(settings.cacheMemoryBytes !== undefined ? { memoryBytes: settings.cacheMemoryBytes } : {}),
       ...(settings.memoryBudget !== undefined ? { processMemoryBudget: settings.memoryBudget } : {}),
     });
+    const tocStore = new DiskTocStore(settings.cacheDir, logger);
     return new LayerOpener({
       cache,
-      tocStore: new DiskTocStore(settings.cacheDir, logger),
+      tocStore,
+      parsedTocs: tocStore,
       logger,
       ...(settings.fetch ? { fetch: settings.fetch } : {}),
       ...(counter ? { counter } : {}),
@@ -210,10 +217,65 @@ export class LayerOpener {
     timer.unref();
   }
 
+  /**
+   * readLayerToc, or the TOC's parsed form when the cache holds one made for this very
+   * descriptor; a TOC read afresh gets its parsed form kept, shortly after (off the open's path).
+   */
+  private async readToc(desc: Descriptor, blob: BlobReader): Promise<LayerToc> {
+    const started = performance.now();
+    const parsedTocs = this.opts.parsedTocs;
+    const context = parsedTocs && tocDigestsOf(desc).length > 0 ? parsedTocContext(desc, blob.size) : undefined;
+    if (parsedTocs && context) {
+      const toc = await this.loadParsed(parsedTocs, desc, context);
+      if (toc) {
+        this.log.debug({ layer: desc.digest, entries: toc.entries.length, ms: Math.round(performance.now() - started) }, 'TOC read from its parsed form');
+        return toc;
+      }
+    }
+    const toc = await readLayerToc(desc, blob, { tocStore: this.opts.tocStore });
+    this.log.debug({ layer: desc.digest, entries: toc.entries.length, ms: Math.round(performance.now() - started) }, 'TOC read and parsed');
+    if (parsedTocs && context && toc.verified && !this.parsedPending.has(context)) {
+      const keep = (): Promise<void> => {
+        clearTimeout(timer);
+        this.parsedPending.delete(context);
+        return this.keepParsed(parsedTocs, desc, context, toc);
+      };
+      const timer = setTimeout(() => void keep(), Math.max(PARSED_SAVE_DELAY_MS, 2 * (performance.now() - started)));
+      timer.unref();
+      this.parsedPending.set(context, keep);
+    }
+    return toc;
+  }
+
+  /** Keeps now the parsed forms of TOCs read afresh that are still waiting for their turn (before the process ends). */
+  async keepParsedTocs(): Promise<void> {
+    await Promise.all([...this.parsedPending.values()].map((keep) => keep()));
+  }
+
+  private async loadParsed(parsedTocs: ParsedTocStore, desc: Descriptor, context: string): Promise<LayerToc | undefined> {
+    const bytes = await parsedTocs.getParsed(context);
+    if (!bytes) return undefined;
+    try {
+      const toc = decodeParsedToc(bytes, context);
+      if (toc && toc.verified && toc.tocDigest !== undefined && tocDigestsOf(desc).includes(toc.tocDigest)) return toc;
+    } catch (e) {
+      this.log.warn({ layer: desc.digest, err: (e as Error).message }, 'parsed TOC unreadable: not used');
+    }
+    return undefined;
+  }
+
+  private async keepParsed(parsedTocs: ParsedTocStore, desc: Descriptor, context: string, toc: LayerToc): Promise<void> {
+    const started = performance.now();
+    const bytes = encodeParsedToc(toc, context);
+    if (!bytes) return;
+    await parsedTocs.putParsed(context, bytes).catch((e: unknown) => this.log.warn({ layer: desc.digest, err: (e as Error).message }, 'cannot keep the parsed TOC'));
+    this.log.debug({ layer: desc.digest, bytes: bytes.length, ms: Math.round(performance.now() - started) }, 'kept the parsed TOC');
+  }
+
   /** The layer's TOC, which its annotations must vouch for. */
   private async vouchedToc(desc: Descriptor, blob: BlobReader): Promise<LayerToc> {
     if (tocDigestsOf(desc).length === 0) throw new NotLazyError(`layer ${desc.digest} (${desc.mediaType}) has no TOC digest annotation: it cannot be served lazily and verified`);
-    const toc = await readLayerToc(desc, blob, { tocStore: this.opts.tocStore }).catch((e: unknown) => {
+    const toc = await this.readToc(desc, blob).catch((e: unknown) => {
       metrics.ifMismatch(e, desc.digest, 'toc');
       throw e;
     });
@@ -229,7 +291,7 @@ export class LayerOpener {
     if (stored.toc) return { toc: stored.toc, lazy: false };
     if (stored.rejected) this.log.warn({ layer: desc.digest, reason: stored.rejected }, 'stored index of a layer without TOC not used');
     try {
-      return { toc: await readLayerToc(desc, blob, { tocStore }), lazy: true };
+      return { toc: await this.readToc(desc, blob), lazy: true };
     } catch (e) {
       metrics.ifMismatch(e, desc.digest, 'toc');
       if (!(e instanceof NoTocError)) {
@@ -281,6 +343,22 @@ export class LayerOpener {
     this.log.info({ layer: desc.digest, entries: toc.entries.length, bytes: desc.size }, 'indexed layer without TOC: served from the cache');
     return toc;
   }
+}
+
+/**
+ * After a TOC is read afresh, its parsed form is made and kept this much later (or twice as
+ * long as the read took): off the path of the mount or lookup that waits for the TOC.
+ */
+const PARSED_SAVE_DELAY_MS = 1000;
+
+/**
+ * What a parsed TOC is made from besides the blob (which the layer digest names): the
+ * descriptor, whose annotations locate and vouch for the TOC, and the form's version. A parsed
+ * TOC is used only for an identical context.
+ */
+function parsedTocContext(desc: Descriptor, blobSize: number): string {
+  const annotations = Object.entries(desc.annotations ?? {}).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  return JSON.stringify({ version: PARSED_TOC_VERSION, layer: desc.digest, mediaType: desc.mediaType, size: blobSize, annotations });
 }
 
 function definedOnly<T extends object>(o: T): Partial<T> {

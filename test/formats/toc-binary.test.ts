@@ -1,0 +1,90 @@
+/**
+ * The parsed form of a TOC (formats/toc-binary.ts): decoding what was encoded gives back the
+ * very LayerToc readLayerToc made — every entry type, xattrs, names outside Latin-1, times,
+ * files of many chunks and zero chunks, in both formats — and nothing for another context,
+ * another version or a TOC the form cannot hold.
+ */
+import assert from 'node:assert/strict';
+import { before, describe, it } from 'node:test';
+import { readLayerToc, type LayerToc } from '../../src/formats/index.js';
+import { decodeParsedToc, encodeParsedToc, PARSED_TOC_VERSION } from '../../src/formats/toc-binary.js';
+import { seededContent, zeroContent, type FileSpec } from '../helpers/images.js';
+import { memoryBlob } from '../helpers/toc-repack.js';
+import { writerLayer } from '../helpers/writer-layers.js';
+
+const FILES: FileSpec[] = [
+  { path: 'etc', type: 'dir', mode: 0o755, uid: 0, gid: 0, mtime: 1_600_000_000.25 },
+  { path: 'etc/app.conf', content: 'version=3\n', uname: 'root', gname: 'wheel', xattrs: { 'user.note': 'hello', 'security.capability': Buffer.from([1, 0, 0, 2, 0, 0x20, 0, 0]) } },
+  { path: 'etc/empty', content: '' },
+  { path: 'etc/grüße ☃ 𝄞', content: 'non-Latin-1 name\n', mtime: -86_400 },
+  { path: 'etc/link', type: 'symlink', linkName: '../data/big.bin' },
+  { path: 'etc/hard', type: 'hardlink', linkName: 'etc/app.conf' },
+  { path: 'dev', type: 'dir' },
+  { path: 'dev/null', type: 'char', devMajor: 1, devMinor: 3, mode: 0o666 },
+  { path: 'dev/sda', type: 'block', devMajor: 8, devMinor: 0 },
+  { path: 'dev/pipe', type: 'fifo' },
+  { path: 'data', type: 'dir', uid: 1000, gid: 1000 },
+  { path: 'data/big.bin', content: seededContent('toc-binary-big', 700_000), mode: 0o4755 },
+  { path: 'data/zeros.bin', content: zeroContent(300_000) },
+  { path: 'data/.wh.gone', content: '' },
+];
+
+describe('parsed TOC form', () => {
+  const tocs: Record<string, LayerToc> = {};
+  before(async () => {
+    for (const format of ['zstd:chunked', 'estargz'] as const) {
+      const layer = await writerLayer(format, FILES, { chunkSize: 64 * 1024 });
+      tocs[format] = await readLayerToc(layer.desc, memoryBlob(layer));
+    }
+  });
+
+  for (const format of ['zstd:chunked', 'estargz']) {
+    it(`gives back the very TOC readLayerToc made (${format})`, () => {
+      const toc = tocs[format]!;
+      assert.ok(toc.entries.some((e) => e.chunks.length > 1), 'some file has several chunks');
+      assert.ok(toc.entries.some((e) => e.xattrs), 'some file has xattrs');
+      const bytes = encodeParsedToc(toc, 'ctx');
+      assert.ok(bytes);
+      const back = decodeParsedToc(bytes, 'ctx');
+      assert.deepStrictEqual(back, toc);
+      // Entries without chunks share one frozen list, as readLayerToc's do.
+      const noChunks = back!.entries.filter((e) => e.chunks.length === 0);
+      assert.ok(noChunks.length > 1 && noChunks.every((e) => e.chunks === noChunks[0]!.chunks && Object.isFrozen(e.chunks)));
+    });
+  }
+
+  it('is refused for another context or version, and throws when cut short', () => {
+    const toc = tocs['zstd:chunked']!;
+    const bytes = encodeParsedToc(toc, 'layer A')!;
+    assert.equal(decodeParsedToc(bytes, 'layer B'), undefined);
+    const other = Buffer.from(bytes);
+    other.writeUInt32LE(PARSED_TOC_VERSION + 1, 8);
+    assert.equal(decodeParsedToc(other, 'layer A'), undefined);
+    assert.equal(decodeParsedToc(Buffer.from('not a parsed TOC at all'), 'layer A'), undefined);
+    assert.throws(() => decodeParsedToc(bytes.subarray(0, bytes.length - 1), 'layer A'), RangeError);
+    assert.throws(() => decodeParsedToc(Buffer.concat([bytes, Buffer.alloc(8)]), 'layer A'), RangeError);
+  });
+
+  it('decodes from a buffer at any alignment', () => {
+    const toc = tocs['estargz']!;
+    const bytes = encodeParsedToc(toc, 'ctx')!;
+    const shifted = Buffer.alloc(bytes.length + 3);
+    bytes.copy(shifted, 3);
+    assert.deepStrictEqual(decodeParsedToc(shifted.subarray(3), 'ctx'), toc);
+  });
+
+  it('holds no TOC it cannot give back: gzip checkpoints, resume points, unknown fields', () => {
+    const toc = tocs['zstd:chunked']!;
+    assert.equal(encodeParsedToc({ ...toc, checkpoints: [] }, 'ctx'), undefined);
+    assert.equal(encodeParsedToc({ ...toc, format: 'none' }, 'ctx'), undefined);
+    assert.equal(encodeParsedToc({ ...toc, extra: 1 } as LayerToc, 'ctx'), undefined);
+    const file = toc.entries.findIndex((e) => e.chunks.length > 0);
+    const entries = [...toc.entries];
+    entries[file] = { ...entries[file]!, chunks: [{ ...entries[file]!.chunks[0]!, resume: { skipBits: 0, window: Buffer.alloc(0), out: 0 } }] };
+    assert.equal(encodeParsedToc({ ...toc, entries }, 'ctx'), undefined);
+    const dir = toc.entries.findIndex((e) => e.type === 'dir');
+    const withLink = [...toc.entries];
+    withLink[dir] = { ...withLink[dir]!, linkName: 'x' };
+    assert.equal(encodeParsedToc({ ...toc, entries: withLink }, 'ctx'), undefined);
+  });
+});
