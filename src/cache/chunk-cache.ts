@@ -22,8 +22,9 @@ import type { Logger } from 'pino';
 import { digestHex, isDigest, sha256 } from '../digest.js';
 import { logger as rootLogger } from '../log.js';
 import { metrics } from '../metrics/index.js';
-import { cleanStaleTemps, DIR_MODE, isDiskUnusable, isNotFound, OWN_FILE_NAME, writeAtomic } from './files.js';
+import { cleanStaleTemps, DIR_MODE, isDiskUnusable, isNotFound, OWN_FILE_NAME } from './files.js';
 import { ProcessMemoryBudget } from './memory-budget.js';
+import { WriterThread } from './writer-thread.js';
 import { defaultMemoryBytes } from './paths.js';
 import { DiskTocStore } from './toc-store.js';
 
@@ -42,9 +43,8 @@ const MAX_REMEMBERED = 256 * 1024;
 /** https://bford.info/cachedir/: backup tools skip a directory holding this file. */
 const CACHEDIR_TAG = 'Signature: 8a477f597d28d172789f06886806bc55\n# This file is a cache directory tag created by tocfs.\n';
 /**
- * Disk writes at once. File I/O and zstd decompression share libuv's small thread pool
- * (4 threads): unbounded writes (6 file operations per chunk) queue in front of the
- * decompression that reads wait for, and cut cold read throughput 2–5× (scripts/bench-fetch.ts).
+ * Disk writes handed to the writer thread at once (writer-thread.ts): one being written while
+ * the next is on its way.
  */
 const WRITE_CONCURRENCY = 2;
 /** Bytes waiting for the disk beyond which new chunks stay in memory only (bounds memory when the network outruns the disk). */
@@ -128,6 +128,7 @@ export class ChunkCache {
   private touchTimer: NodeJS.Timeout | undefined;
   private readonly writes = new Map<string, Promise<void>>();
   private readonly writeSlots = new Sema(WRITE_CONCURRENCY);
+  private readonly writer = new WriterThread();
   private queuedWriteBytes = 0;
   private readonly maxQueuedWriteBytes: number;
   /** What the memory tier may hold now (memoryBytes, or less under a process memory budget). */
@@ -360,7 +361,7 @@ export class ChunkCache {
     try {
       // An explicit, strictly increasing mtime: files written within one tick of the kernel's
       // coarse clock would otherwise tie, and gc would evict among them in no particular order.
-      await writeAtomic(this.tmpDir, path, data, this.stamp());
+      await this.writer.write(this.tmpDir, path, data, this.stamp());
     } catch (e) {
       if (isDiskUnusable(e)) this.degrade(e);
       else this.log.warn({ err: e, digest }, 'cannot write chunk to the cache');

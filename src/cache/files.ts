@@ -29,9 +29,14 @@ export function isNotFound(e: unknown): boolean {
   return (e as NodeJS.ErrnoException)?.code === 'ENOENT';
 }
 
+/** A private temp file name in `tmpDir` for writing `path` (cleanStaleTemps knows its writer by the pid in it). */
+export function tempPathFor(tmpDir: string, path: string): string {
+  return join(tmpDir, `${path.slice(path.lastIndexOf('/') + 1)}.${process.pid}.${randomBytes(4).toString('hex')}`);
+}
+
 /** Writes `data` to `path` via a temp file in `tmpDir` (same filesystem). */
 export async function writeAtomic(tmpDir: string, path: string, data: Uint8Array, mtimeSec?: number): Promise<void> {
-  const tmp = join(tmpDir, `${path.slice(path.lastIndexOf('/') + 1)}.${process.pid}.${randomBytes(4).toString('hex')}`);
+  const tmp = tempPathFor(tmpDir, path);
   try {
     await writeFile(tmp, data, { mode: FILE_MODE, flag: 'wx' });
     if (mtimeSec !== undefined) await utimes(tmp, mtimeSec, mtimeSec);
