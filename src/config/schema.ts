@@ -161,11 +161,11 @@ export const SETTINGS = {
     default: () => defaultDaemonMemoryBytes(),
     defaultText: '1/8 of RAM, between 256M and 2G',
   }, 64 * 1024 ** 2),
-  'fetch.max_request_bytes': size({ description: 'Largest single HTTP range request; neighbouring missing frames are grouped up to this size.', default: 1024 ** 2 }, 4096),
+  'fetch.max_request_bytes': size({ description: "Largest single HTTP range request. Neighbouring missing frames are grouped into requests that start at 1M and grow up to this size while the link's measured bandwidth-delay product says larger requests pay (a registry on a fast link spends as long before the first byte as on sending megabytes).", default: 8 * 1024 ** 2 }, 4096),
   'fetch.max_gap': size({ description: 'Largest run of unneeded compressed bytes still fetched to join two chunks into one request (a request costs the registry more than a few KiB).', default: 16 * 1024 }),
   'fetch.concurrency': integer({ description: 'Range requests in flight per layer.', default: 8 }, 1, 1024),
   'fetch.neighbours': size({ description: 'A read of a small file also fetches the small files that follow it in the layer (files of one directory sit together and are often read one after another), up to this many compressed bytes in all; 0 turns it off.', default: 128 * 1024 }),
-  'fetch.read_ahead': size({ description: 'How far ahead (uncompressed) a file read sequentially is fetched; 0 turns read-ahead off.', default: 8 * 1024 ** 2 }),
+  'fetch.read_ahead': size({ description: 'How far ahead (uncompressed) a file read sequentially is fetched; 0 turns read-ahead off.', default: 32 * 1024 ** 2 }),
   'fetch.timeout': duration({
     description:
       'Backstop: the longest a read waits for its chunks, and a range request may run, even while bytes keep coming; then EIO (the mount keeps serving; a later read retries). A registry that stalls or stops answering fails reads much sooner (registry.stall_timeout).',

@@ -30,8 +30,9 @@ export type { Located } from './plan.js';
 export type { FetchPriority } from './range-fetcher.js';
 export { LayerReadError } from './errors.js';
 
-export const DEFAULT_MAX_REQUEST_BYTES = 1024 * 1024;
-export const DEFAULT_READ_AHEAD = 8 * 1024 * 1024;
+/** The cap; requests start at 1 MiB and grow toward it as the link's bandwidth-delay product asks (link-estimate.ts). */
+export const DEFAULT_MAX_REQUEST_BYTES = 8 * 1024 * 1024;
+export const DEFAULT_READ_AHEAD = 32 * 1024 * 1024;
 export const DEFAULT_MAX_IN_FLIGHT = 8;
 /** Bytes between two chunks worth fetching to save a request (a request costs the registry ~3–5 ms). */
 export const DEFAULT_MAX_GAP_BYTES = 16 * 1024;
@@ -39,11 +40,11 @@ export const DEFAULT_NEIGHBOUR_BYTES = 128 * 1024;
 
 /** The settings of a LayerReader an operator tunes (config `fetch.*`); layer/open.ts passes them to every reader. */
 export interface LayerFetchSettings {
-  /** Cap for one coalesced range request (default 1 MiB). */
+  /** Cap for one coalesced range request (default 8 MiB; below it the size follows the link). */
   maxRequestBytes?: number | undefined;
   /** Largest gap between two chunks' compressed extents still bridged into one request (default 16 KiB). */
   maxGapBytes?: number | undefined;
-  /** How far ahead (uncompressed bytes) a file read sequentially is fetched (default 8 MiB; 0 = off). */
+  /** How far ahead (uncompressed bytes) a file read sequentially is fetched (default 32 MiB; 0 = off). */
   readAhead?: number | undefined;
   /** Range requests in flight for this layer (default 8). */
   maxInFlight?: number | undefined;
@@ -332,6 +333,11 @@ export class LayerReader {
     return () => void this.readListeners.delete(listener);
   }
 
+  /** Resolves once every range request started so far has ended (reads may be answered before their request ends). */
+  settled(): Promise<void> {
+    return this.fetcher.settled();
+  }
+
   /** User reads (readAt calls) in progress. */
   get userReadsInFlight(): number {
     return this.fetcher.userReadsInFlight;
@@ -352,7 +358,8 @@ export class LayerReader {
       this.sequences.set(entry, st);
     }
     st.next = end;
-    st.window = Math.min(this.readAhead, Math.max(2 * st.window, this.maxRequestBytes));
+    // Each step asks for at least one request's worth, so read-ahead requests are as large as the link wants.
+    st.window = Math.min(this.readAhead, Math.max(2 * st.window, this.fetcher.requestBytes));
     const from = Math.max(end, st.aheadEnd);
     const to = Math.min(entry.size, end + st.window);
     // Ask again only when less than half the window is left, so requests stay large.

@@ -11,6 +11,7 @@ import { metrics } from '../metrics/index.js';
 import type { BlobReader } from '../source/types.js';
 import { formatDuration } from '../units.js';
 import { describeEntry, FetchTimeoutError, LayerReadError } from './errors.js';
+import { LinkEstimate } from './link-estimate.js';
 import { coalesce, type Located, type PlannedRange } from './plan.js';
 
 /**
@@ -43,7 +44,7 @@ export interface RangeSink<T extends RangeItem> {
 }
 
 export interface RangeFetcherSettings {
-  /** Cap for one coalesced range request. */
+  /** Cap for one coalesced range request; below it the size follows the link (link-estimate.ts). */
   maxRequestBytes: number;
   /** Largest gap between two chunks' compressed extents still bridged into one request. */
   maxGapBytes: number;
@@ -75,6 +76,9 @@ export class RangeFetcher<T extends RangeItem> {
   private userActive = 0;
   private idleWaiters: Array<() => void> = [];
   readonly counters = { fetchedBytes: 0, fetchedRequests: 0 };
+  readonly link = new LinkEstimate();
+  /** Requests under way (or waiting for a slot). */
+  private readonly active = new Set<Promise<void>>();
 
   constructor(
     readonly layerDigest: string,
@@ -116,6 +120,11 @@ export class RangeFetcher<T extends RangeItem> {
     for (const w of waiters) w();
   }
 
+  /** The size ranges are coalesced up to now (fetch.max_request_bytes at most). */
+  get requestBytes(): number {
+    return this.link.requestBytes(this.settings.maxRequestBytes);
+  }
+
   /** Fetches [start, end) in one request (user or prefetch priority), handing out each item as its bytes arrive. */
   fetchSpan(start: number, end: number, items: T[], priority: 'user' | 'prefetch' = 'user'): Promise<void> {
     return this.fetchRange({ start, end, items, priority, stream: true });
@@ -127,19 +136,33 @@ export class RangeFetcher<T extends RangeItem> {
     const queued = this.queue;
     this.queue = [];
     const byPriority = (p: QueuedPriority): T[] => queued.filter((q) => (q.item.urgent ? 'user' : q.priority) === p).map((q) => q.item);
-    const { maxRequestBytes, maxGapBytes, fetchTimeoutMs } = this.settings;
-    const user = coalesce(byPriority('user'), maxRequestBytes, maxGapBytes);
-    const background = coalesce(byPriority('background'), maxRequestBytes, maxGapBytes);
+    const { maxGapBytes, fetchTimeoutMs } = this.settings;
+    const requestBytes = this.requestBytes;
+    const user = coalesce(byPriority('user'), requestBytes, maxGapBytes);
+    const background = coalesce(byPriority('background'), requestBytes, maxGapBytes);
     const deadline = fetchTimeoutMs ? { deadline: Date.now() + fetchTimeoutMs } : {};
-    for (const r of user) void this.fetchRange({ ...r, priority: 'user', ...deadline });
-    for (const r of background) void this.fetchRange({ ...r, priority: 'background' });
+    // Streamed: reads wait for their chunks, not for the request's end (the larger requests
+    // grow, the more that matters), and the link is measured.
+    for (const r of user) void this.fetchRange({ ...r, priority: 'user', stream: true, ...deadline });
+    for (const r of background) void this.fetchRange({ ...r, priority: 'background', stream: true });
+  }
+
+  /** Resolves once every request started so far has ended (its chunks handed out, its counters updated). */
+  async settled(): Promise<void> {
+    while (this.active.size > 0) await Promise.all(this.active);
+  }
+
+  private fetchRange(range: QueuedRange<T>): Promise<void> {
+    const p = this.fetchOne(range).finally(() => this.active.delete(p));
+    this.active.add(p);
+    return p;
   }
 
   /**
    * Fetches one range and hands out each of its chunks. Never throws.
    * A background range waits while user reads are in progress, unless one of them waits for it.
    */
-  private async fetchRange(range: QueuedRange<T>): Promise<void> {
+  private async fetchOne(range: QueuedRange<T>): Promise<void> {
     const sema = range.priority === 'prefetch' ? this.prefetchSema : this.sema;
     await sema.acquire();
     // Checked with the slot in hand, so no background request starts while a user read is in progress.
@@ -190,13 +213,17 @@ export class RangeFetcher<T extends RangeItem> {
     const byEnd = [...range.items].sort((a, b) => a.chunk.compressedEnd - b.chunk.compressedEnd);
     let n = 0;
     let next = 0;
+    const sent = performance.now();
+    let first: number | undefined;
     for await (const part of this.blob.readParts!(range.start, length, signal)) {
+      first ??= performance.now();
       if (n + part.length > length) throw new Error(`the source sent more than the ${length} bytes asked for`);
       part.copy(buf, n);
       n += part.length;
       while (next < byEnd.length && byEnd[next]!.chunk.compressedEnd - range.start <= n) ready(byEnd[next++]!, buf);
     }
     if (n !== length) throw new Error(`the source sent ${n} of the ${length} bytes asked for`);
+    if (first !== undefined) this.link.sample(length, first - sent, performance.now() - first);
     return buf;
   }
 }

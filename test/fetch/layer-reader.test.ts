@@ -184,12 +184,13 @@ describe('LayerReader over real images', { skip: HAVE_CORPUS ? false : `no corpu
         await inParallel(regular(toc), 16, async (entry) => {
           assert.equal(sha256(await readWhole(reader, entry)), `sha256:${want.get(entry.path)}`, entry.path);
         });
+        await reader.settled();
         const unreachable = regular(toc).some((e) => e.chunks.some((c) => !c.zeros && c.compressedOffset < 0));
         const reachable = regular(toc).some((e) => e.chunks.some((c) => !c.zeros && c.compressedOffset >= 0));
         assert.equal(reachable, expected.layers[desc.digest]!.format.format === 'gzip', 'gzip layers (and only they) have pieces reachable from checkpoints');
         assert.equal(reindexed, unreachable ? 1 : 0, 'one re-index for every concurrent miss of a piece no checkpoint reaches');
         if (!reachable) assert.equal(counter.requests, reindexed + 1, 'the blob was streamed once to index and once to re-index');
-        else assert.ok(counter.requests > reindexed + 1 && reader.stats.verifyFailures === 0, 'pieces were fetched by range from checkpoints and verified');
+        else assert.ok(counter.requests > reindexed + 1 && reader.stats.verifyFailures === 0, `pieces were fetched by range from checkpoints and verified (${counter.requests} requests, ${reindexed} re-indexes, ${reader.stats.verifyFailures} verify failures)`);
       }
     });
   }
