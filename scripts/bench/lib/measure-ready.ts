@@ -10,6 +10,7 @@ import { READY_COMMAND, type BuiltImage, type LayerFormat } from './images.js';
 import { Podman } from './podman.js';
 import { startService, waitFor, run } from './proc.js';
 import { startStargzStore } from './stargz.js';
+import { rssBytes } from './tocfs.js';
 import { repeat, summarize, type Summary } from './stats.js';
 import { repoOf } from './context.js';
 
@@ -155,7 +156,7 @@ async function readyOnce(ctx: Ctx, side: ClientSide, mode: ReadyMode, img: Built
       const r = await pullAndRun(ctx, side, podman, ref, cmd, check);
       // Podman falls back to pulling the layer itself when the store does not serve it: that is no lazy start.
       if (r.registry_bytes > 0.8 * (img.layerBytes[mode.format] ?? Infinity) && mode.backgroundFetch !== true) throw new Error(`stargz-store did not serve the layer lazily (${(r.registry_bytes / 1e6).toFixed(0)} MB fetched): ${store.output.slice(-3).join(' | ')}`);
-      return r;
+      return { ...r, store_rss_MB: (await rssBytes(store.pid)) / 1e6 };
     } finally {
       await podman.destroy();
       await store.stop();
@@ -201,7 +202,7 @@ async function lazyOnce(
   const podman = await Podman.create(podmanDir, side.ns, side.host, { additionalLayerStore: `${storeDir}:ref` });
   try {
     const before = await profileFiles(cacheDir);
-    const r = await pullAndRun(ctx, side, podman, ref, cmd, check);
+    const r = { ...(await pullAndRun(ctx, side, podman, ref, cmd, check)), store_rss_MB: (await rssBytes(store.pid)) / 1e6 };
     // After the measurement: `tocfs store` saves a recording when reads go idle (profile.idle,
     // 10 s). Stopping the store does not save it (LayerStore.close() skips every image: its
     // Promise.race against an already-resolved promise always takes the latter), so wait.
