@@ -5,6 +5,7 @@
  */
 import { mkdir, stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
+import { setFlagsFromString } from 'node:v8';
 import type { Logger } from 'pino';
 import { notifyFailure, notifyReady } from './daemonize.js';
 import { collectGarbageSoon } from './memory.js';
@@ -63,8 +64,22 @@ async function storeIdMap(mode: 'auto' | 'none', log: Logger): Promise<IdMap | u
   return map;
 }
 
+/**
+ * Keeps V8's young generation at its initial size. Parsing TOCs grows it to its 16 MiB
+ * semispaces, and V8 never shrinks it again: 30-50 MB of an idle store's resident memory.
+ * Loading TOCs takes some 10-20 % longer for it (more scavenges).
+ */
+function keepYoungGenerationSmall(log: Logger): void {
+  try {
+    setFlagsFromString('--semi-space-growth-factor=1');
+  } catch (err) {
+    log.debug({ err }, 'cannot limit the young generation');
+  }
+}
+
 export async function serveStore(opts: StoreServeOptions): Promise<void> {
   const log = opts.logger;
+  keepYoungGenerationSmall(log);
   const storeDir = resolve(opts.storeDir);
   const started = new Date();
   let store: LayerStore | undefined;
