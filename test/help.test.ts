@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { commands } from '../src/cli/commands/index.js';
+import { COMMAND_LOADERS } from '../src/cli/main.js';
 import { runCli } from './helpers/cli.js';
 
 function commandName(c: { command?: string | readonly string[] }): string {
@@ -93,4 +94,14 @@ describe('help', () => {
       for (const sub of subcommands(out, [name])) await checkHelp([name, sub]);
     });
   }
+
+  it('a command line naming a command loads that command alone, the one tocfs --help lists', async () => {
+    const byName = new Map<string, unknown>();
+    for (const c of commands) {
+      byName.set(commandName(c), c);
+      for (const alias of [(c as { aliases?: string | readonly string[] }).aliases ?? []].flat()) byName.set(alias, c);
+    }
+    assert.deepEqual(Object.keys(COMMAND_LOADERS).sort(), [...byName.keys()].sort(), 'every command and alias has a loader');
+    for (const [name, load] of Object.entries(COMMAND_LOADERS)) assert.equal(await load(), byName.get(name), name);
+  });
 });

@@ -1,13 +1,42 @@
 import { defaultConfigPath, flagsFromArgs, loadConfig, setCurrentConfig, settingOption } from '../config/index.js';
 import { TocfsError } from '../errors.js';
 import { configureLogging, logFd, logger } from '../log.js';
-import { commands } from './commands/index.js';
+import type { CommandModule } from 'yargs';
 import { withExamples } from './help.js';
 import { readFileSync } from 'node:fs';
 import { helpWidth, yargs } from './yargs.js';
 
 /** tocfs's own version: yargs' CommonJS build would look for a package.json from the working directory. */
 const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+
+/**
+ * The module of each command by its name (and alias), so that a command line naming one loads
+ * only that command's imports: `tocfs mount`, which only starts the daemon, stays quick. Anything
+ * else (help, a typo) loads them all (commands/index.ts).
+ */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type AnyCommand = CommandModule<any, any>;
+export const COMMAND_LOADERS: Readonly<Record<string, () => Promise<AnyCommand>>> = {
+  cache: async () => (await import('./commands/cache.js')).cacheCommand,
+  config: async () => (await import('./commands/config.js')).configCommand,
+  convert: async () => (await import('./commands/convert.js')).convertCommand,
+  index: async () => (await import('./commands/index-layers.js')).indexCommand,
+  inspect: async () => (await import('./commands/inspect.js')).inspectCommand,
+  ls: async () => (await import('./commands/ls.js')).lsCommand,
+  cat: async () => (await import('./commands/cat.js')).catCommand,
+  mount: async () => (await import('./commands/mount.js')).mountCommand,
+  unmount: async () => (await import('./commands/unmount.js')).unmountCommand,
+  umount: async () => (await import('./commands/unmount.js')).unmountCommand,
+  store: async () => (await import('./commands/store.js')).storeCommand,
+  profile: async () => (await import('./commands/profile.js')).profileCommand,
+};
+
+/** The commands a command line needs registered: the one it names, or all of them. */
+async function commandsFor(args: string[]): Promise<AnyCommand[]> {
+  const name = args[0];
+  const load = name !== undefined && Object.hasOwn(COMMAND_LOADERS, name) ? COMMAND_LOADERS[name] : undefined;
+  return load ? [await load()] : (await import('./commands/index.js')).commands;
+}
 
 // Lines of at most 78 columns: nothing in it wraps at the usual 80.
 const EPILOGUE = `Configuration:
@@ -66,7 +95,7 @@ export async function main(args: string[]): Promise<void> {
     ],
     EPILOGUE,
   );
-  for (const c of commands) cli.command(c);
+  for (const c of await commandsFor(args)) cli.command(c);
   try {
     await cli.parseAsync();
   } catch (e) {
