@@ -140,22 +140,27 @@ function setWide(ints: Uint32Array, at: number, n: number): void {
 
 /** The Uint32Array fuse-native's C layer reads a struct stat from. */
 export function statArray(s: StatInfo, log?: Logger): Uint32Array {
-  const ints = new Uint32Array(PRECISE_TIMES ? 21 : 18);
-  ints[0] = s.mode;
-  ints[1] = s.uid;
-  ints[2] = s.gid;
-  setWide(ints, 3, s.size);
-  ints[5] = 0;
-  ints[6] = s.nlink;
-  ints[7] = s.ino;
-  ints[8] = s.rdev;
-  ints[9] = s.blksize;
-  setWide(ints, 10, s.blocks);
-  const step = PRECISE_TIMES ? 3 : 2;
-  setTime(ints, 12, s.atime, log);
-  setTime(ints, 12 + step, s.mtime, log);
-  setTime(ints, 12 + 2 * step, s.ctime, log);
+  const ints = new Uint32Array(STAT_INTS);
+  statInto(s, ints, 0, log);
   return ints;
+}
+
+/** Writes statArray's words at `at` of `ints`. */
+function statInto(s: StatInfo, ints: Uint32Array, at: number, log: Logger | undefined): void {
+  ints[at] = s.mode;
+  ints[at + 1] = s.uid;
+  ints[at + 2] = s.gid;
+  setWide(ints, at + 3, s.size);
+  ints[at + 5] = 0;
+  ints[at + 6] = s.nlink;
+  ints[at + 7] = s.ino;
+  ints[at + 8] = s.rdev;
+  ints[at + 9] = s.blksize;
+  setWide(ints, at + 10, s.blocks);
+  const step = PRECISE_TIMES ? 3 : 2;
+  setTime(ints, at + 12, s.atime, log);
+  setTime(ints, at + 12 + step, s.mtime, log);
+  setTime(ints, at + 12 + 2 * step, s.ctime, log);
 }
 
 function statfsArray(s: StatfsInfo): Uint32Array {
@@ -217,7 +222,8 @@ export class Fuse extends FuseBase {
       } else {
         const list = typeof stats === 'function' ? stats() : stats;
         packed = new Uint32Array(list.length * STAT_INTS);
-        list.forEach((s, i) => packed!.set(statArray(s, this.log), i * STAT_INTS));
+        // Straight into the listing's array: a Uint32Array of a stat each is a malloc each (over V8's 64-byte on-heap limit).
+        list.forEach((s, i) => statInto(s, packed!, i * STAT_INTS, this.log));
         this.keepPacked(names, packed);
       }
       // Views for this call only (the C side reads each element as a struct stat).
