@@ -11,7 +11,8 @@ import { absolutePathEnv, currentConfig } from '../config/index.js';
 import { TocfsError } from '../errors.js';
 
 const READY_FD = 3;
-const READY_ENV = 'TOCFS_READY_FD';
+/** Outside the TOCFS_* names, which the config loader takes for settings (and warns about unknown ones). */
+const READY_ENV = 'TOCFSD_READY_FD';
 
 interface ReadyMessage {
   ready?: boolean;

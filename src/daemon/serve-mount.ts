@@ -141,7 +141,8 @@ export async function serveMount(opts: ServeOptions): Promise<void> {
   // Catch SIGTERM before anyone hears we are ready: a `tocfs unmount` right after would
   // otherwise meet node's default handler and leave the mount behind.
   const stopped = untilStopped(mountpoint, log);
-  log.info({ image: image.reference, mountpoint, layer: opts.layer, ms: Date.now() - started }, 'mounted');
+  // processMs: since this process started (its module loading included), for start-up profiling.
+  log.info({ image: image.reference, mountpoint, layer: opts.layer, ms: Date.now() - started, processMs: Math.round(performance.now()) }, 'mounted');
   notifyReady();
   collectGarbageSoon(log);
   await sdNotify({ ready: true, status: `serving ${image.reference} at ${mountpoint}` }, log);
