@@ -37,3 +37,16 @@ export function collectGarbageSoon(log: Logger, delayMs = 500): void {
   }, delayMs);
   pending.unref();
 }
+
+/**
+ * Keeps V8's young generation at its initial size. Parsing TOCs grows it to its 16 MiB
+ * semispaces, and V8 never shrinks it again: 30-50 MB of an idle store's resident memory.
+ * Loading TOCs takes some 10-20 % longer for it (more scavenges).
+ */
+export function keepYoungGenerationSmall(log: Logger): void {
+  try {
+    setFlagsFromString('--semi-space-growth-factor=1');
+  } catch (err) {
+    log.debug({ err }, 'cannot limit the young generation');
+  }
+}

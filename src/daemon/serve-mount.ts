@@ -18,7 +18,7 @@ import { DEFAULT_PROFILE_SETTINGS, StartupProfiles, type ImageProfiles, type Pro
 import { createProgress, type Progress } from '../progress.js';
 import { defaultCacheDir } from '../cache/paths.js';
 import { notifyFailure, notifyReady } from './daemonize.js';
-import { collectGarbageSoon } from './memory.js';
+import { collectGarbageSoon, keepYoungGenerationSmall } from './memory.js';
 import { sdNotify } from './sd-notify.js';
 import { removeMountState, writeMountState } from './state.js';
 
@@ -110,6 +110,7 @@ export function untilStopped(mountpoint: string, log: Logger): Promise<string> {
 /** Runs one mount to its end. Rejects (after telling a waiting parent) if it cannot mount. */
 export async function serveMount(opts: ServeOptions): Promise<void> {
   const log = opts.logger;
+  keepYoungGenerationSmall(log);
   const mountpoint = resolve(opts.mountpoint);
   const started = Date.now();
   let image: OpenedImage | undefined;

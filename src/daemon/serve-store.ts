@@ -5,10 +5,9 @@
  */
 import { mkdir, stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { setFlagsFromString } from 'node:v8';
 import type { Logger } from 'pino';
 import { notifyFailure, notifyReady } from './daemonize.js';
-import { collectGarbageSoon } from './memory.js';
+import { collectGarbageSoon, keepYoungGenerationSmall } from './memory.js';
 import { untilStopped } from './serve-mount.js';
 import { removeMountState, writeMountState } from './state.js';
 import { mountFs, type MountedFs } from '../fs/mount.js';
@@ -62,19 +61,6 @@ async function storeIdMap(mode: 'auto' | 'none', log: Logger): Promise<IdMap | u
     log.warn({ subuid: SUBUID_FILE, subgid: SUBGID_FILE }, `no subordinate ${sub.uids === 0 ? 'user' : 'group'} IDs for this user: files not owned by container root show as 65534 (rootless Podman needs these ranges too)`);
   }
   return map;
-}
-
-/**
- * Keeps V8's young generation at its initial size. Parsing TOCs grows it to its 16 MiB
- * semispaces, and V8 never shrinks it again: 30-50 MB of an idle store's resident memory.
- * Loading TOCs takes some 10-20 % longer for it (more scavenges).
- */
-function keepYoungGenerationSmall(log: Logger): void {
-  try {
-    setFlagsFromString('--semi-space-growth-factor=1');
-  } catch (err) {
-    log.debug({ err }, 'cannot limit the young generation');
-  }
 }
 
 export async function serveStore(opts: StoreServeOptions): Promise<void> {

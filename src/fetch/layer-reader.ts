@@ -186,7 +186,9 @@ export class LayerReader {
   }
 
   get stats(): LayerReaderStats {
-    this.chunkBytes ??= extentBytes(this.chunksInBlobOrder());
+    // Not through chunksInBlobOrder(): that keeps its list, 48 B a chunk, and stats are asked for
+    // every few seconds of every layer a store serves, most of which never need the list.
+    this.chunkBytes ??= extentBytes(this.blobOrder ?? this.locatedChunks());
     const { fetchedBytes, fetchedRequests } = this.fetcher.counters;
     const pct = this.chunkBytes > 0 ? Math.min(100, (100 * fetchedBytes) / this.chunkBytes) : 0;
     return { fetchedBytes, fetchedRequests, ...this.counters, chunkBytes: this.chunkBytes, fetchedPercent: pct };
@@ -194,15 +196,18 @@ export class LayerReader {
 
   /** Every non-zero chunk of the layer with a blob position, in blob order. */
   chunksInBlobOrder(): readonly Located[] {
-    if (!this.blobOrder) {
-      const all: Located[] = [];
-      for (const entry of this.toc.entries) {
-        if (entry.type !== 'reg') continue;
-        for (const chunk of entry.chunks) if (!chunk.zeros && chunk.compressedOffset >= 0) all.push({ chunk, entry });
-      }
-      this.blobOrder = all.sort((a, b) => a.chunk.compressedOffset - b.chunk.compressedOffset || a.chunk.innerOffset - b.chunk.innerOffset);
-    }
+    this.blobOrder ??= this.locatedChunks().sort((a, b) => a.chunk.compressedOffset - b.chunk.compressedOffset || a.chunk.innerOffset - b.chunk.innerOffset);
     return this.blobOrder;
+  }
+
+  /** Every non-zero chunk of the layer with a blob position, in TOC order. */
+  private locatedChunks(): Located[] {
+    const all: Located[] = [];
+    for (const entry of this.toc.entries) {
+      if (entry.type !== 'reg') continue;
+      for (const chunk of entry.chunks) if (!chunk.zeros && chunk.compressedOffset >= 0) all.push({ chunk, entry });
+    }
+    return all;
   }
 
   /** Those of `items` that are neither stored nor being fetched (for background work). */

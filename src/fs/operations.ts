@@ -3,6 +3,7 @@
  * the tree (in memory); file content from `read`, which fetches lazily. Every handler answers
  * through its callback without blocking: content reads are promises, the rest is lookups.
  */
+import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 import type { FsNode, FsTree } from '../image/tree.js';
 import { sortedNames } from '../image/tree.js';
@@ -33,6 +34,8 @@ const TIMED_OPS = ['getattr', 'readdir', 'readlink', 'getxattr', 'listxattr', 'o
 const ERRNO_NAMES = new Map<number, string>(Object.entries(Errno).map(([name, n]) => [n, name]));
 
 const O_ACCMODE = 3;
+/** Directory listings kept (names arrays) for the readdir calls that page through one. */
+const LISTINGS_KEPT = 256;
 const W_OK = 2;
 
 function contentBytes(tree: FsTree): number {
@@ -57,7 +60,9 @@ export function fsOperations(opts: FsOptions): FuseOperations {
   const { tree, read, logger: log } = opts;
   const blockSize = opts.blockSize ?? 128 * 1024;
   const handles = new Map<number, FsNode>();
-  const listings = new WeakMap<FsNode, string[]>();
+  // The names of the directories listed last: a walk of a big tree would otherwise keep an
+  // array for every directory (the tree never changes, so a listing is made again at will).
+  const listings = new LRUCache<FsNode, string[]>({ max: LISTINGS_KEPT });
   let nextHandle = 1;
   let totalBytes: number | undefined;
 
@@ -85,7 +90,7 @@ export function fsOperations(opts: FsOptions): FuseOperations {
           listings.set(node, names);
         }
         const children = node.children;
-        // Stats are asked for once per listing (the binding keeps them packed).
+        // Stats are asked for once per listing (the binding keeps the latest listings' packed).
         cb(0, names, () => names!.map((n, i) => statOf(i < 2 ? node : children.get(n)!, blockSize)));
       });
     },
