@@ -24,6 +24,8 @@ export interface DaemonOptions {
   args: string[];
   /** The child's stdout and stderr go here (the file is started afresh). */
   logFile: string;
+  /** Variables added to the child's environment. */
+  env?: Record<string, string>;
 }
 
 function tail(file: string, lines = 15): string {
@@ -71,7 +73,7 @@ export function startDaemon(opts: DaemonOptions): Promise<number> {
     detached: true,
     cwd: '/',
     // Relative paths in TOCFS_* variables were resolved here; the child, in /, gets them absolute.
-    env: { ...process.env, ...absolutePathEnv(currentConfig()), [READY_ENV]: String(READY_FD) },
+    env: { ...process.env, ...absolutePathEnv(currentConfig()), ...opts.env, [READY_ENV]: String(READY_FD) },
     stdio: ['ignore', log, log, 'pipe'],
   });
   closeSync(log);

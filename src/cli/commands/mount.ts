@@ -7,7 +7,8 @@ import { resolve } from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
 import { currentConfig, settingOption } from '../../config/index.js';
 import { hasReadyChannel, startDaemon } from '../../daemon/daemonize.js';
-import type { PrefetchMode } from '../../daemon/serve-mount.js';
+import type { PrefetchMode, ServeOptions } from '../../daemon/serve-mount.js';
+import { MOUNT_DAEMON_ENV, type MountDaemonOptions } from '../mount-daemon.js';
 import { ensureRuntimeDir, mountFiles } from '../../daemon/state.js';
 import { metricsAddressFor } from '../../config/metrics-address.js';
 import { formatReference, parseReference } from '../../reference.js';
@@ -40,6 +41,43 @@ function daemonArgs(argv: MountArgs, mountpoint: string): string[] {
   return args;
 }
 
+/** What serveMount is to do, from the command line and the effective configuration. */
+function serveOptions(argv: MountArgs, mountpoint: string, image: string): Omit<ServeOptions, 'logger'> {
+  const config = currentConfig();
+  const v = config.values;
+  const metricsAddress = metricsAddressFor('mount', config);
+  return {
+    ...(metricsAddress ? { metricsAddress } : {}),
+    mount: { readAheadKb: Math.floor(v['mount.read_ahead'] / 1024), allowOther: v['mount.allow_other'] },
+    image,
+    mountpoint,
+    ...(argv.layer ? { layer: argv.layer } : {}),
+    prefetch: (argv.prefetch ?? v['prefetch.mode']) as PrefetchMode,
+    open: openImageOptions(argv),
+    profiles: profileSettings(),
+  };
+}
+
+/**
+ * The same for the daemon (cli/mount-daemon.ts), which starts in / without parsing anything:
+ * the reference and every path absolute, as daemonArgs spells them for its command line.
+ */
+function daemonOptions(argv: MountArgs, mountpoint: string, logFile: string): MountDaemonOptions {
+  const serve = serveOptions(argv, mountpoint, formatReference(parseReference(argv.image)));
+  const open = serve.open;
+  const abs = (p: string | undefined): string | undefined => (p === undefined ? undefined : resolve(p));
+  const registry = open.registry && { ...open.registry, ...definedOnly({ registriesConf: abs(open.registry.registriesConf), authFile: abs(open.registry.authFile), certsDir: abs(open.registry.certsDir) }) };
+  const v = currentConfig().values;
+  return {
+    serve: { ...serve, logFile, open: { ...open, cacheDir: resolve(String(v['cache.dir'])), ...(registry ? { registry } : {}) } },
+    log: { level: String(v['log.level']), format: v['log.format'] },
+  };
+}
+
+function definedOnly<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, x]) => x !== undefined)) as Partial<T>;
+}
+
 export const mountCommand: CommandModule<object, MountArgs> = {
   command: 'mount <image> <mountpoint>',
   describe: 'Mount an image read-only, fetching file contents only when they are read',
@@ -63,26 +101,13 @@ export const mountCommand: CommandModule<object, MountArgs> = {
     const mountpoint = resolve(argv.mountpoint);
     if (!argv.foreground) {
       await ensureRuntimeDir();
-      await startDaemon({ args: daemonArgs(argv, mountpoint), logFile: mountFiles(mountpoint).log });
+      const logFile = mountFiles(mountpoint).log;
+      await startDaemon({ args: daemonArgs(argv, mountpoint), logFile, env: { [MOUNT_DAEMON_ENV]: JSON.stringify(daemonOptions(argv, mountpoint, logFile)) } });
       return;
     }
     // Loaded here, not at the top: the command that only starts the daemon stays quick.
     const { serveMount } = await import('../../daemon/serve-mount.js');
-    const config = currentConfig();
-    const v = config.values;
-    const metricsAddress = metricsAddressFor('mount', config);
-    await serveMount({
-      ...(metricsAddress ? { metricsAddress } : {}),
-      mount: { readAheadKb: Math.floor(v['mount.read_ahead'] / 1024), allowOther: v['mount.allow_other'] },
-      image: argv.image,
-      mountpoint,
-      ...(argv.layer ? { layer: argv.layer } : {}),
-      prefetch: (argv.prefetch ?? v['prefetch.mode']) as PrefetchMode,
-      open: openImageOptions(argv),
-      profiles: profileSettings(),
-      logger: logger(),
-      ...(hasReadyChannel() ? { logFile: mountFiles(mountpoint).log } : {}),
-    });
+    await serveMount({ ...serveOptions(argv, mountpoint, argv.image), logger: logger(), ...(hasReadyChannel() ? { logFile: mountFiles(mountpoint).log } : {}) });
     logger().flush();
     // fuse-native keeps a handle on the event loop after unmounting.
     setTimeout(() => process.exit(process.exitCode ?? 0), 100).unref();
