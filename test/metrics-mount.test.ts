@@ -145,6 +145,16 @@ describe('metrics of a mounted image', { skip: await fuseSkipReason() }, () => {
     assert.ok(d2('tocfs_cache_hits_total{tier="memory"}') >= distinct, `memory hits ${d2('tocfs_cache_hits_total{tier="memory"}')} for ${distinct} chunks`);
     assert.equal(d2('tocfs_cache_misses_total{tier="memory"}'), 0);
     assert.equal(d2('tocfs_cache_misses_total{tier="disk"}'), 0);
+    // The tier's gauges are sampled four times a second (cache/memory-budget.ts).
+    let tier = 0;
+    let tierLimit = 0;
+    for (let i = 0; i < 20 && tier < FILE_SIZE; i++) {
+      const m = i === 0 ? m2 : await scrape(port);
+      tier = m.get('tocfs_memory_tier_bytes') ?? 0;
+      tierLimit = m.get('tocfs_memory_tier_limit_bytes') ?? 0;
+      if (tier < FILE_SIZE) await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.ok(tier >= FILE_SIZE && tier <= tierLimit, `memory tier ${tier} bytes (limit ${tierLimit}) holds the ${FILE_SIZE}-byte file`);
     assert.equal((await mounts.unmount(mnt)).code, 0);
 
     // A new mount (a new process, empty memory tier) over the same cache directory reads from disk.

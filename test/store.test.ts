@@ -281,7 +281,9 @@ describe('tocfs store over a real registry', { skip: HAVE_CORPUS ? false : `corp
     await errnoOf(open(join(dir, 'use'), 'w+'));
     const gz = expected.get('gzip-plain-basic')!.images[0]!.layers[0]!;
     assert.equal(await errnoOf(stat(join(layerDir('gzip-plain-basic', gz), 'diff'))), 'ENOENT');
-    let doc: { images: Array<{ ref: string; manifest: string }>; layers: Array<{ ref: string; key: string; uses: number; fetchedBytes: number }>; misses: Array<{ key: string }> } | undefined;
+    let doc:
+      | { images: Array<{ ref: string; manifest: string }>; layers: Array<{ ref: string; key: string; uses: number; fetchedBytes: number }>; misses: Array<{ key: string }>; memory?: { rssBytes: number; budgetBytes?: number; tierBytes: number; tierLimitBytes: number } }
+      | undefined;
     for (let i = 0; i < 100; i++) {
       const res = await runCli(['store', 'status', '--json', store.dir]);
       if (res.code === 0) {
@@ -295,9 +297,14 @@ describe('tocfs store over a real registry', { skip: HAVE_CORPUS ? false : `corp
     assert.equal(entry.uses, 2);
     assert.ok(doc!.misses.some((m) => m.key === gz), 'the plain gzip layer is listed as not served');
     assert.ok(doc!.images.some((i) => i.ref === refOf('zstdchunked-skopeo118-layers') && i.manifest === exp.images[0]!.manifest_digest), 'the resolved image is listed');
+    const mem = doc!.memory;
+    assert.ok(mem, 'the status tells the memory');
+    assert.ok(mem.rssBytes > 20e6 && mem.budgetBytes! >= 256 * 1024 ** 2, `resident ${mem.rssBytes} within daemon.memory ${mem.budgetBytes}`);
+    assert.ok(mem.tierLimitBytes >= 4 * 1024 ** 2 && mem.tierBytes <= mem.tierLimitBytes, `memory tier ${mem.tierBytes} of ${mem.tierLimitBytes}`);
     const table = await runCli(['store', 'status', store.dir]);
     assert.equal(table.code, 0, table.stderr);
     assert.match(table.stdout.toString(), new RegExp(digest.slice(7, 19)));
+    assert.match(table.stdout.toString(), /^memory: .* resident of daemon\.memory .*; memory tier .* \(may hold .*\)$/m);
   });
 
   it('SIGTERM unmounts cleanly and exits 0; a stale mount left by kill -9 is cleared by the next start', async () => {

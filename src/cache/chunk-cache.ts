@@ -239,6 +239,11 @@ export class ChunkCache {
     return this.memory.calculatedSize;
   }
 
+  /** The memory tier now, and daemon.memory when the cache keeps to one (for status reports). */
+  get memoryUse(): { tierBytes: number; tierLimitBytes: number; budgetBytes?: number } {
+    return { tierBytes: this.memory.calculatedSize, tierLimitBytes: this.memoryLimit, ...(this.budget ? { budgetBytes: this.budget.budget } : {}) };
+  }
+
   /** Caps the memory tier at `bytes` (never above its configured size), evicting the least recently used chunks beyond it. */
   limitMemory(bytes: number): void {
     this.memoryLimit = Math.min(this.memory.maxSize, Math.max(0, bytes));

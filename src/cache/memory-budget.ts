@@ -5,6 +5,7 @@
  * minus everything else, measured from the process's RSS several times a second.
  */
 import type { Logger } from 'pino';
+import { metrics } from '../metrics/index.js';
 import { formatSize } from '../units.js';
 
 /** How often RSS is sampled. */
@@ -49,6 +50,7 @@ export class ProcessMemoryBudget {
     const room = this.budget - budgetHeadroom(this.budget) - rest;
     const limit = Math.min(this.tierMax, Math.max(MIN_TIER_BYTES, room));
     this.tier.limit(limit);
+    metrics.memoryTier(this.tier.bytes, limit);
     if (room < MIN_TIER_BYTES && Date.now() - this.lastWarning > WARN_EVERY_MS) {
       this.lastWarning = Date.now();
       this.log.warn(

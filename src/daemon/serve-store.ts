@@ -72,11 +72,12 @@ export async function serveStore(opts: StoreServeOptions): Promise<void> {
   let uses: UseCounts | undefined;
   let mounted: MountedFs | undefined;
   let metricsServer: MetricsServer | undefined;
+  let opener: LayerOpener;
   try {
     // A stale mount answers ENOTCONN here; mountFs clears it.
     await mkdir(storeDir, { recursive: true, mode: 0o755 }).catch(() => undefined);
     const idMap = await storeIdMap(opts.idMap ?? 'auto', log);
-    const opener = await LayerOpener.create(opts, log);
+    opener = await LayerOpener.create(opts, log);
     // Read now, written only once mounted: a store already serving this directory keeps its journal.
     uses = await UseCounts.open({ file: useJournalFile(opts.cacheDir, storeDir), storeDir, logger: log });
     store = new LayerStore({
@@ -115,6 +116,7 @@ export async function serveStore(opts: StoreServeOptions): Promise<void> {
     throw e;
   }
   const liveStore = store;
+  const cache = opener.cache;
   // Catch SIGTERM before anyone hears we are ready (see daemon/serve-mount.ts).
   const stopped = untilStopped(storeDir, log);
   log.info({ storeDir, cacheDir: opts.cacheDir, ms: Date.now() - started.getTime() }, 'layer store mounted');
@@ -132,7 +134,8 @@ export async function serveStore(opts: StoreServeOptions): Promise<void> {
       layersServed = served;
       collectGarbageSoon(log);
     }
-    await writeStatus({ ...(await liveStore.status()), registries: registryStates(), pid: process.pid, storeDir, started: started.toISOString(), updated: new Date().toISOString() });
+    const memory = { rssBytes: process.memoryUsage.rss(), ...cache.memoryUse };
+    await writeStatus({ ...(await liveStore.status()), registries: registryStates(), memory, pid: process.pid, storeDir, started: started.toISOString(), updated: new Date().toISOString() });
   };
   const timer = setInterval(() => publish().catch((err: unknown) => log.debug({ err }, 'cannot write the status file')), STATUS_INTERVAL_MS);
   await publish().catch(() => undefined);

@@ -20,6 +20,8 @@ export interface StatusDocument extends StoreStatus {
   updated: string;
   /** Every registry host the store has used: answering or down. */
   registries?: RegistryHealthStatus[];
+  /** The daemon's resident memory, its daemon.memory budget and its memory tier. */
+  memory?: { rssBytes: number; budgetBytes?: number; tierBytes: number; tierLimitBytes: number };
 }
 
 /** `<runtime dir>/stores/<hash of the store dir>.json` */
@@ -77,6 +79,8 @@ export function formatStatus(doc: StatusDocument): string {
   }
   for (const m of doc.misses) lines.push(`not served: ${m.ref} ${short(m.key)}: ${m.reason}`);
   for (const r of doc.registries ?? []) lines.push(registryLine(r, Date.parse(doc.updated)));
+  const m = doc.memory;
+  if (m) lines.push(`memory: ${humanBytes(m.rssBytes)} resident${m.budgetBytes ? ` of daemon.memory ${humanBytes(m.budgetBytes)}` : ''}; memory tier ${humanBytes(m.tierBytes)} (may hold ${humanBytes(m.tierLimitBytes)})`);
   return lines.join('\n');
 }
 

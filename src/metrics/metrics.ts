@@ -64,6 +64,8 @@ const fuseSeconds = new Histogram({
 const fuseErrors = new Counter({ name: 'tocfs_fuse_errors_total', help: 'FUSE operations answered with an error, by operation and errno name.', labelNames: ['op', 'errno'], registers: [registry] });
 const profileReplayBytes = new Counter({ name: 'tocfs_profile_replay_bytes_total', help: 'Compressed bytes fetched ahead of reads by start-up profile replay.', registers: [registry] });
 const profileReplayRequests = new Counter({ name: 'tocfs_profile_replay_requests_total', help: 'Range requests made by start-up profile replay.', registers: [registry] });
+const memoryTier = new Gauge({ name: 'tocfs_memory_tier_bytes', help: 'Decompressed chunks held in the memory tier.', registers: [registry] });
+const memoryTierLimit = new Gauge({ name: 'tocfs_memory_tier_limit_bytes', help: 'What the memory tier may hold now: cache.memory_size, or less to keep the daemon within daemon.memory.', registers: [registry] });
 const layerFetched = new Gauge({
   name: 'tocfs_layer_fetched_ratio',
   help: 'Compressed bytes of a layer\'s chunks fetched by this process as a share of all its chunks\' bytes, 0 to 1 (percent = ratio x 100).',
@@ -161,6 +163,11 @@ export const metrics = {
   /** How much of layer `layer` this process fetched: `present` of `total` compressed chunk bytes. */
   layerProgress(layer: string, present: number, total: number): void {
     layerFetched.labels(layer).set(total > 0 ? Math.min(1, present / total) : 1);
+  },
+  /** The memory tier's size and limit (sampled with the process's RSS, cache/memory-budget.ts). */
+  memoryTier(bytes: number, limit: number): void {
+    memoryTier.set(bytes);
+    memoryTierLimit.set(limit);
   },
   /** Drops a layer's own series (when its last mount or store entry goes away). */
   forgetLayer(layer: string): void {
