@@ -135,7 +135,7 @@ mode = "all"
     assert.equal(cfg.values['fetch.timeout'], 45_000);
     assert.equal(cfg.values['prefetch.mode'], 'all');
     assert.deepEqual(cfg.origins['prefetch.mode'], { source: 'file', file });
-    assert.equal(cfg.values['fetch.read_ahead'], 8 * 2 ** 20);
+    assert.equal(cfg.values['fetch.read_ahead'], 32 * 2 ** 20);
     assert.deepEqual(cfg.origins['fetch.read_ahead'], { source: 'default' });
   });
 
