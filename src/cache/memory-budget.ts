@@ -5,6 +5,7 @@
  * minus everything else, measured from the process's RSS several times a second.
  */
 import type { Logger } from 'pino';
+import { fullGc } from '../full-gc.js';
 import { metrics } from '../metrics/index.js';
 import { formatSize } from '../units.js';
 
@@ -14,6 +15,8 @@ const SAMPLE_MS = 250;
 export const MIN_TIER_BYTES = 4 * 1024 ** 2;
 /** How often the "over budget" warning may repeat. */
 const WARN_EVERY_MS = 5 * 60_000;
+/** Full collections the budget may force, at most one per this long. */
+const GC_EVERY_MS = 1000;
 
 export interface MemoryTier {
   /** Bytes the tier holds now. */
@@ -24,12 +27,13 @@ export interface MemoryTier {
 
 /** Headroom below the budget for what arrives between two samples (requests in flight, a burst of reads). */
 export function budgetHeadroom(budget: number): number {
-  return Math.max(16 * 1024 ** 2, Math.floor(budget / 10));
+  return Math.max(16 * 1024 ** 2, Math.floor(budget / 5));
 }
 
 export class ProcessMemoryBudget {
   private readonly timer: NodeJS.Timeout;
   private lastWarning = -Infinity;
+  private lastGc = -Infinity;
 
   constructor(
     readonly budget: number,
@@ -45,7 +49,14 @@ export class ProcessMemoryBudget {
 
   /** Sets the tier's limit from the current RSS; returns the limit. */
   adjust(): number {
-    const rss = this.rss();
+    let rss = this.rss();
+    // Chunks the tier let go (and the buffers of reads and requests that ended) hold memory
+    // until V8 collects them, which a busy daemon may put off past its budget: collect now.
+    if (rss > this.budget - budgetHeadroom(this.budget) / 2 && Date.now() - this.lastGc > GC_EVERY_MS) {
+      this.lastGc = Date.now();
+      fullGc()?.();
+      rss = this.rss();
+    }
     const rest = Math.max(0, rss - this.tier.bytes);
     const room = this.budget - budgetHeadroom(this.budget) - rest;
     const limit = Math.min(this.tierMax, Math.max(MIN_TIER_BYTES, room));

@@ -157,7 +157,7 @@ export const SETTINGS = {
   'cache.memory_size': size({ description: 'Memory tier budget (decompressed chunks kept in RAM); daemon.memory may keep the tier smaller.', default: () => defaultMemoryBytes(), defaultText: '1/16 of RAM, between 128M and 1G' }),
   'daemon.memory': size({
     description:
-      'The resident memory (RSS) a tocfs daemon keeps within, all in: Node, the TOCs and trees of the images it serves, requests in flight and the memory tier. The memory tier shrinks as the rest grows; what the rest alone needs beyond it is logged as a warning.',
+      'The resident memory (RSS) a tocfs daemon keeps within, all in: Node, the TOCs and trees of the images it serves, requests in flight and the memory tier. The memory tier shrinks as the rest grows, range requests are kept small enough that the requests in flight of one layer hold at most a sixteenth of it, and what the rest alone needs beyond it is logged as a warning.',
     default: () => defaultDaemonMemoryBytes(),
     defaultText: '1/8 of RAM, between 256M and 2G',
   }, 64 * 1024 ** 2),

@@ -5,23 +5,10 @@
  * idle daemon never sees. A full collection shortly after the burst returns it.
  */
 import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 import type { Logger } from 'pino';
+import { fullGc } from '../full-gc.js';
 
-let collect: (() => void) | undefined;
 let pending: NodeJS.Timeout | undefined;
-
-function fullGc(): (() => void) | undefined {
-  if (!collect) {
-    try {
-      setFlagsFromString('--expose-gc');
-      collect = runInNewContext('gc') as () => void;
-    } catch {
-      return undefined;
-    }
-  }
-  return collect;
-}
 
 /** Runs one full collection `delayMs` from now (calls in between share it); never keeps the process alive. */
 export function collectGarbageSoon(log: Logger, delayMs = 500): void {

@@ -9,7 +9,8 @@ import type { Logger } from 'pino';
 import { ChunkCache } from '../cache/chunk-cache.js';
 import { DiskTocStore, type ParsedTocStore } from '../cache/toc-store.js';
 import { DigestMismatchError, FormatError, TocfsError } from '../errors.js';
-import { LayerReader, type LayerFetchSettings } from '../fetch/layer-reader.js';
+import { DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_REQUEST_BYTES, LayerReader, type LayerFetchSettings } from '../fetch/layer-reader.js';
+import { MIN_REQUEST_BYTES } from '../fetch/link-estimate.js';
 import { parseLayerAnnotations } from '../formats/annotations.js';
 import { NoTocError, probeLayer, readLayerToc, type LayerToc, type TocStore } from '../formats/index.js';
 import { sniffCodec } from '../formats/detect.js';
@@ -109,6 +110,18 @@ export function tocDigestsOf(desc: Descriptor): string[] {
   }
 }
 
+/**
+ * A layer's requests in flight hold their compressed bytes and then the chunks they decompress
+ * to, outside anything the memory tier can give back: under a daemon.memory budget they are
+ * kept to a sixteenth of it per layer by capping the request size (never below 1 MiB).
+ */
+export function withinBudget(fetch: LayerFetchSettings, memoryBudget: number | undefined): LayerFetchSettings {
+  if (!memoryBudget) return fetch;
+  const perRequest = Math.floor(memoryBudget / 16 / (fetch.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT));
+  const cap = Math.max(MIN_REQUEST_BYTES, perRequest);
+  return { ...fetch, maxRequestBytes: Math.min(fetch.maxRequestBytes ?? DEFAULT_MAX_REQUEST_BYTES, cap) };
+}
+
 export class LayerOpener {
   readonly cache: ChunkCache;
   readonly fetch: LayerFetchSettings;
@@ -131,7 +144,7 @@ export class LayerOpener {
       tocStore,
       parsedTocs: tocStore,
       logger,
-      ...(settings.fetch ? { fetch: settings.fetch } : {}),
+      ...(settings.fetch || settings.memoryBudget ? { fetch: withinBudget(settings.fetch ?? {}, settings.memoryBudget) } : {}),
       ...(counter ? { counter } : {}),
       ...(settings.checkpointSpacing !== undefined ? { checkpointSpacing: settings.checkpointSpacing } : {}),
       ...(settings.indexCheckDelayMs !== undefined ? { indexCheckDelayMs: settings.indexCheckDelayMs } : {}),

@@ -13,6 +13,7 @@ import pino from 'pino';
 import { ChunkCache } from '../../src/cache/chunk-cache.js';
 import { budgetHeadroom, MIN_TIER_BYTES, ProcessMemoryBudget } from '../../src/cache/memory-budget.js';
 import { sha256 } from '../../src/digest.js';
+import { withinBudget } from '../../src/layer/open.js';
 
 const MiB = 1024 ** 2;
 let tmp: string;
@@ -40,7 +41,7 @@ test('the tier limit is the budget less the headroom and whatever else the proce
   let held = 0;
   let limit = -1;
   const tier = { get bytes() { return held; }, limit: (b: number) => void (limit = b) };
-  let rss = 100 * MiB;
+  let rss = 60 * MiB;
   const { logger, messages } = warnings();
   const gov = new ProcessMemoryBudget(budget, tier, 128 * MiB, logger, () => rss);
   try {
@@ -78,4 +79,14 @@ test('a chunk cache under a budget evicts its least recently used chunks to the 
   cache.limitMemory(1024 * MiB);
   assert.equal((await cache.stats()).memoryLimitBytes, 64 * MiB, 'a limit never raises the tier above cache.memory_size');
   await cache.flush();
+});
+
+test('under a budget, a layer\'s requests in flight are held to a sixteenth of it by their size, never below 1 MiB nor above the setting', () => {
+  assert.deepEqual(withinBudget({ readAhead: 5 }, undefined), { readAhead: 5 }, 'no budget: settings as given');
+  // 224 MiB / 16 / 8 requests = 1.75 MiB a request.
+  assert.equal(withinBudget({}, 224 * MiB).maxRequestBytes, 1.75 * MiB);
+  assert.equal(withinBudget({ maxInFlight: 2 }, 224 * MiB).maxRequestBytes, 7 * MiB);
+  assert.equal(withinBudget({}, 2048 * MiB).maxRequestBytes, 8 * MiB, 'the default budget leaves the 8M default');
+  assert.equal(withinBudget({ maxRequestBytes: 512 * 1024 }, 2048 * MiB).maxRequestBytes, 512 * 1024, 'a smaller setting stands');
+  assert.equal(withinBudget({}, 64 * MiB).maxRequestBytes, MiB, 'never below 1 MiB');
 });
