@@ -68,10 +68,6 @@ export interface CacheStats {
   files: number;
   bytes: number;
   memoryBytes: number;
-  /** What the memory tier may hold now: cache.memory_size, or less to keep within daemon.memory. */
-  memoryLimitBytes: number;
-  /** daemon.memory, when the cache keeps to one. */
-  processMemoryBudget?: number;
   hits: { memory: number; disk: number };
   misses: number;
   /** false once the disk tier was given up (full or read-only). */
@@ -234,12 +230,7 @@ export class ChunkCache {
     this.trimMemory();
   }
 
-  /** Bytes the memory tier holds. */
-  get memoryTierBytes(): number {
-    return this.memory.calculatedSize;
-  }
-
-  /** The memory tier now, and daemon.memory when the cache keeps to one (for status reports). */
+  /** The memory tier now: what it holds, what it may hold (cache.memory_size, or less to keep within daemon.memory), and daemon.memory when the cache keeps to one. */
   get memoryUse(): { tierBytes: number; tierLimitBytes: number; budgetBytes?: number } {
     return { tierBytes: this.memory.calculatedSize, tierLimitBytes: this.memoryLimit, ...(this.budget ? { budgetBytes: this.budget.budget } : {}) };
   }
@@ -401,8 +392,6 @@ export class ChunkCache {
       files: this.files,
       bytes: this.bytes,
       memoryBytes: this.memory.calculatedSize,
-      memoryLimitBytes: this.memoryLimit,
-      ...(this.budget ? { processMemoryBudget: this.budget.budget } : {}),
       hits: { ...this.hits },
       misses: this.misses,
       diskWritable: this.diskWritable,

@@ -67,17 +67,17 @@ test('a chunk cache under a budget evicts its least recently used chunks to the 
   const cache = await ChunkCache.open({ dir: join(tmp, 'cache'), memoryBytes: 64 * MiB });
   const chunks = Array.from({ length: 8 }, () => randomBytes(MiB)).map((data) => ({ data, digest: sha256(data) }));
   for (const c of chunks) await cache.put(c.digest, c.data);
-  assert.equal(cache.memoryTierBytes, 8 * MiB);
+  assert.equal(cache.memoryUse.tierBytes, 8 * MiB);
   cache.peek(chunks[0]!.digest); // recently used: kept
   cache.limitMemory(3 * MiB);
-  assert.equal(cache.memoryTierBytes, 3 * MiB);
+  assert.equal(cache.memoryUse.tierBytes, 3 * MiB);
   assert.ok(cache.inMemory(chunks[0]!.digest), 'the most recently used chunk stays');
   assert.ok(cache.inMemory(chunks[7]!.digest) && cache.inMemory(chunks[6]!.digest));
   assert.ok(!cache.inMemory(chunks[1]!.digest), 'the least recently used went');
   assert.ok((await cache.get(chunks[1]!.digest))?.equals(chunks[1]!.data), 'an evicted chunk comes back from disk');
-  assert.equal(cache.memoryTierBytes, 3 * MiB, 'and the tier stays within the limit');
+  assert.equal(cache.memoryUse.tierBytes, 3 * MiB, 'and the tier stays within the limit');
   cache.limitMemory(1024 * MiB);
-  assert.equal((await cache.stats()).memoryLimitBytes, 64 * MiB, 'a limit never raises the tier above cache.memory_size');
+  assert.equal(cache.memoryUse.tierLimitBytes, 64 * MiB, 'a limit never raises the tier above cache.memory_size');
   await cache.flush();
 });
 
