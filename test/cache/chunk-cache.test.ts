@@ -8,13 +8,12 @@ import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import { promisify } from 'node:util';
 import { after, before, describe, test, type TestContext } from 'node:test';
-import pino from 'pino';
 import { ChunkCache, defaultCacheDir } from '../../src/cache/chunk-cache.js';
 import { DiskTocStore } from '../../src/cache/toc-store.js';
 import { digestHex, sha256 } from '../../src/digest.js';
+import { captureLogger } from '../helpers/log-capture.js';
 
 const run = promisify(execFile);
 
@@ -26,18 +25,6 @@ function chunk(n: number): { digest: string; data: Buffer } {
 function chunkPath(dir: string, digest: string): string {
   const hex = digestHex(digest);
   return join(dir, 'chunks', 'sha256', hex.slice(0, 2), hex);
-}
-
-/** A logger whose records the test can read. */
-function captureLogger(): { logger: pino.Logger; records: Array<{ level: number; msg: string }> } {
-  const records: Array<{ level: number; msg: string }> = [];
-  const sink = new Writable({
-    write(line, _enc, cb) {
-      records.push(JSON.parse(String(line)));
-      cb();
-    },
-  });
-  return { logger: pino({ level: 'debug' }, sink), records };
 }
 
 /** Every file under `dir`, recursively (relative paths). */

@@ -7,13 +7,12 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import { after, before, test } from 'node:test';
-import pino from 'pino';
 import { ChunkCache } from '../../src/cache/chunk-cache.js';
 import { budgetHeadroom, MIN_TIER_BYTES, ProcessMemoryBudget } from '../../src/cache/memory-budget.js';
 import { sha256 } from '../../src/digest.js';
 import { withinBudget } from '../../src/layer/open.js';
+import { captureLogger } from '../helpers/log-capture.js';
 
 const MiB = 1024 ** 2;
 let tmp: string;
@@ -24,25 +23,14 @@ after(async () => {
   await rm(tmp, { recursive: true, force: true });
 });
 
-function warnings(): { logger: pino.Logger; messages: string[] } {
-  const messages: string[] = [];
-  const sink = new Writable({
-    write(line, _enc, cb) {
-      const rec = JSON.parse(String(line)) as { level: number; msg: string };
-      if (rec.level >= 40) messages.push(rec.msg);
-      cb();
-    },
-  });
-  return { logger: pino({ level: 'info' }, sink), messages };
-}
-
 test('the tier limit is the budget less the headroom and whatever else the process holds, within [floor, cache.memory_size]', () => {
   const budget = 256 * MiB;
   let held = 0;
   let limit = -1;
   const tier = { get bytes() { return held; }, limit: (b: number) => void (limit = b) };
   let rss = 60 * MiB;
-  const { logger, messages } = warnings();
+  const { logger, records } = captureLogger();
+  const warned = (): string[] => records.filter((r) => r.level >= 40).map((r) => r.msg);
   const gov = new ProcessMemoryBudget(budget, tier, 128 * MiB, logger, () => rss);
   try {
     assert.equal(limit, 128 * MiB, 'with room to spare the tier keeps its own cap');
@@ -50,14 +38,14 @@ test('the tier limit is the budget less the headroom and whatever else the proce
     rss = 200 * MiB; // 140 MiB besides the tier
     assert.equal(gov.adjust(), budget - budgetHeadroom(budget) - 140 * MiB, 'the tier gets what the rest leaves');
     assert.equal(limit, budget - budgetHeadroom(budget) - 140 * MiB);
-    assert.deepEqual(messages, []);
+    assert.deepEqual(warned(), []);
     held = 10 * MiB;
     rss = 300 * MiB; // the rest alone is over the budget
     assert.equal(gov.adjust(), MIN_TIER_BYTES, 'never below the floor');
-    assert.equal(messages.length, 1, 'one warning');
-    assert.match(messages[0]!, /more than daemon\.memory \(256M\) allows.*Raise daemon\.memory/);
+    assert.equal(warned().length, 1, 'one warning');
+    assert.match(warned()[0]!, /more than daemon\.memory \(256M\) allows.*Raise daemon\.memory/);
     gov.adjust();
-    assert.equal(messages.length, 1, 'the warning does not repeat at every sample');
+    assert.equal(warned().length, 1, 'the warning does not repeat at every sample');
   } finally {
     gov.stop();
   }

@@ -9,15 +9,14 @@ import { readdir, readFile, rm, chmod, mkdtemp, rename, symlink, writeFile } fro
 import { createHmac, randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
-import pino from 'pino';
 import { DiskTocStore } from '../../src/cache/toc-store.js';
 import { encodeParsedToc } from '../../src/formats/toc-binary.js';
 import type { LayerToc } from '../../src/formats/toc.js';
 import { LayerOpener, type OpenedLayer } from '../../src/layer/open.js';
 import type { Descriptor, ImageSource } from '../../src/source/types.js';
 import { seededBytes, type FileSpec } from '../helpers/images.js';
+import { captureLogger } from '../helpers/log-capture.js';
 import { memoryBlob, type TestLayer } from '../helpers/toc-repack.js';
 import { writerLayer } from '../helpers/writer-layers.js';
 
@@ -33,7 +32,8 @@ const FILES: FileSpec[] = [
 interface Opened {
   layer: OpenedLayer;
   opener: LayerOpener;
-  msgs: string[];
+  /** The messages logged so far. */
+  readonly msgs: string[];
 }
 
 describe('parsed TOCs kept in the cache', () => {
@@ -50,16 +50,17 @@ describe('parsed TOCs kept in the cache', () => {
 
   /** Opens the layer with a fresh opener (a new process, as far as the cache is concerned). */
   async function open(cacheDir: string, layer: TestLayer, desc: Descriptor = layer.desc): Promise<Opened> {
-    const msgs: string[] = [];
-    const sink = new Writable({
-      write(line, _enc, cb) {
-        msgs.push((JSON.parse(String(line)) as { msg: string }).msg);
-        cb();
-      },
-    });
-    const opener = await LayerOpener.create({ cacheDir }, pino({ level: 'debug' }, sink));
+    const { logger, records } = captureLogger();
+    const opener = await LayerOpener.create({ cacheDir }, logger);
     const source = { blob: () => memoryBlob({ desc, bytes: layer.bytes }) } as unknown as ImageSource;
-    return { layer: await opener.open(source, desc, { withoutToc: 'index' }), opener, msgs };
+    const opened = await opener.open(source, desc, { withoutToc: 'index' });
+    return {
+      layer: opened,
+      opener,
+      get msgs() {
+        return records.map((r) => r.msg);
+      },
+    };
   }
 
   async function assertServes(o: Opened): Promise<void> {

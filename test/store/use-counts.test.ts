@@ -11,7 +11,6 @@ import { appendFile, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import pino from 'pino';
@@ -21,22 +20,12 @@ import { journalLine, parseJournal, UseCounts, useJournalFile, type RememberedLa
 import { buildImage, seededBytes, type BuiltImage } from '../helpers/images.js';
 import { startRegistry, type TestRegistry } from '../helpers/registry.js';
 import { isolatedRegistryOptions } from '../helpers/registry-env.js';
+import { captureLogger } from '../helpers/log-capture.js';
 
 const WRITER = fileURLToPath(new URL('../helpers/use-journal-writer.ts', import.meta.url));
 const REF = 'registry.test/app:latest';
 const key = (i: number): string => `sha256:${i.toString(16).padStart(64, '0')}`;
 const layer = (i: number): RememberedLayer => ({ digest: key(i), size: 1000 + i, format: 'zstd:chunked', platform: 'linux/amd64' });
-
-function captureLogger(): { logger: pino.Logger; records: Array<{ level: number; msg: string; [k: string]: unknown }> } {
-  const records: Array<{ level: number; msg: string }> = [];
-  const sink = new Writable({
-    write(line, _enc, cb) {
-      records.push(JSON.parse(String(line)));
-      cb();
-    },
-  });
-  return { logger: pino({ level: 'debug' }, sink), records };
-}
 
 /** Counts as a plain object, for deepEqual. */
 function countsOf(c: UseCounts): Record<string, number> {
