@@ -173,9 +173,8 @@ export class LayerOpener {
   /** The store's way: a TOC the annotations vouch for, or for a layer without one, a seekable index (built here, or published and trusted). */
   private async vouchedTocOrIndex(desc: Descriptor, blob: BlobReader, published: PublishedIndexes | undefined): Promise<FoundToc> {
     if (tocDigestsOf(desc).length > 0) return { toc: await this.vouchedToc(desc, blob), lazy: true };
-    const stored = await loadPlainIndex(this.opts.tocStore, desc);
-    if (stored.toc?.checkpoints) return { toc: stored.toc, lazy: true };
-    if (stored.rejected) this.log.warn({ layer: desc.digest, reason: stored.rejected }, 'stored index of a layer without TOC not used');
+    const stored = await this.storedIndex(desc);
+    if (stored?.checkpoints) return { toc: stored, lazy: true };
     const fromPublished = await this.publishedIndex(desc, published);
     if (fromPublished) return fromPublished;
     throw new NotLazyError(`layer ${desc.digest} (${desc.mediaType}) has no TOC digest annotation and no seekable index: it cannot be served lazily and verified`);
@@ -207,7 +206,7 @@ export class LayerOpener {
       void (async () => {
         let rebuilt: LayerToc;
         try {
-          rebuilt = await indexPlainLayer(desc, blob, (digest, data) => this.cache.put(digest, data), undefined, this.opts.checkpointSpacing);
+          rebuilt = await this.indexIntoCache(desc, blob);
         } catch (e) {
           if (e instanceof DigestMismatchError || e instanceof FormatError) {
             reader.stop(`layer ${desc.digest}: the layer itself failed its check (${(e as Error).message}); its reads fail from now on`);
@@ -298,11 +297,9 @@ export class LayerOpener {
 
   /** The layer's TOC; a layer without a usable one is read from a published index, or else indexed from its whole blob. */
   private async tocOrIndex(desc: Descriptor, blob: BlobReader, how: OpenLayerOptions): Promise<FoundToc> {
-    const tocStore = this.opts.tocStore;
     // A layer indexed whole before: its stored index, without touching the blob.
-    const stored = await loadPlainIndex(tocStore, desc);
-    if (stored.toc) return { toc: stored.toc, lazy: false };
-    if (stored.rejected) this.log.warn({ layer: desc.digest, reason: stored.rejected }, 'stored index of a layer without TOC not used');
+    const stored = await this.storedIndex(desc);
+    if (stored) return { toc: stored, lazy: false };
     try {
       return { toc: await this.readToc(desc, blob), lazy: true };
     } catch (e) {
@@ -316,7 +313,7 @@ export class LayerOpener {
       if (fromPublished) return fromPublished;
       this.log.warn({ layer: desc.digest, reason: (e as Error).message }, 'layer has no usable TOC: fetching and verifying the whole blob once (not lazy)');
       const toc = await this.indexWhole(desc, blob);
-      await savePlainIndex(tocStore, desc, toc);
+      await savePlainIndex(this.opts.tocStore, desc, toc);
       if (toc.checkpoints) how.onIndexed?.(desc, encodePlainIndex(desc, toc));
       return { toc, lazy: false };
     }
@@ -334,25 +331,31 @@ export class LayerOpener {
     if (stored.toc?.checkpoints && stored.toc.uncompressedDigest) return { toc: stored.toc, bytes: encodePlainIndex(desc, stored.toc), built: false };
     const blob = meteredBlob(source.blob(desc));
     if (sniffCodec(await blob.read(0, Math.min(desc.size, 512))) !== 'gzip') return undefined;
-    const toc = await indexPlainLayer(desc, blob, (digest, data) => this.cache.put(digest, data), onProgress, this.opts.checkpointSpacing);
+    const toc = await this.indexIntoCache(desc, blob, onProgress);
     await savePlainIndex(this.opts.tocStore, desc, toc);
     return { toc, bytes: encodePlainIndex(desc, toc), built: true };
+  }
+
+  /** The index kept from an earlier whole read of a layer without TOC; one that fails its checks is not used (and said so). */
+  private async storedIndex(desc: Descriptor): Promise<LayerToc | undefined> {
+    const stored = await loadPlainIndex(this.opts.tocStore, desc);
+    if (stored.rejected) this.log.warn({ layer: desc.digest, reason: stored.rejected }, 'stored index of a layer without TOC not used');
+    return stored.toc;
+  }
+
+  /** Reads the whole blob, verifies it and indexes it (index.checkpoint_spacing), every file's pieces into the cache. */
+  private indexIntoCache(desc: Descriptor, blob: BlobReader, onProgress?: (bytes: number) => void): Promise<LayerToc> {
+    return indexPlainLayer(desc, blob, (digest, data) => this.cache.put(digest, data), onProgress, this.opts.checkpointSpacing);
   }
 
   /** Fetches the whole blob once, verifies it and puts every file's pieces into the cache. */
   private async indexWhole(desc: Descriptor, blob: BlobReader): Promise<LayerToc> {
     let lastLog = Date.now();
-    const toc = await indexPlainLayer(
-      desc,
-      blob,
-      (digest, data) => this.cache.put(digest, data),
-      (bytes) => {
-        if (Date.now() - lastLog < 2000) return;
-        lastLog = Date.now();
-        this.log.info({ layer: desc.digest, bytes, total: desc.size }, 'indexing layer without TOC');
-      },
-      this.opts.checkpointSpacing,
-    );
+    const toc = await this.indexIntoCache(desc, blob, (bytes) => {
+      if (Date.now() - lastLog < 2000) return;
+      lastLog = Date.now();
+      this.log.info({ layer: desc.digest, bytes, total: desc.size }, 'indexing layer without TOC');
+    });
     this.log.info({ layer: desc.digest, entries: toc.entries.length, bytes: desc.size }, 'indexed layer without TOC: served from the cache');
     return toc;
   }
