@@ -232,7 +232,8 @@ export class LayerReader {
   async readAt(entry: TocEntry, offset: number, length: number, outerSignal?: AbortSignal): Promise<Buffer> {
     const end = this.checkRead(entry, offset, length);
     if (offset >= end) return Buffer.alloc(0);
-    const { chunks, parts } = await this.fetchCovering(entry, offset, end, outerSignal);
+    const chunks = chunksCovering(entry, offset, end);
+    const parts = await this.fetchCovering(entry, chunks, offset, end, outerSignal);
     let next = 0;
     const slices = chunks.map((c) => {
       const from = Math.max(0, offset - c.offset);
@@ -254,7 +255,7 @@ export class LayerReader {
     const end = this.checkRead(entry, offset, length);
     if (offset >= end) return 0;
     const chunks = chunksCovering(entry, offset, end);
-    for (const c of chunks) if (!c.zeros && !this.cache.inMemory(c.digest)) return this.readIntoAsync(entry, offset, end, into, signal);
+    for (const c of chunks) if (!c.zeros && !this.cache.inMemory(c.digest)) return this.readIntoAsync(entry, chunks, offset, end, into, signal);
     // Nothing in between can evict: every chunk checked above is still there.
     const contents = chunks.map((c) => (c.zeros ? undefined : this.cache.peek(c.digest)));
     for (const c of chunks) if (!c.zeros) this.counters.cacheHits++;
@@ -266,8 +267,8 @@ export class LayerReader {
     return end - offset;
   }
 
-  private async readIntoAsync(entry: TocEntry, offset: number, end: number, into: Buffer, signal: AbortSignal | undefined): Promise<number> {
-    const { chunks, parts } = await this.fetchCovering(entry, offset, end, signal);
+  private async readIntoAsync(entry: TocEntry, chunks: Chunk[], offset: number, end: number, into: Buffer, signal: AbortSignal | undefined): Promise<number> {
+    const parts = await this.fetchCovering(entry, chunks, offset, end, signal);
     let next = 0;
     copyChunks(chunks, chunks.map((c) => (c.zeros ? undefined : parts[next++])), offset, end, into);
     this.counters.servedBytes += end - offset;
@@ -290,10 +291,9 @@ export class LayerReader {
     this.obtain(ahead, 'user').catch((e) => this.log.debug({ err: e, layer: this.layerDigest, path: entry.path }, 'read-ahead failed'));
   }
 
-  /** The chunks covering [offset, end) and the contents of the stored ones (zeros chunks have none), fetched as needed. */
-  private async fetchCovering(entry: TocEntry, offset: number, end: number, outerSignal: AbortSignal | undefined): Promise<{ chunks: Chunk[]; parts: Buffer[] }> {
+  /** The contents of the stored ones of `chunks` (those covering [offset, end); zeros chunks have none), fetched as needed. */
+  private async fetchCovering(entry: TocEntry, chunks: Chunk[], offset: number, end: number, outerSignal: AbortSignal | undefined): Promise<Buffer[]> {
     this.noteRead(entry, offset, end);
-    const chunks = chunksCovering(entry, offset, end);
     const ahead = this.readAheadFor(entry, offset, end);
     const deadline = this.readDeadline(entry, outerSignal);
     const signal = deadline?.signal ?? outerSignal;
@@ -307,7 +307,7 @@ export class LayerReader {
         if (e instanceof FetchTimeoutError && !signal?.aborted) return this.obtain(stored, 'user');
         throw e;
       };
-      return { chunks, parts: await abortable(this.obtain(stored, 'user').catch(retryTimedOut), signal) };
+      return await abortable(this.obtain(stored, 'user').catch(retryTimedOut), signal);
     } finally {
       deadline?.clear();
       this.fetcher.endUserRead();
