@@ -4,8 +4,9 @@
  * namespaces); see the README's "Benchmarks" section.
  *
  *   node --import tsx scripts/bench/main.ts [--quick] [--reps N] [--profiles wan100,wan1g,loopback]
- *        [--only ready,firstbyte,dedupe,cold,local,toc,many] [--work DIR] [--out DIR] [--note TEXT] [--build-only] [--cpu-prof]
+ *        [--only ready,firstbyte,dedupe,cold,local,toc,many,pss] [--work DIR] [--out DIR] [--note TEXT] [--build-only] [--cpu-prof]
  *        [--modes gzip_full,…,tocfs_mount_estargz] [--stargz-store PATH]
+ *        (group pss: --modes picks among overlay,tocfs_store,tocfs_store_session,podman_partial_hardlinks when it names any)
  *
  * Env: TOCFS_BENCH_REV (a commit to measure, or `worktree` for the uncommitted working tree),
  *      TOCFS_BENCH_STARGZ_STORE (the peer stargz-store binary, as --stargz-store).
@@ -25,12 +26,13 @@ import { stargzStoreMissing, stargzStoreVersion } from './lib/stargz.js';
 import { containerReady, dedupe, firstByte, publishIndex, READY_MODES, wantsPublishedIndex } from './lib/measure-ready.js';
 import { coldRead, localReads } from './lib/measure-read.js';
 import { manyInStore, manyMounted, tocScaling } from './lib/measure-toc.js';
+import { buildPssImages, PSS_SCRIPT, pssShared } from './lib/measure-pss.js';
 import { run, unmountUnder } from './lib/proc.js';
 import { chart, derive, markdown, type Results } from './lib/report.js';
 import { Tocfs } from './lib/tocfs.js';
 
 const HERE = new URL('.', import.meta.url).pathname;
-const GROUPS = ['ready', 'firstbyte', 'dedupe', 'cold', 'local', 'toc', 'many'];
+const GROUPS = ['ready', 'firstbyte', 'dedupe', 'cold', 'local', 'toc', 'many', 'pss'];
 
 function parseOptions(): Options & { note: string; buildOnly: boolean; cpuProf: boolean } {
   const { values } = parseArgs({
@@ -161,8 +163,11 @@ async function buildImages(opts: Options, tocfs: Tocfs): Promise<BenchImages> {
   const manyEntries = opts.quick ? 1000 : 10000;
   const many: BuiltImage[] = [];
   for (let i = 0; i < 10; i++) many.push(await image(`many${i}-${manyEntries}`, `synthetic ${manyEntries} salt ${i}`, (d) => stageSynthetic(d, manyEntries, `image ${i}`), ['zstd:chunked']));
+  // Only when measured: ten one-layer images of the pair's Python runtime, each with its own /etc/variant.
+  const pss = opts.only.has('pss') ? await buildPssImages(root, join(root, 'stage', 'py'), tocfs, log) : undefined;
   const largest = await run(['sh', '-c', `cd '${runtimeStage}' && find . -type f -printf '%s %P\\n' | sort -n | tail -1`]);
   return {
+    ...(pss ? { pss: pss.images, ...(pss.unavailable ? { pssUnavailable: pss.unavailable } : {}) } : {}),
     runtime, runtimeStage, pairA, pairB, pairBStage,
     pairChangedFiles: changed || (pairB as BuiltImage & { changed?: number }).changed || 0,
     runtimeV2, runtimeV2ChangedFiles: opts.quick ? changed : changedV2,
@@ -173,7 +178,7 @@ async function buildImages(opts: Options, tocfs: Tocfs): Promise<BenchImages> {
 }
 
 async function loadAll(link: Link, images: BenchImages): Promise<void> {
-  const all = [images.runtime, images.pairA, images.pairB, images.runtimeV2, ...Object.values(images.toc), ...images.many];
+  const all = [images.runtime, images.pairA, images.pairB, images.runtimeV2, ...Object.values(images.toc), ...images.many, ...(images.pss ?? [])];
   for (const img of new Set(all)) {
     for (const [f, dir] of Object.entries(img.layouts)) await link.load(dir!, repoOf(img, f as LayerFormat));
   }
@@ -207,6 +212,7 @@ async function loopbackGroups(ctx: Ctx, results: Results): Promise<void> {
     results.many_mounted = await manyMounted(ctx, loop);
     results.many_in_store = await manyInStore(ctx, loop);
   }
+  if (only.has('pss')) results.pss = await pssShared(ctx, loop);
 }
 
 async function main(): Promise<void> {
@@ -263,6 +269,18 @@ async function main(): Promise<void> {
       runtime_v2: { name: images.runtimeV2.name, changed_files: images.runtimeV2ChangedFiles, tag: 'v2 in the runtime image\'s repositories', unavailable: images.runtimeV2.unavailable },
       toc: Object.fromEntries(Object.entries(images.toc).map(([n, i]) => [n, { files: i.files, layer_MB: Math.round(i.layerBytes['zstd:chunked']! / 1e4) / 100 }])),
       many: { images: images.many.length, files_each: images.many[0]?.files },
+      ...(opts.only.has('pss') ? {
+        pss: {
+          images: images.pss?.length ?? 0,
+          ...(images.pssUnavailable ? { unavailable: images.pssUnavailable } : {}),
+          made_from: 'the pair\'s Python runtime tree (image py), squashed into one layer with /etc/variant = i: no layer shared, every other file identical',
+          files_each: images.pss?.[0]?.files,
+          tar_MB: images.pss?.[0] ? Math.round(images.pss[0].tarBytes / 1e5) / 10 : undefined,
+          layer_MB: images.pss?.map((i) => Math.round(i.layerBytes['zstd:chunked']! / 1e5) / 10),
+          written_by: images.pss?.[0]?.writtenBy?.['zstd:chunked'],
+          command: ['/usr/bin/python3', '-c', PSS_SCRIPT],
+        },
+      } : {}),
     },
     ready_command: READY_COMMAND,
     mode_labels: Object.fromEntries(READY_MODES.map((m) => [m.id, m.label])),

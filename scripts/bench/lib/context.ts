@@ -37,6 +37,10 @@ export interface BenchImages {
   toc: Record<string, BuiltImage>;
   /** Distinct images mounted together. */
   many: BuiltImage[];
+  /** Ten one-layer images of the same Python runtime, each with its own /etc/variant (group pss; built only when it runs). */
+  pss?: BuiltImage[];
+  /** Why `pss` is missing. */
+  pssUnavailable?: string;
   /** The big file read for throughput, as a path inside the runtime image. */
   bigFile: string;
   /** Regular files (relative paths, symlinks resolved) the container command opens, from strace. */

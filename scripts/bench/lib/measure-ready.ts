@@ -115,11 +115,14 @@ export async function startStore(ctx: Ctx, side: ClientSide, dir: string, cacheD
   const svc = startService(ctx.tocfs.argv(['store', '--foreground', '--tls-verify=false', '--cache-dir', cacheDir, dir]), { ns: side.ns, ...(env ? { env } : {}) });
   const exited = (): boolean => svc.child.exitCode !== null;
   try {
-    await waitFor('tocfs store mount', async () => exited() || (await run(['mountpoint', '-q', dir], { check: false })).code === 0, 30_000);
+    // A probe of a mount that does not answer hangs: each is cut short, so the deadline holds.
+    await waitFor('tocfs store mount', async () => exited() || (await run(['mountpoint', '-q', dir], { check: false, timeoutMs: 5_000 })).code === 0, 30_000);
     if (exited()) throw new Error(`tocfs store exited: ${svc.output.slice(-5).join(' | ')}`);
   } catch (e) {
     await svc.stop();
-    throw e;
+    await run(['umount', '-l', dir], { check: false });
+    const said = svc.output.slice(-3).join(' | ');
+    throw said && !(e as Error).message.includes(said) ? new Error(`${(e as Error).message} (the store said: ${said})`) : e;
   }
   return {
     // nsenter execs the command in place: this is the store's own pid.

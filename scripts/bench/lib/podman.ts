@@ -13,6 +13,8 @@ const SYSTEM_BLOB_INFO_CACHE = '/var/lib/containers/cache';
 export interface PodmanMode {
   /** Podman's partial pull of zstd:chunked (`enable_partial_images`). */
   partial?: boolean;
+  /** With `partial`: `use_hard_links`, files found in other layers by digest are hard-linked, not copied. */
+  hardLinks?: boolean;
   /** An additional layer store (`DIR:ref`) such as `tocfs store`. */
   additionalLayerStore?: string;
 }
@@ -35,7 +37,7 @@ export class Podman {
     await mkdir(dir, { recursive: true });
     const runroot = await mkdtemp('/tmp/tbp-');
     const storageConf = join(dir, 'storage.conf');
-    const pullOptions = `pull_options = {enable_partial_images = "${mode.partial ? 'true' : 'false'}", use_hard_links = "false", ostree_repos = ""}`;
+    const pullOptions = `pull_options = {enable_partial_images = "${mode.partial ? 'true' : 'false'}", use_hard_links = "${mode.hardLinks ? 'true' : 'false'}", ostree_repos = ""}`;
     await writeFile(
       storageConf,
       `[storage]

@@ -2,6 +2,7 @@
 import type { Outcome } from './context.js';
 import type { Summary } from './stats.js';
 import { ratio } from './stats.js';
+import { PSS_IMAGES, PSS_MODES } from './measure-pss.js';
 
 type Cell = Outcome;
 type Table = Record<string, Cell>;
@@ -46,6 +47,8 @@ export interface Results {
   toc_scaling?: Table;
   many_mounted?: Cell;
   many_in_store?: Cell;
+  /** PSS of ten containers of ten images sharing their files but no layers, per mode (lib/measure-pss.ts). */
+  pss?: Table;
   lazy_floor?: Record<string, number> | { status: string; reason: string };
   /** The same floor from the eStargz layer's TOC. */
   lazy_floor_estargz?: Record<string, number> | { status: string; reason: string };
@@ -162,6 +165,23 @@ export function derive(r: Results): void {
   R.mount_ms_largest_toc_cached = biggest ? round(med(r.toc_scaling![biggest], 'mount_cached_toc_ms')) : null;
   R.rss_MB_many_mounted = round(med(r.many_mounted, 'rss_total_MB'));
   R.rss_MB_many_in_one_store = round(med(r.many_in_store, 'rss_MB'));
+  // Page cache shared between containers: sum of the ten main processes' PSS against the overlay pull's.
+  const pssOverlay = med(r.pss?.overlay, 'pss_kB');
+  R.pss_vs_overlay = ratio(med(r.pss?.tocfs_store_session, 'pss_kB'), pssOverlay);
+  R.pss_vs_overlay_tocfs_store = ratio(med(r.pss?.tocfs_store, 'pss_kB'), pssOverlay);
+  if (r.pss) {
+    // The best any file sharing can do with this command: the overlay run's anonymous PSS plus a tenth of its file PSS.
+    const anonOverlay = med(r.pss.overlay, 'pss_anon_kB');
+    const fileOverlayAll = med(r.pss.overlay, 'pss_file_kB');
+    R.pss_vs_overlay_if_files_shared = anonOverlay === null || fileOverlayAll === null ? null : ratio(anonOverlay + fileOverlayAll / PSS_IMAGES, pssOverlay);
+    R.pss_vs_overlay_podman_partial_hardlinks = ratio(med(r.pss.podman_partial_hardlinks, 'pss_kB'), pssOverlay);
+    const fileOverlay = med(r.pss.overlay, 'pss_file_kB');
+    for (const id of ['tocfs_store_session', 'tocfs_store', 'podman_partial_hardlinks']) R[`pss_file_vs_overlay_${id}`] = ratio(med(r.pss[id], 'pss_file_kB'), fileOverlay);
+    for (const id of Object.keys(r.pss)) {
+      const kB = med(r.pss[id], 'pss_kB');
+      R[`pss_sum_MiB_${id}`] = kB === null ? null : round(kB / 1024);
+    }
+  }
 
   for (const [name, p] of Object.entries(r.profiles)) profileRatios(r, p, name === 'wan100' ? '' : `_${name}`);
 
@@ -191,6 +211,8 @@ export function derive(r: Results): void {
     t('mount_100k_cached_300ms', `largest TOC (${biggest ?? '?'} entries) mounts in ≤ 300 ms when the TOC is already cached`, R.mount_ms_largest_toc_cached ?? null, (v) => v <= 300, biggest !== '100000' ? 'the 100k image was not measured in this run' : undefined),
     t('store_rss_vs_stargz_store', 'store RSS serving the eStargz runtime image ≤ 1.0 × stargz-store serving the same (100 Mbit/s)', R.store_rss_vs_stargz_store ?? null, (v) => v <= 1.0,
       R.store_rss_MB_tocfs_store_estargz ? `${R.store_rss_MB_tocfs_store_estargz} MB against ${R.store_rss_MB_stargz_store_estargz ?? '—'} MB` : undefined),
+    t('pss_shared_0_3_overlay', `${PSS_IMAGES} containers of ${PSS_IMAGES} images sharing their files but no layers: sum of PSS with tocfs's own FUSE session (passthrough onto one file per digest) ≤ 0.3 × the overlay pull's`, R.pss_vs_overlay ?? null, (v) => v <= 0.3,
+      [R.pss_vs_overlay_tocfs_store != null ? `tocfs store today: ${R.pss_vs_overlay_tocfs_store}` : '', R.pss_vs_overlay_if_files_shared != null ? `every file shared ten ways, anonymous memory as with overlay: ${R.pss_vs_overlay_if_files_shared}` : ''].filter(Boolean).join('; ') || undefined),
     t('rss_150MB_10_images', 'daemon RSS ≤ 150 MB with 10 images mounted', R.rss_MB_many_in_one_store ?? R.rss_MB_many_mounted, (v) => v <= 150,
       R.rss_MB_many_in_one_store !== null ? 'one tocfs store serving all 10' : 'sum over 10 tocfs mount daemons'),
   ];
@@ -329,8 +351,30 @@ export function markdown(r: Results, chartFile: string): string {
     const c = r.many_in_store;
     L.push('', c.status === 'ok' ? `One tocfs store serving ${cell(c, 'images', 1, 0)} images pulled lazily by Podman (trees walked): RSS ${cell(c, 'rss_MB', 1, 0)} MB; pulling all took ${cell(c, 'pull_all_ms', 1e-3)} s.` : `Store with many images: ${c.status}: ${c.reason}`);
   }
+  if (r.pss) L.push(...pssLines(r));
   L.push('');
   return L.join('\n');
+}
+
+/** The PSS group: one row per mode, sums over the ten containers' main processes. */
+function pssLines(r: Results): string[] {
+  const t = r.pss!;
+  const img = (r.images.pss ?? {}) as Record<string, unknown>;
+  const L = ['', '## Page cache shared between containers (PSS, loopback registry)', ''];
+  L.push(`${PSS_IMAGES} images, each ${String(img.made_from ?? '')} (${String(img.files_each ?? '?')} files, ${String(img.tar_MB ?? '?')} MB uncompressed; zstd:chunked by ${String(img.written_by ?? '?')}). One container per image, \`podman run -d\` of \`${((img.command as string[] | undefined) ?? []).join(' ')}\`; once every container printed its marker, the sums of /proc/PID/smaps_rollup over the ${PSS_IMAGES} main processes. Page cache dropped after the pulls, before the first container.`, '');
+  L.push('| mode | PSS MiB | Pss_File MiB | Pss_Anon MiB | RSS MiB | PSS vs overlay | Pss_File vs overlay | pull s (all) | start s (all) |', '| --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+  const ov = med(t.overlay, 'pss_kB');
+  const ovFile = med(t.overlay, 'pss_file_kB');
+  for (const m of PSS_MODES) {
+    const c = t[m.id];
+    if (!c || c.status !== 'ok') continue;
+    const mib = 1 / 1024;
+    L.push(`| \`${m.id}\`: ${m.label} | ${cell(c, 'pss_kB', mib, 1)} | ${cell(c, 'pss_file_kB', mib, 1)} | ${cell(c, 'pss_anon_kB', mib, 1)} | ${cell(c, 'rss_kB', mib, 1)} | ${ratio(med(c, 'pss_kB'), ov) ?? '—'} | ${ratio(med(c, 'pss_file_kB'), ovFile) ?? '—'} | ${cell(c, 'pull_all_ms', 1e-3)} | ${cell(c, 'start_all_ms', 1e-3)} |`);
+  }
+  L.push(...notes(t));
+  const floor = r.ratios.pss_vs_overlay_if_files_shared;
+  if (floor != null) L.push('', `Were every file shared ten ways with anonymous memory as in the overlay run, PSS would be ${floor} of overlay's: the least any way of sharing files reaches with this command.`);
+  return L;
 }
 
 // ---- SVG chart: container-ready time per mode, one group per link profile

@@ -37,6 +37,7 @@ export class Tocfs {
     }
     await symlink(join(REPO, 'node_modules'), join(dir, 'node_modules'));
     await symlink(join(REPO, 'package.json'), join(dir, 'package.json'));
+    const native = await Tocfs.buildNative(src, dir, rev);
     const tsc = await run(['npx', 'tsc', '-p', join(src, 'tsconfig.json'), '--outDir', join(dir, 'dist')], { cwd: REPO, check: false });
     const entry = join(dir, 'dist', 'cli', 'entry.js');
     const errors = (tsc.stdout.match(/error TS/g) ?? []).length;
@@ -48,7 +49,29 @@ export class Tocfs {
       const sub = await run(['node', entry, 'profile', '--help'], { check: false });
       for (const m of sub.stdout.matchAll(/^\s+tocfs profile (\w+)/gm)) commands.add(`profile ${m[1]!}`);
     }
-    return new Tocfs(entry, commands, errors ? `built with ${errors} type errors in work in progress` : 'built cleanly');
+    return new Tocfs(entry, commands, (errors ? `built with ${errors} type errors in work in progress` : 'built cleanly') + native);
+  }
+
+  /**
+   * tocfs's own addon (native/, for its own FUSE session), when the measured sources have one:
+   * built by their scripts/build-native.sh in `src` and linked to `<dir>/native`, where the
+   * daemon looks for it (beside the package.json above dist/). Without it the daemon would
+   * serve through fuse-native whatever daemon.fuse_session says. Returns a note for the results.
+   */
+  private static async buildNative(src: string, dir: string, rev: string): Promise<string> {
+    const has = rev === 'worktree'
+      ? await exists(join(REPO, 'native', 'binding.gyp'))
+      : (await run(['git', '-C', REPO, 'cat-file', '-e', `${rev}:native/binding.gyp`], { check: false })).code === 0;
+    if (!has) return '';
+    if (rev === 'worktree') {
+      await run(['sh', '-c', 'cd "$0" && tar -cf - --exclude=native/build native scripts/build-native.sh | tar -x -C "$1"', REPO, src]);
+    } else {
+      await run(['sh', '-c', 'git -C "$0" archive "$2" native scripts/build-native.sh | tar -x -C "$1"', REPO, src, rev]);
+    }
+    const b = await run(['bash', join(src, 'scripts', 'build-native.sh')], { check: false, timeoutMs: 600_000 });
+    if (b.code !== 0) return `; native addon not built (${(b.stderr || b.stdout).trim().split('\n').pop()}): no own FUSE session`;
+    await symlink(join(src, 'native'), join(dir, 'native'));
+    return '; native addon built';
   }
 
   has(command: string): boolean {
