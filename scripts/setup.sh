@@ -14,7 +14,7 @@ APT_PACKAGES=(
   openssl ca-certificates  # TLS tests
   iproute2                 # network namespaces for the WAN benchmark
   systemd                  # systemd-analyze verify of the unit files
-  python3 make g++         # node-gyp fallback builds
+  python3 make g++         # node-gyp builds: the patched fuse-native, native/ (tocfs_fuse_dev)
 )
 
 missing=()
@@ -43,4 +43,7 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
 fi
 # fuse-native's stat times: signed seconds + nanoseconds instead of unsigned milliseconds.
 bash scripts/patch-fuse-native.sh
+# tocfs's own addon for its FUSE session (native/): npm ci's postinstall builds it best-effort;
+# here a failed build fails the set-up. Up to date → nothing to do.
+bash scripts/build-native.sh
 npm run -s build
