@@ -64,6 +64,13 @@ export interface ChunkCacheOptions {
   logger?: Logger;
 }
 
+/** What wholeFile needs of a file's chunks (formats' Chunk has these). */
+export interface WholeFileChunk {
+  digest: string;
+  size: number;
+  zeros: boolean;
+}
+
 export interface CacheStats {
   files: number;
   bytes: number;
@@ -123,6 +130,8 @@ export class ChunkCache {
   private readonly pendingTouches = new Map<string, number>();
   private touchTimer: NodeJS.Timeout | undefined;
   private readonly writes = new Map<string, Promise<void>>();
+  /** Whole files being joined from their chunks (wholeFile), by digest. */
+  private readonly joins = new Map<string, Promise<boolean>>();
   private readonly writeSlots = new Sema(WRITE_CONCURRENCY);
   private readonly writer = new WriterThread();
   private queuedWriteBytes = 0;
@@ -325,6 +334,53 @@ export class ChunkCache {
     });
     this.writes.set(digest, write);
     return write;
+  }
+
+  /**
+   * One file holding a regular file's whole content, named by its digest like a chunk (so gc,
+   * stats and verify count it, and every layer and image holding that content shares it): the
+   * single chunk's own file, or the chunks joined once every one is cached, checked against
+   * the file's digest before it is kept. Undefined while a chunk is missing, or without a disk.
+   */
+  async wholeFile(digest: string, chunks: readonly WholeFileChunk[]): Promise<string | undefined> {
+    if (!this.diskWritable || !isDigest(digest)) return undefined;
+    const path = this.path(digest);
+    const present = async (): Promise<boolean> => {
+      await this.writes.get(digest);
+      return stat(path).then(
+        () => true,
+        () => false,
+      );
+    };
+    if (await present()) {
+      this.touch(digest);
+      return path;
+    }
+    let joining = this.joins.get(digest);
+    if (!joining) {
+      joining = this.join(digest, chunks).finally(() => this.joins.delete(digest));
+      this.joins.set(digest, joining);
+    }
+    return (await joining) && (await present()) ? path : undefined;
+  }
+
+  private async join(digest: string, chunks: readonly WholeFileChunk[]): Promise<boolean> {
+    // Cheap checks first: an incomplete file costs a stat or two, not a read of what is there.
+    for (const c of chunks) if (!c.zeros && !(await this.has(c.digest))) return false;
+    const parts: Buffer[] = [];
+    for (const c of chunks) {
+      const data = c.zeros ? Buffer.alloc(c.size) : this.memory.get(c.digest)?.data ?? (await this.get(c.digest));
+      if (!data) return false;
+      parts.push(data);
+    }
+    const whole = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+    if (sha256(whole) !== digest) {
+      this.log.warn({ digest, chunks: chunks.length }, 'the cached chunks of a file do not join to its digest: it is served chunk by chunk');
+      return false;
+    }
+    if (this.writes.has(digest)) await this.writes.get(digest);
+    else await this.writeFile(digest, whole);
+    return true;
   }
 
   /** Resolves once at most `bytes` wait to be written (background fetches pace themselves on it). */

@@ -161,6 +161,16 @@ export const SETTINGS = {
     default: () => defaultDaemonMemoryBytes(),
     defaultText: '1/8 of RAM, between 256M and 2G',
   }, 64 * 1024 ** 2),
+  'daemon.fuse_session': oneOf(['fuse-native', 'tocfs'], {
+    description:
+      'Who speaks FUSE with the kernel: fuse-native (libfuse 2, the default for now), or tocfs, its own session on /dev/fuse (needs root and the native piece built at install): directory listings with attributes in one round trip (readdirplus), and passthrough reads of completely cached files (daemon.passthrough). When the own session cannot start, the daemon says why and uses fuse-native.',
+    default: 'fuse-native',
+  }),
+  'daemon.passthrough': boolean({
+    description:
+      'With daemon.fuse_session = tocfs: once a file is completely in the cache it becomes one file named by its digest, and opens of it are handed to the kernel (FUSE passthrough, Linux 6.9 and later), so reads and mmap never reach tocfs and containers of different images holding the same file share one page-cache copy.',
+    default: true,
+  }),
   'fetch.max_request_bytes': size({ description: "Largest single HTTP range request. Neighbouring missing frames are grouped into requests that start at 1M and grow up to this size while the link's measured bandwidth-delay product says larger requests pay (a registry on a fast link spends as long before the first byte as on sending megabytes).", default: 8 * 1024 ** 2 }, 4096),
   'fetch.max_gap': size({ description: 'Largest run of unneeded compressed bytes still fetched to join two chunks into one request (a request costs the registry more than a few KiB).', default: 16 * 1024 }),
   'fetch.concurrency': integer({ description: 'Range requests in flight per layer.', default: 8 }, 1, 1024),

@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
 import { fetchAll, prefetchLandmark, type FetchProgress } from '../fetch/prefetch.js';
 import { fsOperations } from '../fs/operations.js';
 import { startMetricsServer, type MetricsServer } from '../metrics/index.js';
-import { mountFs, type MountedFs } from '../fs/mount.js';
+import { mountFs, type FuseSessionKind, type MountedFs } from '../fs/mount.js';
 import { isMounted } from '../fs/mount-table.js';
 import { openImage, type ImageLayer, type OpenedImage, type OpenImageOptions } from '../image/image.js';
 import { recordedImage } from '../profile/recorder.js';
@@ -39,7 +39,7 @@ export interface ServeOptions {
   /** Start-up profiles (profile.*); DEFAULT_PROFILE_SETTINGS otherwise. */
   profiles?: ProfileSettings;
   /** FUSE mount settings (mount.read_ahead, mount.allow_other); fs/mount.ts defaults otherwise. */
-  mount?: { readAheadKb?: number; allowOther?: boolean };
+  mount?: { readAheadKb?: number; allowOther?: boolean; session?: FuseSessionKind; passthrough?: boolean };
 }
 
 /** How often the daemon checks that its mount still exists (someone may run fusermount -u). */
@@ -127,6 +127,7 @@ export async function serveMount(opts: ServeOptions): Promise<void> {
     const ops = fsOperations({
       tree,
       read: (node, offset, length, into) => opened.readFileInto(node, offset, length, into),
+      wholeFile: (node) => opened.wholeFile(node),
       logger: log,
       describe: (node) => ({ image: opened.reference, layer: opened.layers[node.layer]?.descriptor.digest }),
     });

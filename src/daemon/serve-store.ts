@@ -10,7 +10,7 @@ import { notifyFailure, notifyReady } from './daemonize.js';
 import { collectGarbageSoon, keepYoungGenerationSmall } from './memory.js';
 import { untilStopped } from './serve-mount.js';
 import { removeMountState, writeMountState } from './state.js';
-import { mountFs, type MountedFs } from '../fs/mount.js';
+import { mountFs, type FuseSessionKind, type MountedFs } from '../fs/mount.js';
 import type { SourceOptions } from '../image/open.js';
 import { startMetricsServer, type MetricsServer } from '../metrics/index.js';
 import { storeOperations } from '../fs/store-operations.js';
@@ -38,6 +38,8 @@ export interface StoreServeOptions extends ReadPathSettings {
   /** Start-up profiles (profile.*); DEFAULT_PROFILE_SETTINGS otherwise. */
   profiles?: ProfileSettings;
   allowOther?: boolean;
+  /** daemon.fuse_session and daemon.passthrough. */
+  fuse?: { session: FuseSessionKind; passthrough: boolean };
   /** store.id_map: 'auto' (default) maps file owners as rootless Podman does when not run as root; 'none' never. */
   idMap?: 'auto' | 'none';
   /** index.trust: repositories whose published seekable indexes make plain gzip layers servable. */
@@ -98,6 +100,7 @@ export async function serveStore(opts: StoreServeOptions): Promise<void> {
       negativeTimeout: 0,
       readAheadKb: 0,
       ...(opts.allowOther !== undefined ? { allowOther: opts.allowOther } : {}),
+      ...(opts.fuse ?? {}),
     });
     // Ready means the mount answers, not merely that mount(2) returned.
     const root = await stat(storeDir);

@@ -332,6 +332,12 @@ export class LayerReader {
     };
   }
 
+  /** The cache file holding `entry`'s whole content, once every chunk of it is cached (ChunkStore.wholeFile). */
+  wholeFile(entry: TocEntry): Promise<string | undefined> {
+    if (entry.type !== 'reg' || !entry.digest || entry.size === 0 || this.stopped || !this.cache.wholeFile) return Promise.resolve(undefined);
+    return this.cache.wholeFile(entry.digest, entry.chunks);
+  }
+
   /** Calls `listener` for every read from now on, before it is served; returns the function that stops it. */
   observeReads(listener: ReadListener): () => void {
     this.readListeners.add(listener);

@@ -62,6 +62,11 @@ export interface FuseOperations {
   read(path: string, fd: number, buf: Buffer, len: number, pos: number, cb: (bytesOrErr: number) => void): void;
   release(path: string, fd: number, cb: (err: number) => void): void;
   releasedir(path: string, fd: number, cb: (err: number) => void): void;
+  /**
+   * The whole content of an open regular file as one verified file in the cache, when it is
+   * complete there (tocfs's own FUSE session passes reads through to it); undefined otherwise.
+   */
+  backingFile?(path: string, fd: number, cb: (file: string | undefined) => void): void;
   [mutating: string]: unknown;
 }
 

@@ -9,6 +9,7 @@ import type { Logger } from 'pino';
 import { TocfsError } from '../errors.js';
 import { Fuse, type FuseOperations } from './fuse-binding.js';
 import { FS_SUBTYPE, isMounted } from './mount-table.js';
+import { mountOwnSession } from './session/mount.js';
 
 /** The image never changes under a mount: cache names and attributes for an hour. */
 const CACHE_TIMEOUT_S = 3600;
@@ -32,10 +33,18 @@ export interface MountOptions {
   writable?: boolean;
   /** Seconds the kernel remembers that a name does not exist (default: CACHE_TIMEOUT_S; the store wants 0 so a later success is seen). */
   negativeTimeout?: number;
+  /** Who speaks FUSE (daemon.fuse_session): fuse-native (libfuse 2), or tocfs's own session on /dev/fuse. */
+  session?: FuseSessionKind;
+  /** With tocfs's own session: open completely cached files with FUSE passthrough (daemon.passthrough). */
+  passthrough?: boolean;
 }
+
+export type FuseSessionKind = 'fuse-native' | 'tocfs';
 
 export interface MountedFs {
   readonly mountpoint: string;
+  /** Who answers the kernel: 'tocfs' when the own session serves this mount. */
+  readonly session: FuseSessionKind;
   /** Unmounts (lazily if busy) and stops serving. */
   unmount(): Promise<void>;
 }
@@ -79,6 +88,22 @@ export async function mountFs(mountpoint: string, ops: FuseOperations, options: 
     log.warn({ mountpoint: mnt }, 'cleaning up a stale mount (Transport endpoint is not connected)');
     await Fuse.unmountLazy(mnt);
   }
+  if (options.session === 'tocfs') {
+    const own = await mountOwnSession(mnt, ops, {
+      label: optionSafe(options.label) || 'tocfs',
+      logger: log,
+      readOnly: !options.writable,
+      allowOther: options.allowOther ?? process.getuid?.() === 0,
+      validSeconds: CACHE_TIMEOUT_S,
+      negativeSeconds: options.negativeTimeout ?? CACHE_TIMEOUT_S,
+      passthrough: options.passthrough ?? true,
+    });
+    if (!('unavailable' in own)) {
+      await raiseReadAhead(mnt, options.readAheadKb ?? DEFAULT_READ_AHEAD_KB, log);
+      return own;
+    }
+    log.warn({ reason: own.unavailable }, `tocfs's own FUSE session is unavailable (${own.unavailable}): serving through fuse-native`);
+  }
 
   const fuse = new Fuse(
     mnt,
@@ -107,6 +132,7 @@ export async function mountFs(mountpoint: string, ops: FuseOperations, options: 
   let unmounted: Promise<void> | undefined;
   return {
     mountpoint: mnt,
+    session: 'fuse-native',
     unmount() {
       unmounted ??= (async () => {
         if (!(await isMounted(mnt))) return; // someone unmounted it already

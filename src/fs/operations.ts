@@ -25,6 +25,8 @@ export interface FsOptions {
   logger: Logger;
   /** What to say about a node in an error log (image, layer digest, …). */
   describe?: (node: FsNode) => Record<string, unknown>;
+  /** The cache file holding a regular file's whole content, when it is complete (FuseOperations.backingFile). */
+  wholeFile?: (node: FsNode) => Promise<string | undefined>;
   /** Preferred I/O size reported in st_blksize. */
   blockSize?: number;
 }
@@ -158,6 +160,14 @@ export function fsOperations(opts: FsOptions): FuseOperations {
       }
       if (typeof n === 'number') return cb(n);
       n.then(cb, failed);
+    },
+    backingFile(path, fd, cb) {
+      const node = handles.get(fd) ?? tree.lookup(path);
+      if (!node || !opts.wholeFile || node.entry.type !== 'reg') return cb(undefined);
+      opts.wholeFile(node).then(cb, (err: unknown) => {
+        log.debug({ err, path }, 'no whole cached file for passthrough');
+        cb(undefined);
+      });
     },
     release(_path, fd, cb) {
       handles.delete(fd);

@@ -18,7 +18,7 @@
 import type { Logger } from 'pino';
 import { Errno, type FuseOperations, type StatInfo, type StatfsInfo } from './fuse-binding.js';
 import { toHost, type IdMap } from './id-map.js';
-import { fsOperations, type ContentReader } from './operations.js';
+import { fsOperations, type FsOptions } from './operations.js';
 import type { FsNode, FsTree } from '../image/tree.js';
 import { OVERLAY_OPAQUE_XATTR } from '../image/tree.js';
 import { BlobFileReader } from '../store/blob-file.js';
@@ -48,8 +48,8 @@ export interface StoreFsOptions {
 }
 
 /** fs/ operations over one tree, with st_ino moved by `inoBase`, owners mapped by `idMap`, and the opaque marker answered under both xattr names. */
-function treeOperations(tree: FsTree, read: ContentReader, inoBase: number, idMap: IdMap | undefined, logger: Logger, describe: (node: FsNode) => Record<string, unknown>): FuseOperations {
-  const ops = fsOperations({ tree, read, logger, describe });
+function treeOperations(tree: FsTree, content: Pick<FsOptions, 'read' | 'wholeFile'>, inoBase: number, idMap: IdMap | undefined, logger: Logger, describe: (node: FsNode) => Record<string, unknown>): FuseOperations {
+  const ops = fsOperations({ tree, ...content, logger, describe });
   const moved = idMap
     ? (st: StatInfo): StatInfo => ({ ...st, ino: inoBase + st.ino, uid: toHost(idMap.uids, st.uid), gid: toHost(idMap.gids, st.gid) })
     : (st: StatInfo): StatInfo => ({ ...st, ino: inoBase + st.ino });
@@ -114,7 +114,7 @@ export function storeOperations(opts: StoreFsOptions): FuseOperations {
     const c = layer.content;
     let ops = diffOps.get(c);
     if (!ops) {
-      ops = treeOperations(c.diff, (node, o, l, into) => c.readInto(node.entry, o, l, into), c.inoBase, idMap, log, () => ({ layer: c.descriptor.digest }));
+      ops = treeOperations(c.diff, { read: (node, o, l, into) => c.readInto(node.entry, o, l, into), wholeFile: (node) => c.wholeFile(node.entry) }, c.inoBase, idMap, log, () => ({ layer: c.descriptor.digest }));
       diffOps.set(c, ops);
     }
     return ops;
@@ -130,7 +130,10 @@ export function storeOperations(opts: StoreFsOptions): FuseOperations {
         (chain) => {
           let ops = chainOps.get(layer);
           if (!ops) {
-            ops = treeOperations(chain.tree, (node, o, l, into) => chain.contents[node.layer]!.readInto(node.entry, o, l, into), chain.inoBase, idMap, log, (node) => ({ layer: chain.contents[node.layer]?.descriptor.digest }));
+            ops = treeOperations(
+              chain.tree,
+              { read: (node, o, l, into) => chain.contents[node.layer]!.readInto(node.entry, o, l, into), wholeFile: (node) => chain.contents[node.layer]?.wholeFile(node.entry) ?? Promise.resolve(undefined) },
+              chain.inoBase, idMap, log, (node) => ({ layer: chain.contents[node.layer]?.descriptor.digest }));
             chainOps.set(layer, ops);
           }
           then(ops);
@@ -250,6 +253,11 @@ export function storeOperations(opts: StoreFsOptions): FuseOperations {
           cb(Errno.EIO);
         },
       );
+    },
+    backingFile(path, fd, cb) {
+      const p = parseStorePath(path);
+      if (p.kind !== 'tree') return cb(undefined);
+      withTree(p, () => cb(undefined), (tops) => (tops.backingFile ? tops.backingFile(p.sub, fd, cb) : cb(undefined)));
     },
     release(path, fd, cb) {
       const p = parseStorePath(path);

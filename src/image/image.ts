@@ -50,6 +50,8 @@ export interface OpenedImage {
   readFile(node: FsNode, offset: number, length: number, signal?: AbortSignal): Promise<Buffer>;
   /** Like readFile, into `into`; synchronous when the bytes are in memory (LayerReader.readInto). */
   readFileInto(node: FsNode, offset: number, length: number, into: Buffer): number | Promise<number>;
+  /** The cache file with a regular file's whole content, once all of it is cached (LayerReader.wholeFile). */
+  wholeFile(node: FsNode): Promise<string | undefined>;
   close(): Promise<void>;
 }
 
@@ -141,6 +143,10 @@ class Image implements OpenedImage {
     const layer = this.layers[node.layer];
     if (!layer) return Promise.reject(new TocfsError(`no layer ${node.layer} in ${this.reference}`));
     return layer.reader.readInto(node.entry, offset, length, into);
+  }
+
+  wholeFile(node: FsNode): Promise<string | undefined> {
+    return this.layers[node.layer]?.reader.wholeFile(node.entry) ?? Promise.resolve(undefined);
   }
 
   async close(): Promise<void> {

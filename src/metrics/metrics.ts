@@ -62,6 +62,11 @@ const fuseSeconds = new Histogram({
   registers: [registry],
 });
 const fuseErrors = new Counter({ name: 'tocfs_fuse_errors_total', help: 'FUSE operations answered with an error, by operation and errno name.', labelNames: ['op', 'errno'], registers: [registry] });
+const passthroughOpens = new Counter({
+  name: 'tocfs_fuse_passthrough_opens_total',
+  help: 'Opens answered with FUSE passthrough onto a whole cached file (tocfs own FUSE session): the kernel reads those files without asking tocfs.',
+  registers: [registry],
+});
 const profileReplayBytes = new Counter({ name: 'tocfs_profile_replay_bytes_total', help: 'Compressed bytes fetched ahead of reads by start-up profile replay.', registers: [registry] });
 const profileReplayRequests = new Counter({ name: 'tocfs_profile_replay_requests_total', help: 'Range requests made by start-up profile replay.', registers: [registry] });
 const memoryTier = new Gauge({ name: 'tocfs_memory_tier_bytes', help: 'Decompressed chunks held in the memory tier.', registers: [registry] });
@@ -154,6 +159,10 @@ export const metrics = {
       fuseFor(op).observe(since(start));
       if (errno) fuseErrors.labels(op, errno).inc();
     };
+  },
+  /** An open was answered with FUSE passthrough. */
+  passthroughOpened(): void {
+    passthroughOpens.inc();
   },
   /** A start-up profile replay fetched `bytes` in `requests` range requests. */
   profileReplayed(bytes: number, requests: number): void {

@@ -83,6 +83,11 @@ export class LayerContent {
     this.inoBase = slot * 2 ** INODE_SLOT_BITS;
   }
 
+  /** The cache file with a regular file's whole content, once all of it is cached (LayerReader.wholeFile). */
+  wholeFile(entry: Parameters<LayerReader['wholeFile']>[0]): Promise<string | undefined> {
+    return this.reader.wholeFile(entry);
+  }
+
   /** Reads file content into `into` (LayerReader.readInto), remembering the last failure for `tocfs store status`. */
   readInto(entry: Parameters<LayerReader['readAt']>[0], offset: number, length: number, into: Buffer): number | Promise<number> {
     const noteFailure = (e: unknown): never => {

@@ -8,6 +8,7 @@ import type { Argv, CommandModule } from 'yargs';
 import { currentConfig, settingOption } from '../../config/index.js';
 import { hasReadyChannel, startDaemon } from '../../daemon/daemonize.js';
 import type { PrefetchMode, ServeOptions } from '../../daemon/serve-mount.js';
+import type { FuseSessionKind } from '../../fs/mount.js';
 import { MOUNT_DAEMON_ENV, type MountDaemonOptions } from '../mount-daemon.js';
 import { ensureRuntimeDir, mountFiles } from '../../daemon/state.js';
 import { metricsAddressFor } from '../../config/metrics-address.js';
@@ -48,7 +49,7 @@ function serveOptions(argv: MountArgs, mountpoint: string, image: string): Omit<
   const metricsAddress = metricsAddressFor('mount', config);
   return {
     ...(metricsAddress ? { metricsAddress } : {}),
-    mount: { readAheadKb: Math.floor(v['mount.read_ahead'] / 1024), allowOther: v['mount.allow_other'] },
+    mount: { readAheadKb: Math.floor(v['mount.read_ahead'] / 1024), allowOther: v['mount.allow_other'], session: v['daemon.fuse_session'] as FuseSessionKind, passthrough: v['daemon.passthrough'] },
     image,
     mountpoint,
     ...(argv.layer ? { layer: argv.layer } : {}),

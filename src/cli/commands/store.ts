@@ -16,6 +16,7 @@ import { DEFAULT_LOOKUP_TIMEOUT_MS, DEFAULT_NEGATIVE_TTL_MS } from '../../store/
 import { formatStatus, readStatus } from '../../daemon/store-status.js';
 import { withExamples } from '../help.js';
 import { openImageOptions, profileSettings, withCacheOptions } from '../options.js';
+import type { FuseSessionKind } from '../../fs/mount.js';
 
 interface StoreArgs {
   storedir?: string;
@@ -94,6 +95,7 @@ const serveCommand: CommandModule<object, StoreArgs> = {
       prefetch: config.values['prefetch.mode'] === 'none' ? 'none' : 'landmark',
       profiles: profileSettings(),
       allowOther: config.values['store.allow_other'],
+      fuse: { session: config.values['daemon.fuse_session'] as FuseSessionKind, passthrough: config.values['daemon.passthrough'] },
       idMap: config.values['store.id_map'],
       indexTrust: config.values['index.trust'],
       checkpointSpacing: config.values['index.checkpoint_spacing'],
