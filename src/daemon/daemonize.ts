@@ -22,8 +22,9 @@ interface ReadyMessage {
 export interface DaemonOptions {
   /** CLI arguments of the child (without node and the entry script). */
   args: string[];
-  /** The child's stdout and stderr go here (the file is started afresh). */
+  /** The child's stdout and stderr go here (the file is started afresh unless appendLog). */
   logFile: string;
+  appendLog?: boolean;
   /** Variables added to the child's environment. */
   env?: Record<string, string>;
 }
@@ -68,7 +69,8 @@ function childExecArgv(): string[] {
 
 /** Spawns the daemon and resolves with its pid once it reports ready; rejects with its error otherwise. */
 export function startDaemon(opts: DaemonOptions): Promise<number> {
-  const log = openSync(opts.logFile, 'w', 0o600); // one mount's log; kept after it ends for a post-mortem
+  // One mount's log, kept after it ends for a post-mortem; a successor (--takeover) appends to its predecessor's.
+  const log = openSync(opts.logFile, opts.appendLog ? 'a' : 'w', 0o600);
   const child = spawn(process.execPath, [...childExecArgv(), resolve(process.argv[1]!), ...opts.args], {
     detached: true,
     cwd: '/',

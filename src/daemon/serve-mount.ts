@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
 import { fetchAll, prefetchLandmark, type FetchProgress } from '../fetch/prefetch.js';
 import { fsOperations } from '../fs/operations.js';
 import { startMetricsServer, type MetricsServer } from '../metrics/index.js';
-import { mountFs, type FuseSessionKind, type MountedFs } from '../fs/mount.js';
+import { mountFs, resumeFs, type FuseSessionKind, type MountedFs } from '../fs/mount.js';
 import { isMounted } from '../fs/mount-table.js';
 import { openImage, type ImageLayer, type OpenedImage, type OpenImageOptions } from '../image/image.js';
 import { recordedImage } from '../profile/recorder.js';
@@ -21,6 +21,7 @@ import { notifyFailure, notifyReady } from './daemonize.js';
 import { collectGarbageSoon, keepYoungGenerationSmall } from './memory.js';
 import { sdNotify } from './sd-notify.js';
 import { removeMountState, writeMountState } from './state.js';
+import { handOver, requestHandOver } from './takeover.js';
 
 export type PrefetchMode = 'landmark' | 'all' | 'none';
 
@@ -38,6 +39,8 @@ export interface ServeOptions {
   metricsAddress?: string;
   /** Start-up profiles (profile.*); DEFAULT_PROFILE_SETTINGS otherwise. */
   profiles?: ProfileSettings;
+  /** Take the mount over from the tocfs serving it now (daemon/takeover.ts) instead of mounting. */
+  takeover?: boolean;
   /** FUSE mount settings (mount.read_ahead, mount.allow_other); fs/mount.ts defaults otherwise. */
   mount?: { readAheadKb?: number; allowOther?: boolean; session?: FuseSessionKind; passthrough?: boolean };
 }
@@ -83,19 +86,22 @@ function startProfiles(image: OpenedImage, opts: ServeOptions, log: Logger): Ima
   return session;
 }
 
-/** Resolves when a signal arrives or the mount disappears. */
+/** Resolves when a signal arrives or the mount disappears; 'takeover' when a successor asks for the session (SIGUSR2). */
 export function untilStopped(mountpoint: string, log: Logger): Promise<string> {
   return new Promise((resolveStop) => {
     const stop = (why: string): void => {
       clearInterval(timer);
       process.off('SIGINT', onInt);
       process.off('SIGTERM', onTerm);
+      process.off('SIGUSR2', onTakeover);
       resolveStop(why);
     };
     const onInt = (): void => stop('SIGINT');
     const onTerm = (): void => stop('SIGTERM');
+    const onTakeover = (): void => stop('takeover');
     process.on('SIGINT', onInt);
     process.on('SIGTERM', onTerm);
+    process.on('SIGUSR2', onTakeover);
     const timer = setInterval(() => {
       isMounted(mountpoint).then(
         (mounted) => {
@@ -131,7 +137,8 @@ export async function serveMount(opts: ServeOptions): Promise<void> {
       logger: log,
       describe: (node) => ({ image: opened.reference, layer: opened.layers[node.layer]?.descriptor.digest }),
     });
-    mounted = await mountFs(mountpoint, ops, { label: image.reference, logger: log, ...opts.mount });
+    const mountOptions = { label: image.reference, logger: log, ...opts.mount };
+    mounted = opts.takeover ? resumeFs(mountpoint, ops, mountOptions, await requestHandOver(mountpoint, log)) : await mountFs(mountpoint, ops, mountOptions);
     await writeMountState({ pid: process.pid, mountpoint, image: image.reference, ...(opts.layer ? { layer: opts.layer } : {}), ...(opts.logFile ? { log: opts.logFile } : {}), started: new Date().toISOString() });
   } catch (e) {
     await mounted?.unmount().catch(() => undefined);
@@ -159,7 +166,30 @@ export async function serveMount(opts: ServeOptions): Promise<void> {
     if (!abort.signal.aborted) log.warn({ err }, 'prefetch stopped (reads still fetch what they need)');
   });
 
-  const why = await stopped;
+  let why = await stopped;
+  while (why === 'takeover') {
+    try {
+      await handOver(mounted, log, async () => {
+        await metricsServer?.close();
+        metricsServer = undefined;
+      });
+      break;
+    } catch (err) {
+      log.error({ err }, 'hand-over failed: still serving');
+      why = await untilStopped(mountpoint, log);
+    }
+  }
+  if (why === 'takeover') {
+    // The successor serves the mount now: leave it mounted.
+    abort.abort();
+    await profiles?.stop();
+    await background;
+    await image.close().catch(() => undefined);
+    await metricsServer?.close().catch(() => undefined);
+    // The state file is the successor's now.
+    log.info({ mountpoint }, 'handed over; exiting');
+    return;
+  }
   log.info({ mountpoint, why }, 'stopping');
   await sdNotify({ stopping: true }, log);
   abort.abort();

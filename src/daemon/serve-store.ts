@@ -10,7 +10,7 @@ import { notifyFailure, notifyReady } from './daemonize.js';
 import { collectGarbageSoon, keepYoungGenerationSmall } from './memory.js';
 import { untilStopped } from './serve-mount.js';
 import { removeMountState, writeMountState } from './state.js';
-import { mountFs, type FuseSessionKind, type MountedFs } from '../fs/mount.js';
+import { mountFs, resumeFs, type FuseSessionKind, type MountedFs } from '../fs/mount.js';
 import type { SourceOptions } from '../image/open.js';
 import { startMetricsServer, type MetricsServer } from '../metrics/index.js';
 import { storeOperations } from '../fs/store-operations.js';
@@ -24,6 +24,7 @@ import { LayerStore } from '../store/layers.js';
 import { UseCounts, useJournalFile } from '../store/use-counts.js';
 import { sdNotify } from './sd-notify.js';
 import { removeStatus, writeStatus } from './store-status.js';
+import { handOver, requestHandOver } from './takeover.js';
 
 export interface StoreServeOptions extends ReadPathSettings {
   storeDir: string;
@@ -38,6 +39,8 @@ export interface StoreServeOptions extends ReadPathSettings {
   /** Start-up profiles (profile.*); DEFAULT_PROFILE_SETTINGS otherwise. */
   profiles?: ProfileSettings;
   allowOther?: boolean;
+  /** Take the store over from the tocfs serving it now (daemon/takeover.ts) instead of mounting. */
+  takeover?: boolean;
   /** daemon.fuse_session and daemon.passthrough. */
   fuse?: { session: FuseSessionKind; passthrough: boolean };
   /** store.id_map: 'auto' (default) maps file owners as rootless Podman does when not run as root; 'none' never. */
@@ -80,6 +83,8 @@ export async function serveStore(opts: StoreServeOptions): Promise<void> {
     await mkdir(storeDir, { recursive: true, mode: 0o755 }).catch(() => undefined);
     const idMap = await storeIdMap(opts.idMap ?? 'auto', log);
     opener = await LayerOpener.create(opts, log);
+    // A successor takes the session before it reads the use counts: its predecessor answered every use it counted.
+    const handed = opts.takeover ? await requestHandOver(storeDir, log) : undefined;
     // Read now, written only once mounted: a store already serving this directory keeps its journal.
     uses = await UseCounts.open({ file: useJournalFile(opts.cacheDir, storeDir), storeDir, logger: log });
     store = new LayerStore({
@@ -93,7 +98,8 @@ export async function serveStore(opts: StoreServeOptions): Promise<void> {
       ...(opts.prefetch ? { prefetch: opts.prefetch } : {}),
       ...(opts.indexTrust ? { indexTrust: opts.indexTrust } : {}),
     });
-    mounted = await mountFs(storeDir, storeOperations({ store, logger: log, started, ...(idMap ? { idMap } : {}) }), {
+    const ops = storeOperations({ store, logger: log, started, ...(idMap ? { idMap } : {}) });
+    const mountOptions = {
       label: STORE_LABEL,
       logger: log,
       writable: true,
@@ -101,7 +107,8 @@ export async function serveStore(opts: StoreServeOptions): Promise<void> {
       readAheadKb: 0,
       ...(opts.allowOther !== undefined ? { allowOther: opts.allowOther } : {}),
       ...(opts.fuse ?? {}),
-    });
+    };
+    mounted = handed ? resumeFs(storeDir, ops, mountOptions, handed) : await mountFs(storeDir, ops, mountOptions);
     // Ready means the mount answers, not merely that mount(2) returned.
     const root = await stat(storeDir);
     if (!root.isDirectory()) throw new Error(`${storeDir} does not answer as a directory after mounting`);
@@ -143,8 +150,29 @@ export async function serveStore(opts: StoreServeOptions): Promise<void> {
   const timer = setInterval(() => publish().catch((err: unknown) => log.debug({ err }, 'cannot write the status file')), STATUS_INTERVAL_MS);
   await publish().catch(() => undefined);
 
-  const why = await stopped;
+  let why = await stopped;
+  while (why === 'takeover') {
+    try {
+      await handOver(mounted, log, async () => {
+        clearInterval(timer);
+        await metricsServer?.close();
+        metricsServer = undefined;
+      });
+      break;
+    } catch (err) {
+      log.error({ err }, 'hand-over failed: still serving');
+      why = await untilStopped(storeDir, log);
+    }
+  }
   clearInterval(timer);
+  if (why === 'takeover') {
+    // The successor serves the store now: leave it mounted, and its state and status files to it.
+    liveStore.forgetMetrics();
+    await liveStore.close();
+    await uses.close();
+    log.info({ storeDir }, 'handed over; exiting');
+    return;
+  }
   log.info({ storeDir, why }, 'stopping the layer store');
   await sdNotify({ stopping: true }, log);
   await mounted.unmount().catch((err: unknown) => log.warn({ err }, 'unmount failed'));

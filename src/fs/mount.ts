@@ -9,7 +9,8 @@ import type { Logger } from 'pino';
 import { TocfsError } from '../errors.js';
 import { Fuse, type FuseOperations } from './fuse-binding.js';
 import { FS_SUBTYPE, isMounted } from './mount-table.js';
-import { mountOwnSession } from './session/mount.js';
+import { mountOwnSession, resumeOwnSession, type HandedOver, type OwnSessionOptions } from './session/mount.js';
+import type { SessionState } from './session/session.js';
 
 /** The image never changes under a mount: cache names and attributes for an hour. */
 const CACHE_TIMEOUT_S = 3600;
@@ -45,6 +46,12 @@ export interface MountedFs {
   readonly mountpoint: string;
   /** Who answers the kernel: 'tocfs' when the own session serves this mount. */
   readonly session: FuseSessionKind;
+  /**
+   * Own session only: stops answering, lets the requests in flight finish and returns the
+   * /dev/fuse descriptor with what a successor needs (daemon/takeover.ts); `resume` serves
+   * on if the successor never took it. The mount stays.
+   */
+  handOver?(): Promise<HandedOver>;
   /** Unmounts (lazily if busy) and stops serving. */
   unmount(): Promise<void>;
 }
@@ -70,6 +77,23 @@ function fsnameWithOptions(label: string, options: MountOptions): string {
   ].join(',');
 }
 
+function ownSessionOptions(options: MountOptions): OwnSessionOptions {
+  return {
+    label: optionSafe(options.label) || 'tocfs',
+    logger: options.logger,
+    readOnly: !options.writable,
+    allowOther: options.allowOther ?? process.getuid?.() === 0,
+    validSeconds: CACHE_TIMEOUT_S,
+    negativeSeconds: options.negativeTimeout ?? CACHE_TIMEOUT_S,
+    passthrough: options.passthrough ?? true,
+  };
+}
+
+/** Serves a mount whose FUSE session a predecessor handed over (daemon/takeover.ts): no mount(2), same kernel connection. */
+export function resumeFs(mountpoint: string, ops: FuseOperations, options: MountOptions, handed: { fd: number; state: SessionState }): MountedFs {
+  return resumeOwnSession(resolve(mountpoint), handed.fd, handed.state, ops, ownSessionOptions(options));
+}
+
 export async function mountFs(mountpoint: string, ops: FuseOperations, options: MountOptions): Promise<MountedFs> {
   const mnt = resolve(mountpoint);
   const log = options.logger;
@@ -89,15 +113,7 @@ export async function mountFs(mountpoint: string, ops: FuseOperations, options: 
     await Fuse.unmountLazy(mnt);
   }
   if (options.session === 'tocfs') {
-    const own = await mountOwnSession(mnt, ops, {
-      label: optionSafe(options.label) || 'tocfs',
-      logger: log,
-      readOnly: !options.writable,
-      allowOther: options.allowOther ?? process.getuid?.() === 0,
-      validSeconds: CACHE_TIMEOUT_S,
-      negativeSeconds: options.negativeTimeout ?? CACHE_TIMEOUT_S,
-      passthrough: options.passthrough ?? true,
-    });
+    const own = await mountOwnSession(mnt, ops, ownSessionOptions(options));
     if (!('unavailable' in own)) {
       await raiseReadAhead(mnt, options.readAheadKb ?? DEFAULT_READ_AHEAD_KB, log);
       return own;

@@ -22,6 +22,7 @@ interface MountArgs {
   mountpoint: string;
   layer?: string;
   foreground: boolean;
+  takeover: boolean;
   prefetch?: PrefetchMode;
   'cache-dir'?: string;
   'tls-verify'?: boolean;
@@ -39,6 +40,7 @@ function daemonArgs(argv: MountArgs, mountpoint: string): string[] {
   if (file) args.push('--config', file);
   if (argv.platform) args.push('--platform', argv.platform);
   if (argv.layer) args.push('--layer', argv.layer);
+  if (argv.takeover) args.push('--takeover');
   return args;
 }
 
@@ -53,6 +55,7 @@ function serveOptions(argv: MountArgs, mountpoint: string, image: string): Omit<
     image,
     mountpoint,
     ...(argv.layer ? { layer: argv.layer } : {}),
+    ...(argv.takeover ? { takeover: true } : {}),
     prefetch: (argv.prefetch ?? v['prefetch.mode']) as PrefetchMode,
     open: openImageOptions(argv),
     profiles: profileSettings(),
@@ -89,11 +92,17 @@ export const mountCommand: CommandModule<object, MountArgs> = {
         .positional('mountpoint', { type: 'string', demandOption: true, describe: 'An existing empty directory' })
         .option('layer', { type: 'string', describe: 'Mount this layer\'s own tree (digest or unique prefix) instead of the merged image' })
         .option('foreground', { type: 'boolean', default: false, describe: 'Stay attached and serve until SIGINT/SIGTERM (for systemd)' })
+        .option('takeover', {
+          type: 'boolean',
+          default: false,
+          describe: 'Take the mount over from the tocfs serving it now, without unmounting: running readers never notice (daemon.fuse_session = tocfs)',
+        })
         .option('prefetch', settingOption('prefetch.mode'))
         .option('metrics-address', settingOption('metrics.address')) as unknown as Argv<MountArgs>,
       [
         ['$0 mount docker://quay.io/podman/hello /mnt/hello', 'Mount an image from a registry'],
         ['$0 mount --prefetch all oci:./myimage /mnt/img', 'Mount, then fetch everything in the background'],
+        ['$0 mount --takeover docker://quay.io/podman/hello /mnt/hello', 'Restart (or upgrade) the daemon of a mount under its readers'],
         ['$0 unmount /mnt/hello', 'End the mount'],
       ],
       'The daemon logs to a file under the runtime directory (/run/tocfs/mounts as root); tocfs unmount names it when it fails.',
@@ -103,7 +112,7 @@ export const mountCommand: CommandModule<object, MountArgs> = {
     if (!argv.foreground) {
       await ensureRuntimeDir();
       const logFile = mountFiles(mountpoint).log;
-      await startDaemon({ args: daemonArgs(argv, mountpoint), logFile, env: { [MOUNT_DAEMON_ENV]: JSON.stringify(daemonOptions(argv, mountpoint, logFile)) } });
+      await startDaemon({ args: daemonArgs(argv, mountpoint), logFile, appendLog: argv.takeover, env: { [MOUNT_DAEMON_ENV]: JSON.stringify(daemonOptions(argv, mountpoint, logFile)) } });
       return;
     }
     // Loaded here, not at the top: the command that only starts the daemon stays quick.

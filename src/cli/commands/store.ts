@@ -21,6 +21,7 @@ import type { FuseSessionKind } from '../../fs/mount.js';
 interface StoreArgs {
   storedir?: string;
   foreground: boolean;
+  takeover: boolean;
   'cache-dir'?: string;
   'tls-verify'?: boolean;
   'metrics-address'?: string;
@@ -45,6 +46,7 @@ function daemonArgs(argv: StoreArgs, storeDir: string): string[] {
   args.push('--log-level', String(v['log.level']), '--lookup-timeout', String(argv['lookup-timeout']), '--negative-ttl', String(argv['negative-ttl']));
   args.push('--metrics-address', metricsAddressFor('store', config) ?? '');
   if (config.file) args.push('--config', config.file);
+  if (argv.takeover) args.push('--takeover');
   return args;
 }
 
@@ -58,12 +60,18 @@ const serveCommand: CommandModule<object, StoreArgs> = {
         .option('tls-verify', settingOption('registry.tls_verify'))
         .option('foreground', { type: 'boolean', default: false, describe: 'Stay attached and serve until SIGINT/SIGTERM (systemd Type=notify: READY=1 once the store answers)' })
         .option('metrics-address', settingOption('metrics.address'))
+        .option('takeover', {
+          type: 'boolean',
+          default: false,
+          describe: 'Take the store over from the tocfs serving it now, without unmounting: running containers never notice (restart or upgrade; daemon.fuse_session = tocfs)',
+        })
         .option('lookup-timeout', { type: 'number', default: DEFAULT_LOOKUP_TIMEOUT_MS, describe: 'Longest a lookup waits for an image or layer to resolve (ms); slower ones answer "not here" and Podman pulls normally' })
         .option('negative-ttl', { type: 'number', default: DEFAULT_NEGATIVE_TTL_MS, describe: 'How long a layer the store cannot serve is remembered as such (ms)' }) as unknown as Argv<StoreArgs>,
       [
         ['$0 store /var/lib/tocfs/store', 'Start the store; then set additionallayerstores = ["/var/lib/tocfs/store:ref"] in storage.conf'],
         ['$0 store --foreground --tls-verify=false /tmp/store', 'Serve in the foreground, allowing plain-HTTP registries'],
         ['$0 store status /var/lib/tocfs/store', 'What the store serves and how much of each layer was fetched'],
+        ['$0 store --takeover /var/lib/tocfs/store', 'Restart (or upgrade) the store under running containers'],
       ],
       'Podman asks for <STOREDIR>/<base64 image ref>/<layer digest or TOC digest>/{diff,info,blob}. Layers without a TOC (plain gzip/zstd) are served only to Podman before 5.1 and only with a seekable index (built here by tocfs index, or published in a repository index.trust names); otherwise Podman pulls them itself. Registry credentials come from the same files Podman reads (auth.json, ~/.docker/config.json). Debug views: <ref dir>/manifest, <ref dir>/config, <layer dir>/chain/. End the store with tocfs unmount STOREDIR (or SIGTERM).',
     ),
@@ -71,7 +79,7 @@ const serveCommand: CommandModule<object, StoreArgs> = {
     const storeDir = storeDirOf(argv.storedir);
     if (!argv.foreground) {
       await ensureRuntimeDir();
-      await startDaemon({ args: daemonArgs(argv, storeDir), logFile: mountFiles(storeDir).log });
+      await startDaemon({ args: daemonArgs(argv, storeDir), logFile: mountFiles(storeDir).log, appendLog: argv.takeover });
       process.stdout.write(`tocfs store serving ${storeDir}\n`);
       return;
     }
@@ -96,6 +104,7 @@ const serveCommand: CommandModule<object, StoreArgs> = {
       profiles: profileSettings(),
       allowOther: config.values['store.allow_other'],
       fuse: { session: config.values['daemon.fuse_session'] as FuseSessionKind, passthrough: config.values['daemon.passthrough'] },
+      ...(argv.takeover ? { takeover: true } : {}),
       idMap: config.values['store.id_map'],
       indexTrust: config.values['index.trust'],
       checkpointSpacing: config.values['index.checkpoint_spacing'],

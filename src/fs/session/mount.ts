@@ -29,7 +29,14 @@ export interface OwnSessionMount {
   readonly fuse: FuseSession;
   unmount(): Promise<void>;
   /** Stops answering, lets requests in flight finish, and gives the descriptor and state to a successor; the mount stays. */
-  handOver(): Promise<{ fd: number; state: SessionState }>;
+  handOver(): Promise<HandedOver>;
+}
+
+export interface HandedOver {
+  fd: number;
+  state: SessionState;
+  /** Serves on after all, when the successor did not take the session. */
+  resume(): void;
 }
 
 function run(cmd: string, args: string[]): Promise<void> {
@@ -81,7 +88,14 @@ function serve(mnt: string, dev: FuseDev, fd: number, ops: FuseOperations, opts:
     async handOver() {
       handedOver = true;
       const state = await fuse.handOver();
-      return { fd, state };
+      return {
+        fd,
+        state,
+        resume: () => {
+          handedOver = false;
+          fuse.resume();
+        },
+      };
     },
   };
 }

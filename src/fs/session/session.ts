@@ -105,6 +105,8 @@ export class FuseSession {
   private readonly valid: number;
   private readonly negative: number;
   private passthroughWanted: boolean;
+  /** Serving a session a predecessor handed over. */
+  private readonly resumed: boolean;
   private passthrough = false;
   private minor = KERNEL_MINOR;
   private initialised = false;
@@ -136,6 +138,7 @@ export class FuseSession {
     this.passthroughWanted = opts.passthrough;
     this.onClosed = opts.onClosed;
     this.nodes.set(ROOT_ID, { path: '/', lookups: 1 });
+    this.resumed = resumed !== undefined;
     if (resumed) {
       this.initialised = true;
       this.minor = resumed.minor;
@@ -173,6 +176,13 @@ export class FuseSession {
     this.reader?.stop();
     this.reader = undefined;
     this.onClosed?.(reason);
+  }
+
+  /** Answers again after a hand-over the successor did not take. */
+  resume(): void {
+    if (this.reader) return;
+    this.closed = false;
+    this.start();
   }
 
   /** Stops answering (after an unmount that did not end the session). */
@@ -225,7 +235,12 @@ export class FuseSession {
   /** The node id for `path`, counting one kernel lookup of it. */
   private remember(path: string, st: StatInfo): number {
     let id = st.ino;
-    if (id <= ROOT_ID || id >= SYNTHETIC_BASE) {
+    const known = this.nodes.get(id);
+    // A successor may number inodes its own way (the store numbers layers in the order they are
+    // first used): an id the kernel already holds for another path gets a fresh one instead.
+    // (Before a hand-over the same id under two paths is a hard link.)
+    const taken = this.resumed && known !== undefined && known.path !== path;
+    if (taken || id <= ROOT_ID || id >= SYNTHETIC_BASE) {
       id = this.synthetic.get(path) ?? this.nextSynthetic++;
       this.synthetic.set(path, id);
     }

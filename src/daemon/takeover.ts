@@ -1,0 +1,84 @@
+/**
+ * Live hand-over of a mount between two tocfs processes (daemon.fuse_session = tocfs), so a
+ * restart or an upgrade never fails a running container:
+ *
+ * 1. The successor (`--takeover`) opens what it will serve, listens on a socket beside the
+ *    mount's state file and sends the running daemon SIGUSR2.
+ * 2. The running daemon stops reading /dev/fuse, lets the requests in flight finish, and
+ *    sends the descriptor (SCM_RIGHTS) with its node table; then it exits without unmounting.
+ * 3. The successor answers on the same kernel connection. Requests made in between wait in
+ *    the kernel's queue.
+ */
+import { closeSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import type { Logger } from 'pino';
+import { TocfsError } from '../errors.js';
+import type { MountedFs } from '../fs/mount.js';
+import { loadFuseDev } from '../fs/session/native.js';
+import type { SessionState } from '../fs/session/session.js';
+import { isAlive } from '../process-alive.js';
+import { mountFiles, readMountState } from './state.js';
+
+/** How long a successor waits for the running daemon to drain and hand over. */
+const HANDOVER_TIMEOUT_MS = 60_000;
+
+export function takeoverSocket(mountpoint: string): string {
+  return mountFiles(mountpoint).state.replace(/\.json$/, '.takeover.sock');
+}
+
+function parseState(payload: Buffer): SessionState {
+  const s = JSON.parse(payload.toString('utf8')) as SessionState;
+  if (s?.version !== 1 || !Array.isArray(s.nodes) || typeof s.minor !== 'number') throw new TocfsError('the running tocfs handed over a session state this version cannot read');
+  return s;
+}
+
+/** Asks the daemon serving `mountpoint` for its FUSE session; resolves with the descriptor and state. */
+export async function requestHandOver(mountpoint: string, log: Logger): Promise<{ fd: number; state: SessionState; pid: number }> {
+  const dev = loadFuseDev();
+  if ('unavailable' in dev) throw new TocfsError(`cannot take over ${mountpoint}: ${dev.unavailable}`);
+  const running = await readMountState(mountpoint);
+  if (!running || !isAlive(running.pid)) throw new TocfsError(`no running tocfs serves ${mountpoint}: start it without --takeover`);
+  const socket = takeoverSocket(mountpoint);
+  const listening = dev.listenUnix(socket);
+  try {
+    process.kill(running.pid, 'SIGUSR2');
+    log.info({ mountpoint, pid: running.pid }, 'asked the running tocfs to hand its FUSE session over');
+    // Blocks the event loop; nothing is served by this process yet.
+    const { fd, payload } = (() => {
+      try {
+        return dev.acceptFd(listening, HANDOVER_TIMEOUT_MS);
+      } catch (err) {
+        throw new TocfsError(
+          `the running tocfs (pid ${running.pid}) did not hand over ${mountpoint} (${(err as Error).message}): is it serving with daemon.fuse_session = tocfs? Its log: ${running.log ?? mountFiles(mountpoint).log}`,
+          'ETAKEOVER',
+          { cause: err },
+        );
+      }
+    })();
+    return { fd, state: parseState(payload), pid: running.pid };
+  } finally {
+    closeSync(listening);
+    await rm(socket, { force: true });
+  }
+}
+
+/**
+ * The running daemon's side: hands `mounted` over to the successor waiting on the socket.
+ * `release` runs once requests have drained, before the successor is let in: it gives up
+ * what the successor takes next (the metrics port).
+ */
+export async function handOver(mounted: MountedFs, log: Logger, release?: () => Promise<void>): Promise<void> {
+  if (!mounted.handOver) throw new TocfsError(`${mounted.mountpoint} is served through fuse-native, which cannot hand a session over: set daemon.fuse_session = tocfs`);
+  const dev = loadFuseDev();
+  if ('unavailable' in dev) throw new TocfsError(dev.unavailable);
+  const started = Date.now();
+  const { fd, state, resume } = await mounted.handOver();
+  await release?.().catch((err: unknown) => log.warn({ err }, 'could not release everything before handing over'));
+  try {
+    dev.sendFd(takeoverSocket(mounted.mountpoint), fd, Buffer.from(JSON.stringify(state)));
+  } catch (err) {
+    resume();
+    throw new TocfsError(`the successor did not take ${mounted.mountpoint} (${(err as Error).message}): serving on`, 'ETAKEOVER', { cause: err });
+  }
+  log.info({ mountpoint: mounted.mountpoint, nodes: state.nodes.length, ms: Date.now() - started }, 'handed the FUSE session over');
+}
