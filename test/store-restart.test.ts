@@ -10,6 +10,8 @@
  *   loader from a bind mount of / at /host): ENOTCONN for everything that reaches the dead
  *   store, answers from the kernel's caches for the rest, no recovery by itself, and
  *   `podman stop` + `podman start` brings it back.
+ * - with tocfs's own FUSE session, `tocfs store --takeover` replaces the store under that
+ *   same probe twice and no round sees an error.
  */
 import assert from 'node:assert/strict';
 import { readFileSync, realpathSync } from 'node:fs';
@@ -17,6 +19,7 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { loadFuseDev } from '../src/fs/session/native.js';
 import { runCli } from './helpers/cli.js';
 import { buildImage, seededBytes, seededContent, type BuiltImage, type FileSpec } from './helpers/images.js';
 import { have, LOADER, Podman, podmanSkipReason, RUN_LIMITS, unmountUnder } from './helpers/podman.js';
@@ -24,6 +27,8 @@ import { startRegistry, type TestRegistry } from './helpers/registry.js';
 import { isFuseMounted, startStore, type RunningStore } from './helpers/store.js';
 
 const skip = podmanSkipReason() || (have('python3') ? false : 'python3 is needed (the probe inside the container)');
+const fuseDev = loadFuseDev();
+const sessionSkip = 'unavailable' in fuseDev ? `tocfs's own FUSE session is unavailable: ${fuseDev.unavailable}` : false;
 
 /** One JSON line per round in /out/probe.log: each operation's result, "ok" or the errno name. */
 const PROBE = `
@@ -230,5 +235,82 @@ describe('tocfs store: kill -9 and a restart, with Podman 4.3.1', { skip, timeou
     store = await startTheStore();
     assert.deepEqual(inUse(await storeStatus(store.dir)), counts);
     assert.ok(!(await storeStatus(store.dir)).some((l) => l.ref === ref('app')), 'layers released to 0 are not remembered');
+  });
+});
+
+describe('tocfs store --takeover (own FUSE session): a running container never notices, with Podman 4.3.1', { skip: skip || sessionSkip, timeout: 300_000 }, () => {
+  const SESSION = { TOCFS_DAEMON_FUSE_SESSION: 'tocfs' };
+  let work: string;
+  let registry: TestRegistry;
+  let store: RunningStore;
+  let podman: Podman;
+  let app: BuiltImage;
+  let out: string;
+  const ref = `app:latest`;
+
+  before(async () => {
+    work = await mkdtemp(join(tmpdir(), 'tocfs-store-takeover-'));
+    const data: FileSpec[] = [{ path: 'data', type: 'dir' }, { path: 'data/big.bin', content: seededContent('big', 128 * 1024 * 1024) }];
+    for (let i = 0; i < 1000; i++) data.push({ path: `data/f${String(i).padStart(4, '0')}`, content: seededBytes(`f${i}`, 4096) });
+    app = await buildImage(join(work, 'app'), { format: 'zstd:chunked', layers: [programsLayer(), data] });
+    registry = await startRegistry();
+    await registry.load(app.dir, 'app');
+    store = await startStore(join(work, 'store'), join(work, 'cache'), [], SESSION);
+    podman = await Podman.create(work, store.dir, registry.host);
+    out = join(work, 'out');
+    await mkdir(out);
+    await writeFile(join(out, 'probe.py'), PROBE);
+  });
+
+  after(async () => {
+    await podman?.cleanup().catch(() => undefined);
+    await store?.stop('SIGTERM');
+    if (work) {
+      await unmountUnder(work);
+      await rm(work, { recursive: true, force: true });
+    }
+    await registry?.stop();
+  });
+
+  const probeLines = async (): Promise<ProbeLine[]> =>
+    (await readFile(join(out, 'probe.log'), 'utf8').catch(() => '')).split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as ProbeLine);
+
+  it('two takeovers while the probe reads, stats, lists and execs from the store: every round succeeds, and the successor serves new containers and releases', async () => {
+    const image = `${registry.host}/${ref}`;
+    await podman.ok(['pull', '--tls-verify=false', image]);
+    assert.ok(store.log.some((l) => l.includes('FUSE session initialised')) && !store.log.some((l) => l.includes('session is unavailable')), 'the store serves through its own FUSE session');
+    const python = [`/host${LOADER}`, '--library-path', `/host${dirname(LOADER!)}`, '/host/usr/bin/python3', '/out/probe.py'];
+    await podman.ok(['run', '-d', '--name', 'probe', '--net=none', ...RUN_LIMITS, '-v', '/:/host:ro', '-v', `${out}:/out`, '-e', 'PYTHONHOME=/host/usr', image, ...python]);
+    const roundsSince = async (t: number, n: number): Promise<ProbeLine[]> => {
+      for (let i = 0; i < 300; i++) {
+        const lines = (await probeLines()).filter((l) => l.t > t);
+        if (lines.length >= n) return lines;
+        await sleep(100);
+      }
+      throw new Error(`the probe wrote fewer than ${n} rounds after ${t}`);
+    };
+    await roundsSince(0, 2);
+
+    for (let round = 1; round <= 2; round++) {
+      const predecessor = store;
+      const successor = await startStore(predecessor.dir, join(work, 'cache'), ['--takeover'], SESSION);
+      assert.equal(await predecessor.exited, 0, `the predecessor exits cleanly after handing over (takeover ${round})`);
+      assert.ok(predecessor.log.some((l) => l.includes('handed the FUSE session over')), 'the predecessor says it handed over');
+      assert.equal(await isFuseMounted(successor.dir), true, 'the store stays mounted');
+      store = successor;
+      await roundsSince(Date.now() / 1000, 4);
+    }
+
+    const lines = await probeLines();
+    const failed = lines.filter((l) => OPERATIONS.some((o) => l[o] !== 'ok'));
+    process.stdout.write(`# ${lines.length} probe rounds across two takeovers, ${failed.length} with an error\n`);
+    assert.deepEqual(failed, [], 'no probe round saw an error across the takeovers');
+
+    // The successor serves everything a store does: a new container, exec into the running one, and releases.
+    assert.deepEqual(await podman.ok(['run', '--rm', '--net=none', ...RUN_LIMITS, image, '/bin/cat', '/data/f0007']), seededBytes('f7', 4096));
+    assert.deepEqual(Buffer.from(await podman.ok(['exec', 'probe', '/bin/cat', '/data/f0042'])), seededBytes('f42', 4096));
+    await podman.ok(['rm', '-f', '-t', '0', 'probe']);
+    await podman.ok(['rmi', image]);
+    await storeStatus(store.dir, (ls) => ls.every((l) => l.ref !== image || l.uses === 0), 'the layers released by podman rmi after the takeovers');
   });
 });

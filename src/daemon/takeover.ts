@@ -9,7 +9,7 @@
  * 3. The successor answers on the same kernel connection. Requests made in between wait in
  *    the kernel's queue.
  */
-import { closeSync } from 'node:fs';
+import { closeSync, openSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import { TocfsError } from '../errors.js';
@@ -26,8 +26,9 @@ export function takeoverSocket(mountpoint: string): string {
   return mountFiles(mountpoint).state.replace(/\.json$/, '.takeover.sock');
 }
 
-function parseState(payload: Buffer): SessionState {
-  const s = JSON.parse(payload.toString('utf8')) as SessionState;
+function parseState(payload: Buffer, pid: number): SessionState {
+  const s = JSON.parse(payload.toString('utf8')) as SessionState & { refused?: string };
+  if (typeof s?.refused === 'string') throw new TocfsError(`the running tocfs (pid ${pid}) refused to hand over: ${s.refused}`, 'ETAKEOVER');
   if (s?.version !== 1 || !Array.isArray(s.nodes) || typeof s.minor !== 'number') throw new TocfsError('the running tocfs handed over a session state this version cannot read');
   return s;
 }
@@ -55,7 +56,12 @@ export async function requestHandOver(mountpoint: string, log: Logger): Promise<
         );
       }
     })();
-    return { fd, state: parseState(payload), pid: running.pid };
+    try {
+      return { fd, state: parseState(payload, running.pid), pid: running.pid };
+    } catch (err) {
+      closeSync(fd);
+      throw err;
+    }
   } finally {
     closeSync(listening);
     await rm(socket, { force: true });
@@ -68,9 +74,19 @@ export async function requestHandOver(mountpoint: string, log: Logger): Promise<
  * what the successor takes next (the metrics port).
  */
 export async function handOver(mounted: MountedFs, log: Logger, release?: () => Promise<void>): Promise<void> {
-  if (!mounted.handOver) throw new TocfsError(`${mounted.mountpoint} is served through fuse-native, which cannot hand a session over: set daemon.fuse_session = tocfs`);
   const dev = loadFuseDev();
   if ('unavailable' in dev) throw new TocfsError(dev.unavailable);
+  if (!mounted.handOver) {
+    const reason = `${mounted.mountpoint} is served through fuse-native, which cannot hand a session over: restart it with daemon.fuse_session = tocfs`;
+    // Tell the successor at once rather than let it wait out its timeout (an fd must ride along).
+    const devNull = openSync('/dev/null', 'r');
+    try {
+      dev.sendFd(takeoverSocket(mounted.mountpoint), devNull, Buffer.from(JSON.stringify({ version: 1, refused: reason })));
+    } finally {
+      closeSync(devNull);
+    }
+    throw new TocfsError(reason);
+  }
   const started = Date.now();
   const { fd, state, resume } = await mounted.handOver();
   await release?.().catch((err: unknown) => log.warn({ err }, 'could not release everything before handing over'));
