@@ -6,7 +6,8 @@
  *   node --import tsx scripts/bench/main.ts [--quick] [--reps N] [--profiles wan100,wan1g,loopback]
  *        [--only ready,firstbyte,dedupe,cold,local,toc,many,pss] [--work DIR] [--out DIR] [--note TEXT] [--build-only] [--cpu-prof]
  *        [--modes gzip_full,…,tocfs_mount_estargz] [--stargz-store PATH]
- *        (group pss: --modes picks among overlay,tocfs_store,tocfs_store_session,podman_partial_hardlinks when it names any)
+ *        (group pss: --modes picks among overlay,tocfs_store,tocfs_store_session,podman_partial_hardlinks when it names any;
+ *        group local measures both FUSE sessions, fuse-native and TOCFS_DAEMON_FUSE_SESSION=tocfs: figures `…_session`)
  *
  * Env: TOCFS_BENCH_REV (a commit to measure, or `worktree` for the uncommitted working tree),
  *      TOCFS_BENCH_STARGZ_STORE (the peer stargz-store binary, as --stargz-store).

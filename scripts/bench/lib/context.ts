@@ -71,6 +71,8 @@ export function refOf(host: string, img: BuiltImage, f: LayerFormat): string {
 export interface Measured {
   status: 'ok';
   figures: Record<string, Summary>;
+  /** What was left out of this measurement, and why. */
+  note?: string;
 }
 
 /** A measurement that did not produce numbers, and why. */
@@ -81,8 +83,8 @@ export interface NotMeasured {
 
 export type Outcome = Measured | NotMeasured;
 
-export function measured(figures: Record<string, Summary>): Measured {
-  return { status: 'ok', figures };
+export function measured(figures: Record<string, Summary>, note?: string): Measured {
+  return { status: 'ok', figures, ...(note ? { note } : {}) };
 }
 
 export function unavailable(reason: string): NotMeasured {

@@ -143,7 +143,7 @@ async function pssByFile(pid: number, top = 6): Promise<string> {
 }
 
 /** Whether this tocfs knows TOCFS_DAEMON_FUSE_SESSION (the setting is unknown until tocfs's own FUSE session lands). */
-async function sessionMissing(ctx: Ctx): Promise<string | undefined> {
+export async function sessionMissing(ctx: Ctx): Promise<string | undefined> {
   const r = await ctx.tocfs.exec(['config', 'show'], { env: { ...process.env, ...SESSION_ENV }, check: false });
   const out = `${r.stdout}\n${r.stderr}`;
   if (/TOCFS_DAEMON_FUSE_SESSION is not a tocfs setting/.test(out)) {

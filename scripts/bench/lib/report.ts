@@ -3,6 +3,7 @@ import type { Outcome } from './context.js';
 import type { Summary } from './stats.js';
 import { ratio } from './stats.js';
 import { PSS_IMAGES, PSS_MODES } from './measure-pss.js';
+import { SESSION_FIGURES } from './measure-read.js';
 
 type Cell = Outcome;
 type Table = Record<string, Cell>;
@@ -160,6 +161,14 @@ export function derive(r: Results): void {
   R.kernel_cached_vs_page_cache = round(med(r.local_reads, 'kernel_cached_vs_page_cache'));
   R.stat_vs_local = round(med(r.local_reads, 'stat_vs_local'));
   R.walk_vs_local = round(med(r.local_reads, 'walk_vs_local'));
+  // tocfs's own FUSE session (TOCFS_DAEMON_FUSE_SESSION=tocfs) beside fuse-native, from the same repetitions.
+  R.warm_vs_page_cache = round(med(r.local_reads, 'warm_vs_page_cache'));
+  R.warm_vs_local_disk = round(med(r.local_reads, 'warm_vs_local_disk'));
+  for (const k of ['warm_vs_memfs', 'warm_vs_local_disk', 'warm_vs_page_cache', 'kernel_cached_vs_page_cache', 'stat_vs_local', 'walk_vs_local']) {
+    R[`${k}_session`] = round(med(r.local_reads, `${k}_session`));
+  }
+  // session / fuse-native of each figure (medians): above 1 the session is faster, except for the _ms figures.
+  for (const k of SESSION_FIGURES) R[`${k}_session_vs_fuse_native`] = ratio(med(r.local_reads, `${k}_session`), med(r.local_reads, k));
   const biggest = r.toc_scaling ? Object.keys(r.toc_scaling).sort((a, b) => Number(a) - Number(b)).pop() : undefined;
   R.mount_ms_largest_toc = biggest ? round(med(r.toc_scaling![biggest], 'mount_ms')) : null;
   R.mount_ms_largest_toc_cached = biggest ? round(med(r.toc_scaling![biggest], 'mount_cached_toc_ms')) : null;
@@ -213,9 +222,30 @@ export function derive(r: Results): void {
       R.store_rss_MB_tocfs_store_estargz ? `${R.store_rss_MB_tocfs_store_estargz} MB against ${R.store_rss_MB_stargz_store_estargz ?? '—'} MB` : undefined),
     t('pss_shared_0_3_overlay', `${PSS_IMAGES} containers of ${PSS_IMAGES} images sharing their files but no layers: sum of PSS with tocfs's own FUSE session (passthrough onto one file per digest) ≤ 0.3 × the overlay pull's`, R.pss_vs_overlay ?? null, (v) => v <= 0.3,
       [R.pss_vs_overlay_tocfs_store != null ? `tocfs store today: ${R.pss_vs_overlay_tocfs_store}` : '', R.pss_vs_overlay_if_files_shared != null ? `every file shared ten ways, anonymous memory as with overlay: ${R.pss_vs_overlay_if_files_shared}` : ''].filter(Boolean).join('; ') || undefined),
+    t('issue18_warm_vs_page_cache', 'own FUSE session (issue 18): warm read of a cached file — a fresh open after one complete read, only the mount\'s own copy of the file evicted — ≥ 0.95 × a page-cache read of the same file on local disk', R.warm_vs_page_cache_session ?? null, (v) => v >= 0.95,
+      [`fuse-native: ${R.warm_vs_page_cache ?? '—'}`, `whole page cache dropped first, vs local disk likewise: session ${R.warm_vs_local_disk_session ?? '—'}, fuse-native ${R.warm_vs_local_disk ?? '—'}`].join('; ')),
+    t('issue18_kernel_cached_vs_page_cache', 'own FUSE session (issue 18): kernel-cached re-read ≥ 0.95 × a page-cache read', R.kernel_cached_vs_page_cache_session ?? null, (v) => v >= 0.95, `fuse-native: ${R.kernel_cached_vs_page_cache ?? '—'}`),
+    t('issue18_walk_vs_local', 'own FUSE session (issue 18): `find` + stat of the tree (readdir + lstat, repeated) ≥ 0.5 × local', R.walk_vs_local_session ?? null, (v) => v >= 0.5, `fuse-native: ${R.walk_vs_local ?? '—'}`),
+    sessionVsNative(R),
     t('rss_150MB_10_images', 'daemon RSS ≤ 150 MB with 10 images mounted', R.rss_MB_many_in_one_store ?? R.rss_MB_many_mounted, (v) => v <= 150,
       R.rss_MB_many_in_one_store !== null ? 'one tocfs store serving all 10' : 'sum over 10 tocfs mount daemons'),
   ];
+}
+
+/** The own session is to become the default once it beats fuse-native on every figure: the figures where it does not. */
+function sessionVsNative(R: Results['ratios']): Target {
+  const measuredFigs = SESSION_FIGURES.filter((k) => R[`${k}_session_vs_fuse_native`] != null);
+  const slower = measuredFigs.filter((k) => {
+    const v = R[`${k}_session_vs_fuse_native`]!;
+    return k.endsWith('_ms') ? v > 1 : v < 1;
+  });
+  return {
+    id: 'session_not_slower_than_fuse_native',
+    goal: 'own FUSE session at least as fast as fuse-native on every figure of the local group (figures where it is slower; the condition for making it the default)',
+    value: measuredFigs.length ? slower.length : null,
+    met: measuredFigs.length ? slower.length === 0 : null,
+    ...(measuredFigs.length ? { note: slower.length ? `slower: ${slower.map((k) => `${k} ${R[`${k}_session_vs_fuse_native`]}`).join(', ')}` : `all ${measuredFigs.length} figures` } : {}),
+  };
 }
 
 function round(v: number | null): number | null {
@@ -329,12 +359,31 @@ export function markdown(r: Results, chartFile: string): string {
     L.push('', '## Reads once fetched (loopback registry)', '');
     const c = r.local_reads;
     if (c.status === 'ok') {
-      L.push('| | tocfs | bare memfs (same mount options) | local disk | page cache |', '| --- | --- | --- | --- | --- |');
-      L.push(`| sequential MB/s, page cache dropped | ${cell(c, 'warm_MBps')} | ${cell(c, 'memfs_MBps')} | ${cell(c, 'local_disk_MBps')} | |`);
-      L.push(`| sequential MB/s, kernel-cached re-read | ${cell(c, 'kernel_cached_MBps')} | | | ${cell(c, 'page_cache_MBps')} |`);
-      L.push(`| random 4 KiB reads/s | ${cell(c, 'random_4k_reads_per_s')} | ${cell(c, 'memfs_random_4k_reads_per_s')} | ${cell(c, 'local_random_4k_reads_per_s')} | |`);
-      L.push(`| readdir + lstat of the whole tree (like find), repeated, ms | ${cell(c, 'walk_tree_ms')} | | ${cell(c, 'local_walk_tree_ms')} | |`);
-      L.push(`| lstat of every path, repeated, ms | ${cell(c, 'stat_tree_ms')} | | ${cell(c, 'local_stat_tree_ms')} | |`);
+      const both = c.figures.warm_MBps_session !== undefined;
+      const vs = (k: string): string => (both ? ` ${ratio(med(c, `${k}_session`), med(c, k)) ?? '—'} |` : '');
+      L.push(`| | tocfs fuse-native |${both ? ' tocfs own session | session / fuse-native |' : ''} bare memfs (same mount options) | local disk | page cache |`, `| --- | --- |${both ? ' --- | --- |' : ''} --- | --- | --- |`);
+      const row = (label: string, k: string, memfs = '', disk = '', pc = ''): string => `| ${label} | ${cell(c, k)} |${both ? ` ${cell(c, `${k}_session`)} |${vs(k)}` : ''} ${memfs} | ${disk} | ${pc} |`;
+      if (c.figures.cold_loopback_MBps) L.push(row('sequential MB/s, cold (empty cache, loopback registry)', 'cold_loopback_MBps'));
+      L.push(row('sequential MB/s, page cache dropped', 'warm_MBps', cell(c, 'memfs_MBps'), cell(c, 'local_disk_MBps')));
+      if (c.figures.warm_file_MBps) L.push(row('sequential MB/s, warm cached file: fresh open, only the mount\'s copy evicted', 'warm_file_MBps', '', '', cell(c, 'page_cache_MBps')));
+      L.push(row('sequential MB/s, kernel-cached re-read', 'kernel_cached_MBps', '', '', cell(c, 'page_cache_MBps')));
+      L.push(row('random 4 KiB reads/s', 'random_4k_reads_per_s', cell(c, 'memfs_random_4k_reads_per_s'), cell(c, 'local_random_4k_reads_per_s')));
+      L.push(row('readdir + lstat of the whole tree (like find), repeated, ms', 'walk_tree_ms', '', cell(c, 'local_walk_tree_ms')));
+      L.push(row('lstat of every path, repeated, ms', 'stat_tree_ms', '', cell(c, 'local_stat_tree_ms')));
+      if (c.figures.walk_fuse_getattr) {
+        L.push('', 'What the daemon answered (its /metrics, per repetition):', '', `| | fuse-native |${both ? ' own session |' : ''}`, `| --- | --- |${both ? ' --- |' : ''}`);
+        const ops = (label: string, k: string): string => `| ${label} | ${cell(c, k, 1, 0)} |${both ? ` ${cell(c, `${k}_session`, 1, 0)} |` : ''}`;
+        L.push(ops('opens before one was passed through (after the complete read)', 'passthrough_after_opens'));
+        L.push(ops('FUSE reads during the read with the page cache dropped', 'warm_fuse_reads'));
+        L.push(ops('passthrough opens during it', 'warm_passthrough_opens'));
+        L.push(ops('FUSE reads during the kernel-cached re-read', 'kernel_cached_fuse_reads'));
+        L.push(ops('bytes of the mount\'s file left in the page cache after evicting it (fincore)', 'warm_file_evicted_left_bytes'));
+        L.push(ops('FUSE reads during the warm cached-file read', 'warm_file_fuse_reads'));
+        L.push(ops('passthrough opens during it', 'warm_file_passthrough_opens'));
+        L.push(ops('getattr (lookups included) during the walk script (2 walks + 1 lstat pass, page cache dropped)', 'walk_fuse_getattr'));
+        L.push(ops('readdir during it', 'walk_fuse_readdir'));
+      }
+      if (c.note) L.push('', c.note);
     } else L.push(`${c.status}: ${c.reason}`);
   }
   if (r.toc_scaling) {

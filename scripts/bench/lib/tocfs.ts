@@ -93,10 +93,11 @@ export class Tocfs {
     return run(this.argv(args), { ...opts, label: `tocfs ${args[0]}` });
   }
 
-  /** `tocfs mount`; returns when the mount is ready (the CLI's own contract). */
-  async mount(image: string, mountpoint: string, cacheDir: string, opts: { ns?: string; prefetch?: string; env?: NodeJS.ProcessEnv } = {}): Promise<RunResult> {
+  /** `tocfs mount` (`extraArgs` before the image, e.g. --metrics-address); returns when the mount is ready (the CLI's own contract). */
+  async mount(image: string, mountpoint: string, cacheDir: string, opts: { ns?: string; prefetch?: string; env?: NodeJS.ProcessEnv; extraArgs?: string[] } = {}): Promise<RunResult> {
     await mkdir(mountpoint, { recursive: true });
-    return this.exec(['mount', '--tls-verify=false', '--cache-dir', cacheDir, ...(opts.prefetch ? ['--prefetch', opts.prefetch] : []), image, mountpoint], opts);
+    const { extraArgs = [], ...rest } = opts;
+    return this.exec(['mount', '--tls-verify=false', '--cache-dir', cacheDir, ...(opts.prefetch ? ['--prefetch', opts.prefetch] : []), ...extraArgs, image, mountpoint], rest);
   }
 
   async unmount(mountpoint: string): Promise<void> {
