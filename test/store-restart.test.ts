@@ -81,6 +81,36 @@ function programsLayer(): FileSpec[] {
   ];
 }
 
+/** The image the probe runs in: the host's cat with its libc and loader, and /data to read. */
+function buildProbeImage(work: string): Promise<BuiltImage> {
+  const data: FileSpec[] = [{ path: 'data', type: 'dir' }, { path: 'data/big.bin', content: seededContent('big', 128 * 1024 * 1024) }];
+  // Enough files and offsets (1 MiB apart: beyond the kernel's read-ahead) that the probe does not come back to one it read for a while (38 s of rounds for big.bin).
+  for (let i = 0; i < 1000; i++) data.push({ path: `data/f${String(i).padStart(4, '0')}`, content: seededBytes(`f${i}`, 4096) });
+  return buildImage(join(work, 'app'), { format: 'zstd:chunked', layers: [programsLayer(), data] });
+}
+
+/** A directory for the probe's script and log, mounted at /out in the container. */
+async function probeDir(work: string): Promise<string> {
+  const out = join(work, 'out');
+  await mkdir(out);
+  await writeFile(join(out, 'probe.py'), PROBE);
+  return out;
+}
+
+async function probeLinesIn(out: string): Promise<ProbeLine[]> {
+  return (await readFile(join(out, 'probe.log'), 'utf8').catch(() => '')).split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as ProbeLine);
+}
+
+async function tearDown(w: { podman?: Podman; store?: RunningStore; work?: string; registry?: TestRegistry }): Promise<void> {
+  await w.podman?.cleanup().catch(() => undefined);
+  await w.store?.stop('SIGTERM');
+  if (w.work) {
+    await unmountUnder(w.work);
+    await rm(w.work, { recursive: true, force: true });
+  }
+  await w.registry?.stop();
+}
+
 interface StatusLayer {
   key: string;
   ref: string;
@@ -118,33 +148,19 @@ describe('tocfs store: kill -9 and a restart, with Podman 4.3.1', { skip, timeou
 
   before(async () => {
     work = await mkdtemp(join(tmpdir(), 'tocfs-store-restart-'));
-    const data: FileSpec[] = [{ path: 'data', type: 'dir' }, { path: 'data/big.bin', content: seededContent('big', 128 * 1024 * 1024) }];
-    // Enough files and offsets (1 MiB apart: beyond the kernel's read-ahead) that the probe does not come back to one it read for a while (38 s of rounds for big.bin).
-    for (let i = 0; i < 1000; i++) data.push({ path: `data/f${String(i).padStart(4, '0')}`, content: seededBytes(`f${i}`, 4096) });
-    app = await buildImage(join(work, 'app'), { format: 'zstd:chunked', layers: [programsLayer(), data] });
+    app = await buildProbeImage(work);
     other = await buildImage(join(work, 'other'), { format: 'estargz', layers: [[{ path: 'etc', type: 'dir' }, { path: 'etc/motd', content: 'pulled after the restart\n' }]] });
     registry = await startRegistry();
     await registry.load(app.dir, 'app');
     await registry.load(other.dir, 'other');
     store = await startTheStore();
     podman = await Podman.create(work, store.dir, registry.host);
-    out = join(work, 'out');
-    await mkdir(out);
-    await writeFile(join(out, 'probe.py'), PROBE);
+    out = await probeDir(work);
   });
 
-  after(async () => {
-    await podman?.cleanup().catch(() => undefined);
-    await store?.stop('SIGTERM');
-    if (work) {
-      await unmountUnder(work);
-      await rm(work, { recursive: true, force: true });
-    }
-    await registry?.stop();
-  });
+  after(() => tearDown({ podman, store, work, registry }));
 
-  const probeLines = async (): Promise<ProbeLine[]> =>
-    (await readFile(join(out, 'probe.log'), 'utf8').catch(() => '')).split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as ProbeLine);
+  const probeLines = (): Promise<ProbeLine[]> => probeLinesIn(out);
   /** Waits for `n` probe rounds that started after `since` (seconds since the epoch). */
   const roundsAfter = async (since: number, n = 2): Promise<ProbeLine[]> => {
     for (let i = 0; i < 150; i++) {
@@ -250,30 +266,17 @@ describe('tocfs store --takeover (own FUSE session): a running container never n
 
   before(async () => {
     work = await mkdtemp(join(tmpdir(), 'tocfs-store-takeover-'));
-    const data: FileSpec[] = [{ path: 'data', type: 'dir' }, { path: 'data/big.bin', content: seededContent('big', 128 * 1024 * 1024) }];
-    for (let i = 0; i < 1000; i++) data.push({ path: `data/f${String(i).padStart(4, '0')}`, content: seededBytes(`f${i}`, 4096) });
-    app = await buildImage(join(work, 'app'), { format: 'zstd:chunked', layers: [programsLayer(), data] });
+    app = await buildProbeImage(work);
     registry = await startRegistry();
     await registry.load(app.dir, 'app');
     store = await startStore(join(work, 'store'), join(work, 'cache'), [], SESSION);
     podman = await Podman.create(work, store.dir, registry.host);
-    out = join(work, 'out');
-    await mkdir(out);
-    await writeFile(join(out, 'probe.py'), PROBE);
+    out = await probeDir(work);
   });
 
-  after(async () => {
-    await podman?.cleanup().catch(() => undefined);
-    await store?.stop('SIGTERM');
-    if (work) {
-      await unmountUnder(work);
-      await rm(work, { recursive: true, force: true });
-    }
-    await registry?.stop();
-  });
+  after(() => tearDown({ podman, store, work, registry }));
 
-  const probeLines = async (): Promise<ProbeLine[]> =>
-    (await readFile(join(out, 'probe.log'), 'utf8').catch(() => '')).split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as ProbeLine);
+  const probeLines = (): Promise<ProbeLine[]> => probeLinesIn(out);
 
   it('two takeovers while the probe reads, stats, lists and execs from the store: every round succeeds, and the successor serves new containers and releases', async () => {
     const image = `${registry.host}/${ref}`;

@@ -21,7 +21,7 @@ import { notifyFailure, notifyReady } from './daemonize.js';
 import { collectGarbageSoon, keepYoungGenerationSmall } from './memory.js';
 import { sdNotify } from './sd-notify.js';
 import { removeMountState, writeMountState } from './state.js';
-import { handOver, requestHandOver } from './takeover.js';
+import { HANDED_OVER, requestHandOver, serveUntilStopped, TAKEOVER_REQUESTED } from './takeover.js';
 
 export type PrefetchMode = 'landmark' | 'all' | 'none';
 
@@ -98,7 +98,7 @@ export function untilStopped(mountpoint: string, log: Logger): Promise<string> {
     };
     const onInt = (): void => stop('SIGINT');
     const onTerm = (): void => stop('SIGTERM');
-    const onTakeover = (): void => stop('takeover');
+    const onTakeover = (): void => stop(TAKEOVER_REQUESTED);
     process.on('SIGINT', onInt);
     process.on('SIGTERM', onTerm);
     process.on('SIGUSR2', onTakeover);
@@ -166,20 +166,11 @@ export async function serveMount(opts: ServeOptions): Promise<void> {
     if (!abort.signal.aborted) log.warn({ err }, 'prefetch stopped (reads still fetch what they need)');
   });
 
-  let why = await stopped;
-  while (why === 'takeover') {
-    try {
-      await handOver(mounted, log, async () => {
-        await metricsServer?.close();
-        metricsServer = undefined;
-      });
-      break;
-    } catch (err) {
-      log.error({ err }, 'hand-over failed: still serving');
-      why = await untilStopped(mountpoint, log);
-    }
-  }
-  if (why === 'takeover') {
+  const why = await serveUntilStopped(stopped, () => untilStopped(mountpoint, log), mounted, log, async () => {
+    await metricsServer?.close();
+    metricsServer = undefined;
+  });
+  if (why === HANDED_OVER) {
     // The successor serves the mount now: leave it mounted.
     abort.abort();
     await profiles?.stop();

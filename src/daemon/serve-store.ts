@@ -24,7 +24,7 @@ import { LayerStore } from '../store/layers.js';
 import { UseCounts, useJournalFile } from '../store/use-counts.js';
 import { sdNotify } from './sd-notify.js';
 import { removeStatus, writeStatus } from './store-status.js';
-import { handOver, requestHandOver } from './takeover.js';
+import { HANDED_OVER, requestHandOver, serveUntilStopped } from './takeover.js';
 
 export interface StoreServeOptions extends ReadPathSettings {
   storeDir: string;
@@ -150,22 +150,12 @@ export async function serveStore(opts: StoreServeOptions): Promise<void> {
   const timer = setInterval(() => publish().catch((err: unknown) => log.debug({ err }, 'cannot write the status file')), STATUS_INTERVAL_MS);
   await publish().catch(() => undefined);
 
-  let why = await stopped;
-  while (why === 'takeover') {
-    try {
-      await handOver(mounted, log, async () => {
-        clearInterval(timer);
-        await metricsServer?.close();
-        metricsServer = undefined;
-      });
-      break;
-    } catch (err) {
-      log.error({ err }, 'hand-over failed: still serving');
-      why = await untilStopped(storeDir, log);
-    }
-  }
+  const why = await serveUntilStopped(stopped, () => untilStopped(storeDir, log), mounted, log, async () => {
+    await metricsServer?.close();
+    metricsServer = undefined;
+  });
   clearInterval(timer);
-  if (why === 'takeover') {
+  if (why === HANDED_OVER) {
     // The successor serves the store now: leave it mounted, and its state and status files to it.
     liveStore.forgetMetrics();
     await liveStore.close();

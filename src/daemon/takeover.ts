@@ -68,6 +68,29 @@ export async function requestHandOver(mountpoint: string, log: Logger): Promise<
   }
 }
 
+/** What untilStopped resolves with when a successor asks for the session (SIGUSR2). */
+export const TAKEOVER_REQUESTED = 'takeover';
+export const HANDED_OVER = 'handed over';
+
+/**
+ * Waits for `stopped`; while that is a successor asking for the session, hands the session over
+ * (`release` first) and resolves with HANDED_OVER, or, when that fails, serves on and waits
+ * for `again()`. Otherwise resolves with why the daemon stops.
+ */
+export async function serveUntilStopped(stopped: Promise<string>, again: () => Promise<string>, mounted: MountedFs, log: Logger, release: () => Promise<void>): Promise<string> {
+  let why = await stopped;
+  while (why === TAKEOVER_REQUESTED) {
+    try {
+      await handOver(mounted, log, release);
+      return HANDED_OVER;
+    } catch (err) {
+      log.error({ err }, 'hand-over failed: still serving');
+      why = await again();
+    }
+  }
+  return why;
+}
+
 /**
  * The running daemon's side: hands `mounted` over to the successor waiting on the socket.
  * `release` runs once requests have drained, before the successor is let in: it gives up
