@@ -163,8 +163,8 @@ export const SETTINGS = {
   }, 64 * 1024 ** 2),
   'daemon.fuse_session': oneOf(['fuse-native', 'tocfs'], {
     description:
-      'Who speaks FUSE with the kernel: fuse-native (libfuse 2, the default for now), or tocfs, its own session on /dev/fuse (needs root and the native piece built at install): directory listings with attributes in one round trip (readdirplus), and passthrough reads of completely cached files (daemon.passthrough). When the own session cannot start, the daemon says why and uses fuse-native.',
-    default: 'fuse-native',
+      'Who speaks FUSE with the kernel: tocfs, its own session on /dev/fuse (needs root and the native piece built at install: directory listings with attributes in one round trip, passthrough reads of completely cached files (daemon.passthrough), restarts under running containers with --takeover), or fuse-native (libfuse 2, what tocfs used before). When the own session cannot start (not root, no native piece), the daemon says why and uses fuse-native.',
+    default: 'tocfs',
   }),
   'daemon.passthrough': boolean({
     description:

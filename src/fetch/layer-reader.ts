@@ -332,10 +332,17 @@ export class LayerReader {
     };
   }
 
-  /** The cache file holding `entry`'s whole content, once every chunk of it is cached (ChunkStore.wholeFile). */
-  wholeFile(entry: TocEntry): Promise<string | undefined> {
-    if (entry.type !== 'reg' || !entry.digest || entry.size === 0 || this.stopped || !this.cache.wholeFile) return Promise.resolve(undefined);
-    return this.cache.wholeFile(entry.digest, entry.chunks);
+  /**
+   * The cache file holding `entry`'s whole content, once every chunk of it is cached
+   * (ChunkStore.wholeFile), for an open the kernel will read without tocfs (passthrough).
+   * The read observers (a start-up profile recording) are told of it as a read of the whole
+   * file: none of its reads will reach them.
+   */
+  async wholeFile(entry: TocEntry): Promise<string | undefined> {
+    if (entry.type !== 'reg' || !entry.digest || entry.size === 0 || this.stopped || !this.cache.wholeFile) return undefined;
+    const file = await this.cache.wholeFile(entry.digest, entry.chunks);
+    if (file) for (const listener of this.readListeners) listener(entry, 0, entry.size);
+    return file;
   }
 
   /** Calls `listener` for every read from now on, before it is served; returns the function that stops it. */

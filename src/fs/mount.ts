@@ -118,7 +118,8 @@ export async function mountFs(mountpoint: string, ops: FuseOperations, options: 
       await raiseReadAhead(mnt, options.readAheadKb ?? DEFAULT_READ_AHEAD_KB, log);
       return own;
     }
-    log.warn({ reason: own.unavailable }, `tocfs's own FUSE session is unavailable (${own.unavailable}): serving through fuse-native`);
+    // Without root that is expected (fusermount mounts for fuse-native); anything else is worth a warning.
+    log[own.unprivileged ? 'info' : 'warn']({ reason: own.unavailable }, `tocfs's own FUSE session is unavailable (${own.unavailable}): serving through fuse-native`);
   }
 
   const fuse = new Fuse(

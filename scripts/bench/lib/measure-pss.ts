@@ -34,7 +34,7 @@ export interface PssMode {
 
 export const PSS_MODES: PssMode[] = [
   { id: 'overlay', label: 'podman pull (overlay: every layer its own files)', kind: 'overlay' },
-  { id: 'tocfs_store', label: 'tocfs store', kind: 'store' },
+  { id: 'tocfs_store', label: 'tocfs store through fuse-native (TOCFS_DAEMON_FUSE_SESSION=fuse-native)', kind: 'store', env: { TOCFS_DAEMON_FUSE_SESSION: 'fuse-native' } },
   { id: 'tocfs_store_session', label: 'tocfs store, TOCFS_DAEMON_FUSE_SESSION=tocfs (own FUSE session, passthrough onto one file per digest)', kind: 'store', env: SESSION_ENV },
   // Reference: what one copy per file digest gives on this machine, by Podman's own means (the seed article's hard links).
   // Podman 4.3.1's partial pull gives every file the time of the pull as its mtime, so Python finds every .pyc stale

@@ -70,7 +70,7 @@ export async function coldRead(ctx: Ctx, profile: LinkProfile): Promise<Outcome>
   }
 }
 
-/** A FUSE session the local group measures: fuse-native (the default) and tocfs's own (daemon.fuse_session = tocfs, issue 18). */
+/** A FUSE session the local group measures: fuse-native and tocfs's own (daemon.fuse_session = tocfs, issue 18; the default since). Each names its session: an older tocfs measured with TOCFS_BENCH_REV has the other default. */
 export interface LocalSession {
   id: 'fuse-native' | 'tocfs';
   /** Suffix of this session's figures ('' for fuse-native, whose figures keep their old names). */
@@ -81,7 +81,7 @@ export interface LocalSession {
 }
 
 export const LOCAL_SESSIONS: LocalSession[] = [
-  { id: 'fuse-native', suffix: '', env: {}, metricsPort: 19471 },
+  { id: 'fuse-native', suffix: '', env: { TOCFS_DAEMON_FUSE_SESSION: 'fuse-native' }, metricsPort: 19471 },
   { id: 'tocfs', suffix: '_session', env: { TOCFS_DAEMON_FUSE_SESSION: 'tocfs' }, metricsPort: 19472 },
 ];
 

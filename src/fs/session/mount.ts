@@ -101,7 +101,7 @@ function serve(mnt: string, dev: FuseDev, fd: number, ops: FuseOperations, opts:
 }
 
 /** Mounts `ops` at `mnt` with the own session, or says why it cannot (the caller falls back to fuse-native). */
-export async function mountOwnSession(mnt: string, ops: FuseOperations, opts: OwnSessionOptions): Promise<OwnSessionMount | { unavailable: string }> {
+export async function mountOwnSession(mnt: string, ops: FuseOperations, opts: OwnSessionOptions): Promise<OwnSessionMount | { unavailable: string; unprivileged?: boolean }> {
   const dev = loadFuseDev();
   if ('unavailable' in dev) return dev;
   const options = ['default_permissions', ...(opts.allowOther ? ['allow_other'] : [])].join(',');
@@ -110,7 +110,7 @@ export async function mountOwnSession(mnt: string, ops: FuseOperations, opts: Ow
     fd = dev.mount(mnt, opts.label, FS_TYPE, opts.readOnly, options);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'EPERM' || code === 'EACCES') return { unavailable: `mount(2) needs root (CAP_SYS_ADMIN): ${(err as Error).message}` };
+    if (code === 'EPERM' || code === 'EACCES') return { unavailable: `mount(2) needs root (CAP_SYS_ADMIN): ${(err as Error).message}`, unprivileged: true };
     throw err;
   }
   return serve(mnt, dev, fd, ops, opts);

@@ -111,6 +111,8 @@ export class FuseSession {
   private minor = KERNEL_MINOR;
   private initialised = false;
   private readonly nodes = new Map<number, NodeRef>();
+  /** Stats of listings being paged through, by the operations' names array (they keep one per directory). */
+  private readonly listingStats = new WeakMap<string[], StatInfo[]>();
   /** Synthetic ids by path (see SYNTHETIC_BASE). */
   private readonly synthetic = new Map<string, number>();
   private nextSynthetic = SYNTHETIC_BASE;
@@ -367,7 +369,10 @@ export class FuseSession {
         return ops.release(path, fh, (err) => done(err ? err : reply(unique, 0)));
       }
       case Op.OPENDIR:
-        return ops.opendir(path, req.readUInt32LE(IN_HEADER), (err, fh) => done(err ? err : openReply(unique, fh ?? 0, Fopen.KEEP_CACHE | Fopen.CACHE_DIR)));
+        // ENOSYS: the kernel stops sending OPENDIR and RELEASEDIR and opens directories itself,
+        // keeping their listings (FOPEN_KEEP_CACHE | FOPEN_CACHE_DIR): a repeated walk asks
+        // tocfs nothing. Listings are by path here, so no directory handle is needed.
+        return done(ENOSYS);
       case Op.READDIR:
       case Op.READDIRPLUS:
         return this.readdir(unique, path, req, opcode === Op.READDIRPLUS);
@@ -524,7 +529,15 @@ export class FuseSession {
     const size = req.readUInt32LE(IN_HEADER + 16);
     this.ops.readdir(path, (err, names, stats) => {
       if (err || !names) return this.answer(unique, err || EIO);
-      const all = typeof stats === 'function' ? stats() : stats;
+      // The kernel pages through a listing a few dozen entries at a time: make its stats once.
+      let all = typeof stats === 'function' ? undefined : stats;
+      if (typeof stats === 'function' && offset < names.length) {
+        all = this.listingStats.get(names);
+        if (!all) {
+          all = stats();
+          this.listingStats.set(names, all);
+        }
+      }
       const out = Buffer.alloc(size);
       let used = 0;
       for (let i = offset; i < names.length; i++) {
