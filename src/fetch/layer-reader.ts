@@ -340,6 +340,15 @@ export class LayerReader {
    */
   async wholeFile(entry: TocEntry): Promise<string | undefined> {
     if (entry.type !== 'reg' || !entry.digest || entry.size === 0 || this.stopped || !this.cache.wholeFile) return undefined;
+    // The same content being fetched for another reader (this file in another layer or image,
+    // opened a moment earlier): wait for it, so this open shares that one cache file rather
+    // than filling a page cache of its own. cache.wholeFile says no if anything else is missing.
+    const flights = entry.chunks.map((c) => (c.zeros ? undefined : this.inFlight.join(c.digest)));
+    if (flights.some((f) => f !== undefined)) {
+      // Only worth waiting when nothing else is missing (a file read in part and read ahead is not).
+      for (const [i, c] of entry.chunks.entries()) if (!c.zeros && !flights[i] && !(await this.cache.has(c.digest))) return undefined;
+      if (!(await Promise.all(flights.map((f) => f?.promise)).then(() => true, () => false))) return undefined;
+    }
     const file = await this.cache.wholeFile(entry.digest, entry.chunks);
     if (file) for (const listener of this.readListeners) listener(entry, 0, entry.size);
     return file;
