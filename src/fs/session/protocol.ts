@@ -98,7 +98,7 @@ export function putU64(b: Buffer, o: number, n: number): void {
 /** A signed 64-bit value (times before 1970). */
 function putI64(b: Buffer, o: number, n: number): void {
   b.writeUInt32LE(((n % 0x1_0000_0000) + 0x1_0000_0000) % 0x1_0000_0000, o);
-  b.writeInt32LE(Math.floor(n / 0x1_0000_0000), o + 4);
+  b.writeInt32LE(Math.floor(n / 0x1_0000_0000) | 0, o + 4);
 }
 
 export function readHeader(b: Buffer): RequestHeader {
@@ -133,7 +133,7 @@ export function errorReply(unique: bigint, errno: number): Buffer {
   return b;
 }
 
-/** struct fuse_attr at `o`. */
+/** struct fuse_attr at `o`. Never throws: a reply built in an operation's callback must always be sent. */
 export function putAttr(b: Buffer, o: number, st: StatInfo, nodeid: number): void {
   putU64(b, o, nodeid);
   putU64(b, o + 8, st.size);
@@ -141,9 +141,9 @@ export function putAttr(b: Buffer, o: number, st: StatInfo, nodeid: number): voi
   putI64(b, o + 24, st.atime.sec);
   putI64(b, o + 32, st.mtime.sec);
   putI64(b, o + 40, st.ctime.sec);
-  b.writeUInt32LE(st.atime.nsec, o + 48);
-  b.writeUInt32LE(st.mtime.nsec, o + 52);
-  b.writeUInt32LE(st.ctime.nsec, o + 56);
+  b.writeUInt32LE(st.atime.nsec >>> 0, o + 48);
+  b.writeUInt32LE(st.mtime.nsec >>> 0, o + 52);
+  b.writeUInt32LE(st.ctime.nsec >>> 0, o + 56);
   b.writeUInt32LE(st.mode >>> 0, o + 60);
   b.writeUInt32LE(st.nlink >>> 0, o + 64);
   b.writeUInt32LE(st.uid >>> 0, o + 68);
@@ -187,9 +187,9 @@ export function statfsReply(unique: bigint, s: StatfsInfo): Buffer {
   putU64(b, o + 16, s.bavail);
   putU64(b, o + 24, s.files);
   putU64(b, o + 32, s.ffree);
-  b.writeUInt32LE(s.bsize, o + 40);
-  b.writeUInt32LE(s.namemax, o + 44);
-  b.writeUInt32LE(s.frsize, o + 48);
+  b.writeUInt32LE(s.bsize >>> 0, o + 40);
+  b.writeUInt32LE(s.namemax >>> 0, o + 44);
+  b.writeUInt32LE(s.frsize >>> 0, o + 48);
   return b;
 }
 
