@@ -86,14 +86,6 @@ export interface SessionState {
   nodes: Array<[nodeid: number, path: string, lookups: number]>;
 }
 
-export interface SessionStats {
-  requests: number;
-  inFlight: number;
-  nodes: number;
-  passthroughOpens: number;
-  passthroughFiles: number;
-}
-
 /** Node ids a tree could never hand out (0, the root's 1): paths that report them get one from here. */
 const SYNTHETIC_BASE = 2 ** 52;
 
@@ -118,16 +110,13 @@ export class FuseSession {
   private nextSynthetic = SYNTHETIC_BASE;
   /** Backing ids registered with the kernel, by node id: all opens of an inode must share one. */
   private readonly backing = new Map<number, number>();
-  /** Open handles that are not passthrough, by node id: the kernel refuses passthrough beside them. */
-  private readonly cachedOpens = new Map<number, number>();
-  /** `nodeid:fh` of those handles (handles are numbered per tree, so the node id is part of the key). */
-  private readonly cachedHandles = new Set<string>();
+  /** Handles of opens that are not passthrough, by node id: the kernel refuses passthrough beside them. */
+  private readonly cachedOpens = new Map<number, Set<number>>();
   private reader: { stop(): void } | undefined;
   private inFlight = 0;
   private drained: (() => void) | undefined;
   private closed = false;
   private warnedPassthrough = false;
-  private readonly counters = { requests: 0, passthroughOpens: 0 };
   private readonly onClosed: ((reason: string) => void) | undefined;
 
   constructor(opts: SessionOptions, resumed?: SessionState) {
@@ -161,15 +150,6 @@ export class FuseSession {
       if (batch === null) return this.close('the filesystem was unmounted');
       for (const req of batch) this.dispatch(req);
     });
-  }
-
-  get stats(): SessionStats {
-    return { requests: this.counters.requests, inFlight: this.inFlight, nodes: this.nodes.size, passthroughOpens: this.counters.passthroughOpens, passthroughFiles: this.backing.size };
-  }
-
-  /** Whether the kernel agreed to passthrough (known once INIT is answered). */
-  get passthroughActive(): boolean {
-    return this.passthrough;
   }
 
   private close(reason: string): void {
@@ -273,7 +253,6 @@ export class FuseSession {
 
   private dispatch(req: Buffer): void {
     const h = readHeader(req);
-    this.counters.requests++;
     // Requests that get no answer.
     if (h.opcode === Op.FORGET) return this.forget(h.nodeid, u64(req, IN_HEADER));
     if (h.opcode === Op.BATCH_FORGET) {
@@ -457,25 +436,22 @@ export class FuseSession {
       if (err) return this.answer(unique, err);
       const handle = fh ?? 0;
       const plain = (): void => {
-        this.cachedOpens.set(nodeid, (this.cachedOpens.get(nodeid) ?? 0) + 1);
-        this.cachedHandles.add(`${nodeid}:${handle}`);
+        const handles = this.cachedOpens.get(nodeid) ?? new Set<number>();
+        this.cachedOpens.set(nodeid, handles.add(handle));
         this.answer(unique, openReply(unique, handle, Fopen.KEEP_CACHE));
       };
+      const passedThrough = (backingId: number): void => {
+        metrics.passthroughOpened();
+        this.answer(unique, openReply(unique, handle, Fopen.PASSTHROUGH, backingId));
+      };
       const known = this.backing.get(nodeid);
-      if (known !== undefined) {
-        this.counters.passthroughOpens++;
-        metrics.passthroughOpened();
-        return this.answer(unique, openReply(unique, handle, Fopen.PASSTHROUGH, known));
-      }
+      if (known !== undefined) return passedThrough(known);
       // The kernel refuses a passthrough open of an inode that has cached opens.
-      if (!this.passthrough || !this.ops.backingFile || (this.cachedOpens.get(nodeid) ?? 0) > 0) return plain();
+      if (!this.passthrough || !this.ops.backingFile || this.cachedOpens.has(nodeid)) return plain();
       this.ops.backingFile(path, handle, (file) => {
-        if (!file || this.closed) return plain();
-        const id = this.registerBacking(nodeid, file);
+        const id = file && !this.closed ? this.registerBacking(nodeid, file) : undefined;
         if (id === undefined) return plain();
-        this.counters.passthroughOpens++;
-        metrics.passthroughOpened();
-        this.answer(unique, openReply(unique, handle, Fopen.PASSTHROUGH, id));
+        passedThrough(id);
       });
     });
   }
@@ -503,11 +479,8 @@ export class FuseSession {
   }
 
   private closedCached(nodeid: number, fh: number): void {
-    if (!this.cachedHandles.delete(`${nodeid}:${fh}`)) return;
-    const n = this.cachedOpens.get(nodeid);
-    if (n === undefined) return;
-    if (n <= 1) this.cachedOpens.delete(nodeid);
-    else this.cachedOpens.set(nodeid, n - 1);
+    const handles = this.cachedOpens.get(nodeid);
+    if (handles?.delete(fh) && handles.size === 0) this.cachedOpens.delete(nodeid);
   }
 
   private read(unique: bigint, path: string, req: Buffer): void {
