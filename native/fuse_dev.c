@@ -902,6 +902,27 @@ out:
 	return result;
 }
 
+/* Room for one SCM_RIGHTS descriptor, aligned as a cmsghdr must be. */
+union fd_control {
+	struct cmsghdr align;
+	char buf[CMSG_SPACE(sizeof(int))];
+};
+
+/* Attaches `fd` to `msg` as its one SCM_RIGHTS control message, in `control`. */
+static void attach_fd(struct msghdr *msg, union fd_control *control, int fd)
+{
+	struct cmsghdr *c;
+
+	memset(control, 0, sizeof *control);
+	msg->msg_control = control->buf;
+	msg->msg_controllen = sizeof control->buf;
+	c = CMSG_FIRSTHDR(msg);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &fd, sizeof fd);
+}
+
 static napi_value js_send_fd(napi_env env, napi_callback_info info)
 {
 	napi_value args[3], result = NULL;
@@ -911,10 +932,7 @@ static napi_value js_send_fd(napi_env env, napi_callback_info info)
 	void *data;
 	size_t length, sent = 0;
 	int fd, sock = -1;
-	union {
-		struct cmsghdr align;
-		char buf[CMSG_SPACE(sizeof(int))];
-	} control;
+	union fd_control control;
 
 	if (!get_args(env, info, 3, args))
 		return throw_napi_failure(env, "N-API: napi_get_cb_info");
@@ -947,18 +965,8 @@ static napi_value js_send_fd(napi_env env, napi_callback_info info)
 		memset(&msg, 0, sizeof msg);
 		msg.msg_iov = &iov;
 		msg.msg_iovlen = 1;
-		if (sent == 0) {
-			struct cmsghdr *c;
-
-			memset(&control, 0, sizeof control);
-			msg.msg_control = control.buf;
-			msg.msg_controllen = sizeof control.buf;
-			c = CMSG_FIRSTHDR(&msg);
-			c->cmsg_level = SOL_SOCKET;
-			c->cmsg_type = SCM_RIGHTS;
-			c->cmsg_len = CMSG_LEN(sizeof(int));
-			memcpy(CMSG_DATA(c), &fd, sizeof fd);
-		}
+		if (sent == 0)
+			attach_fd(&msg, &control, fd);
 		n = sendmsg(sock, &msg, MSG_NOSIGNAL);
 		if (n < 0) {
 			if (errno == EINTR)
@@ -992,13 +1000,9 @@ static napi_value js_notify_fd_store(napi_env env, napi_callback_info info)
 	char *socket_path = NULL, *message = NULL;
 	struct iovec iov;
 	struct msghdr msg;
-	struct cmsghdr *c;
 	int fd, sock = -1;
 	ssize_t n;
-	union {
-		struct cmsghdr align;
-		char buf[CMSG_SPACE(sizeof(int))];
-	} control;
+	union fd_control control;
 
 	if (!get_args(env, info, 3, args))
 		return throw_napi_failure(env, "N-API: napi_get_cb_info");
@@ -1021,18 +1025,11 @@ static napi_value js_notify_fd_store(napi_env env, napi_callback_info info)
 	iov.iov_base = message;
 	iov.iov_len = strlen(message);
 	memset(&msg, 0, sizeof msg);
-	memset(&control, 0, sizeof control);
 	msg.msg_name = &addr;
 	msg.msg_namelen = addr_length;
 	msg.msg_iov = &iov;
 	msg.msg_iovlen = 1;
-	msg.msg_control = control.buf;
-	msg.msg_controllen = sizeof control.buf;
-	c = CMSG_FIRSTHDR(&msg);
-	c->cmsg_level = SOL_SOCKET;
-	c->cmsg_type = SCM_RIGHTS;
-	c->cmsg_len = CMSG_LEN(sizeof(int));
-	memcpy(CMSG_DATA(c), &fd, sizeof fd);
+	attach_fd(&msg, &control, fd);
 	do
 		n = sendmsg(sock, &msg, MSG_NOSIGNAL);
 	while (n < 0 && errno == EINTR);
