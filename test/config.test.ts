@@ -225,7 +225,7 @@ mode = "all"
   });
 
   it('warns about TOCFS_* variables that are no setting, with a suggestion', () => {
-    const cfg = loadConfig({ env: { ...userEnv, TOCFS_CACHE_MAXSIZE: '1G', TOCFS_LOG_JSON: '1' }, root: false });
+    const cfg = loadConfig({ env: { ...userEnv, TOCFS_CACHE_MAXSIZE: '1G', TOCFS_LOG_JSON: '1', TOCFS_ARGS: '--prefetch all' }, root: false });
     assert.deepEqual(cfg.warnings, ['environment variable TOCFS_CACHE_MAXSIZE is not a tocfs setting; did you mean TOCFS_CACHE_MAX_SIZE?']);
   });
 });

@@ -43,7 +43,8 @@ export class ConfigError extends TocfsError {
 
 /** TOCFS_* variables that are not settings but are still tocfs's own. */
 // TOCFS_CERTS_DIR: read by the registry client until it takes registry.certs_dir from here.
-const OTHER_ENV = new Set(['TOCFS_CONFIG', 'TOCFS_LOG_JSON', 'TOCFS_CERTS_DIR']);
+// TOCFS_ARGS: the extra command-line arguments of systemd/tocfs-mount@.service, set in every instance's environment.
+const OTHER_ENV = new Set(['TOCFS_CONFIG', 'TOCFS_LOG_JSON', 'TOCFS_CERTS_DIR', 'TOCFS_ARGS']);
 
 /** `/etc/tocfs/config.toml` for root, else `$XDG_CONFIG_HOME/tocfs/config.toml` (`~/.config/tocfs/config.toml`). */
 export function defaultConfigPath(root: boolean, env: NodeJS.ProcessEnv = process.env): string {
