@@ -41,7 +41,7 @@ _Static_assert(sizeof(struct tocfs_fuse_backing_map) == 16, "struct fuse_backing
 #define TOCFS_FUSE_DEV_IOC_BACKING_OPEN _IOW(TOCFS_FUSE_DEV_IOC_MAGIC, 1, struct tocfs_fuse_backing_map)
 #define TOCFS_FUSE_DEV_IOC_BACKING_CLOSE _IOW(TOCFS_FUSE_DEV_IOC_MAGIC, 2, uint32_t)
 
-#define ADDON_VERSION 1
+#define ADDON_VERSION 2
 #define BATCH_MAX 64
 #define READ_BUFFER_MAX (64u << 20)
 #define HANDOVER_CHUNK (64u << 10)
@@ -1003,11 +1003,21 @@ static napi_value js_notify_fd_store(napi_env env, napi_callback_info info)
 	int fd, sock = -1;
 	ssize_t n;
 	union fd_control control;
+	napi_valuetype fd_type;
 
 	if (!get_args(env, info, 3, args))
 		return throw_napi_failure(env, "N-API: napi_get_cb_info");
 	if ((socket_path = get_string(env, args[0], "notifySocket")) == NULL ||
-	    (message = get_string(env, args[1], "message")) == NULL || !get_fd(env, args[2], "fd", &fd))
+	    (message = get_string(env, args[1], "message")) == NULL)
+		goto out;
+	/* null: a message without a descriptor (FDSTOREREMOVE=1). */
+	if (napi_typeof(env, args[2], &fd_type) != napi_ok) {
+		throw_napi_failure(env, "N-API: napi_typeof");
+		goto out;
+	}
+	if (fd_type == napi_null)
+		fd = -1;
+	else if (!get_fd(env, args[2], "fd", &fd))
 		goto out;
 	if (message[0] == '\0') {
 		throw_type_error(env, "message must not be empty");
@@ -1029,7 +1039,8 @@ static napi_value js_notify_fd_store(napi_env env, napi_callback_info info)
 	msg.msg_namelen = addr_length;
 	msg.msg_iov = &iov;
 	msg.msg_iovlen = 1;
-	attach_fd(&msg, &control, fd);
+	if (fd >= 0)
+		attach_fd(&msg, &control, fd);
 	do
 		n = sendmsg(sock, &msg, MSG_NOSIGNAL);
 	while (n < 0 && errno == EINTR);

@@ -60,5 +60,7 @@ fi
 
 echo "build-native: building $ADDON" >&2
 (cd native && node "$NODE_GYP" rebuild --nodedir="$NODEDIR" --loglevel=warn >/dev/null)
-node -e "const a = require('./$ADDON'); if (a.version !== 1) { console.error('build-native: the built addon reports version ' + a.version + ', not 1'); process.exit(1) }"
+# The version the source declares: a load that reports another found a stale build.
+WANT=$(sed -n 's/^#define ADDON_VERSION \([0-9]*\)$/\1/p' native/fuse_dev.c)
+node -e "const a = require('./$ADDON'); if (a.version !== $WANT) { console.error('build-native: the built addon reports version ' + a.version + ', not $WANT'); process.exit(1) }"
 echo "build-native: done" >&2

@@ -14,7 +14,7 @@ import { constants, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { loadFuseDev, type FuseDev, type FuseDevError } from '../../src/fs/session/native.js';
+import { FUSE_DEV_VERSION, loadFuseDev, type FuseDev, type FuseDevError } from '../../src/fs/session/native.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const NATIVE_TS = pathToFileURL(join(ROOT, 'src', 'fs', 'session', 'native.ts')).href;
@@ -117,8 +117,8 @@ describe('fs/session/native: the tocfs_fuse_dev addon', { skip: 'unavailable' in
   const tmp = mkdtempSync(join(tmpdir(), 'tocfs-native-'));
   after(() => rmSync(tmp, { recursive: true, force: true }));
 
-  it('loads and reports version 1', () => {
-    assert.equal(fuse.version, 1);
+  it(`loads and reports version ${FUSE_DEV_VERSION}, the one this tocfs needs`, () => {
+    assert.equal(fuse.version, FUSE_DEV_VERSION);
     assert.equal(loadFuseDev(), fuse, 'loaded once');
   });
 
@@ -225,6 +225,19 @@ describe('fs/session/native: the tocfs_fuse_dev addon', { skip: 'unavailable' in
       assert.equal(exit.stdout, `ready\n'FDSTORE=1\\nFDNAME=fuse' 1 1234\n`);
     });
   }
+
+  it('notifyFdStore with a null fd sends the message alone (FDSTOREREMOVE)', { skip: !hasPython && 'no python3 (with socket.recv_fds) to play systemd' }, async () => {
+    const address = join(tmp, 'notify-remove.sock');
+    const systemd = child('python3', [
+      '-c',
+      `import socket\ns = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\ns.bind(${JSON.stringify(address)})\nprint('ready', flush=True)\nmsg, fds, flags, addr = socket.recv_fds(s, 4096, 4)\nprint(repr(msg.decode()), len(fds), flush=True)`,
+    ]);
+    await systemd.line('ready');
+    fuse.notifyFdStore(address, 'FDSTOREREMOVE=1\nFDNAME=tocfs-state', null);
+    const exit = await systemd.done;
+    assert.equal(exit.code, 0, exit.stderr);
+    assert.equal(exit.stdout, `ready\n'FDSTOREREMOVE=1\\nFDNAME=tocfs-state' 0\n`);
+  });
 
   it('notifyFdStore with nobody listening fails naming the socket', () => {
     const err = throwsErrno(() => fuse.notifyFdStore(join(tmp, 'no-systemd.sock'), 'FDSTORE=1', 0), 'ENOENT', 'sendmsg');

@@ -11,7 +11,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /** The addon version this code is written against (the addon's `version` export). */
-export const FUSE_DEV_VERSION = 1;
+export const FUSE_DEV_VERSION = 2;
 
 /** The addon inside the package root. */
 export const FUSE_DEV_ADDON = join('native', 'build', 'Release', 'tocfs_fuse_dev.node');
@@ -105,10 +105,11 @@ export interface FuseDev {
   sendFd(path: string, fd: number, payload: Buffer): void;
 
   /**
-   * Sends `message` (e.g. "FDSTORE=1\nFDNAME=fuse") with `fd` attached to systemd's notify
-   * socket `notifySocket` ($NOTIFY_SOCKET: a path, or '@name' in the abstract namespace).
+   * Sends `message` (e.g. "FDSTORE=1\nFDNAME=fuse") with `fd` attached (none when null) to
+   * systemd's notify socket `notifySocket` ($NOTIFY_SOCKET: a path, or '@name' in the
+   * abstract namespace). Sent from this process, so it is the unit's main process sending.
    */
-  notifyFdStore(notifySocket: string, message: string, fd: number): void;
+  notifyFdStore(notifySocket: string, message: string, fd: number | null): void;
 }
 
 /** The nearest directory at or above `from` holding a package.json. */
