@@ -75,13 +75,15 @@ describe('systemd units and scripts/install.sh', () => {
     const beforeUnits = unitValues(store, 'Unit', 'Before').join(' ').split(/\s+/);
     for (const engine of ['crio.service', 'podman.service']) assert.ok(beforeUnits.includes(engine), `Before=${engine}`);
     assert.deepEqual(unitValues(store, 'Service', 'ExecStart'), ['/usr/local/bin/tocfs store --foreground /var/lib/tocfs/store']);
-    assert.deepEqual(unitValues(store, 'Service', 'ExecStopPost'), ['-/usr/bin/umount -l /var/lib/tocfs/store']);
+    assert.deepEqual(unitValues(store, 'Service', 'ExecStopPost'), [`-/bin/sh -c '[ "$$SERVICE_RESULT" = success ] || exec umount -l /var/lib/tocfs/store'`], 'only an unclean exit leaves a mount to detach: a restart leaves it to the next start');
+    assert.deepEqual(unitValues(store, 'Service', 'FileDescriptorStoreMax'), ['4'], 'systemd keeps the FUSE connection across a restart');
     assert.deepEqual(unitValues(store, 'Service', 'Restart'), ['on-failure']);
     const snippet = await readFile(join(REPO, 'systemd', 'storage.conf'), 'utf8');
     assert.deepEqual(layerStores(snippet), ['/var/lib/tocfs/store:ref']);
     const mount = await readFile(join(REPO, 'systemd', 'tocfs-mount@.service'), 'utf8');
     assert.match(unitValues(mount, 'Service', 'ExecStart')[0]!, /^\/usr\/local\/bin\/tocfs mount --foreground .*\$\{IMAGE\} \$\{MOUNTPOINT\}$/);
     assert.deepEqual(unitValues(mount, 'Service', 'EnvironmentFile'), ['-/etc/tocfs/mounts/%i.env']);
+    assert.deepEqual(unitValues(mount, 'Service', 'FileDescriptorStoreMax'), ['4']);
   });
 
   it('install.sh --dry-run says what it would do and changes nothing', async () => {
@@ -142,7 +144,7 @@ describe('systemd units and scripts/install.sh', () => {
       assert.deepEqual(layerStores(conf), want, `case ${i}:\n${conf}`);
       if (text.includes('mount_program')) assert.match(conf, /mount_program = "\/usr\/bin\/fuse-overlayfs"/);
       assert.equal(await readFile(join(prefix, 'etc/containers/storage.conf.tocfs-backup'), 'utf8'), text, 'the previous file is kept as a backup');
-      assert.match(await readFile(join(prefix, 'etc/systemd/system/tocfs-store.service'), 'utf8'), /ExecStopPost=-\/usr\/bin\/umount -l \/srv\/als$/m);
+      assert.match(await readFile(join(prefix, 'etc/systemd/system/tocfs-store.service'), 'utf8'), /^ExecStopPost=.*exec umount -l \/srv\/als'$/m);
     }
     const multi = join(work, 'merge-multiline');
     await mkdir(join(multi, 'etc/containers'), { recursive: true });

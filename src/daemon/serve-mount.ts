@@ -19,6 +19,7 @@ import { createProgress, type Progress } from '../progress.js';
 import { defaultCacheDir } from '../cache/paths.js';
 import { notifyFailure, notifyReady } from './daemonize.js';
 import { collectGarbageSoon, keepYoungGenerationSmall } from './memory.js';
+import { FdStore } from './fd-store.js';
 import { sdNotify } from './sd-notify.js';
 import { removeMountState, writeMountState } from './state.js';
 import { HANDED_OVER, requestHandOver, serveUntilStopped, TAKEOVER_REQUESTED } from './takeover.js';
@@ -123,7 +124,10 @@ export async function serveMount(opts: ServeOptions): Promise<void> {
   let profiles: ImageProfiles | undefined;
   let mounted: MountedFs | undefined;
   let metricsServer: MetricsServer | undefined;
+  let fdStore: FdStore | undefined;
   try {
+    // First: a session systemd kept across a restart must be taken before anything looks at the mount.
+    fdStore = opts.takeover ? undefined : await FdStore.open(mountpoint, log);
     if (opts.metricsAddress) metricsServer = await startMetricsServer(opts.metricsAddress);
     image = await openImage(opts.image, { ...opts.open, logger: log });
     profiles = startProfiles(image, opts, log);
@@ -138,7 +142,9 @@ export async function serveMount(opts: ServeOptions): Promise<void> {
       describe: (node) => ({ image: opened.reference, layer: opened.layers[node.layer]?.descriptor.digest }),
     });
     const mountOptions = { label: image.reference, logger: log, ...opts.mount };
-    mounted = opts.takeover ? resumeFs(mountpoint, ops, mountOptions, await requestHandOver(mountpoint, log)) : await mountFs(mountpoint, ops, mountOptions);
+    const handed = opts.takeover ? await requestHandOver(mountpoint, log) : fdStore?.inherited;
+    mounted = handed ? resumeFs(mountpoint, ops, mountOptions, handed) : await mountFs(mountpoint, ops, mountOptions);
+    fdStore?.keep(mounted);
     await writeMountState({ pid: process.pid, mountpoint, image: image.reference, ...(opts.layer ? { layer: opts.layer } : {}), ...(opts.logFile ? { log: opts.logFile } : {}), started: new Date().toISOString() });
   } catch (e) {
     await mounted?.unmount().catch(() => undefined);
@@ -169,9 +175,9 @@ export async function serveMount(opts: ServeOptions): Promise<void> {
   const why = await serveUntilStopped(stopped, () => untilStopped(mountpoint, log), mounted, log, async () => {
     await metricsServer?.close();
     metricsServer = undefined;
-  });
+  }, fdStore);
   if (why === HANDED_OVER) {
-    // The successor serves the mount now: leave it mounted.
+    // The successor (or the next start, from systemd's fd store) serves the mount now: leave it mounted.
     abort.abort();
     await profiles?.stop();
     await background;

@@ -22,6 +22,7 @@ import { ProfileStore } from '../profile/store.js';
 import { findPublishedProfile } from '../profile/publish.js';
 import { LayerStore } from '../store/layers.js';
 import { UseCounts, useJournalFile } from '../store/use-counts.js';
+import { FdStore } from './fd-store.js';
 import { sdNotify } from './sd-notify.js';
 import { removeStatus, writeStatus } from './store-status.js';
 import { HANDED_OVER, requestHandOver, serveUntilStopped } from './takeover.js';
@@ -78,13 +79,17 @@ export async function serveStore(opts: StoreServeOptions): Promise<void> {
   let mounted: MountedFs | undefined;
   let metricsServer: MetricsServer | undefined;
   let opener: LayerOpener;
+  let fdStore: FdStore | undefined;
   try {
+    // First: a session systemd kept across a restart must be taken before anything looks at the mount.
+    fdStore = opts.takeover ? undefined : await FdStore.open(storeDir, log);
     // A stale mount answers ENOTCONN here; mountFs clears it.
-    await mkdir(storeDir, { recursive: true, mode: 0o755 }).catch(() => undefined);
+    // (Not on a session kept across a restart: the mount answers only once resumed.)
+    if (!fdStore?.inherited) await mkdir(storeDir, { recursive: true, mode: 0o755 }).catch(() => undefined);
     const idMap = await storeIdMap(opts.idMap ?? 'auto', log);
     opener = await LayerOpener.create(opts, log);
     // A successor takes the session before it reads the use counts: its predecessor answered every use it counted.
-    const handed = opts.takeover ? await requestHandOver(storeDir, log) : undefined;
+    const handed = opts.takeover ? await requestHandOver(storeDir, log) : fdStore?.inherited;
     // Read now, written only once mounted: a store already serving this directory keeps its journal.
     uses = await UseCounts.open({ file: useJournalFile(opts.cacheDir, storeDir), storeDir, logger: log });
     store = new LayerStore({
@@ -109,6 +114,7 @@ export async function serveStore(opts: StoreServeOptions): Promise<void> {
       ...(opts.fuse ?? {}),
     };
     mounted = handed ? resumeFs(storeDir, ops, mountOptions, handed) : await mountFs(storeDir, ops, mountOptions);
+    fdStore?.keep(mounted);
     // Ready means the mount answers, not merely that mount(2) returned.
     const root = await stat(storeDir);
     if (!root.isDirectory()) throw new Error(`${storeDir} does not answer as a directory after mounting`);
@@ -153,10 +159,10 @@ export async function serveStore(opts: StoreServeOptions): Promise<void> {
   const why = await serveUntilStopped(stopped, () => untilStopped(storeDir, log), mounted, log, async () => {
     await metricsServer?.close();
     metricsServer = undefined;
-  });
+  }, fdStore);
   clearInterval(timer);
   if (why === HANDED_OVER) {
-    // The successor serves the store now: leave it mounted, and its state and status files to it.
+    // The successor (or the next start, from systemd's fd store) serves the store now: leave it mounted, and its state and status files to it.
     liveStore.forgetMetrics();
     await liveStore.close();
     await uses.close();

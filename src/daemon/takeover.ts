@@ -17,6 +17,7 @@ import type { MountedFs } from '../fs/mount.js';
 import { loadFuseDev } from '../fs/session/native.js';
 import type { SessionState } from '../fs/session/session.js';
 import { isAlive } from '../process-alive.js';
+import type { FdStore } from './fd-store.js';
 import { mountFiles, readMountState } from './state.js';
 
 /** How long a successor waits for the running daemon to drain and hand over. */
@@ -75,9 +76,10 @@ export const HANDED_OVER = 'handed over';
 /**
  * Waits for `stopped`; while that is a successor asking for the session, hands the session over
  * (`release` first) and resolves with HANDED_OVER, or, when that fails, serves on and waits
- * for `again()`. Otherwise resolves with why the daemon stops.
+ * for `again()`. A SIGTERM while systemd restarts the unit leaves the session in `fdStore`,
+ * also HANDED_OVER. Otherwise resolves with why the daemon stops.
  */
-export async function serveUntilStopped(stopped: Promise<string>, again: () => Promise<string>, mounted: MountedFs, log: Logger, release: () => Promise<void>): Promise<string> {
+export async function serveUntilStopped(stopped: Promise<string>, again: () => Promise<string>, mounted: MountedFs, log: Logger, release: () => Promise<void>, fdStore?: FdStore): Promise<string> {
   let why = await stopped;
   while (why === TAKEOVER_REQUESTED) {
     try {
@@ -87,6 +89,11 @@ export async function serveUntilStopped(stopped: Promise<string>, again: () => P
       log.error({ err }, 'hand-over failed: still serving');
       why = await again();
     }
+  }
+  // systemd restarting the unit: the next start takes the session from systemd's fd store.
+  if (why === 'SIGTERM' && fdStore && (await fdStore.keepForRestart(mounted))) {
+    await release().catch((err: unknown) => log.warn({ err }, 'could not release everything before the restart'));
+    return HANDED_OVER;
   }
   return why;
 }

@@ -52,6 +52,8 @@ export interface MountedFs {
    * on if the successor never took it. The mount stays.
    */
   handOver?(): Promise<HandedOver>;
+  /** Own session only: the /dev/fuse descriptor the session answers on (kept by systemd across restarts, daemon/fd-store.ts). */
+  readonly deviceFd?: number;
   /** Unmounts (lazily if busy) and stops serving. */
   unmount(): Promise<void>;
 }

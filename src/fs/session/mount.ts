@@ -27,6 +27,7 @@ export interface OwnSessionMount {
   readonly mountpoint: string;
   readonly session: 'tocfs';
   readonly fuse: FuseSession;
+  readonly deviceFd: number;
   unmount(): Promise<void>;
   /** Stops answering, lets requests in flight finish, and gives the descriptor and state to a successor; the mount stays. */
   handOver(): Promise<HandedOver>;
@@ -71,6 +72,7 @@ function serve(mnt: string, dev: FuseDev, fd: number, ops: FuseOperations, opts:
     mountpoint: mnt,
     session: 'tocfs',
     fuse,
+    deviceFd: fd,
     unmount() {
       unmounted ??= (async () => {
         if (handedOver) return;

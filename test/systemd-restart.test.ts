@@ -1,0 +1,206 @@
+/**
+ * `systemctl restart` of the shipped units under a real systemd (PID 1 of a container booted
+ * from this machine's root, test/helpers/systemd-container.ts), with the units as
+ * scripts/install.sh installs them: systemd's file descriptor store keeps the FUSE connection
+ * across the restart, so a reader in the container sees no error while tocfs restarts under
+ * it, for `tocfs-mount@` and for the layer store. A stop still unmounts and leaves nothing in
+ * the store; a daemon killed with SIGKILL is restarted by systemd and serves again, also when
+ * nothing detached its mount and the fd store still holds a connection nobody answers.
+ */
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { loadFuseDev } from '../src/fs/session/native.js';
+import { encodeRef } from '../src/store/names.js';
+import { buildImage, seededBytes, type FileSpec } from './helpers/images.js';
+import { startRegistry, type TestRegistry } from './helpers/registry.js';
+import { run, SystemdContainer, systemdContainerSkipReason } from './helpers/systemd-container.js';
+
+const REPO = fileURLToPath(new URL('..', import.meta.url));
+const dev = loadFuseDev();
+const skip = systemdContainerSkipReason() || ('unavailable' in dev ? `own FUSE session unavailable: ${dev.unavailable}` : false);
+const FILES = 120;
+const MOUNTPOINT = '/run/tocfs-test/mnt';
+const MOUNT_UNIT = 'tocfs-mount@fdtest.service';
+const STORE_UNIT = 'tocfs-store.service';
+const STORE_DIR = '/var/lib/tocfs/store';
+
+/** Reads every file (checking its sha256), stats and lists, round after round, until stdin closes; prints one JSON summary. */
+const READER = `
+const fs = require('node:fs'), crypto = require('node:crypto');
+const [dir, want] = [process.argv[1], JSON.parse(process.argv[2])];
+let rounds = 0, reads = 0, maxStallMs = 0; const errors = [];
+let stop = false; process.stdin.on('end', () => { stop = true; }); process.stdin.resume();
+(async function loop() {
+  while (!stop) {
+    for (const [name, sum] of Object.entries(want)) {
+      const t0 = performance.now();
+      try {
+        const got = crypto.createHash('sha256').update(fs.readFileSync(dir + '/' + name)).digest('hex');
+        if (got !== sum) errors.push(name + ': wrong bytes');
+        fs.statSync(dir + '/' + name); reads++;
+      } catch (e) { errors.push(name + ': ' + e.code); }
+      maxStallMs = Math.max(maxStallMs, performance.now() - t0);
+    }
+    try { if (fs.readdirSync(dir + '/data').length !== ${FILES}) errors.push('listing: wrong count'); } catch (e) { errors.push('listing: ' + e.code); }
+    rounds++;
+    await new Promise((r) => setImmediate(r));
+  }
+  console.log(JSON.stringify({ rounds, reads, maxStallMs: Math.round(maxStallMs), errors: errors.slice(0, 20), errorCount: errors.length }));
+})();
+`;
+
+interface ReaderSummary {
+  rounds: number;
+  reads: number;
+  /** The longest single read + stat: what a restart costs a reader (the new process's start-up). */
+  maxStallMs: number;
+  errors: string[];
+  errorCount: number;
+}
+
+/** The mount id of `mnt` inside the container (changes when it is mounted afresh), or undefined. */
+async function mountId(c: SystemdContainer, mnt: string): Promise<string | undefined> {
+  const info = (await c.exec(['cat', '/proc/self/mountinfo'])).stdout;
+  return info.split('\n').find((l) => l.split(' ')[4] === mnt)?.split(' ')[0];
+}
+
+async function waitFor(what: string, check: () => Promise<boolean>, ms = 60_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+/** Restarts `unit` twice under a reader of `dir`; the reader sees no error, the mount stays the same one, each start serves the kept session. */
+async function restartUnderReader(c: SystemdContainer, unit: string, mnt: string, dir: string, want: Record<string, string>): Promise<ReaderSummary> {
+  const id = await mountId(c, mnt);
+  assert.ok(id, `${mnt} is mounted`);
+  assert.equal(await c.property(unit, 'NFileDescriptorStore'), '1', 'the FUSE descriptor is in the fd store');
+  const reader = c.spawn(['node', '-e', READER, dir, JSON.stringify(want)]);
+  let output = '';
+  let errors = '';
+  reader.stdout!.on('data', (d: Buffer) => (output += d.toString()));
+  reader.stderr!.on('data', (d: Buffer) => (errors += d.toString()));
+  const done = new Promise<void>((res) => reader.once('exit', () => res()));
+  await new Promise((r) => setTimeout(r, 1000));
+  for (let round = 1; round <= 2; round++) {
+    const before = await c.property(unit, 'MainPID');
+    await c.systemctl('restart', unit);
+    const now = await c.property(unit, 'MainPID');
+    assert.notEqual(now, before, `round ${round}: a new process serves`);
+    assert.equal(await c.property(unit, 'ActiveState'), 'active');
+    assert.equal(await mountId(c, mnt), id, `round ${round}: the same mount, never unmounted`);
+    assert.equal(await c.property(unit, 'NFileDescriptorStore'), '1', `round ${round}: one FUSE descriptor kept, the session state taken`);
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+  reader.stdin!.end();
+  await done;
+  const summary = JSON.parse(output.trim() || '{}') as ReaderSummary;
+  assert.ok(summary.rounds > 2, `the reader kept reading (${output} ${errors})`);
+  assert.deepEqual(summary.errors, [], `the reader saw ${summary.errorCount} errors across the restarts`);
+  const journal = await c.journal(unit);
+  assert.equal(journal.match(/leaving the mount to the next start/g)?.length, 2, 'each SIGTERM of a restart left the mount');
+  assert.equal(journal.match(/serving on the FUSE session systemd kept across the restart/g)?.length, 2, 'each next start resumed the kept session');
+  return summary;
+}
+
+describe('systemctl restart under a real systemd: the fd store keeps the FUSE session', { skip, timeout: 600_000 }, () => {
+  let work: string;
+  let c: SystemdContainer;
+  let registry: TestRegistry;
+  let layerDigest: string;
+  let storeRef: string;
+  const want: Record<string, string> = {};
+
+  before(async () => {
+    // On disk, not /tmp: the container's root is an overlay whose upper layer lives here, and nspawn gives the container its own /tmp.
+    await mkdir('/var/tmp', { recursive: true });
+    work = await mkdtemp('/var/tmp/tocfs-systemd-restart-');
+    const files: FileSpec[] = [{ path: 'data', type: 'dir' }];
+    for (let i = 0; i < FILES; i++) {
+      const content = seededBytes(`sd${i}`, 1000 + i * 1531);
+      files.push({ path: `data/f${i}`, content });
+      want[`data/f${i}`] = createHash('sha256').update(content).digest('hex');
+    }
+    const img = await buildImage(join(work, 'img'), { format: 'zstd:chunked', layers: [files] });
+    layerDigest = img.layers[0]!.digest;
+    registry = await startRegistry();
+    storeRef = `${registry.host}/${await registry.load(img.dir, 'fdstore')}:latest`;
+    // The launcher the units run: this checkout's CLI, from source.
+    const bin = join(work, 'tocfs');
+    // Units run in /, where the bare name tsx would not resolve.
+    await writeFile(bin, `#!/bin/sh\nexec ${process.execPath} --import ${import.meta.resolve('tsx')} ${join(REPO, 'src/cli/entry.ts')} "$@"\n`);
+    await chmod(bin, 0o755);
+    c = await SystemdContainer.boot(join(work, 'container'), `tocfs-test-${process.pid}`);
+    const installed = await run('sh', [join(REPO, 'scripts/install.sh'), '--prefix', c.root, '--bin', bin, '--no-start']);
+    assert.equal(installed.code, 0, installed.stderr);
+    await mkdir(join(c.root, 'etc/tocfs/mounts'), { recursive: true });
+    await mkdir(join(c.root, `etc/systemd/system/${MOUNT_UNIT}.d`), { recursive: true });
+    await writeFile(join(c.root, 'etc/tocfs/mounts/fdtest.env'), `IMAGE=oci:${img.dir}\nMOUNTPOINT=${MOUNTPOINT}\nTOCFS_ARGS=--prefetch none\n`);
+    // The test registry speaks plain HTTP on loopback.
+    await mkdir(join(c.root, `etc/systemd/system/${STORE_UNIT}.d`), { recursive: true });
+    await writeFile(join(c.root, `etc/systemd/system/${STORE_UNIT}.d/test.conf`), '[Service]\nEnvironment=TOCFS_REGISTRY_TLS_VERIFY=false TOCFS_LOG_LEVEL=debug TOCFS_METRICS_ADDRESS=\n');
+    await c.systemctl('daemon-reload');
+  });
+
+  after(async () => {
+    if (c) {
+      for (const unit of [MOUNT_UNIT, STORE_UNIT]) if (process.env.TOCFS_TEST_VERBOSE) console.log(await c.journal(unit).catch(() => ''));
+      await c.stop();
+    }
+    await registry?.stop();
+    if (work) await run('rm', ['-rf', work]);
+  });
+
+  it('tocfs-mount@: a reader sees no error across two restarts; a stop unmounts and empties the store', async (t) => {
+    await c.systemctl('start', MOUNT_UNIT);
+    const r = await restartUnderReader(c, MOUNT_UNIT, MOUNTPOINT, MOUNTPOINT, want);
+    t.diagnostic(`${r.reads} reads in ${r.rounds} rounds, 0 errors; longest read ${r.maxStallMs} ms`);
+    await c.systemctl('stop', MOUNT_UNIT);
+    assert.equal(await mountId(c, MOUNTPOINT), undefined, 'a stop unmounts');
+    assert.equal(await c.property(MOUNT_UNIT, 'NFileDescriptorStore'), '0', 'systemd closed what it kept');
+    assert.match(await c.journal(MOUNT_UNIT), /"msg":"unmounted"|unmounted/);
+  });
+
+  it('tocfs-mount@ killed with SIGKILL: systemd restarts it and the new start serves, whether ExecStopPost detached the mount or not', async () => {
+    const killAndWait = async (): Promise<void> => {
+      const pid = await c.property(MOUNT_UNIT, 'MainPID');
+      await c.exec(['kill', '-KILL', pid]);
+      await waitFor('systemd to restart the unit', async () => {
+        const now = await c.property(MOUNT_UNIT, 'MainPID');
+        return now !== pid && now !== '0' && (await c.property(MOUNT_UNIT, 'ActiveState')) === 'active';
+      });
+      const listing = await c.exec(['ls', `${MOUNTPOINT}/data`], 30_000);
+      assert.equal(listing.stdout.trim().split('\n').length, FILES, `the new start serves the mount: ${listing.stderr}`);
+      assert.equal(await c.property(MOUNT_UNIT, 'NFileDescriptorStore'), '1', 'the new mount is kept');
+    };
+    await c.systemctl('start', MOUNT_UNIT);
+    // As shipped: ExecStopPost detaches the mount; the kernel ends the connection, and systemd drops the descriptor it kept.
+    await killAndWait();
+    assert.doesNotMatch(await c.journal(MOUNT_UNIT), /cannot go on serving/);
+    // Without that ExecStopPost the connection lives on in the fd store with nobody answering: the new start detaches it first.
+    await writeFile(join(c.root, `etc/systemd/system/${MOUNT_UNIT}.d/no-stop-post.conf`), '[Service]\nExecStopPost=\n');
+    await c.systemctl('daemon-reload');
+    await killAndWait();
+    assert.match(await c.journal(MOUNT_UNIT), /cannot go on serving the FUSE session systemd kept \(the last run of the unit left no session state/);
+    await c.systemctl('stop', MOUNT_UNIT);
+    await rm(join(c.root, `etc/systemd/system/${MOUNT_UNIT}.d`), { recursive: true, force: true });
+    await c.systemctl('daemon-reload');
+  });
+
+  it('tocfs-store: a reader of a layer sees no error across two restarts', async (t) => {
+    await c.systemctl('start', STORE_UNIT);
+    const layer = `${STORE_DIR}/${encodeRef(storeRef)}/${layerDigest}/diff`;
+    const first = await c.exec(['ls', `${layer}/data`], 60_000);
+    assert.equal(first.stdout.trim().split('\n').length, FILES, `the store serves the layer: ${first.stderr}`);
+    const r = await restartUnderReader(c, STORE_UNIT, STORE_DIR, layer, want);
+    t.diagnostic(`${r.reads} reads in ${r.rounds} rounds, 0 errors; longest read ${r.maxStallMs} ms`);
+    await c.systemctl('stop', STORE_UNIT);
+    assert.equal(await mountId(c, STORE_DIR), undefined, 'a stop unmounts the store');
+  });
+});
