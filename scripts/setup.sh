@@ -15,6 +15,7 @@ APT_PACKAGES=(
   iproute2                 # network namespaces for the WAN benchmark
   systemd                  # systemd-analyze verify of the unit files
   systemd-container        # systemd-nspawn: a real systemd as PID 1 for the restart tests (fd store)
+  crun                     # Podman inside that systemd container, without cgroups (runc needs them)
   python3 make g++         # node-gyp builds: the patched fuse-native, native/ (tocfs_fuse_dev)
 )
 

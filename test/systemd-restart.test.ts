@@ -3,25 +3,29 @@
  * from this machine's root, test/helpers/systemd-container.ts), with the units as
  * scripts/install.sh installs them: systemd's file descriptor store keeps the FUSE connection
  * across the restart, so a reader in the container sees no error while tocfs restarts under
- * it, for `tocfs-mount@` and for the layer store. A stop still unmounts and leaves nothing in
- * the store; a daemon killed with SIGKILL is restarted by systemd and serves again, also when
+ * it, for `tocfs-mount@` and for the layer store, and a Podman container (Podman 4.3.1 and
+ * crun, inside the same systemd container) reading from the store in a loop sees none either.
+ * A stop still unmounts and leaves nothing in the store; a daemon killed with SIGKILL is restarted by systemd and serves again, also when
  * nothing detached its mount and the fd store still holds a connection nobody answers.
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { existsSync } from 'node:fs';
+import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { loadFuseDev } from '../src/fs/session/native.js';
 import { encodeRef } from '../src/store/names.js';
 import { buildImage, seededBytes, type FileSpec } from './helpers/images.js';
 import { startRegistry, type TestRegistry } from './helpers/registry.js';
-import { run, SystemdContainer, systemdContainerSkipReason } from './helpers/systemd-container.js';
+import { have, LOADER } from './helpers/podman.js';
+import { run, SystemdContainer, systemdContainerSkipReason, type RunResult } from './helpers/systemd-container.js';
 
 const REPO = fileURLToPath(new URL('..', import.meta.url));
 const dev = loadFuseDev();
 const skip = systemdContainerSkipReason() || ('unavailable' in dev ? `own FUSE session unavailable: ${dev.unavailable}` : false);
+const podmanSkip = ['podman', 'crun', 'python3'].filter((cmd) => !have(cmd)).map((cmd) => `no ${cmd} (scripts/setup.sh installs it)`)[0] ?? (LOADER ? false : 'no /lib64/ld-linux-x86-64.so.2 for the probe');
 const FILES = 120;
 const MOUNTPOINT = '/run/tocfs-test/mnt';
 const MOUNT_UNIT = 'tocfs-mount@fdtest.service';
@@ -53,6 +57,30 @@ let stop = false; process.stdin.on('end', () => { stop = true; }); process.stdin
 })();
 `;
 
+/** The probe a Podman container runs (the host's python3, through /host): reads and checks every file until /out/stop appears, then writes /out/probe.json. */
+const PODMAN_PROBE = `
+import hashlib, json, os, time
+want = json.load(open('/out/want.json'))
+rounds = reads = 0; errors = []; longest = 0.0
+while not os.path.exists('/out/stop'):
+    for name, digest in want.items():
+        t0 = time.monotonic()
+        try:
+            with open('/' + name, 'rb') as f:
+                if hashlib.sha256(f.read()).hexdigest() != digest: errors.append(name + ': wrong bytes')
+            os.stat('/' + name); reads += 1
+        except OSError as e:
+            errors.append(name + ': ' + (os.strerror(e.errno) if e.errno else str(e)))
+        longest = max(longest, time.monotonic() - t0)
+    try:
+        if len(os.listdir('/data')) != ${FILES}: errors.append('listing: wrong count')
+    except OSError as e:
+        errors.append('listing: ' + str(e))
+    rounds += 1
+    if rounds == 1: open('/out/started', 'w').close()
+json.dump({'rounds': rounds, 'reads': reads, 'maxStallMs': round(longest * 1000), 'errors': errors[:20], 'errorCount': len(errors)}, open('/out/probe.json', 'w'))
+`;
+
 interface ReaderSummary {
   rounds: number;
   reads: number;
@@ -78,6 +106,10 @@ async function waitFor(what: string, check: () => Promise<boolean>, ms = 60_000)
 
 /** Restarts `unit` twice under a reader of `dir`; the reader sees no error, the mount stays the same one, each start serves the kept session. */
 async function restartUnderReader(c: SystemdContainer, unit: string, mnt: string, dir: string, want: Record<string, string>): Promise<ReaderSummary> {
+  const count = async (re: RegExp): Promise<number> => (await c.journal(unit)).match(re)?.length ?? 0;
+  const LEFT = /leaving the mount to the next start/g;
+  const RESUMED = /serving on the FUSE session systemd kept across the restart/g;
+  const [leftBefore, resumedBefore] = [await count(LEFT), await count(RESUMED)];
   const id = await mountId(c, mnt);
   assert.ok(id, `${mnt} is mounted`);
   assert.equal(await c.property(unit, 'NFileDescriptorStore'), '1', 'the FUSE descriptor is in the fd store');
@@ -103,9 +135,8 @@ async function restartUnderReader(c: SystemdContainer, unit: string, mnt: string
   const summary = JSON.parse(output.trim() || '{}') as ReaderSummary;
   assert.ok(summary.rounds > 2, `the reader kept reading (${output} ${errors})`);
   assert.deepEqual(summary.errors, [], `the reader saw ${summary.errorCount} errors across the restarts`);
-  const journal = await c.journal(unit);
-  assert.equal(journal.match(/leaving the mount to the next start/g)?.length, 2, 'each SIGTERM of a restart left the mount');
-  assert.equal(journal.match(/serving on the FUSE session systemd kept across the restart/g)?.length, 2, 'each next start resumed the kept session');
+  assert.equal((await count(LEFT)) - leftBefore, 2, 'each SIGTERM of a restart left the mount');
+  assert.equal((await count(RESUMED)) - resumedBefore, 2, 'each next start resumed the kept session');
   return summary;
 }
 
@@ -115,6 +146,8 @@ describe('systemctl restart under a real systemd: the fd store keeps the FUSE se
   let registry: TestRegistry;
   let layerDigest: string;
   let storeRef: string;
+  let podmanDir: string;
+  let podmanEnv: Record<string, string>;
   const want: Record<string, string> = {};
 
   before(async () => {
@@ -136,7 +169,15 @@ describe('systemctl restart under a real systemd: the fd store keeps the FUSE se
     // Units run in /, where the bare name tsx would not resolve.
     await writeFile(bin, `#!/bin/sh\nexec ${process.execPath} --import ${import.meta.resolve('tsx')} ${join(REPO, 'src/cli/entry.ts')} "$@"\n`);
     await chmod(bin, 0o755);
-    c = await SystemdContainer.boot(join(work, 'container'), `tocfs-test-${process.pid}`);
+    // Podman inside the container keeps its storage on the host's disk (an overlay upper on overlay would not do).
+    podmanDir = join(work, 'p');
+    await mkdir(join(podmanDir, 'root'), { recursive: true });
+    await writeFile(join(podmanDir, 'storage.conf'), `[storage]\ndriver = "overlay"\ngraphroot = "${podmanDir}/root"\nrunroot = "${podmanDir}/run"\n\n[storage.options]\nadditionallayerstores = ["${STORE_DIR}:ref"]\n`);
+    await writeFile(join(podmanDir, 'registries.conf'), `[[registry]]\nlocation = "${registry.host}"\ninsecure = true\n`);
+    // nspawn mounts /proc/sys read-only: no sysctls for the container.
+    await writeFile(join(podmanDir, 'containers.conf'), '[containers]\ndefault_sysctls = []\n[engine]\ncgroup_manager = "cgroupfs"\nlock_type = "file"\n');
+    podmanEnv = { CONTAINERS_STORAGE_CONF: join(podmanDir, 'storage.conf'), CONTAINERS_REGISTRIES_CONF: join(podmanDir, 'registries.conf'), CONTAINERS_CONF: join(podmanDir, 'containers.conf') };
+    c = await SystemdContainer.boot(join(work, 'container'), `tocfs-test-${process.pid}`, [podmanDir]);
     const installed = await run('sh', [join(REPO, 'scripts/install.sh'), '--prefix', c.root, '--bin', bin, '--no-start']);
     assert.equal(installed.code, 0, installed.stderr);
     await mkdir(join(c.root, 'etc/tocfs/mounts'), { recursive: true });
@@ -191,6 +232,42 @@ describe('systemctl restart under a real systemd: the fd store keeps the FUSE se
     await c.systemctl('stop', MOUNT_UNIT);
     await rm(join(c.root, `etc/systemd/system/${MOUNT_UNIT}.d`), { recursive: true, force: true });
     await c.systemctl('daemon-reload');
+  });
+
+  it('tocfs-store under Podman: a container reading from the store in a loop sees no error across two restarts', { skip: podmanSkip }, async (t) => {
+    await c.systemctl('start', STORE_UNIT);
+    const podman = (args: string[], timeoutMs = 180_000): Promise<RunResult> =>
+      c.exec(['env', ...Object.entries(podmanEnv).map(([k, v]) => `${k}=${v}`), 'podman', '--runtime', 'crun', '--events-backend', 'file', ...args], timeoutMs);
+    const ok = async (args: string[]): Promise<string> => {
+      const r = await podman(args);
+      assert.equal(r.code, 0, `podman ${args.join(' ')}: ${r.stderr}`);
+      return r.stdout;
+    };
+    await ok(['pull', '--tls-verify=false', storeRef]);
+    const out = join(podmanDir, 'out');
+    await mkdir(out, { recursive: true });
+    await writeFile(join(out, 'want.json'), JSON.stringify(want));
+    await writeFile(join(out, 'probe.py'), PODMAN_PROBE);
+    const python = [`/host${LOADER}`, '--library-path', `/host${dirname(LOADER!)}`, '/host/usr/bin/python3', '/out/probe.py'];
+    // The container's cgroup hierarchies are read-only here: crun runs it without cgroups.
+    await ok(['run', '-d', '--name', 'probe', '--net=none', '--cgroups=disabled', '-v', '/:/host:ro', '-v', `${out}:/out`, '-e', 'PYTHONHOME=/host/usr', storeRef, ...python]);
+    await waitFor('the probe to read a round', async () => existsSync(join(out, 'started')));
+    for (let round = 1; round <= 2; round++) {
+      const before = await c.property(STORE_UNIT, 'MainPID');
+      await c.systemctl('restart', STORE_UNIT);
+      assert.notEqual(await c.property(STORE_UNIT, 'MainPID'), before, `round ${round}: a new store serves`);
+      await new Promise((r) => setTimeout(r, 1500));
+    }
+    await writeFile(join(out, 'stop'), '');
+    const waited = await podman(['wait', 'probe'], 60_000);
+    const summary = JSON.parse(await readFile(join(out, 'probe.json'), 'utf8').catch(() => '{}')) as ReaderSummary;
+    assert.ok(summary.rounds > 2, `the probe kept reading (${JSON.stringify(summary)} ${waited.stdout} ${(await podman(['logs', 'probe'])).stderr})`);
+    assert.deepEqual(summary.errors, [], `the container saw ${summary.errorCount} errors across the restarts`);
+    assert.equal(waited.stdout.trim(), '0', 'the probe exited 0');
+    t.diagnostic(`Podman container: ${summary.reads} reads in ${summary.rounds} rounds, 0 errors; longest read ${summary.maxStallMs} ms`);
+    await ok(['rm', 'probe']);
+    await ok(['rmi', storeRef]);
+    await c.systemctl('stop', STORE_UNIT);
   });
 
   it('tocfs-store: a reader of a layer sees no error across two restarts', async (t) => {

@@ -56,15 +56,15 @@ export class SystemdContainer {
     private readonly output: () => string,
   ) {}
 
-  /** Boots a container in `dir` (on a disk filesystem: the overlay's upper layer lives there). */
-  static async boot(dir: string, name: string): Promise<SystemdContainer> {
+  /** Boots a container in `dir` (on a disk filesystem: the overlay's upper layer lives there); `binds` are host directories it sees as they are. */
+  static async boot(dir: string, name: string, binds: string[] = []): Promise<SystemdContainer> {
     const root = join(dir, 'root');
     for (const d of ['upper', 'work', 'root']) await mkdir(join(dir, d), { recursive: true });
     const mounted = await run('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=/,upperdir=${join(dir, 'upper')},workdir=${join(dir, 'work')}`, root]);
     if (mounted.code !== 0) throw new Error(`cannot make the container's root (overlay over /): ${mounted.stderr}`);
     let log = '';
     // --register=no --keep-unit: no systemd on the host to register with. Arguments after -- go to the container's systemd.
-    const nspawn = spawn(NSPAWN, ['-D', root, '--boot', '--register=no', '--keep-unit', '--bind=/dev/fuse', '--console=passive', `--machine=${name}`, '--', '--unit=basic.target'], {
+    const nspawn = spawn(NSPAWN, ['-D', root, '--boot', '--register=no', '--keep-unit', '--bind=/dev/fuse', ...binds.map((b) => `--bind=${b}`), '--console=passive', `--machine=${name}`, '--', '--unit=basic.target'], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     nspawn.stdout!.on('data', (d: Buffer) => (log += d.toString()));
