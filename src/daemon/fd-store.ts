@@ -85,6 +85,11 @@ export function restartJobIn(listJobs: string, unit: string): boolean {
   });
 }
 
+/** Detaches a mount whose connection nobody answers (anything that looked at it would hang); the kernel then ends the connection, and systemd drops the copy it kept. */
+async function detach(mnt: string): Promise<void> {
+  if (await isMounted(mnt)) await new Promise<void>((res) => execFile('umount', ['-i', '-l', mnt], () => res()));
+}
+
 function readWhole(fd: number): Buffer {
   const buf = Buffer.alloc(fstatSync(fd).size);
   for (let at = 0; at < buf.length; ) {
@@ -136,6 +141,12 @@ export class FdStore {
     const mnt = resolve(mountpoint);
     if (!notifySocket || 'unavailable' in dev || !unit) {
       for (const fds of passed.values()) for (const fd of fds) closeSync(fd);
+      if (passed.has(FUSE_FD_NAME)) {
+        // Say, an upgrade without the native piece: nobody here can answer that connection.
+        const why = 'unavailable' in dev ? dev.unavailable : 'not run by systemd';
+        log.warn({ mountpoint: mnt }, `cannot go on serving the FUSE session systemd kept (${why}): mounting afresh`);
+        await detach(mnt);
+      }
       return undefined;
     }
     // systemd 254 and later say it in $FDSTORE; earlier ones are asked.
@@ -157,7 +168,13 @@ export class FdStore {
       for (const fd of fds) closeSync(fd);
     }
     const store = (inherited?: { fd: number; state: SessionState }): FdStore => new FdStore(dev, notifySocket, unit, mnt, log, inherited);
-    const remove = (name: string): void => dev.notifyFdStore(notifySocket, `FDSTOREREMOVE=1\nFDNAME=${name}`, null);
+    const remove = (name: string): void => {
+      try {
+        dev.notifyFdStore(notifySocket, `FDSTOREREMOVE=1\nFDNAME=${name}`, null);
+      } catch (err) {
+        log.warn({ err, unit, name }, 'cannot tell systemd to drop a descriptor it keeps');
+      }
+    };
     let state: SessionState | string = 'the last run of the unit left no session state (it did not stop cleanly)';
     if (stateFd !== undefined) {
       state = parseStored(readWhole(stateFd), mnt);
@@ -172,7 +189,7 @@ export class FdStore {
     // The mount (if still there) hangs on a connection nobody answers: detach it before anything looks at it.
     const why = typeof state === 'string' ? state : 'its mount is gone';
     log.warn({ unit, mountpoint: mnt }, `cannot go on serving the FUSE session systemd kept (${why}): mounting afresh`);
-    if (await isMounted(mnt)) await new Promise<void>((res) => execFile('umount', ['-i', '-l', mnt], () => res()));
+    await detach(mnt);
     closeSync(fuseFd);
     remove(FUSE_FD_NAME);
     return store();
