@@ -39,8 +39,10 @@ export class Tocfs {
     await symlink(join(REPO, 'package.json'), join(dir, 'package.json'));
     const native = await Tocfs.buildNative(src, dir, rev);
     const tsc = await run(['npx', 'tsc', '-p', join(src, 'tsconfig.json'), '--outDir', join(dir, 'dist')], { cwd: REPO, check: false });
-    const entry = join(dir, 'dist', 'cli', 'entry.js');
     const errors = (tsc.stdout.match(/error TS/g) ?? []).length;
+    // As `npm run build` makes it: bundled (scripts/bundle.mjs), where the measured sources have that step.
+    const bundled = await Tocfs.bundle(src, dir, rev);
+    const entry = bundled ? join(dir, 'dist', 'bundle', 'entry.js') : join(dir, 'dist', 'cli', 'entry.js');
     const help = await run(['node', entry, '--help'], { check: false });
     const commands = new Set<string>();
     for (const m of help.stdout.matchAll(/^\s+tocfs (\w+)/gm)) commands.add(m[1]!);
@@ -49,7 +51,21 @@ export class Tocfs {
       const sub = await run(['node', entry, 'profile', '--help'], { check: false });
       for (const m of sub.stdout.matchAll(/^\s+tocfs profile (\w+)/gm)) commands.add(`profile ${m[1]!}`);
     }
-    return new Tocfs(entry, commands, (errors ? `built with ${errors} type errors in work in progress` : 'built cleanly') + native);
+    return new Tocfs(entry, commands, (errors ? `built with ${errors} type errors in work in progress` : 'built cleanly') + (bundled ? ', bundled' : '') + native);
+  }
+
+  /** Runs the measured sources' scripts/bundle.mjs on `<dir>/dist` when they have one; whether they did. */
+  private static async bundle(src: string, dir: string, rev: string): Promise<boolean> {
+    const script = join(src, 'scripts', 'bundle.mjs');
+    if (rev === 'worktree') {
+      if (!(await exists(join(REPO, 'scripts', 'bundle.mjs')))) return false;
+      await run(['sh', '-c', 'cd "$0" && tar -cf - scripts/bundle.mjs | tar -x -C "$1"', REPO, src]);
+    } else {
+      if ((await run(['git', '-C', REPO, 'cat-file', '-e', `${rev}:scripts/bundle.mjs`], { check: false })).code !== 0) return false;
+      await run(['sh', '-c', 'git -C "$0" archive "$2" scripts/bundle.mjs | tar -x -C "$1"', REPO, src, rev]);
+    }
+    await run(['node', script, join(dir, 'dist')], { cwd: REPO });
+    return true;
   }
 
   /**
