@@ -35,7 +35,8 @@ async function mountOptions(mnt: string): Promise<{ flags: string[]; super: stri
 }
 
 describe('security: mount flags', () => {
-  it('a tocfs mount is ro, nosuid and nodev, with the kernel checking permissions (setuid files and device nodes of an image give nothing)', async () => {
+  for (const session of ['tocfs', 'fuse-native'] as const)
+  it(`a tocfs mount (${session} session) is ro, nosuid and nodev, with the kernel checking permissions (setuid files and device nodes of an image give nothing)`, async () => {
     const mnt = await mkdtemp(join(tmp, 'mnt-'));
     const now = { sec: 0, nsec: 0 };
     const root: StatInfo = { mode: 0o040755, uid: 0, gid: 0, size: 0, nlink: 2, ino: 1, rdev: 0, blksize: 4096, blocks: 0, atime: now, mtime: now, ctime: now };
@@ -44,7 +45,7 @@ describe('security: mount flags', () => {
       readdir: (path, cb) => (path === '/' ? cb(0, [], []) : cb(Errno.ENOENT)),
       statfs: (_path, cb) => cb(0, { bsize: 4096, frsize: 4096, blocks: 0, bfree: 0, bavail: 0, files: 1, ffree: 0, favail: 0, fsid: 0, flag: 0, namemax: 255 }),
     } as FuseOperations;
-    const m = await mountFs(mnt, ops, { label: 'security-test', logger: createLogger({ level: 'warn' }) });
+    const m = await mountFs(mnt, ops, { label: 'security-test', logger: createLogger({ level: 'warn' }), session });
     try {
       const o = await mountOptions(mnt);
       for (const flag of ['ro', 'nosuid', 'nodev']) assert.ok(o.flags.includes(flag), `${flag} in ${o.flags.join(',')}`);

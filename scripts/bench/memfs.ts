@@ -45,7 +45,7 @@ const ops: FuseOperations = {
   releasedir: (_p, _fd, cb) => ok(cb),
 };
 
-const mounted = await mountFs(mountpoint, ops, { label: 'bench-memfs', logger: pino({ level: 'warn' }) });
+const mounted = await mountFs(mountpoint, ops, { label: 'bench-memfs', logger: pino({ level: 'warn' }), session: 'fuse-native' });
 console.log('ready');
 const stop = (): void => {
   void mounted.unmount().finally(() => process.exit(0));

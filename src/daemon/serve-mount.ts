@@ -43,7 +43,7 @@ export interface ServeOptions {
   /** Take the mount over from the tocfs serving it now (daemon/takeover.ts) instead of mounting. */
   takeover?: boolean;
   /** FUSE mount settings (mount.read_ahead, mount.allow_other); fs/mount.ts defaults otherwise. */
-  mount?: { readAheadKb?: number; allowOther?: boolean; session?: FuseSessionKind; passthrough?: boolean };
+  mount: { readAheadKb?: number; allowOther?: boolean; session: FuseSessionKind; passthrough?: boolean };
 }
 
 /** How often the daemon checks that its mount still exists (someone may run fusermount -u). */

@@ -43,7 +43,7 @@ export interface StoreServeOptions extends ReadPathSettings {
   /** Take the store over from the tocfs serving it now (daemon/takeover.ts) instead of mounting. */
   takeover?: boolean;
   /** daemon.fuse_session and daemon.passthrough. */
-  fuse?: { session: FuseSessionKind; passthrough: boolean };
+  fuse: { session: FuseSessionKind; passthrough: boolean };
   /** store.id_map: 'auto' (default) maps file owners as rootless Podman does when not run as root; 'none' never. */
   idMap?: 'auto' | 'none';
   /** index.trust: repositories whose published seekable indexes make plain gzip layers servable. */
@@ -111,7 +111,7 @@ export async function serveStore(opts: StoreServeOptions): Promise<void> {
       negativeTimeout: 0,
       readAheadKb: 0,
       ...(opts.allowOther !== undefined ? { allowOther: opts.allowOther } : {}),
-      ...(opts.fuse ?? {}),
+      ...opts.fuse,
     };
     mounted = handed ? resumeFs(storeDir, ops, mountOptions, handed) : await mountFs(storeDir, ops, mountOptions);
     fdStore?.keep(mounted);

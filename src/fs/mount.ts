@@ -34,8 +34,8 @@ export interface MountOptions {
   writable?: boolean;
   /** Seconds the kernel remembers that a name does not exist (default: CACHE_TIMEOUT_S; the store wants 0 so a later success is seen). */
   negativeTimeout?: number;
-  /** Who speaks FUSE (daemon.fuse_session): fuse-native (libfuse 2), or tocfs's own session on /dev/fuse. */
-  session?: FuseSessionKind;
+  /** Who speaks FUSE (daemon.fuse_session, whose default is the caller's to pass): fuse-native (libfuse 2), or tocfs's own session on /dev/fuse. */
+  session: FuseSessionKind;
   /** With tocfs's own session: open completely cached files with FUSE passthrough (daemon.passthrough). */
   passthrough?: boolean;
 }

@@ -8,6 +8,7 @@ import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
+import type { FuseSessionKind } from '../../fs/mount.js';
 import { currentConfig, humanBytes } from '../../config/index.js';
 import { isDigest } from '../../digest.js';
 import { TocfsError } from '../../errors.js';
@@ -164,6 +165,7 @@ const recordCommand: CommandModule<object, ProfileArgs> = {
       import('../../profile/recorder.js'),
     ]);
     const log = logger();
+    const settings = currentConfig().values;
     const scratch = await mkdtemp(join(tmpdir(), 'tocfs-profile-record-'));
     const mountpoint = join(scratch, 'rootfs');
     await mkdir(mountpoint);
@@ -177,7 +179,7 @@ const recordCommand: CommandModule<object, ProfileArgs> = {
       (profile) => (saved = profile ? profileStore().save(profile) : Promise.resolve(undefined)),
     );
     image.layers.forEach((l) => recorder.attach(l.index, l.reader));
-    const mounted = await mountFs(mountpoint, fsOperations({ tree: image.tree(), read: (node, offset, length, into) => image.readFileInto(node, offset, length, into), logger: log }), { label: image.reference, logger: log });
+    const mounted = await mountFs(mountpoint, fsOperations({ tree: image.tree(), read: (node, offset, length, into) => image.readFileInto(node, offset, length, into), logger: log }), { label: image.reference, logger: log, session: settings['daemon.fuse_session'] as FuseSessionKind, passthrough: settings['daemon.passthrough'] });
     let code: number;
     try {
       code = await runCommand(cmd, mountpoint, argv.chroot);
