@@ -791,12 +791,15 @@ static bool take_fds(struct msghdr *msg, int *kept)
 	return ok;
 }
 
-static napi_value js_accept_fd(napi_env env, napi_callback_info info)
+/*
+ * Reads from the connected socket `conn` until EOF: the payload and the one descriptor attached
+ * to it, as { fd, payload }. `timeout` bounds each wait for more bytes, so a large payload that
+ * keeps coming is fine. Throws (returns NULL) on anything else.
+ */
+static napi_value receive_fd(napi_env env, int conn, int timeout)
 {
-	napi_value args[2], result = NULL, fd_value, payload_value;
-	int listen_fd, conn = -1, received = -1, rc;
-	int64_t timeout64, deadline;
-	int timeout;
+	napi_value result = NULL, fd_value, payload_value;
+	int received = -1, rc;
 	char *payload = NULL;
 	size_t length = 0, capacity = 0;
 	bool one_fd = true;
@@ -805,28 +808,6 @@ static napi_value js_accept_fd(napi_env env, napi_callback_info info)
 		char buf[CMSG_SPACE(sizeof(int) * HANDOVER_MAX_FDS)];
 	} control;
 
-	if (!get_args(env, info, 2, args))
-		return throw_napi_failure(env, "N-API: napi_get_cb_info");
-	if (!get_fd(env, args[0], "listenFd", &listen_fd) ||
-	    !get_integer(env, args[1], "timeoutMs", 0, INT_MAX, &timeout64))
-		return NULL;
-	timeout = (int)timeout64;
-
-	deadline = monotonic_ms() + timeout;
-	while (conn < 0) {
-		int64_t left = deadline - monotonic_ms();
-
-		rc = wait_readable(listen_fd, left > 0 ? (int)left : 0);
-		if (rc < 0)
-			return throw_errno(env, errno, "poll", "listening fd %d", listen_fd);
-		if (rc == 0)
-			return throw_errno(env, ETIMEDOUT, "accept", "fd %d: nobody connected within %d ms", listen_fd, timeout);
-		conn = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
-		if (conn < 0 && errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK && errno != ECONNABORTED)
-			return throw_errno(env, errno, "accept", "fd %d", listen_fd);
-	}
-
-	/* The timeout bounds each wait for more bytes, so a large payload that keeps coming is fine. */
 	for (;;) {
 		struct iovec iov;
 		struct msghdr msg;
@@ -889,16 +870,79 @@ static napi_value js_accept_fd(napi_env env, napi_callback_info info)
 	    napi_create_buffer_copy(env, length, payload, NULL, &payload_value) != napi_ok ||
 	    napi_set_named_property(env, result, "fd", fd_value) != napi_ok ||
 	    napi_set_named_property(env, result, "payload", payload_value) != napi_ok) {
-		result = throw_napi_failure(env, "N-API: acceptFd result");
+		result = throw_napi_failure(env, "N-API: received fd result");
 		goto out;
 	}
 	received = -1;
 out:
 	if (received >= 0)
 		close(received);
-	if (conn >= 0)
-		close(conn);
 	free(payload);
+	return result;
+}
+
+static napi_value js_accept_fd(napi_env env, napi_callback_info info)
+{
+	napi_value args[2], result;
+	int listen_fd, conn = -1, rc;
+	int64_t timeout64, deadline;
+	int timeout;
+
+	if (!get_args(env, info, 2, args))
+		return throw_napi_failure(env, "N-API: napi_get_cb_info");
+	if (!get_fd(env, args[0], "listenFd", &listen_fd) ||
+	    !get_integer(env, args[1], "timeoutMs", 0, INT_MAX, &timeout64))
+		return NULL;
+	timeout = (int)timeout64;
+
+	deadline = monotonic_ms() + timeout;
+	while (conn < 0) {
+		int64_t left = deadline - monotonic_ms();
+
+		rc = wait_readable(listen_fd, left > 0 ? (int)left : 0);
+		if (rc < 0)
+			return throw_errno(env, errno, "poll", "listening fd %d", listen_fd);
+		if (rc == 0)
+			return throw_errno(env, ETIMEDOUT, "accept", "fd %d: nobody connected within %d ms", listen_fd, timeout);
+		conn = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
+		if (conn < 0 && errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK && errno != ECONNABORTED)
+			return throw_errno(env, errno, "accept", "fd %d", listen_fd);
+	}
+	result = receive_fd(env, conn, timeout);
+	close(conn);
+	return result;
+}
+
+/* receiveFd(socketFd, timeoutMs): { fd, payload } from a connected socket, up to its EOF (fusermount's _FUSE_COMMFD). */
+static napi_value js_receive_fd(napi_env env, napi_callback_info info)
+{
+	napi_value args[2];
+	int sock;
+	int64_t timeout64;
+
+	if (!get_args(env, info, 2, args))
+		return throw_napi_failure(env, "N-API: napi_get_cb_info");
+	if (!get_fd(env, args[0], "socketFd", &sock) || !get_integer(env, args[1], "timeoutMs", 0, INT_MAX, &timeout64))
+		return NULL;
+	return receive_fd(env, sock, (int)timeout64);
+}
+
+/* socketPair(): two connected Unix stream sockets, both close-on-exec. */
+static napi_value js_socket_pair(napi_env env, napi_callback_info info)
+{
+	napi_value result, a, b;
+	int fds[2];
+
+	(void)info;
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0)
+		return throw_errno(env, errno, "socketpair", "AF_UNIX, SOCK_STREAM");
+	if (napi_create_array_with_length(env, 2, &result) != napi_ok || napi_create_int32(env, fds[0], &a) != napi_ok ||
+	    napi_create_int32(env, fds[1], &b) != napi_ok || napi_set_element(env, result, 0, a) != napi_ok ||
+	    napi_set_element(env, result, 1, b) != napi_ok) {
+		close(fds[0]);
+		close(fds[1]);
+		return throw_napi_failure(env, "N-API: socketPair result");
+	}
 	return result;
 }
 
@@ -1075,6 +1119,8 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */)
 		{ "acceptFd", NULL, js_accept_fd, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "sendFd", NULL, js_send_fd, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "notifyFdStore", NULL, js_notify_fd_store, NULL, NULL, NULL, napi_enumerable, NULL },
+		{ "receiveFd", NULL, js_receive_fd, NULL, NULL, NULL, napi_enumerable, NULL },
+		{ "socketPair", NULL, js_socket_pair, NULL, NULL, NULL, napi_enumerable, NULL },
 	};
 
 	if (napi_create_int32(env, ADDON_VERSION, &version) != napi_ok)

@@ -130,6 +130,13 @@ for (const flavor of FLAVORS) describe(`tocfs store run by a non-root user, with
     if (work) await rm(work, { recursive: true, force: true });
   });
 
+  it("the user's store is served by tocfs's own FUSE session, mounted through fusermount (READDIRPLUS; no passthrough, which needs CAP_SYS_ADMIN)", () => {
+    assert.ok(!store.log.some((l) => l.includes('own FUSE session is unavailable')), `fell back to fuse-native:\n${store.log.filter((l) => l.includes('unavailable')).join('\n')}`);
+    const init = store.log.find((l) => l.includes('FUSE session initialised'));
+    assert.ok(init, 'the own session answered INIT');
+    assert.deepEqual({ readdirplus: JSON.parse(init).readdirplus, passthrough: JSON.parse(init).passthrough }, { readdirplus: true, passthrough: false });
+  });
+
   it('the store logs the map it uses: the user, then its subordinate ranges', () => {
     const line = store.log.find((l) => l.includes('file owners shown as rootless Podman maps them'));
     assert.ok(line, 'the store says it maps owners');

@@ -163,7 +163,7 @@ export const SETTINGS = {
   }, 64 * 1024 ** 2),
   'daemon.fuse_session': oneOf(['fuse-native', 'tocfs'], {
     description:
-      'Who speaks FUSE with the kernel: tocfs, its own session on /dev/fuse (needs root and the native piece built at install: directory listings with attributes in one round trip, passthrough reads of completely cached files (daemon.passthrough), restarts under running containers with --takeover), or fuse-native (libfuse 2, what tocfs used before). When the own session cannot start (not root, no native piece), the daemon says why and uses fuse-native.',
+      'Who speaks FUSE with the kernel: tocfs, its own session on /dev/fuse (needs the native piece built at install; mounted with mount(2) as root, through fusermount otherwise: directory listings with attributes in one round trip, passthrough reads of completely cached files as root (daemon.passthrough), restarts under running containers with --takeover or systemctl restart), or fuse-native (libfuse 2, what tocfs used before). When the own session cannot start (no native piece, fusermount failed), the daemon says why and uses fuse-native.',
     default: 'tocfs',
   }),
   'daemon.passthrough': boolean({

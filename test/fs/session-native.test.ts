@@ -1,8 +1,9 @@
 /**
  * The tocfs_fuse_dev addon (native/fuse_dev.c, loaded by src/fs/session/native.ts) on real
- * parts: an fd and a payload handed between two processes over a Unix socket, systemd's fd
- * store message received by a datagram socket, startReading on a socket (batches, an exception
- * from the callback, EOF, stop), and as root a real FUSE mount: the kernel's FUSE_INIT arrives,
+ * parts: an fd and a payload handed between two processes over a Unix socket (and from a child
+ * over a socket pair, as fusermount answers), systemd's fd store message received by a
+ * datagram socket, startReading on a socket (batches, an exception from the callback, EOF,
+ * stop), and as root a real FUSE mount: the kernel's FUSE_INIT arrives,
  * the passthrough ioctls and a reply to no request are refused before INIT, and a lazy unmount
  * ends the reading. Skipped whole when the addon is not built (scripts/build-native.sh).
  */
@@ -237,6 +238,39 @@ describe('fs/session/native: the tocfs_fuse_dev addon', { skip: 'unavailable' in
     const exit = await systemd.done;
     assert.equal(exit.code, 0, exit.stderr);
     assert.equal(exit.stdout, `ready\n'FDSTOREREMOVE=1\\nFDNAME=tocfs-state' 0\n`);
+  });
+
+  it('socketPair + receiveFd: what a child sends on its fd 3 (as fusermount answers on _FUSE_COMMFD) arrives with the descriptor', { skip: !hasPython && 'no python3 (with socket.send_fds) to play fusermount' }, async () => {
+    const file = join(tmp, 'sent-by-child');
+    writeFileSync(file, Buffer.alloc(4321));
+    const [ours, theirs] = fuse.socketPair();
+    const sender = spawn('python3', ['-c', `import os, socket\ns = socket.socket(fileno=3)\nsocket.send_fds(s, [b'\\0'], [os.open(${JSON.stringify(file)}, os.O_RDONLY)])`], { stdio: ['ignore', 'ignore', 'pipe', theirs] });
+    closeSync(theirs);
+    let stderr = '';
+    sender.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exit = await new Promise<number | null>((res) => sender.once('exit', res));
+    assert.equal(exit, 0, stderr);
+    try {
+      const got = fuse.receiveFd(ours, 10_000);
+      try {
+        assert.deepEqual(got.payload, Buffer.from([0]));
+        assert.equal(fstatSync(got.fd).size, 4321, 'the file the child opened');
+      } finally {
+        closeSync(got.fd);
+      }
+    } finally {
+      closeSync(ours);
+    }
+  });
+
+  it('receiveFd: EPROTO when the peer closes without sending a descriptor', () => {
+    const [ours, theirs] = fuse.socketPair();
+    closeSync(theirs);
+    try {
+      throwsErrno(() => fuse.receiveFd(ours, 10_000), 'EPROTO', 'recvmsg');
+    } finally {
+      closeSync(ours);
+    }
   });
 
   it('notifyFdStore with nobody listening fails naming the socket', () => {

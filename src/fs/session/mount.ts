@@ -1,10 +1,11 @@
 /**
- * Mounting with tocfs's own FUSE session: mount(2) with a /dev/fuse descriptor (the native
- * piece, native.ts), then FuseSession answers on it. Unmounting runs umount(8) in a child
+ * Mounting with tocfs's own FUSE session: mount(2) with a /dev/fuse descriptor as root (the
+ * native piece, native.ts), or for a user through fusermount, which sends the descriptor
+ * back; then FuseSession answers on it. Unmounting runs umount(8) or fusermount -u in a child
  * process: the kernel sends DESTROY during umount and waits for the answer, which this
  * process's event loop must stay free to give.
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import { closeSync } from 'node:fs';
 import type { Logger } from 'pino';
 import type { FuseOperations } from '../fuse-binding.js';
@@ -38,6 +39,13 @@ export interface HandedOver {
   state: SessionState;
   /** Serves on after all, when the successor did not take the session. */
   resume(): void;
+}
+
+/** How long fusermount may take to mount and send the descriptor back. */
+const FUSERMOUNT_TIMEOUT_MS = 30_000;
+
+function isRoot(): boolean {
+  return process.getuid?.() === 0;
 }
 
 function run(cmd: string, args: string[]): Promise<void> {
@@ -78,7 +86,8 @@ function serve(mnt: string, dev: FuseDev, fd: number, ops: FuseOperations, opts:
         if (handedOver) return;
         if (await isMounted(mnt)) {
           // -i: no umount.fuse helper; a busy mount is detached and goes when its last user does.
-          await run('umount', ['-i', mnt]).catch(() => run('umount', ['-i', '-l', mnt]));
+          if (isRoot()) await run('umount', ['-i', mnt]).catch(() => run('umount', ['-i', '-l', mnt]));
+          else await run('fusermount', ['-u', mnt]).catch(() => run('fusermount', ['-u', '-z', mnt]));
         }
         // The kernel ends the session (ENODEV) once the mount is gone; a detached one may linger.
         await Promise.race([closed, new Promise((r) => setTimeout(r, 2000).unref())]);
@@ -102,10 +111,40 @@ function serve(mnt: string, dev: FuseDev, fd: number, ops: FuseOperations, opts:
   };
 }
 
-/** Mounts `ops` at `mnt` with the own session, or says why it cannot (the caller falls back to fuse-native). */
+/**
+ * A user's mount: fusermount (setuid root) opens /dev/fuse, mounts, and sends the descriptor
+ * back over the socket named by `_FUSE_COMMFD`, as libfuse does for fuse-native.
+ */
+function mountWithFusermount(mnt: string, dev: FuseDev, opts: OwnSessionOptions): number | { unavailable: string } {
+  const [ours, theirs] = dev.socketPair();
+  try {
+    const options = ['default_permissions', `fsname=${opts.label}`, `subtype=${FS_TYPE.replace(/^fuse\./, '')}`, ...(opts.readOnly ? ['ro'] : []), ...(opts.allowOther ? ['allow_other'] : [])].join(',');
+    // The child gets `theirs` as its fd 3; it exits once it has sent the descriptor.
+    const child = spawnSync('fusermount', ['-o', options, '--', mnt], { stdio: ['ignore', 'ignore', 'pipe', theirs], env: { ...process.env, _FUSE_COMMFD: '3' }, timeout: FUSERMOUNT_TIMEOUT_MS });
+    closeSync(theirs);
+    if (child.error) return { unavailable: `fusermount: ${child.error.message}` };
+    if (child.status !== 0) return { unavailable: `fusermount -o ${options} ${mnt}: ${String(child.stderr).trim() || `exit ${child.status}`}` };
+    return dev.receiveFd(ours, FUSERMOUNT_TIMEOUT_MS).fd;
+  } catch (err) {
+    return { unavailable: `fusermount did not send the FUSE descriptor: ${(err as Error).message}` };
+  } finally {
+    closeSync(ours);
+  }
+}
+
+/**
+ * Mounts `ops` at `mnt` with the own session: mount(2) as root, fusermount otherwise; or says
+ * why it cannot (the caller falls back to fuse-native).
+ */
 export async function mountOwnSession(mnt: string, ops: FuseOperations, opts: OwnSessionOptions): Promise<OwnSessionMount | { unavailable: string; unprivileged?: boolean }> {
   const dev = loadFuseDev();
   if ('unavailable' in dev) return dev;
+  if (!isRoot()) {
+    const fd = mountWithFusermount(mnt, dev, opts);
+    if (typeof fd !== 'number') return { ...fd, unprivileged: true };
+    // The kernel lets only CAP_SYS_ADMIN register backing files.
+    return serve(mnt, dev, fd, ops, { ...opts, passthrough: false });
+  }
   const options = ['default_permissions', ...(opts.allowOther ? ['allow_other'] : [])].join(',');
   let fd: number;
   try {

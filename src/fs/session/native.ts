@@ -98,6 +98,16 @@ export interface FuseDev {
   acceptFd(listenFd: number, timeoutMs: number): { fd: number; payload: Buffer };
 
   /**
+   * Reads the connected socket `socketFd` to its EOF: what was sent and the one descriptor
+   * attached (fusermount's answer on `_FUSE_COMMFD`), with `timeoutMs` for each piece. Blocks
+   * the event loop: meant for start-up.
+   */
+  receiveFd(socketFd: number, timeoutMs: number): { fd: number; payload: Buffer };
+
+  /** Two connected Unix stream sockets, both close-on-exec (a child gets its end through spawn's stdio). */
+  socketPair(): [number, number];
+
+  /**
    * Connects to `path` and sends `payload` (not empty) with `fd` attached to its first bytes,
    * then shuts the connection down. Blocks until the receiver has taken what its socket
    * buffer cannot hold.
