@@ -4,7 +4,8 @@
  * scripts/install.sh installs them: systemd's file descriptor store keeps the FUSE connection
  * across the restart, so a reader in the container sees no error while tocfs restarts under
  * it, for `tocfs-mount@` and for the layer store, and a Podman container (Podman 4.3.1 and
- * crun, inside the same systemd container) reading from the store in a loop sees none either.
+ * crun, inside the same systemd container) reading from the store in a loop sees none either,
+ * nor does a reader of a user's store run by that user's systemd (systemctl --user).
  * A stop still unmounts and leaves nothing in the store; a daemon killed with SIGKILL is restarted by systemd and serves again, also when
  * nothing detached its mount and the fd store still holds a connection nobody answers.
  */
@@ -20,7 +21,8 @@ import { encodeRef } from '../src/store/names.js';
 import { buildImage, seededBytes, type FileSpec } from './helpers/images.js';
 import { startRegistry, type TestRegistry } from './helpers/registry.js';
 import { have, LOADER } from './helpers/podman.js';
-import { run, SystemdContainer, systemdContainerSkipReason, type RunResult } from './helpers/systemd-container.js';
+import { openFuseToAll } from './helpers/rootless.js';
+import { run, SystemdContainer, systemdContainerSkipReason, type RunResult, type ServiceManager } from './helpers/systemd-container.js';
 
 const REPO = fileURLToPath(new URL('..', import.meta.url));
 const dev = loadFuseDev();
@@ -105,15 +107,15 @@ async function waitFor(what: string, check: () => Promise<boolean>, ms = 60_000)
 }
 
 /** Restarts `unit` twice under a reader of `dir`; the reader sees no error, the mount stays the same one, each start serves the kept session. */
-async function restartUnderReader(c: SystemdContainer, unit: string, mnt: string, dir: string, want: Record<string, string>): Promise<ReaderSummary> {
-  const count = async (re: RegExp): Promise<number> => (await c.journal(unit)).match(re)?.length ?? 0;
+async function restartUnderReader(m: ServiceManager, c: SystemdContainer, unit: string, mnt: string, dir: string, want: Record<string, string>): Promise<ReaderSummary> {
+  const count = async (re: RegExp): Promise<number> => (await m.journal(unit)).match(re)?.length ?? 0;
   const LEFT = /leaving the mount to the next start/g;
   const RESUMED = /serving on the FUSE session systemd kept across the restart/g;
   const [leftBefore, resumedBefore] = [await count(LEFT), await count(RESUMED)];
   const id = await mountId(c, mnt);
   assert.ok(id, `${mnt} is mounted`);
-  assert.equal(await c.property(unit, 'NFileDescriptorStore'), '1', 'the FUSE descriptor is in the fd store');
-  const reader = c.spawn(['node', '-e', READER, dir, JSON.stringify(want)]);
+  assert.equal(await m.property(unit, 'NFileDescriptorStore'), '1', 'the FUSE descriptor is in the fd store');
+  const reader = m.spawn(['node', '-e', READER, dir, JSON.stringify(want)]);
   let output = '';
   let errors = '';
   reader.stdout!.on('data', (d: Buffer) => (output += d.toString()));
@@ -121,13 +123,13 @@ async function restartUnderReader(c: SystemdContainer, unit: string, mnt: string
   const done = new Promise<void>((res) => reader.once('exit', () => res()));
   await new Promise((r) => setTimeout(r, 1000));
   for (let round = 1; round <= 2; round++) {
-    const before = await c.property(unit, 'MainPID');
-    await c.systemctl('restart', unit);
-    const now = await c.property(unit, 'MainPID');
+    const before = await m.property(unit, 'MainPID');
+    await m.systemctl('restart', unit);
+    const now = await m.property(unit, 'MainPID');
     assert.notEqual(now, before, `round ${round}: a new process serves`);
-    assert.equal(await c.property(unit, 'ActiveState'), 'active');
+    assert.equal(await m.property(unit, 'ActiveState'), 'active');
     assert.equal(await mountId(c, mnt), id, `round ${round}: the same mount, never unmounted`);
-    assert.equal(await c.property(unit, 'NFileDescriptorStore'), '1', `round ${round}: one FUSE descriptor kept, the session state taken`);
+    assert.equal(await m.property(unit, 'NFileDescriptorStore'), '1', `round ${round}: one FUSE descriptor kept, the session state taken`);
     await new Promise((r) => setTimeout(r, 1000));
   }
   reader.stdin!.end();
@@ -147,6 +149,7 @@ describe('systemctl restart under a real systemd: the fd store keeps the FUSE se
   let layerDigest: string;
   let storeRef: string;
   let podmanDir: string;
+  let bin: string;
   let podmanEnv: Record<string, string>;
   const want: Record<string, string> = {};
 
@@ -154,6 +157,8 @@ describe('systemctl restart under a real systemd: the fd store keeps the FUSE se
     // On disk, not /tmp: the container's root is an overlay whose upper layer lives here, and nspawn gives the container its own /tmp.
     await mkdir('/var/tmp', { recursive: true });
     work = await mkdtemp('/var/tmp/tocfs-systemd-restart-');
+    // A user in the container runs the launcher below.
+    await chmod(work, 0o755);
     const files: FileSpec[] = [{ path: 'data', type: 'dir' }];
     for (let i = 0; i < FILES; i++) {
       const content = seededBytes(`sd${i}`, 1000 + i * 1531);
@@ -165,7 +170,7 @@ describe('systemctl restart under a real systemd: the fd store keeps the FUSE se
     registry = await startRegistry();
     storeRef = `${registry.host}/${await registry.load(img.dir, 'fdstore')}:latest`;
     // The launcher the units run: this checkout's CLI, from source.
-    const bin = join(work, 'tocfs');
+    bin = join(work, 'tocfs');
     // Units run in /, where the bare name tsx would not resolve.
     await writeFile(bin, `#!/bin/sh\nexec ${process.execPath} --import ${import.meta.resolve('tsx')} ${join(REPO, 'src/cli/entry.ts')} "$@"\n`);
     await chmod(bin, 0o755);
@@ -200,7 +205,7 @@ describe('systemctl restart under a real systemd: the fd store keeps the FUSE se
 
   it('tocfs-mount@: a reader sees no error across two restarts; a stop unmounts and empties the store', async (t) => {
     await c.systemctl('start', MOUNT_UNIT);
-    const r = await restartUnderReader(c, MOUNT_UNIT, MOUNTPOINT, MOUNTPOINT, want);
+    const r = await restartUnderReader(c, c, MOUNT_UNIT, MOUNTPOINT, MOUNTPOINT, want);
     t.diagnostic(`${r.reads} reads in ${r.rounds} rounds, 0 errors; longest read ${r.maxStallMs} ms`);
     await c.systemctl('stop', MOUNT_UNIT);
     assert.equal(await mountId(c, MOUNTPOINT), undefined, 'a stop unmounts');
@@ -275,9 +280,35 @@ describe('systemctl restart under a real systemd: the fd store keeps the FUSE se
     const layer = `${STORE_DIR}/${encodeRef(storeRef)}/${layerDigest}/diff`;
     const first = await c.exec(['ls', `${layer}/data`], 60_000);
     assert.equal(first.stdout.trim().split('\n').length, FILES, `the store serves the layer: ${first.stderr}`);
-    const r = await restartUnderReader(c, STORE_UNIT, STORE_DIR, layer, want);
+    const r = await restartUnderReader(c, c, STORE_UNIT, STORE_DIR, layer, want);
     t.diagnostic(`${r.reads} reads in ${r.rounds} rounds, 0 errors; longest read ${r.maxStallMs} ms`);
     await c.systemctl('stop', STORE_UNIT);
     assert.equal(await mountId(c, STORE_DIR), undefined, 'a stop unmounts the store');
+  });
+  it("a user's tocfs-store (systemctl --user; the own session through fusermount): a reader sees no error across two restarts", async (t) => {
+    const restoreFuse = openFuseToAll(); // the container shares the host's /dev/fuse node
+    try {
+      const user = await c.userManager('tocfsu');
+      const installed = await user.exec(['sh', join(REPO, 'scripts/install.sh'), '--user', '--bin', bin, '--no-start']);
+      assert.equal(installed.code, 0, installed.stderr);
+      const dropIn = `${user.home}/.config/systemd/user/${STORE_UNIT}.d`;
+      const made = await user.exec(['sh', '-c', `mkdir -p ${dropIn} && printf '[Service]\\nEnvironment=TOCFS_REGISTRY_TLS_VERIFY=false TOCFS_LOG_LEVEL=debug TOCFS_METRICS_ADDRESS=\\n' > ${dropIn}/test.conf`]);
+      assert.equal(made.code, 0, made.stderr);
+      await user.systemctl('daemon-reload');
+      await user.systemctl('start', STORE_UNIT);
+      const storeDir = `${user.home}/.local/share/tocfs/store`;
+      const init = (await user.journal(STORE_UNIT)).split('\n').find((l) => l.includes('FUSE session initialised'));
+      assert.ok(init, `the own session serves the user's store:\n${(await user.journal(STORE_UNIT)).slice(-3000)}`);
+      assert.equal(JSON.parse(init).passthrough, false, 'no passthrough without CAP_SYS_ADMIN');
+      const layer = `${storeDir}/${encodeRef(storeRef)}/${layerDigest}/diff`;
+      const first = await user.exec(['ls', `${layer}/data`], 60_000);
+      assert.equal(first.stdout.trim().split('\n').length, FILES, `the user's store serves the layer: ${first.stderr}`);
+      const r = await restartUnderReader(user, c, STORE_UNIT, storeDir, layer, want);
+      t.diagnostic(`${r.reads} reads in ${r.rounds} rounds, 0 errors; longest read ${r.maxStallMs} ms`);
+      await user.systemctl('stop', STORE_UNIT);
+      assert.equal(await mountId(c, storeDir), undefined, 'a stop unmounts (fusermount -u)');
+    } finally {
+      restoreFuse();
+    }
   });
 });

@@ -162,7 +162,8 @@ describe('systemd units and scripts/install.sh', () => {
     assert.deepEqual(unitValues(unit, 'Service', 'Type'), ['notify']);
     assert.deepEqual(unitValues(unit, 'Service', 'NotifyAccess'), ['all']);
     assert.deepEqual(unitValues(unit, 'Service', 'ExecStart'), ['/usr/local/bin/tocfs store --foreground %h/.local/share/tocfs/store']);
-    assert.deepEqual(unitValues(unit, 'Service', 'ExecStopPost'), ['-/usr/bin/fusermount -u -z %h/.local/share/tocfs/store'], 'a user cannot umount; fusermount can');
+    assert.deepEqual(unitValues(unit, 'Service', 'ExecStopPost'), [`-/bin/sh -c '[ "$$SERVICE_RESULT" = success ] || exec /usr/bin/fusermount -u -z %h/.local/share/tocfs/store'`], 'a user cannot umount; fusermount can; only after an unclean exit');
+    assert.deepEqual(unitValues(unit, 'Service', 'FileDescriptorStoreMax'), ['4']);
     assert.deepEqual(unitValues(unit, 'Install', 'WantedBy'), ['default.target']);
     assert.deepEqual(unitValues(unit, 'Unit', 'After'), [], 'a user manager has no network-online.target');
   });
@@ -185,7 +186,7 @@ describe('systemd units and scripts/install.sh', () => {
     const unit = join(home, '.config/systemd/user/tocfs-store.service');
     const text = await readFile(unit, 'utf8');
     assert.deepEqual(unitValues(text, 'Service', 'ExecStart'), [`${bin} store --foreground ${store}`]);
-    assert.deepEqual(unitValues(text, 'Service', 'ExecStopPost'), [`-/usr/bin/fusermount -u -z ${store}`]);
+    assert.deepEqual(unitValues(text, 'Service', 'ExecStopPost'), [`-/bin/sh -c '[ "$$SERVICE_RESULT" = success ] || exec /usr/bin/fusermount -u -z ${store}'`]);
     const runtime = join(work, 'user-runtime');
     await mkdir(runtime, { recursive: true, mode: 0o700 });
     const verify = await run('systemd-analyze', ['verify', '--user', '--man=no', unit], { ...process.env, XDG_RUNTIME_DIR: runtime });

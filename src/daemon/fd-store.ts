@@ -54,8 +54,14 @@ export function passedFds(env: NodeJS.ProcessEnv = process.env): Map<string, num
   return out;
 }
 
-/** The systemd unit this process runs in, from its cgroup (`…/tocfs-store.service`). */
-export function ownUnit(cgroupFile = '/proc/self/cgroup'): string | undefined {
+/** A systemd unit: its name, and whether a user's manager (systemctl --user) runs it. */
+export interface Unit {
+  name: string;
+  user: boolean;
+}
+
+/** The systemd unit this process runs in, from its cgroup (`…/tocfs-store.service`; under `user@UID.service/` for a user's manager). */
+export function ownUnit(cgroupFile = '/proc/self/cgroup'): Unit | undefined {
   let text: string;
   try {
     text = readFileSync(cgroupFile, 'utf8');
@@ -64,15 +70,16 @@ export function ownUnit(cgroupFile = '/proc/self/cgroup'): string | undefined {
   }
   for (const line of text.split('\n')) {
     const m = /\/([^/]+\.service)$/.exec(line.trim());
-    if (m) return m[1];
+    if (m) return { name: m[1]!, user: /\/user@\d+\.service\//.test(line) };
   }
   return undefined;
 }
 
-function systemctl(args: string[]): Promise<string> {
+function systemctl(unit: Unit, args: string[]): Promise<string> {
+  const all = ['--no-pager', ...(unit.user ? ['--user'] : []), ...args];
   return new Promise((res, rej) =>
-    execFile('systemctl', ['--no-pager', ...args], { timeout: SYSTEMCTL_TIMEOUT_MS }, (err, stdout, stderr) =>
-      err ? rej(new Error(`systemctl ${args.join(' ')}: ${String(stderr).trim() || err.message}`)) : res(String(stdout)),
+    execFile('systemctl', all, { timeout: SYSTEMCTL_TIMEOUT_MS }, (err, stdout, stderr) =>
+      err ? rej(new Error(`systemctl ${all.join(' ')}: ${String(stderr).trim() || err.message}`)) : res(String(stdout)),
     ),
   );
 }
@@ -119,7 +126,7 @@ export class FdStore {
   private constructor(
     private readonly dev: FuseDev,
     private readonly notifySocket: string,
-    readonly unit: string,
+    private readonly systemdUnit: Unit,
     private readonly mountpoint: string,
     private readonly log: Logger,
     /** The session the previous start of this unit left to go on serving. */
@@ -137,9 +144,9 @@ export class FdStore {
     const passed = passedFds(env);
     const notifySocket = env.NOTIFY_SOCKET;
     const dev = loadFuseDev();
-    const unit = ownUnit();
+    const own = ownUnit();
     const mnt = resolve(mountpoint);
-    if (!notifySocket || 'unavailable' in dev || !unit) {
+    if (!notifySocket || 'unavailable' in dev || !own) {
       for (const fds of passed.values()) for (const fd of fds) closeSync(fd);
       if (passed.has(FUSE_FD_NAME)) {
         // Say, an upgrade without the native piece: nobody here can answer that connection.
@@ -149,8 +156,9 @@ export class FdStore {
       }
       return undefined;
     }
+    const unit = own.name;
     // systemd 254 and later say it in $FDSTORE; earlier ones are asked.
-    const max = env.FDSTORE !== undefined ? Number(env.FDSTORE) : Number((await systemctl(['show', '-P', 'FileDescriptorStoreMax', unit]).catch(() => '0')).trim());
+    const max = env.FDSTORE !== undefined ? Number(env.FDSTORE) : Number((await systemctl(own, ['show', '-P', 'FileDescriptorStoreMax', unit]).catch(() => '0')).trim());
     if (!(max > 0)) {
       log.info({ unit }, `systemd keeps no descriptors for ${unit} (FileDescriptorStoreMax=0): a restart of the unit unmounts, and running containers see errors`);
       return undefined;
@@ -167,7 +175,7 @@ export class FdStore {
       log.warn({ name, fds }, 'systemd passed descriptors tocfs did not store: closing them');
       for (const fd of fds) closeSync(fd);
     }
-    const store = (inherited?: { fd: number; state: SessionState }): FdStore => new FdStore(dev, notifySocket, unit, mnt, log, inherited);
+    const store = (inherited?: { fd: number; state: SessionState }): FdStore => new FdStore(dev, notifySocket, own, mnt, log, inherited);
     const remove = (name: string): void => {
       try {
         dev.notifyFdStore(notifySocket, `FDSTOREREMOVE=1\nFDNAME=${name}`, null);
@@ -199,6 +207,10 @@ export class FdStore {
     this.dev.notifyFdStore(this.notifySocket, message, fd);
   }
 
+  get unit(): string {
+    return this.systemdUnit.name;
+  }
+
   /** Hands the mount's descriptor to systemd to keep (a fresh mount; a resumed one is kept already). */
   keep(mounted: MountedFs): void {
     if (this.storedFuse || mounted.deviceFd === undefined) return;
@@ -214,7 +226,7 @@ export class FdStore {
   /** Whether systemd is restarting this unit (asked on SIGTERM). */
   async restarting(): Promise<boolean> {
     try {
-      return restartJobIn(await systemctl(['list-jobs', '--no-legend']), this.unit);
+      return restartJobIn(await systemctl(this.systemdUnit, ['list-jobs', '--no-legend']), this.unit);
     } catch (err) {
       this.log.warn({ err, unit: this.unit }, 'cannot ask systemd whether the unit restarts: taking SIGTERM for a stop');
       return false;

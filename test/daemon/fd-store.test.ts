@@ -27,13 +27,15 @@ describe('daemon/fd-store: what systemd passes and says', () => {
     assert.deepEqual([...passedFds({ LISTEN_FDS: '1', LISTEN_PID: String(process.pid) })], [['unknown', [3]]], 'no names: systemd before 227');
   });
 
-  it('ownUnit finds the service in a v1 hybrid or a v2 cgroup file, and nothing outside a service', async () => {
+  it("ownUnit finds the service in a v1 hybrid or a v2 cgroup file, a user's manager's too, and nothing outside a service", async () => {
     tmp = await mkdtemp(join(tmpdir(), 'tocfs-fd-store-'));
     const file = join(tmp, 'cgroup');
     await writeFile(file, '12:pids:/system.slice/tocfs-store.service\n1:name=systemd:/system.slice/tocfs-store.service\n0::/system.slice/tocfs-store.service\n');
-    assert.equal(ownUnit(file), 'tocfs-store.service');
+    assert.deepEqual(ownUnit(file), { name: 'tocfs-store.service', user: false });
     await writeFile(file, '0::/system.slice/system-tocfs\\x2dmount.slice/tocfs-mount@hello.service\n');
-    assert.equal(ownUnit(file), 'tocfs-mount@hello.service');
+    assert.deepEqual(ownUnit(file), { name: 'tocfs-mount@hello.service', user: false });
+    await writeFile(file, '0::/user.slice/user-1000.slice/user@1000.service/app.slice/tocfs-store.service\n');
+    assert.deepEqual(ownUnit(file), { name: 'tocfs-store.service', user: true }, "a user's manager: systemctl --user");
     await writeFile(file, '0::/user.slice/user-1000.slice/session-3.scope\n');
     assert.equal(ownUnit(file), undefined);
     assert.equal(ownUnit(join(tmp, 'missing')), undefined);

@@ -45,7 +45,21 @@ async function childrenOf(pid: number): Promise<number[]> {
   return out;
 }
 
-export class SystemdContainer {
+/** One service manager in the container: the system's (as root) or a user's (`systemctl --user`, as that user). */
+export interface ServiceManager {
+  /** systemctl inside; rejects with its output when it fails. */
+  systemctl(...args: string[]): Promise<string>;
+  /** One property of a unit (`systemctl show -P`). */
+  property(unit: string, name: string): Promise<string>;
+  /** What the unit logged. */
+  journal(unit: string): Promise<string>;
+  /** Starts a long-running command as this manager's user. */
+  spawn(args: string[]): ChildProcess;
+  /** Runs a command as this manager's user. */
+  exec(args: string[], timeoutMs?: number): Promise<RunResult>;
+}
+
+export class SystemdContainer implements ServiceManager {
   private constructor(
     /** The container's root as the host sees it (an overlay over /). */
     readonly root: string,
@@ -130,6 +144,41 @@ export class SystemdContainer {
 
   async journal(unit: string): Promise<string> {
     return (await this.exec(['journalctl', '--no-pager', '-o', 'cat', '-u', unit])).stdout;
+  }
+
+  /**
+   * A user `name` (made inside the container) and their own service manager (user@UID.service,
+   * started by the system manager as a login would), driven with `systemctl --user`.
+   */
+  async userManager(name: string): Promise<ServiceManager & { uid: number; home: string }> {
+    const made = await this.exec(['useradd', '--create-home', name]);
+    if (made.code !== 0) throw new Error(`useradd ${name}: ${made.stderr}`);
+    const uid = Number((await this.exec(['id', '-u', name])).stdout.trim());
+    const home = `/home/${name}`;
+    await this.systemctl('start', `user@${uid}.service`);
+    const as = (args: string[]): string[] => ['runuser', '-u', name, '--', 'env', `HOME=${home}`, `XDG_RUNTIME_DIR=/run/user/${uid}`, ...args];
+    const container = this;
+    const manager: ServiceManager & { uid: number; home: string } = {
+      uid,
+      home,
+      async systemctl(...args) {
+        const r = await container.exec(as(['systemctl', '--user', '--no-pager', ...args]), 120_000);
+        if (r.code !== 0) {
+          const journal = await container.exec(['journalctl', '--no-pager', '-n', '40', `_UID=${uid}`]);
+          throw new Error(`systemctl --user ${args.join(' ')} (as ${name}) failed (${r.code}): ${r.stderr.trim()}\n--- journal ---\n${journal.stdout}`);
+        }
+        return r.stdout;
+      },
+      async property(unit, prop) {
+        return (await manager.systemctl('show', '-P', prop, unit)).trim();
+      },
+      async journal(unit) {
+        return (await container.exec(['journalctl', '--no-pager', '-o', 'cat', `_SYSTEMD_USER_UNIT=${unit}`, `_UID=${uid}`])).stdout;
+      },
+      spawn: (args) => container.spawn(as(args)),
+      exec: (args, timeoutMs) => container.exec(as(args), timeoutMs),
+    };
+    return manager;
   }
 
   /** Powers the container off (falls back to SIGKILL) and removes its root. */
