@@ -141,6 +141,41 @@ function compareTree(got: Map<string, ExportEntry>, want: ExpectedEntry[]): stri
   return problems;
 }
 
+interface Pulled {
+  tree: Map<string, ExportEntry>;
+  /** The registry's answers to the GETs of the image's layers (206: a partial pull). */
+  layerRequests: Array<{ status: number; bytes: number }>;
+}
+
+/** Pulls `name`:latest from `registry` with a fresh Podman in `podmanDir`, exports a container's tree into `tmp`, and reads the registry's log for the GETs of `layerDigests`. */
+async function pullExport(registry: TestRegistry, tmp: string, podmanDir: string, name: string, layerDigests: string[]): Promise<Pulled> {
+  const podman = new Podman(podmanDir);
+  await podman.init();
+  try {
+    await podman.run('pull', '-q', '--tls-verify=false', `${registry.host}/${name}:latest`);
+    const id = (await podman.run('create', `${registry.host}/${name}:latest`, '/bin/true')).trim();
+    const exported = join(tmp, `${name}-export.tar`);
+    await podman.run('export', '-o', exported, id);
+    const layers = new Set(layerDigests);
+    const layerRequests: Array<{ status: number; bytes: number }> = [];
+    for (const line of registry.log) {
+      const m = /"GET \/v2\/([^/]+)\/blobs\/(sha256:[0-9a-f]{64})[^"]*" (\d{3}) (\d+)/.exec(line);
+      if (m && m[1] === name && layers.has(m[2]!)) layerRequests.push({ status: Number(m[3]), bytes: Number(m[4]) });
+    }
+    return { tree: await readExport(exported), layerRequests };
+  } finally {
+    await podman.reset();
+  }
+}
+
+/** Converts the OCI layout `source` with `opts`, pushes it to `registry` as `name`:latest (skopeo), then pulls and exports it (pullExport). */
+async function convertPullExport(registry: TestRegistry, tmp: string, podmanDir: string, source: string, name: string, opts: ConvertOptions): Promise<Pulled> {
+  const layout = join(tmp, name);
+  const result = await convertImage(`oci:${source}`, `oci:${layout}`, opts);
+  await run('skopeo', ['copy', '-q', '--dest-tls-verify=false', `oci:${layout}:latest`, `docker://${registry.host}/${name}:latest`], { timeout: 60_000 });
+  return pullExport(registry, tmp, podmanDir, name, result.layers.map((l) => l.written.digest));
+}
+
 describe('podman pulls converted images', { skip, timeout: 180_000 }, () => {
   let tmp: string;
   let registry: TestRegistry;
@@ -155,49 +190,19 @@ describe('podman pulls converted images', { skip, timeout: 180_000 }, () => {
     if (tmp) await rm(tmp, { recursive: true, force: true });
   });
 
-  interface Pulled {
-    tree: Map<string, ExportEntry>;
-    layerRequests: Array<{ status: number; bytes: number }>;
-  }
-
-  async function convertPullExport(image: string, opts: ConvertOptions): Promise<Pulled> {
-    const name = `conv${++n}`;
-    const layout = join(tmp, name);
-    const result = await convertImage(`oci:${join(CORPUS_DIR, image)}`, `oci:${layout}`, opts);
-    await run('skopeo', ['copy', '-q', '--dest-tls-verify=false', `oci:${layout}:latest`, `docker://${registry.host}/${name}:latest`], { timeout: 60_000 });
-    return pullExport(name, result.layers.map((l) => l.written.digest));
-  }
+  // podman refuses a runroot path longer than 50 characters: keep the directory names short.
+  const podmanDir = (): string => join(tmp, `p${++n}`);
+  const convertPullExportHere = (image: string, opts: ConvertOptions): Promise<Pulled> => convertPullExport(registry, tmp, podmanDir(), join(CORPUS_DIR, image), `conv${++n}`, opts);
 
   /** The same tree as zstd:chunked written by podman 4.3.1 / skopeo 1.9.3 themselves (corpus), pulled the same way. */
   async function controlPull(image: string): Promise<Pulled> {
     const name = await registry.load(join(CORPUS_DIR, image));
-    return pullExport(name, loadExpected(image).images[0]!.layers);
-  }
-
-  async function pullExport(name: string, layerDigests: string[]): Promise<Pulled> {
-    // podman refuses a runroot path longer than 50 characters: keep the directory name short.
-    const podman = new Podman(join(tmp, `p${++n}`));
-    await podman.init();
-    try {
-      await podman.run('pull', '-q', '--tls-verify=false', `${registry.host}/${name}:latest`);
-      const id = (await podman.run('create', `${registry.host}/${name}:latest`, '/bin/true')).trim();
-      const exported = join(tmp, `${name}-export.tar`);
-      await podman.run('export', '-o', exported, id);
-      const layers = new Set(layerDigests);
-      const layerRequests: Array<{ status: number; bytes: number }> = [];
-      for (const line of registry.log) {
-        const m = /"GET \/v2\/([^/]+)\/blobs\/(sha256:[0-9a-f]{64})[^"]*" (\d{3}) (\d+)/.exec(line);
-        if (m && m[1] === name && layers.has(m[2]!)) layerRequests.push({ status: Number(m[3]), bytes: Number(m[4]) });
-      }
-      return { tree: await readExport(exported), layerRequests };
-    } finally {
-      await podman.reset();
-    }
+    return pullExport(registry, tmp, podmanDir(), name, loadExpected(image).images[0]!.layers);
   }
 
   it('zstd:chunked (io.github annotations, which podman 4.3.1 predates): full pull, identical tree', async () => {
     const x = loadExpected('gzip-plain-basic');
-    const { tree, layerRequests } = await convertPullExport('gzip-plain-basic', { format: 'zstd:chunked' });
+    const { tree, layerRequests } = await convertPullExportHere('gzip-plain-basic', { format: 'zstd:chunked' });
     assert.ok(layerRequests.some((r) => r.status === 200), 'podman 4.3.1 fetched the whole blob');
     assert.deepEqual(compareTree(tree, x.images[0]!.merged), []);
   });
@@ -213,7 +218,7 @@ describe('podman pulls converted images', { skip, timeout: 180_000 }, () => {
     const devices = x.images[0]!.merged.filter((e) => ['char', 'block', 'fifo'].includes(e.type)).map((e) => `${e.path}: missing from the export`);
     assert.deepEqual(expectedDeviations.filter((d) => !/: owner: export \[0,0\]/.test(d)), devices, 'the control differs only by owners and device nodes');
     for (const opts of [{ format: 'zstd:chunked', legacyAnnotations: true }, { format: 'estargz' }] as ConvertOptions[]) {
-      const { tree, layerRequests } = await convertPullExport('gzip-plain-basic', opts);
+      const { tree, layerRequests } = await convertPullExportHere('gzip-plain-basic', opts);
       assert.ok(layerRequests.length >= 2 && layerRequests.every((r) => r.status === 206), `${opts.format}: partial pull: ${JSON.stringify(layerRequests)}`);
       assert.deepEqual(compareTree(tree, x.images[0]!.merged), expectedDeviations, opts.format);
     }
@@ -224,7 +229,7 @@ describe('podman pulls converted images', { skip, timeout: 180_000 }, () => {
     const control = await controlPull('zstdchunked-skopeo19-layers');
     const expectedDeviations = compareTree(control.tree, x.images[0]!.merged);
     for (const opts of [{ format: 'zstd:chunked', legacyAnnotations: true }, { format: 'estargz' }] as ConvertOptions[]) {
-      const { tree, layerRequests } = await convertPullExport('gzip-plain-layers', opts);
+      const { tree, layerRequests } = await convertPullExportHere('gzip-plain-layers', opts);
       assert.ok(layerRequests.every((r) => r.status === 206), `${opts.format}: partial pull`);
       assert.deepEqual(compareTree(tree, x.images[0]!.merged), expectedDeviations, opts.format);
     }
@@ -249,29 +254,7 @@ describe('podman pulls converted images tocfs builds', { skip: noTools, timeout:
     if (tmp) await rm(tmp, { recursive: true, force: true });
   });
 
-  async function convertPullExport(source: string, opts: ConvertOptions): Promise<{ tree: Map<string, ExportEntry>; layerRequests: Array<{ status: number; bytes: number }> }> {
-    const name = `built${++n}`;
-    const layout = join(tmp, name);
-    const result = await convertImage(`oci:${source}`, `oci:${layout}`, opts);
-    await run('skopeo', ['copy', '-q', '--dest-tls-verify=false', `oci:${layout}:latest`, `docker://${registry.host}/${name}:latest`], { timeout: 60_000 });
-    const podman = new Podman(join(tmp, `p${++n}`));
-    await podman.init();
-    try {
-      await podman.run('pull', '-q', '--tls-verify=false', `${registry.host}/${name}:latest`);
-      const id = (await podman.run('create', `${registry.host}/${name}:latest`, '/bin/true')).trim();
-      const exported = join(tmp, `${name}-export.tar`);
-      await podman.run('export', '-o', exported, id);
-      const layers = new Set(result.layers.map((l) => l.written.digest));
-      const layerRequests: Array<{ status: number; bytes: number }> = [];
-      for (const line of registry.log) {
-        const m = /"GET \/v2\/([^/]+)\/blobs\/(sha256:[0-9a-f]{64})[^"]*" (\d{3}) (\d+)/.exec(line);
-        if (m && m[1] === name && layers.has(m[2]!)) layerRequests.push({ status: Number(m[3]), bytes: Number(m[4]) });
-      }
-      return { tree: await readExport(exported), layerRequests };
-    } finally {
-      await podman.reset();
-    }
-  }
+  const convertPullExportHere = (source: string, opts: ConvertOptions): Promise<Pulled> => convertPullExport(registry, tmp, join(tmp, `p${++n}`), source, `built${++n}`, opts);
 
   /** containers/storage 1.43's partial pull leaves owners at 0:0 and drops device nodes and FIFOs (its own zstd:chunked layers show the same). */
   function partialPullDeviations(want: ExpectedEntry[]): string[] {
@@ -288,7 +271,7 @@ describe('podman pulls converted images tocfs builds', { skip: noTools, timeout:
   }
 
   it('zstd:chunked (io.github annotations, which podman 4.3.1 predates): full pull, the spec\'s tree exactly', async () => {
-    const { tree, layerRequests } = await convertPullExport(kinds, { format: 'zstd:chunked' });
+    const { tree, layerRequests } = await convertPullExportHere(kinds, { format: 'zstd:chunked' });
     assert.ok(layerRequests.some((r) => r.status === 200), 'podman 4.3.1 fetched the whole blob');
     assert.deepEqual(compareTree(tree, await expectedEntries(KINDS_LAYER)), []);
   });
@@ -296,7 +279,7 @@ describe('podman pulls converted images tocfs builds', { skip: noTools, timeout:
   it('zstd:chunked (legacy annotations) and eStargz: podman pulls them partially; contents, modes, links and xattrs as the spec says', async () => {
     const want = await expectedEntries(KINDS_LAYER);
     for (const opts of [{ format: 'zstd:chunked', legacyAnnotations: true }, { format: 'estargz' }] as ConvertOptions[]) {
-      const { tree, layerRequests } = await convertPullExport(kinds, opts);
+      const { tree, layerRequests } = await convertPullExportHere(kinds, opts);
       assert.ok(layerRequests.length >= 2 && layerRequests.every((r) => r.status === 206), `${opts.format}: partial pull: ${JSON.stringify(layerRequests)}`);
       assert.deepEqual(compareTree(tree, want), partialPullDeviations(want), opts.format);
     }
@@ -304,7 +287,7 @@ describe('podman pulls converted images tocfs builds', { skip: noTools, timeout:
 
   it('two layers with whiteouts, an opaque directory and replaced types, as zstd:chunked (legacy annotations) and eStargz: podman applies them', async () => {
     for (const opts of [{ format: 'zstd:chunked', legacyAnnotations: true }, { format: 'estargz' }] as ConvertOptions[]) {
-      const { tree, layerRequests } = await convertPullExport(overlay, opts);
+      const { tree, layerRequests } = await convertPullExportHere(overlay, opts);
       assert.ok(layerRequests.every((r) => r.status === 206), `${opts.format}: partial pull`);
       const got = Object.fromEntries([...tree].map(([p, e]) => [p, e.type === 'dir' ? 'dir' : e.type === 'symlink' ? `-> ${e.link}` : e.sha256!]));
       const want = Object.fromEntries(Object.entries(OVERLAY_MERGED).map(([p, v]) => [p, v === 'dir' || v.startsWith('-> ') ? v : createHash('sha256').update(v).digest('hex')]));
