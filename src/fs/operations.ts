@@ -36,8 +36,19 @@ const TIMED_OPS = ['getattr', 'readdir', 'readlink', 'getxattr', 'listxattr', 'o
 const ERRNO_NAMES = new Map<number, string>(Object.entries(Errno).map(([name, n]) => [n, name]));
 
 const O_ACCMODE = 3;
-/** Directory listings kept (names arrays) for the readdir calls that page through one. */
-const LISTINGS_KEPT = 256;
+/**
+ * Directory listings kept (names arrays) for the readdir calls that page through one: the
+ * kernel asks for a listing a few dozen entries at a time, and tocfs's own FUSE session makes
+ * the listing's stats once per names array (fs/session/session.ts). Kept for the whole process,
+ * not per tree: a store has two trees per layer (diff/ and chain/), and 256 listings for each
+ * kept a stat object for every entry of ten 10k-entry images walked (24 MB of 136 MB of heap).
+ * Keyed by tree and inode: trees sharing a directory (a chain/ view over a layer without
+ * whiteouts) still get names arrays of their own, as the store shows each tree's inodes moved
+ * by an offset of its own (fs/store-operations.ts) and the session keys stats by the array.
+ */
+const LISTINGS_KEPT = 64;
+const listings = new LRUCache<string, string[]>({ max: LISTINGS_KEPT });
+let nextTreeKey = 1;
 const W_OK = 2;
 
 function contentBytes(tree: FsTree): number {
@@ -62,9 +73,7 @@ export function fsOperations(opts: FsOptions): FuseOperations {
   const { tree, read, logger: log } = opts;
   const blockSize = opts.blockSize ?? 128 * 1024;
   const handles = new Map<number, FsNode>();
-  // The names of the directories listed last: a walk of a big tree would otherwise keep an
-  // array for every directory (the tree never changes, so a listing is made again at will).
-  const listings = new LRUCache<FsNode, string[]>({ max: LISTINGS_KEPT });
+  const treeKey = `${nextTreeKey++}:`;
   let nextHandle = 1;
   let totalBytes: number | undefined;
 
@@ -85,11 +94,12 @@ export function fsOperations(opts: FsOptions): FuseOperations {
     readdir(path, cb) {
       withNode(path, cb, (node) => {
         if (!node.children) return cb(Errno.ENOTDIR);
-        let names = listings.get(node);
+        const key = treeKey + node.ino;
+        let names = listings.get(key);
         if (!names) {
-          // The tree never changes under a mount: list each directory once.
+          // The tree never changes under a mount: a listing made again is the same.
           names = ['.', '..', ...sortedNames(node.children)];
-          listings.set(node, names);
+          listings.set(key, names);
         }
         const children = node.children;
         // Stats are asked for once per listing (the binding keeps the latest listings' packed).
