@@ -2,14 +2,14 @@
  * (7) The page cache shared between containers: ten images that hold the same files in
  * different layers (one squashed layer each: the Python runtime plus an /etc/variant of their
  * own, so no layer digest is shared), one long-lived container per image, and the sum of the
- * main processes' PSS (/proc/PID/smaps_rollup). With a normal overlay pull each layer is its
+ * main processes' PSS (/proc/PID/smaps_rollup), and apart that of a `sleep` each starts. With a normal overlay pull each layer is its
  * own set of files, read into the page cache once per layer: ten copies of python3.11 and its
  * libraries, each counted whole by the one process mapping it. Files served from ONE
  * content-addressed file per digest (FUSE passthrough: TOCFS_DAEMON_FUSE_SESSION=tocfs) would
  * be one page-cache copy, its PSS split ten ways. The zstd:chunked seed article measured 10
  * `sleep` containers at 2.6 MB of PSS with hard-linked files against 15.5 MB with copies.
  */
-import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { LinkProfile } from './link.js';
 import { failed, measured, refOf, unavailable, type Ctx, type Outcome } from './context.js';
@@ -42,12 +42,20 @@ export const PSS_MODES: PssMode[] = [
   { id: 'podman_partial_hardlinks', label: 'podman partial pull with use_hard_links (reference: files deduplicated across layers by hard links; Podman 4.3.1 stamps every file with the pull time, so Python recompiles every .pyc and holds more anonymous memory)', kind: 'partial-hardlinks' },
 ];
 
-/** What each container runs: imports that map python3.11 and most of its shared libraries, a marker, then sleep. */
+/**
+ * What each container runs: imports that map python3.11 and most of its shared libraries, a
+ * marker, then sleep. Before the marker it starts /usr/bin/sleep beside itself: the seed
+ * article's workload, a small process that maps little but its binary and libc, measured apart.
+ */
 export const PSS_SCRIPT =
-  'import json, decimal, ssl, sqlite3, hashlib, lzma, bz2, ctypes, time; ' +
+  'import os, json, decimal, ssl, sqlite3, hashlib, lzma, bz2, ctypes, time; ' +
+  'os.posix_spawn("/usr/bin/sleep", ["sleep", "3600"], {}); ' +
   'v = open("/etc/variant").read().strip(); print("pss-ready", v, flush=True); time.sleep(3600)';
 
-const PSS_RECIPE = 'pss recipe 1: py stage hard-linked, /etc/variant = i, tar, tocfs convert --format zstd:chunked --legacy-annotations';
+/** The host's coreutils sleep, copied into every PSS image (it needs only libc, which Python brings). */
+const SLEEP = '/usr/bin/sleep';
+
+const PSS_RECIPE = 'pss recipe 2: py stage hard-linked, /usr/bin/sleep, /etc/variant = i, tar, tocfs convert --format zstd:chunked --legacy-annotations';
 
 async function exists(p: string): Promise<boolean> {
   return stat(p).then(() => true, () => false);
@@ -100,6 +108,7 @@ export async function buildPssImages(
     // Hard links: no data copied, mtimes kept (so the .pyc files stay valid); the new file is the only difference.
     await run(['cp', '-al', baseStage, stage]);
     await writeFile(join(stage, 'etc', 'variant'), `${i}\n`);
+    await copyFile(SLEEP, join(stage, 'usr', 'bin', 'sleep'));
     const base = await plainLayout(stage, plain, tar);
     await rm(dst, { recursive: true, force: true });
     await tocfs.exec(['convert', `oci:${plain}:latest`, `oci:${dst}:latest`, '--format', 'zstd:chunked', '--legacy-annotations'], { timeoutMs: 1_800_000 });
@@ -223,13 +232,20 @@ async function pssOnce(ctx: Ctx, profile: LinkProfile, mode: PssMode, images: Bu
       const comm = (await readFile(`/proc/${pid}/comm`, 'utf8').catch(() => '?')).trim();
       if (!comm.startsWith('python')) throw new Error(`pid ${pid} is ${comm}, not the container's python`);
     }
-    // The marker is printed just before sleep(): wait until every main process is in it.
+    // Each python's one child: the sleep it started.
+    const sleepPids = await Promise.all(pids.map(async (pid) => Number((await readFile(`/proc/${pid}/task/${pid}/children`, 'utf8').catch(() => '')).trim().split(/\s+/)[0])));
+    for (const pid of sleepPids) {
+      const comm = (await readFile(`/proc/${pid}/comm`, 'utf8').catch(() => '?')).trim();
+      if (!(pid > 0) || comm !== 'sleep') throw new Error(`the python's child ${pid} is ${comm}, not sleep`);
+    }
+    // The marker is printed just before sleep(): wait until every process is in it.
     await waitFor('every container asleep (wchan hrtimer_nanosleep)', async () => {
-      const w = await Promise.all(pids.map((pid) => readFile(`/proc/${pid}/wchan`, 'utf8').catch(() => '')));
+      const w = await Promise.all([...pids, ...sleepPids].map((pid) => readFile(`/proc/${pid}/wchan`, 'utf8').catch(() => '')));
       return w.every((x) => x.includes('nanosleep'));
     }, 30_000);
     const s = await smapsRollup(pids);
-    ctx.log(`  ${mode.id}: PSS ${s.Pss} kB (file ${s.Pss_File}, anon ${s.Pss_Anon}), RSS ${s.Rss} kB over ${pids.length} containers; container 0 by file (kB): ${await pssByFile(pids[0]!)}`);
+    const z = await smapsRollup(sleepPids);
+    ctx.log(`  ${mode.id}: PSS ${s.Pss} kB (file ${s.Pss_File}, anon ${s.Pss_Anon}), RSS ${s.Rss} kB over ${pids.length} containers; container 0 by file (kB): ${await pssByFile(pids[0]!)}; sleep processes: PSS ${z.Pss} kB (file ${z.Pss_File}, anon ${z.Pss_Anon})`);
     return {
       containers: pids.length,
       pss_kB: s.Pss ?? NaN,
@@ -238,6 +254,9 @@ async function pssOnce(ctx: Ctx, profile: LinkProfile, mode: PssMode, images: Bu
       rss_kB: s.Rss ?? NaN,
       shared_clean_kB: s.Shared_Clean ?? NaN,
       private_clean_kB: s.Private_Clean ?? NaN,
+      sleep_pss_kB: z.Pss ?? NaN,
+      sleep_pss_file_kB: z.Pss_File ?? NaN,
+      sleep_pss_anon_kB: z.Pss_Anon ?? NaN,
       pull_all_ms: pullMs,
       start_all_ms: startMs,
       pull_registry_bytes: pulled.bytes,

@@ -184,6 +184,10 @@ export function derive(r: Results): void {
     const fileOverlayAll = med(r.pss.overlay, 'pss_file_kB');
     R.pss_vs_overlay_if_files_shared = anonOverlay === null || fileOverlayAll === null ? null : ratio(anonOverlay + fileOverlayAll / PSS_IMAGES, pssOverlay);
     R.pss_vs_overlay_podman_partial_hardlinks = ratio(med(r.pss.podman_partial_hardlinks, 'pss_kB'), pssOverlay);
+    // The seed article's workload: one small process per container (sleep), mapping its binary and libc.
+    const sleepOverlay = med(r.pss.overlay, 'sleep_pss_kB');
+    for (const id of ['tocfs_store_session', 'tocfs_store', 'podman_partial_hardlinks']) R[`pss_sleep_vs_overlay_${id}`] = ratio(med(r.pss[id], 'sleep_pss_kB'), sleepOverlay);
+    R.pss_sleep_vs_overlay = R.pss_sleep_vs_overlay_tocfs_store_session ?? null;
     const fileOverlay = med(r.pss.overlay, 'pss_file_kB');
     for (const id of ['tocfs_store_session', 'tocfs_store', 'podman_partial_hardlinks']) R[`pss_file_vs_overlay_${id}`] = ratio(med(r.pss[id], 'pss_file_kB'), fileOverlay);
     for (const id of Object.keys(r.pss)) {
@@ -222,6 +226,8 @@ export function derive(r: Results): void {
       R.store_rss_MB_tocfs_store_estargz ? `${R.store_rss_MB_tocfs_store_estargz} MB against ${R.store_rss_MB_stargz_store_estargz ?? '—'} MB` : undefined),
     t('pss_shared_0_3_overlay', `${PSS_IMAGES} containers of ${PSS_IMAGES} images sharing their files but no layers: sum of PSS with tocfs's own FUSE session (passthrough onto one file per digest) ≤ 0.3 × the overlay pull's`, R.pss_vs_overlay ?? null, (v) => v <= 0.3,
       [R.pss_vs_overlay_tocfs_store != null ? `tocfs store today: ${R.pss_vs_overlay_tocfs_store}` : '', R.pss_vs_overlay_if_files_shared != null ? `every file shared ten ways, anonymous memory as with overlay: ${R.pss_vs_overlay_if_files_shared}` : ''].filter(Boolean).join('; ') || undefined),
+    t('pss_sleep_0_3_overlay', `the seed article's workload, a sleep in each of the ${PSS_IMAGES} containers: sum of their PSS with tocfs's own FUSE session ≤ 0.3 × the overlay pull's`, R.pss_sleep_vs_overlay ?? null, (v) => v <= 0.3,
+      R.pss_sleep_vs_overlay_podman_partial_hardlinks != null ? `Podman's hard links: ${R.pss_sleep_vs_overlay_podman_partial_hardlinks}` : undefined),
     t('issue18_warm_vs_page_cache', 'own FUSE session (issue 18): warm read of a cached file — a fresh open after one complete read, only the mount\'s own copy of the file evicted — ≥ 0.95 × a page-cache read of the same file on local disk', R.warm_vs_page_cache_session ?? null, (v) => v >= 0.95,
       [`fuse-native: ${R.warm_vs_page_cache ?? '—'}`, `whole page cache dropped first, vs local disk likewise: session ${R.warm_vs_local_disk_session ?? '—'}, fuse-native ${R.warm_vs_local_disk ?? '—'}`].join('; ')),
     t('issue18_kernel_cached_vs_page_cache', 'own FUSE session (issue 18): kernel-cached re-read ≥ 0.95 × a page-cache read', R.kernel_cached_vs_page_cache_session ?? null, (v) => v >= 0.95, `fuse-native: ${R.kernel_cached_vs_page_cache ?? '—'}`),
@@ -410,15 +416,16 @@ function pssLines(r: Results): string[] {
   const t = r.pss!;
   const img = (r.images.pss ?? {}) as Record<string, unknown>;
   const L = ['', '## Page cache shared between containers (PSS, loopback registry)', ''];
-  L.push(`${PSS_IMAGES} images, each ${String(img.made_from ?? '')} (${String(img.files_each ?? '?')} files, ${String(img.tar_MB ?? '?')} MB uncompressed; zstd:chunked by ${String(img.written_by ?? '?')}). One container per image, \`podman run -d\` of \`${((img.command as string[] | undefined) ?? []).join(' ')}\`; once every container printed its marker, the sums of /proc/PID/smaps_rollup over the ${PSS_IMAGES} main processes. Page cache dropped after the pulls, before the first container.`, '');
-  L.push('| mode | PSS MiB | Pss_File MiB | Pss_Anon MiB | RSS MiB | PSS vs overlay | Pss_File vs overlay | pull s (all) | start s (all) |', '| --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+  L.push(`${PSS_IMAGES} images, each ${String(img.made_from ?? '')} (${String(img.files_each ?? '?')} files, ${String(img.tar_MB ?? '?')} MB uncompressed; zstd:chunked by ${String(img.written_by ?? '?')}). One container per image, \`podman run -d\` of \`${((img.command as string[] | undefined) ?? []).join(' ')}\`; once every container printed its marker, the sums of /proc/PID/smaps_rollup over the ${PSS_IMAGES} main processes, and apart over the \`sleep\` each started (the seed article's workload). Page cache dropped after the pulls, before the first container.`, '');
+  L.push('| mode | PSS MiB | Pss_File MiB | Pss_Anon MiB | RSS MiB | PSS vs overlay | Pss_File vs overlay | sleep PSS MiB | sleep PSS vs overlay | pull s (all) | start s (all) |', '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
   const ov = med(t.overlay, 'pss_kB');
   const ovFile = med(t.overlay, 'pss_file_kB');
+  const ovSleep = med(t.overlay, 'sleep_pss_kB');
   for (const m of PSS_MODES) {
     const c = t[m.id];
     if (!c || c.status !== 'ok') continue;
     const mib = 1 / 1024;
-    L.push(`| \`${m.id}\`: ${m.label} | ${cell(c, 'pss_kB', mib, 1)} | ${cell(c, 'pss_file_kB', mib, 1)} | ${cell(c, 'pss_anon_kB', mib, 1)} | ${cell(c, 'rss_kB', mib, 1)} | ${ratio(med(c, 'pss_kB'), ov) ?? '—'} | ${ratio(med(c, 'pss_file_kB'), ovFile) ?? '—'} | ${cell(c, 'pull_all_ms', 1e-3)} | ${cell(c, 'start_all_ms', 1e-3)} |`);
+    L.push(`| \`${m.id}\`: ${m.label} | ${cell(c, 'pss_kB', mib, 1)} | ${cell(c, 'pss_file_kB', mib, 1)} | ${cell(c, 'pss_anon_kB', mib, 1)} | ${cell(c, 'rss_kB', mib, 1)} | ${ratio(med(c, 'pss_kB'), ov) ?? '—'} | ${ratio(med(c, 'pss_file_kB'), ovFile) ?? '—'} | ${cell(c, 'sleep_pss_kB', mib, 1)} | ${ratio(med(c, 'sleep_pss_kB'), ovSleep) ?? '—'} | ${cell(c, 'pull_all_ms', 1e-3)} | ${cell(c, 'start_all_ms', 1e-3)} |`);
   }
   L.push(...notes(t));
   const floor = r.ratios.pss_vs_overlay_if_files_shared;
