@@ -21,6 +21,7 @@ import { resolve } from 'node:path';
 import type { Logger } from 'pino';
 import type { MountedFs } from '../fs/mount.js';
 import { isMounted } from '../fs/mount-table.js';
+import { unmountOwnSession } from '../fs/session/mount.js';
 import { loadFuseDev, type FuseDev } from '../fs/session/native.js';
 import type { SessionState } from '../fs/session/session.js';
 import { ensureRuntimeDir, mountFiles } from './state.js';
@@ -93,8 +94,8 @@ export function restartJobIn(listJobs: string, unit: string): boolean {
 }
 
 /** Detaches a mount whose connection nobody answers (anything that looked at it would hang); the kernel then ends the connection, and systemd drops the copy it kept. */
-async function detach(mnt: string): Promise<void> {
-  if (await isMounted(mnt)) await new Promise<void>((res) => execFile('umount', ['-i', '-l', mnt], () => res()));
+async function detach(mnt: string, log: Logger): Promise<void> {
+  if (await isMounted(mnt)) await unmountOwnSession(mnt, true).catch((err: unknown) => log.warn({ err, mountpoint: mnt }, 'cannot detach the mount of the kept FUSE session'));
 }
 
 function readWhole(fd: number): Buffer {
@@ -152,7 +153,7 @@ export class FdStore {
         // Say, an upgrade without the native piece: nobody here can answer that connection.
         const why = 'unavailable' in dev ? dev.unavailable : 'not run by systemd';
         log.warn({ mountpoint: mnt }, `cannot go on serving the FUSE session systemd kept (${why}): mounting afresh`);
-        await detach(mnt);
+        await detach(mnt, log);
       }
       return undefined;
     }
@@ -197,7 +198,7 @@ export class FdStore {
     // The mount (if still there) hangs on a connection nobody answers: detach it before anything looks at it.
     const why = typeof state === 'string' ? state : 'its mount is gone';
     log.warn({ unit, mountpoint: mnt }, `cannot go on serving the FUSE session systemd kept (${why}): mounting afresh`);
-    await detach(mnt);
+    await detach(mnt, log);
     closeSync(fuseFd);
     remove(FUSE_FD_NAME);
     return store();

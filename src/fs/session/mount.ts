@@ -52,6 +52,16 @@ function run(cmd: string, args: string[]): Promise<void> {
   return new Promise((res, rej) => execFile(cmd, args, { timeout: 30_000 }, (err, _o, stderr) => (err ? rej(new Error(`${cmd} ${args.join(' ')}: ${String(stderr).trim() || err.message}`)) : res())));
 }
 
+/**
+ * Unmounts `mnt` in a child process: umount as root (-i: no umount.fuse helper), fusermount
+ * as a user. A busy mount, or any with `detach`, is detached and goes when its last user does.
+ */
+export function unmountOwnSession(mnt: string, detach = false): Promise<void> {
+  const [cmd, plain, lazy] = isRoot() ? ['umount', ['-i'], ['-i', '-l']] : ['fusermount', ['-u'], ['-u', '-z']];
+  if (detach) return run(cmd, [...lazy, mnt]);
+  return run(cmd, [...plain, mnt]).catch(() => run(cmd, [...lazy, mnt]));
+}
+
 function serve(mnt: string, dev: FuseDev, fd: number, ops: FuseOperations, opts: OwnSessionOptions, resumed?: SessionState): OwnSessionMount {
   let closedReason: string | undefined;
   let onClosed: (() => void) | undefined;
@@ -84,11 +94,7 @@ function serve(mnt: string, dev: FuseDev, fd: number, ops: FuseOperations, opts:
     unmount() {
       unmounted ??= (async () => {
         if (handedOver) return;
-        if (await isMounted(mnt)) {
-          // -i: no umount.fuse helper; a busy mount is detached and goes when its last user does.
-          if (isRoot()) await run('umount', ['-i', mnt]).catch(() => run('umount', ['-i', '-l', mnt]));
-          else await run('fusermount', ['-u', mnt]).catch(() => run('fusermount', ['-u', '-z', mnt]));
-        }
+        if (await isMounted(mnt)) await unmountOwnSession(mnt);
         // The kernel ends the session (ENODEV) once the mount is gone; a detached one may linger.
         await Promise.race([closed, new Promise((r) => setTimeout(r, 2000).unref())]);
         if (closedReason === undefined) fuse.stop();
