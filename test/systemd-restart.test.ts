@@ -21,6 +21,7 @@ import { encodeRef } from '../src/store/names.js';
 import { buildImage, seededBytes, type FileSpec } from './helpers/images.js';
 import { startRegistry, type TestRegistry } from './helpers/registry.js';
 import { have, LOADER } from './helpers/podman.js';
+import { loopReader, type ReaderSummary } from './helpers/loop-reader.js';
 import { openFuseToAll } from './helpers/rootless.js';
 import { run, SystemdContainer, systemdContainerSkipReason, type RunResult, type ServiceManager } from './helpers/systemd-container.js';
 
@@ -34,30 +35,7 @@ const MOUNT_UNIT = 'tocfs-mount@fdtest.service';
 const STORE_UNIT = 'tocfs-store.service';
 const STORE_DIR = '/var/lib/tocfs/store';
 
-/** Reads every file (checking its sha256), stats and lists, round after round, until stdin closes; prints one JSON summary. */
-const READER = `
-const fs = require('node:fs'), crypto = require('node:crypto');
-const [dir, want] = [process.argv[1], JSON.parse(process.argv[2])];
-let rounds = 0, reads = 0, maxStallMs = 0; const errors = [];
-let stop = false; process.stdin.on('end', () => { stop = true; }); process.stdin.resume();
-(async function loop() {
-  while (!stop) {
-    for (const [name, sum] of Object.entries(want)) {
-      const t0 = performance.now();
-      try {
-        const got = crypto.createHash('sha256').update(fs.readFileSync(dir + '/' + name)).digest('hex');
-        if (got !== sum) errors.push(name + ': wrong bytes');
-        fs.statSync(dir + '/' + name); reads++;
-      } catch (e) { errors.push(name + ': ' + e.code); }
-      maxStallMs = Math.max(maxStallMs, performance.now() - t0);
-    }
-    try { if (fs.readdirSync(dir + '/data').length !== ${FILES}) errors.push('listing: wrong count'); } catch (e) { errors.push('listing: ' + e.code); }
-    rounds++;
-    await new Promise((r) => setImmediate(r));
-  }
-  console.log(JSON.stringify({ rounds, reads, maxStallMs: Math.round(maxStallMs), errors: errors.slice(0, 20), errorCount: errors.length }));
-})();
-`;
+const READER = loopReader(FILES);
 
 /** The probe a Podman container runs (the host's python3, through /host): reads and checks every file until /out/stop appears, then writes /out/probe.json. */
 const PODMAN_PROBE = `
@@ -82,15 +60,6 @@ while not os.path.exists('/out/stop'):
     if rounds == 1: open('/out/started', 'w').close()
 json.dump({'rounds': rounds, 'reads': reads, 'maxStallMs': round(longest * 1000), 'errors': errors[:20], 'errorCount': len(errors)}, open('/out/probe.json', 'w'))
 `;
-
-interface ReaderSummary {
-  rounds: number;
-  reads: number;
-  /** The longest single read + stat: what a restart costs a reader (the new process's start-up). */
-  maxStallMs: number;
-  errors: string[];
-  errorCount: number;
-}
 
 /** The mount id of `mnt` inside the container (changes when it is mounted afresh), or undefined. */
 async function mountId(c: SystemdContainer, mnt: string): Promise<string | undefined> {

@@ -17,6 +17,7 @@ import { isAlive as isAliveish } from '../../src/process-alive.js';
 import { loadFuseDev } from '../../src/fs/session/native.js';
 import { runCli } from '../helpers/cli.js';
 import { buildImage, seededBytes, type FileSpec } from '../helpers/images.js';
+import { loopReader, type ReaderSummary } from '../helpers/loop-reader.js';
 import { fuseSkipReason, isTocfsMount, Mounts } from '../helpers/mounts.js';
 
 const dev = loadFuseDev();
@@ -24,28 +25,7 @@ const skip = (await fuseSkipReason()) || ('unavailable' in dev ? `own FUSE sessi
 const SESSION = { TOCFS_DAEMON_FUSE_SESSION: 'tocfs' };
 const FILES = 200;
 
-/** Reads every file (checking its sha256), stats and lists, round after round, until stdin closes; prints one JSON summary. */
-const READER = `
-const fs = require('node:fs'), crypto = require('node:crypto');
-const [dir, want] = [process.argv[1], JSON.parse(process.argv[2])];
-let rounds = 0, reads = 0; const errors = [];
-let stop = false; process.stdin.on('end', () => { stop = true; }); process.stdin.resume();
-(async function loop() {
-  while (!stop) {
-    for (const [name, sum] of Object.entries(want)) {
-      try {
-        const got = crypto.createHash('sha256').update(fs.readFileSync(dir + '/' + name)).digest('hex');
-        if (got !== sum) errors.push(name + ': wrong bytes');
-        fs.statSync(dir + '/' + name); reads++;
-      } catch (e) { errors.push(name + ': ' + e.code); }
-    }
-    try { if (fs.readdirSync(dir + '/data').length !== ${FILES}) errors.push('listing: wrong count'); } catch (e) { errors.push('listing: ' + e.code); }
-    rounds++;
-    await new Promise((r) => setImmediate(r));
-  }
-  console.log(JSON.stringify({ rounds, reads, errors: errors.slice(0, 20), errorCount: errors.length }));
-})();
-`;
+const READER = loopReader(FILES);
 
 describe('tocfs mount --takeover (own FUSE session)', { skip, timeout: 180_000 }, () => {
   let tmp: string;
@@ -90,7 +70,7 @@ describe('tocfs mount --takeover (own FUSE session)', { skip, timeout: 180_000 }
     }
     reader.stdin!.end();
     await readerDone;
-    const summary = JSON.parse(output) as { rounds: number; reads: number; errors: string[]; errorCount: number };
+    const summary = JSON.parse(output) as ReaderSummary;
     process.stdout.write(`# reader: ${summary.rounds} rounds, ${summary.reads} reads across two takeovers, ${summary.errorCount} errors\n`);
     assert.ok(summary.rounds >= 3, `the reader kept reading (${summary.rounds} rounds)`);
     assert.deepEqual(summary.errors, [], 'no read, stat or listing failed');
