@@ -39,12 +39,15 @@ interface Opened {
 describe('parsed TOCs kept in the cache', () => {
   let tmp: string;
   const layers: Record<string, TestLayer> = {};
+  /** Every opener made, so that their caches' writes end before the directory is removed. */
+  const openers: LayerOpener[] = [];
 
   before(async () => {
     tmp = await mkdtemp(join(tmpdir(), 'tocfs-parsed-toc-'));
     for (const format of ['zstd:chunked', 'estargz'] as const) layers[format] = await writerLayer(format, FILES, { chunkSize: 64 * 1024 });
   });
   after(async () => {
+    await Promise.all(openers.map((o) => o.cache.flush()));
     await rm(tmp, { recursive: true, force: true });
   });
 
@@ -52,6 +55,7 @@ describe('parsed TOCs kept in the cache', () => {
   async function open(cacheDir: string, layer: TestLayer, desc: Descriptor = layer.desc): Promise<Opened> {
     const { logger, records } = captureLogger();
     const opener = await LayerOpener.create({ cacheDir }, logger);
+    openers.push(opener);
     const source = { blob: () => memoryBlob({ desc, bytes: layer.bytes }) } as unknown as ImageSource;
     const opened = await opener.open(source, desc, { withoutToc: 'index' });
     return {
