@@ -2,7 +2,8 @@
  * tocfs_fuse_dev: what tocfs's own FUSE session needs on /dev/fuse and Node cannot do itself:
  * mount(2) with a /dev/fuse fd, umount2(2), reading requests off the device from the event
  * loop, writev(2) replies, the passthrough ioctls, and handing an fd over a Unix socket (a
- * live restart) or to systemd's fd store. src/fs/session/native.ts loads it and documents
+ * live restart) or to systemd's fd store; and two glibc malloc controls a long-running daemon
+ * wants (arena count, trim). src/fs/session/native.ts loads it and documents
  * each function. Every function is synchronous; failures throw an Error with .code (the errno
  * name), .errno (positive) and .syscall.
  */
@@ -10,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <malloc.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -41,7 +43,7 @@ _Static_assert(sizeof(struct tocfs_fuse_backing_map) == 16, "struct fuse_backing
 #define TOCFS_FUSE_DEV_IOC_BACKING_OPEN _IOW(TOCFS_FUSE_DEV_IOC_MAGIC, 1, struct tocfs_fuse_backing_map)
 #define TOCFS_FUSE_DEV_IOC_BACKING_CLOSE _IOW(TOCFS_FUSE_DEV_IOC_MAGIC, 2, uint32_t)
 
-#define ADDON_VERSION 2
+#define ADDON_VERSION 3
 #define BATCH_MAX 64
 #define READ_BUFFER_MAX (64u << 20)
 #define HANDOVER_CHUNK (64u << 10)
@@ -1102,6 +1104,35 @@ out:
 	return result;
 }
 
+/* ---- glibc malloc ---- */
+
+/* limitMallocArenas(n): mallopt(M_ARENA_MAX, n); true when glibc took it. */
+static napi_value js_limit_malloc_arenas(napi_env env, napi_callback_info info)
+{
+	size_t argc = 1;
+	napi_value args[1], result;
+	int32_t n;
+
+	if (napi_get_cb_info(env, info, &argc, args, NULL, NULL) != napi_ok || argc < 1 || napi_get_value_int32(env, args[0], &n) != napi_ok || n < 1) {
+		throw_type_error(env, "limitMallocArenas(n): n must be a positive integer");
+		return NULL;
+	}
+	if (napi_get_boolean(env, mallopt(M_ARENA_MAX, n) == 1, &result) != napi_ok)
+		return throw_napi_failure(env, "N-API: napi_get_boolean");
+	return result;
+}
+
+/* mallocTrim(): malloc_trim(0); true when memory was given back. */
+static napi_value js_malloc_trim(napi_env env, napi_callback_info info)
+{
+	napi_value result;
+
+	(void)info;
+	if (napi_get_boolean(env, malloc_trim(0) == 1, &result) != napi_ok)
+		return throw_napi_failure(env, "N-API: napi_get_boolean");
+	return result;
+}
+
 /* ---- module ---- */
 
 NAPI_MODULE_INIT(/* napi_env env, napi_value exports */)
@@ -1121,6 +1152,8 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */)
 		{ "notifyFdStore", NULL, js_notify_fd_store, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "receiveFd", NULL, js_receive_fd, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "socketPair", NULL, js_socket_pair, NULL, NULL, NULL, napi_enumerable, NULL },
+		{ "limitMallocArenas", NULL, js_limit_malloc_arenas, NULL, NULL, NULL, napi_enumerable, NULL },
+		{ "mallocTrim", NULL, js_malloc_trim, NULL, NULL, NULL, napi_enumerable, NULL },
 	};
 
 	if (napi_create_int32(env, ADDON_VERSION, &version) != napi_ok)

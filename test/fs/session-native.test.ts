@@ -123,6 +123,33 @@ describe('fs/session/native: the tocfs_fuse_dev addon', { skip: 'unavailable' in
     assert.equal(loadFuseDev(), fuse, 'loaded once');
   });
 
+  it('mallocTrim gives back what freed buffers left resident; limitMallocArenas takes a positive count', () => {
+    // In a child of its own, so that this process's heap does not blur the figures.
+    const script = `
+      const dev = require(${JSON.stringify(join(ROOT, 'native', 'build', 'Release', 'tocfs_fuse_dev.node'))});
+      const rss = () => process.memoryUsage.rss();
+      if (dev.limitMallocArenas(2) !== true) throw new Error('M_ARENA_MAX refused');
+      let bufs = [];
+      for (let i = 0; i < 2000; i++) bufs.push(Buffer.alloc(32 * 1024, 1));
+      const keep = bufs.pop(); // the arena's top stays in use: only a trim can give the rest back
+      bufs = null; gc(); gc();
+      // V8 frees array buffers' memory on a thread of its own after the collection.
+      setTimeout(() => {
+        const freed = rss();
+        const trimmed = dev.mallocTrim();
+        console.log(JSON.stringify({ freed, after: rss(), trimmed, kept: keep.length }));
+      }, 300);`;
+    // From a file: under -e the buffers outlived gc().
+    const file = join(tmp, 'trim.cjs');
+    writeFileSync(file, script);
+    const r = spawnSync(process.execPath, ['--expose-gc', file], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    const out = JSON.parse(r.stdout) as { freed: number; after: number; trimmed: boolean };
+    assert.equal(out.trimmed, true);
+    assert.ok(out.freed - out.after > 40e6, `64 MB of freed 32 KiB buffers: RSS ${out.freed} before the trim, ${out.after} after`);
+    assert.throws(() => fuse.limitMallocArenas(0), { name: 'TypeError', message: /positive integer/ });
+  });
+
   it('bad arguments throw TypeErrors', () => {
     assert.throws(() => fuse.write(1, ['x' as unknown as Buffer]), { name: 'TypeError', code: 'ERR_INVALID_ARG_TYPE', message: /buffers\[0\] must be a Buffer/ });
     assert.throws(() => fuse.startReading(-1, 4096, () => {}), { name: 'TypeError', message: /fd must be an integer/ });

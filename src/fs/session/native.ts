@@ -11,7 +11,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /** The addon version this code is written against (the addon's `version` export). */
-export const FUSE_DEV_VERSION = 2;
+export const FUSE_DEV_VERSION = 3;
 
 /** The addon inside the package root. */
 export const FUSE_DEV_ADDON = join('native', 'build', 'Release', 'tocfs_fuse_dev.node');
@@ -120,6 +120,12 @@ export interface FuseDev {
    * abstract namespace). Sent from this process, so it is the unit's main process sending.
    */
   notifyFdStore(notifySocket: string, message: string, fd: number | null): void;
+
+  /** mallopt(M_ARENA_MAX, n): at most `n` glibc malloc arenas from now on. True when glibc took it. */
+  limitMallocArenas(n: number): boolean;
+
+  /** malloc_trim(0): gives the free memory of every glibc arena back to the system. True when some was. */
+  mallocTrim(): boolean;
 }
 
 /** The nearest directory at or above `from` holding a package.json. */
