@@ -37,14 +37,13 @@ const ERRNO_NAMES = new Map<number, string>(Object.entries(Errno).map(([name, n]
 
 const O_ACCMODE = 3;
 /**
- * Directory listings kept (names arrays) for the readdir calls that page through one: the
- * kernel asks for a listing a few dozen entries at a time, and tocfs's own FUSE session makes
- * the listing's stats once per names array (fs/session/session.ts). Kept for the whole process,
- * not per tree: a store has two trees per layer (diff/ and chain/), and 256 listings for each
- * kept a stat object for every entry of ten 10k-entry images walked (24 MB of 136 MB of heap).
- * Keyed by tree and inode: trees sharing a directory (a chain/ view over a layer without
- * whiteouts) still get names arrays of their own, as the store shows each tree's inodes moved
- * by an offset of its own (fs/store-operations.ts) and the session keys stats by the array.
+ * Directory listings kept (sorted names arrays) for the readdir calls that page through one:
+ * the kernel asks for a listing a few dozen entries at a time, and the fuse-native binding
+ * keeps its packed stats by names array (fs/fuse-binding.ts). Stats themselves are made per
+ * name when asked (ReaddirStat). Kept for the whole process, not per tree: a store has two
+ * trees per layer (diff/ and chain/). Keyed by tree and inode: trees sharing a directory (a
+ * chain/ view over a layer without whiteouts) still get names arrays of their own, as the
+ * store shows each tree's inodes moved by an offset of its own (fs/store-operations.ts).
  */
 const LISTINGS_KEPT = 64;
 const listings = new LRUCache<string, string[]>({ max: LISTINGS_KEPT });
@@ -102,8 +101,8 @@ export function fsOperations(opts: FsOptions): FuseOperations {
           listings.set(key, names);
         }
         const children = node.children;
-        // Stats are asked for once per listing (the binding keeps the latest listings' packed).
-        cb(0, names, () => names!.map((n, i) => statOf(i < 2 ? node : children.get(n)!, blockSize)));
+        const listed = names;
+        cb(0, names, (i) => statOf(i < 2 ? node : children.get(listed[i]!)!, blockSize));
       });
     },
     readlink(path, cb) {

@@ -57,7 +57,7 @@ function treeOperations(tree: FsTree, content: Pick<FsOptions, 'read' | 'wholeFi
     ...ops,
     getattr: (path, cb) => ops.getattr(path, (err, st) => cb(err, st && moved(st))),
     fgetattr: (path, fd, cb) => ops.getattr(path, (err, st) => cb(err, st && moved(st))),
-    readdir: (path, cb) => ops.readdir(path, (err, names, stats) => cb(err, names, typeof stats === 'function' ? () => stats().map(moved) : stats?.map(moved))),
+    readdir: (path, cb) => ops.readdir(path, (err, names, stats) => cb(err, names, typeof stats === 'function' ? (i) => moved(stats(i)) : stats?.map(moved))),
     getxattr: (path, name, cb) => ops.getxattr(path, name === USER_OPAQUE_XATTR ? OVERLAY_OPAQUE_XATTR : name, cb),
     listxattr: (path, cb) =>
       ops.listxattr(path, (err, names) => cb(err, names && (names.includes(OVERLAY_OPAQUE_XATTR) ? [...names, USER_OPAQUE_XATTR] : names))),

@@ -104,7 +104,6 @@ export class FuseSession {
   private initialised = false;
   private readonly nodes = new Map<number, NodeRef>();
   /** Stats of listings being paged through, by the operations' names array (they keep one per directory). */
-  private readonly listingStats = new WeakMap<string[], StatInfo[]>();
   /** Synthetic ids by path (see SYNTHETIC_BASE). */
   private readonly synthetic = new Map<string, number>();
   private nextSynthetic = SYNTHETIC_BASE;
@@ -502,22 +501,14 @@ export class FuseSession {
     const size = req.readUInt32LE(IN_HEADER + 16);
     this.ops.readdir(path, (err, names, stats) => {
       if (err || !names) return this.answer(unique, err || EIO);
-      // The kernel pages through a listing a few dozen entries at a time: make its stats once.
-      let all = typeof stats === 'function' ? undefined : stats;
-      if (typeof stats === 'function' && offset < names.length) {
-        all = this.listingStats.get(names);
-        if (!all) {
-          all = stats();
-          this.listingStats.set(names, all);
-        }
-      }
       const out = Buffer.alloc(size);
       let used = 0;
       for (let i = offset; i < names.length; i++) {
         const name = Buffer.from(names[i]!);
-        const st = all?.[i];
         const entrySize = direntSize(name.length, plus);
         if (used + entrySize > size) break;
+        // Only the names of this reply: the kernel pages through a listing a few dozen at a time.
+        const st = typeof stats === 'function' ? stats(i) : stats?.[i];
         const dot = names[i] === '.' || names[i] === '..';
         let lookup: { nodeid: number; st: StatInfo | undefined; validSeconds: number } | undefined;
         if (plus) {
