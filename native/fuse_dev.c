@@ -1122,6 +1122,18 @@ static napi_value js_limit_malloc_arenas(napi_env env, napi_callback_info info)
 	return result;
 }
 
+/* mallocFreeBytes(): free bytes glibc holds in its arenas (mallinfo2: fordblks). */
+static napi_value js_malloc_free_bytes(napi_env env, napi_callback_info info)
+{
+	napi_value result;
+	struct mallinfo2 mi = mallinfo2();
+
+	(void)info;
+	if (napi_create_double(env, (double)mi.fordblks, &result) != napi_ok)
+		return throw_napi_failure(env, "N-API: napi_create_double");
+	return result;
+}
+
 /* mallocTrim(): malloc_trim(0); true when memory was given back. */
 static napi_value js_malloc_trim(napi_env env, napi_callback_info info)
 {
@@ -1154,6 +1166,7 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */)
 		{ "socketPair", NULL, js_socket_pair, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "limitMallocArenas", NULL, js_limit_malloc_arenas, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "mallocTrim", NULL, js_malloc_trim, NULL, NULL, NULL, napi_enumerable, NULL },
+		{ "mallocFreeBytes", NULL, js_malloc_free_bytes, NULL, NULL, NULL, napi_enumerable, NULL },
 	};
 
 	if (napi_create_int32(env, ADDON_VERSION, &version) != napi_ok)

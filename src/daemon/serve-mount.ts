@@ -18,7 +18,7 @@ import { DEFAULT_PROFILE_SETTINGS, StartupProfiles, type ImageProfiles, type Pro
 import { createProgress, type Progress } from '../progress.js';
 import { defaultCacheDir } from '../cache/paths.js';
 import { notifyFailure, notifyReady } from './daemonize.js';
-import { collectGarbageSoon, keepYoungGenerationSmall, tuneMallocForDaemon } from './memory.js';
+import { collectGarbageSoon, keepYoungGenerationSmall, returnMemoryWhenIdle } from './memory.js';
 import { FdStore } from './fd-store.js';
 import { sdNotify } from './sd-notify.js';
 import { removeMountState, writeMountState } from './state.js';
@@ -118,7 +118,6 @@ export function untilStopped(mountpoint: string, log: Logger): Promise<string> {
 export async function serveMount(opts: ServeOptions): Promise<void> {
   const log = opts.logger;
   keepYoungGenerationSmall(log);
-  tuneMallocForDaemon(log);
   const mountpoint = resolve(opts.mountpoint);
   const started = Date.now();
   let image: OpenedImage | undefined;
@@ -161,6 +160,8 @@ export async function serveMount(opts: ServeOptions): Promise<void> {
   log.info({ image: image.reference, mountpoint, layer: opts.layer, ms: Date.now() - started, processMs: Math.round(performance.now()) }, 'mounted');
   notifyReady();
   collectGarbageSoon(log);
+  // Not before: a trim while the TOC loads gives back memory the load takes again at once.
+  returnMemoryWhenIdle(log);
   await sdNotify({ ready: true, status: `serving ${image.reference} at ${mountpoint}` }, log);
 
   // The mount keeps serving whatever goes wrong elsewhere in the process.

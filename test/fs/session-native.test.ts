@@ -123,7 +123,7 @@ describe('fs/session/native: the tocfs_fuse_dev addon', { skip: 'unavailable' in
     assert.equal(loadFuseDev(), fuse, 'loaded once');
   });
 
-  it('mallocTrim gives back what freed buffers left resident; limitMallocArenas takes a positive count', () => {
+  it('mallocFreeBytes counts what freed buffers left resident and mallocTrim gives it back; limitMallocArenas takes a positive count', () => {
     // In a child of its own, so that this process's heap does not blur the figures.
     const script = `
       const dev = require(${JSON.stringify(join(ROOT, 'native', 'build', 'Release', 'tocfs_fuse_dev.node'))});
@@ -136,15 +136,17 @@ describe('fs/session/native: the tocfs_fuse_dev addon', { skip: 'unavailable' in
       // V8 frees array buffers' memory on a thread of its own after the collection.
       setTimeout(() => {
         const freed = rss();
+        const free = dev.mallocFreeBytes();
         const trimmed = dev.mallocTrim();
-        console.log(JSON.stringify({ freed, after: rss(), trimmed, kept: keep.length }));
+        console.log(JSON.stringify({ freed, after: rss(), free, trimmed, kept: keep.length }));
       }, 300);`;
     // From a file: under -e the buffers outlived gc().
     const file = join(tmp, 'trim.cjs');
     writeFileSync(file, script);
     const r = spawnSync(process.execPath, ['--expose-gc', file], { encoding: 'utf8' });
     assert.equal(r.status, 0, r.stderr);
-    const out = JSON.parse(r.stdout) as { freed: number; after: number; trimmed: boolean };
+    const out = JSON.parse(r.stdout) as { freed: number; after: number; free: number; trimmed: boolean };
+    assert.ok(out.free > 40e6, `glibc holds the freed buffers: ${out.free} bytes free`);
     assert.equal(out.trimmed, true);
     assert.ok(out.freed - out.after > 40e6, `64 MB of freed 32 KiB buffers: RSS ${out.freed} before the trim, ${out.after} after`);
     assert.throws(() => fuse.limitMallocArenas(0), { name: 'TypeError', message: /positive integer/ });

@@ -126,6 +126,9 @@ export interface FuseDev {
 
   /** malloc_trim(0): gives the free memory of every glibc arena back to the system. True when some was. */
   mallocTrim(): boolean;
+
+  /** The free bytes glibc's arenas hold (mallinfo2's fordblks): what mallocTrim could give back, at most. */
+  mallocFreeBytes(): number;
 }
 
 /** The nearest directory at or above `from` holding a package.json. */
