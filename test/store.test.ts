@@ -17,6 +17,7 @@ import { decodeRef, encodeRef, parseKey, parseStorePath } from '../src/store/nam
 import { CORPUS_DIR, HAVE_CORPUS, loadExpected, type Expected } from './helpers/corpus.js';
 import { runCli } from './helpers/cli.js';
 import { blobBytesServed, startRegistry, type TestRegistry } from './helpers/registry.js';
+import { STORE_MEMORY_TIER_BYTES } from '../src/config/memory-tier.js';
 import { isFuseMounted, registryLogSettled, startStore, type RunningStore } from './helpers/store.js';
 import { gunzipSync } from 'node:zlib';
 import { decompress as zstdDecompress } from '@mongodb-js/zstd';
@@ -301,6 +302,8 @@ describe('tocfs store over a real registry', { skip: HAVE_CORPUS ? false : `corp
     assert.ok(mem, 'the status tells the memory');
     assert.ok(mem.rssBytes > 20e6 && mem.budgetBytes! >= 256 * 1024 ** 2, `resident ${mem.rssBytes} within daemon.memory ${mem.budgetBytes}`);
     assert.ok(mem.tierLimitBytes >= 4 * 1024 ** 2 && mem.tierBytes <= mem.tierLimitBytes, `memory tier ${mem.tierBytes} of ${mem.tierLimitBytes}`);
+    // cache.memory_size is set nowhere here: the store's own default, not 1/16 of RAM.
+    assert.ok(mem.tierLimitBytes <= STORE_MEMORY_TIER_BYTES, `memory tier limit ${mem.tierLimitBytes} within the store's default ${STORE_MEMORY_TIER_BYTES}`);
     const table = await runCli(['store', 'status', store.dir]);
     assert.equal(table.code, 0, table.stderr);
     assert.match(table.stdout.toString(), new RegExp(digest.slice(7, 19)));

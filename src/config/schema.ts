@@ -154,7 +154,7 @@ export const SETTINGS = {
     flag: 'cache-dir',
   }),
   'cache.max_size': size({ description: 'Disk cache budget; least recently used chunks are evicted beyond it.', default: 10 * 1024 ** 3 }, 1024 ** 2),
-  'cache.memory_size': size({ description: 'Memory tier budget (decompressed chunks kept in RAM); daemon.memory may keep the tier smaller.', default: () => defaultMemoryBytes(), defaultText: '1/16 of RAM, between 128M and 1G' }),
+  'cache.memory_size': size({ description: 'Memory tier budget (decompressed chunks kept in RAM); daemon.memory may keep the tier smaller. When set nowhere: 1/16 of RAM, between 128M and 1G, for tocfs mount and cat; 16M for tocfs store, whose readers keep what they read in the page cache.', default: () => defaultMemoryBytes(), defaultText: '1/16 of RAM, between 128M and 1G (16M for tocfs store)' }),
   'daemon.memory': size({
     description:
       'The resident memory (RSS) a tocfs daemon keeps within, all in: Node, the TOCs and trees of the images it serves, requests in flight and the memory tier. The memory tier shrinks as the rest grows, range requests are kept small enough that the requests in flight of one layer hold at most a sixteenth of it, and what the rest alone needs beyond it is logged as a warning.',

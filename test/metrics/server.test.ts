@@ -7,6 +7,8 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { loadConfig } from '../../src/config/index.js';
+import { defaultMemoryBytes } from '../../src/cache/paths.js';
+import { memoryTierFor, STORE_MEMORY_TIER_BYTES } from '../../src/config/memory-tier.js';
 import { metricsAddressFor, STORE_METRICS_ADDRESS } from '../../src/config/metrics-address.js';
 import { metrics, type MetricsServer, startMetricsServer } from '../../src/metrics/index.js';
 import { freePort } from '../helpers/registry.js';
@@ -143,6 +145,17 @@ describe('startMetricsServer errors', () => {
     } finally {
       await s.close();
     }
+  });
+});
+
+describe('memoryTierFor', () => {
+  const cfg = (env: NodeJS.ProcessEnv) => loadConfig({ env: { HOME: '/nonexistent', TOCFS_CONFIG: '/dev/null', ...env }, root: false });
+  it('is cache.memory_size for mounts, and 16M for the store unless cache.memory_size is set', () => {
+    assert.equal(memoryTierFor('mount', cfg({})), defaultMemoryBytes());
+    assert.equal(memoryTierFor('store', cfg({})), STORE_MEMORY_TIER_BYTES);
+    assert.equal(STORE_MEMORY_TIER_BYTES, 16 * 1024 ** 2);
+    assert.equal(memoryTierFor('store', cfg({ TOCFS_CACHE_MEMORY_SIZE: '512M' })), 512 * 1024 ** 2);
+    assert.equal(memoryTierFor('mount', cfg({ TOCFS_CACHE_MEMORY_SIZE: '8M' })), 8 * 1024 ** 2);
   });
 });
 

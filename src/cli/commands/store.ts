@@ -11,6 +11,7 @@ import { hasReadyChannel, startDaemon } from '../../daemon/daemonize.js';
 import { ensureRuntimeDir, mountFiles } from '../../daemon/state.js';
 import { TocfsError } from '../../errors.js';
 import { logger } from '../../log.js';
+import { memoryTierFor } from '../../config/memory-tier.js';
 import { metricsAddressFor } from '../../config/metrics-address.js';
 import { DEFAULT_LOOKUP_TIMEOUT_MS, DEFAULT_NEGATIVE_TTL_MS } from '../../store/defaults.js';
 import { formatStatus, readStatus } from '../../daemon/store-status.js';
@@ -92,7 +93,7 @@ const serveCommand: CommandModule<object, StoreArgs> = {
       storeDir,
       cacheDir: open.cacheDir!,
       ...(open.cacheMaxBytes !== undefined ? { cacheMaxBytes: open.cacheMaxBytes } : {}),
-      ...(open.cacheMemoryBytes !== undefined ? { cacheMemoryBytes: open.cacheMemoryBytes } : {}),
+      cacheMemoryBytes: memoryTierFor('store', config),
       ...(open.memoryBudget !== undefined ? { memoryBudget: open.memoryBudget } : {}),
       ...(open.fetch ? { fetch: open.fetch } : {}),
       source: { tlsVerify: open.tlsVerify !== false, ...(open.registry ? { registry: open.registry } : {}) },
