@@ -1109,16 +1109,14 @@ out:
 /* limitMallocArenas(n): mallopt(M_ARENA_MAX, n); true when glibc took it. */
 static napi_value js_limit_malloc_arenas(napi_env env, napi_callback_info info)
 {
-	size_t argc = 1;
 	napi_value args[1], result;
-	int32_t n;
+	int64_t n;
 
-	if (napi_get_cb_info(env, info, &argc, args, NULL, NULL) != napi_ok || argc < 1 || napi_get_value_int32(env, args[0], &n) != napi_ok || n < 1) {
-		throw_type_error(env, "limitMallocArenas(n): n must be a positive integer");
+	if (!get_args(env, info, 1, args))
+		return throw_napi_failure(env, "N-API: napi_get_cb_info");
+	if (!get_integer(env, args[0], "n", 1, INT_MAX, &n))
 		return NULL;
-	}
-	if (napi_get_boolean(env, mallopt(M_ARENA_MAX, n) == 1, &result) != napi_ok)
-		return throw_napi_failure(env, "N-API: napi_get_boolean");
+	NAPI_OR_THROW(env, napi_get_boolean(env, mallopt(M_ARENA_MAX, (int)n) == 1, &result));
 	return result;
 }
 
@@ -1129,8 +1127,7 @@ static napi_value js_malloc_free_bytes(napi_env env, napi_callback_info info)
 	struct mallinfo2 mi = mallinfo2();
 
 	(void)info;
-	if (napi_create_double(env, (double)mi.fordblks, &result) != napi_ok)
-		return throw_napi_failure(env, "N-API: napi_create_double");
+	NAPI_OR_THROW(env, napi_create_double(env, (double)mi.fordblks, &result));
 	return result;
 }
 
@@ -1140,8 +1137,7 @@ static napi_value js_malloc_trim(napi_env env, napi_callback_info info)
 	napi_value result;
 
 	(void)info;
-	if (napi_get_boolean(env, malloc_trim(0) == 1, &result) != napi_ok)
-		return throw_napi_failure(env, "N-API: napi_get_boolean");
+	NAPI_OR_THROW(env, napi_get_boolean(env, malloc_trim(0) == 1, &result));
 	return result;
 }
 
