@@ -11,6 +11,8 @@ import { loadFuseDev } from '../fs/session/native.js';
 import { fullGc } from '../full-gc.js';
 
 let pending: NodeJS.Timeout | undefined;
+/** When collectGarbageSoon or returnMemoryWhenIdle last ran a full collection (Date.now()). */
+let lastFullGc = -Infinity;
 
 /** Runs one full collection `delayMs` from now (calls in between share it); never keeps the process alive. */
 export function collectGarbageSoon(log: Logger, delayMs = 500): void {
@@ -22,6 +24,7 @@ export function collectGarbageSoon(log: Logger, delayMs = 500): void {
     const before = process.memoryUsage.rss();
     const started = performance.now();
     gc();
+    lastFullGc = Date.now();
     trimMalloc();
     log.debug({ ms: Math.round(performance.now() - started), rssBeforeMB: Math.round(before / 1e6), rssAfterMB: Math.round(process.memoryUsage.rss() / 1e6) }, 'collected the garbage of loading TOCs');
   }, delayMs);
@@ -61,10 +64,10 @@ const TRIM_FREE_BYTES = 32 * 1024 ** 2;
 /** Full collections when a burst ends, at most one per this long. */
 const IDLE_GC_EVERY_MS = 5000;
 
-/** malloc_trim(0) through tocfs's addon; false without it. */
-function trimMalloc(): boolean {
+/** malloc_trim(0) through tocfs's addon; nothing without it. */
+function trimMalloc(): void {
   const dev = loadFuseDev();
-  return 'mallocTrim' in dev && dev.mallocTrim();
+  if ('mallocTrim' in dev) dev.mallocTrim();
 }
 
 /**
@@ -75,7 +78,8 @@ function trimMalloc(): boolean {
  * start-up profile held 170-178 MB after the container started, 120 after a full collection
  * and malloc_trim(0) (12-23 ms). So: at most two malloc arenas; malloc_trim(0) (0.1-5 ms)
  * each second glibc holds 32 MiB free or more; and once a second with 50 ms of CPU or more is
- * followed by one with less, a full collection (at most one per 5 s) and malloc_trim(0).
+ * followed by one with less, a full collection (unless one ran, here or in collectGarbageSoon,
+ * after that busy second or less than 5 s ago) and malloc_trim(0).
  * Trimming needs tocfs's addon (native/fuse_dev.c); without it only the collection runs.
  * Returns a function that stops it.
  */
@@ -85,22 +89,21 @@ export function returnMemoryWhenIdle(log: Logger): () => void {
   if (dev) dev.limitMallocArenas(MALLOC_ARENAS);
   else log.debug({ why: 'unavailable' in loaded ? loaded.unavailable : '' }, 'malloc left untuned');
   let lastCpu = process.cpuUsage();
-  let busySinceGc = false;
-  let lastGc = -Infinity;
+  let lastBusy = -Infinity;
   const timer = setInterval(() => {
     const used = process.cpuUsage(lastCpu);
     lastCpu = process.cpuUsage();
     const busy = used.user + used.system >= IDLE_CPU_US;
-    const burstOver = !busy && busySinceGc && Date.now() - lastGc >= IDLE_GC_EVERY_MS;
-    busySinceGc ||= busy;
+    const now = Date.now();
+    if (busy) lastBusy = now;
+    const burstOver = !busy && lastBusy > lastFullGc && now - lastFullGc >= IDLE_GC_EVERY_MS;
     if (!burstOver && !(dev && dev.mallocFreeBytes() >= TRIM_FREE_BYTES)) return;
     const rss = process.memoryUsage.rss();
     const started = performance.now();
     const gc = burstOver ? fullGc() : undefined;
     if (gc) {
       gc();
-      lastGc = Date.now();
-      busySinceGc = false;
+      lastFullGc = Date.now();
     }
     dev?.mallocTrim();
     log.trace({ ms: Math.round(performance.now() - started), collected: gc !== undefined, rssBeforeMB: Math.round(rss / 1e6), rssAfterMB: Math.round(process.memoryUsage.rss() / 1e6) }, 'gave free memory back');
