@@ -25,7 +25,7 @@ import { OVERLAY_LAYERS } from './helpers/overlay-image.js';
 import { expectedEntries, KINDS_LAYER } from './helpers/spec-expected.js';
 
 async function tocContent(toc: LayerToc, path: string, blob: BlobReader): Promise<Buffer> {
-  const e = toc.entries.find((x) => x.path === path)!;
+  const e = Array.from(toc.entries).find((x) => x.path === path)!;
   const parts: Buffer[] = [];
   for (const c of e.chunks) parts.push(await extractChunk(toc.compression, c, await blob.read(c.compressedOffset, c.compressedEnd - c.compressedOffset), path));
   return Buffer.concat(parts);
@@ -34,8 +34,8 @@ async function tocContent(toc: LayerToc, path: string, blob: BlobReader): Promis
 /** The converted layer describes exactly the source layer's entries (metadata entries excluded). */
 async function checkLayer(toc: LayerToc, blob: BlobReader, expected: ExpectedEntry[], what: string): Promise<void> {
   const want = expected.filter((x) => !x.meta);
-  assert.deepEqual(toc.entries.map((e) => e.path), want.map((x) => x.path), `${what}: paths`);
-  for (const [i, e] of toc.entries.entries()) {
+  assert.deepEqual(Array.from(toc.entries).map((e) => e.path), want.map((x) => x.path), `${what}: paths`);
+  for (const [i, e] of Array.from(toc.entries).entries()) {
     const x = want[i]!;
     const w = `${what}: ${x.path}`;
     assert.deepEqual([e.type, e.mode, e.uid, e.gid], [x.type, x.mode, x.uid, x.gid], `${w} type/mode/owner`);
@@ -105,8 +105,8 @@ describe('tocfs convert on images tocfs builds', () => {
           assert.equal(desc.annotations!['io.containers.zstd-chunked.manifest-position'], desc.annotations!['io.github.containers.zstd-chunked.manifest-position']);
         }
         if (c.args?.includes('--chunk-size')) {
-          assert.ok(toc.entries.every((e) => e.chunks.every((ch) => ch.size <= 65536)), 'chunks no larger than --chunk-size');
-          assert.ok(toc.entries.some((e) => e.chunks.length > 1));
+          assert.ok(Array.from(toc.entries).every((e) => e.chunks.every((ch) => ch.size <= 65536)), 'chunks no larger than --chunk-size');
+          assert.ok(Array.from(toc.entries).some((e) => e.chunks.length > 1));
         }
       }
     });
@@ -120,10 +120,10 @@ describe('tocfs convert on images tocfs builds', () => {
     const src = new OciLayoutSource({ transport: 'oci', dir: out });
     const desc = (await src.resolve()).layers[0]!;
     const toc = await readLayerToc(desc, src.blob(desc));
-    assert.deepEqual(toc.entries.slice(0, 5).map((e) => e.path), ['etc', 'etc/hello.txt', 'usr', 'usr/bin', 'usr/bin/tool']);
-    const last = toc.entries.find((e) => e.path === 'usr/bin/tool')!.chunks.at(-1)!;
+    assert.deepEqual(Array.from(toc.entries).slice(0, 5).map((e) => e.path), ['etc', 'etc/hello.txt', 'usr', 'usr/bin', 'usr/bin/tool']);
+    const last = Array.from(toc.entries).find((e) => e.path === 'usr/bin/tool')!.chunks.at(-1)!;
     assert.ok(toc.prefetchEnd !== undefined && last.compressedEnd <= toc.prefetchEnd);
-    const later = toc.entries.find((e) => e.path === 'usr/lib/multi-chunk.bin')!.chunks[0]!;
+    const later = Array.from(toc.entries).find((e) => e.path === 'usr/lib/multi-chunk.bin')!.chunks[0]!;
     assert.ok(later.compressedOffset >= toc.prefetchEnd, 'files not prioritized come after the landmark');
   });
 
@@ -233,15 +233,15 @@ describe('tocfs convert', { skip: !HAVE_CORPUS && 'corpus not present' }, () => 
         const bytes = await readFile(join(out, 'blobs', 'sha256', desc.digest.slice(7)));
         const diffId = await decompressedDigest(toc, bytes);
         assert.equal(resolved.config.rootfs!.diff_ids[i], diffId, 'config DiffID = digest of the decompressed layer');
-        if (c.format === 'zstd:chunked' && !sourceLayer.entries.some((e) => e.meta)) {
+        if (c.format === 'zstd:chunked' && !Array.from(sourceLayer.entries).some((e) => e.meta)) {
           assert.equal(diffId, sourceLayer.uncompressed_digest, 'zstd:chunked of a plain layer keeps the tar stream byte for byte');
         }
         if (c.args?.includes('--legacy-annotations')) {
           assert.equal(desc.annotations!['io.containers.zstd-chunked.manifest-position'], desc.annotations!['io.github.containers.zstd-chunked.manifest-position']);
         }
         if (c.args?.includes('--chunk-size')) {
-          assert.ok(toc.entries.every((e) => e.chunks.every((ch) => ch.size <= 65536)), 'chunks no larger than --chunk-size');
-          assert.ok(toc.entries.some((e) => e.chunks.length > 1));
+          assert.ok(Array.from(toc.entries).every((e) => e.chunks.every((ch) => ch.size <= 65536)), 'chunks no larger than --chunk-size');
+          assert.ok(Array.from(toc.entries).some((e) => e.chunks.length > 1));
         }
       }
     });
@@ -254,8 +254,8 @@ describe('tocfs convert', { skip: !HAVE_CORPUS && 'corpus not present' }, () => 
     const src = new OciLayoutSource({ transport: 'oci', dir: out });
     const desc = (await src.resolve()).layers[0]!;
     const toc = await readLayerToc(desc, src.blob(desc));
-    assert.deepEqual(toc.entries.slice(0, 4).map((e) => e.path), ['etc', 'etc/hostname', 'bin', 'bin/hello.sh']);
-    const first = toc.entries.find((e) => e.path === 'bin/hello.sh')!.chunks[0]!;
+    assert.deepEqual(Array.from(toc.entries).slice(0, 4).map((e) => e.path), ['etc', 'etc/hostname', 'bin', 'bin/hello.sh']);
+    const first = Array.from(toc.entries).find((e) => e.path === 'bin/hello.sh')!.chunks[0]!;
     assert.ok(toc.prefetchEnd !== undefined && first.compressedEnd <= toc.prefetchEnd);
   });
 

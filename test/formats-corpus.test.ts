@@ -46,8 +46,8 @@ function mtimeMatches(toc: LayerToc, e: TocEntry, x: ExpectedEntry): boolean {
 async function compareEntries(toc: LayerToc, blob: BlobReader, expected: ExpectedEntry[], layer: string): Promise<string[]> {
   const problems: string[] = [];
   const want = expected.filter((x) => !x.meta);
-  const got = new Map(toc.entries.map((e) => [e.path, e]));
-  assert.deepEqual(toc.entries.map((e) => e.path), want.map((x) => x.path), `${layer}: entry paths in archive order`);
+  const got = new Map(Array.from(toc.entries).map((e) => [e.path, e]));
+  assert.deepEqual(Array.from(toc.entries).map((e) => e.path), want.map((x) => x.path), `${layer}: entry paths in archive order`);
   for (const x of want) {
     const e = got.get(x.path)!;
     const bad = (field: string, a: unknown, b: unknown): void => {
@@ -133,13 +133,13 @@ describe('formats: every corpus layer', { skip: HAVE_CORPUS ? false : `no corpus
     const blob = layerSource(image).blob(desc);
     const toc = await readLayerToc(desc, blob);
     const plain = Object.values(loadExpected('gzip-plain-gnusparse').layers)[0]!.entries;
-    assert.deepEqual(toc.entries.map((e) => e.path).sort(), plain.map((x) => x.path).sort());
+    assert.deepEqual(Array.from(toc.entries).map((e) => e.path).sort(), plain.map((x) => x.path).sort());
     for (const x of plain.filter((p) => p.type === 'reg')) {
-      const e = toc.entries.find((t) => t.path === x.path)!;
+      const e = Array.from(toc.entries).find((t) => t.path === x.path)!;
       assert.equal(e.size, x.size, x.path);
       assert.equal(await contentDigest(toc, e, blob, x.path), x.sha256, `${x.path}: content`);
     }
-    assert.ok(toc.entries.some((e) => e.chunks.some((c) => c.zeros)), 'the sparse holes are zeros chunks');
+    assert.ok(Array.from(toc.entries).some((e) => e.chunks.some((c) => c.zeros)), 'the sparse holes are zeros chunks');
   });
 });
 

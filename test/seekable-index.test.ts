@@ -144,7 +144,7 @@ describe('seekable indexes of plain gzip layers', { skip, timeout: 600_000 }, ()
     const { loadPlainIndex } = await import('../src/formats/plain-index.js');
     const stored = await loadPlainIndex(new DiskTocStore(join(tmp, 'liar-cache')), layer() as never);
     const toc = stored.toc!;
-    toc.entries.find((e) => e.path === 'etc/motd')!.mode = 0o4755;
+    Array.from(toc.entries).find((e) => e.path === 'etc/motd')!.mode = 0o4755;
     await pushIndexes({ reference: `docker://${ref('lying')}`, manifestDigest: img.manifestDigest }, [{ layer: layer().digest, bytes: encodePlainIndex(layer() as never, toc) }], opts);
     const trusting = new Mounts(tmp, { ...env, TOCFS_INDEX_TRUST: `${reg.host}/*`, TOCFS_INDEX_CHECK_DELAY: '1ms' });
     try {

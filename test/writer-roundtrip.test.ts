@@ -93,8 +93,8 @@ async function fileContent(toc: LayerToc, e: TocEntry, blob: BlobReader): Promis
 /** TOC entries must say exactly what the spec put into the tar; every file must read back right. */
 async function checkToc(toc: LayerToc, blob: BlobReader, spec: FileSpec[], wholeSeconds: boolean): Promise<void> {
   assert.equal(toc.verified, true);
-  assert.deepEqual(toc.entries.map((e) => e.path), spec.map((f) => norm(f.path)));
-  const byPath = new Map(toc.entries.map((e) => [e.path, e]));
+  assert.deepEqual(Array.from(toc.entries).map((e) => e.path), spec.map((f) => norm(f.path)));
+  const byPath = new Map(Array.from(toc.entries).map((e) => [e.path, e]));
   for (const f of spec) {
     const e = byPath.get(norm(f.path))!;
     const type = f.type ?? 'reg';
@@ -169,7 +169,7 @@ describe('zstd:chunked writer', () => {
   });
 
   it('puts each chunk in exactly one zstd frame and cuts zero runs into zeros chunks', async () => {
-    const get = (p: string): TocEntry => toc.entries.find((e) => e.path === p)!;
+    const get = (p: string): TocEntry => Array.from(toc.entries).find((e) => e.path === p)!;
     for (const e of toc.entries) {
       for (const c of e.chunks) {
         const plain = await zstdDecompress(await layer.blob.read(c.compressedOffset, c.compressedEnd - c.compressedOffset));
@@ -192,9 +192,9 @@ describe('zstd:chunked writer', () => {
     const entries = parseTarSplit(await zstdDecompress(compressed));
     assert.equal(entries.reduce((n, e) => n + (e.type === 2 ? e.payload.length : e.size), 0), readFileSync(img.sourceTars[0]!).length);
     // Newest containers/storage pulls partially only if the tar-split lists exactly the TOC's entries.
-    assert.deepEqual(entries.flatMap((e) => (e.type === 1 ? [[norm(e.name), e.size]] : [])), toc.entries.map((e) => [e.path, e.size]));
+    assert.deepEqual(entries.flatMap((e) => (e.type === 1 ? [[norm(e.name), e.size]] : [])), Array.from(toc.entries).map((e) => [e.path, e.size]));
     assert.deepEqual(entries.map((e) => e.position), entries.map((_, i) => i), 'positions count entries from 0');
-    const byPath = new Map(toc.entries.map((e) => [e.path, e]));
+    const byPath = new Map(Array.from(toc.entries).map((e) => [e.path, e]));
     const parts: Buffer[] = [];
     for await (const b of rebuildTar(entries, (name) => fileContent(toc, byPath.get(norm(name))!, layer.blob))) parts.push(b);
     const rebuilt = Buffer.concat(parts);
@@ -253,7 +253,7 @@ describe('zstd:chunked writer against real containers/storage output', { skip: !
   });
 
   it('cuts every file at the same chunk boundaries as skopeo 1.18', async () => {
-    const byPath = new Map(toc.entries.map((e) => [e.path, e]));
+    const byPath = new Map(Array.from(toc.entries).map((e) => [e.path, e]));
     let files = 0;
     let chunks = 0;
     for await (const ev of scanTar([stream])) {
@@ -280,7 +280,7 @@ describe('zstd:chunked writer against real containers/storage output', { skip: !
   it('computes the same CRC-64 as the real tar-split and rebuilds the DiffID from it', async () => {
     const ts = toc.tarSplit!;
     const entries = parseTarSplit(await zstdDecompress(await source.blob(desc).read(ts.offset, ts.compressedLength)));
-    const byPath = new Map(toc.entries.map((e) => [e.path, e]));
+    const byPath = new Map(Array.from(toc.entries).map((e) => [e.path, e]));
     const parts: Buffer[] = [];
     for await (const b of rebuildTar(entries, (name) => fileContent(toc, byPath.get(norm(name))!, source.blob(desc)))) parts.push(b);
     const x = loadExpected(image);
@@ -322,7 +322,7 @@ describe('eStargz writer', () => {
 
   it('describes every entry (whole-second times) and every chunk verifies', async () => {
     await checkToc(toc, layer.blob, RICH_LAYER, true);
-    const big = toc.entries.find((e) => e.path === 'usr/lib/big.bin')!;
+    const big = Array.from(toc.entries).find((e) => e.path === 'usr/lib/big.bin')!;
     assert.deepEqual(big.chunks.map((c) => c.offset), [0, 1, 2, 3, 4, 5, 6].map((i) => i * 1024 * 1024));
   });
 
@@ -356,9 +356,9 @@ describe('eStargz writer', () => {
     assert.deepEqual(names.slice(0, 7), ['usr/', 'usr/bin/', 'usr/bin/tool', 'usr/bin/tool-hardlink', 'etc/', 'etc/hello.txt', '.prefetch.landmark']);
     assert.equal(names.length, RICH_LAYER.length + 2);
     const t = await readLayerToc(l.desc, l.blob);
-    const hello = t.entries.find((e) => e.path === 'etc/hello.txt')!;
+    const hello = Array.from(t.entries).find((e) => e.path === 'etc/hello.txt')!;
     assert.ok(t.prefetchEnd !== undefined && hello.chunks[0]!.compressedEnd <= t.prefetchEnd, 'prioritized content lies before the landmark');
-    const big = t.entries.find((e) => e.path === 'usr/lib/big.bin')!;
+    const big = Array.from(t.entries).find((e) => e.path === 'usr/lib/big.bin')!;
     assert.ok(big.chunks[0]!.compressedOffset >= t.prefetchEnd!);
     await checkToc(t, l.blob, [...RICH_LAYER].sort((a, b) => names.indexOf(a.type === 'dir' ? a.path + '/' : a.path) - names.indexOf(b.type === 'dir' ? b.path + '/' : b.path)), true);
   });
@@ -390,9 +390,9 @@ describe('zstd:chunked writer on degenerate content', () => {
       const layer = await openLayer(img);
       assert.ok(layer.desc.size < 64 * 1024, `84 MiB of trivial content compresses to ${layer.desc.size} bytes`);
       const toc = await readLayerToc(layer.desc, layer.blob);
-      const ffEntry = toc.entries.find((e) => e.path === 'ff.bin')!;
+      const ffEntry = Array.from(toc.entries).find((e) => e.path === 'ff.bin')!;
       assert.deepEqual(ffEntry.chunks.map((c) => c.size), [8 << 20, 8 << 20, 4 << 20]);
-      const hole = toc.entries.find((e) => e.path === 'hole.img')!;
+      const hole = Array.from(toc.entries).find((e) => e.path === 'hole.img')!;
       assert.deepEqual(hole.chunks.map((c) => [c.size, c.zeros]), [[64 << 20, true], [3, false]]);
       assert.ok(hole.chunks[0]!.compressedEnd - hole.chunks[0]!.compressedOffset < 4096, 'RLE frame for the hole');
       await checkToc(toc, layer.blob, spec, false);

@@ -35,7 +35,7 @@ interface Ranges {
 
 /** The ranges the pieces of `paths` are read by. */
 function rangesOf(toc: LayerToc, paths: string[]): Ranges {
-  const byPath = new Map(toc.entries.map((e) => [e.path, e]));
+  const byPath = new Map(Array.from(toc.entries, (e) => [e.path, e]));
   const ranges = new Map<string, [number, number, number]>();
   const spans = new Set<number>();
   let pieces = 0;

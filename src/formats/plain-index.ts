@@ -15,7 +15,7 @@ import { BASE64, ENTRY_TYPES, MAX_ID } from './entries.js';
 import { normaliseName } from './path.js';
 import { WINDOW_SIZE, type GzipCheckpoint } from './gzip/checkpoints.js';
 import { locateInGzip, PLAIN_CHUNK_SIZE, plainLayerToc, type StreamPiece } from './plain.js';
-import type { Chunk, EntryType, LayerToc, Timestamp, TocEntry, TocStore } from './toc.js';
+import { plainEntry, type Chunk, type EntryType, type ArrayToc, type LayerToc, type Timestamp, type TocEntry, type TocStore } from './toc.js';
 
 // v2 added gzip checkpoints and the stream offsets of pieces; a v1 index is indexed again.
 const MAGIC = 'tocfs-plain-index-v2\n';
@@ -51,8 +51,8 @@ export function encodePlainIndex(desc: Descriptor, toc: LayerToc): Buffer {
     const from = c.resume && outAt.get(c.resume.window);
     return from === undefined ? [c.size, c.digest, c.zeros ? 1 : 0] : [c.size, c.digest, c.zeros ? 1 : 0, from + c.innerOffset];
   };
-  const entries = toc.entries.map((e): StoredEntry => {
-    const { chunks, xattrs, ...rest } = e;
+  const entries = Array.from(toc.entries, (e): StoredEntry => {
+    const { chunks, xattrs, ...rest } = plainEntry(e);
     const out: StoredEntry = { ...rest };
     if (xattrs) out.xattrs = Object.fromEntries(Object.entries(xattrs).map(([k, v]) => [k, v.toString('base64')]));
     if (chunks.length) out.pieces = chunks.map(piece);
@@ -72,7 +72,7 @@ export function encodePlainIndex(desc: Descriptor, toc: LayerToc): Buffer {
 }
 
 /** The stored index of `desc`'s blob; throws FormatError for anything that does not check out. */
-export function decodePlainIndex(desc: Descriptor, data: Buffer): LayerToc {
+export function decodePlainIndex(desc: Descriptor, data: Buffer): ArrayToc {
   if (!data.subarray(0, MAGIC.length).equals(Buffer.from(MAGIC))) throw new FormatError('not a stored plain-layer index');
   const nl = data.indexOf(0x0a, MAGIC.length);
   if (nl < 0) throw new FormatError('stored index has no header line');

@@ -16,7 +16,7 @@ import { normaliseName } from './path.js';
 import { TAR_EOA } from './tar/header.js';
 import { scanTar, type ByteSource, type TarHeader } from './tar/read.js';
 import { parseSparseMapText } from './tar/sparse.js';
-import type { Chunk, Compression, LayerToc, TocEntry } from './toc.js';
+import type { Chunk, Compression, ArrayToc, LayerToc, TocEntry } from './toc.js';
 import { isStargzMetadata } from './writer/estargz.js';
 import { firstZstdFrame, isSkippableMagic } from './zstd-frames.js';
 
@@ -338,7 +338,7 @@ export async function indexPlainLayer(
   put: (digest: string, data: Buffer) => Promise<void>,
   onProgress?: (bytes: number) => void,
   checkpointSpacing = DEFAULT_CHECKPOINT_SPACING,
-): Promise<LayerToc> {
+): Promise<ArrayToc> {
   try {
     return await indexStream(desc, blob, put, onProgress, checkpointSpacing);
   } catch (e) {
@@ -364,7 +364,7 @@ async function indexStream(
   put: (digest: string, data: Buffer) => Promise<void>,
   onProgress: ((bytes: number) => void) | undefined,
   checkpointSpacing: number,
-): Promise<LayerToc> {
+): Promise<ArrayToc> {
   const layer = desc.digest;
   const stream = await openLayerStream(desc, blob, onProgress, checkpointSpacing);
   const entries: TocEntry[] = [];
@@ -447,7 +447,7 @@ export function locateInGzip(pieces: readonly StreamPiece[], checkpoints: readon
 }
 
 /** The TOC of a layer indexed whole: it has no TOC of its own in the blob, and its digest was checked. */
-export function plainLayerToc(formatVersion: string, compression: Compression, entries: TocEntry[], uncompressedSize?: number): LayerToc {
+export function plainLayerToc(formatVersion: string, compression: Compression, entries: TocEntry[], uncompressedSize?: number): ArrayToc {
   return {
     format: 'none',
     formatVersion,

@@ -10,7 +10,7 @@ import { fetchEstargzToc } from './estargz.js';
 import { describeFooter, MAX_FOOTER_LENGTH, parseFooter, zstdFormatVersion, type Footer } from './footer.js';
 import { normaliseEntries } from './entries.js';
 import { looksLikeCStorageSchema, parseTocDocument, type TocDocument } from './toc-json.js';
-import { DEFAULT_TOC_LIMITS, type LayerToc, type TarSplitInfo, type TocLimits, type TocStore } from './toc.js';
+import { DEFAULT_TOC_LIMITS, type ArrayToc, type LayerToc, type TarSplitInfo, type TocLimits, type TocStore } from './toc.js';
 import { tarSplitStreamLength } from './tar-split.js';
 import { fetchZstdToc, SAME_REQUEST_SLACK, type ZstdTocBytes } from './zstd-chunked.js';
 import { decompressZstdBounded } from './zstd-frames.js';
@@ -42,7 +42,7 @@ interface TocHeader extends Omit<LayerToc, 'entries' | 'prefetchEnd' | 'noPrefet
 }
 
 /** Builds the LayerToc from a verified header and TOC document. */
-function assemble(layer: string, header: TocHeader, doc: TocDocument, limits: TocLimits): LayerToc {
+function assemble(layer: string, header: TocHeader, doc: TocDocument, limits: TocLimits): ArrayToc {
   const { dataEnd, hideLandmarks, ...rest } = header;
   const norm = normaliseEntries(doc.entries, { layer, dataEnd, hideLandmarks, limits });
   return { ...rest, ...norm };
@@ -237,7 +237,7 @@ function trustedHeader(h: TocHeader, ann: LayerAnnotations, doc: TocDocument, bl
   return out;
 }
 
-async function loadStored(store: TocStore, key: string, desc: Descriptor, ann: LayerAnnotations, blobSize: number, limits: TocLimits): Promise<LayerToc | undefined> {
+async function loadStored(store: TocStore, key: string, desc: Descriptor, ann: LayerAnnotations, blobSize: number, limits: TocLimits): Promise<ArrayToc | undefined> {
   const layer = desc.digest;
   const data = await store.get(key);
   if (!data || !data.subarray(0, STORE_MAGIC.length).equals(Buffer.from(STORE_MAGIC))) return undefined;
@@ -273,7 +273,7 @@ async function loadStored(store: TocStore, key: string, desc: Descriptor, ann: L
  * and every hostile-input check. Throws NoTocError for plain layers (see probeLayer),
  * FormatError / DigestMismatchError for anything malformed.
  */
-export async function readLayerToc(desc: Descriptor, blob: BlobReader, opts: ReadTocOptions = {}): Promise<LayerToc> {
+export async function readLayerToc(desc: Descriptor, blob: BlobReader, opts: ReadTocOptions = {}): Promise<ArrayToc> {
   const limits: TocLimits = { ...DEFAULT_TOC_LIMITS, ...opts.limits };
   const ann = annotationsOf(desc);
   const key = ann.zstdPosition ? ann.zstdChecksum : ann.stargzTocDigest;

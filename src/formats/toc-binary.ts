@@ -1,24 +1,54 @@
 /**
  * The parsed form of a verified TOC (docs/formats.md §6.4): a LayerToc laid out as typed-array
- * columns and one string table, so that a later open of the same layer rebuilds it without
- * decompressing, JSON.parse and normaliseEntries. It is derived data that no registry digest
- * covers: the cache authenticates it before decodeParsedToc sees it (cache/toc-store.ts,
- * docs/security.md), and `context` ties it to the descriptor it was made for.
+ * columns, a digest table and one string table. It is also the in-memory form of every TOC a
+ * layer is opened with (layer/open.ts): decodeParsedToc checks its bounds once and hands out
+ * entries as views over the columns (ColumnEntry), made when asked for, so an opened TOC costs
+ * about a third of the heap of one object per entry, chunk and string, and a later open of the
+ * same layer maps it instead of decompressing, JSON.parse and normaliseEntries.
+ *
+ * On disk it is derived data that no registry digest covers: the cache authenticates it
+ * before decodeParsedToc sees it (cache/toc-store.ts, docs/security.md), and `context` ties it
+ * to the descriptor it was made for.
  */
-import type { Chunk, EntryType, LayerToc, Timestamp, TocEntry } from './toc.js';
+import { inspect } from 'node:util';
+import { plainEntry, type Chunk, type EntryType, type LayerToc, type TocEntries, type TocEntry, type Timestamp } from './toc.js';
 
 const MAGIC = Buffer.from('tocfsPTC');
 /** Bumped whenever the layout or what a reader derives from a TOC changes. */
-export const PARSED_TOC_VERSION = 1;
+export const PARSED_TOC_VERSION = 2;
 
 const TYPES: readonly EntryType[] = ['reg', 'dir', 'symlink', 'hardlink', 'char', 'block', 'fifo'];
 const TYPE_CODES = new Map<string, number>(TYPES.map((t, i) => [t, i]));
-/** Words per entry in the u32 section (see ENTRY_* below). */
-const ENTRY_WORDS = 15;
-const [E_PATH, E_TYPE, E_MODE, E_UID, E_GID, E_MTIME, E_ATIME, E_CTIME, E_USER, E_GROUP, E_LINK, E_DEV_MINOR, E_DIGEST, E_CHUNKS, E_XATTRS] = Array.from({ length: ENTRY_WORDS }, (_, i) => i) as number[] as [number, number, number, number, number, number, number, number, number, number, number, number, number, number, number];
+/** Words per entry in the u32 section (see E_* below). */
+const ENTRY_WORDS = 17;
+const E_PATH = 0;
+const E_TYPE = 1;
+const E_MODE = 2;
+const E_UID = 3;
+const E_GID = 4;
+const E_MTIME = 5;
+/** Time index + 1, 0 = none. */
+const E_ATIME = 6;
+const E_CTIME = 7;
+/** String index + 1, 0 = none. */
+const E_USER = 8;
+const E_GROUP = 9;
+/** linkName's string index (symlink, hardlink) or devMajor (char, block). */
+const E_LINK = 10;
+const E_DEV_MINOR = 11;
+/** Digest index + 1, 0 = none. */
+const E_DIGEST = 12;
+const E_CHUNK_COUNT = 13;
+const E_FIRST_CHUNK = 14;
+const E_XATTR_COUNT = 15;
+const E_FIRST_XATTR = 16;
 const HAS_XATTRS = 0x100;
 /** Doubles per chunk in the f64 section: offset, size, compressedOffset, compressedEnd, innerOffset. */
 const CHUNK_DOUBLES = 5;
+/** Words per xattr: name (string index), value offset and length in the xattr value bytes. */
+const XATTR_WORDS = 3;
+const DIGEST_BYTES = 32;
+const DIGEST_PREFIX = 'sha256:';
 /**
  * Every field of the model and whether the form holds it: a field added to formats/toc.ts does
  * not compile here until the form learns it (and PARSED_TOC_VERSION is bumped).
@@ -52,6 +82,7 @@ interface Counts {
   xattrs: number;
   strings: number;
   times: number;
+  digests: number;
   xattrBytes: number;
   textUnits: number;
 }
@@ -70,16 +101,20 @@ function f64Count(c: Counts): number {
   return c.entries + c.chunks * CHUNK_DOUBLES + c.times;
 }
 function u32Count(c: Counts): number {
-  return c.entries * ENTRY_WORDS + c.chunks + c.times + c.xattrs * 2 + c.strings + 1;
+  return c.entries * ENTRY_WORDS + c.chunks + c.times + c.xattrs * XATTR_WORDS + c.strings + 1;
+}
+function u8Count(c: Counts): number {
+  return c.digests * DIGEST_BYTES + c.chunks + c.xattrBytes;
 }
 
-/** Whether the entry is as normaliseEntries makes them (which the decoder rebuilds). */
+/** Whether the entry is as normaliseEntries makes them (which the views give back). */
 function encodable(e: TocEntry): boolean {
   const link = e.type === 'symlink' || e.type === 'hardlink';
   const dev = e.type === 'char' || e.type === 'block';
   if (link !== (e.linkName !== undefined) || dev !== (e.devMajor !== undefined) || dev !== (e.devMinor !== undefined)) return false;
   if (e.type !== 'reg' && (e.digest !== undefined || e.chunks.length > 0)) return false;
-  for (const c of e.chunks) if (c.resume !== undefined) return false;
+  if (e.digest !== undefined && !e.digest.startsWith(DIGEST_PREFIX)) return false;
+  for (const c of e.chunks) if (c.resume !== undefined || !c.digest.startsWith(DIGEST_PREFIX)) return false;
   return TYPE_CODES.has(e.type);
 }
 
@@ -111,45 +146,58 @@ export function encodeParsedToc(toc: LayerToc, context: string): Buffer | undefi
     }
     return id;
   };
-  const timeIds = new Map<Timestamp, number>();
+  // Times by value: whole seconds (most TOCs) keyed by the number, others by text.
+  const wholeSeconds = new Map<number, number>();
   const timeValues = new Map<string, number>();
   const times: Timestamp[] = [];
   const time = (t: Timestamp): number => {
-    let id = timeIds.get(t);
+    const key = t.nsec === 0 ? t.sec : `${t.sec}.${t.nsec}`;
+    const ids = typeof key === 'number' ? wholeSeconds : timeValues;
+    let id = (ids as Map<number | string, number>).get(key);
     if (id === undefined) {
-      const key = `${t.sec}.${t.nsec}`;
-      id = timeValues.get(key);
-      if (id === undefined) {
-        id = times.length;
-        times.push(t);
-        timeValues.set(key, id);
-      }
-      timeIds.set(t, id);
+      id = times.length;
+      times.push(t);
+      (ids as Map<number | string, number>).set(key, id);
     }
     return id;
   };
+  const entries = Array.isArray(toc.entries) ? (toc.entries as readonly TocEntry[]) : Array.from(toc.entries);
   let chunkCount = 0;
+  let digestCount = 0;
   let xattrCount = 0;
   let xattrBytes = 0;
-  for (const e of toc.entries) {
+  for (const e of entries) {
     if (!encodable(e)) return undefined;
     chunkCount += e.chunks.length;
-    if (e.xattrs) for (const v of Object.values(e.xattrs)) {
-      xattrCount++;
-      xattrBytes += v.length;
-    }
+    if (e.digest !== undefined) digestCount++;
+    for (const c of e.chunks) if (c.digest !== e.digest) digestCount++;
+    if (e.xattrs)
+      for (const v of Object.values(e.xattrs)) {
+        xattrCount++;
+        xattrBytes += v.length;
+      }
   }
-  const n = toc.entries.length;
+  const n = entries.length;
   const words = new Uint32Array(n * ENTRY_WORDS);
   const f64 = new Float64Array(n + chunkCount * CHUNK_DOUBLES);
   const chunkDigests = new Uint32Array(chunkCount);
   const zeros = new Uint8Array(chunkCount);
-  const xattrWords = new Uint32Array(xattrCount * 2);
+  const xattrWords = new Uint32Array(xattrCount * XATTR_WORDS);
   const xattrValues: Buffer[] = [];
+  const digestBytes = Buffer.alloc(digestCount * DIGEST_BYTES);
+  let digests = 0;
+  /** A digest whose hex is not 32 bytes (never from normaliseEntries) makes the TOC one the form does not hold. */
+  let badDigest = false;
+  const digestOf = (d: string): number => {
+    const hex = d.slice(DIGEST_PREFIX.length);
+    if (hex.length !== DIGEST_BYTES * 2 || digestBytes.write(hex, digests * DIGEST_BYTES, DIGEST_BYTES, 'hex') !== DIGEST_BYTES) badDigest = true;
+    return digests++;
+  };
   let ci = 0;
   let xi = 0;
+  let valueAt = 0;
   for (let i = 0; i < n; i++) {
-    const e = toc.entries[i]!;
+    const e = entries[i]!;
     const w = i * ENTRY_WORDS;
     words[w + E_PATH] = add(e.path);
     words[w + E_TYPE] = TYPE_CODES.get(e.type)! | (e.xattrs ? HAS_XATTRS : 0);
@@ -163,9 +211,10 @@ export function encodeParsedToc(toc: LayerToc, context: string): Buffer | undefi
     words[w + E_GROUP] = e.groupName !== undefined ? str(e.groupName) + 1 : 0;
     words[w + E_LINK] = e.linkName !== undefined ? str(e.linkName) : (e.devMajor ?? 0);
     words[w + E_DEV_MINOR] = e.devMinor ?? 0;
-    const digest = e.digest !== undefined ? str(e.digest) : -1;
+    const digest = e.digest !== undefined ? digestOf(e.digest) : -1;
     words[w + E_DIGEST] = digest + 1;
-    words[w + E_CHUNKS] = e.chunks.length;
+    words[w + E_CHUNK_COUNT] = e.chunks.length;
+    words[w + E_FIRST_CHUNK] = ci;
     f64[i] = e.size;
     for (const c of e.chunks) {
       const d = n + ci * CHUNK_DOUBLES;
@@ -174,21 +223,25 @@ export function encodeParsedToc(toc: LayerToc, context: string): Buffer | undefi
       f64[d + 2] = c.compressedOffset;
       f64[d + 3] = c.compressedEnd;
       f64[d + 4] = c.innerOffset;
-      chunkDigests[ci] = c.digest === e.digest ? digest : str(c.digest);
+      chunkDigests[ci] = c.digest === e.digest ? digest : digestOf(c.digest);
       zeros[ci] = c.zeros ? 1 : 0;
       ci++;
     }
+    words[w + E_FIRST_XATTR] = xi;
     if (e.xattrs) {
       const x = Object.entries(e.xattrs);
-      words[w + E_XATTRS] = x.length;
+      words[w + E_XATTR_COUNT] = x.length;
       for (const [name, value] of x) {
-        xattrWords[xi * 2] = str(name);
-        xattrWords[xi * 2 + 1] = value.length;
+        xattrWords[xi * XATTR_WORDS] = str(name);
+        xattrWords[xi * XATTR_WORDS + 1] = valueAt;
+        xattrWords[xi * XATTR_WORDS + 2] = value.length;
         xattrValues.push(value);
+        valueAt += value.length;
         xi++;
       }
     }
   }
+  if (badDigest) return undefined;
   const text = stringList.join('');
   const latin1 = !/[^\u0000-\u00ff]/.test(text);
   const offsets = new Uint32Array(stringList.length + 1);
@@ -198,7 +251,7 @@ export function encodeParsedToc(toc: LayerToc, context: string): Buffer | undefi
     at += s.length;
   });
   offsets[stringList.length] = at;
-  const counts: Counts = { entries: n, chunks: chunkCount, xattrs: xattrCount, strings: stringList.length, times: times.length, xattrBytes, textUnits: text.length };
+  const counts: Counts = { entries: n, chunks: chunkCount, xattrs: xattrCount, strings: stringList.length, times: times.length, digests, xattrBytes, textUnits: text.length };
   const timeSec = new Float64Array(times.map((t) => t.sec));
   const timeNsec = new Uint32Array(times.map((t) => t.nsec));
   const meta: Meta = { context, toc: tocFields, counts, text: latin1 ? 'latin1' : 'utf16le' };
@@ -209,7 +262,7 @@ export function encodeParsedToc(toc: LayerToc, context: string): Buffer | undefi
   head.writeUInt32LE(metaBytes.length, 12);
   metaBytes.copy(head, 16);
   const bytesOf = (a: ArrayBufferView): Buffer => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
-  const u8Length = chunkCount + xattrBytes;
+  const u8Length = u8Count(counts);
   const parts = [
     head,
     // f64 section: entry sizes, chunks, time seconds
@@ -222,7 +275,8 @@ export function encodeParsedToc(toc: LayerToc, context: string): Buffer | undefi
     bytesOf(xattrWords),
     bytesOf(offsets),
     Buffer.alloc(align8(u32Count(counts) * 4) - u32Count(counts) * 4),
-    // u8 section: chunk zeros flags, xattr values
+    // u8 section: digests, chunk zeros flags, xattr values
+    digestBytes,
     bytesOf(zeros),
     ...xattrValues,
     Buffer.alloc(align8(u8Length) - u8Length),
@@ -251,99 +305,246 @@ function metaOf(buf: Buffer): { meta: Meta; start: number } | undefined {
   return { meta, start: align8(16 + len) };
 }
 
+/** The sections of a parsed TOC, bounds checked: what every ColumnEntry reads. */
+class Columns {
+  readonly n: number;
+  /** Entry sizes, then chunk doubles, then time seconds. */
+  readonly f64: Float64Array;
+  /** Entry words, then chunk digests, time nanoseconds, xattrs, string offsets. */
+  readonly u32: Uint32Array;
+  readonly chunkDigestAt: number;
+  readonly nsecAt: number;
+  readonly xattrAt: number;
+  readonly offsetsAt: number;
+  readonly timeSecAt: number;
+  /** Digests, then chunk zeros flags, then xattr values. */
+  readonly u8: Buffer;
+  readonly zerosAt: number;
+  readonly valuesAt: number;
+  readonly text: string;
+
+  constructor(buf: Buffer, start: number, readonly c: Counts, encoding: Meta['text']) {
+    this.n = c.entries;
+    let at = start;
+    this.f64 = view(Float64Array, buf, at, f64Count(c));
+    at += this.f64.length * 8;
+    this.u32 = view(Uint32Array, buf, at, u32Count(c));
+    at += align8(this.u32.length * 4);
+    this.u8 = buf.subarray(at, at + u8Count(c));
+    at += align8(u8Count(c));
+    const textBytes = c.textUnits * (encoding === 'latin1' ? 1 : 2);
+    if (this.u8.length !== u8Count(c) || at + textBytes !== buf.length) throw new RangeError('parsed TOC has the wrong length');
+    this.text = buf.toString(encoding, at, at + textBytes);
+    this.chunkDigestAt = this.n * ENTRY_WORDS;
+    this.nsecAt = this.chunkDigestAt + c.chunks;
+    this.xattrAt = this.nsecAt + c.times;
+    this.offsetsAt = this.xattrAt + c.xattrs * XATTR_WORDS;
+    this.timeSecAt = this.n + c.chunks * CHUNK_DOUBLES;
+    this.zerosAt = c.digests * DIGEST_BYTES;
+    this.valuesAt = this.zerosAt + c.chunks;
+    this.check();
+  }
+
+  /** Every index inside its table, so that no view reads past one (the bytes are authenticated, yet a view must not make up values). */
+  private check(): void {
+    const { u32, c, n } = this;
+    const bad = (what: string): never => {
+      throw new RangeError(`parsed TOC has ${what} out of range`);
+    };
+    let prev = 0;
+    for (let i = 0; i <= c.strings; i++) {
+      const o = u32[this.offsetsAt + i]!;
+      if (o < prev || o > c.textUnits) bad('a string offset');
+      prev = o;
+    }
+    if (u32[this.offsetsAt + c.strings] !== c.textUnits) bad('the string table end');
+    let chunks = 0;
+    let xattrs = 0;
+    for (let i = 0; i < n; i++) {
+      const w = i * ENTRY_WORDS;
+      const type = TYPES[u32[w + E_TYPE]! & 0xff];
+      if (type === undefined) bad('an entry type');
+      if (u32[w + E_PATH]! >= c.strings || u32[w + E_USER]! > c.strings || u32[w + E_GROUP]! > c.strings) bad('a string index');
+      if ((type === 'symlink' || type === 'hardlink') && u32[w + E_LINK]! >= c.strings) bad('a link name');
+      if (u32[w + E_MTIME]! >= c.times || u32[w + E_ATIME]! > c.times || u32[w + E_CTIME]! > c.times) bad('a time index');
+      if (u32[w + E_DIGEST]! > c.digests) bad('a digest index');
+      if (u32[w + E_FIRST_CHUNK] !== chunks || (type !== 'reg' && u32[w + E_CHUNK_COUNT] !== 0)) bad('a chunk list');
+      chunks += u32[w + E_CHUNK_COUNT]!;
+      if (u32[w + E_FIRST_XATTR] !== xattrs) bad('an xattr list');
+      xattrs += u32[w + E_XATTR_COUNT]!;
+    }
+    if (chunks !== c.chunks || xattrs !== c.xattrs) bad('a chunk or xattr count');
+    for (let k = 0; k < c.chunks; k++) if (u32[this.chunkDigestAt + k]! >= c.digests) bad('a chunk digest');
+    for (let k = 0; k < c.xattrs; k++) {
+      const x = this.xattrAt + k * XATTR_WORDS;
+      if (u32[x]! >= c.strings || u32[x + 1]! + u32[x + 2]! > c.xattrBytes) bad('an xattr');
+    }
+  }
+
+  word(entry: number, field: number): number {
+    return this.u32[entry * ENTRY_WORDS + field]!;
+  }
+
+  string(id: number): string {
+    return this.text.slice(this.u32[this.offsetsAt + id], this.u32[this.offsetsAt + id + 1]);
+  }
+
+  time(id: number): Timestamp {
+    return { sec: this.f64[this.timeSecAt + id]!, nsec: this.u32[this.nsecAt + id]! };
+  }
+
+  digest(id: number): string {
+    return DIGEST_PREFIX + this.u8.toString('hex', id * DIGEST_BYTES, (id + 1) * DIGEST_BYTES);
+  }
+
+  chunks(entry: number): Chunk[] {
+    const count = this.word(entry, E_CHUNK_COUNT);
+    if (count === 0) return NO_CHUNKS;
+    const first = this.word(entry, E_FIRST_CHUNK);
+    const digestOfEntry = this.word(entry, E_DIGEST) - 1;
+    const entryDigest = digestOfEntry >= 0 ? this.digest(digestOfEntry) : undefined;
+    const out: Chunk[] = new Array(count);
+    for (let k = 0; k < count; k++) {
+      const ci = first + k;
+      const d = this.n + ci * CHUNK_DOUBLES;
+      const digestId = this.u32[this.chunkDigestAt + ci]!;
+      const f = this.f64;
+      out[k] = { offset: f[d]!, size: f[d + 1]!, compressedOffset: f[d + 2]!, compressedEnd: f[d + 3]!, innerOffset: f[d + 4]!, digest: digestId === digestOfEntry ? entryDigest! : this.digest(digestId), zeros: this.u8[this.zerosAt + ci] === 1 };
+    }
+    return out;
+  }
+
+  xattrs(entry: number): Record<string, Buffer> {
+    const out: Record<string, Buffer> = Object.create(null);
+    const first = this.word(entry, E_FIRST_XATTR);
+    for (let k = 0, count = this.word(entry, E_XATTR_COUNT); k < count; k++) {
+      const x = this.xattrAt + (first + k) * XATTR_WORDS;
+      const from = this.valuesAt + this.u32[x + 1]!;
+      out[this.string(this.u32[x]!)] = this.u8.subarray(from, from + this.u32[x + 2]!);
+    }
+    return out;
+  }
+}
+
 /**
- * The LayerToc an encoded parsed TOC holds, or undefined when it is of another version or was
- * made for another context. Throws on a malformed one (which authenticated bytes never are).
+ * One entry of a parsed TOC, read from its columns on each access (a spread or Object.keys
+ * sees no fields: use plainEntry). Its chunk list is made on first use and kept, since a
+ * file's reads ask for it again and again.
+ */
+class ColumnEntry implements TocEntry {
+  private chunkList: Chunk[] | undefined = undefined;
+
+  constructor(
+    private readonly cols: Columns,
+    private readonly i: number,
+  ) {}
+
+  get path(): string {
+    return this.cols.string(this.cols.word(this.i, E_PATH));
+  }
+  get type(): EntryType {
+    return TYPES[this.cols.word(this.i, E_TYPE) & 0xff]!;
+  }
+  get mode(): number {
+    return this.cols.word(this.i, E_MODE);
+  }
+  get uid(): number {
+    return this.cols.word(this.i, E_UID);
+  }
+  get gid(): number {
+    return this.cols.word(this.i, E_GID);
+  }
+  get userName(): string | undefined {
+    const id = this.cols.word(this.i, E_USER);
+    return id === 0 ? undefined : this.cols.string(id - 1);
+  }
+  get groupName(): string | undefined {
+    const id = this.cols.word(this.i, E_GROUP);
+    return id === 0 ? undefined : this.cols.string(id - 1);
+  }
+  get size(): number {
+    return this.cols.f64[this.i]!;
+  }
+  get mtime(): Timestamp {
+    return this.cols.time(this.cols.word(this.i, E_MTIME));
+  }
+  get atime(): Timestamp | undefined {
+    const id = this.cols.word(this.i, E_ATIME);
+    return id === 0 ? undefined : this.cols.time(id - 1);
+  }
+  get ctime(): Timestamp | undefined {
+    const id = this.cols.word(this.i, E_CTIME);
+    return id === 0 ? undefined : this.cols.time(id - 1);
+  }
+  get linkName(): string | undefined {
+    const type = this.type;
+    return type === 'symlink' || type === 'hardlink' ? this.cols.string(this.cols.word(this.i, E_LINK)) : undefined;
+  }
+  get devMajor(): number | undefined {
+    const type = this.type;
+    return type === 'char' || type === 'block' ? this.cols.word(this.i, E_LINK) : undefined;
+  }
+  get devMinor(): number | undefined {
+    const type = this.type;
+    return type === 'char' || type === 'block' ? this.cols.word(this.i, E_DEV_MINOR) : undefined;
+  }
+  get xattrs(): Record<string, Buffer> | undefined {
+    return this.cols.word(this.i, E_TYPE) & HAS_XATTRS ? this.cols.xattrs(this.i) : undefined;
+  }
+  get digest(): string | undefined {
+    const id = this.cols.word(this.i, E_DIGEST);
+    return id === 0 ? undefined : this.cols.digest(id - 1);
+  }
+  get chunks(): Chunk[] {
+    return (this.chunkList ??= this.cols.chunks(this.i));
+  }
+
+  toJSON(): TocEntry {
+    return plainEntry(this);
+  }
+  [inspect.custom](): TocEntry {
+    return plainEntry(this);
+  }
+}
+
+/** The entries of a parsed TOC: one ColumnEntry made per ask. */
+class ColumnEntries implements TocEntries {
+  constructor(private readonly cols: Columns) {}
+
+  get length(): number {
+    return this.cols.n;
+  }
+
+  at(index: number): TocEntry | undefined {
+    const i = index < 0 ? index + this.cols.n : index;
+    return i >= 0 && i < this.cols.n ? new ColumnEntry(this.cols, i) : undefined;
+  }
+
+  *[Symbol.iterator](): Iterator<TocEntry> {
+    for (let i = 0; i < this.cols.n; i++) yield new ColumnEntry(this.cols, i);
+  }
+
+  toJSON(): TocEntry[] {
+    return Array.from(this, plainEntry);
+  }
+  [inspect.custom](): string {
+    return `TocEntries(${this.cols.n})`;
+  }
+}
+
+/**
+ * The LayerToc an encoded parsed TOC holds, its entries read from `buf` (kept), or undefined
+ * when it is of another version or was made for another context. Throws on a malformed one
+ * (which authenticated bytes never are).
  */
 export function decodeParsedToc(buf: Buffer, context: string): LayerToc | undefined {
   const head = metaOf(buf);
   if (!head || head.meta.context !== context) return undefined;
-  const { meta } = head;
-  const c = meta.counts;
-  const n = c.entries;
-  let at = head.start;
-  const f64 = view(Float64Array, buf, at, f64Count(c));
-  at += f64.length * 8;
-  const u32 = view(Uint32Array, buf, at, u32Count(c));
-  at += align8(u32.length * 4);
-  const u8 = buf.subarray(at, at + c.chunks + c.xattrBytes);
-  at += align8(c.chunks + c.xattrBytes);
-  const textBytes = c.textUnits * (meta.text === 'latin1' ? 1 : 2);
-  if (u8.length !== c.chunks + c.xattrBytes || at + textBytes !== buf.length) throw new RangeError('parsed TOC has the wrong length');
-  const text = buf.toString(meta.text, at, at + textBytes);
+  const cols = new Columns(buf, head.start, head.meta.counts, head.meta.text);
+  return { ...(head.meta.toc as unknown as Omit<LayerToc, 'entries'>), entries: new ColumnEntries(cols) };
+}
 
-  const chunkDigestAt = n * ENTRY_WORDS;
-  const nsecAt = chunkDigestAt + c.chunks;
-  const xattrAt = nsecAt + c.times;
-  const offsetsAt = xattrAt + c.xattrs * 2;
-  const strings: string[] = new Array(c.strings);
-  for (let i = 0; i < c.strings; i++) strings[i] = text.slice(u32[offsetsAt + i], u32[offsetsAt + i + 1]);
-  const timeSecAt = n + c.chunks * CHUNK_DOUBLES;
-  const times: Timestamp[] = new Array(c.times);
-  for (let i = 0; i < c.times; i++) times[i] = Object.freeze({ sec: f64[timeSecAt + i]!, nsec: u32[nsecAt + i]! });
-
-  const entries: TocEntry[] = new Array(n);
-  let ci = 0;
-  let xi = 0;
-  let valueAt = c.chunks;
-  for (let i = 0; i < n; i++) {
-    const w = i * ENTRY_WORDS;
-    const typeWord = u32[w + E_TYPE]!;
-    const type = TYPES[typeWord & 0xff];
-    if (type === undefined) throw new RangeError('parsed TOC has an unknown entry type');
-    const path = strings[u32[w + E_PATH]!]!;
-    const mode = u32[w + E_MODE]!;
-    const uid = u32[w + E_UID]!;
-    const gid = u32[w + E_GID]!;
-    const mtime = times[u32[w + E_MTIME]!]!;
-    // One object literal per kind of entry, holding its fields in normaliseEntries' order: the
-    // same object shapes as a TOC read afresh, and every field inside the object.
-    let entry: TocEntry;
-    switch (type) {
-      case 'reg': {
-        const digest = u32[w + E_DIGEST]!;
-        const count = u32[w + E_CHUNKS]!;
-        let chunks = NO_CHUNKS;
-        if (count > 0) {
-          chunks = new Array(count);
-          for (let k = 0; k < count; k++, ci++) {
-            const d = n + ci * CHUNK_DOUBLES;
-            chunks[k] = { offset: f64[d]!, size: f64[d + 1]!, compressedOffset: f64[d + 2]!, compressedEnd: f64[d + 3]!, innerOffset: f64[d + 4]!, digest: strings[u32[chunkDigestAt + ci]!]!, zeros: u8[ci] === 1 };
-          }
-        }
-        entry = digest !== 0 ? { path, type, mode, uid, gid, size: f64[i]!, mtime, digest: strings[digest - 1]!, chunks } : { path, type, mode, uid, gid, size: f64[i]!, mtime, chunks };
-        break;
-      }
-      case 'symlink':
-      case 'hardlink':
-        entry = { path, type, mode, uid, gid, size: 0, mtime, linkName: strings[u32[w + E_LINK]!]!, chunks: NO_CHUNKS };
-        break;
-      case 'char':
-      case 'block':
-        entry = { path, type, mode, uid, gid, size: 0, mtime, devMajor: u32[w + E_LINK]!, devMinor: u32[w + E_DEV_MINOR]!, chunks: NO_CHUNKS };
-        break;
-      default:
-        entry = { path, type, mode, uid, gid, size: 0, mtime, chunks: NO_CHUNKS };
-    }
-    const user = u32[w + E_USER]!;
-    if (user !== 0) entry.userName = strings[user - 1]!;
-    const group = u32[w + E_GROUP]!;
-    if (group !== 0) entry.groupName = strings[group - 1]!;
-    const atime = u32[w + E_ATIME]!;
-    if (atime !== 0) entry.atime = times[atime - 1]!;
-    const ctime = u32[w + E_CTIME]!;
-    if (ctime !== 0) entry.ctime = times[ctime - 1]!;
-    if (typeWord & HAS_XATTRS) {
-      const xattrs: Record<string, Buffer> = Object.create(null);
-      for (let k = u32[w + E_XATTRS]!; k > 0; k--, xi++) {
-        const len = u32[xattrAt + xi * 2 + 1]!;
-        xattrs[strings[u32[xattrAt + xi * 2]!]!] = Buffer.from(u8.subarray(valueAt, valueAt + len));
-        valueAt += len;
-      }
-      entry.xattrs = xattrs;
-    }
-    entries[i] = entry;
-  }
-  if (ci !== c.chunks || xi !== c.xattrs) throw new RangeError('parsed TOC chunk or xattr counts disagree');
-  return { ...(meta.toc as unknown as Omit<LayerToc, 'entries'>), entries };
+/** Whether `toc`'s entries are views over a parsed form (and so cost no object per entry). */
+export function isColumnar(toc: LayerToc): boolean {
+  return toc.entries instanceof ColumnEntries;
 }

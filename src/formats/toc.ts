@@ -79,6 +79,38 @@ export interface TocEntry {
   chunks: Chunk[];
 }
 
+/**
+ * The entries of a TOC, read by position or in order: an array as readers make them, or the
+ * columns of a TOC's parsed form (formats/toc-binary.ts), which make an entry object only
+ * when one is asked for. Such an entry is a view: its fields are getters (a spread or
+ * `Object.keys` sees none; plainEntry copies them), and asking twice gives two objects, so
+ * keep the one you got.
+ */
+export interface TocEntries extends Iterable<TocEntry> {
+  readonly length: number;
+  at(index: number): TocEntry | undefined;
+}
+
+/** The entry as a plain object with only its defined fields (what a reader makes), for spreads, JSON and comparisons. */
+export function plainEntry(e: TocEntry): TocEntry {
+  const out: TocEntry = { path: e.path, type: e.type, mode: e.mode, uid: e.uid, gid: e.gid, size: e.size, mtime: e.mtime, chunks: e.chunks };
+  if (e.userName !== undefined) out.userName = e.userName;
+  if (e.groupName !== undefined) out.groupName = e.groupName;
+  if (e.atime !== undefined) out.atime = e.atime;
+  if (e.ctime !== undefined) out.ctime = e.ctime;
+  if (e.linkName !== undefined) out.linkName = e.linkName;
+  if (e.devMajor !== undefined) out.devMajor = e.devMajor;
+  if (e.devMinor !== undefined) out.devMinor = e.devMinor;
+  if (e.xattrs !== undefined) out.xattrs = e.xattrs;
+  if (e.digest !== undefined) out.digest = e.digest;
+  return out;
+}
+
+/** Every entry, in order, as an array (one object each: for small TOCs and tools, not the read path). */
+export function entryList(toc: Pick<LayerToc, 'entries'>): TocEntry[] {
+  return Array.from(toc.entries);
+}
+
 export interface TarSplitInfo {
   offset: number;
   compressedLength: number;
@@ -96,7 +128,7 @@ export interface LayerToc {
    * Entries in archive order, whiteouts (`.wh.*`) included as the plain empty files they are,
    * tool metadata (landmarks, `stargz.index.json`) excluded.
    */
-  entries: TocEntry[];
+  entries: TocEntries;
   /** Byte range of the TOC itself in the blob (payload, not skippable-frame header). */
   tocOffset: number;
   tocCompressedLength: number;
@@ -120,6 +152,9 @@ export interface LayerToc {
   /** A plain gzip layer indexed whole: where its stream can be entered (chunks' `resume`). */
   checkpoints?: GzipCheckpoint[];
 }
+
+/** A TOC as a reader makes it (readLayerToc, plain-layer indexes): one object per entry, in an array. */
+export type ArrayToc = LayerToc & { entries: TocEntry[] };
 
 /** Limits applied to every TOC (it is untrusted input). */
 export interface TocLimits {

@@ -6,7 +6,7 @@
  * costs one small object per name plus a Map per directory.
  */
 import { FormatError, preview } from '../errors.js';
-import type { LayerToc, TocEntry } from '../formats/toc.js';
+import { plainEntry, type LayerToc, type TocEntry } from '../formats/toc.js';
 
 export const WHITEOUT_PREFIX = '.wh.';
 export const OPAQUE_WHITEOUT = '.wh..wh..opq';
@@ -206,7 +206,8 @@ function implicitDirEntry(path: string): TocEntry {
 
 /** A map for a layer's hard-link targets, or none when it has no hard links (a path -> node map of every file costs a big layer dearly). */
 function linkTargets(toc: LayerToc): Map<string, FsNode> | undefined {
-  return toc.entries.some((e) => e.type === 'hardlink') ? new Map() : undefined;
+  for (const e of toc.entries) if (e.type === 'hardlink') return new Map();
+  return undefined;
 }
 
 class TreeBuilder {
@@ -261,10 +262,12 @@ class TreeBuilder {
   addLayer(toc: LayerToc, layer: number, merge: boolean): void {
     if (merge) {
       for (const e of toc.entries) {
-        const { dir, name } = splitPath(e.path);
+        const path = e.path;
+        if (!path.includes(WHITEOUT_PREFIX)) continue;
+        const { dir, name } = splitPath(path);
         if (!name.startsWith(WHITEOUT_PREFIX)) continue;
         this.sawWhiteout = true;
-        checkWhiteout(name, e.path, layer);
+        checkWhiteout(name, path, layer);
         const parent = this.findDir(dir);
         if (!parent) continue;
         this.lastDir = undefined;
@@ -274,11 +277,12 @@ class TreeBuilder {
     }
     const inodes = linkTargets(toc);
     for (const e of toc.entries) {
-      if (e.path.includes(WHITEOUT_PREFIX) && splitPath(e.path).name.startsWith(WHITEOUT_PREFIX)) {
+      const path = e.path;
+      if (path.includes(WHITEOUT_PREFIX) && splitPath(path).name.startsWith(WHITEOUT_PREFIX)) {
         this.sawWhiteout = true;
         if (merge) continue;
       }
-      this.add(e, layer, inodes);
+      this.add(e, layer, inodes, path);
     }
   }
 
@@ -301,20 +305,25 @@ class TreeBuilder {
     for (const e of rest) this.add(e, layer, inodes);
     for (const dir of opaque) {
       const node = this.ensureDir(dir, layer);
-      node.entry = { ...node.entry, xattrs: { ...node.entry.xattrs, [OVERLAY_OPAQUE_XATTR]: Buffer.from('y') } };
+      node.entry = { ...plainEntry(node.entry), xattrs: { ...node.entry.xattrs, [OVERLAY_OPAQUE_XATTR]: Buffer.from('y') } };
     }
   }
 
-  /** Adds one entry; `inodes` maps this layer's non-directory paths to their nodes, for its hard links (none: no map). */
-  private add(e: TocEntry, layer: number, inodes: Map<string, FsNode> | undefined): void {
-    if (e.path === '') {
-      if (e.type !== 'dir') throw new FormatError(`layer ${layer}: the root entry is a ${e.type}, not a directory`);
+  /**
+   * Adds one entry at `path` (its own, read once: an entry of a parsed TOC makes it anew on
+   * each read); `inodes` maps this layer's non-directory paths to their nodes, for its hard
+   * links (none: no map).
+   */
+  private add(e: TocEntry, layer: number, inodes: Map<string, FsNode> | undefined, path = e.path): void {
+    const type = e.type;
+    if (path === '') {
+      if (type !== 'dir') throw new FormatError(`layer ${layer}: the root entry is a ${type}, not a directory`);
       this.root.entry = e;
       this.root.layer = layer;
       this.root.implicit = false;
       return;
     }
-    const { dir, name } = splitPath(e.path);
+    const { dir, name } = splitPath(path);
     // Archives list a directory's entries together: remember the last parent.
     let parent: FsNode;
     if (this.lastDir !== undefined && this.lastDir.path === dir) parent = this.lastDir.node;
@@ -323,8 +332,8 @@ class TreeBuilder {
       this.lastDir = { path: dir, node: parent };
     }
     const existing = parent.children!.get(name);
-    if (existing?.isDir && e.type !== 'dir') this.lastDir = undefined; // a directory leaves the tree
-    if (e.type === 'dir') {
+    if (existing?.isDir && type !== 'dir') this.lastDir = undefined; // a directory leaves the tree
+    if (type === 'dir') {
       if (existing?.isDir) {
         // Directories merge: the upper entry's metadata, the union of children.
         existing.entry = e;
@@ -336,14 +345,14 @@ class TreeBuilder {
       return;
     }
     let node: FsNode;
-    if (e.type === 'hardlink') {
+    if (type === 'hardlink') {
       const target = inodes?.get(e.linkName ?? '');
-      if (!target) throw new FormatError(`layer ${layer}: hard link ${preview(e.path, 200)} to ${preview(e.linkName, 200)}: no earlier non-directory of that name in the layer`);
+      if (!target) throw new FormatError(`layer ${layer}: hard link ${preview(path, 200)} to ${preview(e.linkName, 200)}: no earlier non-directory of that name in the layer`);
       node = target;
     } else {
       node = this.node(e, layer);
     }
-    inodes?.set(e.path, node);
+    inodes?.set(path, node);
     parent.children!.set(name, node);
   }
 

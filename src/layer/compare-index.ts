@@ -21,8 +21,8 @@ export function firstDifference(published: LayerToc, actual: LayerToc): string |
   if (published.uncompressedDigest !== undefined && published.uncompressedDigest !== actual.uncompressedDigest) return `DiffID ${published.uncompressedDigest}, the layer's is ${actual.uncompressedDigest}`;
   const n = Math.max(published.entries.length, actual.entries.length);
   for (let i = 0; i < n; i++) {
-    const p = published.entries[i];
-    const a = actual.entries[i];
+    const p = published.entries.at(i);
+    const a = actual.entries.at(i);
     if (!p || !a) return `${published.entries.length} entries, the layer has ${actual.entries.length}`;
     if (entryFacts(p) !== entryFacts(a)) return `entry ${i} (${JSON.stringify(a.path)}) differs`;
   }

@@ -230,8 +230,9 @@ export class LayerOpener {
   }
 
   /**
-   * readLayerToc, or the TOC's parsed form when the cache holds one made for this very
-   * descriptor; a TOC read afresh gets its parsed form kept, shortly after (off the open's path).
+   * The layer's TOC in its parsed form (formats/toc-binary.ts), the form layers are served
+   * from: the cache's when it holds one made for this very descriptor, else readLayerToc's
+   * turned into it, and kept on disk shortly after (off the open's path).
    */
   private async readToc(desc: Descriptor, blob: BlobReader): Promise<LayerToc> {
     const started = performance.now();
@@ -244,19 +245,28 @@ export class LayerOpener {
         return toc;
       }
     }
-    const toc = await readLayerToc(desc, blob, { tocStore: this.opts.tocStore });
-    this.log.debug({ layer: desc.digest, entries: toc.entries.length, ms: Math.round(performance.now() - started) }, 'TOC read and parsed');
-    if (parsedTocs && context && toc.verified && !this.parsedPending.has(context)) {
+    // The parsed form is also the form kept in memory: a third of the heap of the entry objects.
+    const { toc, parsed } = await this.parseToc(desc, blob, context ?? '');
+    this.log.debug({ layer: desc.digest, entries: toc.entries.length, columnar: parsed !== undefined, ms: Math.round(performance.now() - started) }, 'TOC read and parsed');
+    if (parsedTocs && context && parsed && toc.verified && !this.parsedPending.has(context)) {
       const keep = (): Promise<void> => {
         clearTimeout(timer);
         this.parsedPending.delete(context);
-        return this.keepParsed(parsedTocs, desc, context, toc);
+        return this.keepParsed(parsedTocs, desc, context, parsed);
       };
       const timer = setTimeout(() => void keep(), Math.max(PARSED_SAVE_DELAY_MS, 2 * (performance.now() - started)));
       timer.unref();
       this.parsedPending.set(context, keep);
     }
     return toc;
+  }
+
+  /** readLayerToc's TOC in its parsed form, when the form holds it. */
+  private async parseToc(desc: Descriptor, blob: BlobReader, context: string): Promise<{ toc: LayerToc; parsed?: Buffer }> {
+    const read = await readLayerToc(desc, blob, { tocStore: this.opts.tocStore });
+    const parsed = encodeParsedToc(read, context);
+    const toc = parsed && decodeParsedToc(parsed, context);
+    return parsed && toc ? { toc, parsed } : { toc: read };
   }
 
   /** Keeps now the parsed forms of TOCs read afresh that are still waiting for their turn (before the process ends). */
@@ -276,10 +286,8 @@ export class LayerOpener {
     return undefined;
   }
 
-  private async keepParsed(parsedTocs: ParsedTocStore, desc: Descriptor, context: string, toc: LayerToc): Promise<void> {
+  private async keepParsed(parsedTocs: ParsedTocStore, desc: Descriptor, context: string, bytes: Buffer): Promise<void> {
     const started = performance.now();
-    const bytes = encodeParsedToc(toc, context);
-    if (!bytes) return;
     await parsedTocs.putParsed(context, bytes).catch((e: unknown) => this.log.warn({ layer: desc.digest, err: (e as Error).message }, 'cannot keep the parsed TOC'));
     this.log.debug({ layer: desc.digest, bytes: bytes.length, ms: Math.round(performance.now() - started) }, 'kept the parsed TOC');
   }

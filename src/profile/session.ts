@@ -151,7 +151,11 @@ export class ImageProfiles {
     let best: number | undefined;
     for (const l of this.opened) {
       let files = this.filesByLayer.get(l.index);
-      if (!files) this.filesByLayer.set(l.index, (files = new Set(l.toc.entries.filter((e) => e.type === 'reg').map((e) => e.path))));
+      if (!files) {
+        files = new Set();
+        for (const e of l.toc.entries) if (e.type === 'reg') files.add(e.path);
+        this.filesByLayer.set(l.index, files);
+      }
       if (files.has(path) && (best === undefined || l.index > best)) best = l.index;
     }
     return best;

@@ -39,7 +39,12 @@ function idSet(values: Iterable<number>): number[] {
 export function layerInfo(desc: Descriptor, diffId: string, toc: LayerToc, key: string): LayerInfo {
   const tocDigests = tocDigestsOf(desc);
   const tocDigest = tocDigests.includes(key) ? key : tocDigests[0];
-  const entries = toc.entries;
+  const uids: number[] = [];
+  const gids: number[] = [];
+  for (const e of toc.entries) {
+    uids.push(e.uid);
+    gids.push(e.gid);
+  }
   return {
     'compressed-diff-digest': desc.digest,
     'compressed-size': desc.size,
@@ -48,7 +53,7 @@ export function layerInfo(desc: Descriptor, diffId: string, toc: LayerToc, key: 
     compression: COMPRESSION_ID[toc.compression],
     ...(tocDigest ? { 'toc-digest': tocDigest } : {}),
     flags: { 'expected-layer-diffid': diffId },
-    uidset: idSet(entries.map((e) => e.uid)),
-    gidset: idSet(entries.map((e) => e.gid)),
+    uidset: idSet(uids),
+    gidset: idSet(gids),
   };
 }

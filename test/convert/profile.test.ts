@@ -183,19 +183,19 @@ describe('tocfs convert --profile', () => {
       const layers = await convertedLayers(dir);
       for (const [i, { toc, stream }] of layers.entries()) {
         const front = FRONT[i]!;
-        assert.deepEqual(toc.entries.slice(0, front.length).map((e) => e.path), front, `layer ${i}: TOC starts with the profiled files`);
+        assert.deepEqual(Array.from(toc.entries).slice(0, front.length).map((e) => e.path), front, `layer ${i}: TOC starts with the profiled files`);
         const members = await tarMembers(stream);
         assert.deepEqual(tarOrderProblems(members), [], `layer ${i}: a valid tar`);
         const names = members.map((m) => m.path);
         const restOfSource = (await tarMembers(await readFile(img.sourceTars[i]!))).map((m) => m.path).filter((p) => !front.includes(p));
         if (format === 'estargz') {
           assert.deepEqual(names, [...front, '.prefetch.landmark', ...restOfSource, 'stargz.index.json'], `layer ${i}: landmark right after the profiled files`);
-          const lastFile = [...front].reverse().find((p) => toc.entries.find((e) => e.path === p)!.chunks.length > 0)!;
-          assert.equal(toc.prefetchEnd, toc.entries.find((e) => e.path === lastFile)!.chunks.at(-1)!.compressedEnd, `layer ${i}: prefetch covers exactly the profiled files`);
+          const lastFile = [...front].reverse().find((p) => Array.from(toc.entries).find((e) => e.path === p)!.chunks.length > 0)!;
+          assert.equal(toc.prefetchEnd, Array.from(toc.entries).find((e) => e.path === lastFile)!.chunks.at(-1)!.compressedEnd, `layer ${i}: prefetch covers exactly the profiled files`);
         } else {
           assert.deepEqual(names, [...front, ...restOfSource], `layer ${i}: stream order`);
-          const frontEnd = Math.max(...toc.entries.filter((e) => front.includes(e.path)).flatMap((e) => e.chunks.map((c) => c.compressedEnd)));
-          const restStart = Math.min(...toc.entries.filter((e) => !front.includes(e.path)).flatMap((e) => e.chunks.map((c) => c.compressedOffset)));
+          const frontEnd = Math.max(...Array.from(toc.entries).filter((e) => front.includes(e.path)).flatMap((e) => e.chunks.map((c) => c.compressedEnd)));
+          const restStart = Math.min(...Array.from(toc.entries).filter((e) => !front.includes(e.path)).flatMap((e) => e.chunks.map((c) => c.compressedOffset)));
           assert.ok(frontEnd <= restStart, `layer ${i}: the profiled files lie together at the front of the blob`);
         }
       }
@@ -213,14 +213,14 @@ describe('tocfs convert --profile', () => {
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stderr, new RegExp(`start-up profile ${stored}: 5 of 8 files placed first`));
     let layers = await convertedLayers(dir);
-    assert.deepEqual(layers[0]!.toc.entries.slice(0, FRONT[0]!.length + 1).map((e) => e.path), [...FRONT[0]!, 'etc/hostname'], 'the profile, then --prioritize files not already placed');
-    assert.deepEqual(layers[1]!.toc.entries.slice(0, FRONT[1]!.length).map((e) => e.path), FRONT[1]);
+    assert.deepEqual(Array.from(layers[0]!.toc.entries).slice(0, FRONT[0]!.length + 1).map((e) => e.path), [...FRONT[0]!, 'etc/hostname'], 'the profile, then --prioritize files not already placed');
+    assert.deepEqual(Array.from(layers[1]!.toc.entries).slice(0, FRONT[1]!.length).map((e) => e.path), FRONT[1]);
 
     dir = out();
     r = await runCli(['convert', `oci:${img.dir}`, `oci:${dir}`, '--format', 'estargz', '--profile', img.manifestDigest, '--cache-dir', cacheDir]);
     assert.equal(r.code, 0, r.stderr);
     layers = await convertedLayers(dir);
-    assert.deepEqual(layers[1]!.toc.entries.slice(0, FRONT[1]!.length).map((e) => e.path), FRONT[1]);
+    assert.deepEqual(Array.from(layers[1]!.toc.entries).slice(0, FRONT[1]!.length).map((e) => e.path), FRONT[1]);
 
     r = await runCli(['convert', `oci:${img.dir}`, `oci:${out()}`, '--format', 'estargz', '--profile', `oci:${img.dir}`, '--cache-dir', join(tmp, 'empty-cache')]);
     assert.equal(r.code, 1);
@@ -236,8 +236,8 @@ describe('tocfs convert --profile', () => {
     assert.equal(r.code, 0, r.stderr);
     assert.deepEqual(warnings(r.stderr).map((w) => [w.msg, w.examples]), [[`start-up profile ${file}: 1 of its 2 files are not in oci:${img.dir} (skipped)`, ['app/old.py']]]);
     const layers = await convertedLayers(dir);
-    assert.deepEqual(layers[1]!.toc.entries.slice(0, 2).map((e) => e.path), ['app', 'app/main.py']);
-    assert.equal(layers[0]!.toc.entries[0]!.path, 'etc', 'a layer with none of the files keeps its order');
+    assert.deepEqual(Array.from(layers[1]!.toc.entries).slice(0, 2).map((e) => e.path), ['app', 'app/main.py']);
+    assert.equal(layers[0]!.toc.entries.at(0)!.path, 'etc', 'a layer with none of the files keeps its order');
   });
 
   it('refuses a malformed or oversized profile with the parser\'s message, writing nothing', async () => {

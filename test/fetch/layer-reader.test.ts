@@ -67,7 +67,7 @@ function withRead(blob: BlobReader, read: BlobReader['read']): BlobReader {
 /** Corpus images whose layers have no TOC (plain tar+gzip / tar+zstd). */
 const PLAIN = new Set(corpusImages().filter((i) => Object.values(loadExpected(i).layers).every((l) => ['gzip', 'zstd'].includes(String(l.format.format)))));
 
-const regular = (toc: LayerToc): TocEntry[] => toc.entries.filter((e) => e.type === 'reg');
+const regular = (toc: LayerToc): TocEntry[] => Array.from(toc.entries).filter((e) => e.type === 'reg');
 
 describe('LayerReader over real images', { skip: HAVE_CORPUS ? false : `no corpus at ${CORPUS_DIR}` }, () => {
   let tmp: string;
@@ -130,7 +130,7 @@ describe('LayerReader over real images', { skip: HAVE_CORPUS ? false : `no corpu
           const counter = new ReadCounter();
           const reader = readerFor(l, cache, counter.wrap(l.blob));
           const layerTruth = expected.layers[l.desc.digest]!;
-          const want = new Map(layerTruth.entries.filter((e) => e.type === 'reg' && !e.meta).map((e) => [e.path, e]));
+          const want = new Map(Array.from(layerTruth.entries).filter((e) => e.type === 'reg' && !e.meta).map((e) => [e.path, e]));
           // Over the registry, read 16 files at a time as a busy mount would.
           await inParallel(regular(l.toc), via === 'oci' ? 1 : 16, async (entry) => {
             const data = await readWhole(reader, entry);
@@ -180,7 +180,7 @@ describe('LayerReader over real images', { skip: HAVE_CORPUS ? false : `no corpu
             await indexPlainLayer(desc, blob, (d, b) => cache.put(d, b));
           },
         });
-        const want = new Map(expected.layers[desc.digest]!.entries.filter((e) => e.type === 'reg').map((e) => [e.path, e.sha256]));
+        const want = new Map(Array.from(expected.layers[desc.digest]!.entries).filter((e) => e.type === 'reg').map((e) => [e.path, e.sha256]));
         await inParallel(regular(toc), 16, async (entry) => {
           assert.equal(sha256(await readWhole(reader, entry)), `sha256:${want.get(entry.path)}`, entry.path);
         });
@@ -637,6 +637,6 @@ describe('LayerReader over real images', { skip: HAVE_CORPUS ? false : `no corpu
     assert.ok(fetched > 0);
     const second = await readLayerToc(l!.desc, counter.wrap(l!.blob), { tocStore: new DiskTocStore(join(tmp, 'tocs')) });
     assert.equal(counter.requests, fetched, 'no TOC fetch the second time');
-    assert.deepEqual(second.entries.map((e) => e.path), first.entries.map((e) => e.path));
+    assert.deepEqual(Array.from(second.entries).map((e) => e.path), Array.from(first.entries).map((e) => e.path));
   });
 });

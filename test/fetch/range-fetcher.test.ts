@@ -211,7 +211,7 @@ describe('LayerReader over a chunk store in memory', () => {
     const b = { digest: blob.digest, size: blob.size, requests: 0, read: (o: number, l: number, s?: AbortSignal) => (b.requests++, blob.read(o, l, s)), stream: (s?: AbortSignal) => blob.stream(s) };
     return b;
   };
-  const entry = (path: string): TocEntry => toc.entries.find((e) => e.path === path)!;
+  const entry = (path: string): TocEntry => Array.from(toc.entries).find((e) => e.path === path)!;
 
   test('two readers over one store (two layers with the same content) fetch a chunk once; over two stores, twice', async () => {
     const store = new MemoryChunkStore();
@@ -263,7 +263,7 @@ describe('neighbouring small files', () => {
     const b = { digest: blob.digest, size: blob.size, requests: [] as Array<[number, number]>, read: (o: number, l: number, s?: AbortSignal) => (b.requests.push([o, l]), blob.read(o, l, s)), stream: (s?: AbortSignal) => blob.stream(s) };
     return { b, r: new LayerReader({ layerDigest: 'sha256:nb', toc, blob: b, cache: new MemoryChunkStore(), readAhead: 0, neighbourBytes }) };
   };
-  const entry = (path: string): TocEntry => toc.entries.find((e) => e.path === path)!;
+  const entry = (path: string): TocEntry => Array.from(toc.entries).find((e) => e.path === path)!;
 
   test('a read of a small file brings the small files after it in the same request, within neighbourBytes; never a big file', async () => {
     const { b, r } = reader(32 * 1024);

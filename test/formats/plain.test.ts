@@ -96,9 +96,9 @@ describe('plain-layer indexer on the corpus', { skip: !HAVE_CORPUS && 'corpus no
         assert.equal(toc.formatVersion, image.startsWith('zstd') ? 'plain zstd' : 'plain gzip');
         assert.equal(toc.uncompressedSize, layer.uncompressed_size);
         assert.equal(progress.at(-1), layer.size, 'progress reaches the blob size');
-        const want = layer.entries.filter((e) => !e.meta);
-        assert.deepEqual(toc.entries.map((e) => e.path), want.map((e) => e.path), `${image} ${digest}: paths in archive order`);
-        toc.entries.forEach((e, i) => {
+        const want = Array.from(layer.entries).filter((e) => !e.meta);
+        assert.deepEqual(Array.from(toc.entries).map((e) => e.path), want.map((e) => e.path), `${image} ${digest}: paths in archive order`);
+        Array.from(toc.entries).forEach((e, i) => {
           const w = want[i]!;
           const what = `${image}: ${w.path}`;
           assert.equal(e.type, w.type, `${what} type`);
@@ -112,7 +112,7 @@ describe('plain-layer indexer on the corpus', { skip: !HAVE_CORPUS && 'corpus no
           const xattrs = Object.fromEntries(Object.entries(e.xattrs ?? {}).map(([k, v]) => [k, v.toString('base64')]));
           assert.deepEqual(xattrs, w.xattrs ?? {}, `${what} xattrs`);
         });
-        for (const e of toc.entries.filter((t) => t.type === 'reg')) {
+        for (const e of Array.from(toc.entries).filter((t) => t.type === 'reg')) {
           const w = want.find((t) => t.path === e.path)!;
           const parts = storedPieces(e, store);
           assert.equal(sha256(parts), 'sha256:' + w.sha256, `${image}: ${e.path} content`);
@@ -126,7 +126,7 @@ describe('plain-layer indexer on the corpus', { skip: !HAVE_CORPUS && 'corpus no
     const x = loadExpected('gzip-plain-gnusparse');
     const digest = x.images[0]!.layers[0]!;
     const { toc } = await index(join(CORPUS_DIR, 'gzip-plain-gnusparse'), { mediaType: x.layers[digest]!.mediaType, digest, size: x.layers[digest]!.size });
-    const sparse = toc.entries.find((e) => e.path === 'sparse/gnu-sparse-32m.img')!;
+    const sparse = Array.from(toc.entries).find((e) => e.path === 'sparse/gnu-sparse-32m.img')!;
     assert.equal(sparse.size, 32 * 1024 * 1024);
     assert.ok(sparse.chunks.filter((c) => c.zeros).length >= 28, 'most of the 32 MiB are holes');
   });
@@ -155,8 +155,8 @@ describe('plain-layer indexer on layers tocfs builds', () => {
         assert.equal(toc.uncompressedSize, (format === 'gzip' ? gunzipSync(bytes) : await zstdDecompress(bytes)).length);
         assert.equal(progress.at(-1), desc.size, 'progress reaches the blob size');
         const want = await expectedEntries(KINDS_LAYER);
-        assert.deepEqual(toc.entries.map((e) => e.path), want.map((e) => e.path), 'paths in archive order');
-        for (const [i, e] of toc.entries.entries()) {
+        assert.deepEqual(Array.from(toc.entries).map((e) => e.path), want.map((e) => e.path), 'paths in archive order');
+        for (const [i, e] of Array.from(toc.entries).entries()) {
           const w = want[i]!;
           assert.deepEqual([e.type, e.mode], [w.type, w.mode], `${w.path} type, mode`);
           assert.deepEqual([e.uid, e.gid, e.userName ?? '', e.groupName ?? ''], [w.uid, w.gid, w.uname ?? '', w.gname ?? ''], `${w.path} owner`);
@@ -215,7 +215,7 @@ describe('plain-layer indexer on archives written by GNU tar', () => {
       const desc: Descriptor = { mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: sha256(bytes), size: bytes.length };
       const store = new Map<string, Buffer>();
       const toc = await indexPlainLayer(desc, memoryBlob({ desc, bytes }), async (d, data) => void store.set(d, Buffer.from(data)));
-      const byPath = new Map(toc.entries.map((e) => [e.path, e]));
+      const byPath = new Map(Array.from(toc.entries).map((e) => [e.path, e]));
       const content = (p: string): Buffer => {
         const e = byPath.get(p)!;
         return e.type === 'hardlink' ? content(e.linkName!) : Buffer.concat(e.chunks.map((c) => store.get(c.digest)!));
@@ -251,8 +251,8 @@ describe('plain-layer indexer on archives written by GNU tar', () => {
       const desc: Descriptor = { mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: sha256(bytes), size: bytes.length };
       const store = new Map<string, Buffer>();
       const toc = await indexPlainLayer(desc, memoryBlob({ desc, bytes }), async (d, data) => void store.set(d, Buffer.from(data)));
-      const e = toc.entries.find((x) => x.path === 'sparse/pax-sparse-12m.img');
-      assert.ok(e, `the real name, not GNU tar's GNUSparseFile.N/…: ${toc.entries.map((x) => x.path).join(', ')}`);
+      const e = Array.from(toc.entries).find((x) => x.path === 'sparse/pax-sparse-12m.img');
+      assert.ok(e, `the real name, not GNU tar's GNUSparseFile.N/…: ${Array.from(toc.entries).map((x) => x.path).join(', ')}`);
       assert.equal(e.size, 12 << 20);
       assert.equal(sha256(e.chunks.map((c) => store.get(c.digest)!)), sha256(await readFile(sparse)));
       assert.ok(e.chunks.filter((c) => c.zeros).length >= 10, 'most of the 12 MiB are holes');

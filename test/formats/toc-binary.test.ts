@@ -7,7 +7,8 @@
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
 import { readLayerToc, type LayerToc } from '../../src/formats/index.js';
-import { decodeParsedToc, encodeParsedToc, PARSED_TOC_VERSION } from '../../src/formats/toc-binary.js';
+import { decodeParsedToc, encodeParsedToc, isColumnar, PARSED_TOC_VERSION } from '../../src/formats/toc-binary.js';
+import { plainEntry } from '../../src/formats/toc.js';
 import { seededContent, zeroContent, type FileSpec } from '../helpers/images.js';
 import { memoryBlob } from '../helpers/toc-repack.js';
 import { writerLayer } from '../helpers/writer-layers.js';
@@ -29,6 +30,11 @@ const FILES: FileSpec[] = [
   { path: 'data/.wh.gone', content: '' },
 ];
 
+/** The TOC with its entry views copied into plain objects, to compare with what readLayerToc made. */
+function plainToc(toc: LayerToc): LayerToc {
+  return { ...toc, entries: Array.from(toc.entries, plainEntry) };
+}
+
 describe('parsed TOC form', () => {
   const tocs: Record<string, LayerToc> = {};
   before(async () => {
@@ -41,15 +47,22 @@ describe('parsed TOC form', () => {
   for (const format of ['zstd:chunked', 'estargz']) {
     it(`gives back the very TOC readLayerToc made (${format})`, () => {
       const toc = tocs[format]!;
-      assert.ok(toc.entries.some((e) => e.chunks.length > 1), 'some file has several chunks');
-      assert.ok(toc.entries.some((e) => e.xattrs), 'some file has xattrs');
+      assert.ok(Array.from(toc.entries).some((e) => e.chunks.length > 1), 'some file has several chunks');
+      assert.ok(Array.from(toc.entries).some((e) => e.xattrs), 'some file has xattrs');
       const bytes = encodeParsedToc(toc, 'ctx');
       assert.ok(bytes);
-      const back = decodeParsedToc(bytes, 'ctx');
-      assert.deepStrictEqual(back, toc);
+      const back = decodeParsedToc(bytes, 'ctx')!;
+      assert.ok(isColumnar(back));
+      assert.deepStrictEqual(plainToc(back), toc);
+      assert.deepStrictEqual(JSON.parse(JSON.stringify(back)), JSON.parse(JSON.stringify(toc)), 'an entry view serialises as its fields');
       // Entries without chunks share one frozen list, as readLayerToc's do.
-      const noChunks = back!.entries.filter((e) => e.chunks.length === 0);
+      const noChunks = Array.from(back.entries).filter((e) => e.chunks.length === 0);
       assert.ok(noChunks.length > 1 && noChunks.every((e) => e.chunks === noChunks[0]!.chunks && Object.isFrozen(e.chunks)));
+      // A view keeps its chunk list (reads ask for it again and again); another view of the entry makes its own.
+      const file = Array.from(back.entries).find((e) => e.chunks.length > 1)!;
+      assert.equal(file.chunks, file.chunks);
+      assert.deepStrictEqual(back.entries.at(toc.entries.length - 1)!.path, toc.entries.at(-1)!.path);
+      assert.equal(back.entries.at(toc.entries.length), undefined);
     });
   }
 
@@ -70,20 +83,36 @@ describe('parsed TOC form', () => {
     const bytes = encodeParsedToc(toc, 'ctx')!;
     const shifted = Buffer.alloc(bytes.length + 3);
     bytes.copy(shifted, 3);
-    assert.deepStrictEqual(decodeParsedToc(shifted.subarray(3), 'ctx'), toc);
+    assert.deepStrictEqual(plainToc(decodeParsedToc(shifted.subarray(3), 'ctx')!), toc);
   });
 
-  it('holds no TOC it cannot give back: gzip checkpoints, resume points, unknown fields', () => {
+  it('throws on an index out of its table rather than making up a field', () => {
+    const toc = tocs['zstd:chunked']!;
+    const bytes = encodeParsedToc(toc, 'ctx')!;
+    const metaLength = bytes.readUInt32LE(12);
+    const meta = JSON.parse(bytes.toString('utf8', 16, 16 + metaLength)) as { counts: { entries: number; chunks: number; times: number; strings: number } };
+    const f64Bytes = (meta.counts.entries + meta.counts.chunks * 5 + meta.counts.times) * 8;
+    const firstWord = ((16 + metaLength + 7) & ~7) + f64Bytes;
+    const bad = Buffer.from(bytes);
+    bad.writeUInt32LE(meta.counts.strings + 5, firstWord); // the first entry's path
+    assert.throws(() => decodeParsedToc(bad, 'ctx'), /string index out of range/);
+  });
+
+  it('holds no TOC it cannot give back: gzip checkpoints, resume points, unknown fields, digests of another size than sha256', () => {
     const toc = tocs['zstd:chunked']!;
     assert.equal(encodeParsedToc({ ...toc, checkpoints: [] }, 'ctx'), undefined);
     assert.equal(encodeParsedToc({ ...toc, format: 'none' }, 'ctx'), undefined);
     assert.equal(encodeParsedToc({ ...toc, extra: 1 } as LayerToc, 'ctx'), undefined);
-    const file = toc.entries.findIndex((e) => e.chunks.length > 0);
-    const entries = [...toc.entries];
+    const all = Array.from(toc.entries);
+    const file = all.findIndex((e) => e.chunks.length > 0);
+    const entries = [...all];
     entries[file] = { ...entries[file]!, chunks: [{ ...entries[file]!.chunks[0]!, resume: { skipBits: 0, window: Buffer.alloc(0), out: 0 } }] };
     assert.equal(encodeParsedToc({ ...toc, entries }, 'ctx'), undefined);
-    const dir = toc.entries.findIndex((e) => e.type === 'dir');
-    const withLink = [...toc.entries];
+    const shortDigest = [...all];
+    shortDigest[file] = { ...all[file]!, digest: 'sha256:abcd' };
+    assert.equal(encodeParsedToc({ ...toc, entries: shortDigest }, 'ctx'), undefined, 'a digest that is not 32 bytes of hex');
+    const dir = all.findIndex((e) => e.type === 'dir');
+    const withLink = [...all];
     withLink[dir] = { ...withLink[dir]!, linkName: 'x' };
     assert.equal(encodeParsedToc({ ...toc, entries: withLink }, 'ctx'), undefined);
   });

@@ -513,7 +513,7 @@ export function checkToc(toc: LayerToc, limits: TocLimits, blobSize: number): vo
   const dataEnd = toc.compression === 'zstd' ? toc.tocOffset - 8 : toc.tocOffset;
   check(Number.isSafeInteger(toc.tocOffset) && toc.tocOffset >= 0 && toc.tocOffset <= blobSize, () => `tocOffset ${toc.tocOffset}`);
   const seen = new Map<string, number>();
-  toc.entries.forEach((e, i) => {
+  Array.from(toc.entries).forEach((e, i) => {
     check(normalisedPath(e.path), () => `entry path ${JSON.stringify(e.path.slice(0, 200))} is not normalised inside the root`);
     check(!seen.has(e.path) || e.type === 'dir', () => `duplicate ${e.path}`);
     seen.set(e.path, i);
@@ -522,7 +522,7 @@ export function checkToc(toc: LayerToc, limits: TocLimits, blobSize: number): vo
     if (e.path === '') check(e.type === 'dir', () => 'root not a dir');
     if (e.type === 'hardlink') {
       const t = seen.get(e.linkName ?? '\0');
-      check(normalisedPath(e.linkName ?? '\0') && t !== undefined && t < i && toc.entries[t]!.type !== 'dir', () => `hard link ${e.path} -> ${e.linkName}`);
+      check(normalisedPath(e.linkName ?? '\0') && t !== undefined && t < i && toc.entries.at(t)!.type !== 'dir', () => `hard link ${e.path} -> ${e.linkName}`);
     }
     if (e.type === 'symlink') check(typeof e.linkName === 'string' && e.linkName.length > 0 && !e.linkName.includes('\0'), () => `symlink ${e.path}`);
     if (e.type === 'reg') {
@@ -615,7 +615,7 @@ async function readAndCheck(rng: Rng, seed: LayerSeed, layer: TestLayer, input: 
     return { target: 'tree', origin: seed.origin, outcome: 'error', message: checkError(e) };
   }
   // Chunks: extract a few from the (possibly mutated) blob; bytes must match their digest.
-  const files = toc.entries.filter((e) => e.chunks.length > 0);
+  const files = Array.from(toc.entries).filter((e) => e.chunks.length > 0);
   for (let i = 0; i < 3 && files.length > 0; i++) {
     const f = rng.pick(files);
     const c = rng.pick(f.chunks);
@@ -735,7 +735,7 @@ async function fuzzAnnotations(rng: Rng, seed: LayerSeed, input: CaseInput): Pro
 
 /** A chunk's compressed range mutated, or the chunk record changed: bytes come back verified or not at all. */
 async function fuzzChunk(rng: Rng, seed: LayerSeed, input: CaseInput, bombs: Seeds['bombs']): Promise<CaseOutcome> {
-  const files = seed.toc.entries.filter((e) => e.chunks.length > 0);
+  const files = Array.from(seed.toc.entries).filter((e) => e.chunks.length > 0);
   if (files.length === 0) return fuzzTocJson(rng, seed, input);
   const f = rng.pick(files);
   const c0 = rng.pick(f.chunks);

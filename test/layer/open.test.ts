@@ -88,7 +88,7 @@ describe('one layer opener: the mount and the store alike', { timeout: 120_000 }
     const fetch = { fetchTimeoutMs: TIMEOUT_MS, readAhead: 0 };
     const image = await mountPath(join(tmp, 'cache-mount-backstop'), fetch);
     const layer = await storePath(join(tmp, 'cache-store-backstop'), fetch);
-    const entry = (path: string): TocEntry => layer.content.toc.entries.find((e) => e.path === path)!;
+    const entry = (path: string): TocEntry => Array.from(layer.content.toc.entries).find((e) => e.path === path)!;
     const node = (path: string) => image.tree().lookup(`/${path}`)!;
     registry.signal('SIGSTOP');
     try {
@@ -120,7 +120,7 @@ describe('one layer opener: the mount and the store alike', { timeout: 120_000 }
     const fetch = { readAhead: 0 };
     const image = await mountPath(join(tmp, 'cache-mount-frozen'), fetch, stalling);
     const layer = await storePath(join(tmp, 'cache-store-frozen'), fetch, stalling);
-    const entry = (path: string): TocEntry => layer.content.toc.entries.find((e) => e.path === path)!;
+    const entry = (path: string): TocEntry => Array.from(layer.content.toc.entries).find((e) => e.path === path)!;
     const node = (path: string) => image.tree().lookup(`/${path}`)!;
     const paths: Array<[string, (file: number, offset: number, length: number) => Promise<Buffer>]> = [
       ['mount', (f, o, l) => image.readFile(node(FILES[f]!.path), o, l)],

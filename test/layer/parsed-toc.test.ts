@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { DiskTocStore } from '../../src/cache/toc-store.js';
 import { encodeParsedToc } from '../../src/formats/toc-binary.js';
-import type { LayerToc } from '../../src/formats/toc.js';
+import { plainEntry, type LayerToc } from '../../src/formats/toc.js';
 import { LayerOpener, type OpenedLayer } from '../../src/layer/open.js';
 import type { Descriptor, ImageSource } from '../../src/source/types.js';
 import { seededBytes, type FileSpec } from '../helpers/images.js';
@@ -68,7 +68,7 @@ describe('parsed TOCs kept in the cache', () => {
   }
 
   async function assertServes(o: Opened): Promise<void> {
-    const entry = (path: string) => o.layer.toc.entries.find((e) => e.path === path)!;
+    const entry = (path: string) => Array.from(o.layer.toc.entries).find((e) => e.path === path)!;
     assert.deepEqual(await o.layer.reader.readAt(entry('data/big.bin'), 0, BIG.length), BIG);
     assert.deepEqual(await o.layer.reader.readAt(entry('data/small.txt'), 0, SMALL.length), SMALL);
     assert.equal(entry('data/link').linkName, 'big.bin');
@@ -124,8 +124,9 @@ describe('parsed TOCs kept in the cache', () => {
     // What an attacker without the key can write: a well-formed parsed TOC whose big.bin is
     // small.txt's chunks, MAC'd under a key of their own.
     const toc = first.layer.toc;
-    const small = toc.entries.find((e) => e.path === 'data/small.txt')!;
-    const forged: LayerToc = { ...toc, entries: toc.entries.map((e) => (e.path === 'data/big.bin' ? { ...e, size: small.size, digest: small.digest!, chunks: small.chunks } : e)) };
+    const entries = Array.from(toc.entries, plainEntry);
+    const small = entries.find((e) => e.path === 'data/small.txt')!;
+    const forged: LayerToc = { ...toc, entries: entries.map((e) => (e.path === 'data/big.bin' ? { ...e, size: small.size, digest: small.digest!, chunks: small.chunks } : e)) };
     const stored = await readFile(file!);
     const context = JSON.parse(stored.toString('utf8', 32 + 16, 32 + 16 + stored.readUInt32LE(32 + 12))).context as string;
     const payload = encodeParsedToc(forged, context)!;

@@ -88,7 +88,7 @@ describe('start-up profiles: record, then replay', () => {
   /** What a start reads: the app, its modules in import order, the first MiB of the big library. */
   const startUp = async (o: Opened): Promise<void> => {
     const l = o.layers[0]!;
-    const entry = (p: string) => l.toc.entries.find((e) => e.path === p)!;
+    const entry = (p: string) => Array.from(l.toc.entries).find((e) => e.path === p)!;
     await l.reader.readAt(entry('app/main.py'), 0, 4096);
     for (let i = 0; i < 60; i += 2) await l.reader.readAt(entry(`usr/lib/mod-${i}.py`), 0, 128 * 1024);
     for (let off = 0; off < 1024 * 1024; off += 128 * 1024) await l.reader.readAt(entry('usr/lib/big.so'), off, 128 * 1024);
@@ -127,7 +127,7 @@ describe('start-up profiles: record, then replay', () => {
     const replayRequests = second.layers[0]!.blob.requests;
     assert.ok(replayRequests <= 3, `replay made ${replayRequests} requests (the cold start made ${coldRequests})`);
     assert.ok(replayRequests < coldRequests);
-    const unused = second.layers[0]!.toc.entries.find((e) => e.path === 'usr/lib/unused.bin')!;
+    const unused = Array.from(second.layers[0]!.toc.entries).find((e) => e.path === 'usr/lib/unused.bin')!;
     assert.ok(second.layers[0]!.blob.bytes < 2 * 1024 * 1024 + 1024 * 1024 + unused.size / 2, `replay fetched ${second.layers[0]!.blob.bytes} bytes`);
     await startUp(second);
     assert.equal(second.layers[0]!.blob.requests, replayRequests, 'the start-up reads needed no request of their own');
@@ -154,7 +154,7 @@ describe('start-up profiles: record, then replay', () => {
     const afterReplay = v2.layers[0]!.blob.requests;
     await startUp(v2);
     assert.equal(v2.layers[0]!.blob.requests, afterReplay, 'v2\'s start-up reads were all replayed');
-    const main = v2.layers[0]!.toc.entries.find((e) => e.path === 'app/main.py')!;
+    const main = Array.from(v2.layers[0]!.toc.entries).find((e) => e.path === 'app/main.py')!;
     assert.equal((await v2.layers[0]!.reader.readAt(main, 0, 100)).toString(), 'print("app 2")\n');
   });
 
@@ -162,7 +162,7 @@ describe('start-up profiles: record, then replay', () => {
     const cacheDir = join(tmp, 'cache-3');
     const o = await open('v1');
     const layer = o.image.layers[0]!;
-    const mod = o.layers[0]!.toc.entries.find((e) => e.path === 'usr/lib/mod-0.py')!;
+    const mod = Array.from(o.layers[0]!.toc.entries).find((e) => e.path === 'usr/lib/mod-0.py')!;
     const hostile: Profile = {
       schemaVersion: 1,
       mediaType: 'application/vnd.tocfs.profile.v1+json',

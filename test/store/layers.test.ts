@@ -68,7 +68,7 @@ test('closing the store ends the recording of a start-up profile and saves what 
   const source = { tlsVerify: false, registry: await isolatedRegistryOptions(join(tmp, 'env-close')) };
   const store = new LayerStore({ opener: await LayerOpener.create({ cacheDir }, log), source, logger: log, profiles, prefetch: 'none' });
   const layer = await store.lookup(`${registry.host}/down:latest`, img.layers[0]!.digest);
-  const entry = layer.content.toc.entries.find((e) => e.path === 'a')!;
+  const entry = Array.from(layer.content.toc.entries).find((e) => e.path === 'a')!;
   assert.deepEqual(await readContent(layer.content, entry, 0, 1000), seededBytes('a', 1000));
   await store.close();
   const saved = await new ProfileStore(cacheDir, log).load(img.manifestDigest);
