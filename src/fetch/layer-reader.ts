@@ -23,7 +23,7 @@ import { formatDuration } from '../units.js';
 import type { ChunkStore } from './chunk-store.js';
 import { describeEntry, FetchTimeoutError, LayerReadError, ReadTimeoutError } from './errors.js';
 import { inFlightFor, type InFlightChunks } from './in-flight.js';
-import { chunksCovering, extentBytes, firstInBlobAt, firstNotBefore, type Located } from './plan.js';
+import { BlobOrder, chunksCovering, firstNotBefore, type Located } from './plan.js';
 import { RangeFetcher, type QueuedPriority, type RangeItem } from './range-fetcher.js';
 
 export type { Located } from './plan.js';
@@ -139,7 +139,7 @@ export class LayerReader {
   private readonly reindex: (() => Promise<unknown>) | undefined;
   private readonly sequences = new LRUCache<TocEntry, SequenceState>({ max: 1024 });
   private reindexing: Promise<unknown> | undefined;
-  private blobOrder: Located[] | undefined;
+  private blobOrder: BlobOrder | undefined;
   private readonly counters = { servedBytes: 0, cacheHits: 0, neighbourChunks: 0, verifyFailures: 0 };
   /** Set when the layer must not be read any more (its index proved wrong). */
   private stopped: LayerReadError | undefined;
@@ -186,28 +186,18 @@ export class LayerReader {
   }
 
   get stats(): LayerReaderStats {
-    // Not through chunksInBlobOrder(): that keeps its list, 48 B a chunk, and stats are asked for
+    // Not through chunksInBlobOrder(): that keeps its list, 24 B a chunk, and stats are asked for
     // every few seconds of every layer a store serves, most of which never need the list.
-    this.chunkBytes ??= extentBytes(this.blobOrder ?? this.locatedChunks());
+    this.chunkBytes ??= (this.blobOrder ?? BlobOrder.of(this.toc.entries)).extentBytes();
     const { fetchedBytes, fetchedRequests } = this.fetcher.counters;
     const pct = this.chunkBytes > 0 ? Math.min(100, (100 * fetchedBytes) / this.chunkBytes) : 0;
     return { fetchedBytes, fetchedRequests, ...this.counters, chunkBytes: this.chunkBytes, fetchedPercent: pct };
   }
 
   /** Every non-zero chunk of the layer with a blob position, in blob order. */
-  chunksInBlobOrder(): readonly Located[] {
-    this.blobOrder ??= this.locatedChunks().sort((a, b) => a.chunk.compressedOffset - b.chunk.compressedOffset || a.chunk.innerOffset - b.chunk.innerOffset);
+  chunksInBlobOrder(): BlobOrder {
+    this.blobOrder ??= BlobOrder.of(this.toc.entries);
     return this.blobOrder;
-  }
-
-  /** Every non-zero chunk of the layer with a blob position, in TOC order. */
-  private locatedChunks(): Located[] {
-    const all: Located[] = [];
-    for (const entry of this.toc.entries) {
-      if (entry.type !== 'reg') continue;
-      for (const chunk of entry.chunks) if (!chunk.zeros && chunk.compressedOffset >= 0) all.push({ chunk, entry });
-    }
-    return all;
   }
 
   /** Those of `items` that are neither stored nor being fetched (for background work). */
@@ -529,8 +519,8 @@ export class LayerReader {
     let end = Math.max(...missing.map((w) => w.chunk.compressedEnd));
     const order = this.chunksInBlobOrder();
     const candidates: Located[] = [];
-    for (let i = firstInBlobAt(order, end); i < order.length; i++) {
-      const l = order[i]!;
+    for (let i = order.firstAt(end); i < order.length; i++) {
+      const l = order.at(i);
       const small = l.entry.chunks.length === 1 && l.entry.size <= this.neighbourBytes;
       if (!small || l.chunk.compressedEnd - start > this.neighbourBytes || l.chunk.compressedOffset - end > this.fetcher.settings.maxGapBytes) break;
       end = l.chunk.compressedEnd;
@@ -580,8 +570,8 @@ export class LayerReader {
     if (!output) {
       const order = this.chunksInBlobOrder();
       let need = chunk.innerOffset + chunk.size;
-      for (let i = firstInBlobAt(order, chunk.compressedOffset); i < order.length && order[i]!.chunk.compressedOffset === chunk.compressedOffset; i++) {
-        const c = order[i]!.chunk;
+      for (let i = order.firstAt(chunk.compressedOffset); i < order.length && order.startAt(i) === chunk.compressedOffset; i++) {
+        const c = order.at(i).chunk;
         if (c.compressedEnd === chunk.compressedEnd) need = Math.max(need, c.innerOffset + c.size);
       }
       const resume = chunk.resume!;
@@ -608,7 +598,7 @@ export class LayerReader {
 
   /** The gzip pieces of the layer by their offset in the uncompressed stream. */
   private stream(): Located[] {
-    this.streamOrder ??= this.chunksInBlobOrder()
+    this.streamOrder ??= Array.from(this.chunksInBlobOrder())
       .filter((l) => l.chunk.resume)
       .sort((a, b) => streamOffset(a.chunk) - streamOffset(b.chunk));
     return this.streamOrder;
@@ -643,7 +633,7 @@ export class LayerReader {
    * queue behind it; reads of its chunks join it either way.
    */
   async fetchSpan(start: number, end: number, onChunk?: (l: Located) => void, priority: 'user' | 'prefetch' = 'user'): Promise<number> {
-    const inside = this.chunksInBlobOrder().filter((l) => l.chunk.compressedOffset >= start && l.chunk.compressedEnd <= end);
+    const inside = this.chunksInBlobOrder().within(start, end);
     // Claim every chunk not in memory nor being fetched before the first await, so reads
     // that arrive while the span is checked or in flight join it instead of asking again.
     const claimed: Array<{ l: Located; wanted: Wanted; promise: Promise<Buffer> }> = [];

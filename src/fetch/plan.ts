@@ -1,5 +1,5 @@
 /** Grouping chunks into range requests, and finding the chunks that cover a byte range. */
-import type { Chunk, TocEntry } from '../formats/toc.js';
+import type { Chunk, TocEntries, TocEntry } from '../formats/toc.js';
 
 /** A chunk and the entry that holds it (for error messages). */
 export interface Located {
@@ -53,9 +53,111 @@ export function firstChunkAfter(chunks: readonly Chunk[], offset: number): numbe
   return firstNotBefore(chunks, (c) => c.offset + c.size <= offset);
 }
 
-/** Index of the first of `order` (chunks in blob order) that starts at or after compressed offset `offset`. */
-export function firstInBlobAt(order: readonly Located[], offset: number): number {
-  return firstNotBefore(order, (l) => l.chunk.compressedOffset < offset);
+/**
+ * Every chunk of a layer that has a blob position (not zeros), in blob order (compressed
+ * offset, then inner offset), held as positions into the TOC: 24 bytes a chunk, where a list
+ * of Located objects would hold every entry and chunk object of a parsed TOC's views (formats/
+ * toc-binary.ts) for as long as the layer is served. A Located is made when asked for.
+ */
+export class BlobOrder implements Iterable<Located> {
+  /** The entry asked for last, whose chunk list the next ask most likely needs too. */
+  private last: { index: number; entry: TocEntry } | undefined;
+
+  private constructor(
+    private readonly entries: TocEntries,
+    private readonly entryOf: Uint32Array,
+    private readonly chunkOf: Uint32Array,
+    private readonly starts: Float64Array,
+    private readonly ends: Float64Array,
+  ) {}
+
+  static of(entries: TocEntries): BlobOrder {
+    let count = 0;
+    for (const e of entries) for (const c of e.chunks) if (!c.zeros && c.compressedOffset >= 0) count++;
+    const entryOf = new Uint32Array(count);
+    const chunkOf = new Uint32Array(count);
+    const starts = new Float64Array(count);
+    const inner = new Float64Array(count);
+    const ends = new Float64Array(count);
+    let k = 0;
+    let sorted = true;
+    let ei = 0;
+    for (const e of entries) {
+      const chunks = e.chunks;
+      for (let ci = 0; ci < chunks.length; ci++) {
+        const c = chunks[ci]!;
+        if (c.zeros || c.compressedOffset < 0) continue;
+        entryOf[k] = ei;
+        chunkOf[k] = ci;
+        starts[k] = c.compressedOffset;
+        inner[k] = c.innerOffset;
+        ends[k] = c.compressedEnd;
+        if (k > 0 && (starts[k - 1]! > starts[k]! || (starts[k - 1] === starts[k] && inner[k - 1]! > inner[k]!))) sorted = false;
+        k++;
+      }
+      ei++;
+    }
+    if (sorted) return new BlobOrder(entries, entryOf, chunkOf, starts, ends);
+    // TOCs list files in blob order as a rule; a converter's TOC may not.
+    const order = Array.from({ length: count }, (_, i) => i).sort((a, b) => starts[a]! - starts[b]! || inner[a]! - inner[b]!);
+    const pick = <T extends Uint32Array | Float64Array>(from: T, make: (n: number) => T): T => {
+      const out = make(count);
+      order.forEach((j, i) => (out[i] = from[j]!));
+      return out;
+    };
+    return new BlobOrder(entries, pick(entryOf, (n) => new Uint32Array(n)), pick(chunkOf, (n) => new Uint32Array(n)), pick(starts, (n) => new Float64Array(n)), pick(ends, (n) => new Float64Array(n)));
+  }
+
+  get length(): number {
+    return this.starts.length;
+  }
+
+  /** The compressed offset of the i-th chunk. */
+  startAt(i: number): number {
+    return this.starts[i]!;
+  }
+
+  at(i: number): Located {
+    const index = this.entryOf[i]!;
+    if (this.last?.index !== index) this.last = { index, entry: this.entries.at(index)! };
+    const entry = this.last.entry;
+    return { chunk: entry.chunks[this.chunkOf[i]!]!, entry };
+  }
+
+  /** Index of the first chunk that starts at or after compressed offset `offset`. */
+  firstAt(offset: number): number {
+    let lo = 0;
+    let hi = this.starts.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (this.starts[mid]! < offset) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  /** The chunks wholly inside compressed bytes [start, end). */
+  within(start: number, end: number): Located[] {
+    const out: Located[] = [];
+    for (let i = this.firstAt(start); i < this.starts.length && this.starts[i]! < end; i++) if (this.ends[i]! <= end) out.push(this.at(i));
+    return out;
+  }
+
+  /** Total length of the union of the chunks' compressed extents. */
+  extentBytes(): number {
+    let total = 0;
+    let end = -Infinity;
+    for (let i = 0; i < this.starts.length; i++) {
+      const s = Math.max(this.starts[i]!, end);
+      if (this.ends[i]! > s) total += this.ends[i]! - s;
+      end = Math.max(end, this.ends[i]!);
+    }
+    return total;
+  }
+
+  *[Symbol.iterator](): Iterator<Located> {
+    for (let i = 0; i < this.starts.length; i++) yield this.at(i);
+  }
 }
 
 /** The chunks of a regular file that cover [start, end). */
@@ -70,7 +172,7 @@ export function chunksCovering(entry: TocEntry, start: number, end: number): Chu
 }
 
 /** Total length of the union of the chunks' compressed extents. */
-export function extentBytes(items: readonly Located[]): number {
+export function extentBytes(items: Iterable<Located>): number {
   const sorted = [...items].sort((a, b) => a.chunk.compressedOffset - b.chunk.compressedOffset);
   let total = 0;
   let end = -Infinity;

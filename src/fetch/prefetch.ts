@@ -25,7 +25,7 @@ const chunkBytes = (l: Located): number => l.chunk.compressedEnd - l.chunk.compr
 export async function prefetchLandmark(reader: LayerReader, onProgress?: ProgressCallback): Promise<number> {
   const end = reader.toc.prefetchEnd;
   if (!end || reader.toc.noPrefetch) return 0;
-  const inside = reader.chunksInBlobOrder().filter((l) => l.chunk.compressedEnd <= end);
+  const inside = reader.chunksInBlobOrder().within(0, end);
   const total = inside.reduce((n, l) => n + chunkBytes(l), 0);
   let done = 0;
   return reader.fetchSpan(0, end, (l) => {
@@ -49,7 +49,7 @@ export interface FetchAllOptions {
  * when `signal` aborts; fetch errors reject too (nothing unverified is ever cached).
  */
 export async function fetchAll(reader: LayerReader, opts: FetchAllOptions = {}): Promise<void> {
-  const all = reader.chunksInBlobOrder();
+  const all = Array.from(reader.chunksInBlobOrder());
   const total = all.reduce((n, l) => n + chunkBytes(l), 0);
   const batches = coalesce([...all], opts.batchBytes ?? 1024 * 1024, reader.maxGapBytes).map((r) => r.items);
   let done = 0;
