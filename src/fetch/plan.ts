@@ -37,7 +37,7 @@ export function coalesce<T extends Located>(items: T[], cap: number, maxGap = 0)
 }
 
 /** Index of the first of `sorted` for which `before` is false (`before` holds for a prefix). */
-export function firstNotBefore<T>(sorted: readonly T[], before: (item: T) => boolean): number {
+export function firstNotBefore<T>(sorted: ArrayLike<T>, before: (item: T) => boolean): number {
   let lo = 0;
   let hi = sorted.length;
   while (lo < hi) {
@@ -126,14 +126,7 @@ export class BlobOrder implements Iterable<Located> {
 
   /** Index of the first chunk that starts at or after compressed offset `offset`. */
   firstAt(offset: number): number {
-    let lo = 0;
-    let hi = this.starts.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (this.starts[mid]! < offset) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo;
+    return firstNotBefore(this.starts, (start) => start < offset);
   }
 
   /** The chunks wholly inside compressed bytes [start, end). */

@@ -455,12 +455,10 @@ class ColumnEntry implements TocEntry {
     return this.cols.word(this.i, E_GID);
   }
   get userName(): string | undefined {
-    const id = this.cols.word(this.i, E_USER);
-    return id === 0 ? undefined : this.cols.string(id - 1);
+    return this.stringPlusOne(E_USER);
   }
   get groupName(): string | undefined {
-    const id = this.cols.word(this.i, E_GROUP);
-    return id === 0 ? undefined : this.cols.string(id - 1);
+    return this.stringPlusOne(E_GROUP);
   }
   get size(): number {
     return this.cols.f64[this.i]!;
@@ -469,12 +467,10 @@ class ColumnEntry implements TocEntry {
     return this.cols.time(this.cols.word(this.i, E_MTIME));
   }
   get atime(): Timestamp | undefined {
-    const id = this.cols.word(this.i, E_ATIME);
-    return id === 0 ? undefined : this.cols.time(id - 1);
+    return this.timePlusOne(E_ATIME);
   }
   get ctime(): Timestamp | undefined {
-    const id = this.cols.word(this.i, E_CTIME);
-    return id === 0 ? undefined : this.cols.time(id - 1);
+    return this.timePlusOne(E_CTIME);
   }
   get linkName(): string | undefined {
     const type = this.type;
@@ -497,6 +493,17 @@ class ColumnEntry implements TocEntry {
   }
   get chunks(): Chunk[] {
     return (this.chunkList ??= this.cols.chunks(this.i));
+  }
+
+  /** The string a `+ 1` word names, undefined for 0. */
+  private stringPlusOne(field: number): string | undefined {
+    const id = this.cols.word(this.i, field);
+    return id === 0 ? undefined : this.cols.string(id - 1);
+  }
+  /** The time a `+ 1` word names, undefined for 0. */
+  private timePlusOne(field: number): Timestamp | undefined {
+    const id = this.cols.word(this.i, field);
+    return id === 0 ? undefined : this.cols.time(id - 1);
   }
 
   toJSON(): TocEntry {
