@@ -60,6 +60,31 @@ export class DiskTocStore implements TocStore, ParsedTocStore {
     return (await readdir(dir).catch(() => [] as string[])).filter((n) => OWN_FILE_NAME.test(n));
   }
 
+  /**
+   * Removes the parsed TOCs that `stale` says no reader uses any more (a form of another
+   * version: formats/toc-binary.ts), judged by the first `headBytes` of their payload; how many
+   * it removed. The cache remembers the `form` it last did this for
+   * (`<dir>/tocs/parsed.form`), so that each new form costs one pass over the directory, not
+   * one per process.
+   */
+  async dropStaleParsed(form: string, stale: (head: Buffer) => boolean, headBytes = 16): Promise<number> {
+    const marker = join(this.parsedDir, '..', 'parsed.form');
+    if ((await readFile(marker, 'utf8').catch(() => '')) === form) return 0;
+    let dropped = 0;
+    for (const n of await this.names(this.parsedDir)) {
+      const path = join(this.parsedDir, n);
+      const head = Buffer.alloc(MAC_LENGTH + headBytes);
+      const got = await open(path, 'r').then(
+        (fh) => fh.read(head, 0, head.length, 0).then((r) => r.bytesRead, () => 0).finally(() => fh.close()),
+        () => 0,
+      );
+      if (got < MAC_LENGTH || !stale(head.subarray(MAC_LENGTH, got))) continue;
+      if (await unlink(path).then(() => true, () => false)) dropped++;
+    }
+    await this.write(join(this.parsedDir, '..'), marker, Buffer.from(form), marker);
+    return dropped;
+  }
+
   /** Removes every stored TOC and parsed TOC (the key stays). */
   async clear(): Promise<void> {
     for (const dir of [this.tocDir, this.parsedDir]) for (const n of await this.names(dir)) await unlink(join(dir, n)).catch(() => undefined);

@@ -296,6 +296,11 @@ function view<T extends Float64Array | Uint32Array>(Kind: { new (b: ArrayBuffer,
   return new Kind(copy.buffer, 0, count);
 }
 
+/** Whether `head` (at least the first 12 bytes of an encoded parsed TOC) is of this version of the form. */
+export function isCurrentParsedToc(head: Buffer): boolean {
+  return head.length >= 12 && head.subarray(0, 8).equals(MAGIC) && head.readUInt32LE(8) === PARSED_TOC_VERSION;
+}
+
 /** The context an encoded parsed TOC was made for, or undefined when `buf` is not one of this version. */
 function metaOf(buf: Buffer): { meta: Meta; start: number } | undefined {
   if (buf.length < 16 || !buf.subarray(0, 8).equals(MAGIC) || buf.readUInt32LE(8) !== PARSED_TOC_VERSION) return undefined;

@@ -16,7 +16,7 @@ import { NoTocError, probeLayer, readLayerToc, type LayerToc, type TocStore } fr
 import { sniffCodec } from '../formats/detect.js';
 import { indexPlainLayer } from '../formats/plain.js';
 import { decodePlainIndex, encodePlainIndex, loadPlainIndex, savePlainIndex } from '../formats/plain-index.js';
-import { decodeParsedToc, encodeParsedToc, PARSED_TOC_VERSION } from '../formats/toc-binary.js';
+import { decodeParsedToc, encodeParsedToc, isCurrentParsedToc, PARSED_TOC_VERSION } from '../formats/toc-binary.js';
 import { meteredBlob, metrics } from '../metrics/index.js';
 import type { ReadCounter } from '../source/counting.js';
 import { rememberTail } from '../source/tail-memo.js';
@@ -139,6 +139,13 @@ export class LayerOpener {
       ...(settings.memoryBudget !== undefined ? { processMemoryBudget: settings.memoryBudget } : {}),
     });
     const tocStore = new DiskTocStore(settings.cacheDir, logger);
+    // Parsed TOCs of an older form are never read again (their context names its version).
+    // Awaited, so that no write into the cache outlives a short command: once the cache
+    // remembers this form, it is one small read.
+    await tocStore.dropStaleParsed(`tocfsPTC ${PARSED_TOC_VERSION}`, (head) => !isCurrentParsedToc(head)).then(
+      (dropped) => dropped > 0 && logger.info({ dropped, version: PARSED_TOC_VERSION }, 'removed parsed TOCs of an older form from the cache'),
+      (e: unknown) => logger.debug({ err: e }, 'cannot look for parsed TOCs of an older form'),
+    );
     return new LayerOpener({
       cache,
       tocStore,

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { DiskTocStore } from '../../src/cache/toc-store.js';
-import { encodeParsedToc } from '../../src/formats/toc-binary.js';
+import { encodeParsedToc, isCurrentParsedToc, PARSED_TOC_VERSION } from '../../src/formats/toc-binary.js';
 import { plainEntry, type LayerToc } from '../../src/formats/toc.js';
 import { LayerOpener, type OpenedLayer } from '../../src/layer/open.js';
 import type { Descriptor, ImageSource } from '../../src/source/types.js';
@@ -180,6 +180,33 @@ describe('parsed TOCs kept in the cache', () => {
     const linked = await open(cacheDir, layer);
     assert.ok(!fromParsed(linked) && linked.msgs.includes('parsed TOCs off: their key file is not private to this user'));
     await assertServes(linked);
+  });
+
+  it('parsed TOCs of an older form are removed, once per form, and those of this form kept', async () => {
+    const cacheDir = join(tmp, 'cache-old-form');
+    const layer = layers['estargz']!;
+    await (await open(cacheDir, layer)).opener.keepParsedTocs();
+    const [current] = await parsedFiles(cacheDir);
+    const payload = (await readFile(current!)).subarray(32);
+    // What an older tocfs left: its MAC, then a payload of form version 1.
+    const older = Buffer.from(payload);
+    older.writeUInt32LE(PARSED_TOC_VERSION - 1, 8);
+    const stale = join(cacheDir, 'tocs', 'parsed', 'a'.repeat(64));
+    const form = join(cacheDir, 'tocs', 'parsed.form');
+    await writeFile(stale, Buffer.concat([randomBytes(32), older]));
+    await rm(form, { force: true });
+
+    // Before the opener is made.
+    const o = await open(cacheDir, layer);
+    assert.deepEqual(await parsedFiles(cacheDir), [current], 'the older form removed, this one kept');
+    assert.ok(o.msgs.includes('removed parsed TOCs of an older form from the cache'), o.msgs.join(' / '));
+    assert.equal(await readFile(form, 'utf8'), `tocfsPTC ${PARSED_TOC_VERSION}`);
+    assert.ok(fromParsed(o), 'the current one is still used');
+
+    // The cache remembers the pass: a later one does not look again.
+    await writeFile(stale, Buffer.concat([randomBytes(32), older]));
+    assert.equal(await new DiskTocStore(cacheDir).dropStaleParsed(`tocfsPTC ${PARSED_TOC_VERSION}`, (head) => !isCurrentParsedToc(head)), 0);
+    assert.ok((await parsedFiles(cacheDir)).includes(stale));
   });
 
   it('the cache counts parsed TOCs in the TOC bytes and clears them with the TOCs', async () => {
