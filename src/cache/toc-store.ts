@@ -11,7 +11,7 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { constants } from 'node:fs';
 import { link, mkdir, open, readdir, readFile, stat, unlink, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import { digestHex, isDigest, sha256 } from '../digest.js';
 import type { TocStore } from '../formats/toc.js';
@@ -32,6 +32,8 @@ export class DiskTocStore implements TocStore, ParsedTocStore {
   private readonly tocDir: string;
   private readonly parsedDir: string;
   private readonly keyPath: string;
+  /** The form of parsed TOCs dropStaleParsed last removed the others for. */
+  private readonly formPath: string;
   private readonly tmpDir: string;
   private readonly log: Logger;
   private writable = true;
@@ -42,6 +44,7 @@ export class DiskTocStore implements TocStore, ParsedTocStore {
     this.tocDir = join(dir, 'tocs', 'sha256');
     this.parsedDir = join(dir, 'tocs', 'parsed');
     this.keyPath = join(dir, 'tocs', 'parsed.key');
+    this.formPath = join(dir, 'tocs', 'parsed.form');
     this.tmpDir = join(dir, 'tmp');
     this.log = logger ?? rootLogger();
   }
@@ -68,8 +71,7 @@ export class DiskTocStore implements TocStore, ParsedTocStore {
    * one per process.
    */
   async dropStaleParsed(form: string, stale: (head: Buffer) => boolean, headBytes = 16): Promise<number> {
-    const marker = join(this.parsedDir, '..', 'parsed.form');
-    if ((await readFile(marker, 'utf8').catch(() => '')) === form) return 0;
+    if ((await readFile(this.formPath, 'utf8').catch(() => '')) === form) return 0;
     let dropped = 0;
     for (const n of await this.names(this.parsedDir)) {
       const path = join(this.parsedDir, n);
@@ -81,7 +83,7 @@ export class DiskTocStore implements TocStore, ParsedTocStore {
       if (got < MAC_LENGTH || !stale(head.subarray(MAC_LENGTH, got))) continue;
       if (await unlink(path).then(() => true, () => false)) dropped++;
     }
-    await this.write(join(this.parsedDir, '..'), marker, Buffer.from(form), marker);
+    await this.write(dirname(this.formPath), this.formPath, Buffer.from(form), this.formPath);
     return dropped;
   }
 

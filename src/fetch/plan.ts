@@ -138,14 +138,7 @@ export class BlobOrder implements Iterable<Located> {
 
   /** Total length of the union of the chunks' compressed extents. */
   extentBytes(): number {
-    let total = 0;
-    let end = -Infinity;
-    for (let i = 0; i < this.starts.length; i++) {
-      const s = Math.max(this.starts[i]!, end);
-      if (this.ends[i]! > s) total += this.ends[i]! - s;
-      end = Math.max(end, this.ends[i]!);
-    }
-    return total;
+    return unionBytes(this.starts, this.ends);
   }
 
   *[Symbol.iterator](): Iterator<Located> {
@@ -167,12 +160,20 @@ export function chunksCovering(entry: TocEntry, start: number, end: number): Chu
 /** Total length of the union of the chunks' compressed extents. */
 export function extentBytes(items: Iterable<Located>): number {
   const sorted = [...items].sort((a, b) => a.chunk.compressedOffset - b.chunk.compressedOffset);
+  return unionBytes(
+    sorted.map((l) => l.chunk.compressedOffset),
+    sorted.map((l) => l.chunk.compressedEnd),
+  );
+}
+
+/** Total length of the union of the ranges [starts[i], ends[i]), given in order of their starts. */
+function unionBytes(starts: ArrayLike<number>, ends: ArrayLike<number>): number {
   let total = 0;
   let end = -Infinity;
-  for (const { chunk: c } of sorted) {
-    const s = Math.max(c.compressedOffset, end);
-    if (c.compressedEnd > s) total += c.compressedEnd - s;
-    end = Math.max(end, c.compressedEnd);
+  for (let i = 0; i < starts.length; i++) {
+    const s = Math.max(starts[i]!, end);
+    if (ends[i]! > s) total += ends[i]! - s;
+    end = Math.max(end, ends[i]!);
   }
   return total;
 }

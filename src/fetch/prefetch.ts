@@ -51,7 +51,7 @@ export interface FetchAllOptions {
 export async function fetchAll(reader: LayerReader, opts: FetchAllOptions = {}): Promise<void> {
   const all = Array.from(reader.chunksInBlobOrder());
   const total = all.reduce((n, l) => n + chunkBytes(l), 0);
-  const batches = coalesce([...all], opts.batchBytes ?? 1024 * 1024, reader.maxGapBytes).map((r) => r.items);
+  const batches = coalesce(all, opts.batchBytes ?? 1024 * 1024, reader.maxGapBytes).map((r) => r.items);
   let done = 0;
   let next = 0;
   const worker = async (): Promise<void> => {

@@ -146,18 +146,16 @@ export function encodeParsedToc(toc: LayerToc, context: string): Buffer | undefi
     }
     return id;
   };
-  // Times by value: whole seconds (most TOCs) keyed by the number, others by text.
-  const wholeSeconds = new Map<number, number>();
-  const timeValues = new Map<string, number>();
+  // Times by value: whole seconds (most TOCs) keyed by the number, others by text (never equal to a number key).
+  const timeIds = new Map<number | string, number>();
   const times: Timestamp[] = [];
   const time = (t: Timestamp): number => {
     const key = t.nsec === 0 ? t.sec : `${t.sec}.${t.nsec}`;
-    const ids = typeof key === 'number' ? wholeSeconds : timeValues;
-    let id = (ids as Map<number | string, number>).get(key);
+    let id = timeIds.get(key);
     if (id === undefined) {
       id = times.length;
       times.push(t);
-      (ids as Map<number | string, number>).set(key, id);
+      timeIds.set(key, id);
     }
     return id;
   };

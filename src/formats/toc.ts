@@ -106,11 +106,6 @@ export function plainEntry(e: TocEntry): TocEntry {
   return out;
 }
 
-/** Every entry, in order, as an array (one object each: for small TOCs and tools, not the read path). */
-export function entryList(toc: Pick<LayerToc, 'entries'>): TocEntry[] {
-  return Array.from(toc.entries);
-}
-
 export interface TarSplitInfo {
   offset: number;
   compressedLength: number;
