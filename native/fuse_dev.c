@@ -43,7 +43,7 @@ _Static_assert(sizeof(struct tocfs_fuse_backing_map) == 16, "struct fuse_backing
 #define TOCFS_FUSE_DEV_IOC_BACKING_OPEN _IOW(TOCFS_FUSE_DEV_IOC_MAGIC, 1, struct tocfs_fuse_backing_map)
 #define TOCFS_FUSE_DEV_IOC_BACKING_CLOSE _IOW(TOCFS_FUSE_DEV_IOC_MAGIC, 2, uint32_t)
 
-#define ADDON_VERSION 3
+#define ADDON_VERSION 4
 #define BATCH_MAX 64
 #define READ_BUFFER_MAX (64u << 20)
 #define HANDOVER_CHUNK (64u << 10)
@@ -1120,6 +1120,24 @@ static napi_value js_limit_malloc_arenas(napi_env env, napi_callback_info info)
 	return result;
 }
 
+/*
+ * setMallocMmapThreshold(bytes): mallopt(M_MMAP_THRESHOLD, bytes); true when glibc took it.
+ * Also ends glibc's sliding threshold, which rises to the size of each mapped block freed, so
+ * that every later block up to 32 MiB comes from the arenas and stays there.
+ */
+static napi_value js_set_malloc_mmap_threshold(napi_env env, napi_callback_info info)
+{
+	napi_value args[1], result;
+	int64_t n;
+
+	if (!get_args(env, info, 1, args))
+		return throw_napi_failure(env, "N-API: napi_get_cb_info");
+	if (!get_integer(env, args[0], "bytes", 4096, 32 * 1024 * 1024, &n))
+		return NULL;
+	NAPI_OR_THROW(env, napi_get_boolean(env, mallopt(M_MMAP_THRESHOLD, (int)n) == 1, &result));
+	return result;
+}
+
 /* mallocFreeBytes(): free bytes glibc holds in its arenas (mallinfo2: fordblks). */
 static napi_value js_malloc_free_bytes(napi_env env, napi_callback_info info)
 {
@@ -1161,6 +1179,7 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */)
 		{ "receiveFd", NULL, js_receive_fd, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "socketPair", NULL, js_socket_pair, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "limitMallocArenas", NULL, js_limit_malloc_arenas, NULL, NULL, NULL, napi_enumerable, NULL },
+		{ "setMallocMmapThreshold", NULL, js_set_malloc_mmap_threshold, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "mallocTrim", NULL, js_malloc_trim, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "mallocFreeBytes", NULL, js_malloc_free_bytes, NULL, NULL, NULL, napi_enumerable, NULL },
 	};

@@ -21,6 +21,11 @@ export function isStoreDaemon(args: readonly string[]): boolean {
   return args.includes('--foreground') && args.includes('store');
 }
 
+/** `tocfs store --foreground …` or `tocfs mount --foreground …`: a process that will serve (same leniency as isStoreDaemon). */
+export function isDaemon(args: readonly string[]): boolean {
+  return args.includes('--foreground') && (args.includes('store') || args.includes('mount'));
+}
+
 export function keepYoungGenerationSmallFromStart(): void {
   try {
     setFlagsFromString('--semi-space-growth-factor=1');

@@ -51,6 +51,16 @@ export function keepYoungGenerationSmall(log: Logger): void {
  * after a container start; mallopt does the same from inside, for threads without an arena yet.
  */
 const MALLOC_ARENAS = 2;
+/**
+ * Blocks this large or larger get a mapping of their own, unmapped when freed. glibc's default
+ * threshold slides up to the size of each mapped block freed (to 32 MiB), so a TOC's JSON text
+ * and its parsing buffers land in the arenas between blocks that stay, and their pages stay
+ * resident. Ten 10k-entry images in one store held 164-176 MB, 154-159 with 4 MiB fixed from the
+ * start. 128 KiB (glibc's starting point) held 151-156, but cold reads from loopback fell from
+ * 157-189 MB/s to 120-145, each decompressed chunk mapped and faulted in afresh; with 4 MiB they
+ * read 169 MB/s against 170-179 in the same hour.
+ */
+const MALLOC_MMAP_THRESHOLD = 4 * 1024 ** 2;
 /** How often the trimmer looks at the process. */
 const TRIM_CHECK_MS = 1000;
 /** CPU time within one check below which the daemon counts as idle. */
@@ -64,6 +74,21 @@ const TRIM_FREE_BYTES = 32 * 1024 ** 2;
 /** Full collections when a burst ends, at most one per this long. */
 const IDLE_GC_EVERY_MS = 5000;
 
+/**
+ * Bounds what glibc keeps (MALLOC_ARENAS, MALLOC_MMAP_THRESHOLD). Best first thing in a daemon
+ * (cli/entry.ts): the same threshold set once the store had loaded its modules left it 8-10 MB
+ * larger with the ten images. Needs tocfs's addon; says why not without it.
+ */
+export function tuneMalloc(log?: Logger): void {
+  const dev = loadFuseDev();
+  if (!('mallocTrim' in dev)) {
+    log?.debug({ why: dev.unavailable }, 'malloc left untuned');
+    return;
+  }
+  dev.limitMallocArenas(MALLOC_ARENAS);
+  dev.setMallocMmapThreshold(MALLOC_MMAP_THRESHOLD);
+}
+
 /** malloc_trim(0) through tocfs's addon; nothing without it. */
 function trimMalloc(): void {
   const dev = loadFuseDev();
@@ -76,7 +101,7 @@ function trimMalloc(): void {
  * resident; the Buffers of chunks written to the cache are not even freed until V8 next
  * collects, which an idle daemon's small heap does not call for. A store that had replayed a
  * start-up profile held 170-178 MB after the container started, 120 after a full collection
- * and malloc_trim(0) (12-23 ms). So: at most two malloc arenas; malloc_trim(0) (0.1-5 ms)
+ * and malloc_trim(0) (12-23 ms). So (with tuneMalloc's bounds): malloc_trim(0) (0.1-5 ms)
  * each second glibc holds 32 MiB free or more; and once a second with 50 ms of CPU or more is
  * followed by one with less, a full collection (unless one ran, here or in collectGarbageSoon,
  * after that busy second or less than 5 s ago) and malloc_trim(0).
@@ -86,8 +111,6 @@ function trimMalloc(): void {
 export function returnMemoryWhenIdle(log: Logger): () => void {
   const loaded = loadFuseDev();
   const dev = 'mallocTrim' in loaded ? loaded : undefined;
-  if (dev) dev.limitMallocArenas(MALLOC_ARENAS);
-  else log.debug({ why: 'unavailable' in loaded ? loaded.unavailable : '' }, 'malloc left untuned');
   let lastCpu = process.cpuUsage();
   let lastBusy = -Infinity;
   const timer = setInterval(() => {

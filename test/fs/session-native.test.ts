@@ -152,6 +152,35 @@ describe('fs/session/native: the tocfs_fuse_dev addon', { skip: 'unavailable' in
     assert.throws(() => fuse.limitMallocArenas(0), { name: 'TypeError', code: 'ERR_INVALID_ARG_TYPE', message: /^n must be an integer from 1 to 2147483647$/ });
   });
 
+  it('setMallocMmapThreshold keeps large blocks out of the arenas: freed, they are not left resident', () => {
+    // glibc's own threshold slides up to a freed mapped block's size (6 MiB here), so the 5 MiB
+    // blocks after it come from an arena, and freed between blocks that stay, they stay there.
+    const script = `
+      const dev = require(${JSON.stringify(join(ROOT, 'native', 'build', 'Release', 'tocfs_fuse_dev.node'))});
+      if (process.argv[2] === 'tuned' && dev.setMallocMmapThreshold(4 * 1024 * 1024) !== true) throw new Error('M_MMAP_THRESHOLD refused');
+      let first = Buffer.alloc(6 * 1024 * 1024, 1);
+      first = null; gc();
+      setTimeout(() => {
+        let blocks = [];
+        const kept = [];
+        for (let i = 0; i < 4; i++) { blocks.push(Buffer.alloc(5 * 1024 * 1024, 1)); kept.push(Buffer.alloc(64 * 1024, 1)); }
+        blocks = null; gc();
+        setTimeout(() => console.log(JSON.stringify({ free: dev.mallocFreeBytes(), kept: kept.length })), 300);
+      }, 300);`;
+    const file = join(tmp, 'mmap-threshold.cjs');
+    writeFileSync(file, script);
+    const free = (how: string): number => {
+      const r = spawnSync(process.execPath, ['--expose-gc', file, how], { encoding: 'utf8' });
+      assert.equal(r.status, 0, r.stderr);
+      return (JSON.parse(r.stdout) as { free: number }).free;
+    };
+    const untuned = free('untuned');
+    const tuned = free('tuned');
+    assert.ok(untuned > 15e6, `without the threshold glibc keeps the four freed 5 MiB blocks: ${untuned} bytes free`);
+    assert.ok(tuned < 4e6, `with a 4 MiB threshold they were unmapped: ${tuned} bytes free`);
+    assert.throws(() => fuse.setMallocMmapThreshold(0), { name: 'TypeError', code: 'ERR_INVALID_ARG_TYPE', message: /^bytes must be an integer from 4096 to 33554432$/ });
+  });
+
   it('bad arguments throw TypeErrors', () => {
     assert.throws(() => fuse.write(1, ['x' as unknown as Buffer]), { name: 'TypeError', code: 'ERR_INVALID_ARG_TYPE', message: /buffers\[0\] must be a Buffer/ });
     assert.throws(() => fuse.startReading(-1, 4096, () => {}), { name: 'TypeError', message: /fd must be an integer/ });

@@ -11,7 +11,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /** The addon version this code is written against (the addon's `version` export). */
-export const FUSE_DEV_VERSION = 3;
+export const FUSE_DEV_VERSION = 4;
 
 /** The addon inside the package root. */
 export const FUSE_DEV_ADDON = join('native', 'build', 'Release', 'tocfs_fuse_dev.node');
@@ -123,6 +123,9 @@ export interface FuseDev {
 
   /** mallopt(M_ARENA_MAX, n): at most `n` glibc malloc arenas from now on. True when glibc took it. */
   limitMallocArenas(n: number): boolean;
+
+  /** mallopt(M_MMAP_THRESHOLD, bytes): blocks of `bytes` or more get their own mapping, given back when freed. True when glibc took it. */
+  setMallocMmapThreshold(bytes: number): boolean;
 
   /** malloc_trim(0): gives the free memory of every glibc arena back to the system. True when some was. */
   mallocTrim(): boolean;
