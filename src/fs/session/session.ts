@@ -73,11 +73,6 @@ export interface SessionOptions {
   onClosed?: (reason: string) => void;
 }
 
-interface NodeRef {
-  path: string;
-  lookups: number;
-}
-
 /** What a successor process needs to go on serving a session (JSON, with the descriptor beside it). */
 export interface SessionState {
   version: 1;
@@ -102,7 +97,13 @@ export class FuseSession {
   private passthrough = false;
   private minor = KERNEL_MINOR;
   private initialised = false;
-  private readonly nodes = new Map<number, NodeRef>();
+  /**
+   * The path of every node id the kernel holds. Its lookup count is in `lookups` only when it is
+   * not 1 (a find over ten 10k-entry images left 200k ids, one lookup each: an object per id
+   * held 8 MB more).
+   */
+  private readonly paths = new Map<number, string>();
+  private readonly lookups = new Map<number, number>();
   /** Stats of listings being paged through, by the operations' names array (they keep one per directory). */
   /** Synthetic ids by path (see SYNTHETIC_BASE). */
   private readonly synthetic = new Map<string, number>();
@@ -127,14 +128,15 @@ export class FuseSession {
     this.negative = opts.negativeSeconds;
     this.passthroughWanted = opts.passthrough;
     this.onClosed = opts.onClosed;
-    this.nodes.set(ROOT_ID, { path: '/', lookups: 1 });
+    this.paths.set(ROOT_ID, '/');
     this.resumed = resumed !== undefined;
     if (resumed) {
       this.initialised = true;
       this.minor = resumed.minor;
       this.passthrough = resumed.passthrough && opts.passthrough;
       for (const [id, path, lookups] of resumed.nodes) {
-        this.nodes.set(id, { path, lookups });
+        this.paths.set(id, path);
+        if (lookups !== 1) this.lookups.set(id, lookups);
         if (id >= SYNTHETIC_BASE) {
           this.synthetic.set(path, id);
           this.nextSynthetic = Math.max(this.nextSynthetic, id + 1);
@@ -182,7 +184,7 @@ export class FuseSession {
       version: 1,
       minor: this.minor,
       passthrough: this.passthrough,
-      nodes: [...this.nodes].map(([id, n]) => [id, n.path, n.lookups]),
+      nodes: Array.from(this.paths, ([id, path]) => [id, path, this.lookupsOf(id)]),
     };
   }
 
@@ -206,7 +208,11 @@ export class FuseSession {
   }
 
   private pathOf(nodeid: number): string | undefined {
-    return this.nodes.get(nodeid)?.path;
+    return this.paths.get(nodeid);
+  }
+
+  private lookupsOf(nodeid: number): number {
+    return this.lookups.get(nodeid) ?? 1;
   }
 
   private childPath(parent: string, name: string): string {
@@ -216,29 +222,33 @@ export class FuseSession {
   /** The node id for `path`, counting one kernel lookup of it. */
   private remember(path: string, st: StatInfo): number {
     let id = st.ino;
-    const known = this.nodes.get(id);
+    const known = this.paths.get(id);
     // A successor may number inodes its own way (the store numbers layers in the order they are
     // first used): an id the kernel already holds for another path gets a fresh one instead.
     // (Before a hand-over the same id under two paths is a hard link.)
-    const taken = this.resumed && known !== undefined && known.path !== path;
+    const taken = this.resumed && known !== undefined && known !== path;
     if (taken || id <= ROOT_ID || id >= SYNTHETIC_BASE) {
       id = this.synthetic.get(path) ?? this.nextSynthetic++;
       this.synthetic.set(path, id);
     }
-    const ref = this.nodes.get(id);
-    if (ref) ref.lookups++;
-    else this.nodes.set(id, { path, lookups: 1 });
+    if (this.paths.has(id)) this.lookups.set(id, this.lookupsOf(id) + 1);
+    else this.paths.set(id, path);
     return id;
   }
 
   private forget(nodeid: number, count: number): void {
     if (nodeid === ROOT_ID) return;
-    const ref = this.nodes.get(nodeid);
-    if (!ref) return;
-    ref.lookups -= count;
-    if (ref.lookups > 0) return;
-    this.nodes.delete(nodeid);
-    if (nodeid >= SYNTHETIC_BASE) this.synthetic.delete(ref.path);
+    const path = this.paths.get(nodeid);
+    if (path === undefined) return;
+    const left = this.lookupsOf(nodeid) - count;
+    if (left > 0) {
+      if (left === 1) this.lookups.delete(nodeid);
+      else this.lookups.set(nodeid, left);
+      return;
+    }
+    this.paths.delete(nodeid);
+    this.lookups.delete(nodeid);
+    if (nodeid >= SYNTHETIC_BASE) this.synthetic.delete(path);
     const backingId = this.backing.get(nodeid);
     if (backingId !== undefined) {
       this.backing.delete(nodeid);
