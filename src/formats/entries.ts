@@ -9,6 +9,7 @@ import { FormatError, preview } from '../errors.js';
 import { normaliseName } from './path.js';
 import { parseRfc3339 } from './time.js';
 import type { Chunk, EntryType, Timestamp, TocEntry, TocLimits } from './toc.js';
+import type { RawEntries } from './toc-json.js';
 
 export interface EntryContext {
   /** Layer digest, for errors. */
@@ -71,9 +72,8 @@ class EntryErrors {
   }
 }
 
-export function normaliseEntries(rawEntries: unknown, ctx: EntryContext): NormalisedEntries {
+export function normaliseEntries(rawEntries: RawEntries, ctx: EntryContext): NormalisedEntries {
   const err: EntryErrors = new EntryErrors(ctx.layer);
-  if (!Array.isArray(rawEntries)) throw new FormatError(`layer ${ctx.layer}: TOC has no "entries" array`);
   if (rawEntries.length > ctx.limits.maxEntries)
     throw new FormatError(`layer ${ctx.layer}: TOC has ${rawEntries.length} entries, more than the limit of ${ctx.limits.maxEntries}`);
 
@@ -146,8 +146,9 @@ export function normaliseEntries(rawEntries: unknown, ctx: EntryContext): Normal
     return p;
   };
 
-  for (let at = 0; at < rawEntries.length; at++) {
-    const raw = rawEntries[at] as unknown;
+  let at = -1;
+  for (const raw of rawEntries) {
+    at++;
     if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) err.fail(at, undefined, 'not a JSON object');
     const r = raw as Raw;
     const type = r.type;
