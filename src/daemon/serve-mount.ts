@@ -87,14 +87,43 @@ function startProfiles(image: OpenedImage, opts: ServeOptions, log: Logger): Ima
   return session;
 }
 
-/** Resolves when a signal arrives or the mount disappears; 'takeover' when a successor asks for the session (SIGUSR2). */
+/** What answers SIGTERM and SIGINT once a daemon is stopping (see untilStopped). */
+let whileStopping: { onTerm: () => void; onInt: () => void } | undefined;
+
+function stopAbsorbing(): void {
+  if (!whileStopping) return;
+  process.off('SIGTERM', whileStopping.onTerm);
+  process.off('SIGINT', whileStopping.onInt);
+  whileStopping = undefined;
+}
+
+/**
+ * Resolves when a signal arrives or the mount disappears; 'takeover' when a successor asks for
+ * the session (SIGUSR2). From then on a SIGTERM no longer ends the process as Node's default
+ * would: the shutdown (the cache's writes, the parsed TOCs kept) finishes first. A daemon that
+ * noticed its unmount by itself meets `tocfs unmount`'s SIGTERM just then, and was cut short by
+ * it: the next mount parsed its TOC again. A second SIGINT (^C ^C) still ends it at once.
+ */
 export function untilStopped(mountpoint: string, log: Logger): Promise<string> {
+  stopAbsorbing();
   return new Promise((resolveStop) => {
+    let stopped = false;
     const stop = (why: string): void => {
+      if (stopped) return; // a mount-table check under way when a signal came
+      stopped = true;
       clearInterval(timer);
       process.off('SIGINT', onInt);
       process.off('SIGTERM', onTerm);
       process.off('SIGUSR2', onTakeover);
+      whileStopping = {
+        onTerm: () => log.info('already stopping: the shutdown finishes first'),
+        onInt: () => {
+          log.warn('interrupted again: exiting at once; writes under way are lost');
+          process.exit(130);
+        },
+      };
+      process.on('SIGTERM', whileStopping.onTerm);
+      process.on('SIGINT', whileStopping.onInt);
       resolveStop(why);
     };
     const onInt = (): void => stop('SIGINT');
