@@ -128,6 +128,8 @@ export class LayerOpener {
   private readonly log: Logger;
   /** Parsed forms to keep, by context: each runs once, on its timer or at keepParsedTocs. */
   private readonly parsedPending = new Map<string, () => Promise<void>>();
+  /** Parsed forms being written now (their timer fired): a process ending waits for them too. */
+  private readonly parsedWriting = new Set<Promise<void>>();
 
   /** Opens the chunk cache and TOC store in `settings.cacheDir` and an opener over them. */
   static async create(settings: ReadPathSettings, logger: Logger, counter?: ReadCounter): Promise<LayerOpener> {
@@ -259,7 +261,9 @@ export class LayerOpener {
       const keep = (): Promise<void> => {
         clearTimeout(timer);
         this.parsedPending.delete(context);
-        return this.keepParsed(parsedTocs, desc, context, parsed);
+        const writing = this.keepParsed(parsedTocs, desc, context, parsed).finally(() => this.parsedWriting.delete(writing));
+        this.parsedWriting.add(writing);
+        return writing;
       };
       const timer = setTimeout(() => void keep(), Math.max(PARSED_SAVE_DELAY_MS, 2 * (performance.now() - started)));
       timer.unref();
@@ -276,9 +280,13 @@ export class LayerOpener {
     return parsed && toc ? { toc, parsed } : { toc: read };
   }
 
-  /** Keeps now the parsed forms of TOCs read afresh that are still waiting for their turn (before the process ends). */
+  /**
+   * Keeps now the parsed forms of TOCs read afresh that are still waiting for their turn, and
+   * waits for those being written (before the process ends: a write cut short is lost, and
+   * the next open parses the TOC again).
+   */
   async keepParsedTocs(): Promise<void> {
-    await Promise.all([...this.parsedPending.values()].map((keep) => keep()));
+    await Promise.all([...[...this.parsedPending.values()].map((keep) => keep()), ...this.parsedWriting]);
   }
 
   private async loadParsed(parsedTocs: ParsedTocStore, desc: Descriptor, context: string): Promise<LayerToc | undefined> {

@@ -353,13 +353,14 @@ export class LayerStore {
   /**
    * Ends the recordings of start-up profiles (saving them) and closes the sources of every
    * image resolved, replaced ones included; resolutions still under way are abandoned (the
-   * process is ending).
+   * process is ending). Parsed TOCs not yet kept in the cache are kept first.
    */
   async close(): Promise<void> {
     for (const img of this.resolved.splice(0)) {
       for (const p of img.profiles.values()) await p.stop();
       await img.source.close().catch(() => undefined);
     }
+    await this.opts.opener.keepParsedTocs().catch(() => undefined);
   }
 
   private allocSlot(): number {

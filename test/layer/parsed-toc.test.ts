@@ -96,6 +96,27 @@ describe('parsed TOCs kept in the cache', () => {
     });
   }
 
+  it('keeping the parsed TOCs before the process ends waits for one whose write has begun', async () => {
+    const cacheDir = join(tmp, 'cache-writing');
+    const first = await open(cacheDir, layers['zstd:chunked']!);
+    // A slow disk: the write the timer starts (1 s after the parse) is still under way when the process ends.
+    const store = (first.opener as unknown as { opts: { parsedTocs: DiskTocStore } }).opts.parsedTocs;
+    const put = store.putParsed.bind(store);
+    let started = false;
+    store.putParsed = async (context, bytes) => {
+      started = true;
+      await new Promise((r) => setTimeout(r, 400));
+      return put(context, bytes);
+    };
+    await new Promise((r) => setTimeout(r, 1200));
+    assert.ok(started && !first.msgs.includes('kept the parsed TOC'), 'the write began on its timer and has not ended');
+    await first.opener.keepParsedTocs();
+    assert.ok(first.msgs.includes('kept the parsed TOC'), first.msgs.join(' / '));
+    assert.equal((await parsedFiles(cacheDir)).length, 1);
+    const second = await open(cacheDir, layers['zstd:chunked']!);
+    assert.ok(fromParsed(second), second.msgs.join(' / '));
+  });
+
   it('a tampered parsed TOC is not used: the TOC is read afresh, the right bytes are served, and the parsed form is made again', async () => {
     const cacheDir = join(tmp, 'cache-tamper');
     const layer = layers['zstd:chunked']!;
