@@ -17,6 +17,7 @@ import type { Logger } from 'pino';
 import { metrics } from '../../metrics/index.js';
 import type { FuseOperations, StatInfo } from '../fuse-binding.js';
 import type { FuseDev } from './native.js';
+import { NodePaths } from './node-paths.js';
 import {
   attrReply,
   cString,
@@ -102,7 +103,7 @@ export class FuseSession {
    * not 1 (a find over ten 10k-entry images left 200k ids, one lookup each: an object per id
    * held 8 MB more).
    */
-  private readonly paths = new Map<number, string>();
+  private readonly paths = new NodePaths();
   private readonly lookups = new Map<number, number>();
   /** Stats of listings being paged through, by the operations' names array (they keep one per directory). */
   /** Synthetic ids by path (see SYNTHETIC_BASE). */
