@@ -301,7 +301,7 @@ export function isCurrentParsedToc(head: Buffer): boolean {
 
 /** The context an encoded parsed TOC was made for, or undefined when `buf` is not one of this version. */
 function metaOf(buf: Buffer): { meta: Meta; start: number } | undefined {
-  if (buf.length < 16 || !buf.subarray(0, 8).equals(MAGIC) || buf.readUInt32LE(8) !== PARSED_TOC_VERSION) return undefined;
+  if (buf.length < 16 || !isCurrentParsedToc(buf)) return undefined;
   const len = buf.readUInt32LE(12);
   if (16 + len > buf.length) return undefined;
   const meta = JSON.parse(buf.toString('utf8', 16, 16 + len)) as Meta;
