@@ -75,16 +75,13 @@ const TRIM_FREE_BYTES = 32 * 1024 ** 2;
 const IDLE_GC_EVERY_MS = 5000;
 
 /**
- * Bounds what glibc keeps (MALLOC_ARENAS, MALLOC_MMAP_THRESHOLD). Best first thing in a daemon
+ * Bounds what glibc keeps (MALLOC_ARENAS, MALLOC_MMAP_THRESHOLD), first thing in every daemon
  * (cli/entry.ts): the same threshold set once the store had loaded its modules left it 8-10 MB
- * larger with the ten images. Needs tocfs's addon; says why not without it.
+ * larger with the ten images. Needs tocfs's addon (returnMemoryWhenIdle says when it is missing).
  */
-export function tuneMalloc(log?: Logger): void {
+export function tuneMalloc(): void {
   const dev = loadFuseDev();
-  if (!('mallocTrim' in dev)) {
-    log?.debug({ why: dev.unavailable }, 'malloc left untuned');
-    return;
-  }
+  if (!('mallocTrim' in dev)) return;
   dev.limitMallocArenas(MALLOC_ARENAS);
   dev.setMallocMmapThreshold(MALLOC_MMAP_THRESHOLD);
 }
@@ -111,6 +108,7 @@ function trimMalloc(): void {
 export function returnMemoryWhenIdle(log: Logger): () => void {
   const loaded = loadFuseDev();
   const dev = 'mallocTrim' in loaded ? loaded : undefined;
+  if (!dev) log.debug({ why: 'unavailable' in loaded ? loaded.unavailable : '' }, 'malloc left untuned and untrimmed');
   let lastCpu = process.cpuUsage();
   let lastBusy = -Infinity;
   const timer = setInterval(() => {

@@ -18,7 +18,7 @@ import { DEFAULT_PROFILE_SETTINGS, StartupProfiles, type ImageProfiles, type Pro
 import { createProgress, type Progress } from '../progress.js';
 import { defaultCacheDir } from '../cache/paths.js';
 import { notifyFailure, notifyReady } from './daemonize.js';
-import { collectGarbageSoon, keepYoungGenerationSmall, returnMemoryWhenIdle, tuneMalloc } from './memory.js';
+import { collectGarbageSoon, keepYoungGenerationSmall, returnMemoryWhenIdle } from './memory.js';
 import { FdStore } from './fd-store.js';
 import { sdNotify } from './sd-notify.js';
 import { removeMountState, writeMountState } from './state.js';
@@ -147,7 +147,6 @@ export function untilStopped(mountpoint: string, log: Logger): Promise<string> {
 export async function serveMount(opts: ServeOptions): Promise<void> {
   const log = opts.logger;
   keepYoungGenerationSmall(log);
-  tuneMalloc(log);
   const mountpoint = resolve(opts.mountpoint);
   const started = Date.now();
   let image: OpenedImage | undefined;

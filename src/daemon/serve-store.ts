@@ -7,7 +7,7 @@ import { mkdir, stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { notifyFailure, notifyReady } from './daemonize.js';
-import { collectGarbageSoon, keepYoungGenerationSmall, returnMemoryWhenIdle, tuneMalloc } from './memory.js';
+import { collectGarbageSoon, keepYoungGenerationSmall, returnMemoryWhenIdle } from './memory.js';
 import { untilStopped } from './serve-mount.js';
 import { removeMountState, writeMountState } from './state.js';
 import { mountFs, resumeFs, type FuseSessionKind, type MountedFs } from '../fs/mount.js';
@@ -72,7 +72,6 @@ async function storeIdMap(mode: 'auto' | 'none', log: Logger): Promise<IdMap | u
 export async function serveStore(opts: StoreServeOptions): Promise<void> {
   const log = opts.logger;
   keepYoungGenerationSmall(log);
-  tuneMalloc(log);
   returnMemoryWhenIdle(log);
   const storeDir = resolve(opts.storeDir);
   const started = new Date();
