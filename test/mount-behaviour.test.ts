@@ -7,12 +7,13 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash, randomInt } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { cp, mkdtemp, open, readFile, rm, statfs, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { mountFiles, readMountState } from '../src/daemon/state.js';
+import { mountFiles, readMountState, runtimeDir } from '../src/daemon/state.js';
 import { readLayerToc } from '../src/formats/index.js';
 import { OciLayoutSource } from '../src/source/oci-layout.js';
 import { runCli } from './helpers/cli.js';
@@ -44,6 +45,14 @@ after(async () => {
 });
 
 const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+
+function readFileIfAny(path: string): string | undefined {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return undefined;
+  }
+}
 
 function expectedFile(image: string, path: string): { sha256: string; size: number } {
   const x = loadExpected(image).images[0]!.merged.find((e) => e.path === path)!;
@@ -130,6 +139,34 @@ describe('mount: faults, inodes, errors and prefetch on images tocfs builds', { 
     const notMounted = await runCli(['unmount', mnt]);
     assert.equal(notMounted.code, 1);
     assert.match(notMounted.stderr, /is not a tocfs mount/);
+  });
+
+  it('tocfs mount spawns its daemon before it parses: bad usage leaves neither a daemon nor a log behind; a mount is served by `tocfs mount … --foreground` in /', async () => {
+    const marker = join(tmp, `early-${randomInt(1e9)}`);
+    const cli = spawn(process.execPath, ['--import', 'tsx', ENTRY, 'mount', marker], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    cli.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const code = await new Promise<number | null>((resolve) => cli.on('close', resolve));
+    assert.equal(code, 2, stderr);
+    assert.match(stderr, /Not enough non-option arguments/);
+    assert.equal(existsSync(join(runtimeDir(), 'mounts', `.starting-${cli.pid}.log`)), false, 'the early daemon\'s log is removed');
+    const mentioning = (): string[] =>
+      readdirSync('/proc').filter((pid) => /^\d+$/.test(pid) && (readFileIfAny(`/proc/${pid}/cmdline`) ?? '').includes(marker));
+    const deadline = Date.now() + 10_000;
+    while (mentioning().length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(mentioning(), [], 'the early daemon ends with its parent');
+
+    const mnt = await mounts.mount(`oci:${img.dir}`);
+    const state = await readMountState(mnt);
+    assert.ok(state, 'the daemon wrote its state');
+    const cmdline = readFileSync(`/proc/${state.pid}/cmdline`, 'utf8').split('\0');
+    assert.deepEqual(cmdline.slice(cmdline.indexOf('mount'), cmdline.indexOf('mount') + 3), ['mount', `oci:${img.dir}`, mnt]);
+    assert.equal(cmdline.at(-2), '--foreground');
+    assert.equal(readlinkSync(`/proc/${state.pid}/cwd`), '/', 'the daemon holds no directory busy');
+    assert.equal(state.log, mountFiles(mnt).log);
+    assert.ok(existsSync(mountFiles(mnt).log), 'its log has its name under the runtime directory');
+    assert.equal(readFileSync(join(mnt, 'etc/motd'), 'utf8'), 'hello\n');
+    assert.equal((await mounts.unmount(mnt)).code, 0);
   });
 
   it('--prefetch all fetches every layer from the registry in the background (logged), after which reads fetch nothing', async () => {

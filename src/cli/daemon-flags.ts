@@ -26,6 +26,15 @@ export function isDaemon(args: readonly string[]): boolean {
   return args.includes('--foreground') && (args.includes('store') || args.includes('mount'));
 }
 
+/**
+ * `tocfs mount …` that will start a daemon: the command first, and no --foreground, --takeover
+ * (its successor appends to the log of the daemon it replaces), help or version. Anything
+ * unusual is left to the usual start, after parsing.
+ */
+export function startsMountDaemon(args: readonly string[]): boolean {
+  return args[0] === 'mount' && !args.some((a) => /^(--foreground|--takeover|--help|-h|--version)(=|$)/.test(a));
+}
+
 export function keepYoungGenerationSmallFromStart(): void {
   try {
     setFlagsFromString('--semi-space-growth-factor=1');

@@ -16,3 +16,8 @@ export async function openImageSource(reference: string | ImageReference, option
   });
   return mod.createRegistrySource(ref, options);
 }
+
+/** Loads the registry client ahead of its first use (an early mount daemon, while its parent parses). */
+export async function preloadRegistrySource(): Promise<void> {
+  await import('../registry/source.js');
+}

@@ -7,6 +7,7 @@ import { resolve } from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
 import { currentConfig, settingOption } from '../../config/index.js';
 import { hasReadyChannel, startDaemon } from '../../daemon/daemonize.js';
+import { takeEarlyDaemon } from '../../daemon/spawn-daemon.js';
 import type { PrefetchMode, ServeOptions } from '../../daemon/serve-mount.js';
 import type { FuseSessionKind } from '../../fs/mount.js';
 import { MOUNT_DAEMON_ENV, type MountDaemonOptions } from '../mount-daemon.js';
@@ -112,7 +113,11 @@ export const mountCommand: CommandModule<object, MountArgs> = {
     if (!argv.foreground) {
       await ensureRuntimeDir();
       const logFile = mountFiles(mountpoint).log;
-      await startDaemon({ args: daemonArgs(argv, mountpoint), logFile, appendLog: argv.takeover, env: { [MOUNT_DAEMON_ENV]: JSON.stringify(daemonOptions(argv, mountpoint, logFile)) } });
+      const options = daemonOptions(argv, mountpoint, logFile);
+      // Spawned by cli/entry.ts before the command line was parsed, and loaded by now.
+      const early = takeEarlyDaemon();
+      if (early) await early.hand(options, logFile);
+      else await startDaemon({ args: daemonArgs(argv, mountpoint), logFile, appendLog: argv.takeover, env: { [MOUNT_DAEMON_ENV]: JSON.stringify(options) } });
       return;
     }
     // Loaded here, not at the top: the command that only starts the daemon stays quick.
