@@ -9,10 +9,11 @@ import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
 import { sha256 } from '../src/digest.js';
 import { TocfsError } from '../src/errors.js';
-import { extractChunk, readLayerToc, type ReadTocOptions } from '../src/formats/index.js';
+import { extractChunk, readLayerToc, readLayerTocParsed, type ReadTocOptions } from '../src/formats/index.js';
 import { HAVE_CORPUS, CORPUS_DIR } from './helpers/corpus.js';
 import { seededContent, type FileSpec } from './helpers/images.js';
 import { corpusLayer, memoryBlob, repack, repackRaw, tocText, withoutAnnotations, type TestLayer, type TocJson } from './helpers/toc-repack.js';
+import type { BlobReader, Descriptor } from '../src/source/types.js';
 import { asV1Footer, copyLayer, writerLayer } from './helpers/writer-layers.js';
 
 interface Case {
@@ -25,6 +26,9 @@ interface Case {
 }
 
 // c/storage 1.43 (v1 footer, no tar-split), c/storage 1.57 (v3 footer + tar-split), eStargz.
+
+/** readLayerToc's path into the parsed form (layer/open.ts). */
+const readParsed = (desc: Descriptor, blob: BlobReader, opts?: ReadTocOptions) => readLayerTocParsed(desc, blob, 'ctx', opts);
 const zc = (): TestLayer => corpusLayer('zstdchunked-skopeo19-layers', 0);
 const zcNew = (): TestLayer => corpusLayer('zstdchunked-skopeo118-layers', 0);
 const esgz = (): TestLayer => corpusLayer('estargz-ctrremote-basic', 0);
@@ -288,13 +292,16 @@ for (const set of SETS) {
     for (const c of set.cases) {
       it(c.name, async () => {
         const layer = await c.make();
-        await assert.rejects(readLayerToc(layer.desc, memoryBlob(layer), c.opts), (e: Error) => {
-          assert.ok(e instanceof TocfsError, `${e.name}: ${e.message}`);
-          assert.match(e.message, c.error);
-          assert.ok(e.message.includes(layer.desc.digest), `names the layer: ${e.message}`);
-          if (c.entry) assert.ok(e.message.includes(JSON.stringify(c.entry)), `names the entry: ${e.message}`);
-          return true;
-        });
+        // Daemons read a TOC straight into its parsed form: the same refusal either way.
+        for (const read of [readLayerToc, readParsed]) {
+          await assert.rejects(read(layer.desc, memoryBlob(layer), c.opts), (e: Error) => {
+            assert.ok(e instanceof TocfsError, `${read.name}: ${e.name}: ${e.message}`);
+            assert.match(e.message, c.error);
+            assert.ok(e.message.includes(layer.desc.digest), `names the layer: ${e.message}`);
+            if (c.entry) assert.ok(e.message.includes(JSON.stringify(c.entry)), `names the entry: ${e.message}`);
+            return true;
+          });
+        }
       });
     }
 

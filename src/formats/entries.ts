@@ -8,7 +8,7 @@ import { EMPTY_SHA256, isDigest } from '../digest.js';
 import { FormatError, preview } from '../errors.js';
 import { normaliseName } from './path.js';
 import { parseRfc3339 } from './time.js';
-import type { Chunk, EntryType, Timestamp, TocEntry, TocLimits } from './toc.js';
+import type { Chunk, EntryFields, EntrySink, EntryType, Timestamp, TocEntry, TocLimits } from './toc.js';
 import type { RawEntries } from './toc-json.js';
 
 export interface EntryContext {
@@ -55,7 +55,11 @@ interface Piece {
 }
 
 interface PendingFile {
-  entry: TocEntry;
+  /** Its index in the sink. */
+  index: number;
+  path: string;
+  size: number;
+  digest: string | undefined;
   rawName: string;
   at: number;
   endOffset: number | undefined;
@@ -72,15 +76,34 @@ class EntryErrors {
   }
 }
 
+/** What normaliseEntriesInto finds besides the entries. */
+export interface EntryMarks {
+  prefetchEnd?: number;
+  noPrefetch?: boolean;
+}
+
+/** The entries as objects in an array (what readLayerToc returns). */
 export function normaliseEntries(rawEntries: RawEntries, ctx: EntryContext): NormalisedEntries {
+  const sink = new EntryArray();
+  const marks = normaliseEntriesInto(rawEntries, ctx, sink);
+  return { entries: sink.result(), ...marks };
+}
+
+/**
+ * Checks the raw entries and puts each into `sink` (objects, or straight into the parsed
+ * form's columns: formats/toc-binary.ts), its chunks after it; what the sink holds is only
+ * complete when this returns.
+ */
+export function normaliseEntriesInto(rawEntries: RawEntries, ctx: EntryContext, sink: EntrySink): EntryMarks {
   const err: EntryErrors = new EntryErrors(ctx.layer);
   if (rawEntries.length > ctx.limits.maxEntries)
     throw new FormatError(`layer ${ctx.layer}: TOC has ${rawEntries.length} entries, more than the limit of ${ctx.limits.maxEntries}`);
 
-  const entries: TocEntry[] = [];
   const index = new Map<string, number>();
   const files: PendingFile[] = [];
-  const hardLinks: Array<{ pos: number; at: number }> = [];
+  const hardLinks: HardLink[] = [];
+  /** The fields of the entry being read, handed to the sink (which copies what it keeps). */
+  const f: EntryFields = { path: '', type: 'reg', mode: 0, uid: 0, gid: 0, size: 0, mtime: EPOCH };
   const userNames = new Map<number, string>();
   const groupNames = new Map<number, string>();
   /** Every compressed start that ends the previous payload's range (stargz rule). */
@@ -146,6 +169,16 @@ export function normaliseEntries(rawEntries: RawEntries, ctx: EntryContext): Nor
     return p;
   };
 
+  /**
+   * A file whose last piece has been read: one that states where its data ends (c/storage)
+   * gets its chunks now, so that its pieces die young; a stargz file waits for every start in
+   * the blob.
+   */
+  const settle = (file: PendingFile): void => {
+    if (file.endOffset !== undefined) chunksOf(file, starts, ctx, err, sink);
+    else files.push(file);
+  };
+
   let at = -1;
   for (const raw of rawEntries) {
     at++;
@@ -157,17 +190,18 @@ export function normaliseEntries(rawEntries: RawEntries, ctx: EntryContext): Nor
     if (typeof type !== 'string') err.fail(at, name, 'has no type');
 
     if (type === 'chunk') {
-      if (!current || (name !== current.rawName && pathOf(name) !== current.entry.path))
+      if (!current || (name !== current.rawName && pathOf(name) !== current.path))
         err.fail(at, name, 'chunk entry does not follow the regular file it belongs to');
       current.pieces.push(piece(r, at));
       continue;
     }
+    if (current) settle(current);
     current = undefined;
     if (!ENTRY_TYPES.has(type)) err.fail(at, name, `unknown entry type ${JSON.stringify(type.slice(0, 40))}`);
 
     const norm = normaliseName(name);
     if ('error' in norm) err.fail(at, name, norm.error);
-    const path = norm.path === name ? name : flat(norm.path);
+    const path = norm.path;
 
     if (ctx.hideLandmarks && type === 'reg' && (path === PREFETCH_LANDMARK || path === NO_PREFETCH_LANDMARK)) {
       const p = piece(r, at);
@@ -178,7 +212,6 @@ export function normaliseEntries(rawEntries: RawEntries, ctx: EntryContext): Nor
 
     const uid = uint(r.uid, 'uid', r, at, MAX_ID);
     const gid = uint(r.gid, 'gid', r, at, MAX_ID);
-    const entryType = TYPE_NAMES.get(type)!;
     const mode = uint(r.mode, 'mode', r, at) & 0o7777;
     const mtime = time(r.modtime, 'modtime', r, at) ?? EPOCH;
     let userName = str(r.userName, 'userName', r, at);
@@ -197,27 +230,44 @@ export function normaliseEntries(rawEntries: RawEntries, ctx: EntryContext): Nor
     const ctime = time(r.changetime, 'changetime', r, at);
     const xattrs = r.xattrs !== undefined && r.xattrs !== null ? xattrsOf(r, at, err) : undefined;
 
-    // Each kind of entry is made by one object literal holding every field it has, so that
-    // V8 keeps them all inside the object (a field added later costs an extra array).
-    let entry: TocEntry;
+    f.path = path;
+    f.type = TYPE_NAMES.get(type)!;
+    f.mode = mode;
+    f.uid = uid;
+    f.gid = gid;
+    f.size = 0;
+    f.mtime = mtime;
+    f.userName = un || undefined;
+    f.groupName = gn || undefined;
+    f.atime = atime;
+    f.ctime = ctime;
+    f.xattrs = xattrs;
+    f.linkName = undefined;
+    f.devMajor = undefined;
+    f.devMinor = undefined;
+    f.digest = undefined;
+    let file: PendingFile | undefined;
     switch (type) {
       case 'reg': {
         const size = uint(r.size, 'size', r, at);
         const digest = digestField(r.digest, 'digest', r, at);
+        f.size = size;
         if (size === 0) {
           if (digest !== undefined && digest !== EMPTY_SHA256) err.fail(at, name, `empty file with digest ${digest}`);
-          entry = { path, type: entryType, mode, uid, gid, size, mtime, digest: EMPTY_SHA256, chunks: NO_CHUNKS };
+          f.digest = EMPTY_SHA256;
         } else {
-          entry = digest !== undefined ? { path, type: entryType, mode, uid, gid, size, mtime, digest, chunks: NO_CHUNKS } : { path, type: entryType, mode, uid, gid, size, mtime, chunks: NO_CHUNKS };
+          f.digest = digest;
           if (r.offset === undefined) err.fail(at, name, 'regular file with data has no offset');
-          current = {
-            entry,
+          file = {
+            index: -1,
+            path,
+            size,
+            digest,
             rawName: name,
             at,
             endOffset: r.endOffset === undefined || r.endOffset === null ? undefined : uint(r.endOffset, 'endOffset', r, at),
             pieces: [piece(r, at, digest)],
           };
-          files.push(current);
         }
         break;
       }
@@ -231,48 +281,46 @@ export function normaliseEntries(rawEntries: RawEntries, ctx: EntryContext): Nor
           const target = normaliseName(link);
           if ('error' in target) err.fail(at, name, `hard link target ${JSON.stringify(link.slice(0, 200))}: ${target.error}`);
           linkName = flat(target.path);
-          hardLinks.push({ pos: -1, at });
         }
-        entry = { path, type: entryType, mode, uid, gid, size: 0, mtime, linkName, chunks: NO_CHUNKS };
+        f.linkName = linkName;
         break;
       }
       case 'char':
       case 'block':
-        entry = { path, type: entryType, mode, uid, gid, size: 0, mtime, devMajor: uint(r.devMajor, 'devMajor', r, at, MAX_ID), devMinor: uint(r.devMinor, 'devMinor', r, at, MAX_ID), chunks: NO_CHUNKS };
+        f.devMajor = uint(r.devMajor, 'devMajor', r, at, MAX_ID);
+        f.devMinor = uint(r.devMinor, 'devMinor', r, at, MAX_ID);
         break;
-      default:
-        entry = { path, type: entryType, mode, uid, gid, size: 0, mtime, chunks: NO_CHUNKS };
     }
-    if (un) entry.userName = un;
-    if (gn) entry.groupName = gn;
-    if (atime) entry.atime = atime;
-    if (ctime) entry.ctime = ctime;
-    if (xattrs) entry.xattrs = xattrs;
     if (path === '' && type !== 'dir') err.fail(at, name, `the root is a ${type}, not a directory`);
 
     const prev = index.get(path);
     if (prev !== undefined) {
-      const old = entries[prev]!;
+      const oldType = sink.typeOf(prev);
       // A directory stated twice is merged the tar way (the later metadata wins). Anything
       // else is rejected like containers/storage ≥ 1.55 does: two different files under one
       // name is what an attack that shows different content to different readers looks like.
-      if (old.type === 'dir' && type === 'dir') {
-        entries[prev] = entry;
+      if (oldType === 'dir' && type === 'dir') {
+        sink.restate(prev, f);
         continue;
       }
-      const what = old.type === 'reg' && type === 'reg' && old.digest !== entry.digest ? 'duplicate regular file with different content' : 'duplicate path';
-      err.fail(at, name, `${what} (first stated as a ${old.type})`);
+      const what = oldType === 'reg' && type === 'reg' && sink.digestOf(prev) !== f.digest ? 'duplicate regular file with different content' : 'duplicate path';
+      err.fail(at, name, `${what} (first stated as a ${oldType})`);
     }
-    index.set(path, entries.length);
-    if (type === 'hardlink') hardLinks[hardLinks.length - 1]!.pos = entries.length;
-    entries.push(entry);
+    const pos = sink.entry(f);
+    index.set(path, pos);
+    if (type === 'hardlink') hardLinks.push({ pos, at, path, linkName: f.linkName! });
+    if (file) {
+      file.index = pos;
+      current = file;
+    }
   }
 
-  if (files.some((f) => f.endOffset === undefined)) starts.sort((a, b) => a - b);
-  for (const f of files) f.entry.chunks = chunksOf(f, starts, ctx, err);
-  checkHardLinks(entries, index, hardLinks, err);
+  if (current) settle(current);
+  if (files.length > 0) starts.sort((a, b) => a - b);
+  for (const file of files) chunksOf(file, starts, ctx, err, sink);
+  checkHardLinks(sink, index, hardLinks, err);
 
-  const out: NormalisedEntries = { entries };
+  const out: EntryMarks = {};
   if (prefetchEnd !== undefined) out.prefetchEnd = prefetchEnd;
   if (noPrefetch) out.noPrefetch = true;
   return out;
@@ -322,10 +370,8 @@ function nextStart(starts: number[], offset: number, end: number): number {
  * at `endOffset`) and §3.3/§4 (stargz: a payload ends at the next payload start anywhere in
  * the blob, the last at the TOC).
  */
-function chunksOf(f: PendingFile, starts: number[], ctx: EntryContext, err: EntryErrors): Chunk[] {
-  const { entry, pieces } = f;
-  const size = entry.size;
-  const chunks: Chunk[] = [];
+function chunksOf(f: PendingFile, starts: number[], ctx: EntryContext, err: EntryErrors, sink: EntrySink): void {
+  const { pieces, size } = f;
   let covered = 0;
   let p: Piece = pieces[0]!;
   const fail: (msg: string) => never = (msg) => err.fail(p.at, f.rawName, msg);
@@ -343,35 +389,113 @@ function chunksOf(f: PendingFile, starts: number[], ctx: EntryContext, err: Entr
     if (end > ctx.dataEnd) fail(`chunk ${i} compressed range [${p.offset}, ${end}) reaches into the TOC region at ${ctx.dataEnd}`);
     let digest = p.digest;
     if (pieces.length === 1) {
-      if (digest === undefined || digest === entry.digest) digest = entry.digest; // one string, not two equal ones
-      else if (entry.digest !== undefined) fail(`single chunk digest ${digest} differs from file digest ${entry.digest}`);
+      if (digest === undefined || digest === f.digest) digest = f.digest;
+      else if (f.digest !== undefined) fail(`single chunk digest ${digest} differs from file digest ${f.digest}`);
     }
     if (digest === undefined) fail(`chunk ${i} (file offset ${covered}) has no digest`);
-    chunks.push({ offset: covered, size: chunkSize, compressedOffset: p.offset, compressedEnd: end, innerOffset: p.innerOffset, digest, zeros: p.zeros });
+    // The file's own digest is passed as such: one string, not two equal ones.
+    sink.chunk(f.index, covered, chunkSize, p.offset, end, p.innerOffset, digest === f.digest ? null : digest, p.zeros);
     covered += chunkSize;
   }
   if (covered !== size) err.fail(f.at, f.rawName, `chunks cover ${covered} of ${size} bytes`);
-  // push() leaves room for 16 more; a copy is exactly as long (most files have one chunk).
-  return chunks.slice();
 }
 
-function checkHardLinks(entries: TocEntry[], index: Map<string, number>, links: Array<{ pos: number; at: number }>, err: EntryErrors): void {
-  for (const { pos, at } of links) {
-    if (pos < 0) continue;
-    const e = entries[pos]!;
-    const target = index.get(e.linkName!);
-    const fail: (msg: string) => never = (msg) => err.fail(at, e.path, `hard link to ${preview(e.linkName, 200)}: ${msg}`);
+interface HardLink {
+  /** Its index in the sink. */
+  pos: number;
+  /** The TOC entry that stated it (for errors). */
+  at: number;
+  path: string;
+  linkName: string;
+}
+
+function checkHardLinks(sink: EntrySink, index: Map<string, number>, links: HardLink[], err: EntryErrors): void {
+  let linkAt: Map<number, string> | undefined;
+  for (const { pos, at, path, linkName } of links) {
+    const target = index.get(linkName);
+    const fail: (msg: string) => never = (msg) => err.fail(at, path, `hard link to ${preview(linkName, 200)}: ${msg}`);
     if (target === undefined) fail('target does not exist in the layer');
     if (target === pos) fail('links to itself');
     if (target > pos) {
       // Follow the chain from the later target: coming back here is a cycle.
+      linkAt ??= new Map(links.map((l) => [l.pos, l.linkName]));
       let t: number | undefined = target;
-      for (let hops = 0; t !== undefined && entries[t]!.type === 'hardlink' && hops < links.length; hops++) {
-        t = index.get(entries[t]!.linkName!);
+      for (let hops = 0; t !== undefined && sink.typeOf(t) === 'hardlink' && hops < links.length; hops++) {
+        t = index.get(linkAt.get(t)!);
         if (t === pos) fail('hard link cycle');
       }
       fail('target comes later in the archive');
     }
-    if (entries[target]!.type === 'dir') fail('target is a directory');
+    if (sink.typeOf(target) === 'dir') fail('target is a directory');
   }
+}
+
+/**
+ * The entries as objects. Each kind of entry is made by one object literal holding every field
+ * it has, so that V8 keeps them all inside the object (a field added later costs an extra array).
+ */
+class EntryArray implements EntrySink {
+  private readonly entries: TocEntry[] = [];
+  /** Entries given more than one chunk, whose lists are trimmed at the end. */
+  private readonly longChunkLists: TocEntry[] = [];
+
+  entry(f: EntryFields): number {
+    this.entries.push(entryObject(f));
+    return this.entries.length - 1;
+  }
+
+  restate(index: number, f: EntryFields): void {
+    this.entries[index] = entryObject(f);
+  }
+
+  typeOf(index: number): EntryType {
+    return this.entries[index]!.type;
+  }
+
+  digestOf(index: number): string | undefined {
+    return this.entries[index]!.digest;
+  }
+
+  chunk(index: number, offset: number, size: number, compressedOffset: number, compressedEnd: number, innerOffset: number, digest: string | null, zeros: boolean): void {
+    const e = this.entries[index]!;
+    const c: Chunk = { offset, size, compressedOffset, compressedEnd, innerOffset, digest: digest ?? e.digest!, zeros };
+    if (e.chunks === NO_CHUNKS) e.chunks = [c];
+    else {
+      if (e.chunks.length === 1) this.longChunkLists.push(e);
+      e.chunks.push(c);
+    }
+  }
+
+  result(): TocEntry[] {
+    // push() leaves room for 16 more; a copy is exactly as long (most files have one chunk).
+    for (const e of this.longChunkLists) e.chunks = e.chunks.slice();
+    return this.entries;
+  }
+}
+
+function entryObject(f: EntryFields): TocEntry {
+  const { type, mode, uid, gid, size, mtime } = f;
+  const path = flat(f.path);
+  let entry: TocEntry;
+  switch (type) {
+    case 'reg':
+      entry = f.digest !== undefined ? { path, type, mode, uid, gid, size, mtime, digest: f.digest, chunks: NO_CHUNKS } : { path, type, mode, uid, gid, size, mtime, chunks: NO_CHUNKS };
+      break;
+    case 'symlink':
+    case 'hardlink':
+      entry = { path, type, mode, uid, gid, size: 0, mtime, linkName: f.linkName!, chunks: NO_CHUNKS };
+      break;
+    case 'char':
+    case 'block':
+      entry = { path, type, mode, uid, gid, size: 0, mtime, devMajor: f.devMajor!, devMinor: f.devMinor!, chunks: NO_CHUNKS };
+      break;
+    default:
+      entry = { path, type, mode, uid, gid, size: 0, mtime, chunks: NO_CHUNKS };
+  }
+  if (f.userName) entry.userName = f.userName;
+  if (f.groupName) entry.groupName = f.groupName;
+  if (f.atime) entry.atime = f.atime;
+  if (f.ctime) entry.ctime = f.ctime;
+  if (f.xattrs) entry.xattrs = f.xattrs;
+  return entry;
 }

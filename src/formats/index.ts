@@ -1,5 +1,5 @@
 /** Layer formats: TOC readers, detection and chunk extraction. */
-export { readLayerToc, NoTocError, type ReadTocOptions } from './read.js';
+export { readLayerToc, readLayerTocParsed, NoTocError, type ParsedLayerToc, type ReadTocOptions } from './read.js';
 export { probeLayer, sniffCodec, type Codec, type LayerProbe } from './detect.js';
 export { extractChunk } from './chunk.js';
 export { parseFooter, describeFooter, type Footer } from './footer.js';

@@ -8,7 +8,8 @@ import { parseLayerAnnotations, type LayerAnnotations, type ZstdPosition } from 
 import { readTail } from './blob-range.js';
 import { fetchEstargzToc } from './estargz.js';
 import { describeFooter, MAX_FOOTER_LENGTH, parseFooter, zstdFormatVersion, type Footer } from './footer.js';
-import { normaliseEntries } from './entries.js';
+import { normaliseEntries, normaliseEntriesInto } from './entries.js';
+import { decodeParsedToc, ParsedTocBuilder } from './toc-binary.js';
 import { looksLikeCStorageSchema, parseTocDocument, type TocDocument } from './toc-json.js';
 import { DEFAULT_TOC_LIMITS, type ArrayToc, type LayerToc, type TarSplitInfo, type TocLimits, type TocStore } from './toc.js';
 import { tarSplitStreamLength } from './tar-split.js';
@@ -41,11 +42,34 @@ interface TocHeader extends Omit<LayerToc, 'entries' | 'prefetchEnd' | 'noPrefet
   hideLandmarks: boolean;
 }
 
-/** Builds the LayerToc from a verified header and TOC document. */
-function assemble(layer: string, header: TocHeader, doc: TocDocument, limits: TocLimits): ArrayToc {
+/** Builds a LayerToc from a verified header and TOC document (as assemble or assembleParsed). */
+type Assemble<T> = (layer: string, header: TocHeader, doc: TocDocument, limits: TocLimits) => T;
+
+/** The LayerToc as objects. */
+const assemble: Assemble<ArrayToc> = (layer, header, doc, limits) => {
   const { dataEnd, hideLandmarks, ...rest } = header;
   const norm = normaliseEntries(doc.entries, { layer, dataEnd, hideLandmarks, limits });
   return { ...rest, ...norm };
+};
+
+/** A TOC in its parsed form (formats/toc-binary.ts), and the LayerToc whose entries are its views. */
+export interface ParsedLayerToc {
+  toc: LayerToc;
+  parsed: Buffer;
+}
+
+/** The LayerToc normalised straight into the parsed form's columns: no object per entry, chunk or time on the way. */
+function assembleParsed(context: string): Assemble<ParsedLayerToc> {
+  return (layer, header, doc, limits) => {
+    const { dataEnd, hideLandmarks, ...rest } = header;
+    const builder = new ParsedTocBuilder(doc.entries.length);
+    const marks = normaliseEntriesInto(doc.entries, { layer, dataEnd, hideLandmarks, limits }, builder);
+    const parsed = builder.finish({ ...rest, ...marks }, context);
+    const toc = parsed && decodeParsedToc(parsed, context);
+    // Every TOC a reader makes fits the form; a failure here is a bug, not bad input.
+    if (!parsed || !toc) throw new Error(`layer ${layer}: its TOC does not fit the parsed form`);
+    return { toc, parsed };
+  };
 }
 
 function annotationsOf(desc: Descriptor): LayerAnnotations {
@@ -237,7 +261,7 @@ function trustedHeader(h: TocHeader, ann: LayerAnnotations, doc: TocDocument, bl
   return out;
 }
 
-async function loadStored(store: TocStore, key: string, desc: Descriptor, ann: LayerAnnotations, blobSize: number, limits: TocLimits): Promise<ArrayToc | undefined> {
+async function loadStored<T>(store: TocStore, key: string, desc: Descriptor, ann: LayerAnnotations, blobSize: number, limits: TocLimits, build: Assemble<T>): Promise<T | undefined> {
   const layer = desc.digest;
   const data = await store.get(key);
   if (!data || !data.subarray(0, STORE_MAGIC.length).equals(Buffer.from(STORE_MAGIC))) return undefined;
@@ -264,7 +288,7 @@ async function loadStored(store: TocStore, key: string, desc: Descriptor, ann: L
   if (json.length !== meta.header.tocUncompressedLength) return undefined;
   const doc = parseTocDocument(json, layer);
   const header = trustedHeader(meta.header, ann, doc, blobSize);
-  return header && assemble(layer, header, doc, limits);
+  return header && build(layer, header, doc, limits);
 }
 
 /**
@@ -274,15 +298,27 @@ async function loadStored(store: TocStore, key: string, desc: Descriptor, ann: L
  * FormatError / DigestMismatchError for anything malformed.
  */
 export async function readLayerToc(desc: Descriptor, blob: BlobReader, opts: ReadTocOptions = {}): Promise<ArrayToc> {
+  return readTocWith(desc, blob, opts, assemble, (toc) => toc.verified);
+}
+
+/**
+ * readLayerToc's TOC in its parsed form, for the descriptor `context` names (layer/open.ts):
+ * the same checks and errors, normalised straight into the form's columns.
+ */
+export async function readLayerTocParsed(desc: Descriptor, blob: BlobReader, context: string, opts: ReadTocOptions = {}): Promise<ParsedLayerToc> {
+  return readTocWith(desc, blob, opts, assembleParsed(context), (r) => r.toc.verified);
+}
+
+async function readTocWith<T>(desc: Descriptor, blob: BlobReader, opts: ReadTocOptions, build: Assemble<T>, verified: (toc: T) => boolean): Promise<T> {
   const limits: TocLimits = { ...DEFAULT_TOC_LIMITS, ...opts.limits };
   const ann = annotationsOf(desc);
   const key = ann.zstdPosition ? ann.zstdChecksum : ann.stargzTocDigest;
   if (key && opts.tocStore) {
-    const hit = await loadStored(opts.tocStore, key, desc, ann, blob.size, limits);
+    const hit = await loadStored(opts.tocStore, key, desc, ann, blob.size, limits, build);
     if (hit) return hit;
   }
   const fresh = await readFresh(desc, blob, ann, limits, opts.allowUnverified === true);
-  const toc = assemble(desc.digest, fresh.header, fresh.doc, limits);
-  if (key && opts.tocStore && toc.verified) await opts.tocStore.put(key, encodeStored(desc.digest, fresh));
+  const toc = build(desc.digest, fresh.header, fresh.doc, limits);
+  if (key && opts.tocStore && verified(toc)) await opts.tocStore.put(key, encodeStored(desc.digest, fresh));
   return toc;
 }

@@ -11,7 +11,7 @@
  * to the descriptor it was made for.
  */
 import { inspect } from 'node:util';
-import { plainEntry, type Chunk, type EntryType, type LayerToc, type TocEntries, type TocEntry, type Timestamp } from './toc.js';
+import { plainEntry, type Chunk, type EntryFields, type EntrySink, type EntryType, type LayerToc, type TocEntries, type TocEntry, type Timestamp } from './toc.js';
 
 const MAGIC = Buffer.from('tocfsPTC');
 /** Bumped whenever the layout or what a reader derives from a TOC changes. */
@@ -107,6 +107,318 @@ function u8Count(c: Counts): number {
   return c.digests * DIGEST_BYTES + c.chunks + c.xattrBytes;
 }
 
+/** A Float64Array or Uint32Array that grows by doubling. */
+class Growing<T extends Float64Array | Uint32Array | Uint8Array> {
+  length = 0;
+  constructor(
+    public array: T,
+    private readonly Kind: { new (n: number): T },
+  ) {}
+  /** Room for `more` elements; returns where they start. */
+  reserve(more: number): number {
+    const at = this.length;
+    if (at + more > this.array.length) {
+      const next = new this.Kind(Math.max(2 * this.array.length, at + more, 16));
+      next.set(this.array.subarray(0, at));
+      this.array = next;
+    }
+    this.length = at + more;
+    return at;
+  }
+  view(): T {
+    return this.array.subarray(0, this.length) as T;
+  }
+}
+
+/**
+ * Writes the parsed form (the layout decodeParsedToc reads) as entries come: normaliseEntries
+ * fills it straight from a TOC's JSON (no object per entry, chunk or time), encodeParsedToc
+ * from a LayerToc's entries. Entries are rows in the order given; a row may be stated again
+ * (a directory's later metadata); a row's chunks are given at once, in row order.
+ */
+export class ParsedTocBuilder implements EntrySink {
+  private rows = 0;
+  private words: Growing<Uint32Array>;
+  private sizes: Growing<Float64Array>;
+  private readonly chunkDoubles = new Growing(new Float64Array(0), Float64Array);
+  private readonly chunkDigests = new Growing(new Uint32Array(0), Uint32Array);
+  private readonly zeros = new Growing(new Uint8Array(0), Uint8Array);
+  private readonly digestBytes = new Growing(new Uint8Array(0), Uint8Array);
+  private readonly xattrWords = new Growing(new Uint32Array(0), Uint32Array);
+  private readonly xattrValues: Buffer[] = [];
+  private xattrBytes = 0;
+  private readonly stringList: string[] = [];
+  private readonly strings = new Map<string, number>();
+  private readonly times: Timestamp[] = [];
+  /** Times by value: whole seconds (most TOCs) keyed by the number, others by text (never equal to a number key). */
+  private readonly timeIds = new Map<number | string, number>();
+  private lastTime: Timestamp | undefined;
+  private lastTimeId = 0;
+  /** A digest whose hex is not 32 bytes (never from normaliseEntries) makes the TOC one the form does not hold. */
+  private badDigest = false;
+
+  /** `entries`: about how many rows will come (room is made for them at once). */
+  constructor(entries = 0) {
+    this.words = new Growing(new Uint32Array(entries * ENTRY_WORDS), Uint32Array);
+    this.sizes = new Growing(new Float64Array(entries), Float64Array);
+  }
+
+  get length(): number {
+    return this.rows;
+  }
+
+  /** Appends a row; returns its index. */
+  entry(f: EntryFields): number {
+    const row = this.rows++;
+    this.words.reserve(ENTRY_WORDS);
+    this.sizes.reserve(1);
+    this.words.array[row * ENTRY_WORDS + E_PATH] = this.add(f.path);
+    this.set(row, f);
+    return row;
+  }
+
+  /** States row `row` again (its path stays); its chunks, if any, are given again too. */
+  restate(row: number, f: EntryFields): void {
+    this.set(row, f);
+  }
+
+  private set(row: number, f: EntryFields): void {
+    const words = this.words.array;
+    const w = row * ENTRY_WORDS;
+    words[w + E_TYPE] = TYPE_CODES.get(f.type)! | (f.xattrs ? HAS_XATTRS : 0);
+    words[w + E_MODE] = f.mode;
+    words[w + E_UID] = f.uid;
+    words[w + E_GID] = f.gid;
+    words[w + E_MTIME] = this.time(f.mtime);
+    words[w + E_ATIME] = f.atime ? this.time(f.atime) + 1 : 0;
+    words[w + E_CTIME] = f.ctime ? this.time(f.ctime) + 1 : 0;
+    words[w + E_USER] = f.userName !== undefined ? this.str(f.userName) + 1 : 0;
+    words[w + E_GROUP] = f.groupName !== undefined ? this.str(f.groupName) + 1 : 0;
+    words[w + E_LINK] = f.linkName !== undefined ? this.str(f.linkName) : (f.devMajor ?? 0);
+    words[w + E_DEV_MINOR] = f.devMinor ?? 0;
+    words[w + E_DIGEST] = f.digest !== undefined ? this.digest(f.digest) + 1 : 0;
+    words[w + E_CHUNK_COUNT] = 0;
+    words[w + E_FIRST_XATTR] = this.xattrWords.length / XATTR_WORDS;
+    words[w + E_XATTR_COUNT] = 0;
+    this.sizes.array[row] = f.size;
+    if (f.xattrs) {
+      let count = 0;
+      for (const [name, value] of Object.entries(f.xattrs)) {
+        const x = this.xattrWords.reserve(XATTR_WORDS);
+        const xw = this.xattrWords.array;
+        xw[x] = this.str(name);
+        xw[x + 1] = this.xattrBytes;
+        xw[x + 2] = value.length;
+        this.xattrValues.push(value);
+        this.xattrBytes += value.length;
+        count++;
+      }
+      words[w + E_XATTR_COUNT] = count;
+    }
+  }
+
+  /** Appends a chunk of row `row` (a row's chunks follow each other); `digest` null: the row's own. */
+  chunk(row: number, offset: number, size: number, compressedOffset: number, compressedEnd: number, innerOffset: number, digest: string | null, zeros: boolean): void {
+    const w = row * ENTRY_WORDS;
+    const words = this.words.array;
+    const ci = this.chunkDigests.reserve(1);
+    if (words[w + E_CHUNK_COUNT] === 0) words[w + E_FIRST_CHUNK] = ci;
+    else if (words[w + E_FIRST_CHUNK]! + words[w + E_CHUNK_COUNT]! !== ci) throw new Error(`ParsedTocBuilder: the chunks of row ${row} do not follow each other`);
+    words[w + E_CHUNK_COUNT]!++;
+    const d = this.chunkDoubles.reserve(CHUNK_DOUBLES);
+    const f = this.chunkDoubles.array;
+    f[d] = offset;
+    f[d + 1] = size;
+    f[d + 2] = compressedOffset;
+    f[d + 3] = compressedEnd;
+    f[d + 4] = innerOffset;
+    const entryDigest = words[w + E_DIGEST]! - 1;
+    if (digest === null && entryDigest < 0) this.badDigest = true;
+    this.chunkDigests.array[ci] = digest === null ? entryDigest : this.digest(digest);
+    this.zeros.reserve(1);
+    this.zeros.array[ci] = zeros ? 1 : 0;
+  }
+
+  /** A path: its own string (paths are unique, not worth a lookup). */
+  private add(s: string): number {
+    this.stringList.push(s);
+    return this.stringList.length - 1;
+  }
+
+  private str(s: string): number {
+    let id = this.strings.get(s);
+    if (id === undefined) {
+      id = this.stringList.length;
+      this.strings.set(s, id);
+      this.stringList.push(s);
+    }
+    return id;
+  }
+
+  private time(t: Timestamp): number {
+    if (t === this.lastTime) return this.lastTimeId;
+    const key = t.nsec === 0 ? t.sec : `${t.sec}.${t.nsec}`;
+    let id = this.timeIds.get(key);
+    if (id === undefined) {
+      id = this.times.length;
+      this.times.push(t);
+      this.timeIds.set(key, id);
+    }
+    this.lastTime = t;
+    this.lastTimeId = id;
+    return id;
+  }
+
+  private digest(d: string): number {
+    const hex = d.startsWith(DIGEST_PREFIX) ? d.slice(DIGEST_PREFIX.length) : '';
+    const id = this.digestBytes.reserve(DIGEST_BYTES) / DIGEST_BYTES;
+    const bytes = this.digestBytes.array;
+    if (hex.length !== DIGEST_BYTES * 2 || Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).write(hex, id * DIGEST_BYTES, DIGEST_BYTES, 'hex') !== DIGEST_BYTES) this.badDigest = true;
+    return id;
+  }
+
+  /** The type row `row` was last stated with. */
+  typeOf(row: number): EntryType {
+    return TYPES[this.words.array[row * ENTRY_WORDS + E_TYPE]! & 0xff]!;
+  }
+
+  digestOf(row: number): string | undefined {
+    const id = this.words.array[row * ENTRY_WORDS + E_DIGEST]! - 1;
+    if (id < 0) return undefined;
+    const bytes = this.digestBytes.array;
+    return DIGEST_PREFIX + Buffer.from(bytes.buffer, bytes.byteOffset + id * DIGEST_BYTES, DIGEST_BYTES).toString('hex');
+  }
+
+  /**
+   * The parsed form, for the descriptor `context` names, with the TOC's other fields; undefined
+   * for a TOC the form does not hold (fields it does not know, a digest that is not sha256).
+   */
+  finish(toc: Omit<LayerToc, 'entries'>, context: string): Buffer | undefined {
+    const tocFields: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(toc)) {
+      if (v === undefined) continue;
+      if (TOC_FIELDS[k as keyof typeof TOC_FIELDS] !== true) return undefined;
+      tocFields[k] = v;
+    }
+    if (this.badDigest) return undefined;
+    this.chunksInRowOrder();
+    this.xattrsInRowOrder();
+    const n = this.rows;
+    const stringList = this.stringList;
+    const text = stringList.join('');
+    const latin1 = !/[^\u0000-\u00ff]/.test(text);
+    const offsets = new Uint32Array(stringList.length + 1);
+    let at = 0;
+    for (let i = 0; i < stringList.length; i++) {
+      offsets[i] = at;
+      at += stringList[i]!.length;
+    }
+    offsets[stringList.length] = at;
+    const chunkCount = this.chunkDigests.length;
+    const counts: Counts = {
+      entries: n,
+      chunks: chunkCount,
+      xattrs: this.xattrWords.length / XATTR_WORDS,
+      strings: stringList.length,
+      times: this.times.length,
+      digests: this.digestBytes.length / DIGEST_BYTES,
+      xattrBytes: this.xattrBytes,
+      textUnits: text.length,
+    };
+    const timeSec = new Float64Array(this.times.map((t) => t.sec));
+    const timeNsec = new Uint32Array(this.times.map((t) => t.nsec));
+    const meta: Meta = { context, toc: tocFields, counts, text: latin1 ? 'latin1' : 'utf16le' };
+    const metaBytes = Buffer.from(JSON.stringify(meta));
+    const head = Buffer.alloc(align8(16 + metaBytes.length));
+    MAGIC.copy(head, 0);
+    head.writeUInt32LE(PARSED_TOC_VERSION, 8);
+    head.writeUInt32LE(metaBytes.length, 12);
+    metaBytes.copy(head, 16);
+    const bytesOf = (a: ArrayBufferView): Buffer => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+    const u8Length = u8Count(counts);
+    const parts = [
+      head,
+      // f64 section: entry sizes, chunks, time seconds
+      bytesOf(this.sizes.view()),
+      bytesOf(this.chunkDoubles.view()),
+      bytesOf(timeSec),
+      // u32 section: entries, chunk digests, time nanoseconds, xattrs, string offsets
+      bytesOf(this.words.view()),
+      bytesOf(this.chunkDigests.view()),
+      bytesOf(timeNsec),
+      bytesOf(this.xattrWords.view()),
+      bytesOf(offsets),
+      Buffer.alloc(align8(u32Count(counts) * 4) - u32Count(counts) * 4),
+      // u8 section: digests, chunk zeros flags, xattr values
+      bytesOf(this.digestBytes.view()),
+      bytesOf(this.zeros.view()),
+      ...this.xattrValues,
+      Buffer.alloc(align8(u8Length) - u8Length),
+      Buffer.from(text, latin1 ? 'latin1' : 'utf16le'),
+    ];
+    return Buffer.concat(parts);
+  }
+
+  /**
+   * The form keeps each row's chunks in row order (a row without chunks names where they would
+   * start). normaliseEntries gives a stargz file's chunks once it has read every entry, after
+   * files that state their end: then the chunk tables are copied in row order.
+   */
+  private chunksInRowOrder(): void {
+    const words = this.words.array;
+    let next = 0;
+    let inOrder = true;
+    for (let w = 0; w < this.rows * ENTRY_WORDS; w += ENTRY_WORDS) {
+      const count = words[w + E_CHUNK_COUNT]!;
+      if (count === 0) words[w + E_FIRST_CHUNK] = next;
+      else if (words[w + E_FIRST_CHUNK] !== next) inOrder = false;
+      next += count;
+    }
+    if (inOrder) return;
+    const doubles = new Float64Array(this.chunkDoubles.length);
+    const digests = new Uint32Array(this.chunkDigests.length);
+    const zeros = new Uint8Array(this.zeros.length);
+    next = 0;
+    for (let w = 0; w < this.rows * ENTRY_WORDS; w += ENTRY_WORDS) {
+      const first = words[w + E_FIRST_CHUNK]!;
+      const count = words[w + E_CHUNK_COUNT]!;
+      doubles.set(this.chunkDoubles.array.subarray(first * CHUNK_DOUBLES, (first + count) * CHUNK_DOUBLES), next * CHUNK_DOUBLES);
+      digests.set(this.chunkDigests.array.subarray(first, first + count), next);
+      zeros.set(this.zeros.array.subarray(first, first + count), next);
+      words[w + E_FIRST_CHUNK] = next;
+      next += count;
+    }
+    this.chunkDoubles.array = doubles;
+    this.chunkDigests.array = digests;
+    this.zeros.array = zeros;
+  }
+
+  /** The same for xattrs, which a row stated again (a directory) states anew after later rows'. */
+  private xattrsInRowOrder(): void {
+    const words = this.words.array;
+    let next = 0;
+    let inOrder = true;
+    for (let w = 0; w < this.rows * ENTRY_WORDS; w += ENTRY_WORDS) {
+      const count = words[w + E_XATTR_COUNT]!;
+      if (count === 0) words[w + E_FIRST_XATTR] = next;
+      else if (words[w + E_FIRST_XATTR] !== next) inOrder = false;
+      next += count;
+    }
+    if (inOrder && next * XATTR_WORDS === this.xattrWords.length) return;
+    const xattrs = new Uint32Array(next * XATTR_WORDS);
+    next = 0;
+    for (let w = 0; w < this.rows * ENTRY_WORDS; w += ENTRY_WORDS) {
+      const first = words[w + E_FIRST_XATTR]!;
+      const count = words[w + E_XATTR_COUNT]!;
+      xattrs.set(this.xattrWords.array.subarray(first * XATTR_WORDS, (first + count) * XATTR_WORDS), next * XATTR_WORDS);
+      words[w + E_FIRST_XATTR] = next;
+      next += count;
+    }
+    this.xattrWords.array = xattrs;
+    this.xattrWords.length = xattrs.length;
+  }
+}
+
 /** Whether the entry is as normaliseEntries makes them (which the views give back). */
 function encodable(e: TocEntry): boolean {
   const link = e.type === 'symlink' || e.type === 'hardlink';
@@ -124,163 +436,14 @@ function encodable(e: TocEntry): boolean {
  */
 export function encodeParsedToc(toc: LayerToc, context: string): Buffer | undefined {
   if (toc.checkpoints !== undefined || toc.format === 'none') return undefined;
-  const tocFields: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(toc)) {
-    if (k === 'entries' || v === undefined) continue;
-    if (TOC_FIELDS[k as keyof typeof TOC_FIELDS] !== true) return undefined;
-    tocFields[k] = v;
-  }
-  const strings = new Map<string, number>();
-  const stringList: string[] = [];
-  /** A string of its own (paths are unique: not worth a lookup). */
-  const add = (s: string): number => {
-    stringList.push(s);
-    return stringList.length - 1;
-  };
-  const str = (s: string): number => {
-    let id = strings.get(s);
-    if (id === undefined) {
-      id = stringList.length;
-      strings.set(s, id);
-      stringList.push(s);
-    }
-    return id;
-  };
-  // Times by value: whole seconds (most TOCs) keyed by the number, others by text (never equal to a number key).
-  const timeIds = new Map<number | string, number>();
-  const times: Timestamp[] = [];
-  const time = (t: Timestamp): number => {
-    const key = t.nsec === 0 ? t.sec : `${t.sec}.${t.nsec}`;
-    let id = timeIds.get(key);
-    if (id === undefined) {
-      id = times.length;
-      times.push(t);
-      timeIds.set(key, id);
-    }
-    return id;
-  };
-  const entries = Array.isArray(toc.entries) ? (toc.entries as readonly TocEntry[]) : Array.from(toc.entries);
-  let chunkCount = 0;
-  let digestCount = 0;
-  let xattrCount = 0;
-  let xattrBytes = 0;
+  const { entries, ...rest } = toc;
+  const builder = new ParsedTocBuilder(entries.length);
   for (const e of entries) {
     if (!encodable(e)) return undefined;
-    chunkCount += e.chunks.length;
-    if (e.digest !== undefined) digestCount++;
-    for (const c of e.chunks) if (c.digest !== e.digest) digestCount++;
-    if (e.xattrs)
-      for (const v of Object.values(e.xattrs)) {
-        xattrCount++;
-        xattrBytes += v.length;
-      }
+    const row = builder.entry(e);
+    for (const c of e.chunks) builder.chunk(row, c.offset, c.size, c.compressedOffset, c.compressedEnd, c.innerOffset, c.digest === e.digest ? null : c.digest, c.zeros);
   }
-  const n = entries.length;
-  const words = new Uint32Array(n * ENTRY_WORDS);
-  const f64 = new Float64Array(n + chunkCount * CHUNK_DOUBLES);
-  const chunkDigests = new Uint32Array(chunkCount);
-  const zeros = new Uint8Array(chunkCount);
-  const xattrWords = new Uint32Array(xattrCount * XATTR_WORDS);
-  const xattrValues: Buffer[] = [];
-  const digestBytes = Buffer.alloc(digestCount * DIGEST_BYTES);
-  let digests = 0;
-  /** A digest whose hex is not 32 bytes (never from normaliseEntries) makes the TOC one the form does not hold. */
-  let badDigest = false;
-  const digestOf = (d: string): number => {
-    const hex = d.slice(DIGEST_PREFIX.length);
-    if (hex.length !== DIGEST_BYTES * 2 || digestBytes.write(hex, digests * DIGEST_BYTES, DIGEST_BYTES, 'hex') !== DIGEST_BYTES) badDigest = true;
-    return digests++;
-  };
-  let ci = 0;
-  let xi = 0;
-  let valueAt = 0;
-  for (let i = 0; i < n; i++) {
-    const e = entries[i]!;
-    const w = i * ENTRY_WORDS;
-    words[w + E_PATH] = add(e.path);
-    words[w + E_TYPE] = TYPE_CODES.get(e.type)! | (e.xattrs ? HAS_XATTRS : 0);
-    words[w + E_MODE] = e.mode;
-    words[w + E_UID] = e.uid;
-    words[w + E_GID] = e.gid;
-    words[w + E_MTIME] = time(e.mtime);
-    words[w + E_ATIME] = e.atime ? time(e.atime) + 1 : 0;
-    words[w + E_CTIME] = e.ctime ? time(e.ctime) + 1 : 0;
-    words[w + E_USER] = e.userName !== undefined ? str(e.userName) + 1 : 0;
-    words[w + E_GROUP] = e.groupName !== undefined ? str(e.groupName) + 1 : 0;
-    words[w + E_LINK] = e.linkName !== undefined ? str(e.linkName) : (e.devMajor ?? 0);
-    words[w + E_DEV_MINOR] = e.devMinor ?? 0;
-    const digest = e.digest !== undefined ? digestOf(e.digest) : -1;
-    words[w + E_DIGEST] = digest + 1;
-    words[w + E_CHUNK_COUNT] = e.chunks.length;
-    words[w + E_FIRST_CHUNK] = ci;
-    f64[i] = e.size;
-    for (const c of e.chunks) {
-      const d = n + ci * CHUNK_DOUBLES;
-      f64[d] = c.offset;
-      f64[d + 1] = c.size;
-      f64[d + 2] = c.compressedOffset;
-      f64[d + 3] = c.compressedEnd;
-      f64[d + 4] = c.innerOffset;
-      chunkDigests[ci] = c.digest === e.digest ? digest : digestOf(c.digest);
-      zeros[ci] = c.zeros ? 1 : 0;
-      ci++;
-    }
-    words[w + E_FIRST_XATTR] = xi;
-    if (e.xattrs) {
-      const x = Object.entries(e.xattrs);
-      words[w + E_XATTR_COUNT] = x.length;
-      for (const [name, value] of x) {
-        xattrWords[xi * XATTR_WORDS] = str(name);
-        xattrWords[xi * XATTR_WORDS + 1] = valueAt;
-        xattrWords[xi * XATTR_WORDS + 2] = value.length;
-        xattrValues.push(value);
-        valueAt += value.length;
-        xi++;
-      }
-    }
-  }
-  if (badDigest) return undefined;
-  const text = stringList.join('');
-  const latin1 = !/[^\u0000-\u00ff]/.test(text);
-  const offsets = new Uint32Array(stringList.length + 1);
-  let at = 0;
-  stringList.forEach((s, i) => {
-    offsets[i] = at;
-    at += s.length;
-  });
-  offsets[stringList.length] = at;
-  const counts: Counts = { entries: n, chunks: chunkCount, xattrs: xattrCount, strings: stringList.length, times: times.length, digests, xattrBytes, textUnits: text.length };
-  const timeSec = new Float64Array(times.map((t) => t.sec));
-  const timeNsec = new Uint32Array(times.map((t) => t.nsec));
-  const meta: Meta = { context, toc: tocFields, counts, text: latin1 ? 'latin1' : 'utf16le' };
-  const metaBytes = Buffer.from(JSON.stringify(meta));
-  const head = Buffer.alloc(align8(16 + metaBytes.length));
-  MAGIC.copy(head, 0);
-  head.writeUInt32LE(PARSED_TOC_VERSION, 8);
-  head.writeUInt32LE(metaBytes.length, 12);
-  metaBytes.copy(head, 16);
-  const bytesOf = (a: ArrayBufferView): Buffer => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
-  const u8Length = u8Count(counts);
-  const parts = [
-    head,
-    // f64 section: entry sizes, chunks, time seconds
-    bytesOf(f64),
-    bytesOf(timeSec),
-    // u32 section: entries, chunk digests, time nanoseconds, xattrs, string offsets
-    bytesOf(words),
-    bytesOf(chunkDigests),
-    bytesOf(timeNsec),
-    bytesOf(xattrWords),
-    bytesOf(offsets),
-    Buffer.alloc(align8(u32Count(counts) * 4) - u32Count(counts) * 4),
-    // u8 section: digests, chunk zeros flags, xattr values
-    digestBytes,
-    bytesOf(zeros),
-    ...xattrValues,
-    Buffer.alloc(align8(u8Length) - u8Length),
-    Buffer.from(text, latin1 ? 'latin1' : 'utf16le'),
-  ];
-  return Buffer.concat(parts);
+  return builder.finish(rest, context);
 }
 
 /** A view of `count` elements at `offset` (8-aligned when the buffer is), copying when it is not. */

@@ -79,6 +79,24 @@ export interface TocEntry {
   chunks: Chunk[];
 }
 
+/** An entry's fields without its chunks: what a reader states for each entry before its chunks are known. */
+export type EntryFields = Omit<TocEntry, 'chunks'>;
+
+/**
+ * Where entries are put as a reader makes them (formats/entries.ts): an array of objects
+ * (EntryArray), or the columns of the parsed form (ParsedTocBuilder, formats/toc-binary.ts).
+ */
+export interface EntrySink {
+  /** Appends an entry; returns its index. `f` is the caller's to reuse. */
+  entry(f: EntryFields): number;
+  /** Entry `index` stated again (a directory's later metadata; its path stays). */
+  restate(index: number, f: EntryFields): void;
+  typeOf(index: number): EntryType;
+  digestOf(index: number): string | undefined;
+  /** Appends a chunk of entry `index`: all of an entry's chunks follow each other. `digest` null: the entry's own. */
+  chunk(index: number, offset: number, size: number, compressedOffset: number, compressedEnd: number, innerOffset: number, digest: string | null, zeros: boolean): void;
+}
+
 /**
  * The entries of a TOC, read by position or in order: an array as readers make them, or the
  * columns of a TOC's parsed form (formats/toc-binary.ts), which make an entry object only

@@ -12,11 +12,11 @@ import { DigestMismatchError, FormatError, TocfsError } from '../errors.js';
 import { DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_REQUEST_BYTES, LayerReader, type LayerFetchSettings } from '../fetch/layer-reader.js';
 import { MIN_REQUEST_BYTES } from '../fetch/link-estimate.js';
 import { parseLayerAnnotations } from '../formats/annotations.js';
-import { NoTocError, probeLayer, readLayerToc, type LayerToc, type TocStore } from '../formats/index.js';
+import { NoTocError, probeLayer, readLayerTocParsed, type LayerToc, type TocStore } from '../formats/index.js';
 import { sniffCodec } from '../formats/detect.js';
 import { indexPlainLayer } from '../formats/plain.js';
 import { decodePlainIndex, encodePlainIndex, loadPlainIndex, savePlainIndex } from '../formats/plain-index.js';
-import { decodeParsedToc, encodeParsedToc, isCurrentParsedToc, PARSED_TOC_VERSION } from '../formats/toc-binary.js';
+import { decodeParsedToc, isCurrentParsedToc, PARSED_TOC_VERSION } from '../formats/toc-binary.js';
 import { meteredBlob, metrics } from '../metrics/index.js';
 import type { ReadCounter } from '../source/counting.js';
 import { rememberTail } from '../source/tail-memo.js';
@@ -241,7 +241,7 @@ export class LayerOpener {
   /**
    * The layer's TOC in its parsed form (formats/toc-binary.ts), the form layers are served
    * from: the cache's when it holds one made for this very descriptor, else readLayerToc's
-   * turned into it, and kept on disk shortly after (off the open's path).
+   * normalised straight into it, and kept on disk shortly after (off the open's path).
    */
   private async readToc(desc: Descriptor, blob: BlobReader): Promise<LayerToc> {
     const started = performance.now();
@@ -255,9 +255,9 @@ export class LayerOpener {
       }
     }
     // The parsed form is also the form kept in memory: a third of the heap of the entry objects.
-    const { toc, parsed } = await this.parseToc(desc, blob, context ?? '');
-    this.log.debug({ layer: desc.digest, entries: toc.entries.length, columnar: parsed !== undefined, ms: Math.round(performance.now() - started) }, 'TOC read and parsed');
-    if (parsedTocs && context && parsed && toc.verified && !this.parsedPending.has(context)) {
+    const { toc, parsed } = await readLayerTocParsed(desc, blob, context ?? '', { tocStore: this.opts.tocStore });
+    this.log.debug({ layer: desc.digest, entries: toc.entries.length, ms: Math.round(performance.now() - started) }, 'TOC read and parsed');
+    if (parsedTocs && context && toc.verified && !this.parsedPending.has(context)) {
       const keep = (): Promise<void> => {
         clearTimeout(timer);
         this.parsedPending.delete(context);
@@ -270,14 +270,6 @@ export class LayerOpener {
       this.parsedPending.set(context, keep);
     }
     return toc;
-  }
-
-  /** readLayerToc's TOC in its parsed form, when the form holds it. */
-  private async parseToc(desc: Descriptor, blob: BlobReader, context: string): Promise<{ toc: LayerToc; parsed?: Buffer }> {
-    const read = await readLayerToc(desc, blob, { tocStore: this.opts.tocStore });
-    const parsed = encodeParsedToc(read, context);
-    const toc = parsed && decodeParsedToc(parsed, context);
-    return parsed && toc ? { toc, parsed } : { toc: read };
   }
 
   /**

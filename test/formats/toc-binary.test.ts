@@ -2,15 +2,16 @@
  * The parsed form of a TOC (formats/toc-binary.ts): decoding what was encoded gives back the
  * very LayerToc readLayerToc made — every entry type, xattrs, names outside Latin-1, times,
  * files of many chunks and zero chunks, in both formats — and nothing for another context,
- * another version or a TOC the form cannot hold.
+ * another version or a TOC the form cannot hold. A TOC normalised straight into the form
+ * (readLayerTocParsed) is the one readLayerToc makes as objects.
  */
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
-import { readLayerToc, type LayerToc } from '../../src/formats/index.js';
+import { readLayerToc, readLayerTocParsed, type LayerToc } from '../../src/formats/index.js';
 import { decodeParsedToc, encodeParsedToc, isColumnar, PARSED_TOC_VERSION } from '../../src/formats/toc-binary.js';
 import { plainEntry } from '../../src/formats/toc.js';
 import { seededContent, zeroContent, type FileSpec } from '../helpers/images.js';
-import { memoryBlob } from '../helpers/toc-repack.js';
+import { memoryBlob, repack, type TestLayer } from '../helpers/toc-repack.js';
 import { writerLayer } from '../helpers/writer-layers.js';
 
 const FILES: FileSpec[] = [
@@ -115,5 +116,57 @@ describe('parsed TOC form', () => {
     const withLink = [...all];
     withLink[dir] = { ...withLink[dir]!, linkName: 'x' };
     assert.equal(encodeParsedToc({ ...toc, entries: withLink }, 'ctx'), undefined);
+  });
+});
+
+describe('a TOC read straight into its parsed form (readLayerTocParsed, what daemons open layers with)', () => {
+  const layers: Record<string, TestLayer> = {};
+  before(async () => {
+    for (const format of ['zstd:chunked', 'estargz'] as const) layers[format] = await writerLayer(format, FILES, { chunkSize: 64 * 1024 });
+  });
+  const nameIs = (e: { name: string }, path: string): boolean => e.name.replace(/^\.?\//, '').replace(/\/$/, '') === path;
+
+  /** The parsed reader's TOC, checked against readLayerToc's objects; returns its bytes. */
+  async function sameAsObjects(layer: TestLayer): Promise<Buffer> {
+    const objects = await readLayerToc(layer.desc, memoryBlob(layer));
+    const { toc, parsed } = await readLayerTocParsed(layer.desc, memoryBlob(layer), 'ctx');
+    assert.ok(isColumnar(toc));
+    assert.deepStrictEqual(plainToc(toc), objects);
+    assert.deepStrictEqual(plainToc(decodeParsedToc(parsed, 'ctx')!), objects);
+    return parsed;
+  }
+
+  for (const format of ['zstd:chunked', 'estargz']) {
+    it(`is the TOC readLayerToc makes (${format})`, async () => {
+      const parsed = await sameAsObjects(layers[format]!);
+      if (format === 'zstd:chunked') {
+        const objects = await readLayerToc(layers[format]!.desc, memoryBlob(layers[format]!));
+        assert.ok(parsed.equals(encodeParsedToc(objects, 'ctx')!), 'byte for byte what encodeParsedToc makes of the objects');
+      }
+    });
+  }
+
+  it('with a directory stated three times, with and without xattrs (the later statement wins, no stale xattr is kept)', async () => {
+    const layer = await repack(layers['zstd:chunked']!, (d) => {
+      const etc = d.entries.find((e: { type: string; name: string }) => e.type === 'dir' && nameIs(e, 'etc'));
+      const data = d.entries.find((e: { type: string; name: string }) => e.type === 'dir' && nameIs(e, 'data'));
+      d.entries.push({ ...etc, xattrs: { 'user.first': Buffer.from('one').toString('base64') } });
+      d.entries.push({ ...data, mode: 0o700, xattrs: { 'user.kept': Buffer.from('two').toString('base64') } });
+      d.entries.push({ ...etc, mode: 0o711 });
+    });
+    await sameAsObjects(layer);
+    const { toc } = await readLayerTocParsed(layer.desc, memoryBlob(layer), 'ctx');
+    const byPath = new Map(Array.from(toc.entries, (e) => [e.path, e]));
+    assert.equal(byPath.get('etc')!.mode, 0o711);
+    assert.equal(byPath.get('etc')!.xattrs, undefined);
+    assert.deepStrictEqual({ ...byPath.get('data')!.xattrs }, { 'user.kept': Buffer.from('two') });
+  });
+
+  it('with a file whose chunks end the stargz way among files that state their end (its chunks come after the others\')', async () => {
+    const layer = await repack(layers['zstd:chunked']!, (d) => {
+      const first = d.entries.find((e: { type: string; size?: number; endOffset?: number }) => e.type === 'reg' && (e.size ?? 0) > 0 && e.endOffset !== undefined);
+      delete first.endOffset;
+    });
+    await sameAsObjects(layer);
   });
 });
