@@ -50,21 +50,6 @@ const listings = new LRUCache<string, string[]>({ max: LISTINGS_KEPT });
 let nextTreeKey = 1;
 const W_OK = 2;
 
-function contentBytes(tree: FsTree): number {
-  let n = 0;
-  const seen = new Set<FsNode>();
-  const stack = [tree.root];
-  while (stack.length > 0) {
-    for (const child of stack.pop()!.children!.values()) {
-      if (child.children) stack.push(child);
-      else if (child.entry.type === 'reg' && !seen.has(child)) {
-        seen.add(child);
-        n += child.entry.size;
-      }
-    }
-  }
-  return n;
-}
 
 /** Aborts a read after `ms` with an error that says so (AbortSignal.timeout's reason names no setting). */
 /** The FUSE operations of one mounted tree. */
@@ -119,7 +104,7 @@ export function fsOperations(opts: FsOptions): FuseOperations {
       withNode(path, cb, (node) => cb(0, Object.keys(node.entry.xattrs ?? {})));
     },
     statfs(_path, cb) {
-      totalBytes ??= contentBytes(tree);
+      totalBytes ??= tree.contentBytes;
       const info: StatfsInfo = {
         bsize: 4096,
         frsize: 4096,

@@ -3,9 +3,11 @@
  * rules) and the own tree of one layer.
  *
  * A node points at the TocEntry it came from instead of copying its fields, so a tree
- * costs one small object per name plus a Map per directory.
+ * costs one small object per name plus a Map per directory; the tree of a parsed TOC's plain
+ * layer (lazyLayerTree) makes those only for the directories looked into.
  */
 import { FormatError, preview } from '../errors.js';
+import { isColumnar } from '../formats/toc-binary.js';
 import { plainEntry, type LayerToc, type TocEntry } from '../formats/toc.js';
 
 export const WHITEOUT_PREFIX = '.wh.';
@@ -28,8 +30,7 @@ export class FsNode {
   layer: number;
   /** Names that refer to this node (files); 2 + subdirectories (directories). Set by the builder's last pass (0 until then). */
   nlink = 0;
-  /** Children by name (directories only). */
-  children: Map<string, FsNode> | undefined;
+  protected kids: Map<string, FsNode> | undefined;
   /** A directory synthesised for a deeper path, with no entry of its own. */
   implicit: boolean;
 
@@ -37,12 +38,45 @@ export class FsNode {
     this.ino = ino;
     this.entry = entry;
     this.layer = layer;
-    this.children = entry.type === 'dir' ? new Map() : undefined;
+    this.kids = entry.type === 'dir' ? new Map() : undefined;
     this.implicit = implicit;
   }
 
+  /** Children by name (directories only). */
+  get children(): Map<string, FsNode> | undefined {
+    return this.kids;
+  }
+
   get isDir(): boolean {
-    return this.children !== undefined;
+    return this.kids !== undefined;
+  }
+}
+
+/** A directory of a lazily built layer tree (lazyLayerTree): its children are made on first use. */
+class LazyDir extends FsNode {
+  constructor(
+    ino: number,
+    entry: TocEntry,
+    layer: number,
+    implicit: boolean,
+    private index: LayerIndex | undefined,
+    /** Its slot in the index: 0 the root, row + 1 a directory entry. */
+    private readonly slot: number,
+  ) {
+    super(ino, entry, layer, implicit);
+    this.kids = undefined;
+  }
+
+  override get children(): Map<string, FsNode> {
+    if (this.index) {
+      this.kids = this.index.children(this.slot);
+      this.index = undefined;
+    }
+    return this.kids!;
+  }
+
+  override get isDir(): boolean {
+    return true;
   }
 }
 
@@ -57,7 +91,28 @@ export class FsTree {
     readonly root: FsNode,
     /** Number of distinct inodes (hard links counted once). */
     readonly inodeCount: number,
+    private knownContentBytes?: number,
   ) {}
+
+  /** The bytes of every regular file, hard links counted once (what statfs reports as used). */
+  get contentBytes(): number {
+    if (this.knownContentBytes === undefined) {
+      let n = 0;
+      const seen = new Set<FsNode>();
+      const stack = [this.root];
+      while (stack.length > 0) {
+        for (const child of stack.pop()!.children!.values()) {
+          if (child.isDir) stack.push(child);
+          else if (child.entry.type === 'reg' && !seen.has(child)) {
+            seen.add(child);
+            n += child.entry.size;
+          }
+        }
+      }
+      this.knownContentBytes = n;
+    }
+    return this.knownContentBytes;
+  }
 
   /** The node at a normalised path (`''` or `/` is the root; a leading `/` is accepted), following no symlinks. */
   lookup(path: string): FsNode | undefined {
@@ -159,6 +214,11 @@ const bottomTrees = new WeakMap<LayerToc, FsTree>();
 function sharedBottomTree(toc: LayerToc, build: () => TreeBuilder): FsTree {
   const known = bottomTrees.get(toc);
   if (known) return known;
+  const lazy = lazyLayerTree(toc, 0);
+  if (lazy) {
+    bottomTrees.set(toc, lazy);
+    return lazy;
+  }
   const b = build();
   const tree = b.finish();
   if (!b.sawWhiteout) bottomTrees.set(toc, tree);
@@ -173,7 +233,7 @@ export function buildLayerTree(toc: LayerToc, layerIndex: number, options: Layer
     else b.addLayer(toc, layerIndex, false);
     return b;
   };
-  return layerIndex === 0 ? sharedBottomTree(toc, build) : build().finish();
+  return layerIndex === 0 ? sharedBottomTree(toc, build) : (lazyLayerTree(toc, layerIndex) ?? build().finish());
 }
 
 /** The merged root filesystem of an image: layers bottom first, overlay rules, whiteouts hidden. */
@@ -184,6 +244,121 @@ export function mergeLayers(tocs: readonly LayerToc[]): FsTree {
     return b;
   };
   return tocs.length === 1 ? sharedBottomTree(tocs[0]!, build) : build().finish();
+}
+
+/**
+ * Where each entry of a layer sits, for a tree whose directories are filled on first use:
+ * children by parent slot (0 the root, row + 1 a directory entry), in TOC order.
+ */
+class LayerIndex {
+  constructor(
+    private readonly toc: LayerToc,
+    private readonly layer: number,
+    private readonly rootRow: number,
+    /** childRows[childStart[slot] .. childStart[slot + 1]) are the rows of slot's children. */
+    private readonly childStart: Int32Array,
+    private readonly childRows: Int32Array,
+    /** Subdirectories per slot (for nlink). */
+    private readonly subdirs: Int32Array,
+  ) {}
+
+  /** The eager builder's numbering: the root 1, then one per entry in TOC order (the root's entry makes none). */
+  private ino(row: number): number {
+    return 2 + row - (this.rootRow >= 0 && this.rootRow < row ? 1 : 0);
+  }
+
+  root(): FsNode {
+    const entry = this.rootRow >= 0 ? this.toc.entries.at(this.rootRow)! : implicitDirEntry('');
+    const root = new LazyDir(1, entry, this.rootRow >= 0 ? this.layer : 0, this.rootRow < 0, this, 0);
+    root.nlink = 2 + this.subdirs[0]!;
+    return root;
+  }
+
+  children(slot: number): Map<string, FsNode> {
+    const map = new Map<string, FsNode>();
+    const entries = this.toc.entries;
+    for (let k = this.childStart[slot]!, end = this.childStart[slot + 1]!; k < end; k++) {
+      const row = this.childRows[k]!;
+      const e = entries.at(row)!;
+      const path = e.path;
+      let node: FsNode;
+      if (e.type === 'dir') {
+        node = new LazyDir(this.ino(row), e, this.layer, false, this, row + 1);
+        node.nlink = 2 + this.subdirs[row + 1]!;
+      } else {
+        node = new FsNode(this.ino(row), e, this.layer);
+        node.nlink = 1;
+      }
+      map.set(path.slice(path.lastIndexOf('/') + 1), node);
+    }
+    return map;
+  }
+}
+
+/**
+ * The tree of one layer with its directories filled on first lookup (a 100k-entry TOC is
+ * mounted without a node per entry), for the layers where that tree is plainly the TOC's: a
+ * parsed TOC (the normaliser let no path in twice) without whiteouts or hard links, each
+ * entry's directory stated before it. It is the tree TreeBuilder makes of such a layer, node
+ * for node and inode for inode. Undefined for any other layer, which TreeBuilder builds.
+ */
+function lazyLayerTree(toc: LayerToc, layer: number): FsTree | undefined {
+  if (!isColumnar(toc)) return undefined;
+  const n = toc.entries.length;
+  const parentSlot = new Int32Array(n);
+  const isDir = new Uint8Array(n);
+  const dirSlots = new Map<string, number>();
+  let rootRow = -1;
+  let lastDir = '';
+  let lastSlot = 0;
+  let bytes = 0;
+  let row = 0;
+  for (const e of toc.entries) {
+    const r = row++;
+    const type = e.type;
+    const path = e.path;
+    if (type === 'hardlink') return undefined;
+    if (path === '') {
+      if (type !== 'dir') return undefined;
+      rootRow = r;
+      parentSlot[r] = -1;
+      continue;
+    }
+    const slash = path.lastIndexOf('/');
+    if (path.startsWith(WHITEOUT_PREFIX, slash + 1)) return undefined;
+    let slot = 0;
+    if (slash >= 0) {
+      if (slash === lastDir.length && lastDir !== '' && path.startsWith(lastDir)) slot = lastSlot;
+      else {
+        lastDir = path.slice(0, slash);
+        const known = dirSlots.get(lastDir);
+        if (known === undefined) return undefined;
+        slot = lastSlot = known;
+      }
+    }
+    parentSlot[r] = slot;
+    if (type === 'dir') {
+      isDir[r] = 1;
+      dirSlots.set(path, r + 1);
+    } else if (type === 'reg') bytes += e.size;
+  }
+  const childStart = new Int32Array(n + 2);
+  const subdirs = new Int32Array(n + 1);
+  for (let r = 0; r < n; r++) {
+    const p = parentSlot[r]!;
+    if (p < 0) continue;
+    childStart[p + 1]!++;
+    if (isDir[r]) subdirs[p]!++;
+  }
+  for (let s = 0; s <= n; s++) childStart[s + 1]! += childStart[s]!;
+  const fill = childStart.slice(0, n + 1);
+  const childRows = new Int32Array(childStart[n + 1]!);
+  for (let r = 0; r < n; r++) {
+    const p = parentSlot[r]!;
+    if (p >= 0) childRows[fill[p]!++] = r;
+  }
+  const index = new LayerIndex(toc, layer, rootRow, childStart, childRows, subdirs);
+  return new FsTree(index.root(), 1 + n - (rootRow >= 0 ? 1 : 0), bytes);
 }
 
 function splitPath(path: string): { dir: string; name: string } {

@@ -3,6 +3,7 @@
  * TOCs read from the real blobs) must equal expected.json `merged`, computed independently
  * from the tars; each layer's own tree must equal that layer's entries. Images tocfs builds
  * are held to the same comparison against their specs, so the check never needs the corpus.
+ * A parsed TOC's own layer tree, filled as it is looked into, is TreeBuilder's node for node.
  */
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -12,7 +13,9 @@ import { after, before, describe, it } from 'node:test';
 import { sha256 } from '../../src/digest.js';
 import { readLayerToc, type LayerToc, type TocEntry } from '../../src/formats/index.js';
 import { indexPlainLayer } from '../../src/formats/plain.js';
-import { buildLayerTree, mergeLayers, OVERLAY_OPAQUE_XATTR } from '../../src/image/tree.js';
+import { buildLayerTree, mergeLayers, OVERLAY_OPAQUE_XATTR, type FsTree } from '../../src/image/tree.js';
+import { decodeParsedToc, encodeParsedToc } from '../../src/formats/toc-binary.js';
+import { plainEntry } from '../../src/formats/toc.js';
 import { OciLayoutSource } from '../../src/source/oci-layout.js';
 import type { Descriptor } from '../../src/source/types.js';
 import { CORPUS_DIR, corpusImages, HAVE_CORPUS, loadExpected, type Expected } from '../helpers/corpus.js';
@@ -248,4 +251,72 @@ describe('tree: images tocfs builds, compared field by field with their specs', 
       assert.deepEqual(await compareView(treeView(own), wrong, { wholeSecondTimes }), ['usr/bin/tool: mode: got 2541, expected 493', 'usr/bin/tool-hardlink: mode: got 2541, expected 493']);
     });
   }
+});
+
+describe('tree: a parsed TOC\'s own layer tree, its directories filled on first lookup', () => {
+  /** Every node the walk meets, with what a reader sees of it. */
+  const nodes = (tree: FsTree) =>
+    [...tree.walk()].map(({ path, node }) => ({ path, ino: node.ino, nlink: node.nlink, layer: node.layer, implicit: node.implicit, isDir: node.isDir, entry: plainEntry(node.entry) }));
+  const columnar = (t: LayerToc): LayerToc => decodeParsedToc(encodeParsedToc(t, 'ctx')!, 'ctx')!;
+  /** The tree of the columnar TOC (lazy where it can be) against TreeBuilder's of the same entries as objects. */
+  function sameAsBuilder(objects: LayerToc, layer: number): void {
+    for (const form of [{}, { whiteouts: 'overlay' as const }]) {
+      const want = buildLayerTree(objects, layer, form);
+      const got = buildLayerTree(columnar(objects), layer, form);
+      assert.equal(got.contentBytes, want.contentBytes, 'statfs sizes');
+      assert.equal(got.inodeCount, want.inodeCount);
+      assert.deepStrictEqual(nodes(got), nodes(want));
+    }
+    if (layer === 0) assert.deepStrictEqual(nodes(mergeLayers([columnar(objects)])), nodes(mergeLayers([objects])));
+  }
+
+  it('is the tree TreeBuilder makes, inode for inode: 20k entries, the root stated midway, a directory listed after others', () => {
+    const entries: TocEntry[] = [entry('usr', 'dir'), entry('usr/lib', 'dir')];
+    for (let d = 0; d < 100; d++) {
+      entries.push(entry(`usr/lib/pkg${d}`, 'dir', { uid: d }));
+      for (let f = 0; f < 200; f++) entries.push(entry(`usr/lib/pkg${d}/file-${f}.so`, 'reg', { size: f, digest: sha256(Buffer.from(`f${f}`)), chunks: [] }));
+      if (d === 50) entries.push(entry('', 'dir', { mode: 0o700 }), entry('etc', 'dir'), entry('etc/passwd', 'reg', { size: 7 }), entry('usr/lib/pkg3/late', 'symlink', { linkName: '../pkg4' }));
+    }
+    sameAsBuilder(toc(entries), 0);
+    sameAsBuilder(toc(entries), 2);
+    const tree = buildLayerTree(columnar(toc(entries)), 0);
+    assert.equal(tree.lookup('usr/lib/pkg99/file-199.so')!.entry.size, 199);
+    assert.equal(tree.lookup('usr/lib/pkg3/late')!.entry.linkName, '../pkg4');
+    assert.equal(tree.root.entry.mode, 0o700);
+    assert.equal(tree.lookup('usr/lib')!.nlink, 102);
+  });
+
+  it('falls back to TreeBuilder, with the same result, for whiteouts, hard links, implicit parents and children before their directory', () => {
+    sameAsBuilder(toc([entry('d', 'dir'), entry('d/.wh.x', 'reg'), entry('d/f', 'reg')]), 0);
+    sameAsBuilder(toc([entry('d', 'dir'), entry('d/f', 'reg', { size: 3 }), entry('d/g', 'hardlink', { linkName: 'd/f' })]), 1);
+    sameAsBuilder(toc([entry('p/q/r', 'reg'), entry('p', 'dir', { mode: 0o711 })]), 0);
+    sameAsBuilder(toc([entry('a/b', 'reg'), entry('a', 'dir')]), 0);
+  });
+
+  it('is the tree TreeBuilder makes for every layer of images tocfs builds', async () => {
+    const tmp = await mkdtemp(join(tmpdir(), 'tocfs-tree-lazy-'));
+    try {
+      for (const format of ['zstd:chunked', 'estargz'] as const) {
+        const img = await buildImage(join(tmp, format.replace(':', '-')), { format, layers: [KINDS_LAYER, ...OVERLAY_LAYERS] });
+        const source = new OciLayoutSource({ transport: 'oci', dir: img.dir });
+        for (const [i, d] of img.layers.entries()) sameAsBuilder(await readLayerToc(d, source.blob(d)), i);
+      }
+    } finally {
+      await rm(tmp, { recursive: true, force: true });
+    }
+  });
+
+  it('is the tree TreeBuilder makes for every corpus layer with a TOC', { skip: HAVE_CORPUS ? false : `no corpus at ${CORPUS_DIR}` }, async () => {
+    let layers = 0;
+    for (const image of corpusImages()) {
+      const expected = loadExpected(image);
+      for (const [digest, layer] of Object.entries(expected.layers)) {
+        const format = String(layer.format.format);
+        if (format === 'gzip' || format === 'zstd') continue;
+        sameAsBuilder(await corpusToc(image, expected, digest), 0);
+        layers++;
+      }
+    }
+    assert.ok(layers >= 10, `${layers} layers`);
+  });
 });
