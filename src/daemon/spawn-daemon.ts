@@ -106,11 +106,14 @@ export function awaitReady(child: ChildProcess, logFile: string): Promise<number
     });
     channel.on('error', () => undefined);
     child.on('error', (e) => settle(new TocfsError(`cannot start the mount daemon: ${e.message}`)));
-    child.on('exit', (code, signal) => {
+    const exited = (code: number | null, signal: NodeJS.Signals | null): void => {
       const why = signal ? `was killed by ${signal}` : `exited with status ${code}`;
       const logTail = tail(logFile);
       settle(new TocfsError(`the mount daemon ${why} before it was ready${logTail ? `; its log (${logFile}) ends with:\n${logTail}` : ''}`));
-    });
+    };
+    child.on('exit', exited);
+    // An early daemon may have ended before the parent got to wait for it.
+    if (child.exitCode !== null || child.signalCode !== null) exited(child.exitCode, child.signalCode);
   });
 }
 
