@@ -128,7 +128,14 @@ class Growing<T extends Float64Array | Uint32Array | Uint8Array> {
   view(): T {
     return this.array.subarray(0, this.length) as T;
   }
+  /** A new, empty table of `n` elements of the same kind. */
+  blank(n: number): T {
+    return new this.Kind(n);
+  }
 }
+
+/** A table whose rows belong to entries, `width` elements each. */
+type RowTable = [Growing<Float64Array | Uint32Array | Uint8Array>, number];
 
 /**
  * Writes the parsed form (the layout decodeParsedToc reads) as entries come: normaliseEntries
@@ -301,8 +308,8 @@ export class ParsedTocBuilder implements EntrySink {
       tocFields[k] = v;
     }
     if (this.badDigest) return undefined;
-    this.chunksInRowOrder();
-    this.xattrsInRowOrder();
+    this.inEntryOrder(E_CHUNK_COUNT, E_FIRST_CHUNK, [[this.chunkDoubles, CHUNK_DOUBLES], [this.chunkDigests, 1], [this.zeros, 1]]);
+    this.inEntryOrder(E_XATTR_COUNT, E_FIRST_XATTR, [[this.xattrWords, XATTR_WORDS]]);
     const n = this.rows;
     const stringList = this.stringList;
     const text = stringList.join('');
@@ -360,62 +367,37 @@ export class ParsedTocBuilder implements EntrySink {
   }
 
   /**
-   * The form keeps each row's chunks in row order (a row without chunks names where they would
-   * start). normaliseEntries gives a stargz file's chunks once it has read every entry, after
-   * files that state their end: then the chunk tables are copied in row order.
+   * The form keeps each entry's chunks, and its xattrs, in entry order, each entry naming where
+   * its own start (one without any: where they would). normaliseEntries gives a stargz file's
+   * chunks only once it has read every entry, after files that state their end, and a
+   * directory stated again states its xattrs anew after later entries': the tables are then
+   * copied in entry order, without the rows no entry names any more.
    */
-  private chunksInRowOrder(): void {
+  private inEntryOrder(countAt: number, firstAt: number, tables: RowTable[]): void {
     const words = this.words.array;
+    const end = this.rows * ENTRY_WORDS;
     let next = 0;
     let inOrder = true;
-    for (let w = 0; w < this.rows * ENTRY_WORDS; w += ENTRY_WORDS) {
-      const count = words[w + E_CHUNK_COUNT]!;
-      if (count === 0) words[w + E_FIRST_CHUNK] = next;
-      else if (words[w + E_FIRST_CHUNK] !== next) inOrder = false;
+    for (let w = 0; w < end; w += ENTRY_WORDS) {
+      const count = words[w + countAt]!;
+      if (count === 0) words[w + firstAt] = next;
+      else if (words[w + firstAt] !== next) inOrder = false;
       next += count;
     }
-    if (inOrder) return;
-    const doubles = new Float64Array(this.chunkDoubles.length);
-    const digests = new Uint32Array(this.chunkDigests.length);
-    const zeros = new Uint8Array(this.zeros.length);
+    if (inOrder && tables.every(([table, width]) => table.length === next * width)) return;
+    const copies = tables.map(([table, width]) => table.blank(next * width));
     next = 0;
-    for (let w = 0; w < this.rows * ENTRY_WORDS; w += ENTRY_WORDS) {
-      const first = words[w + E_FIRST_CHUNK]!;
-      const count = words[w + E_CHUNK_COUNT]!;
-      doubles.set(this.chunkDoubles.array.subarray(first * CHUNK_DOUBLES, (first + count) * CHUNK_DOUBLES), next * CHUNK_DOUBLES);
-      digests.set(this.chunkDigests.array.subarray(first, first + count), next);
-      zeros.set(this.zeros.array.subarray(first, first + count), next);
-      words[w + E_FIRST_CHUNK] = next;
+    for (let w = 0; w < end; w += ENTRY_WORDS) {
+      const first = words[w + firstAt]!;
+      const count = words[w + countAt]!;
+      tables.forEach(([table, width], t) => copies[t]!.set(table.array.subarray(first * width, (first + count) * width), next * width));
+      words[w + firstAt] = next;
       next += count;
     }
-    this.chunkDoubles.array = doubles;
-    this.chunkDigests.array = digests;
-    this.zeros.array = zeros;
-  }
-
-  /** The same for xattrs, which a row stated again (a directory) states anew after later rows'. */
-  private xattrsInRowOrder(): void {
-    const words = this.words.array;
-    let next = 0;
-    let inOrder = true;
-    for (let w = 0; w < this.rows * ENTRY_WORDS; w += ENTRY_WORDS) {
-      const count = words[w + E_XATTR_COUNT]!;
-      if (count === 0) words[w + E_FIRST_XATTR] = next;
-      else if (words[w + E_FIRST_XATTR] !== next) inOrder = false;
-      next += count;
-    }
-    if (inOrder && next * XATTR_WORDS === this.xattrWords.length) return;
-    const xattrs = new Uint32Array(next * XATTR_WORDS);
-    next = 0;
-    for (let w = 0; w < this.rows * ENTRY_WORDS; w += ENTRY_WORDS) {
-      const first = words[w + E_FIRST_XATTR]!;
-      const count = words[w + E_XATTR_COUNT]!;
-      xattrs.set(this.xattrWords.array.subarray(first * XATTR_WORDS, (first + count) * XATTR_WORDS), next * XATTR_WORDS);
-      words[w + E_FIRST_XATTR] = next;
-      next += count;
-    }
-    this.xattrWords.array = xattrs;
-    this.xattrWords.length = xattrs.length;
+    tables.forEach(([table], t) => {
+      table.array = copies[t]!;
+      table.length = copies[t]!.length;
+    });
   }
 }
 
