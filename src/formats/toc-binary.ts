@@ -107,18 +107,21 @@ function u8Count(c: Counts): number {
   return c.digests * DIGEST_BYTES + c.chunks + c.xattrBytes;
 }
 
-/** A Float64Array or Uint32Array that grows by doubling. */
+/** A typed array (or Buffer) that grows by doubling; `make` makes one of `n` zeroed elements. */
 class Growing<T extends Float64Array | Uint32Array | Uint8Array> {
   length = 0;
+  array: T;
   constructor(
-    public array: T,
-    private readonly Kind: { new (n: number): T },
-  ) {}
+    private readonly make: (n: number) => T,
+    initial = 0,
+  ) {
+    this.array = make(initial);
+  }
   /** Room for `more` elements; returns where they start. */
   reserve(more: number): number {
     const at = this.length;
     if (at + more > this.array.length) {
-      const next = new this.Kind(Math.max(2 * this.array.length, at + more, 16));
+      const next = this.make(Math.max(2 * this.array.length, at + more, 16));
       next.set(this.array.subarray(0, at));
       this.array = next;
     }
@@ -130,7 +133,7 @@ class Growing<T extends Float64Array | Uint32Array | Uint8Array> {
   }
   /** A new, empty table of `n` elements of the same kind. */
   blank(n: number): T {
-    return new this.Kind(n);
+    return this.make(n);
   }
 }
 
@@ -145,13 +148,13 @@ type RowTable = [Growing<Float64Array | Uint32Array | Uint8Array>, number];
  */
 export class ParsedTocBuilder implements EntrySink {
   private rows = 0;
-  private words: Growing<Uint32Array>;
-  private sizes: Growing<Float64Array>;
-  private readonly chunkDoubles = new Growing(new Float64Array(0), Float64Array);
-  private readonly chunkDigests = new Growing(new Uint32Array(0), Uint32Array);
-  private readonly zeros = new Growing(new Uint8Array(0), Uint8Array);
-  private readonly digestBytes = new Growing(new Uint8Array(0), Uint8Array);
-  private readonly xattrWords = new Growing(new Uint32Array(0), Uint32Array);
+  private readonly words: Growing<Uint32Array>;
+  private readonly sizes: Growing<Float64Array>;
+  private readonly chunkDoubles = new Growing((n) => new Float64Array(n));
+  private readonly chunkDigests = new Growing((n) => new Uint32Array(n));
+  private readonly zeros = new Growing((n) => new Uint8Array(n));
+  private readonly digestBytes = new Growing((n) => Buffer.alloc(n));
+  private readonly xattrWords = new Growing((n) => new Uint32Array(n));
   private readonly xattrValues: Buffer[] = [];
   private xattrBytes = 0;
   private readonly stringList: string[] = [];
@@ -166,12 +169,8 @@ export class ParsedTocBuilder implements EntrySink {
 
   /** `entries`: about how many rows will come (room is made for them at once). */
   constructor(entries = 0) {
-    this.words = new Growing(new Uint32Array(entries * ENTRY_WORDS), Uint32Array);
-    this.sizes = new Growing(new Float64Array(entries), Float64Array);
-  }
-
-  get length(): number {
-    return this.rows;
+    this.words = new Growing((n) => new Uint32Array(n), entries * ENTRY_WORDS);
+    this.sizes = new Growing((n) => new Float64Array(n), entries);
   }
 
   /** Appends a row; returns its index. */
@@ -279,8 +278,7 @@ export class ParsedTocBuilder implements EntrySink {
   private digest(d: string): number {
     const hex = d.startsWith(DIGEST_PREFIX) ? d.slice(DIGEST_PREFIX.length) : '';
     const id = this.digestBytes.reserve(DIGEST_BYTES) / DIGEST_BYTES;
-    const bytes = this.digestBytes.array;
-    if (hex.length !== DIGEST_BYTES * 2 || Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).write(hex, id * DIGEST_BYTES, DIGEST_BYTES, 'hex') !== DIGEST_BYTES) this.badDigest = true;
+    if (hex.length !== DIGEST_BYTES * 2 || this.digestBytes.array.write(hex, id * DIGEST_BYTES, DIGEST_BYTES, 'hex') !== DIGEST_BYTES) this.badDigest = true;
     return id;
   }
 
@@ -292,8 +290,7 @@ export class ParsedTocBuilder implements EntrySink {
   digestOf(row: number): string | undefined {
     const id = this.words.array[row * ENTRY_WORDS + E_DIGEST]! - 1;
     if (id < 0) return undefined;
-    const bytes = this.digestBytes.array;
-    return DIGEST_PREFIX + Buffer.from(bytes.buffer, bytes.byteOffset + id * DIGEST_BYTES, DIGEST_BYTES).toString('hex');
+    return DIGEST_PREFIX + this.digestBytes.array.toString('hex', id * DIGEST_BYTES, (id + 1) * DIGEST_BYTES);
   }
 
   /**
