@@ -50,7 +50,6 @@ const listings = new LRUCache<string, string[]>({ max: LISTINGS_KEPT });
 let nextTreeKey = 1;
 const W_OK = 2;
 
-
 /** Aborts a read after `ms` with an error that says so (AbortSignal.timeout's reason names no setting). */
 /** The FUSE operations of one mounted tree. */
 export function fsOperations(opts: FsOptions): FuseOperations {
@@ -59,7 +58,6 @@ export function fsOperations(opts: FsOptions): FuseOperations {
   const handles = new Map<number, FsNode>();
   const treeKey = `${nextTreeKey++}:`;
   let nextHandle = 1;
-  let totalBytes: number | undefined;
 
   const withNode = (path: string, fail: (errno: number) => void, then: (node: FsNode) => void): void => {
     const node = tree.lookup(path);
@@ -104,11 +102,10 @@ export function fsOperations(opts: FsOptions): FuseOperations {
       withNode(path, cb, (node) => cb(0, Object.keys(node.entry.xattrs ?? {})));
     },
     statfs(_path, cb) {
-      totalBytes ??= tree.contentBytes;
       const info: StatfsInfo = {
         bsize: 4096,
         frsize: 4096,
-        blocks: Math.ceil(totalBytes / 4096),
+        blocks: Math.ceil(tree.contentBytes / 4096),
         bfree: 0,
         bavail: 0,
         files: tree.inodeCount,
